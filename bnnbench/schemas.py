@@ -89,6 +89,8 @@ class ModelOut(BaseModel):
     arch: str | None = None  # ResNet18 / ResNet34 / VGG-Small / user name
     algorithm: str | None = None  # fp32 / bnn / react
     analysis: dict[str, Any] | None = None
+    analysis_status: str | None = None  # pending / running / done / failed
+    analysis_error: str | None = None
     created_at: datetime
 
 
@@ -124,9 +126,13 @@ class JobOut(BaseModel):
     threads: int
     device_id: int | None
     status: JobStatus
-    attempts: int
+    attempts: int  # failed attempts so far (expired leases + reported failures)
     error: str | None = None
     created_at: datetime
+    warmup: int | None = None
+    runs: int | None = None
+    leased_by: int | None = None  # agent id while leased
+    lease_expires_at: datetime | None = None
 
 
 class ArtifactRef(BaseModel):
@@ -167,6 +173,9 @@ class ResultIn(BaseModel):
 class JobFailure(BaseModel):
     lease_id: str
     error: str = Field(max_length=10000)
+    # False: the failure will recur (e.g. the runtime rejects the model): fail the job now
+    # instead of requeueing it until max_attempts
+    retryable: bool = True
 
 
 class ResultOut(BaseModel):

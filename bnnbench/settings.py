@@ -21,7 +21,16 @@ class CoordinatorSettings(BaseSettings):
     max_attempts: int = 3
     max_upload_bytes: int = 512 * 1024 * 1024
     long_poll_seconds: float = 20.0
-    conversion_workers: int = 1
+    conversion_workers: int = 1  # concurrent converter processes; 0 = conversions paused
+    conversion_timeout_seconds: float = 1800.0  # a converter process running longer is killed
+    conversion_poll_seconds: float = 2.0  # fallback scan for pending work (other processes)
+    reaper_interval_seconds: float = 5.0  # how often expired leases are requeued
+    # uploads up to this size are parsed with onnx in the request (a thread) to reject files
+    # that are not ONNX at once with 422; bigger ones only get a protobuf header check
+    sync_check_max_bytes: int = 64 * 1024 * 1024
+    # validity verdict of a result: enough samples, and stdev/median not above the bound
+    min_valid_samples: int = 3
+    max_rel_stdev: float = 0.5
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'bnnbench.db').resolve()}"
@@ -36,3 +45,14 @@ class AgentSettings(BaseSettings):
     cache_dir: Path = Path("var/agent-cache")
     heartbeat_seconds: float = 10.0
     max_backoff_seconds: float = 30.0
+    poll_wait_seconds: float = 20.0  # long-poll wait per lease request (server may cap it)
+
+
+class ClientSettings(BaseSettings):
+    """Defaults of `bnnbench submit` / `bnnbench results`: BNNBENCH_COORDINATOR, BNNBENCH_TOKEN
+    (the coordinator's admin token, BNNBENCH_ADMIN_TOKEN on the server side)."""
+
+    model_config = SettingsConfigDict(env_prefix="BNNBENCH_", extra="ignore")
+
+    coordinator: str = "http://127.0.0.1:8321"
+    token: str = ""

@@ -1,0 +1,550 @@
+"""The agent loop: register → (heartbeat thread) → lease → fetch artifact → run → report.
+
+Robustness rules:
+- Identity (agent id + token) lives in ``cache_dir/agent.json`` so a restarted agent is the same
+  agent. A rejected agent token (coordinator lost its database, agent revoked) triggers a fresh
+  registration with the enrolment token; a rejected *enrolment* token is a configuration error
+  and ends the agent with exit code 2 and a message saying so.
+- Every HTTP call retries through outages (agent.api). A finished result is written to
+  ``cache_dir/outbox/`` before it is posted and removed only once the coordinator has answered
+  it, so measurements survive a coordinator outage and even an agent restart.
+- While a job runs, the heartbeat thread keeps its lease alive. A job whose agent dies is
+  requeued by the coordinator when the lease expires.
+- SIGTERM/SIGINT: when idle, exit at once; during a job, finish it and report, then exit; a
+  second signal abandons the job (its lease expires and it is requeued; a result already in
+  the outbox is posted by the next start).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from agent import __version__
+from agent.api import ApiError, CoordinatorApi, Stopped, error_detail
+from agent.cache import ArtifactCache, ArtifactError
+from agent.runners import Runner, RunnerError, available_runners
+from agent.transports import LocalTransport, Transport
+from bnnbench.schemas import (
+    HeartbeatRequest,
+    JobFailure,
+    JobLease,
+    RegisterRequest,
+    RegisterResponse,
+    ResultIn,
+)
+from bnnbench.settings import AgentSettings
+
+log = logging.getLogger("bnnbench.agent")
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_CONFIG = 2  # enrolment token rejected, cache dir in use, nothing to run
+
+
+class AgentConfigError(Exception):
+    """A problem only the operator can fix (bad token, cache dir in use); ends the agent."""
+
+
+class _Interrupted(BaseException):
+    """Raised from the signal handler to leave a blocking wait (BaseException: never caught by
+    the generic error handling around a job)."""
+
+
+# ------------------------------------------------------------------ persisted state
+
+
+@dataclass
+class Identity:
+    coordinator: str
+    name: str
+    agent_id: int
+    device_id: int
+    token: str
+    fingerprint: str
+    runtimes: dict[str, str]
+
+
+def _write_private(path: Path, data: str) -> None:
+    """Atomic write readable only by the owner (the file holds a bearer token)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Outbox:
+    """Finished results not yet accepted by the coordinator, one JSON file per job."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, job_id: int, result: ResultIn) -> None:
+        body = {"job_id": job_id, "result": result.model_dump(mode="json")}
+        _write_private(self.root / f"job-{job_id}.json", json.dumps(body))
+
+    def remove(self, job_id: int) -> None:
+        (self.root / f"job-{job_id}.json").unlink(missing_ok=True)
+
+    def pending(self) -> list[tuple[int, ResultIn]]:
+        out = []
+        for p in sorted(self.root.glob("job-*.json")):
+            try:
+                body = json.loads(p.read_text())
+                out.append((int(body["job_id"]), ResultIn.model_validate(body["result"])))
+            except (OSError, ValueError, KeyError) as exc:
+                log.error("unreadable outbox entry %s (%s); moved aside", p, exc)
+                p.rename(p.with_suffix(".bad"))
+        return out
+
+
+class _DirLock:
+    """One agent per cache dir: two agents sharing agent.json would share one identity."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, documented
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AgentConfigError(
+                f"cache dir {self.path.parent} is in use by another agent (pid {holder}); "
+                "give each agent its own --cache-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+# ------------------------------------------------------------------ the agent
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        transport: Transport | None = None,
+        runners: dict[str, Runner] | None = None,
+        max_jobs: int | None = None,
+        exit_when_idle: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport or LocalTransport()
+        self.runners = runners if runners is not None else available_runners()
+        self.max_jobs = max_jobs
+        self.exit_when_idle = exit_when_idle
+        self.cache_dir = Path(settings.cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.cache = ArtifactCache(self.cache_dir)
+        self.outbox = Outbox(self.cache_dir / "outbox")
+        self.identity_path = self.cache_dir / "agent.json"
+        self.device = self.transport.device_info()
+        self.name = settings.name or self.device.hostname
+        self.stop_event = threading.Event()  # graceful stop requested
+        self._hb_stop = threading.Event()
+        self.api = CoordinatorApi(
+            settings.coordinator, max_backoff=settings.max_backoff_seconds, stop=self.stop_event
+        )
+        self._hb_api = CoordinatorApi(
+            settings.coordinator,
+            max_backoff=settings.max_backoff_seconds,
+            stop=self._hb_stop,
+            timeout=max(5.0, settings.heartbeat_seconds),
+        )
+        self.identity: Identity | None = None
+        self._identity_lock = threading.Lock()
+        self._fatal: AgentConfigError | None = None
+        self._current_job: int | None = None
+        self._lease_window: float | None = None  # seconds a fresh lease lasts
+        self._interruptible = False
+        self._signals = 0
+        self.jobs_processed = 0
+
+    # -------------------------------------------------------------- identity
+
+    def _runtimes(self) -> dict[str, str]:
+        return {lib: r.version() for lib, r in sorted(self.runners.items())}
+
+    def _set_identity(self, ident: Identity) -> None:
+        self.identity = ident
+        self.api.token = ident.token
+        self._hb_api.token = ident.token
+
+    def _load_identity(self) -> Identity | None:
+        try:
+            ident = Identity(**json.loads(self.identity_path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("ignoring unreadable %s (%s)", self.identity_path, exc)
+            return None
+        current = (self.settings.coordinator.rstrip("/"), self.name, self.device.fingerprint())
+        if (ident.coordinator, ident.name, ident.fingerprint) != current:
+            log.info("stored identity is for another coordinator/name/device; registering anew")
+            return None
+        if ident.runtimes != self._runtimes():
+            log.info("runtimes changed since registration; registering anew to advertise them")
+            return None
+        return ident
+
+    def register(self, api: CoordinatorApi | None = None) -> Identity:
+        api = api or self.api
+        if not self.settings.token:
+            raise AgentConfigError(
+                "no enrolment token: pass --token (or BNNBENCH_AGENT_TOKEN) with the "
+                "coordinator's admin token to register this agent"
+            )
+        req = RegisterRequest(name=self.name, device=self.device, runtimes=self._runtimes())
+        resp = api.request(
+            "POST", "/agents/register", json=req.model_dump(mode="json"), token=self.settings.token
+        )
+        if resp.status_code in (401, 403):
+            raise AgentConfigError(
+                f"the coordinator at {self.settings.coordinator} rejected the enrolment token "
+                f"(HTTP {resp.status_code}: {error_detail(resp)}); check --token"
+            )
+        if resp.status_code >= 400:
+            raise AgentConfigError(
+                f"registration refused (HTTP {resp.status_code}: {error_detail(resp)})"
+            )
+        reg = RegisterResponse.model_validate(resp.json())
+        ident = Identity(
+            coordinator=self.settings.coordinator.rstrip("/"),
+            name=self.name,
+            agent_id=reg.agent_id,
+            device_id=reg.device_id,
+            token=reg.token,
+            fingerprint=self.device.fingerprint(),
+            runtimes=self._runtimes(),
+        )
+        _write_private(self.identity_path, json.dumps(asdict(ident), indent=2))
+        self._set_identity(ident)
+        log.info(
+            "registered as agent %d (device %d) runtimes=%s", reg.agent_id, reg.device_id,
+            ident.runtimes,
+        )
+        return ident
+
+    def _reregister(self, stale_token: str, api: CoordinatorApi) -> None:
+        with self._identity_lock:
+            if self.identity is not None and self.identity.token != stale_token:
+                return  # the other thread already did it
+            log.warning("the coordinator rejected this agent's token; registering again")
+            self.register(api)
+
+    def call(self, api: CoordinatorApi, method: str, path: str, **kw: Any) -> httpx.Response:
+        """An authenticated call; a 401 leads to one re-registration and one retry."""
+        token = api.token
+        resp = api.request(method, path, **kw)
+        if resp.status_code == 401:
+            self._reregister(token, api)
+            resp = api.request(method, path, **kw)
+        return resp
+
+    # -------------------------------------------------------------- heartbeat
+
+    def _heartbeat_interval(self) -> float:
+        interval = self.settings.heartbeat_seconds
+        if self._current_job is not None and self._lease_window:
+            # at least three beats per lease period, whatever the configured interval
+            interval = min(interval, self._lease_window / 3)
+        return max(interval, 0.05)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._hb_stop.wait(self._heartbeat_interval()):
+            job = self._current_job
+            body = HeartbeatRequest(job_id=job).model_dump(mode="json")
+            try:
+                resp = self.call(self._hb_api, "POST", "/agents/heartbeat", json=body, retry=False)
+            except httpx.TransportError as exc:
+                log.warning("heartbeat failed, coordinator unreachable (%r)", exc)
+                continue
+            except AgentConfigError as exc:
+                self._fatal = exc
+                self.stop_event.set()
+                return
+            except Exception:  # never let the heartbeat thread die silently
+                log.exception("heartbeat failed")
+                continue
+            if resp.status_code >= 400:
+                log.warning(
+                    "heartbeat (job %s): HTTP %d: %s", job, resp.status_code, error_detail(resp)
+                )
+
+    # -------------------------------------------------------------- jobs
+
+    def lease(self, wait: float) -> JobLease | None:
+        resp = self.call(
+            self.api, "POST", "/agents/lease", params={"wait": round(wait, 1)}, timeout=wait + 30
+        )
+        if resp.status_code == 204:
+            return None
+        if resp.status_code != 200:
+            raise ApiError(resp.status_code, error_detail(resp), "POST", "/agents/lease")
+        return JobLease.model_validate(resp.json())
+
+    def _run_in_thread(self, fn: Callable[[], T]) -> T:
+        """Run a (C-bound) benchmark off the main thread so signals stay deliverable."""
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["out"] = fn()
+            except BaseException as exc:  # handed to the main thread
+                box["exc"] = exc
+
+        t = threading.Thread(target=target, name="bnnbench-run", daemon=True)
+        t.start()
+        while t.is_alive():
+            t.join(0.2)
+        if "exc" in box:
+            raise box["exc"]
+        return box["out"]
+
+    def _fetch(self, lease: JobLease) -> Path:
+        token = self.api.token
+        try:
+            return self.cache.fetch(self.api, lease.artifact)
+        except ApiError as exc:
+            if exc.status != 401:
+                raise
+        self._reregister(token, self.api)
+        return self.cache.fetch(self.api, lease.artifact)
+
+    def process(self, lease: JobLease) -> None:
+        job = lease.job_id
+        expires = lease.lease_expires_at
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        window = (expires - datetime.now(UTC)).total_seconds()
+        self._lease_window = window if window > 0 else None  # None: clocks disagree, ignore
+        self._current_job = job
+        log.info(
+            "leased job %d: %s artifact %d (sha256 %s), threads=%d warmup=%d runs=%d",
+            job, lease.artifact.library, lease.artifact.id, lease.artifact.sha256[:12],
+            lease.threads, lease.warmup, lease.runs,
+        )
+        try:
+            result = self._measure(lease)
+            if result is None:
+                return
+            self.outbox.put(job, result)  # from here on the measurement cannot be lost
+            self.deliver(job, result)
+        finally:
+            self._current_job = None
+
+    def _measure(self, lease: JobLease) -> ResultIn | None:
+        """Fetch and run; on failure report it and return None."""
+        try:
+            runner = self.runners.get(str(lease.artifact.library))
+            if runner is None:
+                raise RunnerError(
+                    f"this agent has no runner for library {lease.artifact.library!s} "
+                    f"(available: {', '.join(self.runners) or 'none'})"
+                )
+            path = self._fetch(lease)
+            env_before = self.transport.environment()
+            out = self._run_in_thread(
+                lambda: runner.benchmark(path, lease.threads, lease.warmup, lease.runs)
+            )
+            env_after = self.transport.environment()
+        except Stopped:
+            raise
+        except ArtifactError as exc:
+            self.fail(lease, str(exc))
+            return None
+        except ApiError as exc:
+            self.fail(lease, f"artifact download failed: {exc}")
+            return None
+        except RunnerError as exc:
+            self.fail(lease, str(exc), retryable=exc.retryable)
+            return None
+        except Exception as exc:  # a runner bug must fail the job, not kill the agent
+            self.fail(lease, f"{type(exc).__name__}: {exc}")
+            return None
+        env = {
+            **env_before,
+            "after": {k: v for k, v in env_after.items() if k not in ("python", "platform")},
+            "agent": {
+                "id": self.identity.agent_id if self.identity else None,
+                "name": self.name,
+                "version": __version__,
+            },
+            "transport": self.transport.name,
+            "threads": lease.threads,
+            "warmup": lease.warmup,
+            "runs": lease.runs,
+            "artifact_sha256": lease.artifact.sha256,
+            "runner": out.extra,
+        }
+        return ResultIn(
+            lease_id=lease.lease_id,
+            samples_ms=out.samples_ms,
+            runtime_version=out.runtime_version,
+            env=env,
+        )
+
+    def deliver(self, job_id: int, result: ResultIn) -> bool:
+        """Post a result; True once the coordinator has answered it for good."""
+        try:
+            resp = self.call(
+                self.api, "POST", f"/jobs/{job_id}/result", json=result.model_dump(mode="json")
+            )
+        except Stopped:
+            log.warning("job %d: result kept in %s for the next start", job_id, self.outbox.root)
+            return False
+        if resp.status_code < 300:
+            med = sorted(result.samples_ms)[len(result.samples_ms) // 2]
+            log.info("job %d done: %d samples, median %.3f ms", job_id, len(result.samples_ms), med)
+            self.outbox.remove(job_id)
+            return True
+        if resp.status_code >= 500:
+            log.error("job %d: result not accepted yet (HTTP %d); kept", job_id, resp.status_code)
+            return False
+        # 4xx: the lease was lost (expired and re-leased) or the job is gone: nothing to retry
+        log.error(
+            "job %d: coordinator refused the result (HTTP %d: %s); dropping it",
+            job_id, resp.status_code, error_detail(resp),
+        )
+        self.outbox.remove(job_id)
+        return True
+
+    def fail(self, lease: JobLease, error: str, *, retryable: bool = True) -> None:
+        log.error("job %d failed: %s", lease.job_id, error)
+        body = JobFailure(
+            lease_id=lease.lease_id, error=error[:10000], retryable=retryable
+        ).model_dump(mode="json")
+        try:
+            resp = self.call(self.api, "POST", f"/jobs/{lease.job_id}/fail", json=body)
+        except Stopped:
+            return  # the lease expires and the job is retried elsewhere
+        if resp.status_code >= 300:
+            log.error(
+                "job %d: failure report refused (HTTP %d: %s)",
+                lease.job_id, resp.status_code, error_detail(resp),
+            )
+
+    def flush_outbox(self) -> None:
+        for job_id, result in self.outbox.pending():
+            log.info("re-posting kept result of job %d", job_id)
+            if not self.deliver(job_id, result):
+                return  # coordinator still unhappy; try again next round
+
+    # -------------------------------------------------------------- lifecycle
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        self.stop_event.set()
+        if self._current_job is None or self._signals > 1:
+            if self._current_job is not None:
+                log.warning("%s again: abandoning job %d (its lease will expire)", name,
+                            self._current_job)
+            if self._interruptible or self._current_job is not None:
+                raise _Interrupted(name)
+        else:
+            log.info("%s: finishing job %d, then exiting (signal again to abandon)", name,
+                     self._current_job)
+
+    def run(self) -> int:
+        """Run until stopped, ``max_jobs`` processed or idle for ``exit_when_idle`` seconds."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        lock = _DirLock(self.cache_dir / "agent.lock")
+        heartbeat: threading.Thread | None = None
+        try:
+            lock.acquire()
+            if not self.runners:
+                raise AgentConfigError(
+                    "no runtime is available on this machine (the native engine could not be "
+                    "loaded); nothing to benchmark with"
+                )
+            ident = self._load_identity()
+            if ident is not None:
+                self._set_identity(ident)
+                log.info("reusing identity: agent %d (%s)", ident.agent_id, self.identity_path)
+            else:
+                self.register()
+            heartbeat = threading.Thread(
+                target=self._heartbeat_loop, name="bnnbench-heartbeat", daemon=True
+            )
+            heartbeat.start()
+            self._loop()
+            if self._fatal:
+                raise self._fatal
+            return EXIT_OK
+        except AgentConfigError as exc:
+            log.error("%s", exc)
+            return EXIT_CONFIG
+        except (_Interrupted, Stopped):
+            log.info("stopped")
+            return EXIT_OK
+        finally:
+            self._hb_stop.set()
+            if heartbeat is not None:
+                heartbeat.join(timeout=5)
+            self.api.close()
+            self._hb_api.close()
+            lock.release()
+
+    def _loop(self) -> None:
+        idle_since = time.monotonic()
+        while not self.stop_event.is_set():
+            self.flush_outbox()
+            if self.max_jobs is not None and self.jobs_processed >= self.max_jobs:
+                log.info("processed %d job(s); exiting", self.jobs_processed)
+                return
+            wait = self.settings.poll_wait_seconds
+            if self.exit_when_idle is not None:
+                left = self.exit_when_idle - (time.monotonic() - idle_since)
+                if left <= 0:
+                    log.info("idle for %.1fs; exiting", self.exit_when_idle)
+                    return
+                wait = min(wait, left)
+            self._interruptible = True
+            try:
+                if self.stop_event.is_set():
+                    return
+                lease = self.lease(max(wait, 0.1))
+            finally:
+                self._interruptible = False
+            if lease is None:
+                continue
+            self.process(lease)
+            self.jobs_processed += 1
+            idle_since = time.monotonic()

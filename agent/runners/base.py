@@ -1,0 +1,43 @@
+"""The Runner protocol: how the agent runs one library's artifact and times it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+class RunnerError(Exception):
+    """The runner could not produce timings (bad artifact, crash, unsupported thread count).
+
+    ``retryable=False`` tells the coordinator the failure will recur wherever this runtime
+    version runs (e.g. it rejects the model), so the job fails now instead of being requeued.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass
+class RunOutput:
+    samples_ms: list[float]  # one per timed run, milliseconds per inference
+    runtime_version: str
+    extra: dict[str, Any] = field(default_factory=dict)  # runner-specific provenance
+
+
+@runtime_checkable
+class Runner(Protocol):
+    name: str  # the schemas.Library value it serves
+
+    def version(self) -> str:
+        """Runtime version recorded with every result (e.g. engine build, LCE release)."""
+        ...
+
+    def available(self) -> bool:
+        """Whether this runner can run here now; the agent advertises only available ones."""
+        ...
+
+    def benchmark(self, artifact_path: Path, threads: int, warmup: int, runs: int) -> RunOutput:
+        """Load the artifact, run ``warmup`` untimed and ``runs`` timed inferences."""
+        ...

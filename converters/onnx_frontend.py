@@ -1,0 +1,891 @@
+"""ONNX front end: load, validate, infer shapes, fold constant (weight) subgraphs, and match the
+result into :mod:`converters.ir`.
+
+The pipeline:
+
+1. ``load_onnx`` parses the file (external data is loaded from next to it) and runs
+   ``onnx.checker``; anything unparsable or invalid is a :class:`MalformedModelError`.
+2. A symbolic batch dimension is fixed to 1 and shapes are inferred (strict mode).
+3. ``fold_constants`` evaluates, once, every node whose inputs are all initializers or
+   constants (``Sign(W)``, ``Mul(ReduceMean(Abs(W)), Sign(W))``, Constant nodes, shape
+   arithmetic ...), with numpy for common ops and ``onnx.reference`` for the rest.
+4. ``to_ir`` walks the remaining nodes in order and matches them: ``Conv(Sign(x), W)`` and
+   ``Conv(Sign(x − t), W)`` with W = ±α[o] become binary convs; BatchNorm and per-channel
+   Mul/Add/Sub/Div are folded into the producing conv/Gemm where it has no other consumer;
+   everything the native format cannot represent is refused with an
+   :class:`UnsupportedModelError` naming the node and op.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters import ir
+from converters.errors import ConversionError, MalformedModelError, UnsupportedModelError
+
+#: relative tolerance for "every |W[o]| equals α[o]" when recognising binary weights
+BINARY_WEIGHT_RTOL = 1e-5
+
+SUPPORTED_OPS = (
+    "Conv", "Sign", "BatchNormalization", "Clip", "Relu", "MaxPool", "AveragePool",
+    "GlobalAveragePool", "Add", "Sub", "Mul", "Div", "Flatten", "Reshape", "Squeeze",
+    "Gemm", "MatMul", "Identity", "Dropout",
+)  # fmt: skip
+
+# nondeterministic ops must not be folded even with constant inputs
+_NO_FOLD = {"RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_onnx(path: str | Path) -> Any:
+    """Parse and check an ONNX file; returns the ``onnx.ModelProto``."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise MalformedModelError(f"{p}: no such file")
+    try:
+        model = onnx.load(str(p))  # also loads external data stored next to the file
+    except Exception as exc:  # protobuf DecodeError, missing external data file, ...
+        raise MalformedModelError(
+            f"{p.name}: not a parsable ONNX model ({type(exc).__name__}: {_one_line(exc)})"
+        ) from exc
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # ValidationError, or oversize protos
+        raise MalformedModelError(f"{p.name}: invalid ONNX model: {_one_line(exc)}") from exc
+    return model
+
+
+def _opset(model: Any) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise MalformedModelError("model imports no default-domain (ai.onnx) opset")
+
+
+def _graph_input(model: Any) -> Any:
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        names = ", ".join(repr(i.name) for i in inputs) or "none"
+        raise UnsupportedModelError(
+            f"the native engine runs graphs with exactly one input, this one has {names}"
+        )
+    return inputs[0]
+
+
+def _fix_batch_dim(model: Any) -> list[str]:
+    """Give a symbolic batch dimension the value 1 so every shape is static."""
+    notes = []
+    inp = _graph_input(model)
+    tt = inp.type.tensor_type
+    if not tt.HasField("shape"):
+        raise UnsupportedModelError(f"graph input {inp.name!r} has no shape")
+    for i, d in enumerate(tt.shape.dim):
+        if d.HasField("dim_value"):
+            continue
+        if i == 0:
+            notes.append(f"symbolic batch dimension {d.dim_param or '?'!r} fixed to 1")
+            d.Clear()
+            d.dim_value = 1
+        else:
+            raise UnsupportedModelError(
+                f"graph input {inp.name!r} has a symbolic dimension {i} ({d.dim_param!r}); "
+                "only the batch dimension may be symbolic"
+            )
+    return notes
+
+
+def _infer_shapes(model: Any) -> tuple[Any, dict[str, tuple[int, ...] | None]]:
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(
+            model, check_type=True, strict_mode=True, data_prop=True
+        )
+    except Exception as exc:
+        raise MalformedModelError(f"shape inference failed: {_one_line(exc)}") from exc
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    g = inferred.graph
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            shapes[vi.name] = None
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        shapes[vi.name] = None if any(d is None for d in dims) else tuple(int(d) for d in dims)
+    return inferred, shapes
+
+
+# ----------------------------------------------------------------------------- folding
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+class _Fallback(Exception):
+    """The numpy evaluator does not handle this case; use onnx.reference."""
+
+
+def _axes(a: dict, inputs: list, idx: int) -> list[int] | None:
+    if "axes" in a:
+        return [int(v) for v in a["axes"]]
+    if len(inputs) > idx and inputs[idx] is not None:
+        return [int(v) for v in np.asarray(inputs[idx]).reshape(-1)]
+    return None
+
+
+def _reduce(fn: Callable) -> Callable:
+    def run(a: dict, *inputs: np.ndarray) -> np.ndarray:
+        x = inputs[0]
+        axes = _axes(a, list(inputs), 1)
+        if not axes:
+            if a.get("noop_with_empty_axes", 0):
+                return x.copy()
+            axes = list(range(x.ndim))
+        keep = bool(a.get("keepdims", 1))
+        return fn(x, axis=tuple(axes), keepdims=keep, dtype=np.float64).astype(x.dtype)
+
+    return run
+
+
+def _same_dtype(fn: Callable) -> Callable:
+    def run(a: dict, *inputs: np.ndarray) -> np.ndarray:
+        return np.asarray(fn(*inputs)).astype(inputs[0].dtype)
+
+    return run
+
+
+def _div(a: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    if not np.issubdtype(x.dtype, np.floating):
+        raise _Fallback  # integer Div truncates; let the reference implementation decide
+    return (x / y).astype(x.dtype)
+
+
+def _reshape(a: dict, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    target = [int(s) for s in shape.reshape(-1)]
+    if not a.get("allowzero", 0):
+        target = [x.shape[i] if s == 0 else s for i, s in enumerate(target)]
+    return x.reshape(target)
+
+
+def _unsqueeze(a: dict, *inputs: np.ndarray) -> np.ndarray:
+    x = inputs[0]
+    axes = _axes(a, list(inputs), 1) or []
+    rank = x.ndim + len(axes)
+    for ax in sorted(v % rank for v in axes):
+        x = np.expand_dims(x, ax)
+    return x
+
+
+def _squeeze(a: dict, *inputs: np.ndarray) -> np.ndarray:
+    x = inputs[0]
+    axes = _axes(a, list(inputs), 1)
+    return np.squeeze(x) if axes is None else np.squeeze(x, axis=tuple(v % x.ndim for v in axes))
+
+
+def _cast(a: dict, x: np.ndarray) -> np.ndarray:
+    from onnx import helper
+
+    return x.astype(helper.tensor_dtype_to_np_dtype(a["to"]))
+
+
+def _transpose(a: dict, x: np.ndarray) -> np.ndarray:
+    return np.transpose(x, a.get("perm"))
+
+
+_NUMPY_OPS: dict[str, Callable] = {
+    "Sign": _same_dtype(np.sign),
+    "Abs": _same_dtype(np.abs),
+    "Neg": _same_dtype(np.negative),
+    "Sqrt": _same_dtype(np.sqrt),
+    "Reciprocal": _same_dtype(np.reciprocal),
+    "Add": _same_dtype(np.add),
+    "Sub": _same_dtype(np.subtract),
+    "Mul": _same_dtype(np.multiply),
+    "Div": _div,
+    "Identity": lambda a, x: x.copy(),
+    "ReduceMean": _reduce(np.mean),
+    "ReduceSum": _reduce(np.sum),
+    "Reshape": _reshape,
+    "Transpose": _transpose,
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "Cast": _cast,
+}
+
+
+def _eval_reference(node: Any, inputs: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
+    from onnx import TypeProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    vis, feeds = [], {}
+    for name, arr in zip(node.input, inputs, strict=True):
+        if arr is None or not name or name in feeds:
+            continue
+        dtype = helper.np_dtype_to_tensor_dtype(arr.dtype)
+        vis.append(helper.make_tensor_value_info(name, dtype, arr.shape))
+        feeds[name] = arr
+    outs = [helper.make_value_info(o, TypeProto()) for o in node.output if o]
+    model = helper.make_model(
+        helper.make_graph([node], "fold", vis, outs),
+        opset_imports=[helper.make_opsetid("", opset)],
+    )
+    results = ReferenceEvaluator(model).run(None, feeds)
+    return [np.asarray(r) for r in results]
+
+
+def _eval_node(node: Any, inputs: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
+    fn = _NUMPY_OPS.get(node.op_type)
+    if fn is not None and len(node.output) == 1:
+        try:
+            return [fn(_attrs(node), *[i for i in inputs if i is not None])]
+        except _Fallback:
+            pass
+    return _eval_reference(node, inputs, opset)
+
+
+def _constant_value(node: Any) -> np.ndarray:
+    from onnx import numpy_helper
+
+    a = _attrs(node)
+    if "value" in a:
+        return numpy_helper.to_array(a["value"])
+    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
+                       ("value_int", np.int64), ("value_ints", np.int64)):
+        if key in a:
+            return np.array(a[key], dtype=dtype)
+    raise _Fallback
+
+
+def fold_constants(
+    graph: Any, shapes: dict[str, tuple[int, ...] | None], opset: int
+) -> tuple[list[Any], dict[str, np.ndarray], list[str]]:
+    """Evaluate every node whose inputs are all constant.
+
+    Returns the nodes left to convert, the constant values by name (initializers included) and
+    the names of the folded nodes."""
+    from onnx import numpy_helper
+
+    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    remaining, folded = [], []
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            remaining.append(node)  # refused later with the node's name
+            continue
+        ins = [i for i in node.input if i]
+        try:
+            if node.op_type == "Constant":
+                try:
+                    values = [_constant_value(node)]
+                except _Fallback:
+                    values = _eval_reference(node, [], opset)
+            elif node.op_type == "Shape" and shapes.get(node.input[0]) is not None:
+                # activation shapes are static once the batch is fixed; torch's flatten
+                # idiom (Shape→Gather→Concat→Reshape) folds away through this
+                shp = np.array(shapes[node.input[0]], dtype=np.int64)
+                a = _attrs(node)
+                values = [shp[a.get("start", 0) : a.get("end", len(shp))]]
+            elif ins and all(i in consts for i in ins) and node.op_type not in _NO_FOLD:
+                values = _eval_node(node, [consts[i] if i else None for i in node.input], opset)
+            else:
+                remaining.append(node)
+                continue
+        except ConversionError:
+            raise
+        except Exception as exc:
+            raise UnsupportedModelError(
+                f"could not evaluate this constant subgraph: {_one_line(exc)}",
+                node.name,
+                node.op_type,
+            ) from exc
+        for name, value in zip(node.output, values, strict=False):
+            if name:
+                consts[name] = np.asarray(value)
+        folded.append(node.name)
+    return remaining, consts, folded
+
+
+# ----------------------------------------------------------------------------- matching
+
+
+@dataclass
+class _Threshold:
+    """``x − t`` (or ``x + b``, t = −b) whose only consumers are Sign nodes."""
+
+    src: str
+    t: np.ndarray
+    node: str
+
+
+@dataclass
+class _Sign:
+    """``Sign(x)`` or ``Sign(x − t)`` on an activation, waiting for the Conv that reads it."""
+
+    src: str
+    t: np.ndarray | None
+    nodes: list[str]
+
+
+def binary_weights(w: np.ndarray, rtol: float = BINARY_WEIGHT_RTOL):
+    """If every ``|w[o]|`` equals one α[o] > 0, return ``(α, sign)``; else ``None``."""
+    w = np.asarray(w, dtype=np.float64)
+    absw = np.abs(w).reshape(w.shape[0], -1)
+    alpha = absw.mean(axis=1)
+    if np.any(alpha <= 0) or not np.all(np.abs(absw - alpha[:, None]) <= rtol * alpha[:, None]):
+        return None
+    return alpha.astype(np.float32), np.where(w < 0, -1, 1).astype(np.int8)
+
+
+class _Builder:
+    def __init__(self, graph: Any, nodes: list[Any], consts: dict[str, np.ndarray],
+                 onnx_shapes: dict[str, tuple[int, ...] | None], opset: int) -> None:
+        self.graph = graph
+        self.onnx_nodes = nodes
+        self.consts = consts
+        self.onnx_shapes = onnx_shapes
+        self.opset = opset
+        self.shapes: dict[str, ir.Shape] = {}
+        self.alias: dict[str, str] = {}
+        self.thresholds: dict[str, _Threshold] = {}
+        self.signs: dict[str, _Sign] = {}
+        self.producer: dict[str, ir.Node] = {}
+        self.nodes: list[ir.Node] = []
+        self.graph_outputs = {o.name for o in graph.output}
+        self.consumers: dict[str, list[Any]] = defaultdict(list)
+        for n in nodes:
+            for i in dict.fromkeys(n.input):
+                if i:
+                    self.consumers[i].append(n)
+
+    # -- helpers
+    def fail(self, node: Any, msg: str) -> UnsupportedModelError:
+        return UnsupportedModelError(msg, node.name, node.op_type)
+
+    def resolve(self, name: str) -> str:
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+    def act(self, node: Any, name: str) -> str:
+        """An activation input of ``node``: the canonical value name."""
+        name = self.resolve(name)
+        if name in self.shapes:
+            return name
+        if name in self.consts:
+            raise self.fail(node, f"input {name!r} is a constant where an activation is expected")
+        if name in self.signs or name in self.thresholds:
+            raise self.fail(node, f"input {name!r} is a binarized activation (Sign) that this "
+                                  "op cannot consume")
+        raise self.fail(node, f"input {name!r} is not produced by any supported node")
+
+    def const(self, node: Any, idx: int, what: str) -> np.ndarray:
+        name = node.input[idx] if idx < len(node.input) else ""
+        if not name:
+            raise self.fail(node, f"missing {what}")
+        if name not in self.consts:
+            raise self.fail(node, f"{what} {name!r} is not a constant (non-constant weights are "
+                                  "not supported: the native format stores them at conversion)")
+        return self.consts[name]
+
+    def opt_const(self, node: Any, idx: int, what: str) -> np.ndarray | None:
+        if idx >= len(node.input) or not node.input[idx]:
+            return None
+        return self.const(node, idx, what)
+
+    def sole_consumer(self, value: str, node: Any) -> bool:
+        cons = self.consumers.get(value, [])
+        return len(cons) == 1 and cons[0] is node and value not in self.graph_outputs
+
+    def emit(self, node: Any, n: ir.Node) -> ir.Node:
+        expected = self.onnx_shapes.get(node.output[0])
+        if expected is not None and tuple(expected) != tuple(n.out_shape):
+            raise ConversionError(
+                f"node {node.name!r} ({node.op_type}): internal shape mismatch, converter "
+                f"computed {n.out_shape} but ONNX infers {expected}"
+            )
+        self.nodes.append(n)
+        self.shapes[n.output] = tuple(n.out_shape)
+        self.producer[n.output] = n
+        return n
+
+    def per_channel(self, node: Any, c: np.ndarray, shape: ir.Shape, what: str) -> np.ndarray:
+        """A constant broadcast against an activation, reduced to one value per channel (axis 1)."""
+        c = np.asarray(c, dtype=np.float32)
+        try:
+            full = np.broadcast_shapes(c.shape, shape)
+        except ValueError:
+            full = None
+        if full != tuple(shape):
+            raise self.fail(node, f"{what} of shape {list(c.shape)} does not broadcast onto the "
+                                  f"activation {list(shape)} without changing its shape")
+        c = c.reshape((1,) * (len(shape) - c.ndim) + c.shape)
+        for ax in range(c.ndim):
+            if ax != 1 and c.shape[ax] > 1:
+                first = np.take(c, [0], axis=ax)
+                if not np.array_equal(np.broadcast_to(first, c.shape), c):
+                    raise self.fail(node, f"{what} varies along axis {ax}; only per-channel "
+                                          "(axis 1) constants are supported")
+                c = first
+        return np.broadcast_to(c.reshape(-1), (shape[1],)).astype(np.float32).copy()
+
+    def pads(self, node: Any, a: dict, hw: tuple[int, ...], kernel: tuple[int, int],
+             strides: tuple[int, int]) -> ir.Pads:
+        auto = a.get("auto_pad", "NOTSET")
+        if auto == "NOTSET":
+            p = [int(v) for v in a.get("pads", [0, 0, 0, 0])]
+            if len(p) != 4:
+                raise self.fail(node, f"pads {p} are not 2-D")
+            return (p[0], p[1], p[2], p[3])  # ONNX order: top, left, bottom, right
+        if auto == "VALID":
+            return (0, 0, 0, 0)
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            begin, end = [], []
+            for size, k, s in zip(hw, kernel, strides, strict=True):
+                out = -(-size // s)
+                total = max((out - 1) * s + k - size, 0)
+                small, large = total // 2, total - total // 2
+                b, e = (small, large) if auto == "SAME_UPPER" else (large, small)
+                begin.append(b)
+                end.append(e)
+            return (begin[0], begin[1], end[0], end[1])
+        raise self.fail(node, f"auto_pad={auto!r} has no explicit-padding equivalent")
+
+    def spatial(self, node: Any, a: dict, shape: ir.Shape, kernel: tuple[int, int]):
+        if len(shape) != 4:
+            raise self.fail(node, f"expects an NCHW input, got shape {list(shape)}")
+        dil = [int(v) for v in a.get("dilations", [1, 1])]
+        if any(d != 1 for d in dil):
+            raise self.fail(node, f"dilations={dil}: dilated kernels are not supported")
+        st = [int(v) for v in a.get("strides", [1, 1])]
+        if len(st) != 2:
+            raise self.fail(node, "only 2-D spatial ops are supported")
+        strides = (st[0], st[1])
+        return strides, self.pads(node, a, shape[2:], kernel, strides)
+
+    # -- affine folding (BatchNorm, per-channel Mul/Add/Sub/Div)
+    def affine(self, node: Any, x: str, scale: np.ndarray, bias: np.ndarray, what: str) -> None:
+        scale = np.asarray(scale, np.float64)
+        bias = np.asarray(bias, np.float64)
+        prod = self.producer.get(x)
+        if prod is not None and self.sole_consumer(x, node):
+            if isinstance(prod, ir.Conv):
+                prod.weight = (prod.weight * scale[:, None, None, None]).astype(np.float32)
+                b = np.zeros(prod.out_c) if prod.bias is None else prod.bias.astype(np.float64)
+                prod.bias = (b * scale + bias).astype(np.float32)
+            elif isinstance(prod, ir.BinConv):
+                prod.scale = (prod.scale * scale).astype(np.float32)
+                prod.bias = (prod.bias * scale + bias).astype(np.float32)
+            elif isinstance(prod, ir.Gemm):
+                prod.weight = (prod.weight * scale[:, None]).astype(np.float32)
+                b = np.zeros(prod.weight.shape[0]) if prod.bias is None else prod.bias
+                prod.bias = (np.asarray(b, np.float64) * scale + bias).astype(np.float32)
+            elif isinstance(prod, ir.Affine):
+                prod.bias = (prod.bias * scale + bias).astype(np.float32)
+                prod.scale = (prod.scale * scale).astype(np.float32)
+            else:
+                prod = None
+            if prod is not None:
+                prod.sources.append(node.name)
+                prod.add_note(f"{what} {node.name!r} folded in")
+                # the producer's output now carries the folded value: hand it our consumers
+                out = node.output[0]
+                prod.onnx_output = out
+                self.alias[out] = x
+                self.consumers[x] = self.consumers.get(out, [])
+                if out in self.graph_outputs:
+                    self.graph_outputs.add(x)
+                return
+        shape = self.shapes[x]
+        if len(shape) != 4:
+            raise self.fail(node, f"a per-channel {what} on a rank-{len(shape)} tensor is only "
+                                  "supported when it can be folded into the preceding Gemm")
+        self.emit(node, ir.Affine(node.name, [x], node.output[0], shape, [node.name],
+                                  f"{what} kept as a per-channel affine (not foldable: its input "
+                                  "is not a conv/Gemm output used only here)",
+                                  scale=scale.astype(np.float32), bias=bias.astype(np.float32)))
+
+    # -- ops
+    def op_Conv(self, node: Any, a: dict) -> None:
+        w = self.const(node, 1, "weight").astype(np.float32)
+        if w.ndim != 4:
+            raise self.fail(node, f"only 2-D convolutions are supported (weight rank {w.ndim})")
+        group = int(a.get("group", 1))
+        if group != 1:
+            raise self.fail(node, f"groups={group}: grouped/depthwise convolution is not "
+                                  "supported (the native format has groups = 1)")
+        kernel = (int(w.shape[2]), int(w.shape[3]))
+        if "kernel_shape" in a and tuple(a["kernel_shape"]) != kernel:
+            raise self.fail(node, f"kernel_shape {a['kernel_shape']} disagrees with the weight")
+        xin = self.resolve(node.input[0])
+        sign = self.signs.get(xin)
+        src = sign.src if sign else self.act(node, xin)
+        shape = self.shapes[src]
+        strides, pads = self.spatial(node, a, shape, kernel)
+        if shape[1] != w.shape[1]:
+            raise self.fail(node, f"weight expects {w.shape[1]} input channels, input has "
+                                  f"{shape[1]}")
+        b = self.opt_const(node, 2, "bias")
+        oh, ow = ir.conv_out_hw(shape[2], shape[3], kernel, strides, pads)
+        out_shape = (shape[0], int(w.shape[0]), oh, ow)
+        bw = binary_weights(w)
+        if sign is not None:
+            if bw is None:
+                raise self.fail(node, f"conv {node.name!r} has binarized input but float "
+                                      "weights: not representable (weights are not ±α per "
+                                      "output channel)")
+            alpha, ws = bw
+            src_desc = "sign(x − t) (per-channel threshold)" if sign.t is not None else "sign(x)"
+            scale_desc = ("weights ±1" if np.all(alpha == 1) else
+                          "weights ±α per output channel (α folded into scale)")
+            bias = np.zeros(w.shape[0], np.float32) if b is None else b.astype(np.float32)
+            self.emit(node, ir.BinConv(
+                node.name, [src], node.output[0], out_shape, sign.nodes + [node.name],
+                f"binarized: input {src_desc}, {scale_desc}",
+                weight_sign=ws, scale=alpha, bias=bias, threshold=sign.t,
+                strides=strides, pads=pads,
+            ))
+            return
+        note = "kept FP32: its input is not binarized (no Sign)"
+        if bw is not None:
+            note += ("; weights are ±α (weight-only binarization) but the native binary conv "
+                     "needs binary activations too")
+        self.emit(node, ir.Conv(
+            node.name, [src], node.output[0], out_shape, [node.name], note,
+            weight=w, bias=None if b is None else b.astype(np.float32),
+            strides=strides, pads=pads,
+        ))
+
+    def op_Sign(self, node: Any, a: dict) -> None:
+        xin = self.resolve(node.input[0])
+        thr = self.thresholds.get(xin)
+        if thr is not None:
+            sign = _Sign(thr.src, thr.t, [thr.node, node.name])
+        else:
+            sign = _Sign(self.act(node, xin), None, [node.name])
+        out = node.output[0]
+        if out in self.graph_outputs:
+            raise self.fail(node, "Sign on an activation that is a graph output; activations "
+                                  "are binarized only inside binary convolutions")
+        for c in self.consumers.get(out, []):
+            if c.op_type != "Conv" or list(c.input).index(out) != 0 or list(c.input).count(out) > 1:
+                raise self.fail(node, f"Sign on an activation that does not feed a conv (it "
+                                      f"feeds {c.name!r} ({c.op_type})); activations are "
+                                      "binarized only inside binary convolutions")
+        self.signs[out] = sign
+
+    def _feeds_only_sign(self, value: str) -> bool:
+        cons = self.consumers.get(value, [])
+        return bool(cons) and value not in self.graph_outputs and all(
+            c.op_type == "Sign" for c in cons
+        )
+
+    def _elementwise(self, node: Any, a: dict) -> None:
+        op = node.op_type
+        if len(node.input) != 2:
+            raise self.fail(node, "expects two inputs")
+        n0, n1 = (self.resolve(i) for i in node.input)
+        c0, c1 = n0 in self.consts, n1 in self.consts
+        if not c0 and not c1:
+            if op != "Add":
+                raise self.fail(node, f"{op} of two activations is not supported (only Add, "
+                                      "for residual connections)")
+            x0, x1 = self.act(node, n0), self.act(node, n1)
+            if self.shapes[x0] != self.shapes[x1]:
+                raise self.fail(node, f"Add of shapes {list(self.shapes[x0])} and "
+                                      f"{list(self.shapes[x1])}: broadcasting is not supported")
+            self.emit(node, ir.Add(node.name, [x0, x1], node.output[0], self.shapes[x0],
+                                   [node.name], "residual add"))
+            return
+        const_first = c0
+        x = self.act(node, n1 if const_first else n0)
+        c = self.consts[n0 if const_first else n1]
+        shape = self.shapes[x]
+        if op in ("Add", "Sub") and not (op == "Sub" and const_first) and self._feeds_only_sign(
+            node.output[0]
+        ):
+            t = self.per_channel(node, c, shape, "threshold")
+            # sign(x + b) = sign(x − (−b)) exactly in IEEE arithmetic
+            self.thresholds[node.output[0]] = _Threshold(x, t if op == "Sub" else -t, node.name)
+            return
+        v = self.per_channel(node, c, shape, f"{op} operand").astype(np.float64)
+        one, zero = np.ones_like(v), np.zeros_like(v)
+        if op == "Add":
+            scale, bias = one, v
+        elif op == "Sub":
+            scale, bias = (-one, v) if const_first else (one, -v)
+        elif op == "Mul":
+            scale, bias = v, zero
+        else:  # Div
+            if const_first:
+                raise self.fail(node, "division by an activation is not supported")
+            scale, bias = 1.0 / v, zero
+        self.affine(node, x, scale, bias, op)
+
+    op_Add = op_Sub = op_Mul = op_Div = _elementwise
+
+    def op_BatchNormalization(self, node: Any, a: dict) -> None:
+        if int(a.get("training_mode", 0)):
+            raise self.fail(node, "training_mode=1 BatchNorm is not an inference op")
+        if any(o for o in node.output[1:]):
+            raise self.fail(node, "BatchNorm running-statistics outputs are not supported")
+        x = self.act(node, node.input[0])
+        gamma, beta, mean, var = (
+            self.const(node, i, w).astype(np.float64)
+            for i, w in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "var"))
+        )
+        k = gamma / np.sqrt(var + float(a.get("epsilon", 1e-5)))
+        c = self.shapes[x][1]
+        if k.shape != (c,):
+            raise self.fail(node, f"parameters of shape {list(k.shape)} for {c} channels")
+        self.affine(node, x, k, beta - mean * k, "BatchNorm")
+
+    def op_Clip(self, node: Any, a: dict) -> None:
+        x = self.act(node, node.input[0])
+        if self.opset < 11:
+            lo, hi = float(a.get("min", -np.inf)), float(a.get("max", np.inf))
+        else:
+            cmin = self.opt_const(node, 1, "min")
+            cmax = self.opt_const(node, 2, "max")
+            lo = -np.inf if cmin is None else float(np.asarray(cmin).reshape(-1)[0])
+            hi = np.inf if cmax is None else float(np.asarray(cmax).reshape(-1)[0])
+            for v in (cmin, cmax):
+                if v is not None and np.asarray(v).size != 1:
+                    raise self.fail(node, "min/max must be scalars")
+        self.emit(node, ir.Clip(node.name, [x], node.output[0], self.shapes[x], [node.name],
+                                f"clip [{lo:g}, {hi:g}]", min=lo, max=hi))
+
+    def op_Relu(self, node: Any, a: dict) -> None:
+        x = self.act(node, node.input[0])
+        self.emit(node, ir.Clip(node.name, [x], node.output[0], self.shapes[x], [node.name],
+                                "ReLU as clip [0, inf]", min=0.0, max=float("inf")))
+
+    def _pool(self, node: Any, a: dict, is_max: bool) -> None:
+        if len(node.output) > 1 and node.output[1] and self.consumers.get(node.output[1]):
+            raise self.fail(node, "MaxPool indices output is not supported")
+        x = self.act(node, node.input[0])
+        shape = self.shapes[x]
+        ks = [int(v) for v in a["kernel_shape"]]
+        if len(ks) != 2:
+            raise self.fail(node, "only 2-D pooling is supported")
+        kernel = (ks[0], ks[1])
+        strides, pads = self.spatial(node, a, shape, kernel)
+        cip = bool(a.get("count_include_pad", 0))
+        oh, ow = ir.conv_out_hw(shape[2], shape[3], kernel, strides, pads)
+        if int(a.get("ceil_mode", 0)):
+            extra = []
+            for size, k, s, b, e in zip(shape[2:], kernel, strides, pads[:2], pads[2:],
+                                        strict=True):
+                out = -(-(size + b + e - k) // s) + 1
+                if (out - 1) * s >= size + b:  # the last window must start inside the input
+                    out -= 1
+                extra.append((out - 1) * s + k - (size + b + e))
+            if any(v > 0 for v in extra):
+                if not is_max and cip:
+                    raise self.fail(node, "ceil_mode=1 with count_include_pad=1 is not "
+                                          "supported")
+                # padded taps are ignored by MAXPOOL and by AVGPOOL without count_include_pad,
+                # so ceil mode is extra bottom/right padding
+                pads = (pads[0], pads[1], pads[2] + max(extra[0], 0), pads[3] + max(extra[1], 0))
+                oh, ow = ir.conv_out_hw(shape[2], shape[3], kernel, strides, pads)
+        out_shape = (shape[0], shape[1], oh, ow)
+        if is_max:
+            n: ir.Node = ir.MaxPool(node.name, [x], node.output[0], out_shape, [node.name],
+                                    "max pool", kernel=kernel, strides=strides, pads=pads)
+        else:
+            n = ir.AvgPool(node.name, [x], node.output[0], out_shape, [node.name], "average pool",
+                           kernel=kernel, strides=strides, pads=pads, count_include_pad=cip)
+        self.emit(node, n)
+
+    def op_MaxPool(self, node: Any, a: dict) -> None:
+        self._pool(node, a, True)
+
+    def op_AveragePool(self, node: Any, a: dict) -> None:
+        self._pool(node, a, False)
+
+    def op_GlobalAveragePool(self, node: Any, a: dict) -> None:
+        x = self.act(node, node.input[0])
+        shape = self.shapes[x]
+        if len(shape) != 4:
+            raise self.fail(node, f"expects an NCHW input, got {list(shape)}")
+        self.emit(node, ir.GlobalAvgPool(node.name, [x], node.output[0],
+                                         (shape[0], shape[1], 1, 1), [node.name], "global pool"))
+
+    def _to_shape(self, node: Any, x: str, target: tuple[int, ...]) -> None:
+        shape = self.shapes[x]
+        if tuple(target) == tuple(shape):
+            self.alias[node.output[0]] = x
+            return
+        if len(shape) == 4 and tuple(target) == (shape[0], shape[1] * shape[2] * shape[3]):
+            self.emit(node, ir.Flatten(node.name, [x], node.output[0], tuple(target),
+                                       [node.name], "flatten to N×features"))
+            return
+        raise self.fail(node, f"reshaping {list(shape)} to {list(target)} is not supported "
+                              "(only flattening NCHW to N×(C·H·W))")
+
+    def op_Flatten(self, node: Any, a: dict) -> None:
+        x = self.act(node, node.input[0])
+        shape = self.shapes[x]
+        axis = int(a.get("axis", 1)) % max(len(shape), 1)
+        if axis != 1:
+            raise self.fail(node, f"Flatten with axis={a.get('axis')} is not supported (only 1)")
+        self._to_shape(node, x, (shape[0], int(np.prod(shape[1:]))))
+
+    def _inferred_target(self, node: Any) -> tuple[int, ...]:
+        target = self.onnx_shapes.get(node.output[0])
+        if target is None:
+            raise self.fail(node, "output shape could not be inferred")
+        return target
+
+    def op_Reshape(self, node: Any, a: dict) -> None:
+        x = self.act(node, node.input[0])
+        self.const(node, 1, "shape")
+        self._to_shape(node, x, self._inferred_target(node))
+
+    def op_Squeeze(self, node: Any, a: dict) -> None:
+        x = self.act(node, node.input[0])
+        self._to_shape(node, x, self._inferred_target(node))
+
+    def op_Identity(self, node: Any, a: dict) -> None:
+        self.alias[node.output[0]] = self.act(node, node.input[0])
+
+    def op_Dropout(self, node: Any, a: dict) -> None:
+        if len(node.output) > 1 and node.output[1] and self.consumers.get(node.output[1]):
+            raise self.fail(node, "Dropout mask output is not supported")
+        tm = self.opt_const(node, 2, "training_mode")
+        if tm is not None and bool(np.asarray(tm).reshape(-1)[0]):
+            raise self.fail(node, "Dropout in training mode is not an inference op")
+        self.op_Identity(node, a)
+
+    def _fc(self, node: Any, x: str, w: np.ndarray, b: np.ndarray | None, note: str) -> None:
+        shape = self.shapes[x]
+        if len(shape) != 2:
+            raise self.fail(node, f"expects an N×features input, got {list(shape)}")
+        if w.shape[1] != shape[1]:
+            raise self.fail(node, f"weight expects {w.shape[1]} features, input has {shape[1]}")
+        self.emit(node, ir.Gemm(node.name, [x], node.output[0], (shape[0], int(w.shape[0])),
+                                [node.name], note, weight=w.astype(np.float32),
+                                bias=None if b is None else b.astype(np.float32)))
+
+    def op_Gemm(self, node: Any, a: dict) -> None:
+        if int(a.get("transA", 0)):
+            raise self.fail(node, "transA=1 is not supported (the activation must be A)")
+        x = self.act(node, node.input[0])
+        bmat = self.const(node, 1, "weight B").astype(np.float64)
+        if bmat.ndim != 2:
+            raise self.fail(node, "weight B must be a matrix")
+        w = (bmat if int(a.get("transB", 0)) else bmat.T) * float(a.get("alpha", 1.0))
+        c = self.opt_const(node, 2, "bias C")
+        b = None
+        if c is not None:
+            c = np.asarray(c, np.float64) * float(a.get("beta", 1.0))
+            out_f = w.shape[0]
+            if c.size == 1:
+                b = np.full(out_f, float(c.reshape(-1)[0]))
+            elif c.shape in ((out_f,), (1, out_f)):
+                b = c.reshape(-1)
+            else:
+                raise self.fail(node, f"bias C of shape {list(c.shape)} is not per output")
+        self._fc(node, x, w, b, "kept FP32: fully connected layer")
+
+    def op_MatMul(self, node: Any, a: dict) -> None:
+        x = self.act(node, node.input[0])
+        bmat = self.const(node, 1, "weight B")
+        if bmat.ndim != 2:
+            raise self.fail(node, "only MatMul with a constant matrix is supported")
+        # a following Add of a constant is folded into this Gemm's bias by affine()
+        self._fc(node, x, np.asarray(bmat, np.float64).T, None,
+                 "kept FP32: fully connected layer (MatMul)")
+
+    # -- driver
+    def build(self, input_name: str, input_shape: ir.Shape) -> ir.Graph:
+        self.shapes[input_name] = input_shape
+        for node in self.onnx_nodes:
+            if node.domain not in ("", "ai.onnx"):
+                raise self.fail(node, f"custom-domain op ({node.domain}) is not supported")
+            handler = getattr(self, f"op_{node.op_type}", None)
+            if handler is None:
+                raise self.fail(node, "op not supported by the native converter (supported: "
+                                      + ", ".join(SUPPORTED_OPS) + ")")
+            handler(node, _attrs(node))
+        if len(self.graph.output) != 1:
+            raise UnsupportedModelError(
+                f"the native engine runs graphs with exactly one output, this one has "
+                f"{len(self.graph.output)}"
+            )
+        out_name = self.graph.output[0].name
+        out = self.resolve(out_name)
+        if out in self.consts:
+            raise UnsupportedModelError(f"graph output {out_name!r} is a constant")
+        if out == input_name:
+            raise UnsupportedModelError("graph output is the graph input (empty model)")
+        if out not in self.shapes:
+            raise UnsupportedModelError(f"graph output {out_name!r} is not produced by any "
+                                        "supported node")
+        return ir.Graph(input_name, input_shape, out, self._prune(out), dict(self.shapes))
+
+    def _prune(self, out: str) -> list[ir.Node]:
+        """Drop nodes that do not contribute to the output (dead branches)."""
+        needed = {out}
+        keep = []
+        for n in reversed(self.nodes):
+            if n.output in needed:
+                keep.append(n)
+                needed.update(n.inputs)
+        return keep[::-1]
+
+
+def to_ir(model: Any) -> ir.Graph:
+    """Match a checked ``onnx.ModelProto`` into the IR (the model's batch dim may be edited)."""
+    from onnx import TensorProto
+
+    opset = _opset(model)
+    notes = _fix_batch_dim(model)
+    inferred, shapes = _infer_shapes(model)
+    nodes, consts, folded = fold_constants(inferred.graph, shapes, opset)
+    # an op we cannot convert at all is the most useful thing to report, so look first
+    for node in nodes:
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedModelError(f"custom-domain op ({node.domain}) is not supported",
+                                        node.name, node.op_type)
+        if node.op_type not in SUPPORTED_OPS:
+            raise UnsupportedModelError("op not supported by the native converter (supported: "
+                                        + ", ".join(SUPPORTED_OPS) + ")", node.name, node.op_type)
+    inp = _graph_input(inferred)
+    if inp.type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise UnsupportedModelError(f"graph input {inp.name!r} must be float32")
+    in_shape = shapes.get(inp.name)
+    if in_shape is None or len(in_shape) not in (2, 4):
+        raise UnsupportedModelError(f"graph input {inp.name!r} must be NCHW or N×F with static "
+                                    f"dims, got {in_shape}")
+    builder = _Builder(inferred.graph, nodes, consts, shapes, opset)
+    graph = builder.build(inp.name, tuple(in_shape))
+    graph.metadata = {p.key: p.value for p in model.metadata_props}
+    graph.notes = notes + [f"{len(folded)} constant node(s) folded"]
+    return graph
+
+
+def load_ir(path: str | Path) -> ir.Graph:
+    """Load, check and match an ONNX file into the IR."""
+    return to_ir(load_onnx(path))

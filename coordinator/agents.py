@@ -1,0 +1,50 @@
+"""Agent registration and the lease/heartbeat side of the queue that needs no HTTP."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bnnbench.schemas import RegisterRequest, RegisterResponse
+from coordinator.auth import hash_token, new_agent_token
+from coordinator.models import Agent, Device, utcnow
+
+
+def _device(s: Session, req: RegisterRequest) -> Device:
+    info = req.device
+    fp = info.fingerprint()
+    dev = s.scalar(select(Device).where(Device.fingerprint == fp))
+    if dev is None:
+        dev = Device(
+            fingerprint=fp, hostname=info.hostname, arch=info.arch, os=info.os,
+            cpu_model=info.cpu_model, cores=info.cores, isa_flags=list(info.isa_flags),
+            transport=info.transport,
+        )
+        try:
+            with s.begin_nested():
+                s.add(dev)
+        except IntegrityError:  # registered concurrently by another agent on the same board
+            dev = s.scalar(select(Device).where(Device.fingerprint == fp))
+            assert dev is not None
+    else:  # fields outside the fingerprint may change (kernel update, new ISA detection)
+        dev.os, dev.isa_flags = info.os, list(info.isa_flags)
+    return dev
+
+
+def register(s: Session, req: RegisterRequest) -> RegisterResponse:
+    """Same name on the same device is the same agent: its token is rotated (an agent that
+    lost its token registers again); otherwise a new agent."""
+    dev = _device(s, req)
+    token = new_agent_token()
+    agent = s.scalar(select(Agent).where(Agent.name == req.name, Agent.device_id == dev.id))
+    if agent is None:
+        agent = Agent(name=req.name, device_id=dev.id, token_hash=hash_token(token),
+                      runtimes=dict(req.runtimes))
+        s.add(agent)
+    else:
+        agent.token_hash = hash_token(token)
+        agent.runtimes = dict(req.runtimes)
+        agent.last_seen = utcnow()
+    s.flush()
+    return RegisterResponse(agent_id=agent.id, device_id=dev.id, token=token)

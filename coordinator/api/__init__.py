@@ -1,0 +1,1 @@
+"""REST API routers (thin: parse, authorise, call a logic module, serialise)."""

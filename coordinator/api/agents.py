@@ -1,0 +1,88 @@
+"""Agents: registration (admin token), heartbeat and long-poll lease (agent token)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from bnnbench.schemas import (
+    HeartbeatRequest,
+    HeartbeatResponse,
+    JobLease,
+    RegisterRequest,
+    RegisterResponse,
+)
+from coordinator import agents, queue
+from coordinator.api.deps import admin, agent, get_ctx
+from coordinator.auth import Principal
+from coordinator.context import AppContext
+from coordinator.models import Agent, utcnow
+from coordinator.signals import Signal
+from coordinator.views import job_lease
+
+router = APIRouter(tags=["agents"])
+
+# a long poll re-checks the database at least this often (work queued by another process)
+_RECHECK_SECONDS = 1.0
+
+
+@router.post("/agents/register", response_model=RegisterResponse,
+             dependencies=[Depends(admin)])
+def register(body: RegisterRequest, request: Request) -> RegisterResponse:
+    """Enrol an agent with the admin token; the answer holds the agent's own token (shown
+    once; only its hash is stored)."""
+    with get_ctx(request).db.session() as s:
+        return agents.register(s, body)
+
+
+@router.post("/agents/heartbeat", response_model=HeartbeatResponse,
+             responses={409: {"description": "the job is no longer leased by this agent"}})
+def heartbeat(
+    body: HeartbeatRequest, request: Request, p: Principal = Depends(agent)
+) -> HeartbeatResponse:
+    """Marks the agent alive; with ``job_id``, extends that job's lease by lease_seconds."""
+    ctx = get_ctx(request)
+    with ctx.db.session() as s:
+        a = s.get(Agent, p.agent_id)
+        assert a is not None
+        until = queue.heartbeat(s, a, body.job_id, ctx.settings)
+    return HeartbeatResponse(ok=True, lease_extended_until=until)
+
+
+def _try_lease(ctx: AppContext, agent_id: int) -> JobLease | None:
+    with ctx.db.session() as s:
+        a = s.get(Agent, agent_id)
+        assert a is not None
+        a.last_seen = utcnow()
+        s.commit()
+        job = queue.lease(s, a, ctx.settings)
+        return job_lease(job) if job is not None else None
+
+
+@router.post(
+    "/agents/lease",
+    response_model=JobLease,
+    responses={204: {"description": "no job for this agent within the wait"}},
+)
+async def lease(
+    request: Request,
+    wait: float = Query(0.0, ge=0, description="long-poll up to this many seconds "
+                        "(capped by the server's long_poll_seconds)"),
+    p: Principal = Depends(agent),
+) -> JobLease | Response:
+    """The oldest queued job this agent's device (and runtimes) can run, leased for
+    lease_seconds; renew with heartbeats. 204 when none arrived within ``wait``."""
+    ctx = get_ctx(request)
+    assert p.agent_id is not None
+    deadline = time.monotonic() + min(wait, ctx.settings.long_poll_seconds)
+    while True:
+        token = ctx.jobs_signal.token()  # before the query: no missed wake-up
+        got = await run_in_threadpool(_try_lease, ctx, p.agent_id)
+        if got is not None:
+            return got
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or ctx.should_exit() or await request.is_disconnected():
+            return Response(status_code=204)
+        await Signal.wait(token, min(remaining, _RECHECK_SECONDS))

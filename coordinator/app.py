@@ -1,0 +1,126 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+Background tasks (lease reaper, conversion dispatcher) live in the lifespan: started with the
+server, cancelled on shutdown (running converter processes are killed and their items go back
+to pending).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import bnnbench
+from bnnbench.schemas import API_PREFIX, ErrorOut
+from bnnbench.settings import CoordinatorSettings
+from coordinator import queue, web
+from coordinator.api import agents, artifacts, jobs, models, results, system
+from coordinator.context import AppContext
+from coordinator.conversion import ConversionDispatcher, recover_interrupted
+from coordinator.db import Database
+from coordinator.errors import CoordinatorError
+from coordinator.store import BlobStore
+
+log = logging.getLogger("bnnbench.coordinator")
+
+
+async def _reaper(ctx: AppContext) -> None:
+    """Requeue jobs whose lease expired (agent died, network gone)."""
+    def _once() -> int:
+        with ctx.db.session() as s:
+            return queue.requeue_expired(s, ctx.settings.max_attempts)
+
+    while True:
+        await asyncio.sleep(ctx.settings.reaper_interval_seconds)
+        try:
+            n = await asyncio.to_thread(_once)
+        except Exception:
+            log.exception("lease reaper failed; retrying")
+            continue
+        if n:
+            log.info("lease reaper: %d expired lease(s) requeued or failed", n)
+            ctx.jobs_signal.notify()
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def create_app(settings: CoordinatorSettings | None = None) -> FastAPI:
+    settings = settings or CoordinatorSettings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ctx = AppContext(settings=settings, db=Database(settings), store=BlobStore(settings.data_dir))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        ctx.jobs_signal.bind(loop)
+        ctx.work_signal.bind(loop)
+        ctx.store.clean_tmp()  # partial writes of a crashed process
+        n = await asyncio.to_thread(recover_interrupted, ctx.db)
+        if n:
+            log.info("resuming %d interrupted analysis/conversion item(s)", n)
+        reaper = asyncio.create_task(_reaper(ctx), name="lease-reaper")
+        dispatcher = None
+        if settings.conversion_workers > 0:
+            dispatcher = ConversionDispatcher(
+                settings, ctx.db, ctx.store, ctx.work_signal, ctx.jobs_signal
+            )
+            dispatcher.start()
+        else:
+            log.warning("conversion_workers=0: analyses and conversions are paused")
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            if dispatcher is not None:
+                await dispatcher.stop()
+            ctx.db.dispose()
+
+    app = FastAPI(
+        title="bnnbench coordinator",
+        version=bnnbench.__version__,
+        description="Benchmark binarized neural networks on real hardware: upload ONNX models, "
+        "convert them per library, queue jobs for agents, collect hardware-track tables.",
+        lifespan=lifespan,
+        responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
+                   409: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    )
+    app.state.ctx = ctx
+
+    @app.exception_handler(CoordinatorError)
+    async def _coordinator_error(_: Request, exc: CoordinatorError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": f"internal server error ({type(exc).__name__}); see the server log"},
+            status_code=500,
+        )
+
+    for r in (system, models, artifacts, jobs, agents, results):
+        app.include_router(r.router, prefix=API_PREFIX)
+    # /health too, for load balancers and scripts
+    app.include_router(system.router, include_in_schema=False)
+    app.include_router(web.router)
+    return app

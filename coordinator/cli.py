@@ -1,0 +1,66 @@
+"""``bnnbench serve``: run the coordinator with uvicorn. Heavy imports stay inside the command
+body: the agent imports the CLI module on boards without FastAPI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def serve(
+    host: str | None = typer.Option(None, help="bind address [BNNBENCH_HOST, 127.0.0.1]"),
+    port: int | None = typer.Option(None, help="port [BNNBENCH_PORT, 8321]"),
+    data_dir: Path | None = typer.Option(
+        None, help="database (SQLite) and blob store [BNNBENCH_DATA_DIR, ./var]"
+    ),
+    database_url: str | None = typer.Option(
+        None, help="SQLAlchemy URL instead of SQLite in data_dir [BNNBENCH_DATABASE_URL]"
+    ),
+    admin_token: str | None = typer.Option(
+        None, help="admin/user bearer token [BNNBENCH_ADMIN_TOKEN]; prefer the env variable"
+    ),
+    lease_seconds: float | None = typer.Option(
+        None, help="job lease duration without heartbeat [BNNBENCH_LEASE_SECONDS, 60]"
+    ),
+    conversion_workers: int | None = typer.Option(
+        None, help="concurrent converter processes, 0 pauses conversions "
+        "[BNNBENCH_CONVERSION_WORKERS, 1]"
+    ),
+    log_level: str = typer.Option("info", help="uvicorn/coordinator log level"),
+) -> None:
+    """Run the coordinator: REST API under /api/v1, OpenAPI at /docs, dashboard at /."""
+    import logging
+
+    import uvicorn
+
+    from bnnbench.settings import CoordinatorSettings
+    from coordinator.app import create_app
+
+    overrides = {
+        k: v
+        for k, v in {
+            "host": host, "port": port, "data_dir": data_dir, "database_url": database_url,
+            "admin_token": admin_token, "lease_seconds": lease_seconds,
+            "conversion_workers": conversion_workers,
+        }.items()
+        if v is not None
+    }
+    settings = CoordinatorSettings(**overrides)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log = logging.getLogger("bnnbench.coordinator")
+    if settings.admin_token == CoordinatorSettings.model_fields["admin_token"].default:
+        log.warning("admin token is the default %r: set BNNBENCH_ADMIN_TOKEN",
+                    settings.admin_token)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    app.state.ctx.should_exit = lambda: server.should_exit
+    log.info("coordinator on http://%s:%d (data in %s, database %s)", settings.host,
+             settings.port, settings.data_dir, settings.resolved_database_url().split("@")[-1])
+    server.run()

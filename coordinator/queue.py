@@ -1,0 +1,338 @@
+"""The job queue: creation, leases, heartbeats, expiry, results and failure reports.
+
+Every state change of a leased job is a compare-and-set ``UPDATE … WHERE id=? AND status=? AND
+lease_id=?`` whose rowcount is checked, so two agents can never hold the same job and a stale
+lease can never overwrite anything, on SQLite (writes serialised) as on PostgreSQL (the
+``WHERE`` is re-evaluated after a row lock wait).
+
+``attempts`` counts failed attempts: expired leases and reported failures. When it reaches
+``max_attempts`` the job fails with the last cause.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from bnnbench.schemas import (
+    ArtifactStatus,
+    JobCreate,
+    JobFailure,
+    JobStatus,
+    ResultIn,
+)
+from bnnbench.settings import CoordinatorSettings
+from bnnbench.stats import summarize
+from coordinator.errors import Conflict, NotFound, Unprocessable
+from coordinator.models import Agent, Artifact, Device, Job, Model, Result, utcnow
+
+MAX_THREADS = 256
+MAX_SAMPLES = 100_000
+
+
+def _event(job: Job, event: str, **kw: Any) -> None:
+    # JSON columns are not mutation-tracked: assign a new list
+    job_history = list(job.history or [])
+    job_history.append({"at": utcnow().isoformat(), "event": event, **kw})
+    job.history = job_history
+
+
+# ------------------------------------------------------------------ creation
+
+
+def get_or_create_artifact(s: Session, model: Model, library: str) -> tuple[Artifact, bool]:
+    art = s.scalar(
+        select(Artifact).where(Artifact.model_id == model.id, Artifact.library == library)
+    )
+    if art is not None:
+        return art, False
+    art = Artifact(model_id=model.id, library=library, status=ArtifactStatus.pending)
+    s.add(art)
+    s.flush()
+    return art, True
+
+
+def create_jobs(s: Session, req: JobCreate) -> tuple[list[Job], bool]:
+    """One job per distinct thread count. Returns the jobs and whether a new artifact (a
+    conversion to run) was created."""
+    model = s.get(Model, req.model_id)
+    if model is None:
+        raise NotFound(f"model {req.model_id} not found")
+    if req.device_id is not None and s.get(Device, req.device_id) is None:
+        raise NotFound(f"device {req.device_id} not found")
+    threads: list[int] = []
+    for t in req.threads:
+        if not 1 <= t <= MAX_THREADS:
+            raise Unprocessable(f"threads must be between 1 and {MAX_THREADS}, got {t}")
+        if t not in threads:
+            threads.append(t)
+    art, created = get_or_create_artifact(s, model, str(req.library))
+    jobs = []
+    for t in threads:
+        job = Job(
+            model_id=model.id,
+            library=str(req.library),
+            artifact_id=art.id,
+            threads=t,
+            device_id=req.device_id,
+            warmup=req.warmup,
+            runs=req.runs,
+            attempts=0,
+            history=[],
+        )
+        if art.status == ArtifactStatus.ready:
+            job.status = JobStatus.queued
+        elif art.status == ArtifactStatus.failed:
+            job.status = JobStatus.failed
+            job.error = f"artifact conversion failed: {art.error}"
+        else:
+            job.status = JobStatus.waiting
+        s.add(job)
+        jobs.append(job)
+    s.flush()
+    return jobs, created
+
+
+def on_artifact_ready(s: Session, artifact_id: int) -> int:
+    """Waiting jobs of the artifact become queued; returns how many."""
+    res = s.execute(
+        update(Job)
+        .where(Job.artifact_id == artifact_id, Job.status == JobStatus.waiting)
+        .values(status=JobStatus.queued, updated_at=utcnow())
+    )
+    return res.rowcount or 0
+
+
+def on_artifact_failed(s: Session, artifact_id: int, error: str) -> int:
+    """Jobs still waiting for the artifact fail with the conversion error."""
+    res = s.execute(
+        update(Job)
+        .where(Job.artifact_id == artifact_id, Job.status == JobStatus.waiting)
+        .values(
+            status=JobStatus.failed,
+            error=f"artifact conversion failed: {error}",
+            updated_at=utcnow(),
+        )
+    )
+    return res.rowcount or 0
+
+
+# ------------------------------------------------------------------ leases
+
+
+def _clear_lease(job_values: dict[str, Any]) -> dict[str, Any]:
+    return {**job_values, "lease_id": None, "lease_expires_at": None, "leased_by": None}
+
+
+def _give_up_or_requeue(
+    s: Session, job: Job, cause: str, max_attempts: int, *, retryable: bool = True
+) -> bool:
+    """CAS the leased ``job`` to queued or failed; returns False if the lease changed under us."""
+    attempts = job.attempts + 1
+    expired = sum(1 for e in (job.history or []) if e.get("event") == "lease expired")
+    if cause == "lease expired":
+        expired += 1
+    if not retryable or attempts >= max_attempts:
+        if expired == attempts:
+            error = f"lease expired {attempts} times (max_attempts={max_attempts})"
+        elif not retryable:
+            error = cause
+        else:
+            error = f"failed {attempts} times (max_attempts={max_attempts}); last: {cause}"
+        values = {"status": JobStatus.failed, "error": error}
+    else:
+        values = {"status": JobStatus.queued, "error": f"attempt {attempts} failed: {cause}"}
+    res = s.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.leased, Job.lease_id == job.lease_id)
+        .values(**_clear_lease(values), attempts=attempts, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        return False
+    s.refresh(job)
+    _event(job, cause if cause == "lease expired" else "failure reported", detail=cause)
+    return True
+
+
+def requeue_expired(s: Session, max_attempts: int, now: datetime | None = None) -> int:
+    """Requeue (or fail, after max_attempts) every leased job whose lease has expired.
+    Returns the number of jobs changed."""
+    now = now or utcnow()
+    expired = s.scalars(
+        select(Job).where(Job.status == JobStatus.leased, Job.lease_expires_at < now)
+    ).all()
+    n = 0
+    for job in expired:
+        if _give_up_or_requeue(s, job, "lease expired", max_attempts):
+            n += 1
+    return n
+
+
+def lease(
+    s: Session, agent: Agent, settings: CoordinatorSettings, now: datetime | None = None
+) -> Job | None:
+    """Hand the oldest queued job this agent can run to it, or None."""
+    now = now or utcnow()
+    requeue_expired(s, settings.max_attempts, now)
+    s.commit()
+    q = select(Job.id).where(
+        Job.status == JobStatus.queued,
+        or_(Job.device_id.is_(None), Job.device_id == agent.device_id),
+    )
+    libraries = sorted((agent.runtimes or {}).keys())
+    if libraries:  # an agent that names its runtimes only gets jobs it can run
+        q = q.where(Job.library.in_(libraries))
+    for job_id in s.scalars(q.order_by(Job.id).limit(20)).all():
+        lease_id = secrets.token_hex(16)
+        res = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.queued)
+            .values(
+                status=JobStatus.leased,
+                lease_id=lease_id,
+                lease_expires_at=now + timedelta(seconds=settings.lease_seconds),
+                leased_by=agent.id,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount == 1:
+            job = s.get(Job, job_id)
+            assert job is not None
+            s.refresh(job)
+            _event(job, "leased", agent=agent.id, lease_id=lease_id)
+            s.commit()
+            return job
+        s.rollback()  # someone else took it first: try the next one
+    return None
+
+
+def _held_job(s: Session, agent: Agent, job_id: int) -> Job:
+    job = s.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    if job.status != JobStatus.leased or job.leased_by != agent.id:
+        raise Conflict(
+            f"job {job_id} is not leased by this agent (status {job.status}); "
+            "the lease expired or was reassigned: stop working on it"
+        )
+    return job
+
+
+def heartbeat(
+    s: Session,
+    agent: Agent,
+    job_id: int | None,
+    settings: CoordinatorSettings,
+    now: datetime | None = None,
+) -> datetime | None:
+    now = now or utcnow()
+    s.execute(update(Agent).where(Agent.id == agent.id).values(last_seen=now))
+    if job_id is None:
+        return None
+    job = _held_job(s, agent, job_id)
+    until = now + timedelta(seconds=settings.lease_seconds)
+    res = s.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.leased, Job.leased_by == agent.id)
+        .values(lease_expires_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        raise Conflict(f"job {job_id} is no longer leased by this agent")
+    return until
+
+
+def _check_lease(s: Session, agent: Agent, job_id: int, lease_id: str) -> Job:
+    job = s.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    if job.status != JobStatus.leased or job.lease_id != lease_id or job.leased_by != agent.id:
+        raise Conflict(
+            f"stale lease for job {job_id}: the job is {job.status} and lease {lease_id!r} is "
+            "not its current lease (expired and requeued?); nothing was recorded"
+        )
+    return job
+
+
+# ------------------------------------------------------------------ results
+
+
+def verdict(samples: Sequence[float], runs: int, settings: CoordinatorSettings) -> tuple[bool, str]:
+    st = summarize(samples)
+    problems = []
+    if st.n < runs:
+        problems.append(f"{st.n} of {runs} requested runs")
+    if st.n < settings.min_valid_samples:
+        problems.append(f"fewer than {settings.min_valid_samples} samples")
+    rel = st.stdev_ms / st.median_ms if st.median_ms > 0 else math.inf
+    if rel > settings.max_rel_stdev:
+        problems.append(f"too noisy: stdev/median {rel:.2f} > {settings.max_rel_stdev}")
+    if problems:
+        return False, "invalid: " + "; ".join(problems)
+    return True, f"ok: {st.n} samples, stdev/median {rel:.3f}"
+
+
+def submit_result(
+    s: Session, agent: Agent, job_id: int, body: ResultIn, settings: CoordinatorSettings
+) -> Result:
+    samples = [float(x) for x in body.samples_ms]
+    if len(samples) > MAX_SAMPLES:
+        raise Unprocessable(f"too many samples: {len(samples)} > {MAX_SAMPLES}")
+    bad = [x for x in samples if not math.isfinite(x) or x <= 0]
+    if bad:
+        raise Unprocessable(
+            f"samples_ms must be finite positive milliseconds; got {bad[0]!r}"
+        )
+    job = _check_lease(s, agent, job_id, body.lease_id)
+    res = s.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.leased, Job.lease_id == body.lease_id)
+        .values(**_clear_lease({"status": JobStatus.done, "error": None}), updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        raise Conflict(f"stale lease for job {job_id}: it changed while the result arrived")
+    stats = summarize(samples)
+    valid, text = verdict(samples, job.runs, settings)
+    device = s.get(Device, agent.device_id)
+    assert device is not None
+    result = Result(
+        job_id=job.id,
+        agent_id=agent.id,
+        device_id=device.id,
+        stats=stats.model_dump(),
+        median_ms=stats.median_ms,
+        samples_ms=samples,
+        runtime_version=body.runtime_version,
+        device_fingerprint=device.fingerprint,
+        artifact_sha256=job.artifact.sha256 or "",
+        threads=job.threads,
+        env=body.env,
+        valid=valid,
+        verdict=text,
+    )
+    s.add(result)
+    s.refresh(job)
+    _event(job, "done", agent=agent.id)
+    s.flush()
+    return result
+
+
+def report_failure(
+    s: Session, agent: Agent, job_id: int, body: JobFailure, settings: CoordinatorSettings
+) -> Job:
+    job = _check_lease(s, agent, job_id, body.lease_id)
+    cause = f"agent {agent.name!r} reported: {body.error}"
+    if not _give_up_or_requeue(
+        s, job, cause, settings.max_attempts, retryable=body.retryable
+    ):
+        raise Conflict(f"stale lease for job {job_id}: it changed while the report arrived")
+    return job

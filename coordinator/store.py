@@ -1,0 +1,157 @@
+"""Content-addressed blob store: ``blobs/ab/abcdef…`` named by the sha256 of the bytes.
+
+Writes go to a temporary file in ``tmp/`` (same filesystem), are fsynced, then renamed into
+place, so a blob path either holds the complete bytes or does not exist. A write that fails or
+exceeds its size cap removes its temporary file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+CHUNK = 1 << 20
+
+
+class TooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upload exceeds the size limit of {limit} bytes (max_upload_bytes)")
+        self.limit = limit
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class BlobWriter:
+    """Streams bytes to a temp file while hashing; ``commit()`` moves it into the store."""
+
+    def __init__(self, store: BlobStore, max_bytes: int | None = None) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._hash = hashlib.sha256()
+        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
+        self.tmp_path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._done = False
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            self.abort()
+            raise TooLarge(self.max_bytes)
+        self._hash.update(chunk)
+        self._file.write(chunk)
+
+    def head(self, n: int) -> bytes:
+        """First ``n`` bytes written so far (for a cheap format check before commit)."""
+        self._file.flush()
+        with open(self.tmp_path, "rb") as f:
+            return f.read(n)
+
+    def commit(self) -> tuple[str, int]:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        sha = self._hash.hexdigest()
+        self.store._place(self.tmp_path, sha)
+        self._done = True
+        return sha, self.size
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._file.close()
+        finally:
+            self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._done:
+            self.abort()
+
+
+class BlobStore:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "blobs"
+        self.tmp_dir = data_dir / "tmp"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def clean_tmp(self) -> int:
+        """Remove leftovers of writes interrupted by a crash; call at startup only."""
+        n = 0
+        for p in self.tmp_dir.iterdir():
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            n += 1
+        return n
+
+    def path(self, sha256: str) -> Path:
+        if not _SHA_RE.match(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.root / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def writer(self, max_bytes: int | None = None) -> BlobWriter:
+        return BlobWriter(self, max_bytes)
+
+    def put_file(self, src: Path) -> tuple[str, int]:
+        """Move ``src`` (a file on the same filesystem, e.g. under ``tmp/``) into the store."""
+        h = hashlib.sha256()
+        size = 0
+        with open(src, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+            os.fsync(f.fileno())
+        sha = h.hexdigest()
+        self._place(src, sha)
+        return sha, size
+
+    def _place(self, tmp: Path, sha: str) -> None:
+        dest = self.path(sha)
+        if dest.exists():  # same bytes already stored: keep the existing file
+            tmp.unlink(missing_ok=True)
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+
+    def tmp_path(self, prefix: str, suffix: str = "") -> Path:
+        """A fresh, unused name under ``tmp/`` for a file another process will write."""
+        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=prefix, suffix=suffix)
+        os.close(fd)
+        return Path(name)
+
+    def blob_files(self) -> list[Path]:
+        return sorted(p for p in self.root.glob("??/*") if p.is_file())

@@ -1,0 +1,139 @@
+"""Native engine vs onnxruntime on the model zoo, in one run on one machine.
+
+    python native/bench/bench_zoo.py [--threads 1 2] [--runs 15] [--warmup 3] [--json OUT]
+
+For every zoo model (ResNet-18/34 at 224², VGG-Small at 32², each FP32 / BNN / ReAct) and
+thread count it reports the median latency of the native engine (C monotonic clock around
+each inference) and of onnxruntime on the same ONNX (perf_counter around ``session.run``;
+that includes a few microseconds of Python call overhead, negligible at these sizes). Runs of
+the two engines are interleaved model by model so drift of the machine affects both alike.
+
+Ratios printed:
+- ``ort/native``: onnxruntime time over native time on the same model (>1: native faster).
+  For binary models onnxruntime executes ``Sign`` + float convs, i.e. no binary kernels.
+- ``vs ort fp32``: onnxruntime FP32 time of the same architecture over this native time.
+- ``speedup``: native FP32 over native binary, same architecture and threads (the number the
+  hardware track uses).
+This is a benchmark script, not a test; numbers from emulators (qemu) are meaningless here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from converters import api as converters_api  # noqa: E402
+from converters import zoo  # noqa: E402
+from native.engine import NativeEngine  # noqa: E402
+from native.engine import version as native_version  # noqa: E402
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _time_ort(sess, x: np.ndarray, warmup: int, runs: int) -> list[float]:
+    feed = {sess.get_inputs()[0].name: x}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--archs", nargs="+", default=list(zoo.ARCHS), choices=zoo.ARCHS)
+    ap.add_argument("--json", type=Path, help="also write all samples to this file")
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+
+    rows = []
+    print(f"machine: {_cpu_model()} ({platform.machine()}), native {native_version()}, "
+          f"onnxruntime {ort.__version__}, runs={args.runs} warmup={args.warmup}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        entries = zoo.write_zoo(tmpdir, archs=tuple(args.archs))
+        for e in entries:
+            bnn_path = tmpdir / f"{e.path.stem}.bnn"
+            converters_api.convert(e.path, "native", bnn_path)
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal(zoo.input_shape(e.arch)).astype(np.float32)
+            for t in args.threads:
+                sess = _ort_session(e.path, t)
+                with NativeEngine(bnn_path, threads=t) as eng:
+                    nat = eng.benchmark(x, args.warmup, args.runs)
+                ortt = _time_ort(sess, x, args.warmup, args.runs)
+                rows.append({
+                    "arch": e.arch, "algorithm": e.algorithm, "threads": t,
+                    "native_ms": statistics.median(nat), "ort_ms": statistics.median(ortt),
+                    "native_samples_ms": nat, "ort_samples_ms": ortt,
+                    "native_size": bnn_path.stat().st_size, "onnx_size": e.size,
+                })
+                r = rows[-1]
+                print(f"  {e.arch:9s} {e.algorithm:5s} t={t}: native {r['native_ms']:9.2f} ms"
+                      f"   onnxruntime {r['ort_ms']:9.2f} ms", flush=True)
+
+    def cell(arch: str, alg: str, t: int) -> dict:
+        return next(r for r in rows if (r["arch"], r["algorithm"], r["threads"]) == (arch, alg, t))
+
+    print("\nmedian latency (ms) and ratios, same machine, same run")
+    hdr = (f"{'arch':9s} {'alg':5s} {'thr':>3s} {'native':>9s} {'onnxrt':>9s} {'ort/native':>10s}"
+           f" {'vs ort fp32':>11s} {'speedup':>8s} {'size MB':>8s}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        ort_fp32 = cell(r["arch"], "fp32", r["threads"])["ort_ms"]
+        nat_fp32 = cell(r["arch"], "fp32", r["threads"])["native_ms"]
+        print(f"{r['arch']:9s} {r['algorithm']:5s} {r['threads']:3d} {r['native_ms']:9.2f}"
+              f" {r['ort_ms']:9.2f} {r['ort_ms'] / r['native_ms']:10.2f}"
+              f" {ort_fp32 / r['native_ms']:11.2f} {nat_fp32 / r['native_ms']:8.2f}"
+              f" {r['native_size'] / 1e6:8.2f}")
+    if 1 in args.threads and 2 in args.threads:
+        print("\nthread scaling (native, t=1 / t=2):")
+        for arch in args.archs:
+            for alg in zoo.ALGORITHMS:
+                s = cell(arch, alg, 1)["native_ms"] / cell(arch, alg, 2)["native_ms"]
+                print(f"  {arch:9s} {alg:5s} {s:5.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": _cpu_model(), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""ctypes binding of the native engine (``native/build/libbnn.so``); needs only numpy.
+
+    from native.engine import NativeEngine
+    with NativeEngine("model.bnn", threads=4) as eng:
+        y = eng.run(x)                                  # x: float32 array of eng.input_shape
+        ms = eng.benchmark(x, warmup=3, runs=20)        # per-run latencies from the C timer
+
+The library is located by :func:`library_path`: ``$BNNBENCH_NATIVE_LIB`` if set, else
+``build/libbnn.so`` next to this file, built once with ``make`` when missing and a compiler
+is available.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+NATIVE_DIR = Path(__file__).resolve().parent
+_ERR_LEN = 256
+_MAX_THREADS = 16
+_build_lock = threading.Lock()
+
+
+class NativeError(RuntimeError):
+    """The native library is missing, or refused a model or an argument."""
+
+
+def library_path() -> Path:
+    """Path of libbnn.so; builds it (``make -C native``) once if it is missing."""
+    env = os.environ.get("BNNBENCH_NATIVE_LIB")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise NativeError(f"BNNBENCH_NATIVE_LIB points to {path}, which does not exist")
+        return path
+    path = NATIVE_DIR / "build" / "libbnn.so"
+    with _build_lock:
+        if not path.is_file():
+            _build(path)
+    return path
+
+
+def _build(path: Path) -> None:
+    how = f"build it with `make -C {NATIVE_DIR}` (needs gcc and make) or set BNNBENCH_NATIVE_LIB"
+    cc = os.environ.get("CC", "gcc")
+    if shutil.which("make") is None or shutil.which(cc.split()[0]) is None:
+        raise NativeError(f"native library {path} is missing and no compiler is available: {how}")
+    proc = subprocess.run(
+        ["make", "-C", str(NATIVE_DIR), "build/libbnn.so"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0 or not path.is_file():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise NativeError(f"building {path} failed: {' | '.join(tail)}; {how}")
+
+
+@lru_cache(maxsize=1)
+def _lib() -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(library_path()))
+    c_p, c_char_p, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
+    f_p = ctypes.POINTER(ctypes.c_float)
+    sig = {
+        "bnn_version": (c_char_p, []),
+        "bnn_kernel_isa": (c_char_p, []),
+        "bnn_model_load_file": (ctypes.c_int, [c_char_p, ctypes.POINTER(c_p), c_char_p, sz]),
+        "bnn_model_load_buffer": (ctypes.c_int, [c_char_p, sz, ctypes.POINTER(c_p), c_char_p, sz]),
+        "bnn_model_free": (None, [c_p]),
+        "bnn_model_input_rank": (ctypes.c_int, [c_p]),
+        "bnn_model_output_rank": (ctypes.c_int, [c_p]),
+        "bnn_model_input_dims": (None, [c_p, ctypes.POINTER(ctypes.c_uint32)]),
+        "bnn_model_output_dims": (None, [c_p, ctypes.POINTER(ctypes.c_uint32)]),
+        "bnn_model_workspace_bytes": (ctypes.c_uint64, [c_p, ctypes.c_int]),
+        "bnn_ctx_create": (c_p, [c_p, ctypes.c_int, c_char_p, sz]),
+        "bnn_ctx_free": (None, [c_p]),
+        "bnn_run": (ctypes.c_int, [c_p, f_p, f_p]),
+        "bnn_benchmark": (
+            ctypes.c_int,
+            [c_p, f_p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_double)],
+        ),
+    }
+    for name, (res, args) in sig.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    return lib
+
+
+def version() -> str:
+    """The native library's version string, e.g. ``"0.1.0"``."""
+    return _lib().bnn_version().decode()
+
+
+def kernel_isa() -> str:
+    """The kernel set the library chose for this CPU (``"portable"`` for now)."""
+    return _lib().bnn_kernel_isa().decode()
+
+
+def _f32_ptr(a: np.ndarray) -> ctypes._Pointer:
+    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+
+
+class NativeEngine:
+    """One loaded model plus an execution context with ``threads`` worker threads.
+
+    ``run``/``benchmark`` are serialized per engine (one context runs one inference at a
+    time); use one engine per concurrent caller.
+    """
+
+    def __init__(self, model: str | Path | bytes, threads: int = 1) -> None:
+        self._lib = _lib()
+        self._model: int | None = None
+        self._ctx: int | None = None
+        self._lock = threading.Lock()
+        if isinstance(threads, bool) or not isinstance(threads, int):
+            raise TypeError(f"threads must be an int, got {type(threads).__name__}")
+        if not 1 <= threads <= _MAX_THREADS:
+            raise NativeError(f"threads must be 1..{_MAX_THREADS}, got {threads}")
+        err = ctypes.create_string_buffer(_ERR_LEN)
+        handle = ctypes.c_void_p()
+        if isinstance(model, bytes | bytearray | memoryview):
+            data = bytes(model)
+            rc = self._lib.bnn_model_load_buffer(data, len(data), ctypes.byref(handle), err,
+                                                 _ERR_LEN)
+        else:
+            rc = self._lib.bnn_model_load_file(
+                os.fsencode(model), ctypes.byref(handle), err, _ERR_LEN
+            )
+        if rc != 0:
+            raise NativeError(err.value.decode(errors="replace"))
+        self._model = handle.value
+        self.threads = threads
+        self.input_shape = self._dims(self._lib.bnn_model_input_rank,
+                                      self._lib.bnn_model_input_dims)
+        self.output_shape = self._dims(self._lib.bnn_model_output_rank,
+                                       self._lib.bnn_model_output_dims)
+        ctx = self._lib.bnn_ctx_create(self._model, threads, err, _ERR_LEN)
+        if not ctx:
+            self.close()
+            raise NativeError(err.value.decode(errors="replace"))
+        self._ctx = ctx
+
+    def _dims(self, rank_fn, dims_fn) -> tuple[int, ...]:
+        dims = (ctypes.c_uint32 * 4)()
+        dims_fn(self._model, dims)
+        return tuple(int(d) for d in dims[: rank_fn(self._model)])
+
+    @property
+    def workspace_bytes(self) -> int:
+        """Bytes of activations and scratch this engine's context holds."""
+        self._check_open()
+        return int(self._lib.bnn_model_workspace_bytes(self._model, self.threads))
+
+    def _check_open(self) -> None:
+        if self._ctx is None:
+            raise NativeError("engine is closed")
+
+    def _input(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise TypeError(f"input must be a real numeric array, got dtype {x.dtype}")
+        if tuple(x.shape) != self.input_shape:
+            raise ValueError(f"input shape {tuple(x.shape)} != model input {self.input_shape}")
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """One inference; returns a new float32 array of ``output_shape``."""
+        self._check_open()
+        xin = self._input(x)
+        out = np.empty(self.output_shape, dtype=np.float32)
+        with self._lock:
+            self._check_open()
+            rc = self._lib.bnn_run(self._ctx, _f32_ptr(xin), _f32_ptr(out))
+        if rc != 0:
+            raise NativeError(f"bnn_run failed with code {rc}")
+        return out
+
+    def benchmark(self, x: np.ndarray, warmup: int, runs: int) -> list[float]:
+        """``warmup`` untimed runs then ``runs`` timed ones; per-run milliseconds."""
+        self._check_open()
+        if warmup < 0 or runs < 1:
+            raise ValueError(f"need warmup >= 0 and runs >= 1, got {warmup}, {runs}")
+        xin = self._input(x)
+        samples = (ctypes.c_double * runs)()
+        with self._lock:
+            self._check_open()
+            rc = self._lib.bnn_benchmark(self._ctx, _f32_ptr(xin), warmup, runs, samples)
+        if rc != 0:
+            raise NativeError(f"bnn_benchmark failed with code {rc}")
+        return list(samples)
+
+    def close(self) -> None:
+        """Free the context and model; further calls raise NativeError. Idempotent."""
+        with self._lock:
+            if self._ctx is not None:
+                self._lib.bnn_ctx_free(self._ctx)
+                self._ctx = None
+            if self._model is not None:
+                self._lib.bnn_model_free(self._model)
+                self._model = None
+
+    def __enter__(self) -> NativeEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Interpreter shutdown may have torn down ctypes already; nothing useful to report.
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,85 @@
+/* bnnbench native inference engine: public C API.
+ *
+ * A model (bnn_model) is immutable once loaded and may be shared by several contexts; a
+ * context (bnn_ctx) owns a thread pool and all scratch memory and runs one inference at a
+ * time. The model must outlive every context created from it. The thread count is a
+ * property of the context, never a global.
+ *
+ * Errors: functions returning int give BNN_OK (0) on success and a negative BNN_E* code on
+ * failure; when `err`/`errlen` are given, a one-line, NUL-terminated message is written.
+ */
+#ifndef BNN_H
+#define BNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BNN_API __attribute__((visibility("default")))
+#else
+#define BNN_API
+#endif
+
+#define BNN_VERSION "0.1.0"
+#define BNN_FORMAT_VERSION 1
+#define BNN_MAX_THREADS 16
+#define BNN_ERR_LEN 256 /* a buffer this size always holds a full message */
+
+enum {
+    BNN_OK = 0,
+    BNN_EFORMAT = -1, /* malformed or unsupported model */
+    BNN_EIO = -2,     /* file could not be read */
+    BNN_ENOMEM = -3,  /* allocation failed or a size does not fit this platform */
+    BNN_EARG = -4     /* bad argument (NULL pointer, thread count, run count, ...) */
+};
+
+typedef struct bnn_model bnn_model;
+typedef struct bnn_ctx bnn_ctx;
+
+/* Library version, e.g. "0.1.0". */
+BNN_API const char *bnn_version(void);
+/* Name of the kernel set chosen for this CPU ("portable" until ISA kernels exist). */
+BNN_API const char *bnn_kernel_isa(void);
+
+/* Load a model from a file or from memory (the buffer is copied; it may be freed after). */
+BNN_API int bnn_model_load_file(const char *path, bnn_model **out, char *err, size_t errlen);
+BNN_API int bnn_model_load_buffer(const void *data, size_t size, bnn_model **out, char *err,
+                          size_t errlen);
+BNN_API void bnn_model_free(bnn_model *model);
+
+/* Shapes: rank is 4 (NCHW) or 2 (N x F); dims receives `rank` entries. */
+BNN_API int bnn_model_input_rank(const bnn_model *model);
+BNN_API int bnn_model_output_rank(const bnn_model *model);
+BNN_API void bnn_model_input_dims(const bnn_model *model, uint32_t dims[4]);
+BNN_API void bnn_model_output_dims(const bnn_model *model, uint32_t dims[4]);
+BNN_API size_t bnn_model_input_count(const bnn_model *model);  /* elements, not bytes */
+BNN_API size_t bnn_model_output_count(const bnn_model *model);
+BNN_API uint32_t bnn_model_num_layers(const bnn_model *model);
+/* The metadata JSON blob as stored (not NUL-terminated; *len receives its length). */
+BNN_API const char *bnn_model_metadata(const bnn_model *model, size_t *len);
+/* Bytes a context with `nthreads` threads will allocate (activations + scratch); lets a
+ * caller refuse a model too big for the device before creating a context. 0 on bad args. */
+BNN_API uint64_t bnn_model_workspace_bytes(const bnn_model *model, int nthreads);
+
+/* Create a context with `nthreads` threads (1..BNN_MAX_THREADS). NULL on error. */
+BNN_API bnn_ctx *bnn_ctx_create(const bnn_model *model, int nthreads, char *err, size_t errlen);
+BNN_API void bnn_ctx_free(bnn_ctx *ctx);
+BNN_API int bnn_ctx_threads(const bnn_ctx *ctx);
+
+/* One inference. `in` is NCHW (or N x F) float32 with bnn_model_input_count elements,
+ * `out` receives bnn_model_output_count elements in the output's NCHW (or N x F) order. */
+BNN_API int bnn_run(bnn_ctx *ctx, const float *in, float *out);
+
+/* `warmup` untimed runs, then `runs` timed ones; samples_ms[i] is the CLOCK_MONOTONIC time
+ * of run i in milliseconds, measured around the inference only. */
+BNN_API int bnn_benchmark(bnn_ctx *ctx, const float *in, int warmup, int runs, double *samples_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BNN_H */

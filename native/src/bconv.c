@@ -1,0 +1,132 @@
+/* Binary convolution driver.
+ *
+ * 1. Pack sign(x - threshold) of the NHWC input into a zero-padded bit image
+ *    [n][H + pt + pb][W + pl + pr][words] (bit 1 = -1; padding words are 0, i.e. +1).
+ * 2. For each (image, output row, block of output channels) run the ISA row kernel, which
+ *    XOR-popcounts every kernel window against the weights, padded taps included.
+ * 3. Epilogue, exact zero padding: with a = activation bits and w = weight bits,
+ *    a.w summed over a tap set T equals |T|*in_c - 2*popcount(a ^ w). A padded tap reads
+ *    a = 0, so it adds popcount(w_tap) to the kernel's count; we subtract those (wpop,
+ *    precomputed per output channel and tap at load time) and use only the valid taps in
+ *    |T|. Interior windows, the vast majority, need no correction at all.
+ *    Weight tail bits are 0 (the loader enforces it) and so are activation tail bits, so
+ *    channels past in_c never count.
+ */
+#include <string.h>
+
+#include "layers.h"
+
+#define OCH 32 /* output channels per task: small late layers still split across threads */
+
+size_t bnn_bconv_scratch_bytes(const bnn_layer *L)
+{
+    return (size_t)L->out_shape.w * OCH * sizeof(int32_t);
+}
+
+uint64_t bnn_bconv_bits_words(const bnn_layer *L)
+{
+    const bnn_bconv *b = &L->p.bconv;
+    const bnn_shape *in = &L->in_shape;
+    uint64_t ph = (uint64_t)in->h + b->g.pt + b->g.pb, pw = (uint64_t)in->w + b->g.pl + b->g.pr;
+    uint64_t words;
+    if (!bnn_mul_u64(ph * pw, (uint64_t)in->n * b->words, &words) || words > SIZE_MAX / 8)
+        return 0;
+    return words;
+}
+
+typedef struct {
+    const bnn_exec *ex;
+    const bnn_layer *L;
+    const float *x;
+    float *y;
+    size_t ph, pw, o_blocks;
+} bconv_job;
+
+static void pack_task(void *arg, size_t task, int thread)
+{
+    (void)thread;
+    const bconv_job *j = arg;
+    const bnn_bconv *b = &j->L->p.bconv;
+    const bnn_shape *in = &j->L->in_shape;
+    const size_t words = b->words, py = task % j->ph, n = task / j->ph;
+    uint64_t *row = j->ex->bits + task * j->pw * words;
+    if (py < b->g.pt || py >= b->g.pt + (size_t)in->h) {
+        memset(row, 0, j->pw * words * sizeof(uint64_t));
+        return;
+    }
+    memset(row, 0, (size_t)b->g.pl * words * sizeof(uint64_t));
+    memset(row + ((size_t)b->g.pl + in->w) * words, 0, (size_t)b->g.pr * words * sizeof(uint64_t));
+    const float *src = j->x + ((n * in->h) + (py - b->g.pt)) * (size_t)in->w * b->in_c;
+    j->ex->k->bitpack(src, b->threshold, b->in_c, b->words, in->w, row + (size_t)b->g.pl * words,
+                      words);
+}
+
+static void row_task(void *arg, size_t task, int thread)
+{
+    const bconv_job *j = arg;
+    const bnn_bconv *b = &j->L->p.bconv;
+    const bnn_shape *in = &j->L->in_shape, *out = &j->L->out_shape;
+    const bnn_geom *g = &b->g;
+    const size_t ob = task % j->o_blocks, rowi = task / j->o_blocks;
+    const size_t oy = rowi % out->h, n = rowi / out->h;
+    const uint32_t o0 = (uint32_t)(ob * OCH);
+    const uint32_t o1 = o0 + OCH < b->out_c ? o0 + OCH : b->out_c;
+    const size_t words = b->words, taps = (size_t)g->kh * g->kw;
+    int32_t *pop = j->ex->tscratch[thread];
+
+    bnn_bconv_row_args a = {
+        .in = j->ex->bits + ((n * j->ph) + oy * g->sh) * j->pw * words,
+        .row_stride = j->pw * words,
+        .x_stride = (size_t)g->sw * words,
+        .w = b->wbits,
+        .w_stride = taps * words,
+        .kh = g->kh,
+        .tap_words = (uint32_t)(g->kw * words),
+        .ow = out->w,
+        .o_begin = o0,
+        .o_end = o1,
+        .pop = pop,
+    };
+    j->ex->k->bconv_row(&a);
+
+    /* Valid kernel rows [i0, i1) for this output row; columns per output column below. */
+    const long top = (long)(oy * g->sh) - (long)g->pt;
+    const long i0 = top < 0 ? -top : 0;
+    const long i1 = top + (long)g->kh > (long)in->h ? (long)in->h - top : (long)g->kh;
+    const uint32_t nout = o1 - o0;
+    float *yrow = j->y + ((n * out->h + oy) * out->w) * (size_t)b->out_c;
+    for (uint32_t ox = 0; ox < out->w; ox++) {
+        const long left = (long)ox * g->sw - (long)g->pl;
+        const long j0 = left < 0 ? -left : 0;
+        const long j1 = left + (long)g->kw > (long)in->w ? (long)in->w - left : (long)g->kw;
+        const int32_t *p = pop + (size_t)ox * nout;
+        float *yo = yrow + (size_t)ox * b->out_c;
+        if (i0 == 0 && i1 == (long)g->kh && j0 == 0 && j1 == (long)g->kw) {
+            const int32_t full = (int32_t)(taps * b->in_c);
+            for (uint32_t o = o0; o < o1; o++)
+                yo[o] = b->scale[o] * (float)(full - 2 * p[o - o0]) + b->bias[o];
+            continue;
+        }
+        const long nvalid = (i1 > i0 && j1 > j0) ? (i1 - i0) * (j1 - j0) : 0;
+        for (uint32_t o = o0; o < o1; o++) {
+            const int32_t *wp = b->wpop + (size_t)o * taps;
+            int32_t padpop = 0;
+            for (long i = 0; i < (long)g->kh; i++)
+                for (long jj = 0; jj < (long)g->kw; jj++)
+                    if (i < i0 || i >= i1 || jj < j0 || jj >= j1)
+                        padpop += wp[i * g->kw + jj];
+            const int32_t dot = (int32_t)(nvalid * b->in_c) - 2 * (p[o - o0] - padpop);
+            yo[o] = b->scale[o] * (float)dot + b->bias[o];
+        }
+    }
+}
+
+void bnn_bconv_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y)
+{
+    const bnn_bconv *b = &L->p.bconv;
+    const bnn_shape *in = &L->in_shape, *out = &L->out_shape;
+    bconv_job j = {ex, L, x, y, (size_t)in->h + b->g.pt + b->g.pb,
+                   (size_t)in->w + b->g.pl + b->g.pr, ((size_t)b->out_c + OCH - 1) / OCH};
+    bnn_pool_parallel_for(ex->pool, (size_t)in->n * j.ph, pack_task, &j);
+    bnn_pool_parallel_for(ex->pool, (size_t)out->n * out->h * j.o_blocks, row_task, &j);
+}

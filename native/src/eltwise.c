@@ -1,0 +1,110 @@
+/* Element-wise ops (affine, clip, add) and the NCHW <-> NHWC transposes. Work is split into
+ * fixed-size chunks, independent of the thread count. */
+#include <string.h>
+
+#include "layers.h"
+
+#define CHUNK 16384 /* floats per task */
+
+typedef struct {
+    const bnn_layer *L;
+    const float *a, *b;
+    float *y;
+    size_t count, chunk; /* chunk: elements per task (a multiple of C for affine) */
+} elt_job;
+
+static size_t n_tasks(size_t count, size_t chunk)
+{
+    return (count + chunk - 1) / chunk;
+}
+
+static void affine_task(void *arg, size_t task, int thread)
+{
+    (void)thread;
+    const elt_job *j = arg;
+    const bnn_affine *af = &j->L->p.affine;
+    const size_t C = af->c, e0 = task * j->chunk;
+    const size_t e1 = e0 + j->chunk < j->count ? e0 + j->chunk : j->count;
+    for (size_t e = e0; e < e1; e += C)
+        for (size_t c = 0; c < C; c++)
+            j->y[e + c] = j->a[e + c] * af->scale[c] + af->bias[c];
+}
+
+static void clip_task(void *arg, size_t task, int thread)
+{
+    (void)thread;
+    const elt_job *j = arg;
+    const float lo = j->L->p.clip.lo, hi = j->L->p.clip.hi;
+    const size_t e0 = task * j->chunk, e1 = e0 + j->chunk < j->count ? e0 + j->chunk : j->count;
+    for (size_t e = e0; e < e1; e++) {
+        const float v = j->a[e];
+        j->y[e] = v < lo ? lo : (v > hi ? hi : v); /* NaN passes through */
+    }
+}
+
+static void add_task(void *arg, size_t task, int thread)
+{
+    (void)thread;
+    const elt_job *j = arg;
+    const size_t e0 = task * j->chunk, e1 = e0 + j->chunk < j->count ? e0 + j->chunk : j->count;
+    for (size_t e = e0; e < e1; e++)
+        j->y[e] = j->a[e] + j->b[e];
+}
+
+void bnn_affine_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y)
+{
+    const size_t C = L->p.affine.c;
+    const size_t per = CHUNK / C > 0 ? CHUNK / C : 1; /* whole pixels per task */
+    elt_job j = {L, x, NULL, y, bnn_shape_count(&L->in_shape), per * C};
+    bnn_pool_parallel_for(ex->pool, n_tasks(j.count, j.chunk), affine_task, &j);
+}
+
+void bnn_clip_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y)
+{
+    elt_job j = {L, x, NULL, y, bnn_shape_count(&L->in_shape), CHUNK};
+    bnn_pool_parallel_for(ex->pool, n_tasks(j.count, j.chunk), clip_task, &j);
+}
+
+void bnn_add_forward(const bnn_exec *ex, const bnn_layer *L, const float *a, const float *b,
+                     float *y)
+{
+    elt_job j = {L, a, b, y, bnn_shape_count(&L->in_shape), CHUNK};
+    bnn_pool_parallel_for(ex->pool, n_tasks(j.count, j.chunk), add_task, &j);
+}
+
+/* ------------------------------------------------------------------ transposes */
+
+#define TB 32 /* tile edge: a 32x32 float tile of source and destination fits in L1 */
+
+typedef struct {
+    const float *x;
+    float *y;
+    size_t rows, cols, row_tiles, col_tiles;
+} tr_job;
+
+static void transpose_task(void *arg, size_t task, int thread)
+{
+    (void)thread;
+    const tr_job *j = arg;
+    const size_t per_img = j->row_tiles * j->col_tiles;
+    const size_t n = task / per_img, t = task % per_img;
+    const size_t r0 = t / j->col_tiles * TB, c0 = t % j->col_tiles * TB;
+    const size_t r1 = r0 + TB < j->rows ? r0 + TB : j->rows;
+    const size_t c1 = c0 + TB < j->cols ? c0 + TB : j->cols;
+    const float *x = j->x + n * j->rows * j->cols;
+    float *y = j->y + n * j->rows * j->cols;
+    for (size_t c = c0; c < c1; c++)
+        for (size_t r = r0; r < r1; r++)
+            y[c * j->rows + r] = x[r * j->cols + c];
+}
+
+void bnn_transpose_batched(const bnn_exec *ex, const float *x, float *y, size_t n, size_t rows,
+                           size_t cols)
+{
+    if (rows == 1 || cols == 1) {
+        memcpy(y, x, n * rows * cols * sizeof(float));
+        return;
+    }
+    tr_job j = {x, y, rows, cols, (rows + TB - 1) / TB, (cols + TB - 1) / TB};
+    bnn_pool_parallel_for(ex->pool, n * j.row_tiles * j.col_tiles, transpose_task, &j);
+}

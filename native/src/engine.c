@@ -1,0 +1,308 @@
+/* Execution context: memory plan, layer dispatch, timing.
+ *
+ * Activations live in a few reusable buffers: a value's buffer returns to the free list
+ * after its last reader, so a deep network needs about as much memory as its widest few
+ * layers, not the sum of all of them. The plan depends only on the model, so it is computed
+ * the same way for bnn_model_workspace_bytes and bnn_ctx_create.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bnn_internal.h"
+#include "kernels.h"
+#include "layers.h"
+#include "threadpool.h"
+
+const char *bnn_version(void)
+{
+    return BNN_VERSION;
+}
+
+const char *bnn_kernel_isa(void)
+{
+    return bnn_kernels()->isa;
+}
+
+typedef struct {
+    uint32_t *buf_of;   /* value id -> buffer index */
+    uint64_t *buf_size; /* floats per buffer */
+    uint32_t nbufs;
+    uint64_t bits_words;    /* shared packed-bit buffer */
+    uint64_t scratch_bytes; /* per thread */
+} plan;
+
+static void plan_free(plan *p)
+{
+    free(p->buf_of);
+    free(p->buf_size);
+}
+
+static int plan_build(const bnn_model *m, const bnn_kernel_table *k, plan *p)
+{
+    memset(p, 0, sizeof *p);
+    const uint32_t nv = m->n_values;
+    int64_t *last_use = malloc(nv * sizeof *last_use);
+    uint8_t *in_use = calloc(nv + 1, 1); /* per buffer; at most one buffer per value + 1 */
+    p->buf_of = malloc(nv * sizeof *p->buf_of);
+    p->buf_size = calloc(nv + 1, sizeof *p->buf_size);
+    if (!last_use || !in_use || !p->buf_of || !p->buf_size) {
+        free(last_use);
+        free(in_use);
+        plan_free(p);
+        return BNN_ENOMEM;
+    }
+    for (uint32_t v = 0; v < nv; v++)
+        last_use[v] = -1;
+    for (uint32_t l = 0; l < m->n_layers; l++)
+        for (uint32_t i = 0; i < m->layers[l].n_in; i++)
+            last_use[m->layers[l].in[i]] = l;
+    last_use[m->output_id] = INT64_MAX;
+
+    /* Best fit among free buffers; else grow the largest free one; else a new buffer. */
+#define ASSIGN(value, floats)                                                                 \
+    do {                                                                                      \
+        uint64_t need_ = (floats);                                                            \
+        int64_t best_ = -1, big_ = -1;                                                        \
+        for (uint32_t b_ = 0; b_ < p->nbufs; b_++) {                                         \
+            if (in_use[b_])                                                                   \
+                continue;                                                                     \
+            if (p->buf_size[b_] >= need_ &&                                                   \
+                (best_ < 0 || p->buf_size[b_] < p->buf_size[best_]))                          \
+                best_ = b_;                                                                   \
+            if (big_ < 0 || p->buf_size[b_] > p->buf_size[big_])                              \
+                big_ = b_;                                                                    \
+        }                                                                                     \
+        if (best_ < 0)                                                                        \
+            best_ = big_ >= 0 ? big_ : (int64_t)p->nbufs++;                                   \
+        if (p->buf_size[best_] < need_)                                                       \
+            p->buf_size[best_] = need_;                                                       \
+        in_use[best_] = 1;                                                                    \
+        p->buf_of[value] = (uint32_t)best_;                                                   \
+    } while (0)
+
+    ASSIGN(m->input_id, bnn_shape_count(&m->input_shape));
+    if (last_use[m->input_id] < 0) /* input read by nobody: free at once */
+        in_use[p->buf_of[m->input_id]] = 0;
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        const bnn_layer *L = &m->layers[l];
+        ASSIGN(L->out, bnn_shape_count(&L->out_shape));
+        for (uint32_t i = 0; i < L->n_in; i++)
+            if (last_use[L->in[i]] == (int64_t)l)
+                in_use[p->buf_of[L->in[i]]] = 0;
+        if (last_use[L->out] < 0)
+            in_use[p->buf_of[L->out]] = 0;
+        uint64_t s = 0;
+        if (L->op == OP_CONV2D_F32 || L->op == OP_GEMM)
+            s = bnn_fconv_scratch_bytes(L, k);
+        if (L->op == OP_CONV2D_BIN) {
+            uint64_t w = bnn_bconv_bits_words(L);
+            if (w == 0) {
+                free(last_use);
+                free(in_use);
+                plan_free(p);
+                return BNN_ENOMEM;
+            }
+            s = bnn_bconv_scratch_bytes(L);
+            if (w > p->bits_words)
+                p->bits_words = w;
+        }
+        if (s > p->scratch_bytes)
+            p->scratch_bytes = s;
+    }
+#undef ASSIGN
+    free(last_use);
+    free(in_use);
+    return BNN_OK;
+}
+
+static uint64_t plan_bytes(const plan *p, int nthreads)
+{
+    /* Every term is bounded (tensors <= 2^31 floats, <= 65537 buffers): no overflow. */
+    uint64_t total = p->bits_words * 8 + (uint64_t)nthreads * (p->scratch_bytes + BNN_ALIGN);
+    for (uint32_t b = 0; b < p->nbufs; b++)
+        total += p->buf_size[b] * 4 + BNN_ALIGN;
+    return total;
+}
+
+uint64_t bnn_model_workspace_bytes(const bnn_model *m, int nthreads)
+{
+    plan p;
+    if (!m || nthreads < 1 || nthreads > BNN_MAX_THREADS || plan_build(m, bnn_kernels(), &p))
+        return 0;
+    uint64_t total = plan_bytes(&p, nthreads);
+    plan_free(&p);
+    return total;
+}
+
+struct bnn_ctx {
+    const bnn_model *m;
+    const bnn_kernel_table *k;
+    bnn_pool *pool;
+    int nthreads;
+    uint32_t nbufs;
+    float **bufs;
+    float **val; /* value id -> its buffer */
+    void *tscratch[BNN_MAX_THREADS];
+    uint64_t *bits;
+};
+
+void bnn_ctx_free(bnn_ctx *c)
+{
+    if (!c)
+        return;
+    bnn_pool_free(c->pool);
+    if (c->bufs)
+        for (uint32_t b = 0; b < c->nbufs; b++)
+            bnn_aligned_free(c->bufs[b]);
+    free(c->bufs);
+    free(c->val);
+    for (int t = 0; t < BNN_MAX_THREADS; t++)
+        bnn_aligned_free(c->tscratch[t]);
+    bnn_aligned_free(c->bits);
+    free(c);
+}
+
+static bnn_ctx *ctx_fail(bnn_ctx *c, plan *p, char *err, size_t errlen, const char *msg)
+{
+    if (err && errlen)
+        snprintf(err, errlen, "%s", msg);
+    bnn_ctx_free(c);
+    if (p)
+        plan_free(p);
+    return NULL;
+}
+
+bnn_ctx *bnn_ctx_create(const bnn_model *m, int nthreads, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (!m)
+        return ctx_fail(NULL, NULL, err, errlen, "no model");
+    if (nthreads < 1 || nthreads > BNN_MAX_THREADS) {
+        if (err && errlen)
+            snprintf(err, errlen, "threads must be 1..%d, got %d", BNN_MAX_THREADS, nthreads);
+        return NULL;
+    }
+    plan p;
+    const bnn_kernel_table *k = bnn_kernels();
+    if (plan_build(m, k, &p))
+        return ctx_fail(NULL, NULL, err, errlen, "out of memory planning buffers");
+    if (plan_bytes(&p, nthreads) > SIZE_MAX)
+        return ctx_fail(NULL, &p, err, errlen, "model needs more memory than this platform "
+                                               "can address");
+    bnn_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return ctx_fail(NULL, &p, err, errlen, "out of memory");
+    c->m = m;
+    c->k = k;
+    c->nthreads = nthreads;
+    c->nbufs = p.nbufs;
+    c->bufs = calloc(p.nbufs ? p.nbufs : 1, sizeof *c->bufs);
+    c->val = calloc(m->n_values, sizeof *c->val);
+    if (!c->bufs || !c->val)
+        return ctx_fail(c, &p, err, errlen, "out of memory");
+    for (uint32_t b = 0; b < p.nbufs; b++)
+        if (!(c->bufs[b] = bnn_aligned_alloc((size_t)p.buf_size[b] * sizeof(float))))
+            return ctx_fail(c, &p, err, errlen, "out of memory for activations");
+    /* Values no layer defines keep a NULL buffer; the loader makes sure none is read. */
+    c->val[m->input_id] = c->bufs[p.buf_of[m->input_id]];
+    for (uint32_t l = 0; l < m->n_layers; l++)
+        c->val[m->layers[l].out] = c->bufs[p.buf_of[m->layers[l].out]];
+    for (int t = 0; t < nthreads; t++)
+        if (!(c->tscratch[t] = bnn_aligned_alloc((size_t)p.scratch_bytes)))
+            return ctx_fail(c, &p, err, errlen, "out of memory for scratch");
+    if (!(c->bits = bnn_aligned_alloc((size_t)p.bits_words * 8)))
+        return ctx_fail(c, &p, err, errlen, "out of memory for packed activations");
+    if (!(c->pool = bnn_pool_create(nthreads)))
+        return ctx_fail(c, &p, err, errlen, "cannot start worker threads");
+    plan_free(&p);
+    return c;
+}
+
+int bnn_ctx_threads(const bnn_ctx *c)
+{
+    return c ? c->nthreads : 0;
+}
+
+int bnn_run(bnn_ctx *c, const float *in, float *out)
+{
+    if (!c || !in || !out)
+        return BNN_EARG;
+    const bnn_model *m = c->m;
+    const bnn_exec ex = {c->pool, c->k, c->tscratch, c->bits};
+    const bnn_shape *is = &m->input_shape;
+    /* NCHW -> NHWC: a [C][HW] -> [HW][C] transpose per image (a copy for rank 2). */
+    bnn_transpose_batched(&ex, in, c->val[m->input_id], is->n, is->c, (size_t)is->h * is->w);
+    for (uint32_t l = 0; l < m->n_layers; l++) {
+        const bnn_layer *L = &m->layers[l];
+        const float *x = c->val[L->in[0]];
+        float *y = c->val[L->out];
+        switch (L->op) {
+        case OP_CONV2D_F32:
+        case OP_GEMM:
+            bnn_fconv_forward(&ex, L, x, y);
+            break;
+        case OP_CONV2D_BIN:
+            bnn_bconv_forward(&ex, L, x, y);
+            break;
+        case OP_AFFINE:
+            bnn_affine_forward(&ex, L, x, y);
+            break;
+        case OP_CLIP:
+            bnn_clip_forward(&ex, L, x, y);
+            break;
+        case OP_MAXPOOL:
+            bnn_maxpool_forward(&ex, L, x, y);
+            break;
+        case OP_AVGPOOL:
+            bnn_avgpool_forward(&ex, L, x, y);
+            break;
+        case OP_GLOBAL_AVGPOOL:
+            bnn_global_avgpool_forward(&ex, L, x, y);
+            break;
+        case OP_ADD:
+            bnn_add_forward(&ex, L, x, c->val[L->in[1]], y);
+            break;
+        case OP_FLATTEN: {
+            /* The format flattens NCHW order (C, H, W): NHWC -> NCHW per image. */
+            const bnn_shape *s = &L->in_shape;
+            bnn_transpose_batched(&ex, x, y, s->n, (size_t)s->h * s->w, s->c);
+            break;
+        }
+        default:
+            return BNN_EFORMAT; /* unreachable: the loader rejects unknown ops */
+        }
+    }
+    const bnn_shape *os = &m->shapes[m->output_id];
+    bnn_transpose_batched(&ex, c->val[m->output_id], out, os->n, (size_t)os->h * os->w, os->c);
+    return BNN_OK;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+int bnn_benchmark(bnn_ctx *c, const float *in, int warmup, int runs, double *samples_ms)
+{
+    if (!c || !in || !samples_ms || warmup < 0 || runs < 1)
+        return BNN_EARG;
+    const size_t n_out = bnn_shape_count(&c->m->shapes[c->m->output_id]);
+    float *out = bnn_aligned_alloc(n_out * sizeof(float));
+    if (!out)
+        return BNN_ENOMEM;
+    for (int i = 0; i < warmup; i++)
+        bnn_run(c, in, out);
+    for (int i = 0; i < runs; i++) {
+        const double t0 = now_ms();
+        bnn_run(c, in, out);
+        samples_ms[i] = now_ms() - t0;
+    }
+    bnn_aligned_free(out);
+    return BNN_OK;
+}

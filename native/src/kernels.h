@@ -1,0 +1,72 @@
+/* Compute kernels and the one dispatch point that picks them per instruction set.
+ *
+ * Only the innermost, ISA-sensitive loops sit behind the table (bnn_kernels()): packing
+ * floats to sign bits, the XOR-popcount row of a binary conv and the SGEMM micro-kernel.
+ * Tiling, padding correction, threading and layouts are shared code in the layer drivers,
+ * so an AVX2 / AVX-512 / NEON file only has to provide these three functions.
+ */
+#ifndef BNN_KERNELS_H
+#define BNN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* SGEMM tile: weights are prepacked at load time into panels of NR columns, so NR is fixed
+ * for every kernel set; MR (rows of the packed activations) is chosen at run time. */
+#define BNN_SGEMM_NR 16
+#define BNN_SGEMM_MR_MAX 8
+
+/* One output row of a binary conv for output channels [o_begin, o_end): raw popcounts of
+ * input XOR weight over all kh*kw taps, padded taps included (they read 0 bits). */
+typedef struct {
+    const uint64_t *in; /* padded packed input at the window's top-left for output column 0 */
+    size_t row_stride;  /* u64 words between padded input rows */
+    size_t x_stride;    /* u64 words between windows of neighbouring output columns */
+    const uint64_t *w;  /* weights [o][i][j][word] */
+    size_t w_stride;    /* u64 words per output channel: kh * kw * words */
+    uint32_t kh;
+    uint32_t tap_words; /* kw * words: one kernel row, contiguous in input and weights */
+    uint32_t ow;
+    uint32_t o_begin, o_end;
+    int32_t *pop; /* out: [ow][o_end - o_begin] */
+} bnn_bconv_row_args;
+
+typedef void (*bnn_bconv_row_fn)(const bnn_bconv_row_args *a);
+
+/* Pack `npix` pixels of `c` floats (NHWC) into `words` u64 each: bit = (x - t[c]) < 0,
+ * i.e. bit 1 = -1, sign(0) = +1; tail bits 0. `thr` may be NULL (t = 0). */
+typedef void (*bnn_bitpack_fn)(const float *x, const float *thr, uint32_t c, uint32_t words,
+                               size_t npix, uint64_t *out, size_t out_stride);
+
+/* C[MR x NR] (row stride ldc) += A[kc x MR] * B[kc x NR]; A and B packed k-major. */
+typedef void (*bnn_sgemm_ukernel_fn)(size_t kc, const float *a, const float *b, float *c,
+                                     size_t ldc);
+
+typedef struct {
+    const char *isa;
+    bnn_bitpack_fn bitpack;
+    bnn_bconv_row_fn bconv_row;
+    bnn_sgemm_ukernel_fn sgemm_ukernel;
+    uint32_t sgemm_mr;
+} bnn_kernel_table;
+
+/* The kernel set for this CPU (selected once, thread-safe). */
+const bnn_kernel_table *bnn_kernels(void);
+
+/* Portable implementations (always built; the fallback of every dispatch). */
+void bnn_bitpack_portable(const float *x, const float *thr, uint32_t c, uint32_t words,
+                          size_t npix, uint64_t *out, size_t out_stride);
+void bnn_bconv_row_portable(const bnn_bconv_row_args *a);
+void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
+                                size_t ldc);
+#define BNN_SGEMM_MR_PORTABLE 4
+
+/* Plain reference binary conv straight from FORMAT.md (NCHW float in/out, file-layout
+ * weight bits, per-tap bounds checks). Slow; for tests only. */
+void bnn_bconv_reference(const float *x, uint32_t n, uint32_t c, uint32_t h, uint32_t w,
+                         const float *thr, const uint64_t *wbits, uint32_t out_c, uint32_t kh,
+                         uint32_t kw, uint32_t sh, uint32_t sw, uint32_t pt, uint32_t pl,
+                         uint32_t pb, uint32_t pr, const float *scale, const float *bias,
+                         float *y);
+
+#endif

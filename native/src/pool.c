@@ -1,0 +1,115 @@
+/* Max, average and global average pooling on NHWC: the channel loop is innermost, so every
+ * window tap is one contiguous, vectorizable row of channels. Tasks are output rows. */
+#include <math.h>
+#include <string.h>
+
+#include "layers.h"
+
+typedef struct {
+    const bnn_layer *L;
+    const float *x;
+    float *y;
+} pool_job;
+
+/* Valid window [lo, hi) along one axis for output position o. */
+static void window(long o, uint32_t stride, uint32_t pad, uint32_t k, uint32_t size, long *lo,
+                   long *hi)
+{
+    const long start = o * (long)stride - (long)pad;
+    *lo = start < 0 ? 0 : start;
+    *hi = start + (long)k > (long)size ? (long)size : start + (long)k;
+}
+
+static void maxpool_task(void *arg, size_t task, int thread)
+{
+    (void)thread;
+    const pool_job *j = arg;
+    const bnn_geom *g = &j->L->p.pool.g;
+    const bnn_shape *in = &j->L->in_shape, *out = &j->L->out_shape;
+    const size_t C = in->c, oy = task % out->h, n = task / out->h;
+    long y0, y1;
+    window((long)oy, g->sh, g->pt, g->kh, in->h, &y0, &y1);
+    for (size_t ox = 0; ox < out->w; ox++) {
+        long x0, x1;
+        window((long)ox, g->sw, g->pl, g->kw, in->w, &x0, &x1);
+        float *yo = j->y + ((n * out->h + oy) * out->w + ox) * C;
+        /* Padded taps are ignored (ONNX); the loader guarantees a non-empty window. */
+        for (size_t c = 0; c < C; c++)
+            yo[c] = -INFINITY;
+        for (long iy = y0; iy < y1; iy++)
+            for (long ix = x0; ix < x1; ix++) {
+                const float *xi = j->x + ((n * in->h + (size_t)iy) * in->w + (size_t)ix) * C;
+                for (size_t c = 0; c < C; c++)
+                    yo[c] = xi[c] > yo[c] ? xi[c] : yo[c];
+            }
+    }
+}
+
+static void avgpool_task(void *arg, size_t task, int thread)
+{
+    (void)thread;
+    const pool_job *j = arg;
+    const bnn_geom *g = &j->L->p.pool.g;
+    const bnn_shape *in = &j->L->in_shape, *out = &j->L->out_shape;
+    const size_t C = in->c, oy = task % out->h, n = task / out->h;
+    long y0, y1;
+    window((long)oy, g->sh, g->pt, g->kh, in->h, &y0, &y1);
+    for (size_t ox = 0; ox < out->w; ox++) {
+        long x0, x1;
+        window((long)ox, g->sw, g->pl, g->kw, in->w, &x0, &x1);
+        float *yo = j->y + ((n * out->h + oy) * out->w + ox) * C;
+        memset(yo, 0, C * sizeof(float));
+        for (long iy = y0; iy < y1; iy++)
+            for (long ix = x0; ix < x1; ix++) {
+                const float *xi = j->x + ((n * in->h + (size_t)iy) * in->w + (size_t)ix) * C;
+                for (size_t c = 0; c < C; c++)
+                    yo[c] += xi[c];
+            }
+        /* count_include_pad counts padded taps too (with floor output size and explicit pads
+         * a window never extends past the padding, so that is kh*kw). */
+        const float count = j->L->p.pool.count_include_pad ? (float)g->kh * (float)g->kw
+                                                            : (float)((y1 - y0) * (x1 - x0));
+        for (size_t c = 0; c < C; c++)
+            yo[c] /= count;
+    }
+}
+
+#define GAP_CHUNK 64
+
+static void gap_task(void *arg, size_t task, int thread)
+{
+    (void)thread;
+    const pool_job *j = arg;
+    const bnn_shape *in = &j->L->in_shape;
+    const size_t C = in->c, hw = (size_t)in->h * in->w;
+    const size_t chunks = (C + GAP_CHUNK - 1) / GAP_CHUNK;
+    const size_t n = task / chunks, c0 = task % chunks * GAP_CHUNK;
+    const size_t nc = C - c0 < GAP_CHUNK ? C - c0 : GAP_CHUNK;
+    double acc[GAP_CHUNK] = {0}; /* double: a 56x56 mean summed in float loses digits */
+    const float *x = j->x + n * hw * C + c0;
+    for (size_t p = 0; p < hw; p++)
+        for (size_t c = 0; c < nc; c++)
+            acc[c] += x[p * C + c];
+    for (size_t c = 0; c < nc; c++)
+        j->y[n * C + c0 + c] = (float)(acc[c] / (double)hw);
+}
+
+void bnn_maxpool_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y)
+{
+    pool_job j = {L, x, y};
+    bnn_pool_parallel_for(ex->pool, (size_t)L->out_shape.n * L->out_shape.h, maxpool_task, &j);
+}
+
+void bnn_avgpool_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y)
+{
+    pool_job j = {L, x, y};
+    bnn_pool_parallel_for(ex->pool, (size_t)L->out_shape.n * L->out_shape.h, avgpool_task, &j);
+}
+
+void bnn_global_avgpool_forward(const bnn_exec *ex, const bnn_layer *L, const float *x,
+                                float *y)
+{
+    pool_job j = {L, x, y};
+    const size_t chunks = ((size_t)L->in_shape.c + GAP_CHUNK - 1) / GAP_CHUNK;
+    bnn_pool_parallel_for(ex->pool, (size_t)L->in_shape.n * chunks, gap_task, &j);
+}

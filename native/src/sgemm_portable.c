@@ -1,0 +1,58 @@
+/* Portable SGEMM micro-kernel: a 4 x 16 register tile.
+ *
+ * GCC/Clang generic vectors map to whatever SIMD the target has (SSE2, NEON, ...) and keep
+ * the 16 accumulators in registers; plain loops are the fallback for other compilers. The
+ * k loop order is fixed, so results do not depend on how the caller tiles or threads.
+ */
+#include <string.h>
+
+#include "kernels.h"
+
+#define MR BNN_SGEMM_MR_PORTABLE
+#define NR BNN_SGEMM_NR
+
+#if defined(__GNUC__) || defined(__clang__)
+typedef float v4f __attribute__((vector_size(16)));
+#define NV (NR / 4)
+
+void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
+                                size_t ldc)
+{
+    v4f acc[MR][NV];
+    for (int m = 0; m < MR; m++)
+        for (int v = 0; v < NV; v++)
+            acc[m][v] = (v4f){0, 0, 0, 0};
+    for (size_t k = 0; k < kc; k++) {
+        v4f bv[NV];
+        /* memcpy: packed panels are 64-byte aligned, but say nothing about it to the
+         * compiler rather than cast-and-hope. */
+        for (int v = 0; v < NV; v++)
+            memcpy(&bv[v], b + k * NR + v * 4, sizeof(v4f));
+        for (int m = 0; m < MR; m++) {
+            const float av = a[k * MR + m];
+            for (int v = 0; v < NV; v++)
+                acc[m][v] += av * bv[v];
+        }
+    }
+    for (int m = 0; m < MR; m++)
+        for (int v = 0; v < NV; v++) {
+            v4f t;
+            memcpy(&t, c + m * ldc + v * 4, sizeof t);
+            t += acc[m][v];
+            memcpy(c + m * ldc + v * 4, &t, sizeof t);
+        }
+}
+#else
+void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
+                                size_t ldc)
+{
+    float acc[MR][NR] = {{0}};
+    for (size_t k = 0; k < kc; k++)
+        for (int m = 0; m < MR; m++)
+            for (int n = 0; n < NR; n++)
+                acc[m][n] += a[k * MR + m] * b[k * NR + n];
+    for (int m = 0; m < MR; m++)
+        for (int n = 0; n < NR; n++)
+            c[m * ldc + n] += acc[m][n];
+}
+#endif

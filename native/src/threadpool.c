@@ -1,0 +1,175 @@
+/* Persistent pthread pool.
+ *
+ * Workers spin briefly on a generation counter before sleeping on a condition variable: a
+ * network runs dozens of short layers back to back, and waking sleeping threads for each
+ * one would cost more than many small layers take. Tasks are handed out through an atomic
+ * counter, so the split of work never depends on timing, only which thread runs a task
+ * does; every task writes disjoint outputs, so results are identical for any thread count.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "threadpool.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "bnn.h"
+
+#define SPIN_ITERS 20000
+
+struct bnn_pool {
+    int nthreads;
+    pthread_t threads[BNN_MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv, done_cv;
+    int sleeping; /* workers blocked on work_cv (under mu) */
+    atomic_int stop;
+    atomic_uint generation;
+    atomic_size_t next_task;
+    atomic_int pending; /* workers still inside the current job */
+    /* The current job; written before generation is bumped. */
+    bnn_task_fn fn;
+    void *arg;
+    size_t ntasks;
+};
+
+static void run_tasks(bnn_pool *p, int id)
+{
+    const size_t n = p->ntasks;
+    for (;;) {
+        size_t t = atomic_fetch_add_explicit(&p->next_task, 1, memory_order_relaxed);
+        if (t >= n)
+            break;
+        p->fn(p->arg, t, id);
+    }
+}
+
+typedef struct {
+    bnn_pool *pool;
+    int id;
+} start_info;
+
+static void *worker_main(void *v)
+{
+    start_info *si = v;
+    bnn_pool *p = si->pool;
+    const int id = si->id;
+    free(si);
+    unsigned seen = atomic_load_explicit(&p->generation, memory_order_acquire);
+    for (;;) {
+        unsigned g = seen;
+        for (int i = 0; i < SPIN_ITERS; i++) {
+            g = atomic_load_explicit(&p->generation, memory_order_acquire);
+            if (g != seen)
+                break;
+            if (i % 64 == 63)
+                sched_yield(); /* be polite when threads outnumber cores */
+        }
+        if (g == seen) {
+            pthread_mutex_lock(&p->mu);
+            p->sleeping++;
+            while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen)
+                pthread_cond_wait(&p->work_cv, &p->mu);
+            p->sleeping--;
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load_explicit(&p->stop, memory_order_acquire))
+            return NULL;
+        seen = g;
+        run_tasks(p, id);
+        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
+bnn_pool *bnn_pool_create(int nthreads)
+{
+    if (nthreads < 1 || nthreads > BNN_MAX_THREADS)
+        return NULL;
+    bnn_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->nthreads = 1;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->work_cv, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
+    atomic_init(&p->generation, 0);
+    atomic_init(&p->next_task, 0);
+    atomic_init(&p->pending, 0);
+    atomic_init(&p->stop, 0);
+    for (int i = 1; i < nthreads; i++) {
+        start_info *si = malloc(sizeof *si);
+        if (!si)
+            goto fail;
+        si->pool = p;
+        si->id = i;
+        if (pthread_create(&p->threads[i], NULL, worker_main, si) != 0) {
+            free(si);
+            goto fail;
+        }
+        p->nthreads = i + 1;
+    }
+    return p;
+fail:
+    bnn_pool_free(p);
+    return NULL;
+}
+
+void bnn_pool_free(bnn_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    atomic_store_explicit(&p->stop, 1, memory_order_release);
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    pthread_cond_broadcast(&p->work_cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->work_cv);
+    pthread_cond_destroy(&p->done_cv);
+    free(p);
+}
+
+int bnn_pool_threads(const bnn_pool *p)
+{
+    return p->nthreads;
+}
+
+void bnn_pool_parallel_for(bnn_pool *p, size_t ntasks, bnn_task_fn fn, void *arg)
+{
+    if (ntasks == 0)
+        return;
+    if (p->nthreads == 1 || ntasks == 1) {
+        for (size_t t = 0; t < ntasks; t++)
+            fn(arg, t, 0);
+        return;
+    }
+    p->fn = fn;
+    p->arg = arg;
+    p->ntasks = ntasks;
+    atomic_store_explicit(&p->next_task, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->pending, p->nthreads - 1, memory_order_relaxed);
+    pthread_mutex_lock(&p->mu);
+    /* Release: workers that see the new generation also see the job fields above. */
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    if (p->sleeping)
+        pthread_cond_broadcast(&p->work_cv);
+    pthread_mutex_unlock(&p->mu);
+    run_tasks(p, 0);
+    for (int i = 0; i < SPIN_ITERS; i++) {
+        if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0)
+            return;
+        if (i % 64 == 63)
+            sched_yield();
+    }
+    pthread_mutex_lock(&p->mu);
+    while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0)
+        pthread_cond_wait(&p->done_cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
