@@ -140,6 +140,10 @@ class BnnbenchClient:
     def get_artifact(self, artifact_id: int) -> ArtifactOut:
         return ArtifactOut.model_validate(self.request("GET", f"/artifacts/{artifact_id}").json())
 
+    def retry_artifact(self, artifact_id: int) -> ArtifactOut:
+        resp = self.request("POST", f"/artifacts/{artifact_id}/retry")
+        return ArtifactOut.model_validate(resp.json())
+
     def download_artifact(self, artifact_id: int, dest: str | Path) -> str:
         """Writes the artifact to ``dest``; returns the X-Content-SHA256 header after checking
         it against the bytes received."""

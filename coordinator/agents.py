@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from bnnbench.schemas import RegisterRequest, RegisterResponse
 from coordinator.auth import hash_token, new_agent_token
+from coordinator.db import Database
 from coordinator.models import Agent, Device, utcnow
 
 
@@ -21,20 +22,25 @@ def _device(s: Session, req: RegisterRequest) -> Device:
             cpu_model=info.cpu_model, cores=info.cores, isa_flags=list(info.isa_flags),
             transport=info.transport,
         )
-        try:
-            with s.begin_nested():
-                s.add(dev)
-        except IntegrityError:  # registered concurrently by another agent on the same board
-            dev = s.scalar(select(Device).where(Device.fingerprint == fp))
-            assert dev is not None
+        s.add(dev)
+        s.flush()  # IntegrityError if registered concurrently: the caller retries
     else:  # fields outside the fingerprint may change (kernel update, new ISA detection)
         dev.os, dev.isa_flags = info.os, list(info.isa_flags)
     return dev
 
 
-def register(s: Session, req: RegisterRequest) -> RegisterResponse:
+def register(db: Database, req: RegisterRequest) -> RegisterResponse:
     """Same name on the same device is the same agent: its token is rotated (an agent that
     lost its token registers again); otherwise a new agent."""
+    try:
+        with db.session() as s:
+            return _register(s, req)
+    except IntegrityError:  # the device row was created concurrently: now it exists
+        with db.session() as s:
+            return _register(s, req)
+
+
+def _register(s: Session, req: RegisterRequest) -> RegisterResponse:
     dev = _device(s, req)
     token = new_agent_token()
     agent = s.scalar(select(Agent).where(Agent.name == req.name, Agent.device_id == dev.id))

@@ -133,19 +133,11 @@ class ConversionDispatcher:
             task.add_done_callback(self._running.discard)
 
     def _claim(self) -> WorkItem | None:
+        # conversions first: they unblock waiting jobs; an analysis is informational
+        return self._claim_artifact() or self._claim_analysis()
+
+    def _claim_artifact(self) -> WorkItem | None:
         with self.db.session() as s:
-            for model_id in s.scalars(
-                select(Model.id).where(Model.analysis_status == "pending").order_by(Model.id)
-            ).all():
-                res = s.execute(
-                    update(Model)
-                    .where(Model.id == model_id, Model.analysis_status == "pending")
-                    .values(analysis_status="running")
-                )
-                if res.rowcount == 1:
-                    model = s.get(Model, model_id)
-                    assert model is not None
-                    return WorkItem("analyze", model_id, self.store.path(model.sha256))
             for art_id in s.scalars(
                 select(Artifact.id)
                 .where(Artifact.status == ArtifactStatus.pending)
@@ -162,6 +154,22 @@ class ConversionDispatcher:
                     return WorkItem(
                         "convert", art_id, self.store.path(art.model.sha256), art.library
                     )
+        return None
+
+    def _claim_analysis(self) -> WorkItem | None:
+        with self.db.session() as s:
+            for model_id in s.scalars(
+                select(Model.id).where(Model.analysis_status == "pending").order_by(Model.id)
+            ).all():
+                res = s.execute(
+                    update(Model)
+                    .where(Model.id == model_id, Model.analysis_status == "pending")
+                    .values(analysis_status="running")
+                )
+                if res.rowcount == 1:
+                    model = s.get(Model, model_id)
+                    assert model is not None
+                    return WorkItem("analyze", model_id, self.store.path(model.sha256))
         return None
 
     async def _run_item(self, item: WorkItem, slots: asyncio.Semaphore) -> None:

@@ -11,6 +11,7 @@ lease can never overwrite anything, on SQLite (writes serialised) as on PostgreS
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 from collections.abc import Sequence
@@ -235,6 +236,7 @@ def heartbeat(
 ) -> datetime | None:
     now = now or utcnow()
     s.execute(update(Agent).where(Agent.id == agent.id).values(last_seen=now))
+    s.commit()  # the agent is alive even if the job part is refused below
     if job_id is None:
         return None
     job = _held_job(s, agent, job_id)
@@ -291,6 +293,10 @@ def submit_result(
         raise Unprocessable(
             f"samples_ms must be finite positive milliseconds; got {bad[0]!r}"
         )
+    try:
+        json.dumps(body.env, allow_nan=False)
+    except ValueError:
+        raise Unprocessable("env must be plain JSON (no NaN or Infinity values)") from None
     job = _check_lease(s, agent, job_id, body.lease_id)
     res = s.execute(
         update(Job)

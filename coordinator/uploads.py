@@ -10,17 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from bnnbench.schemas import ModelOut
 from bnnbench.settings import CoordinatorSettings
+from coordinator.db import Database
 from coordinator.errors import PayloadTooLarge, Unprocessable
 from coordinator.models import Model
 from coordinator.store import BlobStore, BlobWriter, TooLarge
+from coordinator.views import model_out
 
 TEXT_FIELDS = ("name", "arch", "algorithm")
 MAX_FIELD_BYTES = 1024
@@ -136,6 +139,8 @@ async def receive_upload(
             parser.finalize()
         except TooLarge as exc:
             raise PayloadTooLarge(str(exc)) from None
+        except FormParserError as exc:
+            raise Unprocessable(f"malformed multipart/form-data body: {exc}") from None
         writer = reader.writer
         if writer is None:
             raise Unprocessable("missing the 'file' part holding the ONNX model")
@@ -186,29 +191,33 @@ def check_onnx_file(path: Path) -> None:
 # ------------------------------------------------------------------ rows
 
 
-def store_model(s: Session, up: Upload) -> tuple[Model, bool]:
-    """The model row for the uploaded bytes; (row, created). Same bytes → the existing row."""
-    existing = s.scalar(select(Model).where(Model.sha256 == up.sha256))
-    if existing is not None:
-        _fill_labels(existing, up)
-        return existing, False
-    name = up.fields.get("name") or up.filename or up.sha256[:12]
-    model = Model(
-        name=name[:255],
-        sha256=up.sha256,
-        size=up.size,
-        arch=up.fields.get("arch"),
-        algorithm=(up.fields.get("algorithm") or "").lower() or None,
-        analysis_status="pending",
-    )
+def store_model(db: Database, up: Upload) -> tuple[ModelOut, bool]:
+    """The model for the uploaded bytes; (model, created). Same bytes → the existing row."""
     try:
-        with s.begin_nested():
+        with db.session() as s:
+            existing = s.scalar(select(Model).where(Model.sha256 == up.sha256))
+            if existing is not None:
+                _fill_labels(existing, up)
+                s.flush()
+                return model_out(existing), False
+            name = up.fields.get("name") or up.filename or up.sha256[:12]
+            model = Model(
+                name=name[:255],
+                sha256=up.sha256,
+                size=up.size,
+                arch=up.fields.get("arch"),
+                algorithm=(up.fields.get("algorithm") or "").lower() or None,
+                analysis_status="pending",
+            )
             s.add(model)
+            s.flush()
+            return model_out(model), True
     except IntegrityError:  # a concurrent upload of the same bytes won the race
-        existing = s.scalar(select(Model).where(Model.sha256 == up.sha256))
-        assert existing is not None
-        return existing, False
-    return model, True
+        with db.session() as s:
+            existing = s.scalar(select(Model).where(Model.sha256 == up.sha256))
+            if existing is None:
+                raise
+            return model_out(existing), False
 
 
 def _fill_labels(model: Model, up: Upload) -> None:

@@ -13,6 +13,7 @@ true for :class:`converters.errors.ConversionError` (a problem with the model, s
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -30,9 +31,21 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+def _finite(obj: Any) -> Any:
+    # strict JSON all the way to API responses: NaN/inf become null
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _write(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(json.dumps(payload, default=_jsonable))
+    plain = json.loads(json.dumps(payload, default=_jsonable))
+    tmp.write_text(json.dumps(_finite(plain), allow_nan=False))
     os.replace(tmp, path)
 
 

@@ -31,9 +31,9 @@ from bnnbench.schemas import RegisterResponse
 
 REPO = Path(__file__).resolve().parent.parent
 
-# `python -m coordinator` runs the same `serve` command as `bnnbench serve`, without importing
-# the other parts' CLI modules (a broken agent CLI must not take the server fixture down)
-SERVE_CMD = [sys.executable, "-m", "coordinator"]
+# the real entry point; `python -m coordinator` runs the same `serve` without the other
+# parts' CLI modules, should one of them ever be broken
+SERVE_CMD = [sys.executable, "-m", "bnnbench.cli", "serve"]
 
 TEST_SETTINGS: dict[str, Any] = {
     "lease_seconds": 3,

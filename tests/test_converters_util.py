@@ -52,14 +52,15 @@ class OnnxBuilder:
         self.nodes.append(helper.make_node(op, inputs, outs, name=name, **attrs))
         return outs[0]
 
-    def model(self, output: str, props: dict[str, str] | None = None) -> Any:
+    def model(self, output: str, props: dict[str, str] | None = None,
+              out_shape: list[int] | None = None) -> Any:
         import onnx
         from onnx import TensorProto, helper
 
         graph = helper.make_graph(
             self.nodes, "test",
             [helper.make_tensor_value_info("input", TensorProto.FLOAT, self.in_shape)],
-            [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+            [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)],
             initializer=self.inits,
         )
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)],
@@ -69,10 +70,11 @@ class OnnxBuilder:
         # the checker wants a shape on graph outputs: let shape inference fill it in
         return onnx.shape_inference.infer_shapes(m, data_prop=True)
 
-    def save(self, path: Path, output: str, props: dict[str, str] | None = None) -> Path:
+    def save(self, path: Path, output: str, props: dict[str, str] | None = None,
+             out_shape: list[int] | None = None) -> Path:
         import onnx
 
-        onnx.save(self.model(output, props), str(path))
+        onnx.save(self.model(output, props, out_shape), str(path))
         return path
 
 

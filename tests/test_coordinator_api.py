@@ -163,6 +163,14 @@ def test_unsupported_op_fails_artifact_and_jobs_only(
     assert c.client.get_artifact(good_art.id) == good_art
     assert {j.status for j in c.client.list_jobs(ids=[j.id for j in good_jobs])} == {"queued"}
     assert {p.name for p in c.blob_files()} == before_blobs | {m.sha256}
+    # an operator may retry a failed conversion (after a converter upgrade): same cause here
+    assert c.client.retry_artifact(art.id).status == "pending"
+    again_art = wait_for(lambda: (x := c.client.get_artifact(art.id)).status == "failed" and x,
+                         what="second conversion")
+    assert again_art.error == art.error
+    with pytest.raises(ApiError) as err:
+        c.client.retry_artifact(good_art.id)
+    assert err.value.status_code == 409 and "not failed" in err.value.detail
 
 
 def test_auth_errors(coordinator: CoordinatorProcess, tiny_onnx: Path) -> None:

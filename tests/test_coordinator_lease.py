@@ -126,8 +126,8 @@ def test_lease_heartbeat_expiry_and_stale_results(
     assert c.query("SELECT count(*) FROM results") == [(1,)]
 
 
-def test_expired_max_attempts_fails_the_job(server: CoordinatorProcess, tiny_onnx: Path) -> None:
-    c = server  # max_attempts=2
+def test_expired_max_attempts_fails_the_job(coordinator_factory: Any, tiny_onnx: Path) -> None:
+    c = coordinator_factory(lease_seconds=1.5, max_attempts=2, reaper_interval_seconds=0.3)
     a, b = RawAgent(c, "a"), RawAgent(c, "b")
     (job_id,) = _queued_job(c, tiny_onnx, [1])
     assert a.lease(wait=5).json()["job_id"] == job_id

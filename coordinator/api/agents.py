@@ -33,8 +33,7 @@ _RECHECK_SECONDS = 1.0
 def register(body: RegisterRequest, request: Request) -> RegisterResponse:
     """Enrol an agent with the admin token; the answer holds the agent's own token (shown
     once; only its hash is stored)."""
-    with get_ctx(request).db.session() as s:
-        return agents.register(s, body)
+    return agents.register(get_ctx(request).db, body)
 
 
 @router.post("/agents/heartbeat", response_model=HeartbeatResponse,

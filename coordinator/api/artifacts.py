@@ -40,6 +40,25 @@ def get_artifact(artifact_id: int, request: Request) -> ArtifactOut:
         return artifact_out(a)
 
 
+@router.post("/artifacts/{artifact_id}/retry", response_model=ArtifactOut,
+             dependencies=[Depends(admin)],
+             responses={409: {"description": "the artifact has not failed"}})
+def retry_artifact(artifact_id: int, request: Request) -> ArtifactOut:
+    """Convert a failed artifact again (e.g. after a converter upgrade). Jobs that already
+    failed stay failed; submit new ones."""
+    ctx = get_ctx(request)
+    with ctx.db.session() as s:
+        a = s.get(Artifact, artifact_id)
+        if a is None:
+            raise NotFound(f"artifact {artifact_id} not found")
+        if a.status != ArtifactStatus.failed:
+            raise Conflict(f"artifact {artifact_id} is {a.status}, not failed: nothing to retry")
+        a.status, a.error, a.report = ArtifactStatus.pending, None, None
+        out = artifact_out(a)
+    ctx.work_signal.notify()
+    return out
+
+
 @router.get(
     "/artifacts/{artifact_id}/download",
     dependencies=[Depends(admin_or_agent)],

@@ -52,13 +52,7 @@ async def upload_model(request: Request, response: Response) -> ModelOut:
     ctx = get_ctx(request)
     up = await uploads.receive_upload(request, ctx.store, ctx.settings)
 
-    def _save() -> tuple[ModelOut, bool]:
-        with ctx.db.session() as s:
-            model, created = uploads.store_model(s, up)
-            s.flush()
-            return model_out(model), created
-
-    out, created = await run_in_threadpool(_save)
+    out, created = await run_in_threadpool(uploads.store_model, ctx.db, up)
     if created:
         ctx.work_signal.notify()
     else:

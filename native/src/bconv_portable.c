@@ -1,10 +1,60 @@
 /* Portable XOR-popcount row kernel of the binary convolution.
  *
  * For each output column it XORs the packed input window with the packed weights of four
- * output channels at once (each input word is loaded once and reused four times) and sums
- * __builtin_popcountll. Padded taps read 0 bits here; the driver (bconv.c) corrects them.
+ * output channels at once (each input word is loaded once and reused four times). Padded
+ * taps read 0 bits here; the driver (bconv.c) corrects them.
+ *
+ * Counting: where the compiler targets a hardware popcount (__POPCNT__ on x86 builds with
+ * -mpopcnt or -march=..., always on AArch64), __builtin_popcountll is one instruction.
+ * Otherwise (a baseline x86-64 build) it becomes a libgcc call per word, about 4x slower
+ * than this SWAR version, which keeps per-byte counts (<= 8 each) and adds up to 31 words
+ * before widening, so a byte never overflows. Picking a popcnt kernel at run time is the
+ * job of the ISA kernels behind kernels.c.
  */
 #include "kernels.h"
+
+#if defined(__POPCNT__) || defined(__aarch64__) || defined(__ARM_FEATURE_SVE)
+#define HW_POPCOUNT 1
+#else
+#define HW_POPCOUNT 0
+#endif
+
+#if HW_POPCOUNT
+static inline uint32_t xorpop(const uint64_t *a, const uint64_t *w, uint32_t n)
+{
+    uint32_t s = 0;
+    for (uint32_t t = 0; t < n; t++)
+        s += (uint32_t)__builtin_popcountll(a[t] ^ w[t]);
+    return s;
+}
+#else
+static inline uint64_t byte_counts(uint64_t x)
+{
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    return (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+}
+
+static inline uint32_t widen_sum(uint64_t bytes)
+{
+    uint64_t x = (bytes & 0x00ff00ff00ff00ffull) + ((bytes >> 8) & 0x00ff00ff00ff00ffull);
+    return (uint32_t)((x * 0x0001000100010001ull) >> 48);
+}
+
+static inline uint32_t xorpop(const uint64_t *a, const uint64_t *w, uint32_t n)
+{
+    uint32_t s = 0;
+    uint32_t t = 0;
+    while (t < n) {
+        const uint32_t end = n - t > 31 ? t + 31 : n;
+        uint64_t acc = 0;
+        for (; t < end; t++)
+            acc += byte_counts(a[t] ^ w[t]);
+        s += widen_sum(acc);
+    }
+    return s;
+}
+#endif
 
 void bnn_bconv_row_portable(const bnn_bconv_row_args *a)
 {
@@ -13,39 +63,12 @@ void bnn_bconv_row_portable(const bnn_bconv_row_args *a)
     for (uint32_t x = 0; x < a->ow; x++) {
         const uint64_t *win = a->in + (size_t)x * a->x_stride;
         int32_t *pop = a->pop + (size_t)x * nout;
-        uint32_t o = a->o_begin;
-        for (; o + 4 <= a->o_end; o += 4) {
-            const uint64_t *w0 = a->w + (size_t)o * a->w_stride;
-            const uint64_t *w1 = w0 + a->w_stride;
-            const uint64_t *w2 = w1 + a->w_stride;
-            const uint64_t *w3 = w2 + a->w_stride;
-            uint32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            for (uint32_t i = 0; i < a->kh; i++) {
-                const uint64_t *in = win + (size_t)i * a->row_stride;
-                const size_t wo = (size_t)i * tw;
-                for (uint32_t t = 0; t < tw; t++) {
-                    const uint64_t v = in[t];
-                    s0 += (uint32_t)__builtin_popcountll(v ^ w0[wo + t]);
-                    s1 += (uint32_t)__builtin_popcountll(v ^ w1[wo + t]);
-                    s2 += (uint32_t)__builtin_popcountll(v ^ w2[wo + t]);
-                    s3 += (uint32_t)__builtin_popcountll(v ^ w3[wo + t]);
-                }
-            }
-            pop[o - a->o_begin + 0] = (int32_t)s0;
-            pop[o - a->o_begin + 1] = (int32_t)s1;
-            pop[o - a->o_begin + 2] = (int32_t)s2;
-            pop[o - a->o_begin + 3] = (int32_t)s3;
-        }
-        for (; o < a->o_end; o++) {
-            const uint64_t *w0 = a->w + (size_t)o * a->w_stride;
-            uint32_t s0 = 0;
-            for (uint32_t i = 0; i < a->kh; i++) {
-                const uint64_t *in = win + (size_t)i * a->row_stride;
-                const size_t wo = (size_t)i * tw;
-                for (uint32_t t = 0; t < tw; t++)
-                    s0 += (uint32_t)__builtin_popcountll(in[t] ^ w0[wo + t]);
-            }
-            pop[o - a->o_begin] = (int32_t)s0;
+        for (uint32_t o = a->o_begin; o < a->o_end; o++) {
+            const uint64_t *w = a->w + (size_t)o * a->w_stride;
+            uint32_t s = 0;
+            for (uint32_t i = 0; i < a->kh; i++)
+                s += xorpop(win + (size_t)i * a->row_stride, w + (size_t)i * tw, tw);
+            pop[o - a->o_begin] = (int32_t)s;
         }
     }
 }

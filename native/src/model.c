@@ -105,9 +105,10 @@ static uint32_t le32(const uint8_t *b)
 
 static int cur_u32(cursor *c, uint32_t *v)
 {
-    const uint8_t *b;
-    if (!cur_bytes(c, 4, &b))
+    const uint8_t *b = c->p + c->pos;
+    if (c->pos + 1 > c->size)
         return 0;
+    c->pos += 4;
     *v = le32(b);
     return 1;
 }
@@ -750,8 +751,13 @@ int bnn_model_load_file(const char *path, bnn_model **out, char *err, size_t err
     if (!buf)
         rc = fail(&e, BNN_ENOMEM, "out of memory reading %s", path);
     fclose(f);
-    if (rc == BNN_OK)
+    if (rc == BNN_OK) {
+        /* Exact size: then a sanitizer sees any read past the end of the file's bytes. */
+        uint8_t *exact = realloc(buf, len ? len : 1);
+        if (exact)
+            buf = exact;
         rc = parse_model(&e, buf, len, out);
+    }
     free(buf);
     return rc;
 }

@@ -56,7 +56,9 @@ static void *worker_main(void *v)
     bnn_pool *p = si->pool;
     const int id = si->id;
     free(si);
-    unsigned seen = atomic_load_explicit(&p->generation, memory_order_acquire);
+    /* Generation 0 is the state at creation: a job posted before this thread got going
+     * must still be seen as new. */
+    unsigned seen = 0;
     for (;;) {
         unsigned g = seen;
         for (int i = 0; i < SPIN_ITERS; i++) {

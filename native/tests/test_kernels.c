@@ -1,0 +1,430 @@
+/* C unit tests of the kernels, run under ASan/UBSan by `make -C native test`.
+ *
+ * Models are built in memory in the .bnn format and run through the public API, so the
+ * whole path (loader prepacking, bit packing, row kernel, padding correction, GEMM tiling,
+ * thread pool) is compared against plain reference implementations:
+ *   - binary conv: bnn_bconv_reference (FORMAT.md semantics, skips out-of-image taps);
+ *     results must be bit-identical, since both compute scale * (float)dot + bias;
+ *   - FP32 conv / GEMM: a naive NCHW loop nest in double, within float rounding.
+ * Every model buffer is malloc'ed at its exact size so ASan sees any over-read.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bnn.h"
+#include "kernels.h"
+
+static int failures = 0, checks = 0;
+
+#define CHECK(cond, ...)                                                                      \
+    do {                                                                                      \
+        checks++;                                                                             \
+        if (!(cond)) {                                                                        \
+            failures++;                                                                       \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                              \
+            fprintf(stderr, __VA_ARGS__);                                                     \
+            fputc('\n', stderr);                                                              \
+        }                                                                                     \
+    } while (0)
+
+/* ------------------------------------------------------------------ helpers */
+
+static uint64_t rng_state = 0x1234567887654321ull;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state >> 12, rng_state ^= rng_state << 25, rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1Dull;
+}
+/* Uniform in [-1, 1), never exactly 0 (sign(0) is a documented special case). */
+static float rndf(void)
+{
+    float v = (float)((double)(rnd() >> 40) / (double)(1u << 24) * 2.0 - 1.0);
+    return v == 0.0f ? 0.25f : v;
+}
+
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+} buf;
+
+static void put(buf *b, const void *src, size_t n)
+{
+    if (n == 0)
+        return;
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        if (!b->p) {
+            perror("realloc");
+            exit(2);
+        }
+    }
+    memcpy(b->p + b->len, src, n);
+    b->len += n;
+}
+static void put_u32(buf *b, uint32_t v)
+{
+    uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    put(b, le, 4);
+}
+static void put_f32(buf *b, float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    put_u32(b, u);
+}
+static void put_u64(buf *b, uint64_t v)
+{
+    put_u32(b, (uint32_t)v);
+    put_u32(b, (uint32_t)(v >> 32));
+}
+
+static void header(buf *b, uint32_t n_values, uint32_t n_layers, uint32_t out_id,
+                   const uint32_t dims[4])
+{
+    put(b, "BNNB", 4);
+    put_u32(b, 1);
+    put_u32(b, 0);
+    put_u32(b, n_values);
+    put_u32(b, n_layers);
+    put_u32(b, 0);
+    put_u32(b, out_id);
+    put_u32(b, 4);
+    for (int i = 0; i < 4; i++)
+        put_u32(b, dims[i]);
+    put_u32(b, 2);
+    put(b, "{}", 2);
+}
+
+static void layer(buf *b, uint32_t op, uint32_t in, uint32_t out, const buf *params)
+{
+    put_u32(b, op);
+    put_u32(b, 1);
+    put_u32(b, in);
+    put_u32(b, out);
+    put_u32(b, 4);
+    put(b, "test", 4);
+    put_u32(b, (uint32_t)params->len);
+    put(b, params->p, params->len);
+}
+
+static bnn_model *load(const buf *b, char *err)
+{
+    /* Exact-size copy: ASan flags any read past the end. */
+    uint8_t *copy = malloc(b->len ? b->len : 1);
+    memcpy(copy, b->p, b->len);
+    bnn_model *m = NULL;
+    int rc = bnn_model_load_buffer(copy, b->len, &m, err, BNN_ERR_LEN);
+    free(copy);
+    return rc == BNN_OK ? m : NULL;
+}
+
+/* ------------------------------------------------------------------ binary conv */
+
+typedef struct {
+    uint32_t n, c, h, w, oc, k, s, pt, pl, pb, pr;
+    int thr;
+} bcase;
+
+static void run_bconv_case(const bcase *t, const int *threads, int nthreads_list)
+{
+    const uint32_t words = (t->c + 63) / 64, taps = t->k * t->k;
+    const size_t nx = (size_t)t->n * t->c * t->h * t->w, nwb = (size_t)t->oc * taps * words;
+    float *x = malloc(nx * 4), *thr = malloc(t->c * 4), *scale = malloc(t->oc * 4),
+          *bias = malloc(t->oc * 4);
+    uint64_t *wb = calloc(nwb, 8);
+    for (size_t i = 0; i < nx; i++)
+        x[i] = rndf();
+    for (uint32_t i = 0; i < t->c; i++)
+        thr[i] = t->thr ? rndf() * 0.5f : 0.0f;
+    /* Thresholds equal to some inputs would make x - t == 0 exactly: fine, both sides
+     * define sign(0) = +1, and this exercises it. */
+    if (t->thr && nx > 0)
+        thr[0] = x[0];
+    for (uint32_t o = 0; o < t->oc; o++) {
+        scale[o] = 0.5f + (float)(rnd() % 100) / 50.0f;
+        bias[o] = rndf();
+    }
+    for (size_t i = 0; i < nwb; i++) {
+        const uint32_t wd = (uint32_t)(i % words);
+        const uint32_t valid = t->c - wd * 64 >= 64 ? 64 : t->c - wd * 64;
+        wb[i] = rnd() & (valid == 64 ? ~0ull : (1ull << valid) - 1);
+    }
+
+    buf p = {0}, b = {0};
+    put_u32(&p, t->c);
+    put_u32(&p, t->oc);
+    const uint32_t g[8] = {t->k, t->k, t->s, t->s, t->pt, t->pl, t->pb, t->pr};
+    for (int i = 0; i < 8; i++)
+        put_u32(&p, g[i]);
+    put_u32(&p, 0);
+    put_u32(&p, (uint32_t)t->thr);
+    if (t->thr)
+        for (uint32_t i = 0; i < t->c; i++)
+            put_f32(&p, thr[i]);
+    for (size_t i = 0; i < nwb; i++)
+        put_u64(&p, wb[i]);
+    for (uint32_t o = 0; o < t->oc; o++)
+        put_f32(&p, scale[o]);
+    for (uint32_t o = 0; o < t->oc; o++)
+        put_f32(&p, bias[o]);
+    const uint32_t dims[4] = {t->n, t->c, t->h, t->w};
+    header(&b, 2, 1, 1, dims);
+    layer(&b, 2, 0, 1, &p);
+
+    char err[BNN_ERR_LEN];
+    bnn_model *m = load(&b, err);
+    CHECK(m, "bconv load failed: %s", err);
+    if (m) {
+        const size_t ny = bnn_model_output_count(m);
+        float *ref = malloc(ny * 4), *y = malloc(ny * 4);
+        bnn_bconv_reference(x, t->n, t->c, t->h, t->w, t->thr ? thr : NULL, wb, t->oc, t->k,
+                            t->k, t->s, t->s, t->pt, t->pl, t->pb, t->pr, scale, bias, ref);
+        for (int ti = 0; ti < nthreads_list; ti++) {
+            bnn_ctx *ctx = bnn_ctx_create(m, threads[ti], err, sizeof err);
+            CHECK(ctx, "ctx: %s", err);
+            if (!ctx)
+                continue;
+            memset(y, 0xff, ny * 4);
+            CHECK(bnn_run(ctx, x, y) == BNN_OK, "run");
+            size_t bad = 0;
+            for (size_t i = 0; i < ny; i++)
+                bad += memcmp(&y[i], &ref[i], 4) != 0;
+            CHECK(bad == 0,
+                  "bconv n=%u c=%u %ux%u oc=%u k=%u s=%u pads=%u,%u,%u,%u thr=%d threads=%d: "
+                  "%zu of %zu outputs differ from the reference",
+                  t->n, t->c, t->h, t->w, t->oc, t->k, t->s, t->pt, t->pl, t->pb, t->pr, t->thr,
+                  threads[ti], bad, ny);
+            bnn_ctx_free(ctx);
+        }
+        free(ref);
+        free(y);
+        bnn_model_free(m);
+    }
+    free(p.p);
+    free(b.p);
+    free(x);
+    free(thr);
+    free(scale);
+    free(bias);
+    free(wb);
+}
+
+static void test_bconv(void)
+{
+    static const uint32_t chans[] = {1, 3, 63, 64, 65, 130};
+    static const uint32_t outs[] = {1, 6, 37}; /* 37: crosses the 32-channel task block */
+    const int few[] = {1, 3};
+    int n_cases = 0;
+    for (size_t ci = 0; ci < sizeof chans / sizeof *chans; ci++)
+        for (size_t oi = 0; oi < sizeof outs / sizeof *outs; oi++)
+            for (uint32_t k = 1; k <= 3; k += 2)
+                for (uint32_t s = 1; s <= 2; s++)
+                    for (uint32_t pad = 0; pad <= 1; pad++)
+                        for (int thr = 0; thr <= 1; thr++) {
+                            const bcase t = {1 + (uint32_t)(n_cases % 2), chans[ci], 7, 6,
+                                             outs[oi], k, s, pad, pad, pad, pad, thr};
+                            run_bconv_case(&t, few, 2);
+                            n_cases++;
+                        }
+    /* Asymmetric and large pads (whole windows in the padding), more thread counts. */
+    const int many[] = {1, 2, 3, 4, 7, 16};
+    const bcase extra[] = {
+        {1, 65, 9, 8, 40, 3, 1, 1, 0, 0, 1, 1}, {2, 130, 5, 7, 9, 3, 2, 2, 1, 0, 2, 1},
+        {1, 3, 4, 4, 5, 1, 1, 2, 2, 2, 2, 0},   {1, 64, 3, 3, 64, 3, 1, 3, 3, 3, 3, 1},
+        {1, 200, 6, 5, 33, 5, 2, 2, 2, 2, 2, 1}, {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof extra / sizeof *extra; i++)
+        run_bconv_case(&extra[i], many, 6);
+    printf("binary conv: %d grid cases + %zu extra cases\n", n_cases,
+           sizeof extra / sizeof *extra);
+}
+
+/* ------------------------------------------------------------------ FP32 conv and GEMM */
+
+typedef struct {
+    uint32_t n, c, h, w, oc, k, s, pad, has_bias;
+} fcase;
+
+static void run_fconv_case(const fcase *t)
+{
+    const size_t nx = (size_t)t->n * t->c * t->h * t->w;
+    const size_t nw = (size_t)t->oc * t->c * t->k * t->k;
+    float *x = malloc(nx * 4), *wt = malloc(nw * 4), *bias = malloc(t->oc * 4);
+    for (size_t i = 0; i < nx; i++)
+        x[i] = rndf();
+    for (size_t i = 0; i < nw; i++)
+        wt[i] = rndf();
+    for (uint32_t o = 0; o < t->oc; o++)
+        bias[o] = t->has_bias ? rndf() : 0.0f;
+    buf p = {0}, b = {0};
+    put_u32(&p, t->c);
+    put_u32(&p, t->oc);
+    const uint32_t g[8] = {t->k, t->k, t->s, t->s, t->pad, t->pad, t->pad, t->pad};
+    for (int i = 0; i < 8; i++)
+        put_u32(&p, g[i]);
+    put_u32(&p, t->has_bias);
+    for (size_t i = 0; i < nw; i++)
+        put_f32(&p, wt[i]);
+    if (t->has_bias)
+        for (uint32_t o = 0; o < t->oc; o++)
+            put_f32(&p, bias[o]);
+    const uint32_t dims[4] = {t->n, t->c, t->h, t->w};
+    header(&b, 2, 1, 1, dims);
+    layer(&b, 1, 0, 1, &p);
+    char err[BNN_ERR_LEN];
+    bnn_model *m = load(&b, err);
+    CHECK(m, "fconv load failed: %s", err);
+    if (m) {
+        const long oh = ((long)t->h + 2 * t->pad - t->k) / t->s + 1;
+        const long ow = ((long)t->w + 2 * t->pad - t->k) / t->s + 1;
+        const size_t ny = bnn_model_output_count(m);
+        CHECK(ny == (size_t)t->n * t->oc * oh * ow, "output count");
+        float *y = malloc(ny * 4), *y1 = malloc(ny * 4);
+        double max_err = 0;
+        const int threads[] = {1, 3};
+        for (int ti = 0; ti < 2; ti++) {
+            bnn_ctx *ctx = bnn_ctx_create(m, threads[ti], err, sizeof err);
+            CHECK(ctx && bnn_run(ctx, x, ti ? y1 : y) == BNN_OK, "fconv run: %s", err);
+            bnn_ctx_free(ctx);
+        }
+        CHECK(memcmp(y, y1, ny * 4) == 0, "fconv output depends on the thread count");
+        for (uint32_t nb = 0; nb < t->n; nb++)
+            for (uint32_t o = 0; o < t->oc; o++)
+                for (long oy = 0; oy < oh; oy++)
+                    for (long ox = 0; ox < ow; ox++) {
+                        double acc = bias[o], mag = fabs(bias[o]);
+                        for (uint32_t c = 0; c < t->c; c++)
+                            for (uint32_t i = 0; i < t->k; i++)
+                                for (uint32_t j = 0; j < t->k; j++) {
+                                    long iy = oy * t->s + i - (long)t->pad;
+                                    long ix = ox * t->s + j - (long)t->pad;
+                                    if (iy < 0 || iy >= (long)t->h || ix < 0 || ix >= (long)t->w)
+                                        continue;
+                                    double v = (double)x[(((size_t)nb * t->c + c) * t->h + iy) * t->w + ix] *
+                                               wt[(((size_t)o * t->c + c) * t->k + i) * t->k + j];
+                                    acc += v;
+                                    mag += fabs(v);
+                                }
+                        const float got = y[(((size_t)nb * t->oc + o) * oh + oy) * ow + ox];
+                        /* float accumulation error is bounded by ~K * eps * sum |terms| */
+                        const double e = fabs(got - acc) / (mag + 1e-30);
+                        if (e > max_err)
+                            max_err = e;
+                    }
+        CHECK(max_err < 2e-5, "fconv n=%u c=%u %ux%u oc=%u k=%u s=%u pad=%u: rel err %g",
+              t->n, t->c, t->h, t->w, t->oc, t->k, t->s, t->pad, max_err);
+        free(y);
+        free(y1);
+        bnn_model_free(m);
+    }
+    free(p.p);
+    free(b.p);
+    free(x);
+    free(wt);
+    free(bias);
+}
+
+static void test_fconv(void)
+{
+    static const fcase cases[] = {
+        {1, 1, 5, 5, 1, 1, 1, 0, 0},    {1, 3, 9, 7, 7, 3, 1, 1, 1},
+        {2, 3, 11, 11, 16, 7, 2, 3, 1}, {1, 17, 6, 6, 33, 3, 2, 1, 0},
+        {1, 64, 12, 12, 130, 3, 1, 1, 1}, /* K = 576 > KC, M = 144 > MC, out_c > NC */
+        {1, 5, 4, 4, 3, 3, 1, 2, 1},    {1, 300, 2, 2, 17, 1, 1, 0, 1},
+        {3, 2, 1, 1, 5, 1, 1, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        run_fconv_case(&cases[i]);
+    printf("fp32 conv: %zu cases\n", sizeof cases / sizeof *cases);
+}
+
+/* ------------------------------------------------------------------ bit packing */
+
+static void test_bitpack(void)
+{
+    const bnn_kernel_table *k = bnn_kernels();
+    float x[70];
+    for (int i = 0; i < 70; i++)
+        x[i] = (i % 3 == 0) ? -1.0f : 1.0f;
+    x[1] = 0.0f;  /* sign(0) = +1 -> bit 0 */
+    x[2] = -0.0f; /* -0 >= 0 as well */
+    uint64_t out[2] = {~0ull, ~0ull};
+    k->bitpack(x, NULL, 70, 2, 1, out, 2);
+    uint64_t want0 = 0, want1 = 0;
+    for (int i = 0; i < 64; i++)
+        want0 |= (uint64_t)(i % 3 == 0) << i;
+    for (int i = 64; i < 70; i++)
+        want1 |= (uint64_t)(i % 3 == 0) << (i - 64);
+    CHECK(out[0] == want0 && out[1] == want1, "bitpack bits %llx %llx",
+          (unsigned long long)out[0], (unsigned long long)out[1]);
+    CHECK((out[1] >> 6) == 0, "bitpack tail bits must be 0");
+    float t[70];
+    for (int i = 0; i < 70; i++)
+        t[i] = x[i];
+    k->bitpack(x, t, 70, 2, 1, out, 2); /* x - t == 0 everywhere: all +1 */
+    CHECK(out[0] == 0 && out[1] == 0, "bitpack with x == threshold must give +1");
+}
+
+/* ------------------------------------------------------------------ loader robustness */
+
+static void test_loader(void)
+{
+    /* A two-layer model; every prefix must be rejected without reading past it. */
+    buf p = {0}, b = {0};
+    put_u32(&p, 65);
+    put_u32(&p, 2);
+    const uint32_t g[8] = {3, 3, 1, 1, 1, 1, 1, 1};
+    for (int i = 0; i < 8; i++)
+        put_u32(&p, g[i]);
+    put_u32(&p, 0);
+    put_u32(&p, 0);
+    for (int i = 0; i < 2 * 9 * 2; i++)
+        put_u64(&p, i % 2 ? 1ull : 0x8000000000000001ull);
+    for (int i = 0; i < 4; i++)
+        put_f32(&p, 1.0f);
+    const uint32_t dims[4] = {1, 65, 5, 5};
+    header(&b, 3, 2, 2, dims);
+    layer(&b, 2, 0, 1, &p);
+    buf q = {0};
+    layer(&b, 7, 1, 2, &q);
+    char err[BNN_ERR_LEN];
+    bnn_model *m = load(&b, err);
+    CHECK(m, "valid model rejected: %s", err);
+    bnn_model_free(m);
+    size_t rejected = 0;
+    for (size_t len = 0; len < b.len; len++) {
+        buf pre = {b.p, len, len};
+        m = load(&pre, err);
+        rejected += m == NULL && err[0] != '\0';
+        bnn_model_free(m);
+    }
+    CHECK(rejected == b.len, "only %zu of %zu truncations rejected with a message", rejected,
+          b.len);
+    /* Trailing byte. */
+    put(&b, "x", 1);
+    m = load(&b, err);
+    CHECK(!m && strstr(err, "trailing"), "trailing byte: %s", err);
+    /* Thread counts outside 1..16. */
+    b.len--;
+    m = load(&b, err);
+    CHECK(bnn_ctx_create(m, 0, err, sizeof err) == NULL && strstr(err, "threads"), "0 threads");
+    CHECK(bnn_ctx_create(m, 17, err, sizeof err) == NULL, "17 threads");
+    bnn_model_free(m);
+    free(p.p);
+    free(b.p);
+}
+
+int main(void)
+{
+    printf("bnn %s, kernels: %s\n", bnn_version(), bnn_kernel_isa());
+    test_bitpack();
+    test_bconv();
+    test_fconv();
+    test_loader();
+    printf("%d checks, %d failures\n", checks, failures);
+    return failures ? 1 : 0;
+}

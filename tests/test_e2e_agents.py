@@ -1,0 +1,419 @@
+"""End to end: the real coordinator (uvicorn subprocess, SQLite) and real agent processes
+(`bnnbench agent`), a real ONNX upload converted by the coordinator, the real native engine.
+
+Waits poll the API or the agents' logs with generous deadlines; nothing asserts a duration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bnnbench.client import BnnbenchClient
+from bnnbench.schemas import JobOut
+from native import engine
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "bnnbench.cli"]
+WAIT = 120.0  # deadline of every wait; only reached when something is broken
+
+# ~15-20 ms per inference on one core: a job of SLOW_RUNS lasts seconds, long enough to be
+# observed "leased" and interrupted, short enough to be run again by another agent
+SLOW_RUNS = 250
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def make_slow_onnx(path: Path) -> Path:
+    """FP32 conv net 1×64×56×56 → 2× (Conv 3×3 + Relu) → GAP → Gemm, as a torch export."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    c = 64
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.05, (c, c, 3, 3)).astype("f4"), "conv1.weight"),
+        numpy_helper.from_array(rng.normal(0, 0.05, (c, c, 3, 3)).astype("f4"), "conv2.weight"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (10, c)).astype("f4"), "fc.weight"),
+        numpy_helper.from_array(np.zeros(10, "f4"), "fc.bias"),
+    ]
+    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1]}
+    nodes = [
+        helper.make_node("Conv", ["input", "conv1.weight"], ["c1"], name="/conv1/Conv", **conv),
+        helper.make_node("Relu", ["c1"], ["r1"], name="/relu1/Relu"),
+        helper.make_node("Conv", ["r1", "conv2.weight"], ["c2"], name="/conv2/Conv", **conv),
+        helper.make_node("Relu", ["c2"], ["r2"], name="/relu2/Relu"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="/pool/GlobalAveragePool"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="/Flatten", axis=1),
+        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["output"], name="/fc/Gemm",
+                         transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "slow_fp32",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, 56, 56])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(model, str(path))
+    return path
+
+
+def wait_until(cond: Callable[[], Any], what: str, timeout: float = WAIT,
+               context: Callable[[], str] = lambda: "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{context()}")
+        time.sleep(0.05)
+
+
+class AgentProcess:
+    """`bnnbench agent` in a subprocess with its own cache dir and log file."""
+
+    def __init__(self, url: str, token: str, name: str, root: Path, *extra: str) -> None:
+        self.url, self.token, self.name = url, token, name
+        self.cache_dir = root / f"agent-{name}"
+        self.log_path = root / f"agent-{name}.log"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BNNBENCH_")}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH")] if p)
+        cmd = [*CLI, "agent", "--coordinator", self.url, "--token", self.token,
+               "--name", self.name, "--cache-dir", str(self.cache_dir),
+               "--heartbeat-seconds", "0.5", "--max-backoff-seconds", "0.5",
+               "--poll-wait-seconds", "2", *self.extra]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def context(self) -> str:
+        return f"--- log of agent {self.name}:\n{self.log()[-6000:]}"
+
+    def wait_log(self, text: str, timeout: float = WAIT) -> None:
+        wait_until(lambda: text in self.log(), f"{text!r} in the log of {self.name}", timeout,
+                   self.context)
+
+    def identity(self) -> dict[str, Any]:
+        path = self.cache_dir / "agent.json"
+        wait_until(path.exists, f"{path}", context=self.context)
+        return json.loads(path.read_text())
+
+    @property
+    def agent_id(self) -> int:
+        return int(self.identity()["agent_id"])
+
+    def outbox(self) -> list[Path]:
+        return sorted((self.cache_dir / "outbox").glob("job-*.json"))
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = WAIT) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"agent {self.name} did not exit\n{self.context()}") from None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    started: list[AgentProcess] = []
+
+    def make(coord: Any, name: str, *extra: str, token: str | None = None) -> AgentProcess:
+        a = AgentProcess(coord.url, coord.admin_token if token is None else token, name,
+                         tmp_path, *extra)
+        started.append(a)
+        return a.start()
+
+    yield make
+    for a in started:
+        a.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _built_engine() -> None:
+    engine.version()  # build libbnn.so once here, not concurrently in several agents
+
+
+@pytest.fixture(scope="module")
+def slow_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_slow_onnx(tmp_path_factory.mktemp("models") / "slow_fp32.onnx")
+
+
+def wait_jobs(client: BnnbenchClient, ids: list[int], context: Callable[[], str],
+              status: tuple[str, ...] = ("done", "failed")) -> list[JobOut]:
+    def check() -> list[JobOut] | None:
+        jobs = client.list_jobs(ids=ids)
+        return jobs if all(j.status in status for j in jobs) else None
+
+    return wait_until(check, f"jobs {ids} to reach {status}", context=context)
+
+
+def ctx_of(coord: Any, *agents: AgentProcess) -> Callable[[], str]:
+    return lambda: "\n".join([a.context() for a in agents]
+                             + [f"--- coordinator log:\n{coord.log_tail(40)}"])
+
+
+def result_rows(coord: Any, job_id: int) -> list[tuple[Any, ...]]:
+    return coord.query("SELECT agent_id, samples_ms FROM results WHERE job_id = ?", job_id)
+
+
+# ------------------------------------------------------------------ scenarios
+
+
+def test_two_agents_run_all_jobs_and_a_killed_agents_job_is_finished_by_the_other(
+    coordinator: Any, agents: Callable[..., AgentProcess], tiny_onnx: Path, slow_onnx: Path
+) -> None:
+    client = coordinator.client
+    alpha, beta = agents(coordinator, "alpha"), agents(coordinator, "beta")
+    ctx = ctx_of(coordinator, alpha, beta)
+    by_id = {alpha.agent_id: alpha, beta.agent_id: beta}
+
+    model = client.upload_model(tiny_onnx)
+    jobs = client.create_jobs(model.id, "native", threads=[1, 2], warmup=1, runs=5)
+    final = wait_jobs(client, [j.id for j in jobs], ctx)
+    assert [j.status for j in final] == ["done", "done"], [j.error for j in final]
+    [artifact] = [a for a in client.model_artifacts(model.id) if a.library == "native"]
+    for job in final:
+        [res] = client.results(job_id=job.id)
+        assert len(res.samples_ms) == 5 and all(s > 0 for s in res.samples_ms)
+        assert res.threads == job.threads
+        assert res.artifact_sha256 == artifact.sha256
+        assert res.runtime_version == engine.version()
+        assert res.env["agent"]["id"] in by_id
+        assert res.env["runner"]["output_finite"] is True
+        assert res.env["threads"] == job.threads and "loadavg" in res.env
+
+    # a slow job; the agent holding it is killed -9 mid-run
+    slow = client.upload_model(slow_onnx)
+    [job] = client.create_jobs(slow.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
+    leased = wait_until(lambda: (j := client.get_job(job.id)).status == "leased" and j,
+                        "the slow job to be leased", context=ctx)
+    holder = by_id[leased.leased_by]
+    other = beta if holder is alpha else alpha
+    holder.kill9()
+
+    [done] = wait_jobs(client, [job.id], ctx)
+    assert done.status == "done", done.error
+    assert done.attempts == 1  # the expired lease
+    [(agent_id, samples)] = result_rows(coordinator, job.id)
+    assert agent_id == other.agent_id
+    assert len(json.loads(samples)) == SLOW_RUNS
+    [res] = client.results(job_id=job.id)
+    assert res.env["agent"]["name"] == other.name
+    [(history,)] = coordinator.query("SELECT history FROM jobs WHERE id = ?", job.id)
+    events = [(e["event"], e.get("agent")) for e in json.loads(history)]
+    assert events[0] == ("leased", holder.agent_id)
+    assert ("lease expired", None) in events
+    assert ("leased", other.agent_id) in events and events[-1] == ("done", other.agent_id)
+
+
+def test_coordinator_restart_during_a_job_keeps_the_measurement(
+    coordinator_factory: Callable[..., Any], agents: Callable[..., AgentProcess],
+    slow_onnx: Path,
+) -> None:
+    # a lease long enough to outlast the restart: the kept result must be accepted as is
+    coord = coordinator_factory(lease_seconds=60)
+    client = coord.client
+    model = client.upload_model(slow_onnx)
+    agent = agents(coord, "gamma")
+    ctx = ctx_of(coord, agent)
+    [job] = client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
+    wait_until(lambda: client.get_job(job.id).status == "leased", "lease", context=ctx)
+
+    coord.stop()
+    # the run finishes while the coordinator is away; the result is on disk and retried
+    agent.wait_log(f"/jobs/{job.id}/result: coordinator unreachable")
+    assert [p.name for p in agent.outbox()] == [f"job-{job.id}.json"]
+    coord.start()
+    client = coord.client
+
+    [done] = wait_jobs(client, [job.id], ctx)
+    assert done.status == "done" and done.attempts == 0
+    [res] = client.results(job_id=job.id)
+    assert len(res.samples_ms) == SLOW_RUNS
+    wait_until(lambda: agent.outbox() == [], "the outbox to empty", context=ctx)
+
+    # and the same agent process keeps taking work
+    [job2] = client.create_jobs(model.id, "native", threads=[2], warmup=0, runs=3)
+    [done2] = wait_jobs(client, [job2.id], ctx)
+    assert done2.status == "done"
+    assert agent.proc is not None and agent.proc.poll() is None
+
+
+def test_result_survives_an_agent_stopped_during_an_outage(
+    coordinator_factory: Callable[..., Any], agents: Callable[..., AgentProcess],
+    slow_onnx: Path,
+) -> None:
+    coord = coordinator_factory(lease_seconds=60)
+    client = coord.client
+    model = client.upload_model(slow_onnx)
+    first = agents(coord, "delta")
+    ctx = ctx_of(coord, first)
+    [job] = client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
+    wait_until(lambda: client.get_job(job.id).status == "leased", "lease", context=ctx)
+    coord.stop()
+    first.wait_log(f"/jobs/{job.id}/result: coordinator unreachable")
+    first.signal(signal.SIGTERM)
+    assert first.wait_exit() == 0
+    assert "result kept in" in first.log()
+    [kept] = first.outbox()
+
+    coord.start()
+    second = agents(coord, "delta", "--exit-when-idle", "1")  # same name and cache dir
+    assert second.wait_exit() == 0
+    assert "re-posting kept result of job" in second.log()
+    assert not kept.exists()
+    [done] = wait_jobs(coord.client, [job.id], ctx)
+    assert done.status == "done" and done.attempts == 0
+    [res] = coord.client.results(job_id=job.id)
+    assert len(res.samples_ms) == SLOW_RUNS
+
+
+def test_corrupted_artifact_is_reported_and_nothing_else_is_harmed(
+    coordinator_factory: Callable[..., Any], agents: Callable[..., AgentProcess],
+    tiny_onnx: Path, tmp_path: Path,
+) -> None:
+    from conftest import make_tiny_onnx
+
+    coord = coordinator_factory(max_attempts=2)
+    client = coord.client
+    agent = agents(coord, "epsilon")
+    ctx = ctx_of(coord, agent)
+
+    good = client.upload_model(tiny_onnx)
+    [j1] = client.create_jobs(good.id, "native", threads=[1], warmup=0, runs=3)
+    assert wait_jobs(client, [j1.id], ctx)[0].status == "done"
+    good_sha = client.get_artifact(j1.artifact_id).sha256
+    cached_good = agent.cache_dir / "artifacts" / good_sha
+    assert cached_good.is_file()
+
+    # a second model whose converted artifact gets damaged on the coordinator's disk; its
+    # conversion is triggered by a job for another device, which this agent does not lease
+    elsewhere, _ = coord.register_agent("elsewhere", hostname="elsewhere")
+    other = client.upload_model(make_tiny_onnx(tmp_path / "other.onnx", "react", seed=3))
+    [parked] = client.create_jobs(other.id, "native", threads=[1], device_id=elsewhere.device_id)
+    artifact = client.wait_artifact(parked.artifact_id)
+    assert artifact.status == "ready"
+    blob = coord.data_dir / "blobs" / artifact.sha256[:2] / artifact.sha256
+    original = blob.read_bytes()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF
+    os.chmod(blob, 0o644)
+    blob.write_bytes(bytes(damaged))
+
+    [bad] = client.create_jobs(other.id, "native", threads=[2], warmup=0, runs=3)
+    [failed] = wait_jobs(client, [bad.id], ctx)
+    assert failed.status == "failed"
+    assert "download rejected" in failed.error and artifact.sha256 in failed.error
+    assert "failed 2 times" in failed.error and "epsilon" in failed.error
+    files = sorted(p.name for p in (agent.cache_dir / "artifacts").iterdir())
+    assert files == [good_sha]  # the damaged download was discarded, the good one kept
+    good_blob = coord.data_dir / "blobs" / good_sha[:2] / good_sha
+    assert cached_good.read_bytes() == good_blob.read_bytes()
+
+    # the agent carries on with intact artifacts
+    [j3] = client.create_jobs(good.id, "native", threads=[2], warmup=0, runs=3)
+    assert wait_jobs(client, [j3.id], ctx)[0].status == "done"
+    # with the blob repaired the same artifact runs: nothing damaged was cached
+    blob.write_bytes(original)
+    [j4] = client.create_jobs(other.id, "native", threads=[2], warmup=0, runs=3)
+    assert wait_jobs(client, [j4.id], ctx)[0].status == "done"
+    assert (agent.cache_dir / "artifacts" / artifact.sha256).read_bytes() == original
+
+
+def test_rejected_enrolment_token_stops_the_agent_with_a_clear_error(
+    coordinator: Any, agents: Callable[..., AgentProcess]
+) -> None:
+    agent = agents(coordinator, "zeta", token="not-the-admin-token")
+    assert agent.wait_exit() == 2
+    assert "rejected the enrolment token" in agent.log()
+    assert "Traceback" not in agent.log()
+    assert coordinator.query("SELECT COUNT(*) FROM agents") == [(0,)]
+
+
+def test_identity_is_reused_and_a_rejected_agent_token_leads_to_reregistration(
+    coordinator: Any, agents: Callable[..., AgentProcess], tiny_onnx: Path
+) -> None:
+    first = agents(coordinator, "eta", "--exit-when-idle", "0.5")
+    assert first.wait_exit() == 0
+    ident = first.identity()
+    assert "registered as agent" in first.log()
+
+    second = agents(coordinator, "eta", "--exit-when-idle", "0.5")
+    assert second.wait_exit() == 0
+    assert second.identity() == ident
+    assert f"reusing identity: agent {ident['agent_id']}" in second.log()
+
+    # the coordinator no longer knows the stored token (e.g. its database was restored)
+    path = first.cache_dir / "agent.json"
+    path.write_text(json.dumps({**ident, "token": "revoked-token"}))
+    model = coordinator.client.upload_model(tiny_onnx)
+    [job] = coordinator.client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=2)
+    third = agents(coordinator, "eta", "--once")
+    assert third.wait_exit() == 0
+    assert "rejected this agent's token; registering again" in third.log()
+    new = json.loads(path.read_text())
+    assert new["token"] not in ("revoked-token", ident["token"])
+    assert new["agent_id"] == ident["agent_id"]  # same name on the same device: same agent
+    assert coordinator.client.get_job(job.id).status == "done"
+
+
+def test_sigterm_when_idle_exits_and_during_a_job_finishes_it_first(
+    coordinator: Any, agents: Callable[..., AgentProcess], slow_onnx: Path
+) -> None:
+    idle = agents(coordinator, "theta")
+    idle.wait_log("registered as agent")
+    idle.signal(signal.SIGTERM)  # in the middle of a long-poll
+    assert idle.wait_exit() == 0
+
+    client = coordinator.client
+    model = client.upload_model(slow_onnx)
+    busy = agents(coordinator, "iota")
+    ctx = ctx_of(coordinator, busy)
+    [job] = client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
+    wait_until(lambda: client.get_job(job.id).status == "leased", "lease", context=ctx)
+    busy.wait_log(f"leased job {job.id}")
+    busy.signal(signal.SIGTERM)
+    assert busy.wait_exit() == 0
+    assert f"finishing job {job.id}, then exiting" in busy.log()
+    job_now = client.get_job(job.id)
+    assert job_now.status == "done" and job_now.attempts == 0
+    assert len(client.results(job_id=job.id)[0].samples_ms) == SLOW_RUNS
+    assert busy.outbox() == []
