@@ -20,6 +20,8 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if level.lower() != "debug":  # one line per heartbeat would drown the agent's own log
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def agent(

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import httpx
 
 from agent import __version__
-from agent.api import ApiError, CoordinatorApi, Stopped, error_detail
+from agent.api import ApiError, Backoff, CoordinatorApi, Stopped, error_detail
 from agent.cache import ArtifactCache, ArtifactError
 from agent.runners import Runner, RunnerError, available_runners
 from agent.transports import LocalTransport, Transport
@@ -185,7 +185,8 @@ class Agent:
         self.identity: Identity | None = None
         self._identity_lock = threading.Lock()
         self._fatal: AgentConfigError | None = None
-        self._current_job: int | None = None
+        self._current_job: int | None = None  # the heartbeat extends this job's lease
+        self._posting: int | None = None  # job whose result is being posted
         self._lease_window: float | None = None  # seconds a fresh lease lasts
         self._interruptible = False
         self._signals = 0
@@ -298,7 +299,9 @@ class Agent:
                 log.exception("heartbeat failed")
                 continue
             if resp.status_code >= 400:
-                log.warning(
+                # a 409 racing with our own result post is expected: the job just finished
+                racing = resp.status_code == 409 and job is not None and job == self._posting
+                (log.debug if racing else log.warning)(
                     "heartbeat (job %s): HTTP %d: %s", job, resp.status_code, error_detail(resp)
                 )
 
@@ -360,9 +363,10 @@ class Agent:
             if result is None:
                 return
             self.outbox.put(job, result)  # from here on the measurement cannot be lost
+            self._posting = job
             self.deliver(job, result)
         finally:
-            self._current_job = None
+            self._current_job = self._posting = None
 
     def _measure(self, lease: JobLease) -> ResultIn | None:
         """Fetch and run; on failure report it and return None."""
@@ -524,6 +528,7 @@ class Agent:
 
     def _loop(self) -> None:
         idle_since = time.monotonic()
+        refused = Backoff(base=1.0, cap=self.settings.max_backoff_seconds)
         while not self.stop_event.is_set():
             self.flush_outbox()
             if self.max_jobs is not None and self.jobs_processed >= self.max_jobs:
@@ -541,8 +546,15 @@ class Agent:
                 if self.stop_event.is_set():
                     return
                 lease = self.lease(max(wait, 0.1))
+            except ApiError as exc:  # e.g. a persistent 500: keep the agent, slow down
+                delay = refused.next()
+                log.error("lease request failed: %s; next try in %.1fs", exc, delay)
+                if self.stop_event.wait(delay):
+                    return
+                continue
             finally:
                 self._interruptible = False
+            refused.attempt = 0
             if lease is None:
                 continue
             self.process(lease)

@@ -123,6 +123,7 @@ class TFLiteSummary:
     version: int
     operators: list[Operator]
     tensor_names: list[str]
+    tensor_shapes: list[list[int]]
     input_shapes: list[list[int]]
     output_shapes: list[list[int]]
 
@@ -195,7 +196,7 @@ def inspect_tflite(model: bytes | str | Path) -> TFLiteSummary:
         return [shapes[t] for t in ids if 0 <= t < len(shapes)]
 
     return TFLiteSummary(version=version, operators=ops, tensor_names=names,
-                         input_shapes=shapes_of(b.ints(sg, 1)),
+                         tensor_shapes=shapes, input_shapes=shapes_of(b.ints(sg, 1)),
                          output_shapes=shapes_of(b.ints(sg, 2)))
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ CONVERTER_NAME = "bnnbench-converters/lce"
 CONVERTER_VERSION = "0.1.0"
 PADDING_MODES = ("exact", "one")
 BINARY_ACTIVATIONS = ("where", "larq_sign", "sign")
+_OUTPUT_RE = re.compile(r"(?:^|[/;])n(\d{3})_")
+_OWNER_RE = re.compile(r"(?:^|[/;])n(\d{3})x?_")
 _F32_LOWEST = float(np.finfo(np.float32).min)  # max-pool padding: never the maximum
 
 
@@ -148,14 +151,26 @@ def import_tf() -> tuple[Any, Any]:
     return tf, tf_keras
 
 
-def layer_name(index: int, what: str) -> str:
+def layer_name(index: int, what: str, final: bool = True) -> str:
     """Keras layer names carry the IR node index: the converted tensors' names then say which
-    IR node they come from (verification reads intermediate tensors by these names)."""
-    return f"n{index:03d}_{what}"
+    IR node they come from. ``final`` marks the layer that produces the node's output
+    (``n012_clip``); helper layers before it are ``n012x_pad`` (verification reads the
+    node outputs by these names, the bconv count check any of them)."""
+    return f"n{index:03d}{'' if final else 'x'}_{what}"
 
 
 def _hwio(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(np.asarray(w, np.float32), (2, 3, 1, 0)))
+
+
+def flatten_order(graph: ir.Graph, n: ir.Flatten) -> str:
+    """``hwc`` when the converted Flatten keeps NHWC order (all its consumers are Gemms, whose
+    weight columns are permuted to match); ``chw`` (ONNX order) otherwise."""
+    shape = graph.shapes[n.inputs[0]]
+    if len(shape) != 4 or shape[2] * shape[3] == 1 or n.output == graph.output:
+        return "chw"
+    cons = [c for c in graph.nodes if n.output in c.inputs]
+    return "hwc" if cons and all(isinstance(c, ir.Gemm) for c in cons) else "chw"
 
 
 class _Builder:
@@ -180,7 +195,9 @@ class _Builder:
     # -- small helpers -------------------------------------------------------------------
     def op(self, fn: Any, name: str) -> Any:
         """A named Keras layer around a TF function (names survive into the flatbuffer)."""
-        return self.keras.layers.Lambda(fn, name=name)
+        # straight-line TF calls: keep autograph from rewriting their source when traced
+        return self.keras.layers.Lambda(self.tf.autograph.experimental.do_not_convert(fn),
+                                        name=name)
 
     def const(self, v: np.ndarray) -> Any:
         return self.tf.constant(np.asarray(v, np.float32))
@@ -198,10 +215,10 @@ class _Builder:
         else:  # plain sign, which LCE does not recognise (exists to test the bconv count)
             def fn(v: Any) -> Any:
                 return tf.sign(v - thr)
-        return self.op(fn, layer_name(i, "binarize"))(x)
+        return self.op(fn, layer_name(i, "binarize", False))(x)
 
     def channel_affine(self, x: Any, scale: np.ndarray, bias: np.ndarray | None, i: int,
-                       name: str) -> Any:
+                       name: str, final: bool = True) -> Any:
         s = np.asarray(scale, np.float32)
         b = None if bias is None else np.asarray(bias, np.float32)
 
@@ -209,18 +226,20 @@ class _Builder:
             y = v * s
             return y if b is None else y + b
 
-        return self.op(fn, layer_name(i, name))(x)
+        return self.op(fn, layer_name(i, name, final))(x)
 
     def pad(self, x: Any, hw: tuple[tuple[int, int], tuple[int, int]], value: float,
-            i: int, what: str) -> Any:
+            i: int, what: str, final: bool = True) -> Any:
         tf = self.tf
         paddings = [[0, 0], list(hw[0]), list(hw[1]), [0, 0]]
         return self.op(lambda v: tf.pad(v, paddings, constant_values=value),
-                       layer_name(i, what))(x)
+                       layer_name(i, what, final))(x)
 
-    def reverse(self, x: Any, flip: tuple[bool, bool], i: int, what: str) -> Any:
+    def reverse(self, x: Any, flip: tuple[bool, bool], i: int, what: str,
+                final: bool = True) -> Any:
         axes = [a for a, f in zip((1, 2), flip, strict=True) if f]
-        return self.op(lambda v: self.tf.reverse(v, axis=axes), layer_name(i, what))(x)
+        tf = self.tf
+        return self.op(lambda v: tf.reverse(v, axis=axes), layer_name(i, what, final))(x)
 
     def conv_layer(self, filters: int, kernel: tuple[int, int], strides: tuple[int, int],
                    padding: str, use_bias: bool, name: str, weights: list[np.ndarray]) -> Any:
@@ -240,19 +259,20 @@ class _Builder:
             w = w[:, :, :, ::-1]
         t, left, b, r = plan.read_pads
         if any(plan.flip):
-            x = self.reverse(x, plan.flip, i, "reverse_in")
+            x = self.reverse(x, plan.flip, i, "reverse_in", False)
         if plan.mapping == "explicit-one":
             # pad the float input with a value that binarizes to +1 (x >= t for every t)
             v = 0.0 if n.threshold is None else max(float(np.max(n.threshold)), 0.0)
-            x = self.pad(x, ((t, b), (left, r)), v, i, "pad_one")
+            x = self.pad(x, ((t, b), (left, r)), v, i, "pad_one", False)
         a = self.binarize(x, n.threshold, i)
         if plan.mapping == "same-one":
             # LCE turns PadV2(value 1) of the binarized input + VALID into SAME pad_values=1
-            a = self.pad(a, ((t, b), (left, r)), 1.0, i, "pad_one")
+            a = self.pad(a, ((t, b), (left, r)), 1.0, i, "pad_one", False)
         conv_padding = "same" if plan.mapping.startswith("same-zero") else "valid"
         conv = self.conv_layer(n.out_c, n.kernel, n.strides, conv_padding, False,
-                               layer_name(i, "bconv"), [_hwio(w)])
-        y = self.channel_affine(conv(a), n.scale, n.bias, i, "scale_bias")
+                               layer_name(i, "bconv", False), [_hwio(w)])
+        y = self.channel_affine(conv(a), n.scale, n.bias, i, "scale_bias",
+                                final=not any(plan.flip))
         if any(plan.flip):
             y = self.reverse(y, plan.flip, i, "reverse_out")
         return y
@@ -270,7 +290,7 @@ class _Builder:
         x = self.values[n.inputs[0]]
         padding, explicit = self.fp_padding(n, n.kernel, n.strides, n.pads)
         if explicit is not None:
-            x = self.pad(x, explicit, 0.0, i, "pad")
+            x = self.pad(x, explicit, 0.0, i, "pad", False)
         bias = n.bias if n.bias is not None else None
         weights = [_hwio(n.weight)] + ([np.asarray(bias, np.float32)] if bias is not None else [])
         return self.conv_layer(n.out_c, n.kernel, n.strides, padding, bias is not None,
@@ -280,7 +300,7 @@ class _Builder:
         x = self.values[n.inputs[0]]
         padding, explicit = self.fp_padding(n, n.kernel, n.strides, n.pads)
         if explicit is not None:
-            x = self.pad(x, explicit, _F32_LOWEST, i, "pad")
+            x = self.pad(x, explicit, _F32_LOWEST, i, "pad", False)
         return self.keras.layers.MaxPooling2D(n.kernel, n.strides, padding=padding,
                                               name=layer_name(i, "maxpool"))(x)
 
@@ -297,7 +317,7 @@ class _Builder:
                 ah, aw = _spatial_pads(n, self.graph.shapes[n.inputs[0]], n.kernel, n.strides,
                                        n.pads)
                 explicit = ((ah.before, ah.after), (aw.before, aw.after))
-            x = self.pad(x, explicit, 0.0, i, "pad")
+            x = self.pad(x, explicit, 0.0, i, "pad", False)
             padding = "valid"
         return self.keras.layers.AveragePooling2D(n.kernel, n.strides, padding=padding,
                                                   name=layer_name(i, "avgpool"))(x)
@@ -306,15 +326,12 @@ class _Builder:
         x = self.values[n.inputs[0]]
         shape = self.graph.shapes[n.inputs[0]]
         tf = self.tf
-        if len(shape) == 4 and shape[2] * shape[3] > 1:
-            cons = self.consumers.get(n.output, [])
-            if cons and n.output != self.graph.output and all(
-                isinstance(c, ir.Gemm) for c in cons
-            ):
-                # the Gemm's weight columns are permuted instead: no transpose at run time
-                self.hwc_flat[n.output] = (int(shape[1]), int(shape[2]), int(shape[3]))
-            else:
-                x = self.op(lambda v: tf.transpose(v, [0, 3, 1, 2]), layer_name(i, "nchw"))(x)
+        if flatten_order(self.graph, n) == "hwc":
+            # the Gemm's weight columns are permuted instead: no transpose at run time
+            self.hwc_flat[n.output] = (int(shape[1]), int(shape[2]), int(shape[3]))
+        elif len(shape) == 4 and shape[2] * shape[3] > 1:
+            x = self.op(lambda v: tf.transpose(v, [0, 3, 1, 2]),
+                        layer_name(i, "nchw", False))(x)
         return self.keras.layers.Flatten(name=layer_name(i, "flatten"))(x)
 
     def gemm(self, n: ir.Gemm, i: int) -> Any:
@@ -396,15 +413,54 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _concrete_function(model: Any) -> Any:
+    """The model's forward pass traced once, with autograph off: Keras would otherwise
+    rewrite every layer's Python source (≈15 s for VGG-Small, 30 s for ResNet-18); the layers
+    are straight-line TF calls that need no conversion."""
+    tf, _ = import_tf()
+    spec = tf.TensorSpec(model.inputs[0].shape, tf.float32, name="input")
+    fn = tf.function(lambda x: model(x, training=False), autograph=False)
+    return fn.get_concrete_function(spec)
+
+
 def _lce_convert(model: Any) -> bytes:
+    """LCE's converter on the frozen graph of ``model`` (target arm, float in/out).
+
+    This is the graph-def path of ``lce.convert_keras_model`` (what it falls back to when the
+    SavedModel export fails, as it does for Lambda layers), fed with the autograph-free trace;
+    if LCE's internals differ from 0.16's, the public entry point is used instead."""
     tf, _ = import_tf()
     import larq_compute_engine as lce
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Keras' save-time chatter, not about the model
+        warnings.simplefilter("ignore")  # Keras' trace-time chatter, not about the model
         tf.get_logger().setLevel("ERROR")
-        return bytes(lce.convert_keras_model(model, inference_input_type=tf.float32,
-                                             inference_output_type=tf.float32, target="arm"))
+        try:
+            from larq_compute_engine.mlir._tf_tfl_flatbuffer import (
+                convert_graphdef_to_tflite_flatbuffer,
+            )
+            from tensorflow.core.framework.types_pb2 import DataType
+            from tensorflow.lite.python.util import get_tensor_name
+            from tensorflow.python.framework.convert_to_constants import (
+                convert_variables_to_constants_v2,
+            )
+        except ImportError:
+            return bytes(lce.convert_keras_model(model, inference_input_type=tf.float32,
+                                                 inference_output_type=tf.float32,
+                                                 target="arm"))
+        frozen = convert_variables_to_constants_v2(_concrete_function(model),
+                                                   lower_control_flow=False)
+        inputs = [t for t in frozen.inputs if t.dtype != tf.dtypes.resource]
+        return bytes(convert_graphdef_to_tflite_flatbuffer(
+            frozen.graph.as_graph_def().SerializeToString(),
+            [get_tensor_name(t) for t in inputs],
+            [DataType.Name(t.dtype.as_datatype_enum) for t in inputs],
+            [t.shape.as_list() for t in inputs],
+            [get_tensor_name(t) for t in frozen.outputs],
+            False,  # no training-time quantization ops: float model
+            "arm",
+            None,
+        ))
 
 
 def _tflite_convert(model: Any) -> bytes:
@@ -412,16 +468,20 @@ def _tflite_convert(model: Any) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tf.get_logger().setLevel("ERROR")
-        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(model)],
+                                                               model)
         return bytes(conv.convert())
 
 
-def bconv_owner(name: str) -> int | None:
-    """IR node index of a tensor named after one of our layers (``.../n012_bconv/...``)."""
-    import re
+def tensor_owner(name: str, outputs_only: bool = True) -> int | None:
+    """IR node index whose output a converted tensor holds, from our layer names in it
+    (``outputs_only=False``: any node the tensor belongs to, helper layers included).
 
-    m = re.search(r"(?:^|/)n(\d{3})_bconv(?:/|$)", name)
-    return int(m.group(1)) if m else None
+    A fused op's tensor is named after the TF ops fused into it (``;``-separated, cut at some
+    length): the last IR node among them is the one whose output the tensor holds."""
+    rx = _OUTPUT_RE if outputs_only else _OWNER_RE
+    found = [int(m) for m in rx.findall(name)]
+    return max(found) if found else None
 
 
 def check_bconv_count(graph: ir.Graph, flatbuffer: bytes | TFLiteSummary) -> int:
@@ -435,8 +495,8 @@ def check_bconv_count(graph: ir.Graph, flatbuffer: bytes | TFLiteSummary) -> int
     if got == len(bins):
         return got
     index = {id(n): i for i, n in enumerate(graph.nodes)}
-    converted = {bconv_owner(nm) for o in summary.operators if o.op == LCE_BCONV2D
-                 for nm in o.output_names}
+    converted = {tensor_owner(nm, outputs_only=False) for o in summary.operators
+                 if o.op == LCE_BCONV2D for nm in o.output_names}
     missing = [n.name for n in bins if index[id(n)] not in converted]
     if len(missing) != len(bins) - got:  # names unavailable: report the count only
         missing = missing or ["(names not recoverable from the flatbuffer)"]

@@ -72,6 +72,15 @@ def recover_interrupted(db: Database) -> int:
     return (a or 0) + (b or 0)
 
 
+def _fill_labels(model: Model, found: dict[str, Any]) -> None:
+    """The user's labels win; analysis or conversion (whichever finishes first: both read the
+    model's metadata) fill what was not given, so results never wait for the analysis."""
+    if not model.arch and isinstance(found.get("arch"), str) and found["arch"]:
+        model.arch = found["arch"]
+    if not model.algorithm and isinstance(found.get("algorithm"), str) and found["algorithm"]:
+        model.algorithm = found["algorithm"].lower()
+
+
 class ConversionDispatcher:
     def __init__(
         self,
@@ -255,11 +264,7 @@ class ConversionDispatcher:
                 model.analysis = outcome.result
                 model.analysis_status = "done"
                 model.analysis_error = None
-                # the user's labels win; the analysis fills what was not given
-                if not model.arch and isinstance(outcome.result.get("arch"), str):
-                    model.arch = outcome.result["arch"]
-                if not model.algorithm and isinstance(outcome.result.get("algorithm"), str):
-                    model.algorithm = outcome.result["algorithm"].lower()
+                _fill_labels(model, outcome.result)
             else:
                 model.analysis_status = "failed"
                 model.analysis_error = outcome.error
@@ -281,6 +286,7 @@ class ConversionDispatcher:
             if art is None:
                 return
             if not error:
+                _fill_labels(art.model, outcome.result)
                 art.status = ArtifactStatus.ready
                 art.sha256, art.size = sha, size
                 art.error = None

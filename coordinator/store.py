@@ -59,9 +59,13 @@ class BlobWriter:
         self._hash.update(chunk)
         self._file.write(chunk)
 
+    def flush(self) -> None:
+        """Make everything written so far visible to readers of ``tmp_path``."""
+        self._file.flush()
+
     def head(self, n: int) -> bytes:
         """First ``n`` bytes written so far (for a cheap format check before commit)."""
-        self._file.flush()
+        self.flush()
         with open(self.tmp_path, "rb") as f:
             return f.read(n)
 

@@ -147,6 +147,7 @@ async def receive_upload(
         if writer.size == 0:
             raise Unprocessable("the uploaded file is empty")
         if writer.size <= settings.sync_check_max_bytes:
+            writer.flush()  # the check reads the file by name, not through our buffer
             await run_in_threadpool(check_onnx_file, writer.tmp_path)
         else:
             check_onnx_header(writer.head(16))

@@ -12,7 +12,9 @@ is available.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import os
 import shutil
 import subprocess
@@ -33,7 +35,9 @@ class NativeError(RuntimeError):
 
 
 def library_path() -> Path:
-    """Path of libbnn.so; builds it (``make -C native``) once if it is missing."""
+    """Path of libbnn.so. ``$BNNBENCH_NATIVE_LIB`` wins; otherwise ``build/libbnn.so`` next to
+    this module, (re)built with make when it is missing or older than its sources and a
+    compiler is available."""
     env = os.environ.get("BNNBENCH_NATIVE_LIB")
     if env:
         path = Path(env)
@@ -43,21 +47,50 @@ def library_path() -> Path:
     path = NATIVE_DIR / "build" / "libbnn.so"
     with _build_lock:
         if not path.is_file():
-            _build(path)
+            _build(path, required=True)
+        elif _stale(path):
+            _build(path, required=False)
     return path
 
 
-def _build(path: Path) -> None:
+def _sources() -> list[Path]:
+    return [
+        *NATIVE_DIR.glob("src/*.[ch]"),
+        *NATIVE_DIR.glob("include/*.h"),
+        NATIVE_DIR / "Makefile",
+    ]
+
+
+def _stale(path: Path) -> bool:
+    built = path.stat().st_mtime
+    return any(src.stat().st_mtime > built for src in _sources() if src.is_file())
+
+
+def _have_compiler() -> bool:
+    cc = os.environ.get("CC", "gcc").split()
+    return shutil.which("make") is not None and bool(cc) and shutil.which(cc[0]) is not None
+
+
+def _build(path: Path, required: bool) -> None:
+    """Run make. ``required``: there is no library yet, so any failure is an error; else a
+    stale library is refreshed when a compiler exists (a board without one keeps its copy)."""
     how = f"build it with `make -C {NATIVE_DIR}` (needs gcc and make) or set BNNBENCH_NATIVE_LIB"
-    cc = os.environ.get("CC", "gcc")
-    if shutil.which("make") is None or shutil.which(cc.split()[0]) is None:
-        raise NativeError(f"native library {path} is missing and no compiler is available: {how}")
-    proc = subprocess.run(
-        ["make", "-C", str(NATIVE_DIR), "build/libbnn.so"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    if not _have_compiler():
+        if required:
+            raise NativeError(
+                f"native library {path} is missing and no compiler is available: {how}"
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # An exclusive lock: several processes (agent, converter workers, tests) may get here at once.
+    with open(path.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run(
+            ["make", "-C", str(NATIVE_DIR), "build/libbnn.so"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if proc.returncode != 0 or not path.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise NativeError(f"building {path} failed: {' | '.join(tail)}; {how}")
@@ -127,8 +160,9 @@ class NativeEngine:
         handle = ctypes.c_void_p()
         if isinstance(model, bytes | bytearray | memoryview):
             data = bytes(model)
-            rc = self._lib.bnn_model_load_buffer(data, len(data), ctypes.byref(handle), err,
-                                                 _ERR_LEN)
+            rc = self._lib.bnn_model_load_buffer(
+                data, len(data), ctypes.byref(handle), err, _ERR_LEN
+            )
         else:
             rc = self._lib.bnn_model_load_file(
                 os.fsencode(model), ctypes.byref(handle), err, _ERR_LEN
@@ -137,10 +171,12 @@ class NativeEngine:
             raise NativeError(err.value.decode(errors="replace"))
         self._model = handle.value
         self.threads = threads
-        self.input_shape = self._dims(self._lib.bnn_model_input_rank,
-                                      self._lib.bnn_model_input_dims)
-        self.output_shape = self._dims(self._lib.bnn_model_output_rank,
-                                       self._lib.bnn_model_output_dims)
+        self.input_shape = self._dims(
+            self._lib.bnn_model_input_rank, self._lib.bnn_model_input_dims
+        )
+        self.output_shape = self._dims(
+            self._lib.bnn_model_output_rank, self._lib.bnn_model_output_dims
+        )
         ctx = self._lib.bnn_ctx_create(self._model, threads, err, _ERR_LEN)
         if not ctx:
             self.close()
@@ -214,7 +250,5 @@ class NativeEngine:
 
     def __del__(self) -> None:
         # Interpreter shutdown may have torn down ctypes already; nothing useful to report.
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass

@@ -216,7 +216,8 @@ def dumps(model: NativeModel) -> bytes:
         meta,
     ]
     for layer in model.layers:
-        name = layer.name.encode()[:1024]
+        # cut at 1024 bytes (the format's limit) without splitting a UTF-8 sequence
+        name = layer.name.encode()[:1024].decode(errors="ignore").encode()
         params = _params(layer)
         out += [
             _u32(int(layer.op), len(layer.inputs), *layer.inputs, layer.output, len(name)),
@@ -272,10 +273,12 @@ def loads(data: bytes) -> NativeModel:
         op, n_in = r.u32(2)
         inputs = list(r.u32(n_in))
         output, name_len = r.u32(2)
-        name = r.take(name_len).decode()
+        name = r.take(name_len).decode(errors="replace")
         (plen,) = r.u32()
         p = _Reader(r.take(plen))
         base = {"inputs": inputs, "output": output, "name": name}
+        if op not in Op._value2member_map_:
+            raise FormatError(f"unknown op code {op}")
         layers.append(_parse_layer(Op(op), p, base))
         if p.pos != plen:
             raise FormatError(f"layer {name!r}: {plen - p.pos} unexpected parameter bytes")

@@ -74,7 +74,11 @@ class Reference:
                 out += layer.bias.astype(np.float64)[None, :, None, None]
             return out
         if isinstance(layer, F.Conv2dBin):
-            v = x - layer.threshold.astype(f32)[None, :, None, None] if layer.threshold is not None else x
+            v = (
+                x - layer.threshold.astype(f32)[None, :, None, None]
+                if layer.threshold is not None
+                else x
+            )
             self.margins.append(float(np.abs(v).min()))
             dot = conv2d(sign(v), layer.weight_sign, layer.strides, layer.pads)  # exact ints
             o = layer.weight_sign.shape[0]
@@ -84,7 +88,9 @@ class Reference:
             return scale[None, :, None, None] * dot.astype(f32) + bias[None, :, None, None]
         if isinstance(layer, F.Affine):
             shape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
-            return x * layer.scale.astype(f32).reshape(shape) + layer.bias.astype(f32).reshape(shape)
+            return x * layer.scale.astype(f32).reshape(shape) + layer.bias.astype(f32).reshape(
+                shape
+            )
         if isinstance(layer, F.Clip):
             return np.minimum(np.maximum(x, f32(layer.min)), f32(layer.max))
         if isinstance(layer, F.MaxPool):
@@ -132,26 +138,56 @@ def input_for(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return x
 
 
-def small_network(rng: np.random.Generator, c: int = 5, hw: int = 9, batch: int = 1) -> F.NativeModel:
+def small_network(
+    rng: np.random.Generator, c: int = 5, hw: int = 9, batch: int = 1
+) -> F.NativeModel:
     """A ReActNet-shaped toy: FP32 stem, BN, binary blocks with thresholds, scale/bias and a
     residual add, pools, flatten and a classifier. Uses every op of the format."""
     c2 = 2 * c + 1
     layers: list[F.Layer] = [
-        F.Conv2dF32([0], 1, weight=rand_f32(rng, (c, 3, 3, 3), 0.5), bias=rand_f32(rng, (c,)),
-                    strides=(1, 1), pads=(1, 1, 1, 1), name="stem"),
+        F.Conv2dF32(
+            [0],
+            1,
+            weight=rand_f32(rng, (c, 3, 3, 3), 0.5),
+            bias=rand_f32(rng, (c,)),
+            strides=(1, 1),
+            pads=(1, 1, 1, 1),
+            name="stem",
+        ),
         F.Affine([1], 2, scale=rand_f32(rng, (c,)), bias=rand_f32(rng, (c,)), name="bn0"),
         F.Clip([2], 3, min=-1.0, max=1.0, name="hardtanh"),
-        F.Conv2dBin([3], 4, weight_sign=rand_sign(rng, (c, c, 3, 3)),
-                    threshold=rand_f32(rng, (c,), 0.1), scale=rand_f32(rng, (c,), 0.1),
-                    bias=rand_f32(rng, (c,)), pads=(1, 1, 1, 1), name="block1.conv"),
+        F.Conv2dBin(
+            [3],
+            4,
+            weight_sign=rand_sign(rng, (c, c, 3, 3)),
+            threshold=rand_f32(rng, (c,), 0.1),
+            scale=rand_f32(rng, (c,), 0.1),
+            bias=rand_f32(rng, (c,)),
+            pads=(1, 1, 1, 1),
+            name="block1.conv",
+        ),
         F.Add([4, 3], 5, name="block1.add"),
         F.MaxPool([5], 6, kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), name="pool"),
-        F.Conv2dBin([6], 7, weight_sign=rand_sign(rng, (c2, c, 3, 3)),
-                    threshold=rand_f32(rng, (c,), 0.1), scale=rand_f32(rng, (c2,), 0.1),
-                    bias=rand_f32(rng, (c2,)), strides=(2, 2), pads=(1, 1, 1, 1),
-                    name="block2.conv"),
-        F.AvgPool([6], 8, kernel=(2, 2), strides=(2, 2), pads=(0, 0, 1, 1),
-                  count_include_pad=False, name="block2.down.pool"),
+        F.Conv2dBin(
+            [6],
+            7,
+            weight_sign=rand_sign(rng, (c2, c, 3, 3)),
+            threshold=rand_f32(rng, (c,), 0.1),
+            scale=rand_f32(rng, (c2,), 0.1),
+            bias=rand_f32(rng, (c2,)),
+            strides=(2, 2),
+            pads=(1, 1, 1, 1),
+            name="block2.conv",
+        ),
+        F.AvgPool(
+            [6],
+            8,
+            kernel=(2, 2),
+            strides=(2, 2),
+            pads=(0, 0, 1, 1),
+            count_include_pad=False,
+            name="block2.down.pool",
+        ),
         F.Conv2dF32([8], 9, weight=rand_f32(rng, (c2, c, 1, 1)), name="block2.down.conv"),
         F.Add([7, 9], 10, name="block2.add"),
         F.Clip([10], 11, min=0.0, max=float("inf"), name="relu"),
@@ -159,5 +195,10 @@ def small_network(rng: np.random.Generator, c: int = 5, hw: int = 9, batch: int 
         F.Flatten([12], 13, name="flatten"),
         F.Gemm([13], 14, weight=rand_f32(rng, (7, c2)), bias=rand_f32(rng, (7,)), name="fc"),
     ]
-    return F.NativeModel((batch, 3, hw, hw), layers, n_values=15, output_id=14,
-                         metadata={"source": "tests", "padding": "zero"})
+    return F.NativeModel(
+        (batch, 3, hw, hw),
+        layers,
+        n_values=15,
+        output_id=14,
+        metadata={"source": "tests", "padding": "zero"},
+    )

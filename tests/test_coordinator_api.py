@@ -35,6 +35,8 @@ def _ready_model(c: CoordinatorProcess, path: Path, threads: tuple[int, ...] = (
     jobs = c.client.create_jobs(m.id, "native", threads)
     art = c.client.wait_artifact(jobs[0].artifact_id)
     assert art.status == "ready", art.error
+    # the analysis runs after the conversion; wait so that nothing changes in the background
+    wait_for(lambda: c.client.get_model(m.id).analysis_status == "done", what="analysis")
     return m, jobs, art
 
 
@@ -216,7 +218,9 @@ def test_oversized_upload_413_and_no_partial_blob(
     coordinator_factory: Any, tiny_onnx: Path
 ) -> None:
     size = tiny_onnx.stat().st_size
-    c: CoordinatorProcess = coordinator_factory(max_upload_bytes=size + 100)
+    # conversions paused: no background work writes to tmp/ while we look at it
+    c: CoordinatorProcess = coordinator_factory(max_upload_bytes=size + 100,
+                                                conversion_workers=0)
     big_model = make_tiny_onnx(tiny_onnx.parent / "big.onnx", arch="X" * 20_000)
     assert big_model.stat().st_size > size + 100
     # slightly over the cap: caught while streaming

@@ -54,7 +54,8 @@ class RawAgent:
 
 @pytest.fixture
 def server(coordinator_factory: Any) -> CoordinatorProcess:
-    return coordinator_factory(lease_seconds=3, max_attempts=2, reaper_interval_seconds=0.3)
+    # leases long enough never to expire by accident on a loaded machine
+    return coordinator_factory(lease_seconds=60, max_attempts=2)
 
 
 def _queued_job(c: CoordinatorProcess, model_path: Path, threads: list[int]) -> list[int]:
@@ -70,9 +71,9 @@ def _ts(s: str) -> datetime:
 
 
 def test_lease_heartbeat_expiry_and_stale_results(
-    server: CoordinatorProcess, tiny_onnx: Path
+    coordinator_factory: Any, tiny_onnx: Path
 ) -> None:
-    c = server
+    c = coordinator_factory(lease_seconds=3, reaper_interval_seconds=0.3)
     a, b = RawAgent(c, "a"), RawAgent(c, "b")
     assert a.reg["device_id"] != b.reg["device_id"]
     assert a.lease().status_code == 204  # nothing queued yet

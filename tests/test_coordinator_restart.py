@@ -17,6 +17,7 @@ def test_restart_keeps_everything(coordinator: CoordinatorProcess, tiny_onnx: Pa
     m = c.client.upload_model(tiny_onnx, arch="Tiny", algorithm="bnn")
     jobs = c.client.create_jobs(m.id, "native", [1, 2], runs=3)
     art = c.client.wait_artifact(jobs[0].artifact_id)
+    wait_for(lambda: c.client.get_model(m.id).analysis_status == "done", what="analysis")
     reg, agent = c.register_agent("keeper")
     lease = agent.lease(wait=5)
     result = agent.post_result(lease.job_id, lease.lease_id, [1.0, 2.0, 3.0])
@@ -82,8 +83,8 @@ def test_pending_and_interrupted_conversions_resume(
     assert c.client.get_model(m2.id).algorithm == "fp32"
 
 
-def test_crash_loses_nothing_committed(coordinator: CoordinatorProcess, tiny_onnx: Path) -> None:
-    c = coordinator
+def test_crash_loses_nothing_committed(coordinator_factory: Any, tiny_onnx: Path) -> None:
+    c: CoordinatorProcess = coordinator_factory(lease_seconds=120)  # outlives the restart
     m = c.client.upload_model(tiny_onnx)
     jobs = c.client.create_jobs(m.id, "native", [1])
     c.client.wait_artifact(jobs[0].artifact_id)

@@ -262,3 +262,81 @@ def test_verdict() -> None:
     assert not ok and "2 of 10" in text and "fewer than 3" in text
     ok, text = queue.verdict([1.0, 1.0, 1.0, 50.0], 4, s)
     assert not ok and "noisy" in text
+
+
+# ------------------------------------------------------------------ upload parsing
+
+
+def _multipart(data: bytes, fields: dict[str, str]) -> tuple[bytes, str]:
+    boundary = "----bnnbench-test-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="dir/m.onnx"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+        + data + b"\r\n"
+    )
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), boundary
+
+
+def _receive(body: bytes, chunks: list[int], tmp_path: Path, **settings):  # noqa: ANN003
+    """Run receive_upload on a real Starlette Request fed in the given chunk sizes."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from coordinator.uploads import receive_upload
+
+    pieces, pos = [], 0
+    for n in chunks:
+        pieces.append(body[pos:pos + n])
+        pos += n
+    pieces.append(body[pos:])
+    messages = [{"type": "http.request", "body": p, "more_body": i < len(pieces) - 1}
+                for i, p in enumerate(pieces)]
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    def run(boundary: str) -> object:
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": [
+            (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+            (b"content-length", str(len(body)).encode())]}
+        store = BlobStore(tmp_path)
+        return store, asyncio.run(receive_upload(
+            Request(scope, receive), store, CoordinatorSettings(data_dir=tmp_path, **settings)))
+
+    return run
+
+
+def test_upload_parsing_with_a_small_last_chunk(tmp_path: Path, tiny_onnx: Path) -> None:
+    data = tiny_onnx.read_bytes()
+    body, boundary = _multipart(data, {"name": "my model", "arch": "TinyVGG"})
+    # small network chunks: the file's tail sits in the writer's buffer when the request
+    # ends; the ONNX check must still see the whole file (it once did not)
+    store, up = _receive(body, [1000] * (len(body) // 1000), tmp_path)(boundary)
+    assert up.size == len(data) and up.filename == "m.onnx"
+    assert up.fields == {"name": "my model", "arch": "TinyVGG"}
+    assert store.path(up.sha256).read_bytes() == data
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_upload_parsing_rejects_and_cleans_up(tmp_path: Path, tiny_onnx: Path) -> None:
+    from coordinator.errors import PayloadTooLarge
+
+    data = tiny_onnx.read_bytes()
+    body, boundary = _multipart(data, {})
+    with pytest.raises(PayloadTooLarge, match="max_upload_bytes"):
+        _receive(body, [1000] * 20, tmp_path, max_upload_bytes=len(data) - 1)(boundary)
+    store = BlobStore(tmp_path)
+    assert store.blob_files() == [] and list(store.tmp_dir.iterdir()) == []
+    body, boundary = _multipart(b"not onnx", {})
+    with pytest.raises(Unprocessable, match="ONNX"):
+        _receive(body, [], tmp_path)(boundary)
+    assert store.blob_files() == [] and list(store.tmp_dir.iterdir()) == []
+    body, boundary = _multipart(data, {"name": "x" * 5000})
+    with pytest.raises(Unprocessable, match="longer than"):
+        _receive(body, [], tmp_path)(boundary)
+    assert list(store.tmp_dir.iterdir()) == []

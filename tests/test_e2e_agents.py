@@ -18,17 +18,17 @@ from typing import Any
 
 import pytest
 
-from bnnbench.client import BnnbenchClient
-from bnnbench.schemas import JobOut
+from bnnbench.client import ApiError, BnnbenchClient
+from bnnbench.schemas import JobOut, ModelOut
 from native import engine
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "bnnbench.cli"]
 WAIT = 120.0  # deadline of every wait; only reached when something is broken
 
-# ~15-20 ms per inference on one core: a job of SLOW_RUNS lasts seconds, long enough to be
+# ~20 ms per inference on one idle core: a job of SLOW_RUNS lasts seconds, long enough to be
 # observed "leased" and interrupted, short enough to be run again by another agent
-SLOW_RUNS = 250
+SLOW_RUNS = 120
 
 
 # ------------------------------------------------------------------ helpers
@@ -70,6 +70,20 @@ def make_slow_onnx(path: Path) -> Path:
     return path
 
 
+def upload(client: BnnbenchClient, path: Path) -> ModelOut:
+    # Workaround, to remove once fixed: coordinator/uploads.py parses the upload's temp file
+    # before BlobWriter flushes its buffer, so a valid model is now and then refused with
+    # this 422 (when the last network chunk is small). Reported to the coordinator's owner.
+    for _ in range(3):
+        try:
+            return client.upload_model(path)
+        except ApiError as exc:
+            if exc.status_code != 422 or "cannot parse the protobuf" not in exc.detail:
+                raise
+            last = exc
+    raise last
+
+
 def wait_until(cond: Callable[[], Any], what: str, timeout: float = WAIT,
                context: Callable[[], str] = lambda: "") -> Any:
     deadline = time.monotonic() + timeout
@@ -87,8 +101,9 @@ class AgentProcess:
 
     def __init__(self, url: str, token: str, name: str, root: Path, *extra: str) -> None:
         self.url, self.token, self.name = url, token, name
-        self.cache_dir = root / f"agent-{name}"
-        self.log_path = root / f"agent-{name}.log"
+        self.cache_dir = root / f"agent-{name}"  # same name, same cache dir (and identity)
+        n = len(list(root.glob(f"agent-{name}-*.log")))
+        self.log_path = root / f"agent-{name}-{n}.log"
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -205,7 +220,7 @@ def test_two_agents_run_all_jobs_and_a_killed_agents_job_is_finished_by_the_othe
     ctx = ctx_of(coordinator, alpha, beta)
     by_id = {alpha.agent_id: alpha, beta.agent_id: beta}
 
-    model = client.upload_model(tiny_onnx)
+    model = upload(client, tiny_onnx)
     jobs = client.create_jobs(model.id, "native", threads=[1, 2], warmup=1, runs=5)
     final = wait_jobs(client, [j.id for j in jobs], ctx)
     assert [j.status for j in final] == ["done", "done"], [j.error for j in final]
@@ -221,7 +236,7 @@ def test_two_agents_run_all_jobs_and_a_killed_agents_job_is_finished_by_the_othe
         assert res.env["threads"] == job.threads and "loadavg" in res.env
 
     # a slow job; the agent holding it is killed -9 mid-run
-    slow = client.upload_model(slow_onnx)
+    slow = upload(client, slow_onnx)
     [job] = client.create_jobs(slow.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
     leased = wait_until(lambda: (j := client.get_job(job.id)).status == "leased" and j,
                         "the slow job to be leased", context=ctx)
@@ -251,7 +266,7 @@ def test_coordinator_restart_during_a_job_keeps_the_measurement(
     # a lease long enough to outlast the restart: the kept result must be accepted as is
     coord = coordinator_factory(lease_seconds=60)
     client = coord.client
-    model = client.upload_model(slow_onnx)
+    model = upload(client, slow_onnx)
     agent = agents(coord, "gamma")
     ctx = ctx_of(coord, agent)
     [job] = client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
@@ -283,7 +298,7 @@ def test_result_survives_an_agent_stopped_during_an_outage(
 ) -> None:
     coord = coordinator_factory(lease_seconds=60)
     client = coord.client
-    model = client.upload_model(slow_onnx)
+    model = upload(client, slow_onnx)
     first = agents(coord, "delta")
     ctx = ctx_of(coord, first)
     [job] = client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
@@ -317,7 +332,7 @@ def test_corrupted_artifact_is_reported_and_nothing_else_is_harmed(
     agent = agents(coord, "epsilon")
     ctx = ctx_of(coord, agent)
 
-    good = client.upload_model(tiny_onnx)
+    good = upload(client, tiny_onnx)
     [j1] = client.create_jobs(good.id, "native", threads=[1], warmup=0, runs=3)
     assert wait_jobs(client, [j1.id], ctx)[0].status == "done"
     good_sha = client.get_artifact(j1.artifact_id).sha256
@@ -327,7 +342,7 @@ def test_corrupted_artifact_is_reported_and_nothing_else_is_harmed(
     # a second model whose converted artifact gets damaged on the coordinator's disk; its
     # conversion is triggered by a job for another device, which this agent does not lease
     elsewhere, _ = coord.register_agent("elsewhere", hostname="elsewhere")
-    other = client.upload_model(make_tiny_onnx(tmp_path / "other.onnx", "react", seed=3))
+    other = upload(client, make_tiny_onnx(tmp_path / "other.onnx", "react", seed=3))
     [parked] = client.create_jobs(other.id, "native", threads=[1], device_id=elsewhere.device_id)
     artifact = client.wait_artifact(parked.artifact_id)
     assert artifact.status == "ready"
@@ -348,6 +363,13 @@ def test_corrupted_artifact_is_reported_and_nothing_else_is_harmed(
     good_blob = coord.data_dir / "blobs" / good_sha[:2] / good_sha
     assert cached_good.read_bytes() == good_blob.read_bytes()
 
+    # a runner failure is reported too: the coordinator accepts up to 256 threads, the
+    # engine 16; the agent says so and the job fails at once (the failure is not retryable)
+    [t32] = client.create_jobs(good.id, "native", threads=[32], warmup=0, runs=3)
+    [too_many] = wait_jobs(client, [t32.id], ctx)
+    assert too_many.status == "failed" and too_many.attempts == 1
+    assert "native engine runs 1-16 threads, the job asks for 32" in too_many.error
+
     # the agent carries on with intact artifacts
     [j3] = client.create_jobs(good.id, "native", threads=[2], warmup=0, runs=3)
     assert wait_jobs(client, [j3.id], ctx)[0].status == "done"
@@ -358,14 +380,26 @@ def test_corrupted_artifact_is_reported_and_nothing_else_is_harmed(
     assert (agent.cache_dir / "artifacts" / artifact.sha256).read_bytes() == original
 
 
-def test_rejected_enrolment_token_stops_the_agent_with_a_clear_error(
+def test_configuration_errors_stop_the_agent_with_a_clear_message(
     coordinator: Any, agents: Callable[..., AgentProcess]
 ) -> None:
-    agent = agents(coordinator, "zeta", token="not-the-admin-token")
-    assert agent.wait_exit() == 2
-    assert "rejected the enrolment token" in agent.log()
-    assert "Traceback" not in agent.log()
+    wrong = agents(coordinator, "zeta", token="not-the-admin-token")
+    assert wrong.wait_exit() == 2
+    assert "rejected the enrolment token" in wrong.log()
+    assert "Traceback" not in wrong.log()
     assert coordinator.query("SELECT COUNT(*) FROM agents") == [(0,)]
+
+    none = agents(coordinator, "zeta", token="")
+    assert none.wait_exit() == 2
+    assert "no enrolment token" in none.log()
+
+    # two agents on one cache dir would share (and fight over) one identity
+    first = agents(coordinator, "kappa")
+    first.wait_log("registered as agent")
+    second = agents(coordinator, "kappa")
+    assert second.wait_exit() == 2
+    assert "is in use by another agent" in second.log()
+    assert first.proc is not None and first.proc.poll() is None
 
 
 def test_identity_is_reused_and_a_rejected_agent_token_leads_to_reregistration(
@@ -384,7 +418,7 @@ def test_identity_is_reused_and_a_rejected_agent_token_leads_to_reregistration(
     # the coordinator no longer knows the stored token (e.g. its database was restored)
     path = first.cache_dir / "agent.json"
     path.write_text(json.dumps({**ident, "token": "revoked-token"}))
-    model = coordinator.client.upload_model(tiny_onnx)
+    model = upload(coordinator.client, tiny_onnx)
     [job] = coordinator.client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=2)
     third = agents(coordinator, "eta", "--once")
     assert third.wait_exit() == 0
@@ -404,7 +438,7 @@ def test_sigterm_when_idle_exits_and_during_a_job_finishes_it_first(
     assert idle.wait_exit() == 0
 
     client = coordinator.client
-    model = client.upload_model(slow_onnx)
+    model = upload(client, slow_onnx)
     busy = agents(coordinator, "iota")
     ctx = ctx_of(coordinator, busy)
     [job] = client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
@@ -417,3 +451,18 @@ def test_sigterm_when_idle_exits_and_during_a_job_finishes_it_first(
     assert job_now.status == "done" and job_now.attempts == 0
     assert len(client.results(job_id=job.id)[0].samples_ms) == SLOW_RUNS
     assert busy.outbox() == []
+
+    # a second signal abandons the job: the lease expires and the job is queued again
+    quitter = agents(coordinator, "lambda")
+    ctx = ctx_of(coordinator, quitter)
+    [job] = client.create_jobs(model.id, "native", threads=[2], warmup=0, runs=SLOW_RUNS)
+    quitter.wait_log(f"leased job {job.id}")
+    quitter.signal(signal.SIGTERM)
+    quitter.wait_log(f"finishing job {job.id}")
+    quitter.signal(signal.SIGTERM)
+    assert quitter.wait_exit() == 0
+    assert f"abandoning job {job.id}" in quitter.log()
+    requeued = wait_until(lambda: (j := client.get_job(job.id)).status == "queued" and j,
+                          "the abandoned job to be requeued", context=ctx)
+    assert requeued.attempts == 1 and "lease expired" in requeued.error
+    assert client.results(job_id=job.id) == []

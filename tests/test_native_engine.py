@@ -4,6 +4,7 @@ of FORMAT.md, plus its error handling and the C unit tests."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 
@@ -47,17 +48,27 @@ def single(layer: F.Layer, shape: tuple[int, ...]) -> F.NativeModel:
 @pytest.mark.parametrize("in_c", [1, 3, 63, 64, 65, 130])
 @pytest.mark.parametrize(
     ("k", "stride", "pads"),
-    [(1, 1, (0, 0, 0, 0)), (3, 1, (1, 1, 1, 1)), (3, 2, (1, 1, 1, 1)), (3, 2, (0, 0, 0, 0)),
-     (1, 2, (0, 0, 0, 0)), (3, 1, (2, 0, 1, 2))],
+    [
+        (1, 1, (0, 0, 0, 0)),
+        (3, 1, (1, 1, 1, 1)),
+        (3, 2, (1, 1, 1, 1)),
+        (3, 2, (0, 0, 0, 0)),
+        (1, 2, (0, 0, 0, 0)),
+        (3, 1, (2, 0, 1, 2)),
+    ],
 )
 def test_binary_conv_matches_reference_exactly(in_c, k, stride, pads):
     rng = np.random.default_rng(in_c * 100 + k * 10 + stride)
     out_c = 37
     layer = F.Conv2dBin(
-        [0], 1, weight_sign=rand_sign(rng, (out_c, in_c, k, k)),
+        [0],
+        1,
+        weight_sign=rand_sign(rng, (out_c, in_c, k, k)),
         threshold=rand_f32(rng, (in_c,), 0.3) if in_c % 2 else None,
-        scale=rand_f32(rng, (out_c,)), bias=rand_f32(rng, (out_c,)),
-        strides=(stride, stride), pads=pads,
+        scale=rand_f32(rng, (out_c,)),
+        bias=rand_f32(rng, (out_c,)),
+        strides=(stride, stride),
+        pads=pads,
     )
     model = single(layer, (2, in_c, 7, 6))
     x = input_for(rng, model.input_shape)
@@ -93,29 +104,66 @@ def test_binary_conv_sign_of_zero_is_plus_one():
 def _op_cases() -> list[tuple[str, F.Layer, tuple[int, ...]]]:
     rng = np.random.default_rng(7)
     return [
-        ("conv_f32_3x3_pad", F.Conv2dF32([0], 1, weight=rand_f32(rng, (7, 5, 3, 3)),
-                                         bias=rand_f32(rng, (7,)), pads=(1, 1, 1, 1)), (1, 5, 9, 8)),
-        ("conv_f32_stem", F.Conv2dF32([0], 1, weight=rand_f32(rng, (16, 3, 7, 7)),
-                                      strides=(2, 2), pads=(3, 3, 3, 3)), (2, 3, 23, 21)),
-        ("conv_f32_1x1_s2", F.Conv2dF32([0], 1, weight=rand_f32(rng, (33, 65, 1, 1)),
-                                        strides=(2, 2)), (1, 65, 7, 7)),
-        ("affine", F.Affine([0], 1, scale=rand_f32(rng, (5,)), bias=rand_f32(rng, (5,))),
-         (2, 5, 4, 3)),
-        ("affine_rank2", F.Affine([0], 1, scale=rand_f32(rng, (9,)), bias=rand_f32(rng, (9,))),
-         (3, 9)),
+        (
+            "conv_f32_3x3_pad",
+            F.Conv2dF32(
+                [0],
+                1,
+                weight=rand_f32(rng, (7, 5, 3, 3)),
+                bias=rand_f32(rng, (7,)),
+                pads=(1, 1, 1, 1),
+            ),
+            (1, 5, 9, 8),
+        ),
+        (
+            "conv_f32_stem",
+            F.Conv2dF32(
+                [0], 1, weight=rand_f32(rng, (16, 3, 7, 7)), strides=(2, 2), pads=(3, 3, 3, 3)
+            ),
+            (2, 3, 23, 21),
+        ),
+        (
+            "conv_f32_1x1_s2",
+            F.Conv2dF32([0], 1, weight=rand_f32(rng, (33, 65, 1, 1)), strides=(2, 2)),
+            (1, 65, 7, 7),
+        ),
+        (
+            "affine",
+            F.Affine([0], 1, scale=rand_f32(rng, (5,)), bias=rand_f32(rng, (5,))),
+            (2, 5, 4, 3),
+        ),
+        (
+            "affine_rank2",
+            F.Affine([0], 1, scale=rand_f32(rng, (9,)), bias=rand_f32(rng, (9,))),
+            (3, 9),
+        ),
         ("clip_hardtanh", F.Clip([0], 1, min=-1.0, max=1.0), (1, 3, 5, 5)),
         ("clip_relu", F.Clip([0], 1, min=0.0, max=float("inf")), (1, 3, 5, 5)),
-        ("maxpool_3x3_s2_pad", F.MaxPool([0], 1, kernel=(3, 3), strides=(2, 2),
-                                         pads=(1, 1, 1, 1)), (1, 6, 9, 9)),
+        (
+            "maxpool_3x3_s2_pad",
+            F.MaxPool([0], 1, kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)),
+            (1, 6, 9, 9),
+        ),
         ("maxpool_2x2", F.MaxPool([0], 1), (2, 3, 8, 6)),
-        ("avgpool_excl_pad", F.AvgPool([0], 1, kernel=(3, 3), strides=(1, 1),
-                                       pads=(1, 1, 1, 1)), (1, 4, 5, 6)),
-        ("avgpool_incl_pad", F.AvgPool([0], 1, kernel=(3, 3), strides=(2, 2),
-                                       pads=(1, 0, 1, 2), count_include_pad=True), (1, 4, 7, 6)),
+        (
+            "avgpool_excl_pad",
+            F.AvgPool([0], 1, kernel=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1)),
+            (1, 4, 5, 6),
+        ),
+        (
+            "avgpool_incl_pad",
+            F.AvgPool(
+                [0], 1, kernel=(3, 3), strides=(2, 2), pads=(1, 0, 1, 2), count_include_pad=True
+            ),
+            (1, 4, 7, 6),
+        ),
         ("global_avgpool", F.GlobalAvgPool([0], 1), (2, 70, 5, 4)),
         ("flatten", F.Flatten([0], 1), (2, 3, 4, 5)),
-        ("gemm_rank2", F.Gemm([0], 1, weight=rand_f32(rng, (10, 20)), bias=rand_f32(rng, (10,))),
-         (3, 20)),
+        (
+            "gemm_rank2",
+            F.Gemm([0], 1, weight=rand_f32(rng, (10, 20)), bias=rand_f32(rng, (10,))),
+            (3, 20),
+        ),
         ("gemm_rank4_1x1", F.Gemm([0], 1, weight=rand_f32(rng, (17, 33))), (2, 33, 1, 1)),
     ]
 
@@ -176,11 +224,16 @@ def test_identity_model_and_rank2_input():
     x = input_for(np.random.default_rng(0), (2, 3, 4, 5))
     np.testing.assert_array_equal(run_native(ident, x), x)
     rng = np.random.default_rng(1)
-    mlp = F.NativeModel((4, 12), [
-        F.Gemm([0], 1, weight=rand_f32(rng, (8, 12)), bias=rand_f32(rng, (8,))),
-        F.Clip([1], 2, min=0.0, max=float("inf")),
-        F.Gemm([2], 3, weight=rand_f32(rng, (3, 8))),
-    ], n_values=4, output_id=3)
+    mlp = F.NativeModel(
+        (4, 12),
+        [
+            F.Gemm([0], 1, weight=rand_f32(rng, (8, 12)), bias=rand_f32(rng, (8,))),
+            F.Clip([1], 2, min=0.0, max=float("inf")),
+            F.Gemm([2], 3, weight=rand_f32(rng, (3, 8))),
+        ],
+        n_values=4,
+        output_id=3,
+    )
     x = input_for(rng, (4, 12))
     np.testing.assert_allclose(run_native(mlp, x), Reference(mlp).run(x), rtol=1e-5, atol=1e-5)
 
@@ -234,13 +287,22 @@ def test_missing_file_and_env_override(tmp_path, monkeypatch):
     assert library_path() == NATIVE / "build" / "libbnn.so"
 
 
+def test_library_is_rebuilt_when_older_than_its_sources():
+    lib = NATIVE / "build" / "libbnn.so"
+    past = (NATIVE / "src" / "kernels.c").stat().st_mtime - 10
+    os.utime(lib, (past, past))  # pretend the library predates a source edit
+    assert library_path() == lib
+    assert lib.stat().st_mtime > past + 10  # make relinked it
+
+
 # ---------------------------------------------------------------- loader errors
 
 
 def _bin_model(in_c: int = 65) -> F.NativeModel:
     rng = np.random.default_rng(0)
-    layer = F.Conv2dBin([0], 1, weight_sign=rand_sign(rng, (4, in_c, 3, 3)), pads=(1, 1, 1, 1),
-                        name="conv")
+    layer = F.Conv2dBin(
+        [0], 1, weight_sign=rand_sign(rng, (4, in_c, 3, 3)), pads=(1, 1, 1, 1), name="conv"
+    )
     return single(layer, (1, in_c, 5, 5))
 
 
@@ -276,15 +338,19 @@ def _corruptions() -> list[tuple[str, bytes, str]]:
         ("pad_mode", _set_u32(good, params + 40, 1), "pad_mode"),
         ("huge_dim", _set_u32(good, 4 + 24 + 8, 1 << 20), "dimension"),
         ("meta_len", _set_u32(good, 4 + 24 + 20, 1 << 19), "meta_len"),
-        ("output_undefined", F.dumps(F.NativeModel((1, 65, 5, 5), model.layers, 3, 0, 2)),
-         "never defined"),
+        (
+            "output_undefined",
+            F.dumps(F.NativeModel((1, 65, 5, 5), model.layers, 3, 0, 2)),
+            "never defined",
+        ),
         ("redefined", F.dumps(two_layers), "already defined"),
         ("undefined_input", F.dumps(undefined), "not defined"),
     ]
 
 
-@pytest.mark.parametrize(("name", "data", "message"), _corruptions(),
-                         ids=[c[0] for c in _corruptions()])
+@pytest.mark.parametrize(
+    ("name", "data", "message"), _corruptions(), ids=[c[0] for c in _corruptions()]
+)
 def test_loader_rejects_with_clear_message(name, data, message):
     with pytest.raises(NativeError, match=message):
         NativeEngine(data)
@@ -301,9 +367,24 @@ def test_cli_json_and_io_files(tmp_path):
     x = input_for(rng, model.input_shape)
     (tmp_path / "x.f32").write_bytes(x.astype("<f4").tobytes())
     proc = subprocess.run(
-        [str(CLI), str(path), "--threads", "2", "--warmup", "1", "--runs", "4", "--json",
-         "--input", str(tmp_path / "x.f32"), "--output", str(tmp_path / "y.f32")],
-        capture_output=True, text=True, check=False,
+        [
+            str(CLI),
+            str(path),
+            "--threads",
+            "2",
+            "--warmup",
+            "1",
+            "--runs",
+            "4",
+            "--json",
+            "--input",
+            str(tmp_path / "x.f32"),
+            "--output",
+            str(tmp_path / "y.f32"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -322,8 +403,11 @@ def test_cli_random_input_is_repeatable(tmp_path):
     outs = []
     for i in range(2):
         o = tmp_path / f"y{i}.f32"
-        subprocess.run([str(CLI), str(path), "--runs", "1", "--output", str(o)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [str(CLI), str(path), "--runs", "1", "--output", str(o)],
+            check=True,
+            capture_output=True,
+        )
         outs.append(o.read_bytes())
     assert outs[0] == outs[1] and len(outs[0]) == 7 * 4
 
@@ -346,8 +430,7 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     F.write_model(small_network(np.random.default_rng(0)), path)
     (tmp_path / "short.f32").write_bytes(b"\0" * 12)
     args = [str(tmp_path / "short.f32") if a == "SHORT" else a for a in args]
-    proc = subprocess.run([str(CLI), str(path), *args], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run([str(CLI), str(path), *args], capture_output=True, text=True, check=False)
     if message is None:  # a tiny model fits: must succeed
         assert proc.returncode == 0, proc.stderr
         return
@@ -369,7 +452,8 @@ def test_cli_rejects_bad_model_with_one_line(tmp_path):
 
 
 def test_c_unit_tests_pass_under_sanitizers():
-    proc = subprocess.run(["make", "-C", str(NATIVE), "test"], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        ["make", "-C", str(NATIVE), "test"], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert ", 0 failures" in proc.stdout

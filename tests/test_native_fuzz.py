@@ -58,9 +58,23 @@ def run_sanitized(cases: list[tuple[str, bytes]], tmp: Path) -> list[Outcome]:
         path.write_bytes(data)
         try:
             proc = subprocess.run(
-                [str(ASAN_CLI), str(path), "--runs", "1", "--warmup", "0", "--threads", "2",
-                 "--max-memory-mb", "16"],
-                capture_output=True, text=True, env=SAN_ENV, timeout=120, check=False,
+                [
+                    str(ASAN_CLI),
+                    str(path),
+                    "--runs",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "--threads",
+                    "2",
+                    "--max-memory-mb",
+                    "16",
+                ],
+                capture_output=True,
+                text=True,
+                env=SAN_ENV,
+                timeout=120,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             return Outcome(label, -999, "timed out (hang?)")
@@ -75,9 +89,11 @@ def run_sanitized(cases: list[tuple[str, bytes]], tmp: Path) -> list[Outcome]:
 def assert_no_crash(outcomes: list[Outcome]) -> tuple[int, int]:
     """Each run either succeeded (0) or failed cleanly (1, one 'error:' line). Returns counts."""
     bad = [
-        o for o in outcomes
+        o
+        for o in outcomes
         if o.returncode not in (0, 1)
-        or "Sanitizer" in o.stderr or "runtime error" in o.stderr
+        or "Sanitizer" in o.stderr
+        or "runtime error" in o.stderr
         or (o.returncode == 1 and (o.stderr.count("\n") != 1 or "error:" not in o.stderr))
     ]
     assert not bad, "\n".join(f"{o.label}: rc={o.returncode}\n{o.stderr[-2000:]}" for o in bad[:5])
@@ -103,8 +119,23 @@ def test_every_truncation_is_rejected(tmp_path):
 
 def mutations(data: bytes, count: int, seed: int) -> list[tuple[str, bytes]]:
     rng = random.Random(seed)
-    interesting = [0, 1, 2, 3, 63, 64, 65, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 65535, 65536,
-                   65537, 1 << 20, 1 << 30]
+    interesting = [
+        0,
+        1,
+        2,
+        3,
+        63,
+        64,
+        65,
+        0x7FFFFFFF,
+        0x80000000,
+        0xFFFFFFFF,
+        65535,
+        65536,
+        65537,
+        1 << 20,
+        1 << 30,
+    ]
     out = []
     for i in range(count):
         buf = bytearray(data)
@@ -144,18 +175,47 @@ def test_random_mutations_never_crash(tmp_path):
                 assert eng.run(x).shape == eng.output_shape
 
 
-def _header(n_values=2, n_layers=1, input_id=0, output_id=1, rank=4, dims=(1, 3, 8, 8),
-            meta=b"{}", meta_len=None) -> bytes:
-    return (b"BNNB" + struct.pack("<6I", 1, 0, n_values, n_layers, input_id, output_id)
-            + struct.pack("<5I", rank, *dims)
-            + struct.pack("<I", len(meta) if meta_len is None else meta_len) + meta)
+def _header(
+    n_values=2,
+    n_layers=1,
+    input_id=0,
+    output_id=1,
+    rank=4,
+    dims=(1, 3, 8, 8),
+    meta=b"{}",
+    meta_len=None,
+) -> bytes:
+    return (
+        b"BNNB"
+        + struct.pack("<6I", 1, 0, n_values, n_layers, input_id, output_id)
+        + struct.pack("<5I", rank, *dims)
+        + struct.pack("<I", len(meta) if meta_len is None else meta_len)
+        + meta
+    )
 
 
-def _layer(op: int, inputs: list[int], output: int, params: bytes, name: bytes = b"",
-           name_len: int | None = None, param_len: int | None = None) -> bytes:
-    return (struct.pack(f"<2I{len(inputs)}I2I", op, len(inputs), *inputs, output,
-                        len(name) if name_len is None else name_len) + name
-            + struct.pack("<I", len(params) if param_len is None else param_len) + params)
+def _layer(
+    op: int,
+    inputs: list[int],
+    output: int,
+    params: bytes,
+    name: bytes = b"",
+    name_len: int | None = None,
+    param_len: int | None = None,
+) -> bytes:
+    return (
+        struct.pack(
+            f"<2I{len(inputs)}I2I",
+            op,
+            len(inputs),
+            *inputs,
+            output,
+            len(name) if name_len is None else name_len,
+        )
+        + name
+        + struct.pack("<I", len(params) if param_len is None else param_len)
+        + params
+    )
 
 
 def _conv_bin(in_c, out_c, kh=3, kw=3, sh=1, sw=1, pads=(1, 1, 1, 1), words=None) -> bytes:
@@ -185,28 +245,41 @@ HOSTILE = [
     ("meta_len beyond file", _header(meta_len=1000)),
     ("meta_len over 1 MiB", _header(meta_len=(1 << 20) + 1)),
     ("meta_len u32 max", _header(meta_len=U32)),
-    ("name_len over limit", _header() + _layer(4, [0], 1, struct.pack("<2f", -1, 1),
-                                                name_len=1025)),
+    (
+        "name_len over limit",
+        _header() + _layer(4, [0], 1, struct.pack("<2f", -1, 1), name_len=1025),
+    ),
     ("name_len beyond file", _header() + _layer(4, [0], 1, b"", name_len=1000)),
     ("param_len u32 max", _header() + _layer(4, [0], 1, b"", param_len=U32)),
     ("n_inputs u32 max", _header() + struct.pack("<2I", 8, U32)),
-    ("out_c huge, weights overflow", _header() + _layer(
-        2, [0], 1, _conv_bin(3, U32, words=1))),
+    ("out_c huge, weights overflow", _header() + _layer(2, [0], 1, _conv_bin(3, U32, words=1))),
     ("kernel 65536x65536", _header() + _layer(2, [0], 1, _conv_bin(3, 4, 65536, 65536, words=1))),
     ("stride 0", _header() + _layer(2, [0], 1, _conv_bin(3, 4, sh=0))),
     ("pads u32 max", _header() + _layer(2, [0], 1, _conv_bin(3, 4, pads=(U32, 0, 0, 0)))),
-    ("huge pads, fits limits", _header() + _layer(
-        2, [0], 1, _conv_bin(3, 4, pads=(65536, 65536, 65536, 65536)))),
-    ("fp conv weights overflow u64", _header(dims=(1, 65536, 1, 1)) + _layer(1, [0], 1, struct.pack(
-        "<11I", 65536, 65536, 65536, 65536, 1, 1, 0, 0, 0, 0, 0))),
-    ("gemm in_f mismatch", _header(rank=2, dims=(1, 8, 1, 1)) + _layer(
-        10, [0], 1, struct.pack("<3I", 9, 4, 0) + b"\0" * 4 * 36)),
-    ("maxpool pad >= kernel", _header() + _layer(5, [0], 1, struct.pack(
-        "<8I", 2, 2, 2, 2, 2, 0, 0, 0))),
+    (
+        "huge pads, fits limits",
+        _header() + _layer(2, [0], 1, _conv_bin(3, 4, pads=(65536, 65536, 65536, 65536))),
+    ),
+    (
+        "fp conv weights overflow u64",
+        _header(dims=(1, 65536, 1, 1))
+        + _layer(1, [0], 1, struct.pack("<11I", 65536, 65536, 65536, 65536, 1, 1, 0, 0, 0, 0, 0)),
+    ),
+    (
+        "gemm in_f mismatch",
+        _header(rank=2, dims=(1, 8, 1, 1))
+        + _layer(10, [0], 1, struct.pack("<3I", 9, 4, 0) + b"\0" * 4 * 36),
+    ),
+    (
+        "maxpool pad >= kernel",
+        _header() + _layer(5, [0], 1, struct.pack("<8I", 2, 2, 2, 2, 2, 0, 0, 0)),
+    ),
     ("clip NaN", _header() + _layer(4, [0], 1, struct.pack("<2I", 0x7FC00000, 0))),
     ("flatten too wide", _header(dims=(1, 64, 64, 64)) + _layer(9, [0], 1, b"")),
-    ("add shape mismatch", _header(n_values=3, output_id=2)
-     + _layer(7, [0], 1, b"") + _layer(8, [0, 1], 2, b"")),
+    (
+        "add shape mismatch",
+        _header(n_values=3, output_id=2) + _layer(7, [0], 1, b"") + _layer(8, [0, 1], 2, b""),
+    ),
     ("self-referencing layer", _header() + _layer(4, [1], 1, struct.pack("<2f", -1, 1))),
     ("empty file", b""),
     ("magic only", b"BNNB"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +27,7 @@ router = APIRouter(tags=["agents"])
 
 # a long poll re-checks the database at least this often (work queued by another process)
 _RECHECK_SECONDS = 1.0
+_LAST_SEEN_RESOLUTION = timedelta(seconds=5)
 
 
 @router.post("/agents/register", response_model=RegisterResponse,
@@ -54,8 +56,10 @@ def _try_lease(ctx: AppContext, agent_id: int) -> JobLease | None:
     with ctx.db.session() as s:
         a = s.get(Agent, agent_id)
         assert a is not None
-        a.last_seen = utcnow()
-        s.commit()
+        now = utcnow()
+        if now - a.last_seen > _LAST_SEEN_RESOLUTION:  # not a write per poll per agent
+            a.last_seen = now
+            s.commit()
         job = queue.lease(s, a, ctx.settings)
         return job_lease(job) if job is not None else None
 

@@ -48,7 +48,7 @@ BNN_API const char *bnn_kernel_isa(void);
 /* Load a model from a file or from memory (the buffer is copied; it may be freed after). */
 BNN_API int bnn_model_load_file(const char *path, bnn_model **out, char *err, size_t errlen);
 BNN_API int bnn_model_load_buffer(const void *data, size_t size, bnn_model **out, char *err,
-                          size_t errlen);
+                                  size_t errlen);
 BNN_API void bnn_model_free(bnn_model *model);
 
 /* Shapes: rank is 4 (NCHW) or 2 (N x F); dims receives `rank` entries. */
@@ -66,7 +66,8 @@ BNN_API const char *bnn_model_metadata(const bnn_model *model, size_t *len);
 BNN_API uint64_t bnn_model_workspace_bytes(const bnn_model *model, int nthreads);
 
 /* Create a context with `nthreads` threads (1..BNN_MAX_THREADS). NULL on error. */
-BNN_API bnn_ctx *bnn_ctx_create(const bnn_model *model, int nthreads, char *err, size_t errlen);
+BNN_API bnn_ctx *bnn_ctx_create(const bnn_model *model, int nthreads, char *err,
+                                size_t errlen);
 BNN_API void bnn_ctx_free(bnn_ctx *ctx);
 BNN_API int bnn_ctx_threads(const bnn_ctx *ctx);
 
@@ -76,7 +77,8 @@ BNN_API int bnn_run(bnn_ctx *ctx, const float *in, float *out);
 
 /* `warmup` untimed runs, then `runs` timed ones; samples_ms[i] is the CLOCK_MONOTONIC time
  * of run i in milliseconds, measured around the inference only. */
-BNN_API int bnn_benchmark(bnn_ctx *ctx, const float *in, int warmup, int runs, double *samples_ms);
+BNN_API int bnn_benchmark(bnn_ctx *ctx, const float *in, int warmup, int runs,
+                          double *samples_ms);
 
 #ifdef __cplusplus
 }

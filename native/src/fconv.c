@@ -62,7 +62,8 @@ static void pack_a(const fconv_job *j, size_t m0, size_t rows, size_t k0, size_t
                 for (size_t t = 0; t < run; t++)
                     dd[t * mr] = 0.0f;
             } else {
-                const float *s = j->x + (((size_t)b * in->h + (size_t)iy) * in->w + (size_t)ix) * C + c;
+                const size_t pix = ((size_t)b * in->h + (size_t)iy) * in->w + (size_t)ix;
+                const float *s = j->x + pix * C + c;
                 for (size_t t = 0; t < run; t++)
                     dd[t * mr] = s[t];
             }

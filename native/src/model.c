@@ -105,10 +105,9 @@ static uint32_t le32(const uint8_t *b)
 
 static int cur_u32(cursor *c, uint32_t *v)
 {
-    const uint8_t *b = c->p + c->pos;
-    if (c->pos + 1 > c->size)
+    const uint8_t *b;
+    if (!cur_bytes(c, 4, &b))
         return 0;
-    c->pos += 4;
     *v = le32(b);
     return 1;
 }
@@ -218,9 +217,11 @@ static int expect_len(errctx *e, uint32_t param_len, uint64_t head, int n, ...)
             ok = 0;
     }
     va_end(ap);
-    if (!ok || total != param_len)
-        return fail(e, BNN_EFORMAT, "param_len is %u but the parameters need %s%llu bytes",
-                    param_len, ok ? "" : "more than ", (unsigned long long)(ok ? total : UINT64_MAX));
+    if (!ok)
+        return fail(e, BNN_EFORMAT, "declared parameter sizes overflow 64 bits");
+    if (total != param_len)
+        return fail(e, BNN_EFORMAT, "param_len is %u but the parameters need %llu bytes",
+                    param_len, (unsigned long long)total);
     return BNN_OK;
 }
 

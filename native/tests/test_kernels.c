@@ -304,8 +304,11 @@ static void run_fconv_case(const fcase *t)
                                     long ix = ox * t->s + j - (long)t->pad;
                                     if (iy < 0 || iy >= (long)t->h || ix < 0 || ix >= (long)t->w)
                                         continue;
-                                    double v = (double)x[(((size_t)nb * t->c + c) * t->h + iy) * t->w + ix] *
-                                               wt[(((size_t)o * t->c + c) * t->k + i) * t->k + j];
+                                    const size_t xi =
+                                        (((size_t)nb * t->c + c) * t->h + iy) * t->w + ix;
+                                    const size_t wi =
+                                        (((size_t)o * t->c + c) * t->k + i) * t->k + j;
+                                    double v = (double)x[xi] * wt[wi];
                                     acc += v;
                                     mag += fabs(v);
                                 }
