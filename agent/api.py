@@ -48,14 +48,15 @@ def error_detail(resp: httpx.Response) -> str:
 
 
 class Backoff:
-    """Exponential backoff with full jitter: the n-th wait is uniform in [0.5, 1] × min(cap,
+    """Exponential backoff with jitter: the n-th wait is uniform in [0.5, 1] × min(cap,
     base·2ⁿ), so agents that lost the same coordinator do not come back in lockstep."""
 
     def __init__(self, base: float = 0.25, cap: float = 30.0) -> None:
         self.base, self.cap, self.attempt = base, cap, 0
 
     def next(self) -> float:
-        ceiling = min(self.cap, self.base * (2**self.attempt))
+        # exponent bounded: a days-long outage must not overflow the float
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempt, 40))
         self.attempt += 1
         return random.uniform(ceiling / 2, ceiling)
 

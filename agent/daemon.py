@@ -378,6 +378,7 @@ class Agent:
                     f"(available: {', '.join(self.runners) or 'none'})"
                 )
             path = self._fetch(lease)
+            log.info("running job %d with %s", lease.job_id, runner.name)
             env_before = self.transport.environment()
             out = self._run_in_thread(
                 lambda: runner.benchmark(path, lease.threads, lease.warmup, lease.runs)

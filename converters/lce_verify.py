@@ -17,10 +17,16 @@ random inputs (standard normal, no exact zeros) go through three things:
   and one sign flip at a threshold (which random binary networks amplify end to end, see
   verify.py) cannot hide or fake a converter error.
 
-Verdict: every checked layer within ``LAYER_RTOL`` and the end-to-end comparison with the
-reference within ``E2E_RTOL`` (binary models: on at least half of the inputs, as in
-verify.py); FP32 models on every input. ``matches_onnx`` says separately whether the artifact
-also matches the ONNX model within the same tolerance.
+  The model output is checked the same way, and a node without a tensor of its own (fused
+  into the next op) is recomputed inside the next node's check, so every node is covered.
+
+Verdict: models with binary convs pass when every node is within ``LAYER_RTOL`` (relative to
+the node output's max |value|); their end-to-end misses are then sign flips at a threshold,
+reported with their count (ReAct ResNet-18 shows them on about half the inputs, so an
+end-to-end rule would fail correct conversions at random). FP32 models must also be within
+``E2E_RTOL`` end to end on every input. ``matches_onnx``: in exact mode the reference has the
+ONNX model's semantics, so passing means matching it; with +1 padding it is false and
+``vs_onnx`` says by how much the artifact differs.
 """
 
 from __future__ import annotations
@@ -205,21 +211,22 @@ def verify_lce(
     graph: ir.Graph | None = None,
 ) -> dict[str, Any]:
     """Run the ``.tflite`` in LCE's interpreter and compare (see the module docstring);
-    returns a JSON-serialisable report. ``padding`` (``exact``/``one``) defaults to what the
-    flatbuffer shows."""
+    returns a JSON-serialisable report. ``padding`` (``exact`` or ``zero``, ``one``) defaults
+    to what the flatbuffer shows."""
     from converters.onnx_frontend import load_ir
 
     data = Path(tflite_path).read_bytes()
     fb = inspect_tflite(data)
     if graph is None:
         graph = load_ir(onnx_path)
-    mode = padding or infer_padding_mode(fb)
+    # "zero" is how summaries name exact padding (padding_mode), "exact" how convert_lce does
+    mode = {"zero": "exact"}.get(padding or "", padding) or infer_padding_mode(fb)
     if mode not in PADDING_MODES:
         raise ValueError(f"padding mode {mode!r}; choose from {', '.join(PADDING_MODES)}")
     has_binary = bool(graph.binary_convs())
     ref = _Reference(graph, mode)
     probes = _probe_tensors(graph, fb) if layerwise else {}
-    probes.pop(graph.output, None)  # the model output is compared end to end anyway
+    probes.pop(graph.output, None)  # the model output is the interpreter's output anyway
     names = sorted(probes, key=lambda v: probes[v])
     try:
         interp = _interpreter(data, threads)
@@ -238,12 +245,16 @@ def verify_lce(
         onnx_y = np.asarray(sess.run([out_name], {in_name: x})[0], np.float32)
         vs_onnx.append(_e2e(y, onnx_y))
         vs_ref.append(_e2e(y, ref.run(x)))
-        if probe_interp is None:
+        if not layerwise:
             continue
-        outs = probe_interp.predict(np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1))))
-        outs = [np.asarray(o, np.float32) for o in outs]
-        probe_same &= bool(np.array_equal(_to_nchw(outs[0]), y))
-        got = {v: _probe_to_ir(graph, v, o) for v, o in zip(names, outs[1:], strict=True)}
+        got: dict[str, np.ndarray] = {}
+        if probe_interp is not None:
+            outs = probe_interp.predict(np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1))))
+            outs = [np.asarray(o, np.float32) for o in outs]
+            probe_same &= bool(np.array_equal(_to_nchw(outs[0]), y))
+            got = {v: _probe_to_ir(graph, v, o) for v, o in zip(names, outs[1:], strict=True)}
+        # the model output too: its node is then checked from the artifact's inputs to it
+        got[graph.output] = y.reshape(graph.shapes[graph.output])
         for n in graph.nodes:
             if n.output not in got:
                 continue
@@ -261,17 +272,19 @@ def _report(graph: ir.Graph, fb: TFLiteSummary, mode: str, has_binary: bool,
         return [r["max_rel_err"] <= E2E_RTOL and r["top1_agree"] for r in rows]
 
     failed_layers = sorted(k for k, v in layer_worst.items() if v > LAYER_RTOL)
-    layers_ok = bool(layer_worst) and not failed_layers and probe_same
+    # the output node is always checked when probes ran, and every node without a tensor of
+    # its own is recomputed inside the check of a later one: all nodes are covered
+    out_node = next((n.name for n in graph.nodes if n.output == graph.output), "")
+    layers_ok = out_node in layer_worst and not failed_layers and probe_same
     ref_ok = ok(vs_ref)
-    if has_binary and layers_ok:
-        passed = sum(not o for o in ref_ok) <= len(ref_ok) // 2
-    else:
-        passed = all(ref_ok) and (layers_ok or not layerwise or not layer_worst)
-    onnx_ok = ok(vs_onnx)
-    matches_onnx = (sum(not o for o in onnx_ok) <= len(onnx_ok) // 2 if has_binary and
-                    mode == "exact" else all(onnx_ok))
-    # nodes without a tensor of their own (fused into the next op, or the model output):
-    # recomputed as part of the next checked node, or compared end to end
+    # binary models: every node matching on the artifact's own inputs is the proof;
+    # end-to-end misses are then sign flips at thresholds (float rounding) amplified by the
+    # network, reported, not failed (ReAct ResNet-18: about half the inputs)
+    passed = (has_binary and layers_ok) or (all(ref_ok) and (layers_ok or not layerwise))
+    # in exact mode the reference has the ONNX model's semantics
+    matches_onnx = (passed and mode == "exact") if has_binary else all(ok(vs_onnx))
+    # nodes without a tensor of their own (fused into the next op): recomputed as part of
+    # the next checked node
     unchecked = [n.name for n in graph.nodes if n.name not in layer_worst]
     report: dict[str, Any] = {
         "backend": "lce-interpreter",

@@ -463,16 +463,6 @@ def _lce_convert(model: Any) -> bytes:
         ))
 
 
-def _tflite_convert(model: Any) -> bytes:
-    tf, _ = import_tf()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tf.get_logger().setLevel("ERROR")
-        conv = tf.lite.TFLiteConverter.from_concrete_functions([_concrete_function(model)],
-                                                               model)
-        return bytes(conv.convert())
-
-
 def tensor_owner(name: str, outputs_only: bool = True) -> int | None:
     """IR node index whose output a converted tensor holds, from our layer names in it
     (``outputs_only=False``: any node the tensor belongs to, helper layers included).
@@ -507,6 +497,14 @@ def check_bconv_count(graph: ir.Graph, flatbuffer: bytes | TFLiteSummary) -> int
         f"the flatbuffer has {got} {LCE_BCONV2D} ops for {len(bins)} binarized convs")
 
 
+def _release(model: Any) -> None:
+    """Drop Keras' global graph state: a conversion worker converts many models in one
+    process."""
+    del model
+    _, keras = import_tf()
+    keras.backend.clear_session()
+
+
 def _write_atomic(data: bytes, out_path: str | Path) -> Path:
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -532,7 +530,8 @@ def _summary(library: str, graph: ir.Graph, data: bytes, out: Path, meta: dict,
         "sha256": hashlib.sha256(data).hexdigest(),
         "n_binary_convs": len(graph.binary_convs()),
         "n_lce_bconv2d": fb.count(LCE_BCONV2D),
-        "padding_mode": ("zero" if padding == "exact" else "one") if plans else "none",
+        # what padded taps of binary convs contribute: 0 as in PyTorch ("zero"), or +1
+        "padding_mode": "zero" if padding == "exact" else "one",
         "padding": [asdict(p) for p in plans],
         "op_counts": fb.op_counts,
         "custom_ops": fb.custom_ops,
@@ -560,9 +559,10 @@ def convert_lce(graph: ir.Graph, out_path: str | Path, meta: dict, *, padding: s
     except ConversionError:
         raise
     except Exception as exc:
-        raise ConversionError(f"LCE converter failed: {type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                              ) from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConversionError(f"LCE converter failed: {type(exc).__name__}: {first}") from exc
+    finally:
+        _release(model)
     fb = inspect_tflite(data)
     check_bconv_count(graph, fb)
     out = _write_atomic(data, out_path)
@@ -570,9 +570,13 @@ def convert_lce(graph: ir.Graph, out_path: str | Path, meta: dict, *, padding: s
 
 
 def convert_tflite(graph: ir.Graph, out_path: str | Path, meta: dict) -> dict[str, Any]:
-    """FP32 model → plain TFLite (TensorFlow's converter) for tflite-runtime.
+    """FP32 model → plain TFLite (builtin ops only) for tflite-runtime.
 
-    Binary convs are refused: tflite-runtime has no binary kernels (use library "lce")."""
+    Made by the same converter as the LCE artifacts (TF 2.16's MLIR converter inside LCE;
+    its LCE passes change nothing in a graph without binary activations), so the FP32
+    baseline is the same file for both libraries; ``tf.lite.TFLiteConverter`` would give the
+    same ops at a much higher first-call cost. Binary convs are refused: tflite-runtime has
+    no binary kernels (use library "lce")."""
     bins = graph.binary_convs()
     if bins:
         raise UnsupportedModelError(
@@ -580,10 +584,14 @@ def convert_tflite(graph: ir.Graph, out_path: str | Path, meta: dict) -> dict[st
             f"{bins[0].name!r}); convert this model for library 'lce'")
     model = build_keras_model(graph)
     try:
-        data = _tflite_convert(model)
+        data = _lce_convert(model)
     except Exception as exc:
-        raise ConversionError(f"TFLite converter failed: {type(exc).__name__}: {exc}") from exc
+        raise ConversionError(f"TFLite conversion failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        _release(model)
     fb = inspect_tflite(data)
+    if fb.custom_ops:  # tflite-runtime could not load it
+        raise ConversionError(f"TFLite conversion produced custom ops {fb.custom_ops}")
     out = _write_atomic(data, out_path)
     summary = _summary("tflite", graph, data, out, meta, fb, "exact", [])
     summary["converter"] = "bnnbench-converters/tflite"

@@ -43,6 +43,14 @@ def make_inputs(shape: tuple[int, ...], n: int, seed: int) -> list[np.ndarray]:
     return xs
 
 
+class BackendError(Exception):
+    """The engine refused the model or failed running it."""
+
+
+class _OrtError(Exception):
+    """onnxruntime failed on the source model."""
+
+
 class _Runner:
     """Runs native model bytes with the C engine, or the numpy reference interpreter."""
 
@@ -64,13 +72,19 @@ class _Runner:
 
     def run(self, model: bytes, x: np.ndarray) -> np.ndarray:
         if self.backend == "native":
-            from native.engine import NativeEngine
+            from native.engine import NativeEngine, NativeError
 
-            with NativeEngine(model, threads=self.threads) as eng:
-                return np.array(eng.run(x))
+            try:
+                with NativeEngine(model, threads=self.threads) as eng:
+                    return np.array(eng.run(x))
+            except NativeError as exc:
+                raise BackendError(str(exc)) from exc
         from converters import reference
 
-        return reference.run(model, x)
+        try:
+            return reference.run(model, x)
+        except nf.FormatError as exc:
+            raise BackendError(str(exc)) from exc
 
 
 def _rel(err: float, ref: np.ndarray) -> float:
@@ -112,8 +126,11 @@ def verify_native(
     backend: str = "auto",
     layerwise: bool = True,
     graph: ir.Graph | None = None,
+    inputs: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Compare the native model with onnxruntime; returns a JSON-serialisable report."""
+    """Compare the native model with onnxruntime; returns a JSON-serialisable report.
+
+    ``inputs`` replaces the random inputs (``n_inputs``/``seed`` are then ignored)."""
     from converters.onnx_frontend import load_ir
 
     data = Path(bnn_path).read_bytes()
@@ -133,7 +150,12 @@ def verify_native(
     extra = sorted({onnx_name[v] for n in graph.nodes for v in [*n.inputs, n.output]}) if (
         do_layers
     ) else []
-    sess = _ort_session(onnx_path, extra)
+    try:
+        sess = _ort_session(onnx_path, extra)
+    except Exception as exc:  # onnxruntime's own exception types vary by build
+        return {"backend": runner.backend, "n_inputs": n_inputs, "seed": seed,
+                "threads": threads, "passed": False,
+                "verdict": f"failed: onnxruntime cannot load the source model: {exc}"}
     in_name = sess.get_inputs()[0].name
     out_name = sess.get_outputs()[0].name
     fetch = [out_name] + [e for e in extra if e != out_name]
@@ -141,23 +163,34 @@ def verify_native(
     e2e: list[dict[str, Any]] = []
     layer_worst: dict[str, float] = {}
     skipped: set[str] = set()
+    if inputs is None:
+        inputs = make_inputs(tuple(model.input_shape), n_inputs, seed)
+    else:
+        n_inputs, seed = len(inputs), -1
     try:
-        _compare(sess, fetch, in_name, out_name, runner, data, model, graph, onnx_name,
-                 do_layers, n_inputs, seed, e2e, layer_worst, skipped)
-    except Exception as exc:  # the engine refused the file or failed: a verdict, not a crash
+        _compare(sess, fetch, in_name, out_name, runner, data, graph, model.layers, onnx_name,
+                 do_layers, inputs, e2e, layer_worst, skipped)
+    except BackendError as exc:  # the engine refused the file: a verdict, not a crash
         return {"backend": runner.backend, "n_inputs": n_inputs, "seed": seed,
                 "threads": threads, "passed": False,
                 "verdict": f"failed: {runner.backend} backend error: {exc}"}
+    except _OrtError as exc:
+        return {"backend": runner.backend, "n_inputs": n_inputs, "seed": seed,
+                "threads": threads, "passed": False,
+                "verdict": f"failed: onnxruntime cannot run the source model: {exc}"}
     return _report(runner, e2e, layer_worst, skipped, do_layers, layerwise, has_binary,
                    n_inputs, seed, threads)
 
 
 def _compare(sess: Any, fetch: list[str], in_name: str, out_name: str, runner: _Runner,
-             data: bytes, model: nf.NativeModel, graph: ir.Graph, onnx_name: dict[str, str],
-             do_layers: bool, n_inputs: int, seed: int, e2e: list, layer_worst: dict,
+             data: bytes, graph: ir.Graph, layers: list[nf.Layer], onnx_name: dict[str, str],
+             do_layers: bool, inputs: list[np.ndarray], e2e: list, layer_worst: dict,
              skipped: set) -> None:
-    for x in make_inputs(tuple(model.input_shape), n_inputs, seed):
-        got = dict(zip(fetch, sess.run(fetch, {in_name: x}), strict=True))
+    for x in inputs:
+        try:
+            got = dict(zip(fetch, sess.run(fetch, {in_name: x}), strict=True))
+        except Exception as exc:
+            raise _OrtError(str(exc)) from exc
         ref = np.asarray(got[out_name], np.float32)
         y = runner.run(data, x).reshape(ref.shape)
         err = float(np.abs(y - ref).max())
@@ -167,7 +200,7 @@ def _compare(sess: Any, fetch: list[str], in_name: str, out_name: str, runner: _
                     "top1_agree": bool(np.array_equal(top_ref, top_y))})
         if not do_layers:
             continue
-        for n, layer in zip(graph.nodes, model.layers, strict=True):
+        for n, layer in zip(graph.nodes, layers, strict=True):
             if len(n.inputs) != 1:
                 skipped.add(n.name)  # ADD: two inputs, not expressible as a one-layer model
                 continue

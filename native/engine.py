@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import operator
 import os
 import shutil
 import subprocess
@@ -152,8 +153,9 @@ class NativeEngine:
         self._model: int | None = None
         self._ctx: int | None = None
         self._lock = threading.Lock()
-        if isinstance(threads, bool) or not isinstance(threads, int):
-            raise TypeError(f"threads must be an int, got {type(threads).__name__}")
+        if isinstance(threads, bool):
+            raise TypeError("threads must be an int, got bool")
+        threads = operator.index(threads)  # ints and numpy integers; TypeError otherwise
         if not 1 <= threads <= _MAX_THREADS:
             raise NativeError(f"threads must be 1..{_MAX_THREADS}, got {threads}")
         err = ctypes.create_string_buffer(_ERR_LEN)

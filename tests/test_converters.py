@@ -22,7 +22,15 @@ RNG = np.random.default_rng(1234)
 
 
 def _native_out(graph: ir.Graph, x: np.ndarray) -> np.ndarray:
-    return reference.run(nf.dumps(to_native_model(graph)), x)
+    """Run the converted graph in the C engine, cross-checked by the numpy reference."""
+    from native.engine import NativeEngine
+
+    data = nf.dumps(to_native_model(graph))
+    ref = reference.run(data, x)
+    with NativeEngine(data) as eng:
+        y = np.array(eng.run(x))
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
+    return y
 
 
 def _conv_w(o: int, i: int, k: int = 3) -> np.ndarray:

@@ -36,17 +36,23 @@ def pair(p: list[int] | None, what: str, default: int) -> tuple[int, int]:
 
 
 def binconv_constraints(c_in: int, c_out: int, kernel: tuple[int, int],
-                        strides: tuple[int, int], out_hw: tuple[int, int]) -> list[str]:
-    """Why daBNN cannot run this binary conv correctly on every target (empty if it can)."""
+                        strides: tuple[int, int], out_hw: tuple[int, int], in_w: int,
+                        pad_w: int) -> list[str]:
+    """Why daBNN cannot run this binary conv on every target (empty if it can). The AArch64
+    rules were confirmed by running daBNN's runtime under qemu-aarch64 (docs/dabnn.md)."""
     why = []
     if c_in % 64:
         why.append(f"{c_in} input channels: daBNN bit-packs activations 64 channels per word "
                    "and needs a multiple of 64")
         return why
+    words = c_in // 64
+    if (in_w * words) % 2 or ((in_w + 2 * pad_w) * words) % 2:
+        why.append(f"a {in_w}-wide map of {c_in} channels (plus padding {pad_w}) packs to an odd "
+                   "number of 64-bit words per row; daBNN's bit Mat asserts 16-byte rows")
     if c_in == 64 and (kernel != (3, 3) or strides[0] != strides[1]):
-        why.append("64 input channels with a kernel other than 3×3 (or unequal strides): on "
-                   "AArch64 daBNN runs this through its binary GEMM, which assumes 128-bit "
-                   "aligned filters, while 64-channel filters are packed unaligned")
+        why.append("64 input channels with a kernel other than 3×3 (or unequal strides): "
+                   "daBNN's AArch64 binary GEMM aborts (k % 2 == 0) on 64-channel filters, "
+                   "which are packed without 128-bit alignment")
     if c_in == 64 and kernel == (3, 3) and (out_hw[0] * out_hw[1] % 2 or c_out % 2):
         why.append("64-input-channel 3×3 binary conv with an odd output size or channel count "
                    "(daBNN's AArch64 kernel asserts both even)")
@@ -86,7 +92,7 @@ def _conv_shape(model: DabModel, layer: Layer, x: Shape4, binary: bool) -> Shape
         if bool(w.align_hwc_to_128) != bits.aligned_to_128(c):
             raise DabFormatError(f"{layer.name}: align_hwc_to_128 should be "
                                  f"{bits.aligned_to_128(c)} for {c} input channels")
-        why = binconv_constraints(c, o, (kh, kw), (sh, sw), (oh, ow))
+        why = binconv_constraints(c, o, (kh, kw), (sh, sw), (oh, ow), x[2], pw)
         if why:
             raise DabFormatError(f"{layer.name}: " + "; ".join(why))
     else:
@@ -113,6 +119,10 @@ def _pool_shape(layer: Layer, x: Shape4) -> Shape4:
     sh, sw = pair(p.get("strides"), f"{layer.name} strides", 1)
     if sh < 1 or sw < 1:
         raise DabFormatError(f"{layer.name}: strides {sh}, {sw}")
+    if layer.type == "MaxPool" and tuple(k) in ((2, 2), (3, 3)) and x[3] % 4:
+        # the NEON 2×2/3×3 max pool handles channels four at a time and skips the rest
+        raise DabFormatError(f"{layer.name}: {k[0]}×{k[1]} max pool over {x[3]} channels "
+                             "(daBNN's NEON kernel needs a multiple of 4)")
     return (1, (x[1] + 2 * ph - k[0]) // sh + 1, (x[2] + 2 * pw - k[1]) // sw + 1, x[3])
 
 

@@ -79,6 +79,7 @@ class _Lowering:
         self.clips = Counter[str]()
         self.warnings: list[str] = []
         self.cur = -1  # index of the IR node being lowered
+        self.n_buffers = 1  # buffer 0 is the input
 
     # -- helpers
     def fail(self, n: ir.Node, msg: str) -> UnsupportedModelError:
@@ -122,8 +123,8 @@ class _Lowering:
             b = self.buffer_of[layer.inputs()[0]]
             self.values_on[b].clear()  # overwritten
         else:
-            b = len(self.values_on) + 1
-            self.values_on[b] = set()
+            b = self.n_buffers
+            self.n_buffers += 1
         self.buffer_of[out] = b
         return p
 
@@ -143,12 +144,10 @@ class _Lowering:
         self.emit("MaxPool", f"{name}/copy", {"input": t, "kernel_shape": [1, 1],
                                              "pads": [0, 0, 0, 0], "strides": [1, 1],
                                              "output": out})
+        self.tshape[out] = self.tshape[t]
         self.extra["copy (1x1 MaxPool)"] += 1
-        self.extra_values += int(np.prod(self.shape_of(t)))
+        self.extra_values += int(np.prod(self.tshape[t]))
         return out
-
-    def shape_of(self, t: str) -> tuple[int, ...]:
-        return self.tshape[t]
 
     def writable(self, t: str, i: int, name: str) -> str:
         return self.copy(t, i, name) if self.live_after(t, i) else t
@@ -333,7 +332,8 @@ class _Lowering:
         if self.tshape[x][3] != n.in_c:
             raise self.fail(n, "grouped convolution (daBNN has groups = 1)")
         why = check.binconv_constraints(n.in_c, n.out_c, n.kernel, n.strides,
-                                        (n.out_shape[2], n.out_shape[3]))
+                                        (n.out_shape[2], n.out_shape[3]),
+                                        self.tshape[x][2], n.pads[1])
         if why:
             raise self.fail(n, "; ".join(why))
         src = self.canon(n.inputs[0])

@@ -102,20 +102,21 @@ static void row_task(void *arg, size_t task, int thread)
         const int32_t *p = pop + (size_t)ox * nout;
         float *yo = yrow + (size_t)ox * b->out_c;
         if (i0 == 0 && i1 == (long)g->kh && j0 == 0 && j1 == (long)g->kw) {
-            const int32_t full = (int32_t)(taps * b->in_c);
+            /* int64: taps * in_c may reach the loader's 2^30 limit, and 2 * pop with it */
+            const int64_t full = (int64_t)(taps * b->in_c);
             for (uint32_t o = o0; o < o1; o++)
-                yo[o] = b->scale[o] * (float)(full - 2 * p[o - o0]) + b->bias[o];
+                yo[o] = b->scale[o] * (float)(full - 2 * (int64_t)p[o - o0]) + b->bias[o];
             continue;
         }
         const long nvalid = (i1 > i0 && j1 > j0) ? (i1 - i0) * (j1 - j0) : 0;
         for (uint32_t o = o0; o < o1; o++) {
             const int32_t *wp = b->wpop + (size_t)o * taps;
-            int32_t padpop = 0;
+            int64_t padpop = 0;
             for (long i = 0; i < (long)g->kh; i++)
                 for (long jj = 0; jj < (long)g->kw; jj++)
                     if (i < i0 || i >= i1 || jj < j0 || jj >= j1)
                         padpop += wp[i * g->kw + jj];
-            const int32_t dot = (int32_t)(nvalid * b->in_c) - 2 * (p[o - o0] - padpop);
+            const int64_t dot = (int64_t)nvalid * b->in_c - 2 * ((int64_t)p[o - o0] - padpop);
             yo[o] = b->scale[o] * (float)dot + b->bias[o];
         }
     }

@@ -49,25 +49,33 @@ static void pack_a(const fconv_job *j, size_t m0, size_t rows, size_t k0, size_t
             continue;
         }
         const size_t m = m0 + r, b = m / ohw, rem = m % ohw;
-        const long oy = (long)(rem / out->w), ox = (long)(rem % out->w);
+        const long y0 = (long)(rem / out->w) * f->g.sh - (long)f->g.pt;
+        const long x0 = (long)(rem % out->w) * f->g.sw - (long)f->g.pl;
+        const float *img = j->x + (size_t)b * in->h * in->w * C;
+        /* Walk the depth run by run (one kernel tap's channels each) with incremental
+         * indices: with few channels (an RGB stem) divisions per run would dominate. */
+        size_t c = k0 % C, tap = k0 / C;
+        long ti = (long)(tap / f->g.kw), tj = (long)(tap % f->g.kw);
         size_t k = k0;
         const size_t kend = k0 + kc;
         while (k < kend) {
-            const size_t tap = k / C, c = k % C;
             const size_t run = (C - c < kend - k) ? C - c : kend - k;
-            const long iy = oy * f->g.sh - (long)f->g.pt + (long)(tap / f->g.kw);
-            const long ix = ox * f->g.sw - (long)f->g.pl + (long)(tap % f->g.kw);
+            const long iy = y0 + ti, ix = x0 + tj;
             float *dd = d + (k - k0) * mr;
             if (iy < 0 || iy >= (long)in->h || ix < 0 || ix >= (long)in->w) {
                 for (size_t t = 0; t < run; t++)
                     dd[t * mr] = 0.0f;
             } else {
-                const size_t pix = ((size_t)b * in->h + (size_t)iy) * in->w + (size_t)ix;
-                const float *s = j->x + pix * C + c;
+                const float *s = img + ((size_t)iy * in->w + (size_t)ix) * C + c;
                 for (size_t t = 0; t < run; t++)
                     dd[t * mr] = s[t];
             }
             k += run;
+            c = 0;
+            if (++tj == (long)f->g.kw) {
+                tj = 0;
+                ti++;
+            }
         }
     }
 }
