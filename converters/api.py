@@ -15,7 +15,7 @@ from typing import Any
 from converters.errors import UnsupportedModelError
 
 LIBRARIES = ("native", "lce", "tflite", "dabnn")
-IMPLEMENTED = ("native",)
+IMPLEMENTED = ("native", "dabnn")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -77,31 +77,45 @@ def convert(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     try:
-        data = write_native(graph, tmp, meta)
+        if library == "dabnn":
+            from converters.dabnn import convert_dabnn
+
+            backend = convert_dabnn(graph, tmp, meta)
+        else:
+            data = write_native(graph, tmp, meta)
+            backend = {
+                "size_bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "padding_mode": "zero",
+                "converter": CONVERTER_NAME,
+                "converter_version": CONVERTER_VERSION,
+            }
         os.replace(tmp, out)  # never leave a half-written artifact under the final name
     finally:
         tmp.unlink(missing_ok=True)
     summary: dict[str, Any] = {
+        **backend,
         "library": library,
         "output": str(out),
-        "size_bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
         "source_sha256": src_sha,
         "arch": analysis["arch"],
         "algorithm": analysis["algorithm"],
-        "padding_mode": "zero",
-        "converter": CONVERTER_NAME,
-        "converter_version": CONVERTER_VERSION,
         "n_layers": len(graph.nodes),
         "n_binary_convs": analysis["n_binary_convs"],
         "n_convs": analysis["n_convs"],
         "binarized_nodes": analysis["binarized_nodes"],
         "theoretical": {k: analysis["theoretical"][k] for k in ("speedup", "compression", "om")},
     }
-    summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
     if verify:
-        from converters.verify import verify_native
+        if library == "dabnn":
+            from converters.dabnn import verify_dabnn
 
-        summary["fidelity"] = verify_native(onnx_path, out, n_inputs=verify_inputs, graph=graph)
+            summary["fidelity"] = verify_dabnn(onnx_path, out, graph, n_inputs=verify_inputs)
+        else:
+            from converters.verify import verify_native
+
+            summary["fidelity"] = verify_native(
+                onnx_path, out, n_inputs=verify_inputs, graph=graph
+            )
     summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return summary

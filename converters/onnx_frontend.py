@@ -18,11 +18,13 @@ The pipeline:
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 import numpy as np
 
@@ -47,27 +49,238 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+# ----------------------------------------------------------------------------- archives
+
+#: what one archive may unpack to, all members together (ResNet-34 with its external data is
+#: about 90 MB); checked against the bytes really written, not only the declared sizes
+MAX_ARCHIVE_BYTES = 4 << 30
+MAX_ARCHIVE_MEMBERS = 1000
+
+
+def archive_kind(path: str | Path) -> str | None:
+    """``"zip"`` or ``"tar"`` (plain, gzip, bzip2 or xz) if the file is an archive, else None.
+
+    Decided by content, not by name: the coordinator stores uploads under their hash."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if (head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00"
+            or head[257:262] == b"ustar"):
+        return "tar"
+    return None
+
+
+def _member_path(name: str, archive: str) -> PurePosixPath:
+    """A member name as a relative path that stays inside the extraction directory."""
+    p = PurePosixPath(name)
+    bad = (
+        not name or "\\" in name or "\x00" in name or p.is_absolute()
+        or ".." in p.parts or ":" in (p.parts[0] if p.parts else "")
+    )
+    if bad or not p.parts:
+        raise MalformedModelError(f"{archive}: unsafe member path {name!r} (absolute, '..', "
+                                  "drive or backslash): refused")
+    return p
+
+
+def _ignored_member(p: PurePosixPath) -> bool:
+    # macOS Finder adds resource-fork copies (__MACOSX/, ._name) to every zip it makes
+    return p.parts[0] == "__MACOSX" or p.name.startswith("._")
+
+
+def _copy_capped(src: IO[bytes], dst: Path, budget: list[int], archive: str) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(dst, "xb") as out:  # "x": two members with one name must not overwrite
+        while chunk := src.read(1 << 20):
+            budget[0] -= len(chunk)
+            if budget[0] < 0:
+                raise MalformedModelError(f"{archive}: unpacks to more than the limit of "
+                                          f"{MAX_ARCHIVE_BYTES if budget[1] < 0 else budget[1]}"
+                                          " bytes: refused")
+            out.write(chunk)
+
+
+def _extract_zip(path: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
+    import zipfile
+
+    files = []
+    budget = [max_bytes, max_bytes]
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ARCHIVE_MEMBERS:
+            raise MalformedModelError(f"{path.name}: {len(infos)} members, more than "
+                                      f"{MAX_ARCHIVE_MEMBERS}: refused")
+        seen: set[PurePosixPath] = set()
+        for info in infos:
+            p = _member_path(info.filename, path.name)
+            mode = (info.external_attr >> 16) & 0o170000
+            if mode == 0o120000:
+                raise MalformedModelError(f"{path.name}: member {info.filename!r} is a symbolic "
+                                          "link: refused")
+            if info.is_dir():
+                continue
+            if p in seen:
+                raise MalformedModelError(f"{path.name}: member {info.filename!r} appears twice")
+            seen.add(p)
+        if sum(i.file_size for i in infos) > max_bytes:
+            raise MalformedModelError(f"{path.name}: declares more than the limit of {max_bytes} "
+                                      "bytes unpacked: refused")
+        for info in infos:
+            if info.is_dir():
+                continue
+            p = _member_path(info.filename, path.name)
+            if _ignored_member(p):
+                continue
+            with zf.open(info) as src:
+                _copy_capped(src, dest.joinpath(*p.parts), budget, path.name)
+            files.append(p)
+    return files
+
+
+def _extract_tar(path: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
+    import tarfile
+
+    files = []
+    budget = [max_bytes, max_bytes]
+    with tarfile.open(path, "r:*") as tf:
+        n = 0
+        seen: set[PurePosixPath] = set()
+        while (m := tf.next()) is not None:  # streaming: one pass, no member list built first
+            n += 1
+            if n > MAX_ARCHIVE_MEMBERS:
+                raise MalformedModelError(f"{path.name}: more than {MAX_ARCHIVE_MEMBERS} "
+                                          "members: refused")
+            p = _member_path(m.name, path.name)
+            if m.isdir():
+                continue
+            if not m.isfile():
+                kind = "a link" if (m.issym() or m.islnk()) else "not a regular file"
+                raise MalformedModelError(f"{path.name}: member {m.name!r} is {kind}: refused")
+            if p in seen:
+                raise MalformedModelError(f"{path.name}: member {m.name!r} appears twice")
+            seen.add(p)
+            if _ignored_member(p):
+                continue
+            src = tf.extractfile(m)
+            if src is None:
+                raise MalformedModelError(f"{path.name}: member {m.name!r} cannot be read")
+            with src:
+                _copy_capped(src, dest.joinpath(*p.parts), budget, path.name)
+            files.append(p)
+    return files
+
+
+def extract_model_archive(path: str | Path, dest: str | Path,
+                          max_bytes: int = MAX_ARCHIVE_BYTES) -> Path:
+    """Unpack a ``.zip``/``.tar[.gz|.bz2|.xz]`` holding exactly one ``.onnx`` (plus its external
+    data files) into the directory ``dest``; returns the ``.onnx`` path.
+
+    Refused with :class:`MalformedModelError`: member paths that are absolute or contain
+    ``..``, links and special files, duplicate names, more than ``MAX_ARCHIVE_MEMBERS``
+    members, more than ``max_bytes`` unpacked (counted while writing, so a lying header does
+    not help), no or several ``.onnx`` files, and anything unreadable."""
+    import tarfile
+    import zipfile
+
+    p, dest = Path(path), Path(dest)
+    kind = archive_kind(p)
+    try:
+        if kind == "zip":
+            files = _extract_zip(p, dest, max_bytes)
+        elif kind == "tar":
+            files = _extract_tar(p, dest, max_bytes)
+        else:
+            raise MalformedModelError(f"{p.name}: not a zip or tar archive")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RuntimeError,
+            NotImplementedError, ValueError) as exc:
+        # RuntimeError: encrypted zip; NotImplementedError: unknown zip compression
+        raise MalformedModelError(f"{p.name}: unreadable {kind} archive "
+                                  f"({type(exc).__name__}: {_one_line(exc)})") from exc
+    models = [f for f in files if f.suffix.lower() == ".onnx"]
+    if len(models) != 1:
+        listed = ", ".join(str(f) for f in models[:5])
+        raise MalformedModelError(
+            f"{p.name}: an archive must hold exactly one .onnx file (and its external data), "
+            f"this one holds {len(models)}" + (f": {listed}" if listed else "")
+        )
+    return dest.joinpath(*models[0].parts)
+
+
+@contextmanager
+def model_file(path: str | Path, max_bytes: int = MAX_ARCHIVE_BYTES) -> Iterator[Path]:
+    """The ONNX file to read for ``path``: the path itself, or, for an archive, its ``.onnx``
+    unpacked (with its external data) into a temporary directory removed on exit."""
+    p = Path(path)
+    if not p.is_file() or archive_kind(p) is None:
+        yield p
+        return
+    with tempfile.TemporaryDirectory(prefix="bnnbench-model-") as tmp:
+        yield extract_model_archive(p, tmp, max_bytes)
+
+
 # ----------------------------------------------------------------------------- loading
 
 
-def load_onnx(path: str | Path) -> Any:
-    """Parse and check an ONNX file; returns the ``onnx.ModelProto``."""
+def _load_external_data(model: Any, base: Path, label: str) -> None:
+    """Load external tensor data from ``base``, refusing missing files and locations that
+    leave the model's directory."""
+    from onnx.external_data_helper import (
+        ExternalDataInfo,
+        _get_all_tensors,
+        load_external_data_for_model,
+        uses_external_data,
+    )
+
+    root = base.resolve()
+    for t in _get_all_tensors(model):
+        if not uses_external_data(t):
+            continue
+        loc = ExternalDataInfo(t).location
+        target = (root / loc).resolve()
+        if not loc or Path(loc).is_absolute() or not target.is_relative_to(root):
+            raise MalformedModelError(f"{label}: tensor {t.name!r}: external data location "
+                                      f"{loc!r} is outside the model's directory: refused")
+        if not target.is_file():
+            raise MalformedModelError(f"{label}: tensor {t.name!r}: external data file {loc!r} "
+                                      "not found next to the model (upload the .onnx and its "
+                                      "data file together, e.g. in a .zip)")
+    load_external_data_for_model(model, str(root))
+
+
+def _load_plain(p: Path, label: str) -> Any:
     import onnx
 
-    p = Path(path)
-    if not p.is_file():
-        raise MalformedModelError(f"{p}: no such file")
     try:
-        model = onnx.load(str(p))  # also loads external data stored next to the file
-    except Exception as exc:  # protobuf DecodeError, missing external data file, ...
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, ...
         raise MalformedModelError(
-            f"{p.name}: not a parsable ONNX model ({type(exc).__name__}: {_one_line(exc)})"
+            f"{label}: not a parsable ONNX model ({type(exc).__name__}: {_one_line(exc)})"
         ) from exc
+    try:
+        _load_external_data(model, p.parent, label)
+    except ConversionError:
+        raise
+    except Exception as exc:  # truncated data file, bad offsets
+        raise MalformedModelError(f"{label}: cannot read its external data "
+                                  f"({type(exc).__name__}: {_one_line(exc)})") from exc
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # ValidationError, or oversize protos
-        raise MalformedModelError(f"{p.name}: invalid ONNX model: {_one_line(exc)}") from exc
+        raise MalformedModelError(f"{label}: invalid ONNX model: {_one_line(exc)}") from exc
     return model
+
+
+def load_onnx(path: str | Path) -> Any:
+    """Parse and check an ONNX file, or a ``.zip``/``.tar[.gz]`` holding one ``.onnx`` and its
+    external data; returns the ``onnx.ModelProto`` with all tensor data loaded."""
+    p = Path(path)
+    if not p.is_file():
+        raise MalformedModelError(f"{p}: no such file")
+    if archive_kind(p) is None:
+        return _load_plain(p, p.name)
+    with model_file(p) as member:
+        return _load_plain(member, f"{p.name}:{member.name}")
 
 
 def _opset(model: Any) -> int:
