@@ -49,9 +49,29 @@ def convert(
 ) -> dict[str, Any]:
     """Convert an ONNX model for ``library`` and write it to ``out_path``.
 
+    ``onnx_path`` may also be a ``.zip``/``.tar[.gz]`` holding one ``.onnx`` and its external
+    data (see :func:`converters.onnx_frontend.model_file`); ``source_sha256``/``source_file``
+    then describe the archive as uploaded.
+
     With ``verify`` (the default) the written model is run against onnxruntime (see
     :func:`converters.verify.verify_native`) and the report is part of the summary; a failed
     verification does not raise, the summary's ``fidelity.passed`` says so."""
+    from converters.onnx_frontend import model_file
+
+    with model_file(onnx_path) as model_path:
+        return _convert_file(model_path, library, out_path, verify=verify,
+                             verify_inputs=verify_inputs, source=Path(onnx_path))
+
+
+def _convert_file(
+    onnx_path: Path,
+    library: str,
+    out_path: str | Path,
+    *,
+    verify: bool,
+    verify_inputs: int,
+    source: Path,
+) -> dict[str, Any]:
     if library not in LIBRARIES:
         raise UnsupportedModelError(
             f"unknown library {library!r}; choose from {', '.join(LIBRARIES)}"
@@ -64,12 +84,12 @@ def convert(
     from converters.to_native import CONVERTER_NAME, CONVERTER_VERSION, write_native
 
     t0 = time.perf_counter()
-    src_sha = sha256_file(onnx_path)
+    src_sha = sha256_file(source)
     graph = load_ir(onnx_path)
     analysis = analyze_graph(graph)
     meta = {
         "source_sha256": src_sha,
-        "source_file": Path(onnx_path).name,
+        "source_file": source.name,
         "arch": analysis["arch"],
         "algorithm": analysis["algorithm"],
     }

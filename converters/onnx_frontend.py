@@ -21,7 +21,7 @@ from __future__ import annotations
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -33,11 +33,14 @@ from converters.errors import ConversionError, MalformedModelError, UnsupportedM
 
 #: relative tolerance for "every |W[o]| equals α[o]" when recognising binary weights
 BINARY_WEIGHT_RTOL = 1e-5
+#: exact zeros tolerated among binary weights (mapped to +1): random init gives about one per
+#: 2^24 weights (one in a ResNet-34); many zeros mean ternary weights, which are refused
+MAX_ZERO_WEIGHT_FRACTION = 1e-3
 
 SUPPORTED_OPS = (
-    "Conv", "Sign", "BatchNormalization", "Clip", "Relu", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "Add", "Sub", "Mul", "Div", "Flatten", "Reshape", "Squeeze",
-    "Gemm", "MatMul", "Identity", "Dropout",
+    "Conv", "Sign", "BatchNormalization", "Clip", "Relu", "Max", "Min", "MaxPool",
+    "AveragePool", "GlobalAveragePool", "ReduceMean", "Add", "Sub", "Mul", "Div", "Flatten",
+    "Reshape", "Squeeze", "Gemm", "MatMul", "Identity", "Dropout",
 )  # fmt: skip
 
 # nondeterministic ops must not be folded even with constant inputs
@@ -89,23 +92,29 @@ def _ignored_member(p: PurePosixPath) -> bool:
     return p.parts[0] == "__MACOSX" or p.name.startswith("._")
 
 
-def _copy_capped(src: IO[bytes], dst: Path, budget: list[int], archive: str) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(dst, "xb") as out:  # "x": two members with one name must not overwrite
-        while chunk := src.read(1 << 20):
-            budget[0] -= len(chunk)
-            if budget[0] < 0:
-                raise MalformedModelError(f"{archive}: unpacks to more than the limit of "
-                                          f"{MAX_ARCHIVE_BYTES if budget[1] < 0 else budget[1]}"
-                                          " bytes: refused")
-            out.write(chunk)
+class _Budget:
+    """Bytes an archive may still unpack to."""
+
+    def __init__(self, limit: int, archive: str) -> None:
+        self.limit = self.left = limit
+        self.archive = archive
+
+    def copy(self, src: IO[bytes], dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(dst, "xb") as out:  # "x": two members with one name must not overwrite
+            while chunk := src.read(1 << 20):
+                self.left -= len(chunk)
+                if self.left < 0:
+                    raise MalformedModelError(f"{self.archive}: unpacks to more than the limit "
+                                              f"of {self.limit} bytes: refused")
+                out.write(chunk)
 
 
 def _extract_zip(path: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
     import zipfile
 
     files = []
-    budget = [max_bytes, max_bytes]
+    budget = _Budget(max_bytes, path.name)
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_ARCHIVE_MEMBERS:
@@ -133,7 +142,7 @@ def _extract_zip(path: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
             if _ignored_member(p):
                 continue
             with zf.open(info) as src:
-                _copy_capped(src, dest.joinpath(*p.parts), budget, path.name)
+                budget.copy(src, dest.joinpath(*p.parts))
             files.append(p)
     return files
 
@@ -142,7 +151,7 @@ def _extract_tar(path: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
     import tarfile
 
     files = []
-    budget = [max_bytes, max_bytes]
+    budget = _Budget(max_bytes, path.name)
     with tarfile.open(path, "r:*") as tf:
         n = 0
         seen: set[PurePosixPath] = set()
@@ -166,7 +175,7 @@ def _extract_tar(path: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
             if src is None:
                 raise MalformedModelError(f"{path.name}: member {m.name!r} cannot be read")
             with src:
-                _copy_capped(src, dest.joinpath(*p.parts), budget, path.name)
+                budget.copy(src, dest.joinpath(*p.parts))
             files.append(p)
     return files
 
@@ -207,16 +216,41 @@ def extract_model_archive(path: str | Path, dest: str | Path,
     return dest.joinpath(*models[0].parts)
 
 
+def _has_local_functions(p: Path) -> bool:
+    import onnx
+
+    try:
+        return len(onnx.load(str(p), load_external_data=False).functions) > 0
+    except Exception:  # unparsable: load_onnx reports it properly
+        return False
+
+
 @contextmanager
 def model_file(path: str | Path, max_bytes: int = MAX_ARCHIVE_BYTES) -> Iterator[Path]:
-    """The ONNX file to read for ``path``: the path itself, or, for an archive, its ``.onnx``
-    unpacked (with its external data) into a temporary directory removed on exit."""
+    """A plain ONNX file for ``path``, for everything that reads the model by name (the
+    converters, onnxruntime in verification): ``path`` itself; for an archive, its ``.onnx``
+    unpacked with its external data; for a model with local functions, a copy with them
+    inlined, so every value the converter names exists in the file onnxruntime runs (layer-wise
+    verification asks for them). Temporary files are removed on exit."""
     p = Path(path)
-    if not p.is_file() or archive_kind(p) is None:
+    if not p.is_file():
         yield p
         return
-    with tempfile.TemporaryDirectory(prefix="bnnbench-model-") as tmp:
-        yield extract_model_archive(p, tmp, max_bytes)
+    with ExitStack() as stack:
+        def tmpdir() -> Path:
+            return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bnnbench-model-")))
+
+        if archive_kind(p) is not None:
+            p = extract_model_archive(p, tmpdir(), max_bytes)
+        if _has_local_functions(p):
+            import onnx
+
+            model, _ = _inline_functions(load_onnx(p))
+            out = tmpdir() / f"{p.stem}.inlined.onnx"
+            # external data: an inlined model may pass protobuf's 2 GiB limit
+            onnx.save(model, str(out), save_as_external_data=True, location=f"{out.name}.data")
+            p = out
+        yield p
 
 
 # ----------------------------------------------------------------------------- loading
@@ -342,6 +376,106 @@ def _infer_shapes(model: Any) -> tuple[Any, dict[str, tuple[int, ...] | None]]:
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
         shapes[vi.name] = None if any(d is None for d in dims) else tuple(int(d) for d in dims)
     return inferred, shapes
+
+
+# ----------------------------------------------------------------------------- simplifying
+
+
+def _inline_functions(model: Any) -> tuple[Any, list[str]]:
+    """Inline model-local ONNX functions (``export_modules_as_functions``, onnxscript
+    exports) so the matcher sees plain ops."""
+    if not len(model.functions):
+        return model, []
+    import onnx.inliner
+
+    names = sorted({f"{f.domain}.{f.name}" if f.domain else f.name for f in model.functions})
+    try:
+        inlined = onnx.inliner.inline_local_functions(model)
+    except Exception as exc:
+        raise MalformedModelError(f"cannot inline the model's local functions: "
+                                  f"{_one_line(exc)}") from exc
+    shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+    return inlined, [f"{len(names)} local function(s) inlined ({shown})"]
+
+
+def _ste_source(node: Any, producer: dict[str, Any]) -> str | None:
+    """For ``Add(Sub(s, y), y)`` (either operand order of the Add): ``s``."""
+    p, q = node.input
+    for d, y in ((p, q), (q, p)):
+        sub = producer.get(d)
+        if (sub is not None and sub.op_type == "Sub" and sub.domain in ("", "ai.onnx")
+                and len(sub.input) == 2 and sub.input[1] == y and y):
+            return sub.input[0]
+    return None
+
+
+def simplify_graph(graph: Any, shapes: dict[str, tuple[int, ...] | None]) -> list[str]:
+    """Rewrite, in place, what training code leaves in an inference graph; returns notes.
+
+    * ``Identity`` nodes vanish (their uses read the input), so ``Sign → Identity → Conv``
+      still matches as a binary conv.
+    * **Straight-through estimators** ``(s − y) + y`` — what ``(x.sign() − x).detach() + x``,
+      ReActNet's ``out_forward.detach() − out3.detach() + out3`` and its weight STE
+      ``bw.detach() − clip(W).detach() + clip(W)`` export as: the value is ``s`` (up to one
+      float rounding of the add; the gradient path is dead at inference), so uses of the Add
+      read ``s``. Only where ``s`` already has the Add's shape (no broadcasting is lost).
+    * Nodes no graph output depends on are dropped (the STE's gradient-only branch: Less,
+      Cast, polynomial, ...).
+
+    Graph outputs are never renamed. Graphs with control flow (If/Loop/Scan subgraphs, which
+    may read outer values by name) are left alone: those ops are refused later anyway."""
+    from onnx import AttributeProto
+
+    if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS)
+           for n in graph.node for a in n.attribute):
+        return []
+    outputs = {o.name for o in graph.output}
+    init_shapes = {t.name: tuple(int(d) for d in t.dims) for t in graph.initializer}
+
+    def shape_of(v: str) -> tuple[int, ...] | None:
+        return shapes.get(v) if v in shapes else init_shapes.get(v)
+
+    rename: dict[str, str] = {}
+    producer: dict[str, Any] = {}
+    kept, ste, identities = [], [], 0
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+        out = node.output[0] if len(node.output) == 1 else ""
+        if node.domain in ("", "ai.onnx") and out and out not in outputs:
+            if node.op_type == "Identity" and len(node.input) == 1 and node.input[0]:
+                rename[out] = node.input[0]
+                identities += 1
+                continue
+            if node.op_type == "Add" and len(node.input) == 2:
+                s = _ste_source(node, producer)
+                if s is not None and shape_of(s) is not None and shape_of(s) == shape_of(out):
+                    rename[out] = s
+                    ste.append(node.name)
+                    continue
+        for o in node.output:
+            producer[o] = node
+        kept.append(node)
+    needed = set(outputs)
+    live = []
+    for node in reversed(kept):
+        if any(o and o in needed for o in node.output):
+            live.append(node)
+            needed.update(i for i in node.input if i)
+    live.reverse()
+    dead = len(kept) - len(live)
+    del graph.node[:]
+    graph.node.extend(live)
+    notes = []
+    if ste:
+        notes.append(f"{len(ste)} straight-through estimator(s) (s − y) + y read as s "
+                     f"(first: {ste[0]!r})")
+    if identities:
+        notes.append(f"{identities} Identity node(s) removed")
+    if dead:
+        notes.append(f"{dead} node(s) that no output depends on dropped")
+    return notes
 
 
 # ----------------------------------------------------------------------------- folding
@@ -562,11 +696,19 @@ class _Sign:
 
 
 def binary_weights(w: np.ndarray, rtol: float = BINARY_WEIGHT_RTOL):
-    """If every ``|w[o]|`` equals one α[o] > 0, return ``(α, sign)``; else ``None``."""
+    """If every nonzero ``|w[o]|`` equals one α[o] > 0, return ``(α, sign)``; else ``None``.
+
+    Exact zeros — ``Sign(0) = 0``, e.g. a weight that is exactly 0.0 before ``sign(W)`` — get
+    sign +1 (the engine's sign(0) = +1, FORMAT.md) as long as they are at most
+    ``MAX_ZERO_WEIGHT_FRACTION`` of the weights; more than that is a ternary network, refused."""
     w = np.asarray(w, dtype=np.float64)
     absw = np.abs(w).reshape(w.shape[0], -1)
-    alpha = absw.mean(axis=1)
-    if np.any(alpha <= 0) or not np.all(np.abs(absw - alpha[:, None]) <= rtol * alpha[:, None]):
+    nz = absw > 0
+    n_nz = nz.sum(axis=1)
+    if np.any(n_nz == 0) or (absw.size - nz.sum()) > MAX_ZERO_WEIGHT_FRACTION * absw.size:
+        return None
+    alpha = np.where(nz, absw, 0.0).sum(axis=1) / n_nz
+    if not np.all(~nz | (np.abs(absw - alpha[:, None]) <= rtol * alpha[:, None])):
         return None
     return alpha.astype(np.float32), np.where(w < 0, -1, 1).astype(np.int8)
 
@@ -765,17 +907,24 @@ class _Builder:
         bw = binary_weights(w)
         if sign is not None:
             if bw is None:
+                n_zero = int(np.count_nonzero(w == 0))
+                why = (f"{n_zero} of {w.size} weights are exactly 0 (ternary, not binary)"
+                       if n_zero > MAX_ZERO_WEIGHT_FRACTION * w.size else
+                       "weights are not ±α per output channel")
                 raise self.fail(node, f"conv {node.name!r} has binarized input but float "
-                                      "weights: not representable (weights are not ±α per "
-                                      "output channel)")
+                                      f"weights: not representable ({why})")
             alpha, ws = bw
+            n_zero = int(np.count_nonzero(w == 0))
             src_desc = "sign(x − t) (per-channel threshold)" if sign.t is not None else "sign(x)"
             scale_desc = ("weights ±1" if np.all(alpha == 1) else
                           "weights ±α per output channel (α folded into scale)")
             bias = np.zeros(w.shape[0], np.float32) if b is None else b.astype(np.float32)
             self.emit(node, ir.BinConv(
                 node.name, [src], node.output[0], out_shape, sign.nodes + [node.name],
-                f"binarized: input {src_desc}, {scale_desc}",
+                f"binarized: input {src_desc}, {scale_desc}" + (
+                    f"; {n_zero} weight(s) exactly 0 (ONNX Sign(0) = 0) stored as +α (the "
+                    "engine's sign(0) = +1): this layer differs from the ONNX model where they "
+                    "are used" if n_zero else ""),
                 weight_sign=ws, scale=alpha, bias=bias, threshold=sign.t,
                 strides=strides, pads=pads,
             ))
@@ -874,6 +1023,25 @@ class _Builder:
             raise self.fail(node, f"parameters of shape {list(k.shape)} for {c} channels")
         self.affine(node, x, k, beta - mean * k, "BatchNorm")
 
+    def _clip(self, node: Any, x: str, lo: float, hi: float, note: str) -> None:
+        prod = self.producer.get(x)
+        if (isinstance(prod, ir.Clip) and self.sole_consumer(x, node)
+                and max(prod.min, lo) <= min(prod.max, hi)):
+            # Min(Max(x, lo), hi), as exporters may write Hardtanh: one clip
+            prod.min, prod.max = max(prod.min, lo), min(prod.max, hi)
+            prod.sources.append(node.name)
+            prod.add_note(f"{node.op_type} {node.name!r} merged: clip [{prod.min:g}, "
+                          f"{prod.max:g}]")
+            out = node.output[0]
+            prod.onnx_output = out
+            self.alias[out] = x
+            self.consumers[x] = self.consumers.get(out, [])
+            if out in self.graph_outputs:
+                self.graph_outputs.add(x)
+            return
+        self.emit(node, ir.Clip(node.name, [x], node.output[0], self.shapes[x], [node.name],
+                                note, min=lo, max=hi))
+
     def op_Clip(self, node: Any, a: dict) -> None:
         x = self.act(node, node.input[0])
         if self.opset < 11:
@@ -886,13 +1054,37 @@ class _Builder:
             for v in (cmin, cmax):
                 if v is not None and np.asarray(v).size != 1:
                     raise self.fail(node, "min/max must be scalars")
-        self.emit(node, ir.Clip(node.name, [x], node.output[0], self.shapes[x], [node.name],
-                                f"clip [{lo:g}, {hi:g}]", min=lo, max=hi))
+        self._clip(node, x, lo, hi, f"clip [{lo:g}, {hi:g}]")
+
+    def _min_max(self, node: Any, is_max: bool) -> None:
+        if len(node.input) != 2:
+            raise self.fail(node, f"{node.op_type} of {len(node.input)} inputs is not supported "
+                                  "(only an activation and a scalar constant, i.e. a clip)")
+        n0, n1 = (self.resolve(i) for i in node.input)
+        cname = n0 if n0 in self.consts else n1 if n1 in self.consts else None
+        if cname is None:
+            raise self.fail(node, f"{node.op_type} of two activations is not supported (only "
+                                  "against a scalar constant, i.e. a clip)")
+        c = np.asarray(self.consts[cname])
+        if c.size != 1:
+            raise self.fail(node, f"{node.op_type} with a constant of shape {list(c.shape)} is not "
+                                  "supported (only a scalar, i.e. a clip)")
+        x = self.act(node, n1 if cname == n0 else n0)
+        if self.shapes[x] != self.onnx_shapes.get(node.output[0], self.shapes[x]):
+            raise self.fail(node, "the constant broadcasts the activation to another shape")
+        v = float(c.reshape(-1)[0])
+        lo, hi = (v, np.inf) if is_max else (-np.inf, v)
+        self._clip(node, x, lo, hi, f"{node.op_type} with {v:g} as clip [{lo:g}, {hi:g}]")
+
+    def op_Max(self, node: Any, a: dict) -> None:
+        self._min_max(node, True)
+
+    def op_Min(self, node: Any, a: dict) -> None:
+        self._min_max(node, False)
 
     def op_Relu(self, node: Any, a: dict) -> None:
         x = self.act(node, node.input[0])
-        self.emit(node, ir.Clip(node.name, [x], node.output[0], self.shapes[x], [node.name],
-                                "ReLU as clip [0, inf]", min=0.0, max=float("inf")))
+        self._clip(node, x, 0.0, np.inf, "ReLU as clip [0, inf]")
 
     def _pool(self, node: Any, a: dict, is_max: bool) -> None:
         if len(node.output) > 1 and node.output[1] and self.consumers.get(node.output[1]):
@@ -944,6 +1136,29 @@ class _Builder:
             raise self.fail(node, f"expects an NCHW input, got {list(shape)}")
         self.emit(node, ir.GlobalAvgPool(node.name, [x], node.output[0],
                                          (shape[0], shape[1], 1, 1), [node.name], "global pool"))
+
+    def op_ReduceMean(self, node: Any, a: dict) -> None:
+        x = self.act(node, node.input[0])
+        shape = self.shapes[x]
+        if "axes" in a:
+            axes = [int(v) for v in a["axes"]]
+        else:
+            c = self.opt_const(node, 1, "axes")
+            axes = [] if c is None else [int(v) for v in np.asarray(c).reshape(-1)]
+        keep = int(a.get("keepdims", 1))
+        if not axes and not int(a.get("noop_with_empty_axes", 0)):
+            axes = list(range(len(shape)))
+        if len(shape) != 4 or sorted(ax % 4 for ax in axes) != [2, 3]:
+            raise self.fail(node, f"ReduceMean over axes {axes} of {list(shape)} is not "
+                                  "supported (only over H and W of NCHW: a global average pool)")
+        if not keep:
+            raise self.fail(node, "ReduceMean over H and W with keepdims=0 is not supported "
+                                  "(the native global pool keeps N×C×1×1: write "
+                                  "mean(dim=(2, 3), keepdim=True) or AdaptiveAvgPool2d(1), then "
+                                  "flatten)")
+        self.emit(node, ir.GlobalAvgPool(node.name, [x], node.output[0],
+                                         (shape[0], shape[1], 1, 1), [node.name],
+                                         "global pool (ReduceMean over H, W)"))
 
     def _to_shape(self, node: Any, x: str, target: tuple[int, ...]) -> None:
         shape = self.shapes[x]
@@ -1074,8 +1289,10 @@ def to_ir(model: Any) -> ir.Graph:
     from onnx import TensorProto
 
     opset = _opset(model)
-    notes = _fix_batch_dim(model)
+    model, notes = _inline_functions(model)
+    notes += _fix_batch_dim(model)
     inferred, shapes = _infer_shapes(model)
+    notes += simplify_graph(inferred.graph, shapes)
     nodes, consts, folded = fold_constants(inferred.graph, shapes, opset)
     # an op we cannot convert at all is the most useful thing to report, so look first
     for node in nodes:

@@ -22,7 +22,6 @@ the dynamo exporter needs onnxscript, which needs a newer onnx.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -227,12 +226,24 @@ def build(arch: str, algorithm: str, seed: int = 0) -> nn.Module:
         model: nn.Module = VGGSmall(algorithm, ste)
     else:
         model = ResNet([2, 2, 2, 2] if arch == "resnet18" else [3, 4, 6, 3], algorithm, ste)
-    _calibrate_bn(model, arch, seed)
+    _no_exact_zero_weights(model)
+    _calibrate_bn(model, INPUT_SHAPES[arch], seed)
     return model.eval()
 
 
 @torch.no_grad()
-def _calibrate_bn(model: nn.Module, arch: str, seed: int) -> None:
+def _no_exact_zero_weights(model: nn.Module) -> None:
+    """Random init draws an exact 0.0 about once per 2^24 weights (once in ResNet-34), and
+    sign(0) = 0 makes that binary weight ternary; trained weights practically never are exactly
+    0, so such draws are nudged off zero. (How the converter treats an exact zero is exported
+    separately: ``extra_zero_weight``.)"""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.weight[m.weight == 0] = 1e-8
+
+
+@torch.no_grad()
+def _calibrate_bn(model: nn.Module, input_shape: tuple[int, ...], seed: int) -> None:
     """Set BatchNorm statistics from a few random inputs (train-mode forward passes), then give
     gamma/beta random values, so hidden activations are spread over Hardtanh's range instead
     of dying or all saturating — a random network still makes every sign decision count."""
@@ -242,7 +253,7 @@ def _calibrate_bn(model: nn.Module, arch: str, seed: int) -> None:
             m.momentum = None  # cumulative average over the calibration batches
             m.reset_running_stats()
     model.train()
-    x = torch.randn((4, *INPUT_SHAPES[arch][1:]), generator=g)
+    x = torch.randn((4, *input_shape[1:]), generator=g)
     model(x)
     model.eval()
     for m in model.modules():
@@ -252,29 +263,145 @@ def _calibrate_bn(model: nn.Module, arch: str, seed: int) -> None:
             m.momentum = 0.1
 
 
+# ----------------------------------------------------------------------------- special cases
+
+
+class TinyBlock(nn.Module):
+    """bconv → BN → Hardtanh, the unit the special cases are made of."""
+
+    def __init__(self, c: int, act_ste: str = "torch_sign") -> None:
+        super().__init__()
+        self.conv = BinaryConv2d(c, c, 3, 1, 1, "bnn", act_ste)
+        self.bn = nn.BatchNorm2d(c)
+        self.act = nn.Hardtanh()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class Tiny(nn.Module):
+    """FP stem, two binary blocks, a head; ``variant`` picks how the rest is written."""
+
+    def __init__(self, variant: str) -> None:
+        super().__init__()
+        self.variant = variant
+        self.stem = nn.Conv2d(3, 16, 3, 1, 1)
+        self.bn = nn.BatchNorm2d(16)
+        self.block1 = TinyBlock(16)
+        self.block2 = TinyBlock(16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.hardtanh(self.bn(self.stem(x)))
+        if self.variant == "sign_pool":
+            # sign, then pool, then the conv: the engine binarizes only inside a binary conv
+            x = nn.functional.max_pool2d(torch.sign(x), 2)
+            x = nn.functional.conv2d(x, self.block1.conv.weight.sign(), None, 1, 1)
+        else:
+            x = self.block1(x)
+        x = self.block2(x)
+        if self.variant == "minmax":
+            # Hardtanh as research code sometimes writes it: Min/Max against scalars
+            x = torch.maximum(torch.minimum(x * 2.0, torch.tensor(1.0)), torch.tensor(-1.0))
+        if self.variant == "mean_nokeep":
+            x = x.mean((2, 3))
+        else:
+            x = x.mean((2, 3), keepdim=True).flatten(1)
+        if self.variant == "minmax":
+            return x @ self.fc.weight.t() + self.fc.bias  # MatMul + Add instead of Gemm
+        return self.fc(x)
+
+
+#: name → (variant, exporters with opsets, expectation, what the expectation checks)
+EXTRAS = {
+    # the TorchScript exporter writes each TinyBlock as a model-local ONNX function
+    "extra_functions": ("functions", [("torchscript", 17)], "convert", ""),
+    "extra_minmax": ("minmax", [("torchscript", 17), ("dynamo", 18)], "convert", ""),
+    # one binary weight exactly 0.0: Sign(0) = 0 makes it ternary
+    "extra_zero_weight": ("zero_weight", [("torchscript", 13), ("dynamo", 18)], "zero_weight",
+                          "exactly 0"),
+    "extra_mean_nokeep": ("mean_nokeep", [("torchscript", 13), ("dynamo", 18)], "refuse",
+                          "keepdims=0"),
+    "extra_sign_pool": ("sign_pool", [("torchscript", 13), ("dynamo", 18)], "refuse",
+                        "Sign on an activation that does not feed a conv"),
+}
+EXTRA_INPUT = (1, 3, 16, 16)
+EXTRA_BINARY_CONVS = {"functions": 2, "minmax": 2, "zero_weight": 2}
+
+
+def build_extra(variant: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = Tiny(variant)
+    _no_exact_zero_weights(model)
+    if variant == "zero_weight":
+        with torch.no_grad():
+            model.block2.conv.weight[3, 5, 1, 1] = 0.0
+    _calibrate_bn(model, EXTRA_INPUT, seed)
+    return model.eval()
+
+
 # ----------------------------------------------------------------------------- export
 
 
-def export_one(model: nn.Module, arch: str, exporter: str, path: Path) -> dict:
-    x = torch.randn(INPUT_SHAPES[arch], generator=torch.Generator().manual_seed(7))
+def export_one(model: nn.Module, input_shape: tuple[int, ...], exporter: str, opset: int,
+               path: Path, functions: tuple[type, ...] = ()) -> dict:
+    for old in path.parent.glob(path.name + "*"):
+        old.unlink()
+    x = torch.randn(input_shape, generator=torch.Generator().manual_seed(7))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's deprecation chatter about the exporters
         if exporter == "torchscript":
-            opset = TORCHSCRIPT_OPSET
             torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset,
                               input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                              export_modules_as_functions=set(functions) or False)
         else:
-            opset = DYNAMO_OPSET
             torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=opset,
                               external_data=True, input_names=["input"],
                               output_names=["output"])
     files = sorted(p.name for p in path.parent.glob(path.name + "*"))
-    with torch.no_grad():
-        ref = model(x)
-    return {"opset": opset, "export_s": round(time.perf_counter() - t0, 2), "files": files,
-            "sample_output_sha256": hashlib.sha256(ref.numpy().tobytes()).hexdigest()}
+    return {"exporter": exporter, "opset": opset, "file": path.name, "files": files,
+            "export_s": round(time.perf_counter() - t0, 2)}
+
+
+def _export_task(task: tuple, outdir: str, seed: int) -> list[dict]:
+    """One model built once, exported with each exporter (run in a worker process)."""
+    torch.set_num_threads(1)  # the workers share the cores
+    out = Path(outdir)
+    entries = []
+    if task[0] == "main":
+        _, arch, algo, exporters = task
+        model = build(arch, algo, seed)
+        for exporter in exporters:
+            opset = TORCHSCRIPT_OPSET if exporter == "torchscript" else DYNAMO_OPSET
+            name = f"{arch}_{algo}_{exporter}"
+            info = export_one(model, INPUT_SHAPES[arch], exporter, opset, out / f"{name}.onnx")
+            entries.append({
+                "name": name, "kind": "main", "arch": arch, "arch_name": ARCH_NAMES[arch],
+                "algorithm": algo, "activation_ste": ACT_STE.get((arch, algo)),
+                "input_shape": list(INPUT_SHAPES[arch]), "num_classes": NUM_CLASSES[arch],
+                "expect": "convert",
+                "expected_binary_convs": 0 if algo == "fp32" else BINARY_CONVS[arch], **info,
+            })
+    else:
+        _, name = task
+        variant, exports, expect, detail = EXTRAS[name]
+        model = build_extra(variant, seed)
+        functions = (TinyBlock,) if variant == "functions" else ()
+        for exporter, opset in exports:
+            full = f"{name}_{exporter}"
+            info = export_one(model, EXTRA_INPUT, exporter, opset, out / f"{full}.onnx",
+                              functions)
+            entries.append({
+                "name": full, "kind": "extra", "variant": variant,
+                "input_shape": list(EXTRA_INPUT), "num_classes": 10, "expect": expect,
+                "expect_detail": detail,
+                "expected_binary_convs": EXTRA_BINARY_CONVS.get(variant), **info,
+            })
+    for e in entries:
+        print(f"{e['name']}: {e['files']} ({e['export_s']} s)", flush=True)
+    return entries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,35 +410,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", action="append", choices=ARCHS)
     p.add_argument("--algorithm", action="append", choices=ALGORITHMS)
     p.add_argument("--exporter", action="append", choices=EXPORTERS)
+    p.add_argument("--no-extras", action="store_true",
+                   help="skip the small special-case models (extra_*)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.outdir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    entries = []
-    for arch in args.arch or ARCHS:
-        for algo in args.algorithm or ALGORITHMS:
-            model = build(arch, algo, args.seed)
-            for exporter in args.exporter or EXPORTERS:
-                name = f"{arch}_{algo}_{exporter}"
-                path = args.outdir / f"{name}.onnx"
-                for old in args.outdir.glob(path.name + "*"):
-                    old.unlink()
-                info = export_one(model, arch, exporter, path)
-                entries.append({
-                    "name": name, "file": path.name, "arch": arch, "arch_name": ARCH_NAMES[arch],
-                    "algorithm": algo, "exporter": exporter,
-                    "activation_ste": ACT_STE.get((arch, algo)),
-                    "input_shape": list(INPUT_SHAPES[arch]), "num_classes": NUM_CLASSES[arch],
-                    "expected_binary_convs": 0 if algo == "fp32" else BINARY_CONVS[arch],
-                    **info,
-                })
-                print(f"{name}: {info['files']} ({info['export_s']} s)", flush=True)
+    exporters = tuple(args.exporter or EXPORTERS)
+    tasks: list[tuple] = [("main", arch, algo, exporters)
+                          for arch in args.arch or ARCHS for algo in args.algorithm or ALGORITHMS]
+    # biggest first, so the pool's tail is short
+    tasks.sort(key=lambda t: {"resnet34": 0, "resnet18": 1, "vggsmall": 2}[t[1]])
+    if not args.no_extras:
+        tasks += [("extra", name) for name in EXTRAS]
+    if args.jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: torch's thread pools do not survive fork
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_export_task, tasks, [str(args.outdir)] * len(tasks),
+                                    [args.seed] * len(tasks)))
+    else:
+        results = [_export_task(t, str(args.outdir), args.seed) for t in tasks]
     manifest = {
         "torch": torch.__version__,
         "onnx": __import__("onnx").__version__,
         "onnxscript": __import__("onnxscript").__version__,
         "seed": args.seed,
-        "models": entries,
+        "models": [e for r in results for e in r],
     }
     (args.outdir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return 0
