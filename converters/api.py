@@ -15,7 +15,7 @@ from typing import Any
 from converters.errors import UnsupportedModelError
 
 LIBRARIES = ("native", "lce", "tflite", "dabnn")
-IMPLEMENTED = ("native", "dabnn")
+IMPLEMENTED = ("native", "lce", "tflite", "dabnn")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -101,6 +101,11 @@ def _convert_file(
             from converters.dabnn import convert_dabnn
 
             backend = convert_dabnn(graph, tmp, meta)
+        elif library in ("lce", "tflite"):
+            from converters.to_lce import convert_lce, convert_tflite
+
+            backend = (convert_lce if library == "lce" else convert_tflite)(graph, tmp, meta)
+            backend.pop("output", None)
         else:
             data = write_native(graph, tmp, meta)
             backend = {
@@ -131,6 +136,13 @@ def _convert_file(
             from converters.dabnn import verify_dabnn
 
             summary["fidelity"] = verify_dabnn(onnx_path, out, graph, n_inputs=verify_inputs)
+        elif library in ("lce", "tflite"):
+            from converters.lce_verify import verify_lce
+
+            summary["fidelity"] = verify_lce(
+                onnx_path, out, n_inputs=verify_inputs, padding=backend["padding_mode"],
+                graph=graph,
+            )
         else:
             from converters.verify import verify_native
 

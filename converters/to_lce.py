@@ -182,7 +182,9 @@ class _Builder:
         self.graph = graph
         self.padding = padding
         self.binary_activation = binary_activation
-        self.plans = {p.node: p for p in plan_graph_padding(graph, padding)}
+        # by node identity: ONNX node names need not be unique (or present)
+        self.plans = {id(n): p for n, p in zip(graph.binary_convs(),
+                                               plan_graph_padding(graph, padding), strict=True)}
         self.values: dict[str, Any] = {}
         self.hwc_flat: dict[str, tuple[int, int, int]] = {}  # flattened in NHWC order: (C,H,W)
         self.weights: list[tuple[Any, list[np.ndarray]]] = []
@@ -198,9 +200,6 @@ class _Builder:
         # straight-line TF calls: keep autograph from rewriting their source when traced
         return self.keras.layers.Lambda(self.tf.autograph.experimental.do_not_convert(fn),
                                         name=name)
-
-    def const(self, v: np.ndarray) -> Any:
-        return self.tf.constant(np.asarray(v, np.float32))
 
     def binarize(self, x: Any, t: np.ndarray | None, i: int) -> Any:
         tf = self.tf
@@ -251,7 +250,7 @@ class _Builder:
     # -- nodes ---------------------------------------------------------------------------
     def binconv(self, n: ir.BinConv, i: int) -> Any:
         x = self.values[n.inputs[0]]
-        plan = self.plans[n.name]
+        plan = self.plans[id(n)]
         w = np.asarray(n.weight_sign, np.float32)  # ±1, OIHW
         if plan.flip[0]:
             w = w[:, :, ::-1, :]
@@ -291,9 +290,10 @@ class _Builder:
         padding, explicit = self.fp_padding(n, n.kernel, n.strides, n.pads)
         if explicit is not None:
             x = self.pad(x, explicit, 0.0, i, "pad", False)
-        bias = n.bias if n.bias is not None else None
-        weights = [_hwio(n.weight)] + ([np.asarray(bias, np.float32)] if bias is not None else [])
-        return self.conv_layer(n.out_c, n.kernel, n.strides, padding, bias is not None,
+        weights = [_hwio(n.weight)]
+        if n.bias is not None:
+            weights.append(np.asarray(n.bias, np.float32))
+        return self.conv_layer(n.out_c, n.kernel, n.strides, padding, n.bias is not None,
                                layer_name(i, "conv"), weights)(x)
 
     def maxpool(self, n: ir.MaxPool, i: int) -> Any:
@@ -307,16 +307,16 @@ class _Builder:
     def avgpool(self, n: ir.AvgPool, i: int) -> Any:
         x = self.values[n.inputs[0]]
         padding, explicit = self.fp_padding(n, n.kernel, n.strides, n.pads)
-        if explicit is not None or (padding == "same" and n.count_include_pad):
+        if padding == "same" and n.count_include_pad:
+            # TF SAME leaves padding out of the count: pad zeros explicitly instead
+            ah, aw = _spatial_pads(n, self.graph.shapes[n.inputs[0]], n.kernel, n.strides,
+                                   n.pads)
+            explicit = ((ah.before, ah.after), (aw.before, aw.after))
+        if explicit is not None:
             if not n.count_include_pad:
                 raise UnsupportedModelError(
                     f"average pool with pads {list(n.pads)} that exclude padding from the "
                     "count and are not TF SAME: no TFLite equivalent", n.name, "AveragePool")
-            _, explicit = self.fp_padding(n, n.kernel, n.strides, n.pads)
-            if explicit is None:  # SAME-shaped pads counted as zeros: pad explicitly
-                ah, aw = _spatial_pads(n, self.graph.shapes[n.inputs[0]], n.kernel, n.strides,
-                                       n.pads)
-                explicit = ((ah.before, ah.after), (aw.before, aw.after))
             x = self.pad(x, explicit, 0.0, i, "pad", False)
             padding = "valid"
         return self.keras.layers.AveragePooling2D(n.kernel, n.strides, padding=padding,

@@ -50,6 +50,12 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
     raise SystemExit("coordinator did not become healthy; see var/logs/")
 
 
+def _spawn(args: list[str], log_name: str, env: dict) -> subprocess.Popen:
+    # the child keeps its own copy of the log's file descriptor
+    with open(VAR / "logs" / log_name, "ab") as log:
+        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
 def _stop(proc: subprocess.Popen | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -72,17 +78,15 @@ def main() -> int:
     server = agent = None
     try:
         print(f"== coordinator on {url} (data in {VAR}/, log var/logs/coordinator.log)")
-        server = subprocess.Popen(
+        server = _spawn(
             [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(VAR)],
-            env=env, stdout=open(VAR / "logs/coordinator.log", "ab"), stderr=subprocess.STDOUT,
-        )
+            "coordinator.log", env)
         _wait_healthy(url, server)
         print("== local agent (log var/logs/agent.log)")
-        agent = subprocess.Popen(
+        agent = _spawn(
             [*CLI, "agent", "--coordinator", url, "--token", token,
              "--cache-dir", str(VAR / "agent-cache")],
-            env=env, stdout=open(VAR / "logs/agent.log", "ab"), stderr=subprocess.STDOUT,
-        )
+            "agent.log", env)
         print("== model zoo -> var/zoo")
         subprocess.run([*CLI, "zoo", str(VAR / "zoo")], env=env, check=True)
         print(f"== submitting the zoo for the native library at threads {', '.join(threads)}")

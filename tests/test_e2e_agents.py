@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bnnbench.client import ApiError, BnnbenchClient
+from bnnbench.client import BnnbenchClient
 from bnnbench.schemas import JobOut, ModelOut
 from native import engine
 
@@ -71,17 +71,7 @@ def make_slow_onnx(path: Path) -> Path:
 
 
 def upload(client: BnnbenchClient, path: Path) -> ModelOut:
-    # Workaround, to remove once fixed: coordinator/uploads.py parses the upload's temp file
-    # before BlobWriter flushes its buffer, so a valid model is now and then refused with
-    # this 422 (when the last network chunk is small). Reported to the coordinator's owner.
-    for _ in range(3):
-        try:
-            return client.upload_model(path)
-        except ApiError as exc:
-            if exc.status_code != 422 or "cannot parse the protobuf" not in exc.detail:
-                raise
-            last = exc
-    raise last
+    return client.upload_model(path)
 
 
 def wait_until(cond: Callable[[], Any], what: str, timeout: float = WAIT,

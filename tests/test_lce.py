@@ -207,3 +207,33 @@ def test_one_padding_on_vggsmall(zoo_dir: Path, tmp_path: Path) -> None:  # noqa
     rep = verify_lce(zoo_dir / "vggsmall_bnn.onnx", out, n_inputs=2)
     assert rep["padding_mode"] == "one" and rep["passed"]
     assert rep["vs_reference"]["n_within_tolerance"] >= 1
+
+
+def test_fp32_ops_outside_the_zoo(tmp_path: Path) -> None:
+    """Average pool counting zero padding, a BatchNorm that stays an affine node, a Flatten
+    that is the model output (NCHW order restored): matches onnxruntime."""
+    rng = np.random.default_rng(5)
+    b = OnnxBuilder([1, 3, 8, 8])
+    y = b.node("Conv", ["input", b.init(rng.normal(0, 0.5, (4, 3, 3, 3))),
+                        b.init(rng.normal(0, 0.1, 4))],
+               kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1])
+    y = b.node("AveragePool", [y], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2],
+               count_include_pad=1)
+    y = b.node("BatchNormalization", [y, b.init(rng.uniform(0.5, 1.5, 4)),
+                                      b.init(rng.normal(0, 0.2, 4)),
+                                      b.init(rng.normal(0, 0.2, 4)),
+                                      b.init(rng.uniform(0.5, 2, 4))], epsilon=1e-5)
+    y = b.node("Flatten", [y], axis=1)
+    onnx_path = b.save(tmp_path / "fp.onnx", y)
+    graph = load_ir(onnx_path)
+    assert {n.kind for n in graph.nodes} >= {"avgpool", "affine", "flatten"}
+    out = tmp_path / "fp.tflite"
+    convert_lce(graph, out, {})
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    from larq_compute_engine.tflite.python.interpreter import Interpreter
+
+    got = Interpreter(out.read_bytes()).predict(np.transpose(x, (0, 2, 3, 1)))
+    ref = ort_run(onnx_path, x)
+    assert got.shape == ref.shape == (1, 4 * 4 * 4)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert verify_lce(onnx_path, out, n_inputs=2)["passed"]

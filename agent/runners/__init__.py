@@ -9,10 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agent.runners.base import Runner, RunnerError, RunOutput
+from agent.runners.dabnn import DabnnRunner
+from agent.runners.lce import LceRunner
 from agent.runners.native import NativeRunner
+from agent.runners.tflite import TFLiteRunner
 
 RUNNERS: dict[str, Callable[[], Runner]] = {
     "native": NativeRunner,
+    "lce": LceRunner,  # in-process LCE interpreter, or lce_benchmark_model on ARM boards
+    "tflite": TFLiteRunner,  # tflite-runtime, FP32 models
+    "dabnn": DabnnRunner,  # benchmark_single_model from $BNNBENCH_DABNN_BENCHMARK or PATH
 }
 
 
