@@ -1,9 +1,10 @@
 """`make demo`: the whole path on this machine.
 
 Starts the coordinator (SQLite under ./var) and one local agent, writes the model zoo, submits
-it for the native library at 1 and 2 threads, follows the jobs, prints the hardware-track table
-and OM, then stops both processes. Every latency in the table was measured by the agent and
-posted through the REST API; results stay in ./var (logs in ./var/logs).
+it for the native engine and Larq Compute Engine at 1 and 2 threads, follows the jobs, prints
+the hardware-track table and OM, then stops both processes. Every latency in the table was
+measured by the agent and posted through the REST API; results stay in ./var (logs in
+./var/logs).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def main() -> int:
     env = {**os.environ, "BNNBENCH_ADMIN_TOKEN": token, "BNNBENCH_COORDINATOR": url,
            "BNNBENCH_TOKEN": token}
     threads = os.environ.get("BNNBENCH_DEMO_THREADS", "1 2").split()
+    libraries = os.environ.get("BNNBENCH_DEMO_LIBRARIES", "native lce").split()
     server = agent = None
     try:
         print(f"== coordinator on {url} (data in {VAR}/, log var/logs/coordinator.log)")
@@ -89,10 +91,11 @@ def main() -> int:
             "agent.log", env)
         print("== model zoo -> var/zoo")
         subprocess.run([*CLI, "zoo", str(VAR / "zoo")], env=env, check=True)
-        print(f"== submitting the zoo for the native library at threads {', '.join(threads)}")
+        print(f"== submitting the zoo for {', '.join(libraries)} at threads {', '.join(threads)}")
         thread_opts = [a for t in threads for a in ("--threads", t)]
+        library_opts = [a for lib in libraries for a in ("--library", lib)]
         submit = subprocess.run(
-            [*CLI, "submit", str(VAR / "zoo"), "--library", "native", *thread_opts,
+            [*CLI, "submit", str(VAR / "zoo"), *library_opts, *thread_opts,
              "--warmup", "2", "--runs", "5", "--wait"],
             env=env,
         )
