@@ -78,7 +78,12 @@ class BnnbenchClient:
         """``path`` relative to /api/v1 (or absolute from the server root); raises ApiError
         for 4xx/5xx."""
         url = path if path.startswith(API_PREFIX) or path == "/health" else API_PREFIX + path
-        resp = self._http.request(method, url, **kw)
+        try:
+            resp = self._http.request(method, url, **kw)
+        except httpx.TransportError as exc:
+            # status 0: no HTTP answer at all (refused, timed out, DNS)
+            raise ApiError(0, f"cannot reach the coordinator at {self.url}: {exc}", method,
+                           url) from None
         if resp.status_code >= 400:
             raise ApiError(resp.status_code, _detail(resp), method, url)
         return resp

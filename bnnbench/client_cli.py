@@ -83,7 +83,7 @@ def submit(
                 return
             final = _follow(client, jobs, console, timeout)
         except ApiError as exc:
-            console.print(f"[red]error:[/red] {exc.detail} (HTTP {exc.status_code})")
+            console.print(_error_line(exc))
             raise typer.Exit(2) from None
         except TimeoutError as exc:
             console.print(f"[red]timeout:[/red] {exc}")
@@ -136,12 +136,13 @@ def results(
                 return
             data = client.table()
         except ApiError as exc:
-            Console(stderr=True).print(f"[red]error:[/red] {exc.detail} (HTTP {exc.status_code})")
+            Console(stderr=True).print(_error_line(exc))
             raise typer.Exit(2) from None
     if format == "json":
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
-    console = Console()
+    # piped output (make demo, logs) has no terminal width: don't squeeze the table to 80 cols
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     if not data["rows"]:
         console.print("no valid results yet")
         return
@@ -184,3 +185,8 @@ def om_rich_table(data: dict[str, Any]) -> Table:
             ", ".join(o["compression_archs"]), _fmt(o["om"], 2),
         )
     return t
+
+
+def _error_line(exc: ApiError) -> str:
+    http = f" (HTTP {exc.status_code})" if exc.status_code else ""
+    return f"[red]error:[/red] {exc.detail}{http}"

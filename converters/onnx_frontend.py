@@ -3,17 +3,25 @@ result into :mod:`converters.ir`.
 
 The pipeline:
 
-1. ``load_onnx`` parses the file (external data is loaded from next to it) and runs
-   ``onnx.checker``; anything unparsable or invalid is a :class:`MalformedModelError`.
-2. A symbolic batch dimension is fixed to 1 and shapes are inferred (strict mode).
-3. ``fold_constants`` evaluates, once, every node whose inputs are all initializers or
+1. ``load_onnx`` parses the file — or a ``.zip``/``.tar[.gz]`` holding one ``.onnx`` and its
+   external data, unpacked safely (:func:`extract_model_archive`) — loads external data from
+   next to the ``.onnx`` and runs ``onnx.checker``; anything unparsable or invalid is a
+   :class:`MalformedModelError`.
+2. Model-local functions are inlined; a symbolic batch dimension is fixed to 1 and shapes are
+   inferred (strict mode).
+3. ``simplify_graph`` removes what training code leaves in an export: Identity nodes,
+   straight-through estimators ``(s − y) + y`` (read as ``s``), and nodes no output needs.
+4. ``fold_constants`` evaluates, once, every node whose inputs are all initializers or
    constants (``Sign(W)``, ``Mul(ReduceMean(Abs(W)), Sign(W))``, Constant nodes, shape
    arithmetic ...), with numpy for common ops and ``onnx.reference`` for the rest.
-4. ``to_ir`` walks the remaining nodes in order and matches them: ``Conv(Sign(x), W)`` and
+5. ``to_ir`` walks the remaining nodes in order and matches them: ``Conv(Sign(x), W)`` and
    ``Conv(Sign(x − t), W)`` with W = ±α[o] become binary convs; BatchNorm and per-channel
    Mul/Add/Sub/Div are folded into the producing conv/Gemm where it has no other consumer;
    everything the native format cannot represent is refused with an
    :class:`UnsupportedModelError` naming the node and op.
+
+:func:`model_file` gives the plain ``.onnx`` path for an upload (archive unpacked, local
+functions inlined) for code that reads the model by name, such as onnxruntime in verification.
 """
 
 from __future__ import annotations
@@ -110,7 +118,7 @@ class _Budget:
                 out.write(chunk)
 
 
-def _extract_zip(path: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
+def _extract_zip(path: Path, dest: Path | None, max_bytes: int) -> list[PurePosixPath]:
     import zipfile
 
     files = []
@@ -141,13 +149,14 @@ def _extract_zip(path: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
             p = _member_path(info.filename, path.name)
             if _ignored_member(p):
                 continue
-            with zf.open(info) as src:
-                budget.copy(src, dest.joinpath(*p.parts))
+            if dest is not None:
+                with zf.open(info) as src:
+                    budget.copy(src, dest.joinpath(*p.parts))
             files.append(p)
     return files
 
 
-def _extract_tar(path: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
+def _extract_tar(path: Path, dest: Path | None, max_bytes: int) -> list[PurePosixPath]:
     import tarfile
 
     files = []
@@ -171,6 +180,13 @@ def _extract_tar(path: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
             seen.add(p)
             if _ignored_member(p):
                 continue
+            if dest is None:  # listing only: the sizes the headers declare
+                budget.left -= m.size
+                if budget.left < 0:
+                    raise MalformedModelError(f"{path.name}: declares more than the limit of "
+                                              f"{max_bytes} bytes unpacked: refused")
+                files.append(p)
+                continue
             src = tf.extractfile(m)
             if src is None:
                 raise MalformedModelError(f"{path.name}: member {m.name!r} cannot be read")
@@ -180,19 +196,10 @@ def _extract_tar(path: Path, dest: Path, max_bytes: int) -> list[PurePosixPath]:
     return files
 
 
-def extract_model_archive(path: str | Path, dest: str | Path,
-                          max_bytes: int = MAX_ARCHIVE_BYTES) -> Path:
-    """Unpack a ``.zip``/``.tar[.gz|.bz2|.xz]`` holding exactly one ``.onnx`` (plus its external
-    data files) into the directory ``dest``; returns the ``.onnx`` path.
-
-    Refused with :class:`MalformedModelError`: member paths that are absolute or contain
-    ``..``, links and special files, duplicate names, more than ``MAX_ARCHIVE_MEMBERS``
-    members, more than ``max_bytes`` unpacked (counted while writing, so a lying header does
-    not help), no or several ``.onnx`` files, and anything unreadable."""
+def _scan_archive(p: Path, dest: Path | None, max_bytes: int) -> PurePosixPath:
     import tarfile
     import zipfile
 
-    p, dest = Path(path), Path(dest)
     kind = archive_kind(p)
     try:
         if kind == "zip":
@@ -213,7 +220,45 @@ def extract_model_archive(path: str | Path, dest: str | Path,
             f"{p.name}: an archive must hold exactly one .onnx file (and its external data), "
             f"this one holds {len(models)}" + (f": {listed}" if listed else "")
         )
-    return dest.joinpath(*models[0].parts)
+    return models[0]
+
+
+def extract_model_archive(path: str | Path, dest: str | Path,
+                          max_bytes: int = MAX_ARCHIVE_BYTES) -> Path:
+    """Unpack a ``.zip``/``.tar[.gz|.bz2|.xz]`` holding exactly one ``.onnx`` (plus its external
+    data files) into the directory ``dest``; returns the ``.onnx`` path.
+
+    Refused with :class:`MalformedModelError`: member paths that are absolute or contain
+    ``..``, links and special files, duplicate names, more than ``MAX_ARCHIVE_MEMBERS``
+    members, more than ``max_bytes`` unpacked (counted while writing, so a lying header does
+    not help), no or several ``.onnx`` files, and anything unreadable."""
+    dest = Path(dest)
+    return dest.joinpath(*_scan_archive(Path(path), dest, max_bytes).parts)
+
+
+def check_model_archive(path: str | Path, max_bytes: int = MAX_ARCHIVE_BYTES) -> str:
+    """The cheap upload-time check of an archive: the same refusals as
+    :func:`extract_model_archive`, from the listing alone (declared sizes; nothing is
+    written). Returns the ``.onnx`` member's name."""
+    return str(_scan_archive(Path(path), None, max_bytes))
+
+
+def external_data_locations(path: str | Path) -> list[str]:
+    """The external data files a plain ``.onnx`` refers to (without reading them).
+
+    A service storing single uploads side by side should refuse a plain ``.onnx`` for which this
+    is non-empty (ask for an archive instead): its locations would be resolved next to other
+    stored files."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise MalformedModelError(f"{Path(path).name}: not a parsable ONNX model "
+                                  f"({type(exc).__name__}: {_one_line(exc)})") from exc
+    return sorted({ExternalDataInfo(t).location for t in _get_all_tensors(model)
+                   if uses_external_data(t)})
 
 
 def _has_local_functions(p: Path) -> bool:

@@ -34,7 +34,14 @@ from conftest import make_tiny_onnx
 
 from converters import api
 from converters.errors import MalformedModelError, UnsupportedModelError
-from converters.onnx_frontend import archive_kind, extract_model_archive, load_onnx, model_file
+from converters.onnx_frontend import (
+    archive_kind,
+    check_model_archive,
+    external_data_locations,
+    extract_model_archive,
+    load_onnx,
+    model_file,
+)
 from native import format as nf
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,6 +75,9 @@ def exports() -> tuple[Path, dict[str, dict[str, Any]]]:
     out = root / _export_key()
     if not (out / "manifest.json").is_file():
         root.mkdir(parents=True, exist_ok=True)
+        for stale in root.iterdir():  # exports of older scripts (~0.9 GB each)
+            if stale.is_dir() and not stale.name.startswith(out.name):
+                shutil.rmtree(stale, ignore_errors=True)
         log = root / "export.log"
         tmp = root / f"{out.name}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -82,8 +92,13 @@ def exports() -> tuple[Path, dict[str, dict[str, Any]]]:
         if rc:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
             pytest.fail(f"torch export failed (rc {rc}), see {log}:\n{tail}")
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
+        shutil.rmtree(out, ignore_errors=True)  # a partial one, without its manifest
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another session finished the same export first
+            if not (out / "manifest.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     manifest = json.loads((out / "manifest.json").read_text())
     return out, {e["name"]: e for e in manifest["models"]}
 
@@ -254,6 +269,8 @@ def test_tar_gz_of_dynamo_export_converts(exports: tuple[Path, dict], tmp_path: 
 def test_dynamo_export_without_its_data_file_is_refused_clearly(exports: tuple[Path, dict],
                                                                 tmp_path: Path) -> None:
     path, _ = _model(exports, "vggsmall_fp32_dynamo")
+    assert external_data_locations(path) == [f"{path.name}.data"]
+    assert external_data_locations(_model(exports, "vggsmall_fp32_torchscript")[0]) == []
     alone = tmp_path / path.name
     shutil.copy(path, alone)
     with pytest.raises(MalformedModelError, match=r"external data file .*\.onnx\.data.* not "
@@ -292,6 +309,8 @@ def test_path_traversal_archives_are_refused(tmp_path: Path) -> None:
         assert "refused" in str(err.value), name
         with pytest.raises(MalformedModelError):
             api.analyze(archive)
+        with pytest.raises(MalformedModelError, match="unsafe member path|is a link"):
+            check_model_archive(archive)  # the upload-time check, from the listing alone
         assert not (work / f"{name}.bnn").exists()
     assert not (tmp_path / "escaped.onnx").exists() and not (work.parent / "escaped.onnx").exists()
     assert not Path("/tmp/abs_escaped.onnx").exists() and not Path("/escaped.onnx").exists()
@@ -299,10 +318,20 @@ def test_path_traversal_archives_are_refused(tmp_path: Path) -> None:
 
 def test_archive_limits_and_contents(tmp_path: Path) -> None:
     model = make_tiny_onnx(tmp_path / "tiny.onnx")
-    # the size cap counts what is really unpacked
+    # the size cap: declared sizes (zip listing), bytes really written (tar extraction)
     big = _zip(tmp_path / "big.zip", {"tiny.onnx": model, "pad.bin": bytes(4 << 20)})
-    with pytest.raises(MalformedModelError, match="more than the limit"):
+    with pytest.raises(MalformedModelError, match="declares more than the limit"):
         extract_model_archive(big, tmp_path / "out1", max_bytes=1 << 20)
+    big_tar = tmp_path / "big.tar.gz"
+    with tarfile.open(big_tar, "w:gz") as tf:
+        tf.add(model, "tiny.onnx")
+        info = tarfile.TarInfo("pad.bin")
+        info.size = 4 << 20
+        tf.addfile(info, io.BytesIO(bytes(4 << 20)))
+    with pytest.raises(MalformedModelError, match="unpacks to more than the limit"):
+        extract_model_archive(big_tar, tmp_path / "out2", max_bytes=1 << 20)
+    with pytest.raises(MalformedModelError, match="more than the limit"):
+        check_model_archive(big, max_bytes=1 << 20)
     two = _zip(tmp_path / "two.zip", {"a.onnx": model, "b/b.onnx": model})
     with pytest.raises(MalformedModelError, match="exactly one .onnx file.*holds 2"):
         api.analyze(two)
@@ -319,6 +348,7 @@ def test_archive_limits_and_contents(tmp_path: Path) -> None:
     with model_file(model) as p:
         assert p == model
     ok = _zip(tmp_path / "ok.zip", {"m/tiny.onnx": model})
+    assert check_model_archive(ok) == "m/tiny.onnx"
     with model_file(ok) as p:
         assert p.name == "tiny.onnx" and p.is_file()
         unpacked = p.parent

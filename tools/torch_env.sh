@@ -7,10 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
-VENV="${TORCH_VENV:-.venv-torch}"
-# torch is pinned to the CPU wheel on this machine's disk; an unpinned torch would pull a
-# multi-GB CUDA build
-REQS=(torch==2.13.0 onnxscript onnx numpy)
+VENV=.venv-torch  # tests/test_torch_exports.py looks for it here
+# torch is pinned to the CPU wheel on this machine's disk (an unpinned torch would pull a
+# multi-GB CUDA build); the exporter stack is pinned too, since its graph optimizer decides
+# what the exported graphs look like
+REQS=(torch==2.13.0 onnxscript==0.7.2 onnx-ir==1.1.0 onnx==1.23.2 numpy)
 STAMP="$VENV/.bnnbench-installed"
 WANT="${REQS[*]}"
 
