@@ -42,8 +42,15 @@ typedef struct bnn_ctx bnn_ctx;
 
 /* Library version, e.g. "0.1.0". */
 BNN_API const char *bnn_version(void);
-/* Name of the kernel set chosen for this CPU ("portable" until ISA kernels exist). */
+/* Name of the kernel set new contexts use: the best this CPU supports ("avx512", "avx2",
+ * "popcnt" or "portable" on x86-64), unless BNNBENCH_ISA or bnn_set_isa chose another. */
 BNN_API const char *bnn_kernel_isa(void);
+/* Choose the kernel set for contexts created from now on (existing ones keep theirs);
+ * NULL or "" picks the best supported. BNN_EARG if the name is unknown or the CPU lacks it.
+ * Process-wide; not meant to race with bnn_ctx_create in other threads. */
+BNN_API int bnn_set_isa(const char *name);
+/* 1 if `name` is a kernel set this build has and this CPU runs, else 0. */
+BNN_API int bnn_isa_supported(const char *name);
 
 /* Load a model from a file or from memory (the buffer is copied; it may be freed after). */
 BNN_API int bnn_model_load_file(const char *path, bnn_model **out, char *err, size_t errlen);

@@ -188,6 +188,11 @@ bnn_ctx *bnn_ctx_create(const bnn_model *m, int nthreads, char *err, size_t errl
     }
     plan p;
     const bnn_kernel_table *k = bnn_kernels();
+    if (bnn_kernels_env_error()) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s", bnn_kernels_env_error());
+        return NULL;
+    }
     if (plan_build(m, k, &p))
         return ctx_fail(NULL, NULL, err, errlen, "out of memory planning buffers");
     if (plan_bytes(&p, nthreads) > SIZE_MAX)

@@ -7,6 +7,44 @@
  */
 #include "kernels.h"
 
+#if defined(__aarch64__) || defined(__arm__)
+/* ARM: NEON row kernel (bconv_neon64.c / bconv_neon32.c). BNNBENCH_ISA=portable forces the
+ * portable set; AArch64 always has NEON, ARMv7 is asked via getauxval(AT_HWCAP). */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__arm__)
+#include <sys/auxv.h>
+#ifndef HWCAP_NEON
+#define HWCAP_NEON (1 << 12)
+#endif
+#endif
+void bnn_bconv_row_neon64(const bnn_bconv_row_args *a);
+void bnn_bconv_row_neon32(const bnn_bconv_row_args *a);
+static const bnn_kernel_table arm_neon = {
+    .isa = "neon",
+    .bitpack = bnn_bitpack_portable,
+#if defined(__aarch64__)
+    .bconv_row = bnn_bconv_row_neon64,
+#else
+    .bconv_row = bnn_bconv_row_neon32,
+#endif
+    .sgemm_ukernel = bnn_sgemm_ukernel_portable,
+    .sgemm_mr = BNN_SGEMM_MR_PORTABLE,
+};
+static const bnn_kernel_table portable;
+static const bnn_kernel_table *arm_selected;
+static void arm_select(void)
+{
+    const char *env = getenv("BNNBENCH_ISA");
+    int neon = 1;
+#if defined(__arm__)
+    neon = (getauxval(AT_HWCAP) & HWCAP_NEON) != 0;
+#endif
+    arm_selected = (env && strcmp(env, "portable") == 0) || !neon ? &portable : &arm_neon;
+}
+#endif
+
 static const bnn_kernel_table portable = {
     .isa = "portable",
     .bitpack = bnn_bitpack_portable,
@@ -17,5 +55,138 @@ static const bnn_kernel_table portable = {
 
 const bnn_kernel_table *bnn_kernels(void)
 {
+#if defined(__aarch64__) || defined(__arm__)
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, arm_select);
+    return arm_selected;
+#endif
+#if defined(__x86_64__)
+    const bnn_kernel_table *x86_kernels(void);
+    return x86_kernels();
+#endif
     return &portable;
 }
+
+#include <string.h>
+
+#include "bnn.h" /* bnn_set_isa, bnn_isa_supported: public API */
+
+#if defined(__x86_64__)
+/* x86-64: row kernels per instruction set (bconv_popcnt.c, bconv_avx2.c, bconv_avx512.c,
+ * each compiled for its ISA by target attributes), chosen at run time from cpuid. The best
+ * supported one is the default; BNNBENCH_ISA=portable|popcnt|avx2|avx512 or bnn_set_isa()
+ * forces one (an unknown name or one the CPU lacks is an error, never a silent fallback).
+ * Bit packing and SGEMM stay portable for now. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define X86_TABLE(name, row)                                                                \
+    {.isa = name, .bitpack = bnn_bitpack_portable, .bconv_row = row,                        \
+     .sgemm_ukernel = bnn_sgemm_ukernel_portable, .sgemm_mr = BNN_SGEMM_MR_PORTABLE}
+static const bnn_kernel_table x86_tables[] = {
+    /* best first */
+    X86_TABLE("avx512", bnn_bconv_row_avx512),
+    X86_TABLE("avx2", bnn_bconv_row_avx2),
+    X86_TABLE("popcnt", bnn_bconv_row_popcnt),
+    X86_TABLE("portable", bnn_bconv_row_portable),
+};
+#define X86_NTABLES (sizeof x86_tables / sizeof *x86_tables)
+
+static int x86_supported(const bnn_kernel_table *t)
+{
+    __builtin_cpu_init();
+    if (!strcmp(t->isa, "avx512"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+    if (!strcmp(t->isa, "avx2"))
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    if (!strcmp(t->isa, "popcnt"))
+        return __builtin_cpu_supports("popcnt");
+    return 1;
+}
+
+/* name -> table; *why gets a message when it is unknown or unsupported. NULL/"" = best. */
+static const bnn_kernel_table *x86_lookup(const char *name, const char **why)
+{
+    static char msg[160];
+    for (size_t i = 0; i < X86_NTABLES; i++) {
+        const bnn_kernel_table *t = &x86_tables[i];
+        if (name && *name && strcmp(name, t->isa))
+            continue;
+        if (x86_supported(t))
+            return t;
+        if (name && *name) {
+            snprintf(msg, sizeof msg, "ISA '%s' is not supported by this CPU", name);
+            *why = msg;
+            return NULL;
+        }
+    }
+    if (name && *name) {
+        snprintf(msg, sizeof msg, "unknown ISA '%.40s' (want portable, popcnt, avx2 or avx512)",
+                 name);
+        *why = msg;
+    }
+    return NULL;
+}
+
+static _Atomic(const bnn_kernel_table *) x86_current;
+static _Atomic(const char *) x86_env_error;
+static void x86_select(void)
+{
+    const char *env = getenv("BNNBENCH_ISA"), *why = NULL;
+    const bnn_kernel_table *t = x86_lookup(env, &why);
+    if (!t) {
+        static char env_msg[200];
+        snprintf(env_msg, sizeof env_msg, "BNNBENCH_ISA: %s", why);
+        atomic_store(&x86_env_error, env_msg);
+        t = x86_lookup(NULL, &why);
+    }
+    atomic_store(&x86_current, t);
+}
+static pthread_once_t x86_once = PTHREAD_ONCE_INIT;
+const bnn_kernel_table *x86_kernels(void)
+{
+    pthread_once(&x86_once, x86_select);
+    return atomic_load(&x86_current);
+}
+
+const char *bnn_kernels_env_error(void)
+{
+    pthread_once(&x86_once, x86_select);
+    return atomic_load(&x86_env_error);
+}
+
+int bnn_set_isa(const char *name)
+{
+    pthread_once(&x86_once, x86_select);
+    const char *why = NULL;
+    const bnn_kernel_table *t = x86_lookup(name, &why);
+    if (!t)
+        return BNN_EARG;
+    atomic_store(&x86_current, t);
+    atomic_store(&x86_env_error, (const char *)NULL);
+    return BNN_OK;
+}
+
+int bnn_isa_supported(const char *name)
+{
+    const char *why = NULL;
+    return name && *name && x86_lookup(name, &why) != NULL;
+}
+#else
+/* Other architectures: the override accepts only the kernel set already selected. */
+const char *bnn_kernels_env_error(void)
+{
+    return NULL;
+}
+int bnn_isa_supported(const char *name)
+{
+    return name && !strcmp(name, bnn_kernels()->isa);
+}
+int bnn_set_isa(const char *name)
+{
+    return !name || !*name || bnn_isa_supported(name) ? BNN_OK : BNN_EARG;
+}
+#endif

@@ -50,8 +50,13 @@ typedef struct {
     uint32_t sgemm_mr;
 } bnn_kernel_table;
 
-/* The kernel set for this CPU (selected once, thread-safe). */
+/* The current kernel set (thread-safe). Selected once from CPU features, or from the
+ * environment variable BNNBENCH_ISA; bnn_set_isa (bnn.h) overrides it for contexts created
+ * afterwards (each context keeps the table it was created with). */
 const bnn_kernel_table *bnn_kernels(void);
+/* Non-NULL when BNNBENCH_ISA named an unknown ISA or one this CPU lacks (contexts then
+ * refuse to be created, with this message), until bnn_set_isa succeeds. */
+const char *bnn_kernels_env_error(void);
 
 /* Portable implementations (always built; the fallback of every dispatch). */
 void bnn_bitpack_portable(const float *x, const float *thr, uint32_t c, uint32_t words,
@@ -60,6 +65,13 @@ void bnn_bconv_row_portable(const bnn_bconv_row_args *a);
 void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
                                 size_t ldc);
 #define BNN_SGEMM_MR_PORTABLE 4
+
+#if defined(__x86_64__)
+/* x86-64 row kernels, each compiled for its ISA with target attributes (bconv_*.c). */
+void bnn_bconv_row_popcnt(const bnn_bconv_row_args *a); /* POPCNT */
+void bnn_bconv_row_avx2(const bnn_bconv_row_args *a);   /* AVX2 */
+void bnn_bconv_row_avx512(const bnn_bconv_row_args *a); /* AVX-512F + VPOPCNTDQ */
+#endif
 
 /* Plain reference binary conv straight from FORMAT.md (NCHW float in/out, file-layout
  * weight bits, per-tap bounds checks). Slow; for tests only. */

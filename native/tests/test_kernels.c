@@ -236,6 +236,8 @@ static void test_bconv(void)
         {1, 65, 9, 8, 40, 3, 1, 1, 0, 0, 1, 1}, {2, 130, 5, 7, 9, 3, 2, 2, 1, 0, 2, 1},
         {1, 3, 4, 4, 5, 1, 1, 2, 2, 2, 2, 0},   {1, 64, 3, 3, 64, 3, 1, 3, 3, 3, 3, 1},
         {1, 200, 6, 5, 33, 5, 2, 2, 2, 2, 2, 1}, {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
+        {1, 256, 5, 7, 70, 3, 1, 1, 1, 1, 1, 1}, /* tap_words 12: whole 256/512-bit vectors */
+        {1, 448, 3, 4, 9, 3, 2, 1, 1, 1, 1, 0},  /* 7 words a tap */
     };
     for (size_t i = 0; i < sizeof extra / sizeof *extra; i++)
         run_bconv_case(&extra[i], many, 6);
@@ -421,11 +423,34 @@ static void test_loader(void)
     free(b.p);
 }
 
+/* Every kernel set this build may have; the binary-conv tests run on each one the CPU
+ * supports and report the others as not run. */
+static const char *const isas[] = {"portable", "popcnt", "avx2", "avx512", "neon"};
+
 int main(void)
 {
-    printf("bnn %s, kernels: %s\n", bnn_version(), bnn_kernel_isa());
-    test_bitpack();
-    test_bconv();
+    const char *dflt = bnn_kernel_isa();
+    printf("bnn %s, default kernels: %s\n", bnn_version(), dflt);
+    int ran = 0;
+    for (size_t i = 0; i < sizeof isas / sizeof *isas; i++) {
+        if (!bnn_isa_supported(isas[i])) {
+            printf("[%s] NOT RUN: not built for or not supported by this CPU\n", isas[i]);
+            continue;
+        }
+        CHECK(bnn_set_isa(isas[i]) == BNN_OK, "bnn_set_isa(%s)", isas[i]);
+        CHECK(!strcmp(bnn_kernel_isa(), isas[i]), "kernel isa %s after set %s", bnn_kernel_isa(),
+              isas[i]);
+        const int before = failures;
+        printf("[%s] ", isas[i]);
+        test_bitpack();
+        test_bconv();
+        printf("[%s] %s\n", isas[i], failures == before ? "ok" : "FAILED");
+        ran++;
+    }
+    CHECK(ran >= 1, "no kernel set ran");
+    CHECK(bnn_set_isa("no-such-isa") == BNN_EARG, "unknown ISA accepted");
+    CHECK(bnn_set_isa(NULL) == BNN_OK && !strcmp(bnn_kernel_isa(), dflt),
+          "bnn_set_isa(NULL) gives %s, want the default %s", bnn_kernel_isa(), dflt);
     test_fconv();
     test_loader();
     printf("%d checks, %d failures\n", checks, failures);

@@ -1,0 +1,88 @@
+# ARM cross builds (included from the Makefile).
+#
+#   make -C native cross-deps   install Debian's cross compilers and qemu-user (apt-get, when missing)
+#   make -C native cross        static, stripped -O3 CLIs: build/aarch64/bnnbench-native and
+#                               build/armv7/bnnbench-native (hard-float; NEON kernel picked at
+#                               run time from HWCAP_NEON, the rest of the binary NEON-free)
+#   make -C native cross-test   the C unit tests cross-built and run under qemu-user, with the
+#                               NEON kernel and with BNNBENCH_ISA=portable
+#
+# The NEON row kernels (src/bconv_neon64.c, src/bconv_neon32.c) compile to empty units on
+# other architectures; on a native ARM host they are linked into the normal build too.
+
+AARCH64_CC ?= aarch64-linux-gnu-gcc
+ARMV7_CC   ?= arm-linux-gnueabihf-gcc
+AARCH64_STRIP ?= aarch64-linux-gnu-strip
+ARMV7_STRIP   ?= arm-linux-gnueabihf-strip
+QEMU_AARCH64 ?= qemu-aarch64
+QEMU_ARM     ?= qemu-arm
+
+NEON_SRCS  := bconv_neon64.c bconv_neon32.c
+CROSS_SRCS := $(LIB_SRCS) $(NEON_SRCS)
+CROSS_CFLAGS := $(CSTD) -O3 $(WARN) -pthread -Iinclude -Isrc
+ARMV7_FLAGS  := -march=armv7-a -mfpu=vfpv3-d16 -mfloat-abi=hard
+# Debian packages providing each tool the cross targets need.
+CROSS_PKGS := gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf \
+              libc6-dev-armhf-cross qemu-user
+
+.PHONY: cross cross-deps cross-test
+
+cross: $(BUILD)/aarch64/bnnbench-native $(BUILD)/armv7/bnnbench-native
+
+cross-deps:
+	@missing=""; \
+	for t in $(AARCH64_CC) $(ARMV7_CC) $(QEMU_AARCH64) $(QEMU_ARM); do \
+	  command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	for h in /usr/aarch64-linux-gnu/lib/libc.a /usr/arm-linux-gnueabihf/lib/libc.a; do \
+	  [ -f $$h ] || missing="$$missing $$h"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "cross-deps: missing$$missing; installing $(CROSS_PKGS)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $(CROSS_PKGS); \
+	else echo "cross-deps: toolchains and qemu-user present"; fi
+
+$(BUILD)/aarch64/obj/%.o: src/%.c | $(BUILD)/aarch64/obj
+	$(AARCH64_CC) $(CROSS_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/armv7/obj/%.o: src/%.c | $(BUILD)/armv7/obj
+	$(ARMV7_CC) $(CROSS_CFLAGS) $(ARMV7_FLAGS) -MMD -MP -c $< -o $@
+
+# Only the NEON kernel file is built with NEON enabled.
+$(BUILD)/armv7/obj/bconv_neon32.o: ARMV7_FLAGS += -mfpu=neon
+
+$(BUILD)/aarch64/bnnbench-native: $(BUILD)/aarch64/obj/cli.o $(CROSS_SRCS:%.c=$(BUILD)/aarch64/obj/%.o)
+	$(AARCH64_CC) -static -pthread -o $@ $^ -lm
+	$(AARCH64_STRIP) $@
+
+$(BUILD)/armv7/bnnbench-native: $(BUILD)/armv7/obj/cli.o $(CROSS_SRCS:%.c=$(BUILD)/armv7/obj/%.o)
+	$(ARMV7_CC) $(ARMV7_FLAGS) -static -pthread -o $@ $^ -lm
+	$(ARMV7_STRIP) $@
+
+$(BUILD)/aarch64/test_kernels: tests/test_kernels.c $(CROSS_SRCS:%.c=$(BUILD)/aarch64/obj/%.o)
+	$(AARCH64_CC) $(CROSS_CFLAGS) -static -o $@ $^ -lm
+
+$(BUILD)/armv7/test_kernels: tests/test_kernels.c $(CROSS_SRCS:%.c=$(BUILD)/armv7/obj/%.o)
+	$(ARMV7_CC) $(CROSS_CFLAGS) $(ARMV7_FLAGS) -static -o $@ $^ -lm
+
+cross-test: $(BUILD)/aarch64/test_kernels $(BUILD)/armv7/test_kernels
+	$(QEMU_AARCH64) $(BUILD)/aarch64/test_kernels
+	BNNBENCH_ISA=portable $(QEMU_AARCH64) $(BUILD)/aarch64/test_kernels
+	$(QEMU_ARM) $(BUILD)/armv7/test_kernels
+	BNNBENCH_ISA=portable $(QEMU_ARM) $(BUILD)/armv7/test_kernels
+
+$(BUILD)/aarch64/obj $(BUILD)/armv7/obj:
+	mkdir -p $@
+
+# Native ARM hosts: link the NEON kernel into the ordinary build (kernels.c references it).
+HOST_ARCH := $(shell $(CC) -dumpmachine 2>/dev/null)
+ifneq ($(filter aarch64-% arm-%,$(HOST_ARCH)),)
+$(BUILD)/libbnn.so $(BUILD)/bnnbench-native: $(NEON_SRCS:%.c=$(BUILD)/obj/%.o)
+$(BUILD)/asan/bnnbench-native $(BUILD)/asan/test_kernels: $(NEON_SRCS:%.c=$(BUILD)/asan/obj/%.o)
+ifneq ($(filter arm-%,$(HOST_ARCH)),)
+$(BUILD)/obj/bconv_neon32.o: ALL_CFLAGS += -mfpu=neon
+$(BUILD)/asan/obj/bconv_neon32.o: SAN_CFLAGS += -mfpu=neon
+endif
+endif
+
+-include $(wildcard $(BUILD)/aarch64/obj/*.d $(BUILD)/armv7/obj/*.d)
