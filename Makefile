@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv toolchain native test lint demo bench clean
+.PHONY: all venv toolchain native torch-env test lint demo bench clean
 
 all: native
 
@@ -28,10 +28,15 @@ venv: $(STAMP)
 native: toolchain
 	$(MAKE) -C native
 
+# PyTorch + its ONNX exporters live in their own venv (.venv-torch): the dynamo exporter needs
+# onnx >= 1.18, which TensorFlow 2.16 (LCE's converter) cannot share a venv with.
+torch-env:
+	bash tools/torch_env.sh
+
 lint: venv
 	$(BIN)/ruff check .
 
-test: venv native lint
+test: venv native torch-env lint
 	$(BIN)/pytest -q
 
 demo: venv native

@@ -19,6 +19,8 @@ from starlette.requests import Request
 
 from bnnbench.schemas import ModelOut
 from bnnbench.settings import CoordinatorSettings
+from converters.errors import ConversionError
+from converters.onnx_frontend import archive_kind, check_model_archive, external_data_locations
 from coordinator.db import Database
 from coordinator.errors import PayloadTooLarge, Unprocessable
 from coordinator.models import Model
@@ -146,8 +148,11 @@ async def receive_upload(
             raise Unprocessable("missing the 'file' part holding the ONNX model")
         if writer.size == 0:
             raise Unprocessable("the uploaded file is empty")
-        if writer.size <= settings.sync_check_max_bytes:
-            writer.flush()  # the check reads the file by name, not through our buffer
+        writer.flush()  # the checks read the file by name, not through our buffer
+        if archive_kind(writer.tmp_path) is not None:
+            # a model with external data arrives as a zip/tar of the .onnx and its data files
+            await run_in_threadpool(check_archive, writer.tmp_path, limit)
+        elif writer.size <= settings.sync_check_max_bytes:
             await run_in_threadpool(check_onnx_file, writer.tmp_path)
         else:
             check_onnx_header(writer.head(16))
@@ -187,6 +192,19 @@ def check_onnx_file(path: Path) -> None:
         raise Unprocessable(f"not a valid ONNX model: cannot parse the protobuf ({exc})") from None
     if not model.HasField("graph") or len(model.graph.node) == 0:
         raise Unprocessable("not a valid ONNX model: it has no graph nodes")
+    # stored uploads sit side by side: a location would resolve to some other stored blob
+    if external := external_data_locations(path):
+        raise Unprocessable(
+            f"the model keeps its weights in external data files ({', '.join(external[:3])}): "
+            "upload a .zip or .tar holding the .onnx and its data files instead"
+        )
+
+
+def check_archive(path: Path, max_bytes: int) -> None:
+    try:
+        check_model_archive(path, max_bytes)
+    except ConversionError as exc:
+        raise Unprocessable(f"not a usable model archive: {exc}") from None
 
 
 # ------------------------------------------------------------------ rows

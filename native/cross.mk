@@ -65,10 +65,25 @@ $(BUILD)/aarch64/test_kernels: tests/test_kernels.c $(CROSS_SRCS:%.c=$(BUILD)/aa
 $(BUILD)/armv7/test_kernels: tests/test_kernels.c $(CROSS_SRCS:%.c=$(BUILD)/armv7/obj/%.o)
 	$(ARMV7_CC) $(CROSS_CFLAGS) $(ARMV7_FLAGS) -static -o $@ $^ -lm
 
-cross-test: $(BUILD)/aarch64/test_kernels $(BUILD)/armv7/test_kernels
+# test_kernels_fold: the NEON kernel with U16_CHUNKS=3, so the u16 -> u32 fold (normally
+# every 4095 chunks, far beyond the test shapes) runs several times in every case.
+$(BUILD)/aarch64/test_kernels_fold: tests/test_kernels.c src/bconv_neon64.c \
+    $(filter-out %/bconv_neon64.o,$(CROSS_SRCS:%.c=$(BUILD)/aarch64/obj/%.o))
+	$(AARCH64_CC) $(CROSS_CFLAGS) -DU16_CHUNKS=3u -static -o $@ $^ -lm
+
+$(BUILD)/armv7/test_kernels_fold: tests/test_kernels.c src/bconv_neon32.c \
+    $(filter-out %/bconv_neon32.o,$(CROSS_SRCS:%.c=$(BUILD)/armv7/obj/%.o))
+	$(ARMV7_CC) $(CROSS_CFLAGS) $(ARMV7_FLAGS) -mfpu=neon -DU16_CHUNKS=3u -static -o $@ $^ -lm
+
+CROSS_TESTS := $(BUILD)/aarch64/test_kernels $(BUILD)/aarch64/test_kernels_fold \
+               $(BUILD)/armv7/test_kernels $(BUILD)/armv7/test_kernels_fold
+
+cross-test: $(CROSS_TESTS)
 	$(QEMU_AARCH64) $(BUILD)/aarch64/test_kernels
+	$(QEMU_AARCH64) $(BUILD)/aarch64/test_kernels_fold
 	BNNBENCH_ISA=portable $(QEMU_AARCH64) $(BUILD)/aarch64/test_kernels
 	$(QEMU_ARM) $(BUILD)/armv7/test_kernels
+	$(QEMU_ARM) $(BUILD)/armv7/test_kernels_fold
 	BNNBENCH_ISA=portable $(QEMU_ARM) $(BUILD)/armv7/test_kernels
 
 $(BUILD)/aarch64/obj $(BUILD)/armv7/obj:

@@ -105,6 +105,8 @@ def _lib() -> ctypes.CDLL:
     sig = {
         "bnn_version": (c_char_p, []),
         "bnn_kernel_isa": (c_char_p, []),
+        "bnn_set_isa": (ctypes.c_int, [c_char_p]),
+        "bnn_isa_supported": (ctypes.c_int, [c_char_p]),
         "bnn_model_load_file": (ctypes.c_int, [c_char_p, ctypes.POINTER(c_p), c_char_p, sz]),
         "bnn_model_load_buffer": (ctypes.c_int, [c_char_p, sz, ctypes.POINTER(c_p), c_char_p, sz]),
         "bnn_model_free": (None, [c_p]),
@@ -133,8 +135,38 @@ def version() -> str:
 
 
 def kernel_isa() -> str:
-    """The kernel set the library chose for this CPU (``"portable"`` for now)."""
+    """The kernel set new engines use: the best this CPU supports (x86-64: ``"avx512"``,
+    ``"avx2"``, ``"popcnt"``, ``"portable"``), unless ``BNNBENCH_ISA`` or :func:`set_isa`
+    chose another."""
     return _lib().bnn_kernel_isa().decode()
+
+
+#: Every kernel set name the library may know (which ones exist depends on the build).
+ISAS = ("portable", "popcnt", "avx2", "avx512", "neon")
+
+# Serializes set_isa with context creation: the C selection is process-wide.
+_isa_lock = threading.RLock()
+
+
+def isa_supported(name: str) -> bool:
+    """Whether this build has kernel set ``name`` and this CPU can run it."""
+    return bool(_lib().bnn_isa_supported(name.encode()))
+
+
+def available_isas() -> list[str]:
+    """The kernel sets usable here, in :data:`ISAS` order (portable first on x86-64)."""
+    return [n for n in ISAS if isa_supported(n)]
+
+
+def set_isa(name: str | None) -> None:
+    """Choose the kernel set for engines created from now on (``None``: the best).
+
+    Raises NativeError for an unknown name or one this CPU lacks. Existing engines keep
+    the kernels they were created with."""
+    with _isa_lock:
+        if _lib().bnn_set_isa(None if name is None else name.encode()) != 0:
+            raise NativeError(f"ISA {name!r} is unknown or not supported by this CPU "
+                              f"(available: {', '.join(available_isas())})")
 
 
 def _f32_ptr(a: np.ndarray) -> ctypes._Pointer:
@@ -145,10 +177,14 @@ class NativeEngine:
     """One loaded model plus an execution context with ``threads`` worker threads.
 
     ``run``/``benchmark`` are serialized per engine (one context runs one inference at a
-    time); use one engine per concurrent caller.
+    time); use one engine per concurrent caller. ``isa`` picks the binary-conv kernel set
+    for this engine (e.g. ``"avx2"``; NativeError if the CPU lacks it); ``None`` uses
+    :func:`kernel_isa`. The set in use is ``self.isa``.
     """
 
-    def __init__(self, model: str | Path | bytes, threads: int = 1) -> None:
+    def __init__(
+        self, model: str | Path | bytes, threads: int = 1, isa: str | None = None
+    ) -> None:
         self._lib = _lib()
         self._model: int | None = None
         self._ctx: int | None = None
@@ -179,7 +215,16 @@ class NativeEngine:
         self.output_shape = self._dims(
             self._lib.bnn_model_output_rank, self._lib.bnn_model_output_dims
         )
-        ctx = self._lib.bnn_ctx_create(self._model, threads, err, _ERR_LEN)
+        with _isa_lock:
+            prev = kernel_isa() if isa is not None else None
+            if isa is not None and self._lib.bnn_set_isa(isa.encode()) != 0:
+                self.close()
+                raise NativeError(f"ISA {isa!r} is unknown or not supported by this CPU "
+                                  f"(available: {', '.join(available_isas())})")
+            ctx = self._lib.bnn_ctx_create(self._model, threads, err, _ERR_LEN)
+            self.isa = kernel_isa()
+            if prev is not None:
+                self._lib.bnn_set_isa(prev.encode())
         if not ctx:
             self.close()
             raise NativeError(err.value.decode(errors="replace"))

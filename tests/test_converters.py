@@ -238,10 +238,8 @@ def test_broadcasting_batch_dims_refused(tmp_path: Path) -> None:
     assert err.op == "Mul" and "without changing its shape" in str(err)
 
 
-def test_unknown_and_unimplemented_libraries(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_unknown_library(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     src = zoo_dir / "vggsmall_bnn.onnx"
-    with pytest.raises(UnsupportedModelError, match="library lce: not implemented yet"):
-        api.convert(src, "lce", tmp_path / "m.tflite")
     with pytest.raises(UnsupportedModelError, match="unknown library 'tvm'"):
         api.convert(src, "tvm", tmp_path / "m.x")
     assert issubclass(UnsupportedModelError, ConversionError)

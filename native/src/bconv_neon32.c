@@ -25,7 +25,9 @@
 #define BNN_MCA_END() ((void)0)
 
 /* A u16 lane gains at most 16 per chunk (two byte counts of <= 8): 4095 * 16 < 65536. */
+#ifndef U16_CHUNKS /* overridable so cross-test exercises the fold on every case */
 #define U16_CHUNKS 4095u
+#endif
 
 static inline __attribute__((always_inline)) void
 tile(const bnn_bconv_row_args *a, const uint64_t *win, uint32_t o, int32_t *pop, const int NT)

@@ -1,6 +1,6 @@
 /* bnnbench-native: load a .bnn model, run timed inferences, print the samples.
  *
- *   bnnbench-native MODEL.bnn [--threads N] [--warmup W] [--runs R] [--input FILE.f32]
+ *   bnnbench-native MODEL.bnn [--threads N] [--warmup W] [--runs R] [--input FILE.f32] [--isa ISA]
  *                   [--output FILE.f32] [--max-memory-mb M] [--json]
  *
  * Input/output files are raw little-endian float32 in NCHW (or N x F) order. Without
@@ -70,7 +70,7 @@ static int read_input(const char *path, float *dst, size_t count)
 
 int main(int argc, char **argv)
 {
-    const char *model_path = NULL, *in_path = NULL, *out_path = NULL;
+    const char *model_path = NULL, *in_path = NULL, *out_path = NULL, *isa = NULL;
     long threads = 1, warmup = 3, runs = 10, max_mb = 0;
     int json = 0;
     for (int i = 1; i < argc; i++) {
@@ -93,13 +93,17 @@ int main(int argc, char **argv)
             if (!parse_int(argv[++i], 1, LONG_MAX / 2, &max_mb))
                 return die(2, "--max-memory-mb must be a positive integer, got '%s'%s",
                            argv[i], NULL);
+        } else if (!strcmp(a, "--isa") && has_val) {
+            isa = argv[++i];
         } else if (!strcmp(a, "--input") && has_val) {
             in_path = argv[++i];
         } else if (!strcmp(a, "--output") && has_val) {
             out_path = argv[++i];
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: %s MODEL.bnn [--threads N] [--warmup W] [--runs R] [--input FILE.f32]"
-                   " [--output FILE.f32] [--max-memory-mb M] [--json]\n",
+                   " [--output FILE.f32] [--max-memory-mb M] [--isa ISA] [--json]\n"
+                   "  --isa: portable, popcnt, avx2 or avx512 on x86-64 (default: the best"
+                   " this CPU supports, or $BNNBENCH_ISA)\n",
                    prog);
             return 0;
         } else if (a[0] == '-' && a[1] != '\0') {
@@ -112,6 +116,9 @@ int main(int argc, char **argv)
     }
     if (!model_path)
         return die(2, "no model given (usage: %s MODEL.bnn [options], see --help)%s", prog, NULL);
+
+    if (isa && bnn_set_isa(isa) != BNN_OK)
+        return die(2, "--isa '%s' is unknown or not supported by this CPU%s", isa, NULL);
 
     char err[BNN_ERR_LEN];
     bnn_model *m = NULL;
