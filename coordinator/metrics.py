@@ -9,7 +9,7 @@
 - OM = sqrt((mean speedup² + mean compression²) / 2).
 
 Inputs are plain records so the same code runs on the database and on the paper's table
-(``/work/shared/reference/bibench_hardware_latency_ms.csv``).
+(``tests/data/bibench/bibench_hardware_latency_ms.csv``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from coordinator.metrics import (
     speedup_cells,
 )
 
-REFERENCE = Path("/work/shared/reference")
+REFERENCE = Path(__file__).parent / "data" / "bibench"
 HW_CSV = REFERENCE / "bibench_hardware_latency_ms.csv"
 
 

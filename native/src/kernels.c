@@ -8,9 +8,12 @@
 #include "kernels.h"
 
 #if defined(__aarch64__) || defined(__arm__)
-/* ARM: NEON row kernel (bconv_neon64.c / bconv_neon32.c). BNNBENCH_ISA=portable forces the
- * portable set; AArch64 always has NEON, ARMv7 is asked via getauxval(AT_HWCAP). */
+/* ARM: NEON row kernel (bconv_neon64.c / bconv_neon32.c), the default where NEON exists:
+ * always on AArch64, via getauxval(AT_HWCAP) & HWCAP_NEON on ARMv7. BNNBENCH_ISA or
+ * bnn_set_isa() picks "neon" or "portable" (unknown/unsupported: an error, as on x86). */
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__arm__)
@@ -33,16 +36,41 @@ static const bnn_kernel_table arm_neon = {
     .sgemm_mr = BNN_SGEMM_MR_PORTABLE,
 };
 static const bnn_kernel_table portable;
-static const bnn_kernel_table *arm_selected;
+static int arm_has_neon(void)
+{
+#if defined(__arm__)
+    return (getauxval(AT_HWCAP) & HWCAP_NEON) != 0;
+#else
+    return 1;
+#endif
+}
+/* NULL/"" = best supported; NULL result for an unknown or unsupported name. */
+static const bnn_kernel_table *arm_lookup(const char *name)
+{
+    if (!name || !*name)
+        return arm_has_neon() ? &arm_neon : &portable;
+    if (!strcmp(name, "portable"))
+        return &portable;
+    if (!strcmp(name, "neon") && arm_has_neon())
+        return &arm_neon;
+    return NULL;
+}
+static _Atomic(const bnn_kernel_table *) arm_current;
+static _Atomic(const char *) arm_env_error;
 static void arm_select(void)
 {
     const char *env = getenv("BNNBENCH_ISA");
-    int neon = 1;
-#if defined(__arm__)
-    neon = (getauxval(AT_HWCAP) & HWCAP_NEON) != 0;
-#endif
-    arm_selected = (env && strcmp(env, "portable") == 0) || !neon ? &portable : &arm_neon;
+    const bnn_kernel_table *t = arm_lookup(env);
+    if (!t) {
+        static char env_msg[200];
+        snprintf(env_msg, sizeof env_msg,
+                 "BNNBENCH_ISA: unknown or unsupported ISA '%.40s' (want portable or neon)", env);
+        atomic_store(&arm_env_error, env_msg);
+        t = arm_lookup(NULL);
+    }
+    atomic_store(&arm_current, t);
 }
+static pthread_once_t arm_once = PTHREAD_ONCE_INIT;
 #endif
 
 static const bnn_kernel_table portable = {
@@ -56,9 +84,8 @@ static const bnn_kernel_table portable = {
 const bnn_kernel_table *bnn_kernels(void)
 {
 #if defined(__aarch64__) || defined(__arm__)
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, arm_select);
-    return arm_selected;
+    pthread_once(&arm_once, arm_select);
+    return atomic_load(&arm_current);
 #endif
 #if defined(__x86_64__)
     const bnn_kernel_table *x86_kernels(void);
@@ -174,6 +201,26 @@ int bnn_isa_supported(const char *name)
 {
     const char *why = NULL;
     return name && *name && x86_lookup(name, &why) != NULL;
+}
+#elif defined(__aarch64__) || defined(__arm__)
+const char *bnn_kernels_env_error(void)
+{
+    pthread_once(&arm_once, arm_select);
+    return atomic_load(&arm_env_error);
+}
+int bnn_set_isa(const char *name)
+{
+    pthread_once(&arm_once, arm_select);
+    const bnn_kernel_table *t = arm_lookup(name);
+    if (!t)
+        return BNN_EARG;
+    atomic_store(&arm_current, t);
+    atomic_store(&arm_env_error, (const char *)NULL);
+    return BNN_OK;
+}
+int bnn_isa_supported(const char *name)
+{
+    return name && *name && arm_lookup(name) != NULL;
 }
 #else
 /* Other architectures: the override accepts only the kernel set already selected. */

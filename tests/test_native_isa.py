@@ -1,0 +1,134 @@
+"""Run-time kernel selection of the native engine: every binary-conv kernel set this CPU
+supports (BNNBENCH_ISA / set_isa / NativeEngine(isa=...) / CLI --isa) gives output
+bit-identical to the portable kernels. Sets the CPU lacks are skipped, visibly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+from native_helpers import NATIVE, input_for, make_native, rand_f32, rand_sign, small_network
+
+from native import engine as E
+from native import format as F
+from native.engine import NativeEngine, NativeError
+
+CLI = NATIVE / "build" / "bnnbench-native"
+X86_ISAS = ["popcnt", "avx2", "avx512"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built() -> None:
+    make_native()
+
+
+def _need(isa: str) -> None:
+    if not E.isa_supported(isa):
+        pytest.skip(f"ISA {isa} not built or not supported by this CPU (not run)")
+
+
+def _binary_net(rng: np.random.Generator) -> F.NativeModel:
+    """Two binary convs with odd channel counts, 3x3 pad 1 then a strided 1x1, to a vector."""
+    c0, c1, c2 = 67, 130, 45
+    layers = [
+        F.Conv2dBin(
+            [0], 1, weight_sign=rand_sign(rng, (c1, c0, 3, 3)),
+            threshold=rand_f32(rng, (c0,), 0.3), scale=rand_f32(rng, (c1,)),
+            bias=rand_f32(rng, (c1,)), pads=(1, 1, 1, 1),
+        ),
+        F.Conv2dBin(
+            [1], 2, weight_sign=rand_sign(rng, (c2, c1, 1, 1)), scale=rand_f32(rng, (c2,)),
+            bias=rand_f32(rng, (c2,)), strides=(2, 2),
+        ),
+        F.GlobalAvgPool([2], 3),
+    ]
+    return F.NativeModel((2, c0, 9, 11), layers, n_values=4, output_id=3)
+
+
+def test_available_isas_and_default():
+    avail = E.available_isas()
+    assert "portable" in avail or E.kernel_isa() == "neon"
+    assert E.kernel_isa() in avail
+    assert not E.isa_supported("no-such-isa")
+
+
+@pytest.mark.parametrize("isa", X86_ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_isa_matches_portable_bit_exactly(isa, threads):
+    _need(isa)
+    _need("portable")
+    rng = np.random.default_rng(3)
+    for model in (_binary_net(rng), small_network(rng, c=5, hw=9, batch=2)):
+        data = F.dumps(model)
+        x = input_for(rng, model.input_shape)
+        with NativeEngine(data, threads=threads, isa="portable") as eng:
+            assert eng.isa == "portable"
+            want = eng.run(x)
+        with NativeEngine(data, threads=threads, isa=isa) as eng:
+            assert eng.isa == isa
+            got = eng.run(x)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_engine_isa_does_not_change_the_default():
+    before = E.kernel_isa()
+    rng = np.random.default_rng(1)
+    with NativeEngine(F.dumps(_binary_net(rng)), isa="portable") as eng:
+        assert eng.isa == "portable"
+    assert E.kernel_isa() == before
+
+
+def test_set_isa_and_errors():
+    before = E.kernel_isa()
+    try:
+        E.set_isa("portable")
+        assert E.kernel_isa() == "portable"
+        with pytest.raises(NativeError, match="not supported"):
+            E.set_isa("no-such-isa")
+        with pytest.raises(NativeError, match="not supported"):
+            NativeEngine(F.dumps(_binary_net(np.random.default_rng(0))), isa="bogus")
+        assert E.kernel_isa() == "portable"
+    finally:
+        E.set_isa(before)
+
+
+def _cli(path, *args, env=None):
+    return subprocess.run(
+        [str(CLI), str(path), "--runs", "1", "--json", *args],
+        capture_output=True, text=True, check=False, env=env,
+    )
+
+
+@pytest.mark.parametrize("isa", X86_ISAS)
+def test_cli_isa_flag_and_env_var(tmp_path, isa):
+    path = tmp_path / "m.bnn"
+    F.write_model(_binary_net(np.random.default_rng(4)), path)
+    env = {k: v for k, v in os.environ.items() if k != "BNNBENCH_ISA"}
+    if not E.isa_supported(isa):
+        # an ISA the CPU lacks is an error, not a silent fallback
+        proc = _cli(path, "--isa", isa, env=env)
+        assert proc.returncode == 2 and "not supported" in proc.stderr
+        proc = _cli(path, env={**env, "BNNBENCH_ISA": isa})
+        assert proc.returncode == 1 and "BNNBENCH_ISA" in proc.stderr
+        pytest.skip(f"ISA {isa} not supported by this CPU (error path checked, kernel not run)")
+    outs = {}
+    for name, extra, e in [
+        ("portable", ["--isa", "portable"], env),
+        ("flag", ["--isa", isa], env),
+        ("env", [], {**env, "BNNBENCH_ISA": isa}),
+    ]:
+        out = tmp_path / f"{name}.f32"
+        proc = _cli(path, "--output", str(out), *extra, env=e)
+        assert proc.returncode == 0, proc.stderr
+        assert f'"isa": "{isa if name != "portable" else "portable"}"' in proc.stdout
+        outs[name] = out.read_bytes()
+    assert outs["flag"] == outs["portable"] and outs["env"] == outs["portable"]
+
+
+def test_env_var_unknown_isa_is_an_error(tmp_path):
+    path = tmp_path / "m.bnn"
+    F.write_model(_binary_net(np.random.default_rng(4)), path)
+    proc = _cli(path, env={**os.environ, "BNNBENCH_ISA": "sse9"})
+    assert proc.returncode == 1 and "unknown ISA 'sse9'" in proc.stderr
