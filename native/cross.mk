@@ -4,8 +4,11 @@
 #   make -C native cross        static, stripped -O3 CLIs: build/aarch64/bnnbench-native and
 #                               build/armv7/bnnbench-native (hard-float; NEON kernel picked at
 #                               run time from HWCAP_NEON, the rest of the binary NEON-free)
-#   make -C native cross-test   the C unit tests cross-built and run under qemu-user, with the
-#                               NEON kernel and with BNNBENCH_ISA=portable
+#   make -C native cross-test   the C unit tests cross-built and run under qemu-user (they run
+#                               the grid on every supported kernel set: portable and neon),
+#                               plus a build whose NEON u16->u32 fold runs every 3 chunks
+#   make -C native mca          llvm-mca static analysis of the AArch64 NEON inner loop
+#                               (bench/mca_neon.sh; installs llvm-19 via apt-get when missing)
 #
 # The NEON row kernels (src/bconv_neon64.c, src/bconv_neon32.c) compile to empty units on
 # other architectures; on a native ARM host they are linked into the normal build too.
@@ -25,7 +28,7 @@ ARMV7_FLAGS  := -march=armv7-a -mfpu=vfpv3-d16 -mfloat-abi=hard
 CROSS_PKGS := gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf \
               libc6-dev-armhf-cross qemu-user
 
-.PHONY: cross cross-deps cross-test
+.PHONY: cross cross-deps cross-test mca mca-deps
 
 cross: $(BUILD)/aarch64/bnnbench-native $(BUILD)/armv7/bnnbench-native
 
@@ -41,6 +44,18 @@ cross-deps:
 	  $$SUDO apt-get update && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $(CROSS_PKGS); \
 	else echo "cross-deps: toolchains and qemu-user present"; fi
+
+# llvm-mca: LLVM 14 (bookworm's default `llvm`) has no Cortex-A76/Neoverse-N1 scheduling
+# model (it falls back to Cortex-A57's); LLVM 19 models cortex-a76 as Neoverse N1.
+MCA_LLVM ?= 19
+mca-deps: cross-deps
+	@if [ -x /usr/lib/llvm-$(MCA_LLVM)/bin/llvm-mca ]; then echo "mca-deps: llvm-$(MCA_LLVM) present"; \
+	else SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends llvm-$(MCA_LLVM); fi
+
+mca: mca-deps
+	LLVM_MCA=/usr/lib/llvm-$(MCA_LLVM)/bin/llvm-mca bench/mca_neon.sh
 
 $(BUILD)/aarch64/obj/%.o: src/%.c | $(BUILD)/aarch64/obj
 	$(AARCH64_CC) $(CROSS_CFLAGS) -MMD -MP -c $< -o $@
@@ -81,10 +96,8 @@ CROSS_TESTS := $(BUILD)/aarch64/test_kernels $(BUILD)/aarch64/test_kernels_fold 
 cross-test: $(CROSS_TESTS)
 	$(QEMU_AARCH64) $(BUILD)/aarch64/test_kernels
 	$(QEMU_AARCH64) $(BUILD)/aarch64/test_kernels_fold
-	BNNBENCH_ISA=portable $(QEMU_AARCH64) $(BUILD)/aarch64/test_kernels
 	$(QEMU_ARM) $(BUILD)/armv7/test_kernels
 	$(QEMU_ARM) $(BUILD)/armv7/test_kernels_fold
-	BNNBENCH_ISA=portable $(QEMU_ARM) $(BUILD)/armv7/test_kernels
 
 $(BUILD)/aarch64/obj $(BUILD)/armv7/obj:
 	mkdir -p $@

@@ -165,8 +165,10 @@ def set_isa(name: str | None) -> None:
     the kernels they were created with."""
     with _isa_lock:
         if _lib().bnn_set_isa(None if name is None else name.encode()) != 0:
-            raise NativeError(f"ISA {name!r} is unknown or not supported by this CPU "
-                              f"(available: {', '.join(available_isas())})")
+            raise NativeError(
+                f"ISA {name!r} is unknown or not supported by this CPU "
+                f"(available: {', '.join(available_isas())})"
+            )
 
 
 def _f32_ptr(a: np.ndarray) -> ctypes._Pointer:
@@ -182,9 +184,7 @@ class NativeEngine:
     :func:`kernel_isa`. The set in use is ``self.isa``.
     """
 
-    def __init__(
-        self, model: str | Path | bytes, threads: int = 1, isa: str | None = None
-    ) -> None:
+    def __init__(self, model: str | Path | bytes, threads: int = 1, isa: str | None = None) -> None:
         self._lib = _lib()
         self._model: int | None = None
         self._ctx: int | None = None
@@ -219,8 +219,10 @@ class NativeEngine:
             prev = kernel_isa() if isa is not None else None
             if isa is not None and self._lib.bnn_set_isa(isa.encode()) != 0:
                 self.close()
-                raise NativeError(f"ISA {isa!r} is unknown or not supported by this CPU "
-                                  f"(available: {', '.join(available_isas())})")
+                raise NativeError(
+                    f"ISA {isa!r} is unknown or not supported by this CPU "
+                    f"(available: {', '.join(available_isas())})"
+                )
             ctx = self._lib.bnn_ctx_create(self._model, threads, err, _ERR_LEN)
             self.isa = kernel_isa()
             if prev is not None:

@@ -1,6 +1,7 @@
 """Native engine vs onnxruntime on the model zoo, in one run on one machine.
 
     python native/bench/bench_zoo.py [--threads 1 2] [--runs 15] [--warmup 3] [--json OUT]
+        [--isa portable popcnt avx2 ...]
 
 For every zoo model (ResNet-18/34 at 224², VGG-Small at 32², each FP32 / BNN / ReAct) and
 thread count it reports the median latency of the native engine (C monotonic clock around
@@ -14,6 +15,9 @@ Ratios printed:
 - ``vs ort fp32``: onnxruntime FP32 time of the same architecture over this native time.
 - ``speedup``: native FP32 over native binary, same architecture and threads (the number the
   hardware track uses).
+- ``vs portable``: native time with the portable kernels over native time with this ISA.
+Binary models run once per binary-conv kernel set (``--isa``, default every set this CPU
+supports); FP32 models once (their SGEMM is the same in every set, ISA column ``-``).
 This is a benchmark script, not a test; numbers from emulators (qemu) are meaningless here.
 """
 
@@ -35,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from converters import api as converters_api  # noqa: E402
 from converters import zoo  # noqa: E402
-from native.engine import NativeEngine  # noqa: E402
+from native.engine import NativeEngine, available_isas  # noqa: E402
 from native.engine import version as native_version  # noqa: E402
 
 
@@ -79,7 +83,13 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--archs", nargs="+", default=list(zoo.ARCHS), choices=zoo.ARCHS)
     ap.add_argument("--json", type=Path, help="also write all samples to this file")
+    ap.add_argument("--isa", nargs="+", default=available_isas(),
+                    help="binary-conv kernel sets to time (default: all this CPU supports)")
     args = ap.parse_args()
+    bad = [i for i in args.isa if i not in available_isas()]
+    if bad:
+        ap.error(f"--isa {' '.join(bad)}: not supported here (available: "
+                 f"{' '.join(available_isas())})")
 
     import onnxruntime as ort
 
@@ -96,40 +106,48 @@ def main() -> int:
             x = rng.standard_normal(zoo.input_shape(e.arch)).astype(np.float32)
             for t in args.threads:
                 sess = _ort_session(e.path, t)
-                with NativeEngine(bnn_path, threads=t) as eng:
-                    nat = eng.benchmark(x, args.warmup, args.runs)
                 ortt = _time_ort(sess, x, args.warmup, args.runs)
-                rows.append({
-                    "arch": e.arch, "algorithm": e.algorithm, "threads": t,
-                    "native_ms": statistics.median(nat), "ort_ms": statistics.median(ortt),
-                    "native_samples_ms": nat, "ort_samples_ms": ortt,
-                    "native_size": bnn_path.stat().st_size, "onnx_size": e.size,
-                })
-                r = rows[-1]
-                print(f"  {e.arch:9s} {e.algorithm:5s} t={t}: native {r['native_ms']:9.2f} ms"
-                      f"   onnxruntime {r['ort_ms']:9.2f} ms", flush=True)
+                for isa in ["-"] if e.algorithm == "fp32" else args.isa:
+                    with NativeEngine(bnn_path, threads=t,
+                                      isa=None if isa == "-" else isa) as eng:
+                        nat = eng.benchmark(x, args.warmup, args.runs)
+                    rows.append({
+                        "arch": e.arch, "algorithm": e.algorithm, "threads": t, "isa": isa,
+                        "native_ms": statistics.median(nat), "ort_ms": statistics.median(ortt),
+                        "native_samples_ms": nat, "ort_samples_ms": ortt,
+                        "native_size": bnn_path.stat().st_size, "onnx_size": e.size,
+                    })
+                    r = rows[-1]
+                    print(f"  {e.arch:9s} {e.algorithm:5s} t={t} isa={isa:8s}: native "
+                          f"{r['native_ms']:9.2f} ms   onnxruntime {r['ort_ms']:9.2f} ms",
+                          flush=True)
 
-    def cell(arch: str, alg: str, t: int) -> dict:
-        return next(r for r in rows if (r["arch"], r["algorithm"], r["threads"]) == (arch, alg, t))
+    def cell(arch: str, alg: str, t: int, isa: str = "-") -> dict | None:
+        return next((r for r in rows if (r["arch"], r["algorithm"], r["threads"], r["isa"])
+                     == (arch, alg, t, isa)), None)
 
     print("\nmedian latency (ms) and ratios, same machine, same run")
-    hdr = (f"{'arch':9s} {'alg':5s} {'thr':>3s} {'native':>9s} {'onnxrt':>9s} {'ort/native':>10s}"
-           f" {'vs ort fp32':>11s} {'speedup':>8s} {'size MB':>8s}")
+    hdr = (f"{'arch':9s} {'alg':5s} {'thr':>3s} {'isa':8s} {'native':>9s} {'onnxrt':>9s}"
+           f" {'ort/native':>10s} {'vs ort fp32':>11s} {'speedup':>8s} {'vs portable':>11s}"
+           f" {'size MB':>8s}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        ort_fp32 = cell(r["arch"], "fp32", r["threads"])["ort_ms"]
-        nat_fp32 = cell(r["arch"], "fp32", r["threads"])["native_ms"]
-        print(f"{r['arch']:9s} {r['algorithm']:5s} {r['threads']:3d} {r['native_ms']:9.2f}"
-              f" {r['ort_ms']:9.2f} {r['ort_ms'] / r['native_ms']:10.2f}"
-              f" {ort_fp32 / r['native_ms']:11.2f} {nat_fp32 / r['native_ms']:8.2f}"
-              f" {r['native_size'] / 1e6:8.2f}")
+        fp32 = cell(r["arch"], "fp32", r["threads"])
+        port = cell(r["arch"], r["algorithm"], r["threads"], "portable")
+        ort_fp32 = f"{fp32['ort_ms'] / r['native_ms']:11.2f}" if fp32 else f"{'n/a':>11s}"
+        nat_fp32 = f"{fp32['native_ms'] / r['native_ms']:8.2f}" if fp32 else f"{'n/a':>8s}"
+        vs_port = f"{port['native_ms'] / r['native_ms']:11.2f}" if port else f"{'-':>11s}"
+        print(f"{r['arch']:9s} {r['algorithm']:5s} {r['threads']:3d} {r['isa']:8s}"
+              f" {r['native_ms']:9.2f} {r['ort_ms']:9.2f} {r['ort_ms'] / r['native_ms']:10.2f}"
+              f" {ort_fp32} {nat_fp32} {vs_port} {r['native_size'] / 1e6:8.2f}")
     if 1 in args.threads and 2 in args.threads:
         print("\nthread scaling (native, t=1 / t=2):")
-        for arch in args.archs:
-            for alg in zoo.ALGORITHMS:
-                s = cell(arch, alg, 1)["native_ms"] / cell(arch, alg, 2)["native_ms"]
-                print(f"  {arch:9s} {alg:5s} {s:5.2f}x")
+        for r1 in rows:
+            r2 = cell(r1["arch"], r1["algorithm"], 2, r1["isa"])
+            if r1["threads"] == 1 and r2:
+                print(f"  {r1['arch']:9s} {r1['algorithm']:5s} {r1['isa']:8s}"
+                      f" {r1['native_ms'] / r2['native_ms']:5.2f}x")
     if args.json:
         args.json.write_text(json.dumps({"machine": _cpu_model(), "rows": rows}, indent=1))
     return 0

@@ -6,7 +6,8 @@
  * both sides, so they add 0). Popcount: vpshufb nibble lookup gives per-byte counts (<= 8),
  * vpsadbw against zero sums them into 4 u64 lanes that are added to the accumulator; the
  * horizontal reduction happens once per (channel, column) at the end, not per chunk.
- * Register tile: 4 output channels x 2 output columns (8 accumulators).
+ * Register tile: 4 output channels x 2 output columns (8 accumulators). With one word per
+ * pixel and stride 1 (in_c <= 64) a second tile vectorizes over 8 output columns instead.
  *
  * Compiled for AVX2 via target attributes on these functions only; kernels.c selects it
  * when cpuid reports avx2 (with OS support for the ymm state). Empty off x86-64.
@@ -83,6 +84,46 @@ INL TGT void tile(const bnn_bconv_row_args *a, uint32_t nout, uint32_t o, uint32
             a->pop[(size_t)(x + n) * nout + (o - a->o_begin) + m] = (int32_t)hsum64(acc[m][n]);
 }
 
+/* Pixel-vectorized tile for one input word per pixel and stride 1 (x_stride == 1, e.g. the
+ * 64-channel layers): lane j of a vector is output column x + j, whose window word at tap t
+ * is in[x + j + t], so 4 columns load as one contiguous vector and each weight word is
+ * broadcast. 8 columns (2 vectors) x mr channels; no masked lanes. */
+INL TGT void tile_px(const bnn_bconv_row_args *a, uint32_t nout, uint32_t o, uint32_t x,
+                     const int mr)
+{
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1,
+                                         1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256i acc[MR][2];
+    for (int m = 0; m < mr; m++)
+        acc[m][0] = acc[m][1] = _mm256_setzero_si256();
+    const uint32_t tw = a->tap_words;
+    const uint64_t *in0 = a->in + x; /* x_stride == 1 */
+    const uint64_t *w0 = a->w + (size_t)o * a->w_stride;
+    for (uint32_t i = 0; i < a->kh; i++) {
+        const uint64_t *ip = in0 + (size_t)i * a->row_stride;
+        const uint64_t *wp = w0 + (size_t)i * tw;
+        for (uint32_t t = 0; t < tw; t++) {
+            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(ip + t));
+            const __m256i v1 = _mm256_loadu_si256((const __m256i *)(ip + t + 4));
+            for (int m = 0; m < mr; m++) {
+                const __m256i w = _mm256_set1_epi64x((long long)wp[(size_t)m * a->w_stride + t]);
+                acc[m][0] = _mm256_add_epi64(
+                    acc[m][0], popcnt_bytes_sad(_mm256_xor_si256(v0, w), lut, low));
+                acc[m][1] = _mm256_add_epi64(
+                    acc[m][1], popcnt_bytes_sad(_mm256_xor_si256(v1, w), lut, low));
+            }
+        }
+    }
+    for (int m = 0; m < mr; m++)
+        for (int h = 0; h < 2; h++) {
+            uint64_t lanes[4];
+            _mm256_storeu_si256((__m256i *)lanes, acc[m][h]);
+            for (int j = 0; j < 4; j++)
+                a->pop[(size_t)(x + 4 * h + j) * nout + (o - a->o_begin) + m] = (int32_t)lanes[j];
+        }
+}
+
 TGT void bnn_bconv_row_avx2(const bnn_bconv_row_args *a)
 {
     const uint32_t nout = a->o_end - a->o_begin;
@@ -91,6 +132,14 @@ TGT void bnn_bconv_row_avx2(const bnn_bconv_row_args *a)
     const __m256i tail_mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)rem),
                                                  _mm256_setr_epi64x(0, 1, 2, 3));
     uint32_t x = 0;
+    if (a->x_stride == 1)
+        for (; x + 8 <= a->ow; x += 8) {
+            uint32_t o = a->o_begin;
+            for (; o + MR <= a->o_end; o += MR)
+                tile_px(a, nout, o, x, MR);
+            for (; o < a->o_end; o++)
+                tile_px(a, nout, o, x, 1);
+        }
     for (; x + NR <= a->ow; x += NR) {
         uint32_t o = a->o_begin;
         for (; o + MR <= a->o_end; o += MR)

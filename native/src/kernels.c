@@ -222,6 +222,34 @@ int bnn_isa_supported(const char *name)
 {
     return name && *name && arm_lookup(name) != NULL;
 }
+#elif defined(__aarch64__) || defined(__arm__)
+/* ARM: "portable" or "neon" (where the CPU has it) can be chosen at run time. */
+const char *bnn_kernels_env_error(void)
+{
+    return NULL;
+}
+int bnn_isa_supported(const char *name)
+{
+    if (!name)
+        return 0;
+    if (!strcmp(name, "portable"))
+        return 1;
+#if defined(__arm__)
+    return !strcmp(name, "neon") && (getauxval(AT_HWCAP) & HWCAP_NEON) != 0;
+#else
+    return !strcmp(name, "neon");
+#endif
+}
+int bnn_set_isa(const char *name)
+{
+    (void)bnn_kernels(); /* run the one-time selection first so it cannot override this */
+    if (!name || !*name)
+        name = bnn_isa_supported("neon") ? "neon" : "portable";
+    if (!bnn_isa_supported(name))
+        return BNN_EARG;
+    arm_selected = strcmp(name, "neon") ? &portable : &arm_neon;
+    return BNN_OK;
+}
 #else
 /* Other architectures: the override accepts only the kernel set already selected. */
 const char *bnn_kernels_env_error(void)

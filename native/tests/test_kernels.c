@@ -238,6 +238,9 @@ static void test_bconv(void)
         {1, 200, 6, 5, 33, 5, 2, 2, 2, 2, 2, 1}, {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
         {1, 256, 5, 7, 70, 3, 1, 1, 1, 1, 1, 1}, /* tap_words 12: whole 256/512-bit vectors */
         {1, 448, 3, 4, 9, 3, 2, 1, 1, 1, 1, 0},  /* 7 words a tap */
+        /* one word a pixel, stride 1, >= 8 output columns (AVX2 column-vector tile) */
+        {2, 64, 5, 19, 37, 3, 1, 1, 1, 1, 1, 1}, {1, 3, 4, 12, 9, 1, 1, 0, 0, 0, 0, 0},
+        {1, 63, 6, 17, 6, 3, 1, 2, 0, 1, 2, 1},
     };
     for (size_t i = 0; i < sizeof extra / sizeof *extra; i++)
         run_bconv_case(&extra[i], many, 6);
