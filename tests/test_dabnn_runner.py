@@ -13,11 +13,8 @@ from pathlib import Path
 import pytest
 
 from agent.runners.base import Runner, RunnerError
-from agent.runners.dabnn import (
-    ENV_BINARY,
-    DabnnRunner,
-    parse_google_benchmark_json,
-)
+from agent.runners.benchmark_output import BenchmarkOutputError, parse_google_benchmark_json
+from agent.runners.dabnn import ENV_BINARY, DabnnRunner
 
 DATA = Path(__file__).parent / "data" / "dabnn"
 OLD = DATA / "benchmark_single_model_gbench_f090141.json"  # the google-benchmark daBNN pins
@@ -27,22 +24,28 @@ NEW = DATA / "benchmark_single_model_gbench_v1.9.5.json"
 def test_parse_pinned_google_benchmark_output() -> None:
     doc = json.loads(OLD.read_text())
     iters = [b for b in doc["benchmarks"] if b["run_type"] == "iteration"]
-    parsed = parse_google_benchmark_json(OLD.read_text(), "single_model")
-    assert len(parsed["runs"]) == len(iters) == 3
-    for r, b in zip(parsed["runs"], iters, strict=True):
-        assert r["real_time_ms"] == pytest.approx(b["real_time"] / 1e6)  # ns -> ms
-        assert r["cpu_time_ms"] == pytest.approx(b["cpu_time"] / 1e6)
-        assert r["iterations"] == b["iterations"]
-    assert parsed["context"]["library_build_type"] == "release"
+    parsed = parse_google_benchmark_json(OLD.read_text())
+    runs = parsed.iterations_of("single_model")
+    assert len(runs) == len(iters) == 3
+    for r, b in zip(runs, iters, strict=True):
+        assert r.real_time_ms == pytest.approx(b["real_time"] / 1e6)  # ns -> ms
+        assert r.cpu_time_ms == pytest.approx(b["cpu_time"] / 1e6)
+        assert r.iterations == b["iterations"]
+    assert parsed.context["library_build_type"] == "release"
 
 
 def test_parse_newer_google_benchmark_output_skips_aggregates() -> None:
-    parsed = parse_google_benchmark_json(NEW.read_text(), "single_model")
+    runs = parse_google_benchmark_json(NEW.read_text()).iterations_of("single_model")
     doc = json.loads(NEW.read_text())
-    assert [r["repetition_index"] for r in parsed["runs"]] == [0, 1, 2]
+    assert [r.repetition_index for r in runs] == [0, 1, 2]
     means = [b for b in doc["benchmarks"] if b.get("aggregate_name") == "mean"]
-    got = sum(r["real_time_ms"] for r in parsed["runs"]) / 3
+    got = sum(r.real_time_ms for r in runs) / 3
     assert got == pytest.approx(means[0]["real_time"] / 1e6)
+
+
+def _iterations(text: str) -> list:
+    """Per-repetition runs, as the runner takes them: aggregates dropped."""
+    return [r for r in parse_google_benchmark_json(text).runs if r.run_type != "aggregate"]
 
 
 def test_parse_units_noise_and_failures() -> None:
@@ -50,20 +53,29 @@ def test_parse_units_noise_and_failures() -> None:
     for b in doc["benchmarks"]:
         b["time_unit"] = "us"
     text = "I1125 glog line before the JSON\n" + json.dumps(doc)
-    us = parse_google_benchmark_json(text)["runs"]
-    ns = parse_google_benchmark_json(OLD.read_text())["runs"]
-    assert [r["real_time_ms"] for r in us] == pytest.approx([r["real_time_ms"] * 1e3
-                                                             for r in ns])
+    us = _iterations(text)
+    ns = _iterations(OLD.read_text())
+    assert [r.real_time_ms for r in us] == pytest.approx([r.real_time_ms * 1e3 for r in ns])
     # releases without run_type: aggregates recognised by their name suffix
     for b in doc["benchmarks"]:
         del b["run_type"]
-    assert len(parse_google_benchmark_json(json.dumps(doc))["runs"]) == 3
+    assert len(_iterations(json.dumps(doc))) == 3
+    assert len(parse_google_benchmark_json(json.dumps(doc)).iterations_of("single_model")) == 3
     doc["benchmarks"][0]["error_occurred"] = True
     doc["benchmarks"][0]["error_message"] = "boom"
-    with pytest.raises(ValueError, match="boom"):
-        parse_google_benchmark_json(json.dumps(doc))
-    with pytest.raises(ValueError):
+    # a failed run is kept as an error with its message (the runner raises on it, below)
+    assert [r.error for r in parse_google_benchmark_json(json.dumps(doc)).errors] == ["boom"]
+    with pytest.raises(BenchmarkOutputError):
         parse_google_benchmark_json('{\n  "context": {}')  # cut off, as when daBNN aborts
+
+
+def test_runner_reports_a_failed_run(tmp_path: Path) -> None:
+    doc = json.loads(OLD.read_text())
+    doc["benchmarks"][0]["error_occurred"] = True
+    doc["benchmarks"][0]["error_message"] = "boom"
+    runner = DabnnRunner(_stub(tmp_path, json.dumps(doc)))
+    with pytest.raises(RunnerError, match="boom"):
+        runner.benchmark(tmp_path / "m.dab", threads=1, warmup=0, runs=3)
 
 
 def _stub(tmp_path: Path, stdout: str, stderr: str = "", rc: int = 0) -> Path:

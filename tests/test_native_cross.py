@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -57,9 +56,6 @@ def _make(*targets: str, timeout: float = 600) -> subprocess.CompletedProcess:
 def cross_build() -> None:
     deps = _make("cross-deps")
     if deps.returncode != 0:
-        tools = ("aarch64-linux-gnu-gcc", "arm-linux-gnueabihf-gcc", "qemu-aarch64", "qemu-arm")
-        if shutil.which("apt-get") is None and not all(shutil.which(t) for t in tools):
-            pytest.skip("cross toolchains missing and no apt-get to install them")
         pytest.fail(f"make cross-deps failed:\n{deps.stdout}\n{deps.stderr}")
     proc = _make("cross", "build/aarch64/test_kernels", "build/aarch64/test_kernels_fold",
                  "build/armv7/test_kernels", "build/armv7/test_kernels_fold")
@@ -149,7 +145,8 @@ def test_zoo_under_qemu(cross_build, zoo: Path, arch: str, model: str) -> None:
         # flip a sign near a threshold and the outputs diverge legitimately; the host engine
         # (checked above, and against onnxruntime by the converter tests) is the reference.
         return
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
     sess = ort.InferenceSession(str(zoo / f"{model}.onnx"), providers=["CPUExecutionProvider"])
     ref = sess.run(None, {sess.get_inputs()[0].name: x})[0].reshape(-1)
     _close(y, ref, f"{arch} vs onnxruntime", 1e-3)

@@ -158,6 +158,13 @@ def parse_benchmark_model(text: str) -> BenchmarkModelOutput:
 # ----------------------------------------------------------------------------- google-benchmark
 
 _UNIT_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
+# name suffixes of the per-benchmark aggregates over repetitions; releases without
+# ``run_type`` (and the console table) tell aggregates from runs only by these
+_AGGREGATES = ("mean", "median", "stddev", "cv")
+
+
+def _aggregate_suffix(name: str) -> str:
+    return next((a for a in _AGGREGATES if name.endswith("_" + a)), "")
 
 
 @dataclass
@@ -171,7 +178,8 @@ class GBenchRun:
     run_type: str = "iteration"  # or "aggregate" (mean, median, stddev, cv … of repetitions)
     aggregate_name: str = ""
     threads: int = 1
-    error: str = ""
+    error: str = ""  # non-empty when the run failed (``error_occurred``)
+    repetition_index: int | None = None  # JSON of releases that number repetitions
 
     def _ms(self, v: float) -> float:
         try:
@@ -201,6 +209,11 @@ class GBenchOutput:
         return [r for r in self.runs if r.run_type != "aggregate" and not r.error
                 and (r.run_name or r.name).split("/")[0] == name]
 
+    @property
+    def errors(self) -> list[GBenchRun]:
+        """Runs that failed (``error_occurred``), aggregates and other benchmarks included."""
+        return [r for r in self.runs if r.error]
+
 
 def _json_object(text: str) -> dict[str, Any]:
     start = re.search(r"^\s*\{", text, re.MULTILINE)
@@ -223,25 +236,50 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def parse_google_benchmark_json(text: str) -> GBenchOutput:
+    """``--benchmark_format=json`` output; text before the JSON object (log lines) is skipped.
+
+    Releases without ``run_type`` (e.g. the one daBNN pins) mark aggregates only by their
+    name suffix (``_mean``, ``_median``, ``_stddev``, ``_cv``): those become ``aggregate``
+    runs. A failed run (``error_occurred``) is kept with its ``error``. Raises
+    :class:`BenchmarkOutputError` on malformed or cut-off JSON."""
     doc = _json_object(text)
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
         raise BenchmarkOutputError("google-benchmark JSON without a 'benchmarks' list")
     runs = []
-    for b in doc["benchmarks"]:
+    for i, b in enumerate(doc["benchmarks"]):
         if not isinstance(b, dict) or "name" not in b:
             continue
-        err = b.get("error_message", "") if b.get("error_occurred") else ""
+        err = ""
+        if b.get("error_occurred"):
+            err = str(b.get("error_message") or "error_occurred, no error_message")
         if "real_time" not in b and not err:
             continue  # BigO / RMS aggregates carry coefficients, not times
-        runs.append(GBenchRun(
-            name=str(b["name"]), real_time=float(b.get("real_time", math.nan)),
-            cpu_time=float(b.get("cpu_time", math.nan)),
-            time_unit=str(b.get("time_unit", "ns")),  # the library's default unit
-            iterations=int(b["iterations"]) if "iterations" in b else None,
-            run_name=str(b.get("run_name", "")), run_type=str(b.get("run_type", "iteration")),
-            aggregate_name=str(b.get("aggregate_name", "")), threads=int(b.get("threads", 1)),
-            error=str(err),
-        ))
+        name = str(b["name"])
+        run_name = str(b.get("run_name") or "")
+        agg = str(b.get("aggregate_name") or "")
+        run_type = b.get("run_type")
+        if run_type is None:  # older releases: only the name tells an aggregate
+            suffix = _aggregate_suffix(name)
+            run_type = "aggregate" if suffix else "iteration"
+            agg = agg or suffix
+            if suffix and not run_name:
+                run_name = name[:-len(suffix) - 1]
+        elif run_type == "aggregate" and not agg:
+            agg = _aggregate_suffix(name)
+        try:
+            runs.append(GBenchRun(
+                name=name, real_time=float(b.get("real_time", math.nan)),
+                cpu_time=float(b.get("cpu_time", math.nan)),
+                time_unit=str(b.get("time_unit", "ns")),  # the library's default unit
+                iterations=int(b["iterations"]) if "iterations" in b else None,
+                run_name=run_name, run_type=str(run_type), aggregate_name=agg,
+                threads=int(b.get("threads", 1)), error=err,
+                repetition_index=(int(b["repetition_index"])
+                                  if b.get("repetition_index") is not None else None),
+            ))
+        except (TypeError, ValueError) as exc:
+            raise BenchmarkOutputError(f"google-benchmark entry {i} ({name!r}) is malformed: "
+                                       f"{exc}") from exc
     return GBenchOutput("json", dict(doc.get("context") or {}), runs)
 
 
@@ -269,8 +307,7 @@ def parse_google_benchmark_console(text: str) -> GBenchOutput:
         if not m:
             continue
         name = m.group("name")
-        agg = next((a for a in ("mean", "median", "stddev", "cv") if name.endswith("_" + a)),
-                   "")
+        agg = _aggregate_suffix(name)
         runs.append(GBenchRun(
             name=name, real_time=_num(m.group("real")), cpu_time=_num(m.group("cpu")),
             time_unit=m.group("ru") or unit, iterations=int(m.group("it")),

@@ -20,7 +20,7 @@ depend on the values.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import os
 import re
 import shutil
@@ -29,59 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.runners.base import RunnerError, RunOutput
+from agent.runners.benchmark_output import BenchmarkOutputError, parse_google_benchmark_json
 
 ENV_BINARY = "BNNBENCH_DABNN_BENCHMARK"
 BINARY_NAME = "benchmark_single_model"
 BENCHMARK_NAME = "single_model"  # what benchmark_single_model.cpp registers
-TIME_UNITS_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
-AGGREGATE_SUFFIXES = ("_mean", "_median", "_stddev", "_cv")
 # uncaught exceptions of daBNN's loader that will recur on every try with this model
 _MODEL_ERRORS = re.compile(r"Not supported op|is not satisfied|version|Unknown|Not align")
-
-
-def parse_google_benchmark_json(text: str, name: str | None = None) -> dict[str, Any]:
-    """Parse google-benchmark's ``--benchmark_format=json`` output.
-
-    Returns ``{"context": {...}, "runs": [{"name", "real_time_ms", "cpu_time_ms",
-    "iterations", "repetition_index"}...]}`` with only per-repetition (``iteration``) runs,
-    in output order; aggregates (mean/median/stddev/cv) are dropped. Works with releases that
-    lack ``run_type`` (aggregates then recognised by their name suffix). Text before the JSON
-    object (log lines) is skipped. Raises ValueError on malformed output or a failed run."""
-    start = text.find("{")
-    if start < 0:
-        raise ValueError("no JSON object in the benchmark output")
-    try:
-        doc, _ = json.JSONDecoder().raw_decode(text[start:])
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"benchmark output is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-        raise ValueError("benchmark JSON has no 'benchmarks' list")
-    runs = []
-    for i, b in enumerate(doc["benchmarks"]):
-        bname = str(b.get("run_name", b.get("name", "")))
-        if b.get("error_occurred"):
-            raise ValueError(f"benchmark {bname!r} failed: {b.get('error_message', '')}")
-        rtype = b.get("run_type")
-        if rtype == "aggregate" or (rtype is None
-                                    and str(b.get("name", "")).endswith(AGGREGATE_SUFFIXES)):
-            continue
-        if name is not None and bname != name:
-            continue
-        unit = b.get("time_unit", "ns")
-        if unit not in TIME_UNITS_MS:
-            raise ValueError(f"benchmark {bname!r}: unknown time unit {unit!r}")
-        try:
-            real, cpu = float(b["real_time"]), float(b["cpu_time"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"benchmark entry {i} has no real_time/cpu_time") from exc
-        runs.append({
-            "name": bname,
-            "real_time_ms": real * TIME_UNITS_MS[unit],
-            "cpu_time_ms": cpu * TIME_UNITS_MS[unit],
-            "iterations": int(b.get("iterations", 0)),
-            "repetition_index": int(b.get("repetition_index", len(runs))),
-        })
-    return {"context": doc.get("context", {}), "runs": runs}
 
 
 def _sha256(path: Path) -> str:
@@ -158,21 +112,29 @@ class DabnnRunner:
             raise RunnerError(f"daBNN failed on the model (exit {proc.returncode}): {why}",
                               retryable=not _MODEL_ERRORS.search(why))
         try:
-            parsed = parse_google_benchmark_json(proc.stdout, BENCHMARK_NAME)
-        except ValueError as exc:
+            parsed = parse_google_benchmark_json(proc.stdout)
+            if parsed.errors:
+                r = parsed.errors[0]
+                raise BenchmarkOutputError(f"benchmark {r.run_name or r.name!r} failed: "
+                                           f"{r.error}")
+            # per-repetition runs (aggregates dropped), times in ms (unknown units raise)
+            got = [(r.real_time_ms, r.cpu_time_ms, r.iterations or 0)
+                   for r in parsed.iterations_of(BENCHMARK_NAME)]
+        except BenchmarkOutputError as exc:
             raise RunnerError(f"{BINARY_NAME} output: {exc}") from exc
-        got = parsed["runs"]
+        if not all(math.isfinite(real) and math.isfinite(cpu) for real, cpu, _ in got):
+            raise RunnerError(f"{BINARY_NAME} output: a repetition has no real_time/cpu_time")
         if len(got) != runs + discard:
             raise RunnerError(f"{BINARY_NAME} reported {len(got)} repetitions, expected "
                               f"{runs + discard}")
         timed = got[discard:]
-        ctx = parsed["context"]
+        ctx = parsed.context
         extra: dict[str, Any] = {
             "binary": str(self.binary),
             "command": cmd,
             "timer": "google-benchmark real_time, mean per inference over each repetition",
-            "iterations_per_sample": [r["iterations"] for r in timed],
-            "cpu_time_ms": [r["cpu_time_ms"] for r in timed],
+            "iterations_per_sample": [it for _, _, it in timed],
+            "cpu_time_ms": [cpu for _, cpu, _ in timed],
             "warmup": (f"{discard} leading repetition discarded" if discard else "none")
                       + " + google-benchmark's own sizing loops",
             "threads": "1 (daBNN is single-threaded)",
@@ -182,5 +144,5 @@ class DabnnRunner:
         }
         if ctx.get("library_build_type") == "debug":
             extra["warning"] = "google-benchmark was built in debug mode"
-        return RunOutput(samples_ms=[r["real_time_ms"] for r in timed],
+        return RunOutput(samples_ms=[real for real, _, _ in timed],
                          runtime_version=version, extra=extra)
