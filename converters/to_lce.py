@@ -218,14 +218,17 @@ class _Builder:
 
     def channel_affine(self, x: Any, scale: np.ndarray, bias: np.ndarray | None, i: int,
                        name: str, final: bool = True) -> Any:
+        """``x · scale (+ bias)``. With a bias the Mul is a helper layer of its own and only
+        the Add carries the node's output name: one Lambda holding both would name the Mul's
+        tensor after the node too, and where the Add is fused into the next node's op (an
+        Add with the following Clip as its fused activation, named after the Clip) that Mul
+        tensor, x · scale without the bias, would pass for the node's output."""
         s = np.asarray(scale, np.float32)
-        b = None if bias is None else np.asarray(bias, np.float32)
-
-        def fn(v: Any) -> Any:
-            y = v * s
-            return y if b is None else y + b
-
-        return self.op(fn, layer_name(i, name, final))(x)
+        if bias is None:
+            return self.op(lambda v: v * s, layer_name(i, name, final))(x)
+        b = np.asarray(bias, np.float32)
+        y = self.op(lambda v: v * s, layer_name(i, f"{name}_mul", False))(x)
+        return self.op(lambda v: v + b, layer_name(i, name, final))(y)
 
     def pad(self, x: Any, hw: tuple[tuple[int, int], tuple[int, int]], value: float,
             i: int, what: str, final: bool = True) -> Any:

@@ -12,6 +12,9 @@ the two engines are interleaved model by model so drift of the machine affects b
 Ratios printed:
 - ``ort/native``: onnxruntime time over native time on the same model (>1: native faster).
   For binary models onnxruntime executes ``Sign`` + float convs, i.e. no binary kernels.
+- ``lce/native``: the Larq Compute Engine interpreter (its x86 build: portable C++ kernels,
+  XNNPACK off, as its Python interpreter defaults) on the same model converted to ``.tflite``,
+  over native time (``--no-lce`` leaves it out).
 - ``vs ort fp32``: onnxruntime FP32 time of the same architecture over this native time.
 - ``speedup``: native FP32 over native binary, same architecture and threads (the number the
   hardware track uses).
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -37,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from agent.runners.lce import LceRunner  # noqa: E402
 from converters import api as converters_api  # noqa: E402
 from converters import zoo  # noqa: E402
 from native.engine import NativeEngine, available_isas  # noqa: E402
@@ -83,6 +88,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--archs", nargs="+", default=list(zoo.ARCHS), choices=zoo.ARCHS)
     ap.add_argument("--json", type=Path, help="also write all samples to this file")
+    ap.add_argument("--no-lce", dest="lce", action="store_false",
+                    help="don't time the Larq Compute Engine interpreter on the same models")
     ap.add_argument("--isa", nargs="+", default=available_isas(),
                     help="binary-conv kernel sets to time (default: all this CPU supports)")
     args = ap.parse_args()
@@ -104,9 +111,14 @@ def main() -> int:
             converters_api.convert(e.path, "native", bnn_path)
             rng = np.random.default_rng(0)
             x = rng.standard_normal(zoo.input_shape(e.arch)).astype(np.float32)
+            lce_path = tmpdir / f"{e.path.stem}.tflite"
+            if args.lce:
+                converters_api.convert(e.path, "lce", lce_path, verify=False)
             for t in args.threads:
                 sess = _ort_session(e.path, t)
                 ortt = _time_ort(sess, x, args.warmup, args.runs)
+                lcet = (LceRunner(mode="python").benchmark(lce_path, t, args.warmup, args.runs)
+                        .samples_ms if args.lce else [math.nan])
                 for isa in ["-"] if e.algorithm == "fp32" else args.isa:
                     with NativeEngine(bnn_path, threads=t,
                                       isa=None if isa == "-" else isa) as eng:
@@ -115,11 +127,13 @@ def main() -> int:
                         "arch": e.arch, "algorithm": e.algorithm, "threads": t, "isa": isa,
                         "native_ms": statistics.median(nat), "ort_ms": statistics.median(ortt),
                         "native_samples_ms": nat, "ort_samples_ms": ortt,
+                        "lce_ms": statistics.median(lcet), "lce_samples_ms": lcet,
                         "native_size": bnn_path.stat().st_size, "onnx_size": e.size,
                     })
                     r = rows[-1]
                     print(f"  {e.arch:9s} {e.algorithm:5s} t={t} isa={isa:8s}: native "
-                          f"{r['native_ms']:9.2f} ms   onnxruntime {r['ort_ms']:9.2f} ms",
+                          f"{r['native_ms']:9.2f} ms   onnxruntime {r['ort_ms']:9.2f} ms"
+                          f"   lce {r['lce_ms']:9.2f} ms",
                           flush=True)
 
     def cell(arch: str, alg: str, t: int, isa: str = "-") -> dict | None:
@@ -128,7 +142,8 @@ def main() -> int:
 
     print("\nmedian latency (ms) and ratios, same machine, same run")
     hdr = (f"{'arch':9s} {'alg':5s} {'thr':>3s} {'isa':8s} {'native':>9s} {'onnxrt':>9s}"
-           f" {'ort/native':>10s} {'vs ort fp32':>11s} {'speedup':>8s} {'vs portable':>11s}"
+           f" {'lce':>9s} {'ort/native':>10s} {'lce/native':>10s} {'vs ort fp32':>11s}"
+           f" {'speedup':>8s} {'vs portable':>11s}"
            f" {'size MB':>8s}")
     print(hdr)
     print("-" * len(hdr))
@@ -139,7 +154,8 @@ def main() -> int:
         nat_fp32 = f"{fp32['native_ms'] / r['native_ms']:8.2f}" if fp32 else f"{'n/a':>8s}"
         vs_port = f"{port['native_ms'] / r['native_ms']:11.2f}" if port else f"{'-':>11s}"
         print(f"{r['arch']:9s} {r['algorithm']:5s} {r['threads']:3d} {r['isa']:8s}"
-              f" {r['native_ms']:9.2f} {r['ort_ms']:9.2f} {r['ort_ms'] / r['native_ms']:10.2f}"
+              f" {r['native_ms']:9.2f} {r['ort_ms']:9.2f} {r['lce_ms']:9.2f}"
+              f" {r['ort_ms'] / r['native_ms']:10.2f} {r['lce_ms'] / r['native_ms']:10.2f}"
               f" {ort_fp32} {nat_fp32} {vs_port} {r['native_size'] / 1e6:8.2f}")
     if 1 in args.threads and 2 in args.threads:
         print("\nthread scaling (native, t=1 / t=2):")
