@@ -127,9 +127,21 @@ def _probe_tensors(graph: ir.Graph, fb: TFLiteSummary) -> dict[str, int]:
                 continue
             n = graph.nodes[i]
             want = list(_nhwc(tuple(n.out_shape)))
-            if shapes.get(t) == want:
+            if shapes.get(t) == want and not _partial_value(o.op, n):
                 found[n.output] = t  # a later op of the same node wins: its output is final
     return found
+
+
+def _partial_value(op: str, n: ir.Node) -> bool:
+    """Whether an op of kind ``op`` provably computes only part of node ``n``: the Mul of an
+    affine with a bias (artifacts converted before the Mul got a helper layer of its own
+    named it after the node, and the Add, fused with the next Clip, after that Clip), or the
+    Minimum of a clip with a finite lower bound (TF's clip_by_value: Minimum, then Maximum)."""
+    if op == "MUL" and isinstance(n, ir.Affine):
+        return n.bias is not None and bool(np.any(np.asarray(n.bias) != 0))
+    if op == "MINIMUM" and isinstance(n, ir.Clip):
+        return bool(np.isfinite(float(n.min)))
+    return False
 
 
 def _nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:

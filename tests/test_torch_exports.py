@@ -165,6 +165,50 @@ def test_export_analyzes_and_converts(exports: tuple[Path, dict], name: str,
     assert model.input_shape == tuple(e["input_shape"])
 
 
+# ----------------------------------------------------------------------------- LCE, daBNN
+
+# a subset, for time: VGG-Small has the unfolded BatchNorm after MaxPool (an affine whose Add
+# LCE fuses with the next Clip), ResNet-18 the residual structure
+LCE_MODELS = ([f"vggsmall_{g}_{e}" for g in ALGORITHMS for e in EXPORTERS]
+              + [f"resnet18_bnn_{e}" for e in EXPORTERS])
+DABNN_MODELS = ([f"resnet18_{g}_{e}" for g in ("bnn", "fp32") for e in EXPORTERS]
+                + [f"vggsmall_bnn_{e}" for e in EXPORTERS])
+
+
+@pytest.mark.parametrize("name", LCE_MODELS)
+def test_export_converts_to_lce_and_verifies(exports: tuple[Path, dict], name: str,
+                                             tmp_path: Path) -> None:
+    path, e = _model(exports, name)
+    summary = api.convert(path, "lce", tmp_path / "m.tflite", verify_inputs=1)
+    assert summary["n_binary_convs"] == e["expected_binary_convs"]
+    assert summary["n_lce_bconv2d"] == summary["n_binary_convs"]
+    fid = summary["fidelity"]
+    assert fid["passed"], fid["verdict"]
+    lw = fid["layerwise"]
+    assert lw["checked"] > 0 and not lw["failed"]
+    assert lw["checked"] + len(lw["no_own_tensor"]) == summary["n_layers"]
+
+
+@pytest.mark.parametrize("name", DABNN_MODELS)
+def test_export_converts_to_dabnn_and_verifies(exports: tuple[Path, dict], name: str,
+                                               tmp_path: Path) -> None:
+    path, e = _model(exports, name)
+    summary = api.convert(path, "dabnn", tmp_path / "m.dab", verify_inputs=1)
+    assert summary["n_binary_convs"] == e["expected_binary_convs"]
+    assert summary["fidelity"]["passed"], summary["fidelity"]["verdict"]
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_react_export_is_refused_by_dabnn_naming_the_node(exports: tuple[Path, dict],
+                                                          exporter: str, tmp_path: Path) -> None:
+    path, _ = _model(exports, f"vggsmall_react_{exporter}")
+    node_names = {n.name for n in onnx.load(str(path), load_external_data=False).graph.node}
+    with pytest.raises(UnsupportedModelError, match="threshold") as err:
+        api.convert(path, "dabnn", tmp_path / "m.dab")
+    assert err.value.node in node_names
+    assert not (tmp_path / "m.dab").exists()
+
+
 # ----------------------------------------------------------------------------- special cases
 
 
