@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from bnnbench.http import error_detail
 from bnnbench.schemas import API_PREFIX
 
 log = logging.getLogger("bnnbench.agent")
@@ -35,16 +36,6 @@ class ApiError(Exception):
         super().__init__(f"{method} {path}: HTTP {status}: {detail}".strip())
         self.status = status
         self.detail = detail
-
-
-def error_detail(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text[:500] or resp.reason_phrase
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])
-    return str(body)[:500]
 
 
 class Backoff:

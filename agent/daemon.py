@@ -32,10 +32,11 @@ from typing import Any, TypeVar
 import httpx
 
 from agent import __version__
-from agent.api import ApiError, Backoff, CoordinatorApi, Stopped, error_detail
+from agent.api import ApiError, Backoff, CoordinatorApi, Stopped
 from agent.cache import ArtifactCache, ArtifactError
 from agent.runners import Runner, RunnerError, available_runners
 from agent.transports import LocalTransport, Transport
+from bnnbench.http import error_detail
 from bnnbench.schemas import (
     HeartbeatRequest,
     JobFailure,

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from bnnbench.http import error_detail
 from bnnbench.schemas import (
     API_PREFIX,
     ArtifactOut,
@@ -35,16 +36,6 @@ class ApiError(Exception):
         super().__init__(f"{method} {url} -> HTTP {status_code}: {detail}".strip())
         self.status_code = status_code
         self.detail = detail
-
-
-def _detail(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text[:500] or resp.reason_phrase
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])
-    return str(body)[:500]
 
 
 class BnnbenchClient:
@@ -85,7 +76,7 @@ class BnnbenchClient:
             raise ApiError(0, f"cannot reach the coordinator at {self.url}: {exc}", method,
                            url) from None
         if resp.status_code >= 400:
-            raise ApiError(resp.status_code, _detail(resp), method, url)
+            raise ApiError(resp.status_code, error_detail(resp), method, url)
         return resp
 
     def health(self) -> dict[str, Any]:
@@ -157,7 +148,7 @@ class BnnbenchClient:
         with self._http.stream("GET", url) as resp:
             if resp.status_code >= 400:
                 resp.read()
-                raise ApiError(resp.status_code, _detail(resp), "GET", url)
+                raise ApiError(resp.status_code, error_detail(resp), "GET", url)
             claimed = resp.headers.get("X-Content-SHA256", "")
             with open(dest, "wb") as f:
                 for chunk in resp.iter_bytes(1 << 16):
