@@ -50,17 +50,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
+             context: Callable[[], str] = lambda: "", poll: float = 0.1) -> Any:
     """Poll ``predicate`` until it returns something truthy (returned); a deadline, not a
-    timing assertion: it only bounds a hang."""
+    timing assertion: it only bounds a hang. ``context`` adds diagnostics (logs) on timeout."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout} s")
-        time.sleep(0.1)
+            extra = context()
+            raise TimeoutError(f"{what} not reached within {timeout} s" +
+                               (f"\n{extra}" if extra else ""))
+        time.sleep(poll)
 
 
 class CoordinatorProcess:

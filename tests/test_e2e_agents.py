@@ -11,15 +11,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_tiny_onnx, wait_for
 
 from bnnbench.client import BnnbenchClient
-from bnnbench.schemas import JobOut, ModelOut
+from bnnbench.schemas import JobOut
 from native import engine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,20 +70,9 @@ def make_slow_onnx(path: Path) -> Path:
     return path
 
 
-def upload(client: BnnbenchClient, path: Path) -> ModelOut:
-    return client.upload_model(path)
-
-
 def wait_until(cond: Callable[[], Any], what: str, timeout: float = WAIT,
                context: Callable[[], str] = lambda: "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{context()}")
-        time.sleep(0.05)
+    return wait_for(cond, timeout, what, context, poll=0.05)
 
 
 class AgentProcess:
@@ -210,7 +199,7 @@ def test_two_agents_run_all_jobs_and_a_killed_agents_job_is_finished_by_the_othe
     ctx = ctx_of(coordinator, alpha, beta)
     by_id = {alpha.agent_id: alpha, beta.agent_id: beta}
 
-    model = upload(client, tiny_onnx)
+    model = client.upload_model(tiny_onnx)
     jobs = client.create_jobs(model.id, "native", threads=[1, 2], warmup=1, runs=5)
     final = wait_jobs(client, [j.id for j in jobs], ctx)
     assert [j.status for j in final] == ["done", "done"], [j.error for j in final]
@@ -226,7 +215,7 @@ def test_two_agents_run_all_jobs_and_a_killed_agents_job_is_finished_by_the_othe
         assert res.env["threads"] == job.threads and "loadavg" in res.env
 
     # a slow job; the agent holding it is killed -9 mid-run
-    slow = upload(client, slow_onnx)
+    slow = client.upload_model(slow_onnx)
     [job] = client.create_jobs(slow.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
     leased = wait_until(lambda: (j := client.get_job(job.id)).status == "leased" and j,
                         "the slow job to be leased", context=ctx)
@@ -256,7 +245,7 @@ def test_coordinator_restart_during_a_job_keeps_the_measurement(
     # a lease long enough to outlast the restart: the kept result must be accepted as is
     coord = coordinator_factory(lease_seconds=60)
     client = coord.client
-    model = upload(client, slow_onnx)
+    model = client.upload_model(slow_onnx)
     agent = agents(coord, "gamma")
     ctx = ctx_of(coord, agent)
     [job] = client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
@@ -288,7 +277,7 @@ def test_result_survives_an_agent_stopped_during_an_outage(
 ) -> None:
     coord = coordinator_factory(lease_seconds=60)
     client = coord.client
-    model = upload(client, slow_onnx)
+    model = client.upload_model(slow_onnx)
     first = agents(coord, "delta")
     ctx = ctx_of(coord, first)
     [job] = client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
@@ -315,14 +304,12 @@ def test_corrupted_artifact_is_reported_and_nothing_else_is_harmed(
     coordinator_factory: Callable[..., Any], agents: Callable[..., AgentProcess],
     tiny_onnx: Path, tmp_path: Path,
 ) -> None:
-    from conftest import make_tiny_onnx
-
     coord = coordinator_factory(max_attempts=2)
     client = coord.client
     agent = agents(coord, "epsilon")
     ctx = ctx_of(coord, agent)
 
-    good = upload(client, tiny_onnx)
+    good = client.upload_model(tiny_onnx)
     [j1] = client.create_jobs(good.id, "native", threads=[1], warmup=0, runs=3)
     assert wait_jobs(client, [j1.id], ctx)[0].status == "done"
     good_sha = client.get_artifact(j1.artifact_id).sha256
@@ -332,7 +319,7 @@ def test_corrupted_artifact_is_reported_and_nothing_else_is_harmed(
     # a second model whose converted artifact gets damaged on the coordinator's disk; its
     # conversion is triggered by a job for another device, which this agent does not lease
     elsewhere, _ = coord.register_agent("elsewhere", hostname="elsewhere")
-    other = upload(client, make_tiny_onnx(tmp_path / "other.onnx", "react", seed=3))
+    other = client.upload_model(make_tiny_onnx(tmp_path / "other.onnx", "react", seed=3))
     [parked] = client.create_jobs(other.id, "native", threads=[1], device_id=elsewhere.device_id)
     artifact = client.wait_artifact(parked.artifact_id)
     assert artifact.status == "ready"
@@ -408,7 +395,7 @@ def test_identity_is_reused_and_a_rejected_agent_token_leads_to_reregistration(
     # the coordinator no longer knows the stored token (e.g. its database was restored)
     path = first.cache_dir / "agent.json"
     path.write_text(json.dumps({**ident, "token": "revoked-token"}))
-    model = upload(coordinator.client, tiny_onnx)
+    model = coordinator.client.upload_model(tiny_onnx)
     [job] = coordinator.client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=2)
     third = agents(coordinator, "eta", "--once")
     assert third.wait_exit() == 0
@@ -428,7 +415,7 @@ def test_sigterm_when_idle_exits_and_during_a_job_finishes_it_first(
     assert idle.wait_exit() == 0
 
     client = coordinator.client
-    model = upload(client, slow_onnx)
+    model = client.upload_model(slow_onnx)
     busy = agents(coordinator, "iota")
     ctx = ctx_of(coordinator, busy)
     [job] = client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
