@@ -20,19 +20,34 @@ import os
 import shutil
 import subprocess
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from native.format import Op
+
 NATIVE_DIR = Path(__file__).resolve().parent
 _ERR_LEN = 256
 _MAX_THREADS = 16
+_NO_FUSION = 1  # BNN_CTX_NO_FUSION
 _build_lock = threading.Lock()
 
 
 class NativeError(RuntimeError):
     """The native library is missing, or refused a model or an argument."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer of a loaded model as the engine sees it (shapes are N, C, H, W)."""
+
+    index: int
+    op: str  # native.format.Op name in lower case, e.g. "conv2d_bin"
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    kernel: tuple[int, ...]  # kh, kw; (1, 1) for layers without a kernel
 
 
 def library_path() -> Path:
@@ -116,11 +131,23 @@ def _lib() -> ctypes.CDLL:
         "bnn_model_output_dims": (None, [c_p, ctypes.POINTER(ctypes.c_uint32)]),
         "bnn_model_workspace_bytes": (ctypes.c_uint64, [c_p, ctypes.c_int]),
         "bnn_ctx_create": (c_p, [c_p, ctypes.c_int, c_char_p, sz]),
+        "bnn_ctx_create_ex": (c_p, [c_p, ctypes.c_int, ctypes.c_uint, c_char_p, sz]),
         "bnn_ctx_free": (None, [c_p]),
         "bnn_run": (ctypes.c_int, [c_p, f_p, f_p]),
         "bnn_benchmark": (
             ctypes.c_int,
             [c_p, f_p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_double)],
+        ),
+        "bnn_profile": (
+            ctypes.c_int,
+            [c_p, f_p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_double)],
+        ),
+        "bnn_model_num_layers": (ctypes.c_uint32, [c_p]),
+        "bnn_model_layer_info": (
+            ctypes.c_int,
+            [c_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32),
+             ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint32),
+             ctypes.POINTER(ctypes.c_uint32)],
         ),
     }
     for name, (res, args) in sig.items():
@@ -181,10 +208,12 @@ class NativeEngine:
     ``run``/``benchmark`` are serialized per engine (one context runs one inference at a
     time); use one engine per concurrent caller. ``isa`` picks the binary-conv kernel set
     for this engine (e.g. ``"avx2"``; NativeError if the CPU lacks it); ``None`` uses
-    :func:`kernel_isa`. The set in use is ``self.isa``.
+    :func:`kernel_isa`. The set in use is ``self.isa``. ``fuse=False`` runs every layer as
+    written (no clip folding, no bit hand-off between binary convs; same results).
     """
 
-    def __init__(self, model: str | Path | bytes, threads: int = 1, isa: str | None = None) -> None:
+    def __init__(self, model: str | Path | bytes, threads: int = 1, isa: str | None = None,
+                 fuse: bool = True) -> None:
         self._lib = _lib()
         self._model: int | None = None
         self._ctx: int | None = None
@@ -223,7 +252,8 @@ class NativeEngine:
                     f"ISA {isa!r} is unknown or not supported by this CPU "
                     f"(available: {', '.join(available_isas())})"
                 )
-            ctx = self._lib.bnn_ctx_create(self._model, threads, err, _ERR_LEN)
+            ctx = self._lib.bnn_ctx_create_ex(self._model, threads, 0 if fuse else _NO_FUSION,
+                                              err, _ERR_LEN)
             self.isa = kernel_isa()
             if prev is not None:
                 self._lib.bnn_set_isa(prev.encode())
@@ -280,6 +310,39 @@ class NativeEngine:
         if rc != 0:
             raise NativeError(f"bnn_benchmark failed with code {rc}")
         return list(samples)
+
+    def layers(self) -> list[LayerInfo]:
+        """Every layer in file order: op name and input / output shapes (N, C, H, W)."""
+        self._check_open()
+        out = []
+        with self._lock:
+            self._check_open()
+            for i in range(int(self._lib.bnn_model_num_layers(self._model))):
+                op = ctypes.c_uint32()
+                din, dout = (ctypes.c_uint32 * 4)(), (ctypes.c_uint32 * 4)()
+                kernel = (ctypes.c_uint32 * 2)()
+                if self._lib.bnn_model_layer_info(self._model, i, ctypes.byref(op), din, dout,
+                                                  kernel):
+                    raise NativeError(f"bnn_model_layer_info({i}) failed")
+                out.append(LayerInfo(i, Op(op.value).name.lower(), tuple(din), tuple(dout),
+                                     tuple(kernel)))
+        return out
+
+    def profile(self, x: np.ndarray, warmup: int, runs: int) -> list[float]:
+        """Per-layer median milliseconds over ``runs`` runs (after ``warmup``): one entry per
+        layer in file order, then one for the model-boundary NCHW<->NHWC transposes."""
+        self._check_open()
+        if warmup < 0 or runs < 1:
+            raise ValueError(f"need warmup >= 0 and runs >= 1, got {warmup}, {runs}")
+        xin = self._input(x)
+        with self._lock:
+            self._check_open()
+            n = int(self._lib.bnn_model_num_layers(self._model)) + 1
+            layer_ms = (ctypes.c_double * n)()
+            rc = self._lib.bnn_profile(self._ctx, _f32_ptr(xin), warmup, runs, layer_ms)
+        if rc != 0:
+            raise NativeError(f"bnn_profile failed with code {rc}")
+        return list(layer_ms)
 
     def close(self) -> None:
         """Free the context and model; further calls raise NativeError. Idempotent."""

@@ -136,7 +136,10 @@ def test_zoo_under_qemu(cross_build, zoo: Path, arch: str, model: str) -> None:
         assert info["isa"] == "portable"
         assert neon_out.read_bytes() == port_out.read_bytes(), "NEON != portable (bit-exact)"
 
-    with NativeEngine(str(bnn), threads=1) as eng:
+    # the host's portable kernels: its AVX2 SGEMM uses FMA, which rounds the FP32 stem
+    # differently from the ARM build's mul+add, and in a deep binary net a last-bit change
+    # can flip a sign near a threshold (the same reason onnxruntime is skipped below)
+    with NativeEngine(str(bnn), threads=1, isa="portable") as eng:
         host = eng.run(x).reshape(-1)
     _close(y, host, f"{arch} vs host engine", 1e-4)
 

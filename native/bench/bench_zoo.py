@@ -1,7 +1,7 @@
 """Native engine vs onnxruntime on the model zoo, in one run on one machine.
 
     python native/bench/bench_zoo.py [--threads 1 2] [--runs 15] [--warmup 3] [--json OUT]
-        [--isa portable popcnt avx2 ...]
+        [--isa portable popcnt avx2 ...] [--layers resnet18] [--no-lce]
 
 For every zoo model (ResNet-18/34 at 224², VGG-Small at 32², each FP32 / BNN / ReAct) and
 thread count it reports the median latency of the native engine (C monotonic clock around
@@ -21,6 +21,12 @@ Ratios printed:
 - ``vs portable``: native time with the portable kernels over native time with this ISA.
 Binary models run once per binary-conv kernel set (``--isa``, default every set this CPU
 supports); FP32 models once (their SGEMM is the same in every set, ISA column ``-``).
+
+Per-layer times (``--layers``, default ResNet-18; ``--layers none`` skips them): the binary
+model of each named architecture, best ISA, 1 thread, through ``bnn_profile`` (per-layer
+medians; their sum is a little above the end-to-end median because of the clock stamps).
+Binary conv rows also give binary ops per cycle (2 ops per bit pair, the clock *measured*
+by ``build/bnn-clock``) and their share of the peak assumed for that ISA (machine.PEAKS).
 This is a benchmark script, not a test; numbers from emulators (qemu) are meaningless here.
 """
 
@@ -44,18 +50,9 @@ sys.path.insert(0, str(ROOT))
 from agent.runners.lce import LceRunner  # noqa: E402
 from converters import api as converters_api  # noqa: E402
 from converters import zoo  # noqa: E402
+from native.bench.machine import PEAKS, clock_mhz, cpu_model  # noqa: E402
 from native.engine import NativeEngine, available_isas  # noqa: E402
 from native.engine import version as native_version  # noqa: E402
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _ort_session(path: Path, threads: int):
@@ -81,12 +78,43 @@ def _time_ort(sess, x: np.ndarray, warmup: int, runs: int) -> list[float]:
     return out
 
 
+def _chw(dims: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in dims[1:])
+
+
+def _print_layers(profiles: dict[str, tuple], mhz: float) -> None:
+    for arch, (isa, layers, ms) in profiles.items():
+        total = sum(ms)
+        peak = PEAKS.get(isa, (math.nan, ""))[0]
+        print(f"\nper-layer median ms, {arch} bnn, isa={isa}, 1 thread; clock {mhz:.0f} MHz "
+              f"(measured), {isa} peak {peak} BOPs/cycle")
+        print(f"{'#':>3s} {'op':14s} {'input':>16s} {'output':>16s} {'ms':>8s} {'%':>5s}"
+              f" {'BOPs/cyc':>9s} {'% peak':>7s}")
+        by_op: dict[str, float] = {}
+        for info, t in zip(layers, ms, strict=False):
+            by_op[info.op] = by_op.get(info.op, 0.0) + t
+            extra = ""
+            if info.op == "conv2d_bin":
+                n, c, _, _ = info.in_shape
+                _, oc, oh, ow = info.out_shape
+                bops = 2 * n * oc * oh * ow * c * info.kernel[0] * info.kernel[1]
+                per_cyc = bops / (t * 1e-3 * mhz * 1e6)
+                extra = f" {per_cyc:9.1f} {100 * per_cyc / peak:6.1f}%"
+            print(f"{info.index:3d} {info.op:14s} {_chw(info.in_shape):>16s}"
+                  f" {_chw(info.out_shape):>16s} {t:8.3f} {100 * t / total:5.1f}{extra}")
+        print(f"  + model-boundary transposes {ms[-1]:.3f} ms; total {total:.2f} ms")
+        print("  by op: " + ", ".join(f"{op} {t:.2f} ms ({100 * t / total:.0f}%)"
+                                     for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--archs", nargs="+", default=list(zoo.ARCHS), choices=zoo.ARCHS)
+    ap.add_argument("--layers", nargs="+", default=["resnet18"],
+                    help="architectures whose binary model gets a per-layer table ('none')")
     ap.add_argument("--json", type=Path, help="also write all samples to this file")
     ap.add_argument("--no-lce", dest="lce", action="store_false",
                     help="don't time the Larq Compute Engine interpreter on the same models")
@@ -101,7 +129,8 @@ def main() -> int:
     import onnxruntime as ort
 
     rows = []
-    print(f"machine: {_cpu_model()} ({platform.machine()}), native {native_version()}, "
+    profiles: dict[str, tuple] = {}
+    print(f"machine: {cpu_model()} ({platform.machine()}), native {native_version()}, "
           f"onnxruntime {ort.__version__}, runs={args.runs} warmup={args.warmup}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
@@ -123,6 +152,10 @@ def main() -> int:
                     with NativeEngine(bnn_path, threads=t,
                                       isa=None if isa == "-" else isa) as eng:
                         nat = eng.benchmark(x, args.warmup, args.runs)
+                        if (t == 1 and e.arch in args.layers and e.algorithm == "bnn"
+                                and isa == args.isa[-1]):
+                            profiles[e.arch] = (isa, eng.layers(),
+                                                eng.profile(x, args.warmup, args.runs))
                     rows.append({
                         "arch": e.arch, "algorithm": e.algorithm, "threads": t, "isa": isa,
                         "native_ms": statistics.median(nat), "ort_ms": statistics.median(ortt),
@@ -164,8 +197,10 @@ def main() -> int:
             if r1["threads"] == 1 and r2:
                 print(f"  {r1['arch']:9s} {r1['algorithm']:5s} {r1['isa']:8s}"
                       f" {r1['native_ms'] / r2['native_ms']:5.2f}x")
+    if profiles:
+        _print_layers(profiles, clock_mhz())
     if args.json:
-        args.json.write_text(json.dumps({"machine": _cpu_model(), "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"machine": cpu_model(), "rows": rows}, indent=1))
     return 0
 
 

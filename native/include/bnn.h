@@ -66,6 +66,11 @@ BNN_API void bnn_model_output_dims(const bnn_model *model, uint32_t dims[4]);
 BNN_API size_t bnn_model_input_count(const bnn_model *model);  /* elements, not bytes */
 BNN_API size_t bnn_model_output_count(const bnn_model *model);
 BNN_API uint32_t bnn_model_num_layers(const bnn_model *model);
+/* Layer `l` (file order): its op code (FORMAT.md), its first input's and its output's shapes
+ * as N, C, H, W (H = W = 1 for rank-2 tensors) and its kernel kh, kw (1, 1 for layers
+ * without one). BNN_EARG if l is out of range. */
+BNN_API int bnn_model_layer_info(const bnn_model *model, uint32_t l, uint32_t *op,
+                                 uint32_t in_dims[4], uint32_t out_dims[4], uint32_t kernel[2]);
 /* The metadata JSON blob as stored (not NUL-terminated; *len receives its length). */
 BNN_API const char *bnn_model_metadata(const bnn_model *model, size_t *len);
 /* Bytes a context with `nthreads` threads will allocate (activations + scratch); lets a
@@ -75,6 +80,12 @@ BNN_API uint64_t bnn_model_workspace_bytes(const bnn_model *model, int nthreads)
 /* Create a context with `nthreads` threads (1..BNN_MAX_THREADS). NULL on error. */
 BNN_API bnn_ctx *bnn_ctx_create(const bnn_model *model, int nthreads, char *err,
                                 size_t errlen);
+/* bnn_ctx_create with flags: BNN_CTX_NO_FUSION runs every layer as written, without folding
+ * clips into their producers or packing binary conv outputs for the next binary conv (the
+ * results are identical; for tests and per-layer profiles of the unfused graph). */
+#define BNN_CTX_NO_FUSION 1u
+BNN_API bnn_ctx *bnn_ctx_create_ex(const bnn_model *model, int nthreads, unsigned flags,
+                                   char *err, size_t errlen);
 BNN_API void bnn_ctx_free(bnn_ctx *ctx);
 BNN_API int bnn_ctx_threads(const bnn_ctx *ctx);
 
@@ -86,6 +97,14 @@ BNN_API int bnn_run(bnn_ctx *ctx, const float *in, float *out);
  * of run i in milliseconds, measured around the inference only. */
 BNN_API int bnn_benchmark(bnn_ctx *ctx, const float *in, int warmup, int runs,
                           double *samples_ms);
+
+/* Per-layer timing: `warmup` untimed runs, then `runs` runs with a CLOCK_MONOTONIC stamp
+ * around every layer; layer_ms (bnn_model_num_layers + 1 entries) receives each layer's
+ * median over the runs, the last entry the model-boundary NCHW<->NHWC transposes. A layer the
+ * context folded into the one before it (a clip; see BNN_CTX_NO_FUSION) reads 0. The stamps
+ * cost ~50 ns per layer, so use bnn_benchmark for end-to-end latency. */
+BNN_API int bnn_profile(bnn_ctx *ctx, const float *in, int warmup, int runs,
+                        double *layer_ms);
 
 #ifdef __cplusplus
 }

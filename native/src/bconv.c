@@ -16,11 +16,13 @@
 
 #include "layers.h"
 
-#define OCH 32 /* output channels per task: small late layers still split across threads */
+#define OCH 64 /* output channels per task: whole 64-bit words when packing for the next
+                 conv; late small layers still split into rows x blocks across threads */
 
 size_t bnn_bconv_scratch_bytes(const bnn_layer *L)
 {
-    return (size_t)L->out_shape.w * OCH * sizeof(int32_t);
+    /* popcounts [ow][OCH] + one pixel's float outputs when packing them */
+    return ((size_t)L->out_shape.w + 1) * OCH * sizeof(int32_t);
 }
 
 uint64_t bnn_bconv_bits_words(const bnn_layer *L)
@@ -37,48 +39,76 @@ uint64_t bnn_bconv_bits_words(const bnn_layer *L)
 typedef struct {
     const bnn_exec *ex;
     const bnn_layer *L;
+    const bnn_fusion *fz;
     const float *x;
     float *y;
+    const uint64_t *bits; /* this layer's padded packed input */
     size_t ph, pw, o_blocks;
+    /* when packing for the next binary conv (fz->bits_to >= 0): that layer, its image */
+    const bnn_layer *next;
+    uint64_t *nbits;
+    size_t nph, npw;
 } bconv_job;
+
+/* Row `task` (= image * ph + padded row) of layer Lb's zero-padded packed input: padding
+ * words are zeroed, the interior is packed from x unless x is NULL (then another layer
+ * writes it). */
+static void pack_row(const bnn_exec *ex, const bnn_layer *Lb, const float *x, uint64_t *bits,
+                     size_t ph, size_t pw, size_t task)
+{
+    const bnn_bconv *b = &Lb->p.bconv;
+    const bnn_shape *in = &Lb->in_shape;
+    const size_t words = b->words, py = task % ph, n = task / ph;
+    uint64_t *row = bits + task * pw * words;
+    if (py < b->g.pt || py >= b->g.pt + (size_t)in->h) {
+        memset(row, 0, pw * words * sizeof(uint64_t));
+        return;
+    }
+    memset(row, 0, (size_t)b->g.pl * words * sizeof(uint64_t));
+    memset(row + ((size_t)b->g.pl + in->w) * words, 0, (size_t)b->g.pr * words * sizeof(uint64_t));
+    if (!x)
+        return;
+    const float *src = x + ((n * in->h) + (py - b->g.pt)) * (size_t)in->w * b->in_c;
+    ex->k->bitpack(src, b->threshold, b->in_c, b->words, in->w, row + (size_t)b->g.pl * words,
+                   words);
+}
 
 static void pack_task(void *arg, size_t task, int thread)
 {
     (void)thread;
     const bconv_job *j = arg;
-    const bnn_bconv *b = &j->L->p.bconv;
-    const bnn_shape *in = &j->L->in_shape;
-    const size_t words = b->words, py = task % j->ph, n = task / j->ph;
-    uint64_t *row = j->ex->bits + task * j->pw * words;
-    if (py < b->g.pt || py >= b->g.pt + (size_t)in->h) {
-        memset(row, 0, j->pw * words * sizeof(uint64_t));
-        return;
-    }
-    memset(row, 0, (size_t)b->g.pl * words * sizeof(uint64_t));
-    memset(row + ((size_t)b->g.pl + in->w) * words, 0, (size_t)b->g.pr * words * sizeof(uint64_t));
-    const float *src = j->x + ((n * in->h) + (py - b->g.pt)) * (size_t)in->w * b->in_c;
-    j->ex->k->bitpack(src, b->threshold, b->in_c, b->words, in->w, row + (size_t)b->g.pl * words,
-                      words);
+    pack_row(j->ex, j->L, j->x, (uint64_t *)j->bits, j->ph, j->pw, task);
+}
+
+static void border_task(void *arg, size_t task, int thread)
+{
+    (void)thread;
+    const bconv_job *j = arg;
+    pack_row(j->ex, j->next, NULL, j->nbits, j->nph, j->npw, task);
 }
 
 static void row_task(void *arg, size_t task, int thread)
 {
     const bconv_job *j = arg;
     const bnn_bconv *b = &j->L->p.bconv;
+    const bnn_fusion *fz = j->fz;
     const bnn_shape *in = &j->L->in_shape, *out = &j->L->out_shape;
     const bnn_geom *g = &b->g;
     const size_t ob = task % j->o_blocks, rowi = task / j->o_blocks;
     const size_t oy = rowi % out->h, n = rowi / out->h;
     const uint32_t o0 = (uint32_t)(ob * OCH);
     const uint32_t o1 = o0 + OCH < b->out_c ? o0 + OCH : b->out_c;
+    const uint32_t nout = o1 - o0;
     const size_t words = b->words, taps = (size_t)g->kh * g->kw;
     int32_t *pop = j->ex->tscratch[thread];
+    float *vals = (float *)(pop + (size_t)out->w * OCH); /* one pixel, when packing */
 
     bnn_bconv_row_args a = {
-        .in = j->ex->bits + ((n * j->ph) + oy * g->sh) * j->pw * words,
+        .in = j->bits + ((n * j->ph) + oy * g->sh) * j->pw * words,
         .row_stride = j->pw * words,
         .x_stride = (size_t)g->sw * words,
         .w = b->wbits,
+        .w16 = b->wbits16,
         .w_stride = taps * words,
         .kh = g->kh,
         .tap_words = (uint32_t)(g->kw * words),
@@ -93,41 +123,72 @@ static void row_task(void *arg, size_t task, int thread)
     const long top = (long)(oy * g->sh) - (long)g->pt;
     const long i0 = top < 0 ? -top : 0;
     const long i1 = top + (long)g->kh > (long)in->h ? (long)in->h - top : (long)g->kh;
-    const uint32_t nout = o1 - o0;
-    float *yrow = j->y + ((n * out->h + oy) * out->w) * (size_t)b->out_c;
+    const float *sc = b->scale + o0, *bi = b->bias + o0;
+    float *yrow = j->y ? j->y + ((n * out->h + oy) * out->w) * (size_t)b->out_c : NULL;
     for (uint32_t ox = 0; ox < out->w; ox++) {
         const long left = (long)ox * g->sw - (long)g->pl;
         const long j0 = left < 0 ? -left : 0;
         const long j1 = left + (long)g->kw > (long)in->w ? (long)in->w - left : (long)g->kw;
         const int32_t *p = pop + (size_t)ox * nout;
-        float *yo = yrow + (size_t)ox * b->out_c;
+        float *yo = yrow ? yrow + (size_t)ox * b->out_c + o0 : vals;
         if (i0 == 0 && i1 == (long)g->kh && j0 == 0 && j1 == (long)g->kw) {
-            /* int64: taps * in_c may reach the loader's 2^30 limit, and 2 * pop with it */
-            const int64_t full = (int64_t)(taps * b->in_c);
-            for (uint32_t o = o0; o < o1; o++)
-                yo[o] = b->scale[o] * (float)(full - 2 * (int64_t)p[o - o0]) + b->bias[o];
-            continue;
+            /* 0 <= p <= full = taps * in_c <= 2^30 (loader limit), so (full - p) - p stays
+             * in int32 -- and int32 -> float vectorizes, where int64 would not */
+            const int32_t full = (int32_t)(taps * b->in_c);
+            for (uint32_t o = 0; o < nout; o++)
+                yo[o] = sc[o] * (float)((full - p[o]) - p[o]) + bi[o];
+        } else {
+            const long nvalid = (i1 > i0 && j1 > j0) ? (i1 - i0) * (j1 - j0) : 0;
+            for (uint32_t o = 0; o < nout; o++) {
+                const int32_t *wp = b->wpop + (size_t)(o0 + o) * taps;
+                int64_t padpop = 0;
+                for (long i = 0; i < (long)g->kh; i++)
+                    for (long jj = 0; jj < (long)g->kw; jj++)
+                        if (i < i0 || i >= i1 || jj < j0 || jj >= j1)
+                            padpop += wp[i * g->kw + jj];
+                const int64_t dot = (int64_t)nvalid * b->in_c - 2 * ((int64_t)p[o] - padpop);
+                yo[o] = sc[o] * (float)dot + bi[o];
+            }
         }
-        const long nvalid = (i1 > i0 && j1 > j0) ? (i1 - i0) * (j1 - j0) : 0;
-        for (uint32_t o = o0; o < o1; o++) {
-            const int32_t *wp = b->wpop + (size_t)o * taps;
-            int64_t padpop = 0;
-            for (long i = 0; i < (long)g->kh; i++)
-                for (long jj = 0; jj < (long)g->kw; jj++)
-                    if (i < i0 || i >= i1 || jj < j0 || jj >= j1)
-                        padpop += wp[i * g->kw + jj];
-            const int64_t dot = (int64_t)nvalid * b->in_c - 2 * ((int64_t)p[o - o0] - padpop);
-            yo[o] = b->scale[o] * (float)dot + b->bias[o];
+        if (fz->clamp)
+            for (uint32_t o = 0; o < nout; o++)
+                yo[o] = yo[o] < fz->lo ? fz->lo : (yo[o] > fz->hi ? fz->hi : yo[o]);
+        if (!yrow) {
+            /* the next conv's packing, on the same floats: its window at this pixel */
+            const bnn_bconv *nb = &j->next->p.bconv;
+            uint64_t *dst = j->nbits + ((n * j->nph + oy + nb->g.pt) * j->npw + ox + nb->g.pl) *
+                                           (size_t)nb->words + o0 / 64;
+            j->ex->k->bitpack(vals, nb->threshold ? nb->threshold + o0 : NULL, nout, 1, 1, dst,
+                              1);
         }
     }
 }
 
-void bnn_bconv_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y)
+void bnn_bconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion *fz,
+                       const bnn_layer *next, const float *x, float *y)
 {
     const bnn_bconv *b = &L->p.bconv;
     const bnn_shape *in = &L->in_shape, *out = &L->out_shape;
-    bconv_job j = {ex, L, x, y, (size_t)in->h + b->g.pt + b->g.pb,
-                   (size_t)in->w + b->g.pl + b->g.pr, ((size_t)b->out_c + OCH - 1) / OCH};
-    bnn_pool_parallel_for(ex->pool, (size_t)in->n * j.ph, pack_task, &j);
+    bconv_job j = {
+        .ex = ex,
+        .L = L,
+        .fz = fz,
+        .x = x,
+        .y = fz->bits_to >= 0 ? NULL : y,
+        .bits = ex->bits[fz->bits_buf],
+        .ph = (size_t)in->h + b->g.pt + b->g.pb,
+        .pw = (size_t)in->w + b->g.pl + b->g.pr,
+        .o_blocks = ((size_t)b->out_c + OCH - 1) / OCH,
+    };
+    if (!fz->bits_in)
+        bnn_pool_parallel_for(ex->pool, (size_t)in->n * j.ph, pack_task, &j);
+    if (fz->bits_to >= 0) {
+        const bnn_bconv *nb = &next->p.bconv;
+        j.next = next;
+        j.nbits = ex->bits[1 - fz->bits_buf];
+        j.nph = (size_t)next->in_shape.h + nb->g.pt + nb->g.pb;
+        j.npw = (size_t)next->in_shape.w + nb->g.pl + nb->g.pr;
+        bnn_pool_parallel_for(ex->pool, (size_t)in->n * j.nph, border_task, &j);
+    }
     bnn_pool_parallel_for(ex->pool, (size_t)out->n * out->h * j.o_blocks, row_task, &j);
 }

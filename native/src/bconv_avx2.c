@@ -1,17 +1,23 @@
 /* AVX2 row kernel of the binary convolution.
  *
- * Same contract as bnn_bconv_row_portable (kernels.h). Each kernel row of a window is
- * tap_words (= kw * words) contiguous u64 in both input and weights; it is processed 4 words
- * (256 bits) at a time, the last partial vector with a masked load (masked lanes read 0 on
- * both sides, so they add 0). Popcount: vpshufb nibble lookup gives per-byte counts (<= 8),
- * vpsadbw against zero sums them into 4 u64 lanes that are added to the accumulator; the
- * horizontal reduction happens once per (channel, column) at the end, not per chunk.
- * Register tile: 4 output channels x 2 output columns (8 accumulators). With one word per
- * pixel and stride 1 (in_c <= 64) a second tile vectorizes over 8 output columns instead.
+ * Same contract as bnn_bconv_row_portable (kernels.h), but vectorized over output channels:
+ * a 256-bit vector holds one 64-bit weight word of 4 channels (a->w16, interleaved by 16
+ * channels), the activation word is broadcast (a load, no ALU op), and a lane's popcount is
+ * that channel's. So any channel count and stride runs without tails or masked lanes, and no
+ * horizontal reduction is ever needed.
+ *
+ * Popcount: vpshufb nibble lookup gives per-byte counts (<= 8) that are summed in byte
+ * accumulators (vpaddb); only every 31 words (31 * 8 = 248 < 256) are they widened with
+ * vpsadbw, whose 64-bit lane sums are exactly the 4 channels' counts. That is 8 vector ops
+ * per 256 bit pairs: vpxor, 2 vpand, vpsrlw, 2 vpshufb, 2 vpaddb.
+ * Register tile: 2 output columns x 16 channels = 8 byte accumulators, + 2 constants, 2
+ * broadcasts and temporaries within the 16 ymm registers.
  *
  * Compiled for AVX2 via target attributes on these functions only; kernels.c selects it
  * when cpuid reports avx2 (with OS support for the ymm state). Empty off x86-64.
  */
+#include <string.h>
+
 #include "kernels.h"
 
 #if defined(__x86_64__)
@@ -20,139 +26,138 @@
 #define TGT __attribute__((target("avx2,popcnt")))
 #define INL static inline __attribute__((always_inline))
 
-enum { MR = 4, NR = 2 };
+enum { NP = 1, NV = 4, OB = 4 * NV, FLUSH = 31 };
 
-INL TGT __m256i popcnt_bytes_sad(__m256i v, __m256i lut, __m256i low)
+INL TGT __m256i popcnt_bytes(__m256i v, __m256i lut, __m256i low)
 {
     const __m256i lo = _mm256_and_si256(v, low);
     const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    const __m256i cnt = _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
-    return _mm256_sad_epu8(cnt, _mm256_setzero_si256());
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
 }
 
-INL TGT uint64_t hsum64(__m256i v)
-{
-    const __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    return (uint64_t)_mm_cvtsi128_si64(s) + (uint64_t)_mm_extract_epi64(s, 1);
-}
+/* acc[p][v] += popcounts of input word ip[p * x_stride] against 16 channels' word wk. */
+#define WORD_STEP(ip, wk)                                                                     \
+    do {                                                                                      \
+        __m256i b_[NP];                                                                       \
+        for (int p = 0; p < np; p++)                                                          \
+            b_[p] = _mm256_set1_epi64x((long long)(ip)[(size_t)p * a->x_stride]);            \
+        for (int v = 0; v < NV; v++) {                                                        \
+            const __m256i w_ = _mm256_load_si256((const __m256i *)((wk) + 4 * v));            \
+            for (int p = 0; p < np; p++)                                                      \
+                acc[p][v] = _mm256_add_epi8(                                                  \
+                    acc[p][v], popcnt_bytes(_mm256_xor_si256(b_[p], w_), lut, low));          \
+        }                                                                                     \
+    } while (0)
 
-INL TGT void tile(const bnn_bconv_row_args *a, uint32_t nout, uint32_t o, uint32_t x,
-                  const int mr, const int nr, __m256i tail_mask)
-{
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1,
-                                         1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    __m256i acc[MR][NR];
-    for (int m = 0; m < mr; m++)
-        for (int n = 0; n < nr; n++)
-            acc[m][n] = _mm256_setzero_si256();
-    const uint32_t tw = a->tap_words, tv = tw & ~3u;
-    const uint64_t *in0 = a->in + (size_t)x * a->x_stride;
-    const uint64_t *w0 = a->w + (size_t)o * a->w_stride;
-    for (uint32_t i = 0; i < a->kh; i++) {
-        const uint64_t *ip = in0 + (size_t)i * a->row_stride;
-        const uint64_t *wp = w0 + (size_t)i * tw;
-        uint32_t t = 0;
-        for (; t < tv; t += 4) {
-            __m256i v[NR];
-            for (int n = 0; n < nr; n++)
-                v[n] = _mm256_loadu_si256((const __m256i *)(ip + (size_t)n * a->x_stride + t));
-            for (int m = 0; m < mr; m++) {
-                const __m256i w =
-                    _mm256_loadu_si256((const __m256i *)(wp + (size_t)m * a->w_stride + t));
-                for (int n = 0; n < nr; n++)
-                    acc[m][n] = _mm256_add_epi64(
-                        acc[m][n], popcnt_bytes_sad(_mm256_xor_si256(v[n], w), lut, low));
-            }
-        }
-        if (t < tw) {
-            __m256i v[NR];
-            for (int n = 0; n < nr; n++)
-                v[n] = _mm256_maskload_epi64(
-                    (const long long *)(ip + (size_t)n * a->x_stride + t), tail_mask);
-            for (int m = 0; m < mr; m++) {
-                const __m256i w = _mm256_maskload_epi64(
-                    (const long long *)(wp + (size_t)m * a->w_stride + t), tail_mask);
-                for (int n = 0; n < nr; n++)
-                    acc[m][n] = _mm256_add_epi64(
-                        acc[m][n], popcnt_bytes_sad(_mm256_xor_si256(v[n], w), lut, low));
-            }
-        }
-    }
-    for (int n = 0; n < nr; n++)
-        for (int m = 0; m < mr; m++)
-            a->pop[(size_t)(x + n) * nout + (o - a->o_begin) + m] = (int32_t)hsum64(acc[m][n]);
-}
-
-/* Pixel-vectorized tile for one input word per pixel and stride 1 (x_stride == 1, e.g. the
- * 64-channel layers): lane j of a vector is output column x + j, whose window word at tap t
- * is in[x + j + t], so 4 columns load as one contiguous vector and each weight word is
- * broadcast. 8 columns (2 vectors) x mr channels; no masked lanes. */
-INL TGT void tile_px(const bnn_bconv_row_args *a, uint32_t nout, uint32_t o, uint32_t x,
-                     const int mr)
+/* Popcounts of output columns [x, x + np) x channels [o, o + 16) into
+ * dst[p * dst_stride + [0, 16)]. */
+INL TGT void tile(const bnn_bconv_row_args *a, uint32_t x, uint32_t o, const int np,
+                  int32_t *dst, size_t dst_stride)
 {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1,
                                          1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    __m256i acc[MR][2];
-    for (int m = 0; m < mr; m++)
-        acc[m][0] = acc[m][1] = _mm256_setzero_si256();
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    __m256i acc[NP][NV], tot[NP][NV];
+    for (int p = 0; p < np; p++)
+        for (int v = 0; v < NV; v++)
+            acc[p][v] = zero;
     const uint32_t tw = a->tap_words;
-    const uint64_t *in0 = a->in + x; /* x_stride == 1 */
-    const uint64_t *w0 = a->w + (size_t)o * a->w_stride;
-    for (uint32_t i = 0; i < a->kh; i++) {
-        const uint64_t *ip = in0 + (size_t)i * a->row_stride;
-        const uint64_t *wp = w0 + (size_t)i * tw;
-        for (uint32_t t = 0; t < tw; t++) {
-            const __m256i v0 = _mm256_loadu_si256((const __m256i *)(ip + t));
-            const __m256i v1 = _mm256_loadu_si256((const __m256i *)(ip + t + 4));
-            for (int m = 0; m < mr; m++) {
-                const __m256i w = _mm256_set1_epi64x((long long)wp[(size_t)m * a->w_stride + t]);
-                acc[m][0] = _mm256_add_epi64(
-                    acc[m][0], popcnt_bytes_sad(_mm256_xor_si256(v0, w), lut, low));
-                acc[m][1] = _mm256_add_epi64(
-                    acc[m][1], popcnt_bytes_sad(_mm256_xor_si256(v1, w), lut, low));
+    const size_t kwords = (size_t)a->kh * tw;
+    const uint64_t *wk = a->w16 + (size_t)(o / OB) * kwords * OB;
+    const uint64_t *in0 = a->in + (size_t)x * a->x_stride;
+    if (kwords <= FLUSH) {
+        /* the common case (up to 192 channels at 3x3): one widening at the end */
+        for (uint32_t i = 0; i < a->kh; i++) {
+            const uint64_t *ip = in0 + (size_t)i * a->row_stride;
+            for (uint32_t t = 0; t < tw; t++, wk += OB)
+                WORD_STEP(ip + t, wk);
+        }
+        for (int p = 0; p < np; p++)
+            for (int v = 0; v < NV; v++)
+                tot[p][v] = _mm256_sad_epu8(acc[p][v], zero);
+    } else {
+        /* chunks of FLUSH words, widened after each; a flush test per word instead made
+         * gcc spill the accumulators */
+        for (int p = 0; p < np; p++)
+            for (int v = 0; v < NV; v++)
+                tot[p][v] = zero;
+        const uint64_t *ip = in0; /* kernel row i, at word t */
+        uint32_t t = 0;
+        for (size_t k0 = 0; k0 < kwords; k0 += FLUSH) {
+            const size_t kn = kwords - k0 < FLUSH ? kwords - k0 : FLUSH;
+            for (size_t k = 0; k < kn; k++, wk += OB) {
+                WORD_STEP(ip + t, wk);
+                if (++t == tw) {
+                    t = 0;
+                    ip += a->row_stride;
+                }
             }
+            for (int p = 0; p < np; p++)
+                for (int v = 0; v < NV; v++) {
+                    tot[p][v] = _mm256_add_epi64(tot[p][v], _mm256_sad_epu8(acc[p][v], zero));
+                    acc[p][v] = zero;
+                }
         }
     }
-    for (int m = 0; m < mr; m++)
-        for (int h = 0; h < 2; h++) {
-            uint64_t lanes[4];
-            _mm256_storeu_si256((__m256i *)lanes, acc[m][h]);
-            for (int j = 0; j < 4; j++)
-                a->pop[(size_t)(x + 4 * h + j) * nout + (o - a->o_begin) + m] = (int32_t)lanes[j];
-        }
+    /* 64-bit lane sums (< 2^31) -> int32: the low halves, lanes 0, 2, 4, 6 */
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    for (int p = 0; p < np; p++)
+        for (int v = 0; v < NV; v++)
+            _mm_storeu_si128((__m128i *)(dst + p * dst_stride + 4 * v),
+                             _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(tot[p][v], even)));
 }
 
 TGT void bnn_bconv_row_avx2(const bnn_bconv_row_args *a)
 {
     const uint32_t nout = a->o_end - a->o_begin;
-    const uint32_t rem = a->tap_words & 3u;
-    /* lanes [0, rem) enabled: the sign bit of each 64-bit lane selects it */
-    const __m256i tail_mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)rem),
-                                                 _mm256_setr_epi64x(0, 1, 2, 3));
-    uint32_t x = 0;
-    if (a->x_stride == 1)
-        for (; x + 8 <= a->ow; x += 8) {
-            uint32_t o = a->o_begin;
-            for (; o + MR <= a->o_end; o += MR)
-                tile_px(a, nout, o, x, MR);
-            for (; o < a->o_end; o++)
-                tile_px(a, nout, o, x, 1);
+    int32_t buf[NP * OB];
+    for (uint32_t x = 0; x < a->ow; x += NP) {
+        const int np = a->ow - x >= NP ? NP : 1;
+        int32_t *row = a->pop + (size_t)x * nout;
+        for (uint32_t o = a->o_begin; o < a->o_end; o += OB) {
+            int32_t *dst = row + (o - a->o_begin);
+            if (o + OB <= a->o_end) { /* whole 16-channel group: straight into pop */
+                if (np == NP)
+                    tile(a, x, o, NP, dst, nout);
+                else
+                    tile(a, x, o, 1, dst, nout);
+                continue;
+            }
+            if (np == NP)
+                tile(a, x, o, NP, buf, OB);
+            else
+                tile(a, x, o, 1, buf, OB);
+            for (int p = 0; p < np; p++)
+                memcpy(dst + (size_t)p * nout, buf + p * OB, (a->o_end - o) * sizeof(int32_t));
         }
-    for (; x + NR <= a->ow; x += NR) {
-        uint32_t o = a->o_begin;
-        for (; o + MR <= a->o_end; o += MR)
-            tile(a, nout, o, x, MR, NR, tail_mask);
-        for (; o < a->o_end; o++)
-            tile(a, nout, o, x, 1, NR, tail_mask);
     }
-    for (; x < a->ow; x++) {
-        uint32_t o = a->o_begin;
-        for (; o + MR <= a->o_end; o += MR)
-            tile(a, nout, o, x, MR, 1, tail_mask);
-        for (; o < a->o_end; o++)
-            tile(a, nout, o, x, 1, 1, tail_mask);
+}
+
+/* Sign packing (same contract as bnn_bitpack_portable): 8 channels per compare, whose
+ * vmovmskps byte lands at its place in the word. The compare is x - t < 0 exactly as in the
+ * portable code (not a sign-bit test: -0.0 must give +1), so the bits are identical. */
+TGT void bnn_bitpack_avx2(const float *x, const float *thr, uint32_t c, uint32_t words,
+                          size_t npix, uint64_t *out, size_t out_stride)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    for (size_t p = 0; p < npix; p++) {
+        const float *xp = x + p * c;
+        uint64_t *op = out + p * out_stride;
+        for (uint32_t wd = 0; wd < words; wd++) {
+            const uint32_t c0 = wd * 64u, n = c - c0 < 64u ? c - c0 : 64u, nv = n & ~7u;
+            uint64_t bits = 0;
+            uint32_t j = 0;
+            for (; j < nv; j += 8) {
+                __m256 v = _mm256_loadu_ps(xp + c0 + j);
+                if (thr)
+                    v = _mm256_sub_ps(v, _mm256_loadu_ps(thr + c0 + j));
+                const uint32_t m = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ));
+                bits |= (uint64_t)m << j;
+            }
+            for (; j < n; j++)
+                bits |= (uint64_t)((thr ? xp[c0 + j] - thr[c0 + j] : xp[c0 + j]) < 0.0f) << j;
+            op[wd] = bits;
+        }
     }
 }
 

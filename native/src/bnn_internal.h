@@ -58,6 +58,9 @@ typedef struct {
     bnn_geom g;
     float *threshold;   /* in_c, or NULL for plain sign(x) */
     uint64_t *wbits;    /* [o][i][j][word], as in the file; tail bits are 0 */
+    uint64_t *wbits16;  /* the same bits interleaved by 16 output channels for kernels that
+                           vectorize over channels: [o/16][i][j][word][o%16], out_c padded
+                           to a multiple of 16 with zero words */
     int32_t *wpop;      /* [o][i*kw+j]: popcount of the tap's weight bits, for padding */
     float *scale, *bias;
 } bnn_bconv;

@@ -8,6 +8,7 @@
 
 typedef struct {
     const bnn_layer *L;
+    const bnn_fusion *fz; /* add: a folded clip */
     const float *a, *b;
     float *y;
     size_t count, chunk; /* chunk: elements per task (a multiple of C for affine) */
@@ -47,6 +48,14 @@ static void add_task(void *arg, size_t task, int thread)
     (void)thread;
     const elt_job *j = arg;
     const size_t e0 = task * j->chunk, e1 = e0 + j->chunk < j->count ? e0 + j->chunk : j->count;
+    if (j->fz && j->fz->clamp) {
+        const float lo = j->fz->lo, hi = j->fz->hi;
+        for (size_t e = e0; e < e1; e++) {
+            const float v = j->a[e] + j->b[e];
+            j->y[e] = v < lo ? lo : (v > hi ? hi : v); /* as clip_task */
+        }
+        return;
+    }
     for (size_t e = e0; e < e1; e++)
         j->y[e] = j->a[e] + j->b[e];
 }
@@ -55,20 +64,20 @@ void bnn_affine_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, 
 {
     const size_t C = L->p.affine.c;
     const size_t per = CHUNK / C > 0 ? CHUNK / C : 1; /* whole pixels per task */
-    elt_job j = {L, x, NULL, y, bnn_shape_count(&L->in_shape), per * C};
+    elt_job j = {L, NULL, x, NULL, y, bnn_shape_count(&L->in_shape), per * C};
     bnn_pool_parallel_for(ex->pool, n_tasks(j.count, j.chunk), affine_task, &j);
 }
 
 void bnn_clip_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y)
 {
-    elt_job j = {L, x, NULL, y, bnn_shape_count(&L->in_shape), CHUNK};
+    elt_job j = {L, NULL, x, NULL, y, bnn_shape_count(&L->in_shape), CHUNK};
     bnn_pool_parallel_for(ex->pool, n_tasks(j.count, j.chunk), clip_task, &j);
 }
 
-void bnn_add_forward(const bnn_exec *ex, const bnn_layer *L, const float *a, const float *b,
-                     float *y)
+void bnn_add_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion *fz,
+                     const float *a, const float *b, float *y)
 {
-    elt_job j = {L, a, b, y, bnn_shape_count(&L->in_shape), CHUNK};
+    elt_job j = {L, fz, a, b, y, bnn_shape_count(&L->in_shape), CHUNK};
     bnn_pool_parallel_for(ex->pool, n_tasks(j.count, j.chunk), add_task, &j);
 }
 

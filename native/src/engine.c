@@ -40,7 +40,10 @@ static void plan_free(plan *p)
     free(p->buf_size);
 }
 
-static int plan_build(const bnn_model *m, const bnn_kernel_table *k, plan *p)
+/* fz: how each layer runs (bnn_fuse); skipped layers and values nobody writes get no
+ * buffer, and a binary conv fed bits by its producer does not read its float input. */
+static int plan_build(const bnn_model *m, const bnn_kernel_table *k, const bnn_fusion *fz,
+                      plan *p)
 {
     memset(p, 0, sizeof *p);
     const uint32_t nv = m->n_values;
@@ -54,10 +57,12 @@ static int plan_build(const bnn_model *m, const bnn_kernel_table *k, plan *p)
         plan_free(p);
         return BNN_ENOMEM;
     }
-    for (uint32_t v = 0; v < nv; v++)
+    for (uint32_t v = 0; v < nv; v++) {
         last_use[v] = -1;
+        p->buf_of[v] = UINT32_MAX;
+    }
     for (uint32_t l = 0; l < m->n_layers; l++)
-        for (uint32_t i = 0; i < m->layers[l].n_in; i++)
+        for (uint32_t i = fz[l].bits_in; !fz[l].skip && i < m->layers[l].n_in; i++)
             last_use[m->layers[l].in[i]] = l;
     last_use[m->output_id] = INT64_MAX;
 
@@ -88,12 +93,16 @@ static int plan_build(const bnn_model *m, const bnn_kernel_table *k, plan *p)
         in_use[p->buf_of[m->input_id]] = 0;
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const bnn_layer *L = &m->layers[l];
-        ASSIGN(L->out, bnn_shape_count(&L->out_shape));
-        for (uint32_t i = 0; i < L->n_in; i++)
+        if (fz[l].skip)
+            continue;
+        const uint32_t out = fz[l].write;
+        if (out != BNN_NO_VALUE)
+            ASSIGN(out, bnn_shape_count(&m->shapes[out]));
+        for (uint32_t i = fz[l].bits_in; i < L->n_in; i++)
             if (last_use[L->in[i]] == (int64_t)l)
                 in_use[p->buf_of[L->in[i]]] = 0;
-        if (last_use[L->out] < 0)
-            in_use[p->buf_of[L->out]] = 0;
+        if (out != BNN_NO_VALUE && last_use[out] < 0)
+            in_use[p->buf_of[out]] = 0;
         uint64_t s = 0;
         if (L->op == OP_CONV2D_F32 || L->op == OP_GEMM)
             s = bnn_fconv_scratch_bytes(L, k);
@@ -121,7 +130,7 @@ static int plan_build(const bnn_model *m, const bnn_kernel_table *k, plan *p)
 static uint64_t plan_bytes(const plan *p, int nthreads)
 {
     /* Every term is bounded (tensors <= 2^31 floats, <= 65537 buffers): no overflow. */
-    uint64_t total = p->bits_words * 8 + (uint64_t)nthreads * (p->scratch_bytes + BNN_ALIGN);
+    uint64_t total = 2 * p->bits_words * 8 + (uint64_t)nthreads * (p->scratch_bytes + BNN_ALIGN);
     for (uint32_t b = 0; b < p->nbufs; b++)
         total += p->buf_size[b] * 4 + BNN_ALIGN;
     return total;
@@ -130,8 +139,14 @@ static uint64_t plan_bytes(const plan *p, int nthreads)
 uint64_t bnn_model_workspace_bytes(const bnn_model *m, int nthreads)
 {
     plan p;
-    if (!m || nthreads < 1 || nthreads > BNN_MAX_THREADS || plan_build(m, bnn_kernels(), &p))
+    if (!m || nthreads < 1 || nthreads > BNN_MAX_THREADS)
         return 0;
+    bnn_fusion *fz = malloc((m->n_layers ? m->n_layers : 1) * sizeof *fz);
+    if (!fz || bnn_fuse(m, 1, fz) || plan_build(m, bnn_kernels(), fz, &p)) {
+        free(fz);
+        return 0;
+    }
+    free(fz);
     uint64_t total = plan_bytes(&p, nthreads);
     plan_free(&p);
     return total;
@@ -146,7 +161,8 @@ struct bnn_ctx {
     float **bufs;
     float **val; /* value id -> its buffer */
     void *tscratch[BNN_MAX_THREADS];
-    uint64_t *bits;
+    uint64_t *bits[2];
+    bnn_fusion *fz; /* per layer */
 };
 
 void bnn_ctx_free(bnn_ctx *c)
@@ -161,7 +177,9 @@ void bnn_ctx_free(bnn_ctx *c)
     free(c->val);
     for (int t = 0; t < BNN_MAX_THREADS; t++)
         bnn_aligned_free(c->tscratch[t]);
-    bnn_aligned_free(c->bits);
+    bnn_aligned_free(c->bits[0]);
+    bnn_aligned_free(c->bits[1]);
+    free(c->fz);
     free(c);
 }
 
@@ -176,6 +194,12 @@ static bnn_ctx *ctx_fail(bnn_ctx *c, plan *p, char *err, size_t errlen, const ch
 }
 
 bnn_ctx *bnn_ctx_create(const bnn_model *m, int nthreads, char *err, size_t errlen)
+{
+    return bnn_ctx_create_ex(m, nthreads, 0, err, errlen);
+}
+
+bnn_ctx *bnn_ctx_create_ex(const bnn_model *m, int nthreads, unsigned flags, char *err,
+                           size_t errlen)
 {
     if (err && errlen)
         err[0] = '\0';
@@ -193,14 +217,22 @@ bnn_ctx *bnn_ctx_create(const bnn_model *m, int nthreads, char *err, size_t errl
             snprintf(err, errlen, "%s", bnn_kernels_env_error());
         return NULL;
     }
-    if (plan_build(m, k, &p))
+    bnn_fusion *fz = malloc((m->n_layers ? m->n_layers : 1) * sizeof *fz);
+    if (!fz || bnn_fuse(m, !(flags & BNN_CTX_NO_FUSION), fz) || plan_build(m, k, fz, &p)) {
+        free(fz);
         return ctx_fail(NULL, NULL, err, errlen, "out of memory planning buffers");
-    if (plan_bytes(&p, nthreads) > SIZE_MAX)
+    }
+    if (plan_bytes(&p, nthreads) > SIZE_MAX) {
+        free(fz);
         return ctx_fail(NULL, &p, err, errlen, "model needs more memory than this platform "
                                                "can address");
+    }
     bnn_ctx *c = calloc(1, sizeof *c);
-    if (!c)
+    if (!c) {
+        free(fz);
         return ctx_fail(NULL, &p, err, errlen, "out of memory");
+    }
+    c->fz = fz;
     c->m = m;
     c->k = k;
     c->nthreads = nthreads;
@@ -212,15 +244,16 @@ bnn_ctx *bnn_ctx_create(const bnn_model *m, int nthreads, char *err, size_t errl
     for (uint32_t b = 0; b < p.nbufs; b++)
         if (!(c->bufs[b] = bnn_aligned_alloc((size_t)p.buf_size[b] * sizeof(float))))
             return ctx_fail(c, &p, err, errlen, "out of memory for activations");
-    /* Values no layer defines keep a NULL buffer; the loader makes sure none is read. */
-    c->val[m->input_id] = c->bufs[p.buf_of[m->input_id]];
-    for (uint32_t l = 0; l < m->n_layers; l++)
-        c->val[m->layers[l].out] = c->bufs[p.buf_of[m->layers[l].out]];
+    /* Values nobody writes (after fusion) keep a NULL buffer; none of them is read. */
+    for (uint32_t v = 0; v < m->n_values; v++)
+        if (p.buf_of[v] != UINT32_MAX)
+            c->val[v] = c->bufs[p.buf_of[v]];
     for (int t = 0; t < nthreads; t++)
         if (!(c->tscratch[t] = bnn_aligned_alloc((size_t)p.scratch_bytes)))
             return ctx_fail(c, &p, err, errlen, "out of memory for scratch");
-    if (!(c->bits = bnn_aligned_alloc((size_t)p.bits_words * 8)))
-        return ctx_fail(c, &p, err, errlen, "out of memory for packed activations");
+    for (int i = 0; i < 2; i++)
+        if (!(c->bits[i] = bnn_aligned_alloc((size_t)p.bits_words * 8)))
+            return ctx_fail(c, &p, err, errlen, "out of memory for packed activations");
     if (!(c->pool = bnn_pool_create(nthreads)))
         return ctx_fail(c, &p, err, errlen, "cannot start worker threads");
     plan_free(&p);
@@ -232,26 +265,45 @@ int bnn_ctx_threads(const bnn_ctx *c)
     return c ? c->nthreads : 0;
 }
 
-int bnn_run(bnn_ctx *c, const float *in, float *out)
+static double now_ms(void)
 {
-    if (!c || !in || !out)
-        return BNN_EARG;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* One inference; with `t` non-NULL, t[l] += milliseconds spent in layer l and
+ * t[n_layers] += the time of the two model-boundary layout transposes. */
+static int run(bnn_ctx *c, const float *in, float *out, double *t)
+{
     const bnn_model *m = c->m;
-    const bnn_exec ex = {c->pool, c->k, c->tscratch, c->bits};
+    const bnn_exec ex = {c->pool, c->k, c->tscratch, {c->bits[0], c->bits[1]}};
     const bnn_shape *is = &m->input_shape;
     /* NCHW -> NHWC: a [C][HW] -> [HW][C] transpose per image (a copy for rank 2). */
+    double t0 = t ? now_ms() : 0;
     bnn_transpose_batched(&ex, in, c->val[m->input_id], is->n, is->c, (size_t)is->h * is->w);
+    uint32_t prev = m->n_layers; /* timing slot of the work since t0 */
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const bnn_layer *L = &m->layers[l];
+        const bnn_fusion *fz = &c->fz[l];
+        if (fz->skip) /* folded into the layer before: its time stays 0 */
+            continue;
+        if (t) {
+            const double t1 = now_ms();
+            t[prev] += t1 - t0;
+            t0 = t1;
+            prev = l;
+        }
         const float *x = c->val[L->in[0]];
-        float *y = c->val[L->out];
+        float *y = fz->write == BNN_NO_VALUE ? NULL : c->val[fz->write];
         switch (L->op) {
         case OP_CONV2D_F32:
         case OP_GEMM:
-            bnn_fconv_forward(&ex, L, x, y);
+            bnn_fconv_forward(&ex, L, fz, x, y);
             break;
         case OP_CONV2D_BIN:
-            bnn_bconv_forward(&ex, L, x, y);
+            bnn_bconv_forward(&ex, L, fz, fz->bits_to >= 0 ? &m->layers[fz->bits_to] : NULL, x,
+                              y);
             break;
         case OP_AFFINE:
             bnn_affine_forward(&ex, L, x, y);
@@ -269,7 +321,7 @@ int bnn_run(bnn_ctx *c, const float *in, float *out)
             bnn_global_avgpool_forward(&ex, L, x, y);
             break;
         case OP_ADD:
-            bnn_add_forward(&ex, L, x, c->val[L->in[1]], y);
+            bnn_add_forward(&ex, L, fz, x, c->val[L->in[1]], y);
             break;
         case OP_FLATTEN: {
             /* The format flattens NCHW order (C, H, W): NHWC -> NCHW per image. */
@@ -281,16 +333,23 @@ int bnn_run(bnn_ctx *c, const float *in, float *out)
             return BNN_EFORMAT; /* unreachable: the loader rejects unknown ops */
         }
     }
+    if (t) {
+        const double t1 = now_ms();
+        t[prev] += t1 - t0;
+        t0 = t1;
+    }
     const bnn_shape *os = &m->shapes[m->output_id];
     bnn_transpose_batched(&ex, c->val[m->output_id], out, os->n, (size_t)os->h * os->w, os->c);
+    if (t)
+        t[m->n_layers] += now_ms() - t0;
     return BNN_OK;
 }
 
-static double now_ms(void)
+int bnn_run(bnn_ctx *c, const float *in, float *out)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    if (!c || !in || !out)
+        return BNN_EARG;
+    return run(c, in, out, NULL);
 }
 
 int bnn_benchmark(bnn_ctx *c, const float *in, int warmup, int runs, double *samples_ms)
@@ -302,12 +361,48 @@ int bnn_benchmark(bnn_ctx *c, const float *in, int warmup, int runs, double *sam
     if (!out)
         return BNN_ENOMEM;
     for (int i = 0; i < warmup; i++)
-        bnn_run(c, in, out);
+        run(c, in, out, NULL);
     for (int i = 0; i < runs; i++) {
         const double t0 = now_ms();
-        bnn_run(c, in, out);
+        run(c, in, out, NULL);
         samples_ms[i] = now_ms() - t0;
     }
     bnn_aligned_free(out);
+    return BNN_OK;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int bnn_profile(bnn_ctx *c, const float *in, int warmup, int runs, double *layer_ms)
+{
+    if (!c || !in || !layer_ms || warmup < 0 || runs < 1)
+        return BNN_EARG;
+    const size_t nl = (size_t)c->m->n_layers + 1;
+    const size_t n_out = bnn_shape_count(&c->m->shapes[c->m->output_id]);
+    float *out = bnn_aligned_alloc(n_out * sizeof(float));
+    double *t = calloc((size_t)runs * nl, sizeof *t), *col = malloc((size_t)runs * sizeof *col);
+    if (!out || !t || !col) {
+        bnn_aligned_free(out);
+        free(t);
+        free(col);
+        return BNN_ENOMEM;
+    }
+    for (int i = 0; i < warmup; i++)
+        run(c, in, out, NULL);
+    for (int i = 0; i < runs; i++)
+        run(c, in, out, t + (size_t)i * nl);
+    for (size_t l = 0; l < nl; l++) { /* per-layer median over the runs */
+        for (int i = 0; i < runs; i++)
+            col[i] = t[(size_t)i * nl + l];
+        qsort(col, (size_t)runs, sizeof *col, cmp_double);
+        layer_ms[l] = runs % 2 ? col[runs / 2] : 0.5 * (col[runs / 2 - 1] + col[runs / 2]);
+    }
+    bnn_aligned_free(out);
+    free(t);
+    free(col);
     return BNN_OK;
 }

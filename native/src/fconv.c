@@ -1,22 +1,36 @@
 /* FP32 convolution and GEMM: NHWC im2col fused into the packing of a cache-blocked GEMM.
  *
  * C[M x out_c] = A[M x K] * B[K x out_c] with M = N*OH*OW output pixels and K = kh*kw*in_c
- * ordered (i, j, c), so a kernel row of an NHWC image is a contiguous run of A. B is
- * prepacked at load time into NR-column panels. A task owns a block of MC pixel rows and NC
- * output channels; for each KC slice of the depth it packs its rows (im2col happens here,
- * zeros for padded taps: exact zero padding) and sweeps the micro-kernel over the block, so
- * the B panel stays in L1 and the A block in L2. The depth is always summed in the same
- * order, so the output does not depend on the thread count.
+ * ordered (i, j, c), so a kernel row of an NHWC image (kw taps of in_c channels) is one
+ * contiguous run of A. B is prepacked at load time into NR-column panels. A task owns a block
+ * of mc pixel rows (a whole number of MR panels) and nc output channels; for each KC slice
+ * of the depth it packs its rows (im2col happens here, zeros for padded taps: exact zero
+ * padding) and sweeps the micro-kernel over the block, so the B panel stays in L1 and the A
+ * block in L2.
+ *
+ * Determinism: every output element is bias + the KC-slice partial sums in slice order,
+ * each slice summed by the micro-kernel in k order, whichever tile or task computes it.
+ * KC is a constant, so the result does not depend on mc / nc, which are therefore free to
+ * shrink when a small layer would otherwise give too few tasks for the threads.
+ *
+ * A single output row (M = 1: the FC of a batch-1 classifier) is a GEMV: a 6-row tile would
+ * waste 5/6 of its FMAs, and the layer is bound by streaming the weights anyway, so it gets
+ * a plain loop over the prepacked panels instead (gemv_task).
+ *
+ * A CLIP folded into the layer (fuse.c) is applied per task once its block is final.
  */
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "layers.h"
 
-#define MC 64  /* pixel rows per task (the last MR panel may run past it, zero-filled) */
-#define PACKA_FLOATS ((size_t)(MC + BNN_SGEMM_MR_MAX) * KC)
-#define KC 256 /* depth slice */
-#define NC 128 /* output channels per task: a multiple of NR */
+#define KC 256       /* depth slice: fixed, it sets the summation order */
+#define MC_PANELS 12 /* MR panels per task: 72 rows at MR 6 (A block 72 KiB at KC 256) */
+#define NC 128       /* output channels per task at most: a multiple of NR */
 #define NR BNN_SGEMM_NR
+#define PACKA_FLOATS ((size_t)MC_PANELS * BNN_SGEMM_MR_MAX * KC)
 
 size_t bnn_fconv_scratch_bytes(const bnn_layer *L, const bnn_kernel_table *k)
 {
@@ -27,56 +41,201 @@ size_t bnn_fconv_scratch_bytes(const bnn_layer *L, const bnn_kernel_table *k)
 typedef struct {
     const bnn_exec *ex;
     const bnn_layer *L;
+    const bnn_fusion *fz; /* a folded clip (fz->clamp), or NULL */
     const float *x;
     float *y;
-    size_t m, n_blocks;
+    size_t m;        /* rows of C: output pixels */
+    size_t mc, nc;   /* rows / channels per task */
+    size_t n_blocks; /* channel blocks: task = m block * n_blocks + n block */
 } fconv_job;
 
+/* Epilogue of a folded CLIP (fuse.c): rows x [n0, n1) of y, with row stride no. */
+static void clamp_block(const fconv_job *j, size_t m0, size_t rows, size_t n0, size_t n1)
+{
+    if (!j->fz || !j->fz->clamp)
+        return;
+    const float lo = j->fz->lo, hi = j->fz->hi;
+    const size_t no = j->L->p.fconv.out_c;
+    for (size_t r = 0; r < rows; r++) {
+        float *y = j->y + (m0 + r) * no;
+        for (size_t n = n0; n < n1; n++) {
+            const float v = y[n];
+            y[n] = v < lo ? lo : (v > hi ? hi : v); /* as the CLIP layer: NaN passes */
+        }
+    }
+}
+
+static void zero_stride(float *d, size_t n, size_t mr)
+{
+    for (size_t t = 0; t < n; t++)
+        d[t * mr] = 0.0f;
+}
+
+/* Where output row m reads the input: its image and the top-left tap (y0, x0). */
+typedef struct {
+    const float *img;
+    long y0, x0;
+} win;
+
+/* One row of the im2col matrix, depth [k0, k0 + kc), to d with stride mr. Works a kernel row
+ * at a time: the in-bounds taps of a kernel row are one contiguous run of the NHWC input
+ * (kw * in_c floats), the out-of-bounds taps at its ends are zeros. */
+static inline void pack_row(const bnn_fconv *f, const bnn_shape *in, win w, size_t k0,
+                            size_t kc, const size_t mr, float *d)
+{
+    const size_t C = f->in_c, kw = f->g.kw, row_len = kw * C, kend = k0 + kc;
+    const long H = (long)in->h, W = (long)in->w;
+    /* in-bounds taps of every kernel row: j in [jlo, jhi) */
+    const long jlo = w.x0 < 0 ? -w.x0 : 0;
+    long jhi = W - w.x0 < (long)kw ? W - w.x0 : (long)kw;
+    if (jhi < jlo)
+        jhi = jlo;
+    for (size_t ki = k0 / row_len; ki * row_len < kend; ki++) {
+        const size_t base = ki * row_len;
+        const size_t s0 = base > k0 ? base : k0;
+        const size_t s1 = base + row_len < kend ? base + row_len : kend;
+        const long iy = w.y0 + (long)ki;
+        if (iy < 0 || iy >= H) {
+            zero_stride(d + (s0 - k0) * mr, s1 - s0, mr);
+            continue;
+        }
+        /* valid depth range of this kernel row, clipped to the slice */
+        size_t v0 = base + (size_t)jlo * C, v1 = base + (size_t)jhi * C;
+        v0 = v0 < s0 ? s0 : v0 > s1 ? s1 : v0;
+        v1 = v1 < v0 ? v0 : v1 > s1 ? s1 : v1;
+        zero_stride(d + (s0 - k0) * mr, v0 - s0, mr);
+        /* input offset of depth k: (iy * W + x0) * C + (k - base), >= 0 for valid k */
+        const float *s = w.img + (size_t)((iy * W + w.x0) * (long)C + (long)(v0 - base));
+        float *dv = d + (v0 - k0) * mr;
+        for (size_t t = 0; t < v1 - v0; t++)
+            dv[t * mr] = s[t];
+        zero_stride(d + (v1 - k0) * mr, s1 - v1, mr);
+    }
+}
+
+/* dd[t * mr + i] = src[i][t] for t < n, i < mr: a small transpose. With SSE (baseline on
+ * x86-64) 4 depth indices at a time: 4x4 transposes of rows 0-3, rows 4-5 interleaved in
+ * pairs; a third of the loads and stores of the scalar loop. */
+static inline void copy_lockstep(float *dd, const float *const *src, size_t n, const size_t mr)
+{
+    size_t t = 0;
+#if defined(__SSE2__)
+    if (mr == 4 || mr == 6)
+        for (; t + 4 <= n; t += 4) {
+            __m128 r0 = _mm_loadu_ps(src[0] + t), r1 = _mm_loadu_ps(src[1] + t);
+            __m128 r2 = _mm_loadu_ps(src[2] + t), r3 = _mm_loadu_ps(src[3] + t);
+            _MM_TRANSPOSE4_PS(r0, r1, r2, r3); /* r0 = rows 0-3 at t, r1 at t + 1, ... */
+            float *o = dd + t * mr;
+            _mm_storeu_ps(o, r0);
+            _mm_storeu_ps(o + mr, r1);
+            _mm_storeu_ps(o + 2 * mr, r2);
+            _mm_storeu_ps(o + 3 * mr, r3);
+            if (mr == 6) {
+                const __m128 r4 = _mm_loadu_ps(src[4] + t), r5 = _mm_loadu_ps(src[5] + t);
+                const __m128 lo = _mm_unpacklo_ps(r4, r5), hi = _mm_unpackhi_ps(r4, r5);
+                _mm_storel_pi((__m64 *)(o + 4), lo); /* rows 4, 5 at t */
+                _mm_storeh_pi((__m64 *)(o + 10), lo);
+                _mm_storel_pi((__m64 *)(o + 16), hi);
+                _mm_storeh_pi((__m64 *)(o + 22), hi);
+            }
+        }
+#endif
+    for (; t < n; t++)
+        for (size_t i = 0; i < mr; i++)
+            dd[t * mr + i] = src[i][t];
+}
+
 /* Pack rows [m0, m0 + rows) and depth [k0, k0 + kc) of the virtual im2col matrix into
- * MR-row panels laid out [panel][k][MR]; rows past `rows` are zero. */
-static void pack_a(const fconv_job *j, size_t m0, size_t rows, size_t k0, size_t kc,
-                   uint32_t mr, float *dst)
+ * MR-row panels laid out [panel][k][MR]; rows past `rows` up to the next multiple of MR are
+ * zero. Inline with a constant `mr` at each call site (pack_a below), so the strides are
+ * constants. A full panel whose windows all lie inside the image horizontally (most of
+ * them: all for an unpadded 1x1 conv, ~97% for a 224x224 7x7 stem) is copied with the MR
+ * rows in lockstep, MR contiguous stores per depth index from MR source streams, instead of
+ * row by row with strided stores: packing is a transpose, and this is its cheap case. */
+static inline void pack_a_mr(const fconv_job *j, size_t m0, size_t rows, size_t k0, size_t kc,
+                             const size_t mr, float *dst)
 {
     const bnn_fconv *f = &j->L->p.fconv;
     const bnn_shape *in = &j->L->in_shape, *out = &j->L->out_shape;
-    const size_t C = f->in_c, ohw = (size_t)out->h * out->w;
-    const size_t padded_rows = (rows + mr - 1) / mr * mr;
-    for (size_t r = 0; r < padded_rows; r++) {
-        float *d = dst + (r / mr) * kc * mr + r % mr;
-        if (r >= rows) {
-            for (size_t k = 0; k < kc; k++)
-                d[k * mr] = 0.0f;
+    const size_t C = f->in_c, kw = f->g.kw, row_len = kw * C, kend = k0 + kc;
+    const long H = (long)in->h, W = (long)in->w;
+    const size_t ohw = (size_t)out->h * out->w;
+    /* Pixel coordinates of row m0, then stepped incrementally: no divisions per row. */
+    size_t b = m0 / ohw, oy = m0 % ohw / out->w, ox = m0 % out->w;
+    win wins[BNN_SGEMM_MR_MAX];
+    for (size_t r0 = 0; r0 < rows; r0 += mr) {
+        float *d = dst + (r0 / mr) * kc * mr;
+        const size_t nrows = rows - r0 < mr ? rows - r0 : mr;
+        int inside = nrows == mr;
+        for (size_t i = 0; i < nrows; i++) {
+            wins[i].img = j->x + b * (size_t)(H * W) * C;
+            wins[i].y0 = (long)(oy * f->g.sh) - (long)f->g.pt;
+            wins[i].x0 = (long)(ox * f->g.sw) - (long)f->g.pl;
+            inside &= wins[i].x0 >= 0 && wins[i].x0 + (long)kw <= W;
+            if (++ox == out->w) {
+                ox = 0;
+                if (++oy == out->h) {
+                    oy = 0;
+                    b++;
+                }
+            }
+        }
+        if (!inside) {
+            for (size_t i = 0; i < nrows; i++)
+                pack_row(f, in, wins[i], k0, kc, mr, d + i);
+            for (size_t i = nrows; i < mr; i++)
+                zero_stride(d + i, kc, mr);
             continue;
         }
-        const size_t m = m0 + r, b = m / ohw, rem = m % ohw;
-        const long y0 = (long)(rem / out->w) * f->g.sh - (long)f->g.pt;
-        const long x0 = (long)(rem % out->w) * f->g.sw - (long)f->g.pl;
-        const float *img = j->x + (size_t)b * in->h * in->w * C;
-        /* Walk the depth run by run (one kernel tap's channels each) with incremental
-         * indices: with few channels (an RGB stem) divisions per run would dominate. */
-        size_t c = k0 % C, tap = k0 / C;
-        long ti = (long)(tap / f->g.kw), tj = (long)(tap % f->g.kw);
-        size_t k = k0;
-        const size_t kend = k0 + kc;
-        while (k < kend) {
-            const size_t run = (C - c < kend - k) ? C - c : kend - k;
-            const long iy = y0 + ti, ix = x0 + tj;
-            float *dd = d + (k - k0) * mr;
-            if (iy < 0 || iy >= (long)in->h || ix < 0 || ix >= (long)in->w) {
-                for (size_t t = 0; t < run; t++)
-                    dd[t * mr] = 0.0f;
-            } else {
-                const float *s = img + ((size_t)iy * in->w + (size_t)ix) * C + c;
-                for (size_t t = 0; t < run; t++)
-                    dd[t * mr] = s[t];
+        for (size_t ki = k0 / row_len; ki * row_len < kend; ki++) {
+            const size_t base = ki * row_len;
+            const size_t s0 = base > k0 ? base : k0;
+            const size_t s1 = base + row_len < kend ? base + row_len : kend;
+            const float *src[BNN_SGEMM_MR_MAX];
+            int rows_in = 1;
+            for (size_t i = 0; i < mr; i++) {
+                const long iy = wins[i].y0 + (long)ki;
+                rows_in &= iy >= 0 && iy < H;
+                if (rows_in)
+                    src[i] = wins[i].img +
+                             (size_t)((iy * W + wins[i].x0) * (long)C + (long)(s0 - base));
             }
-            k += run;
-            c = 0;
-            if (++tj == (long)f->g.kw) {
-                tj = 0;
-                ti++;
+            float *dd = d + (s0 - k0) * mr;
+            if (!rows_in) { /* some window's kernel row is in the vertical padding */
+                for (size_t i = 0; i < mr; i++) {
+                    const long iy = wins[i].y0 + (long)ki;
+                    if (iy < 0 || iy >= H) {
+                        zero_stride(dd + i, s1 - s0, mr);
+                    } else {
+                        const float *s = wins[i].img + (size_t)((iy * W + wins[i].x0) * (long)C +
+                                                                (long)(s0 - base));
+                        for (size_t t = 0; t < s1 - s0; t++)
+                            dd[t * mr + i] = s[t];
+                    }
+                }
+                continue;
             }
+            copy_lockstep(dd, src, s1 - s0, mr);
         }
+    }
+}
+
+static void pack_a(const fconv_job *j, size_t m0, size_t rows, size_t k0, size_t kc,
+                   size_t mr, float *dst)
+{
+    switch (mr) { /* the MRs of the kernel sets (kernels.h), and 1 for the GEMV */
+    case 1:
+        pack_a_mr(j, m0, rows, k0, kc, 1, dst);
+        break;
+    case 4:
+        pack_a_mr(j, m0, rows, k0, kc, 4, dst);
+        break;
+    case 6:
+        pack_a_mr(j, m0, rows, k0, kc, 6, dst);
+        break;
+    default:
+        pack_a_mr(j, m0, rows, k0, kc, mr, dst);
+        break;
     }
 }
 
@@ -85,11 +244,10 @@ static void fconv_task(void *arg, size_t task, int thread)
     const fconv_job *j = arg;
     const bnn_fconv *f = &j->L->p.fconv;
     const bnn_kernel_table *kt = j->ex->k;
-    const uint32_t mr = kt->sgemm_mr;
-    const size_t no = f->out_c, K = f->k;
+    const size_t mr = kt->sgemm_mr, no = f->out_c, K = f->k;
     const size_t mb = task / j->n_blocks, nb = task % j->n_blocks;
-    const size_t m0 = mb * MC, rows = j->m - m0 < MC ? j->m - m0 : MC;
-    const size_t n0 = nb * NC, n1 = n0 + NC < no ? n0 + NC : no;
+    const size_t m0 = mb * j->mc, rows = j->m - m0 < j->mc ? j->m - m0 : j->mc;
+    const size_t n0 = nb * j->nc, n1 = n0 + j->nc < no ? n0 + j->nc : no;
     float *packa = j->ex->tscratch[thread];
     float *tile = packa + PACKA_FLOATS;
 
@@ -108,7 +266,9 @@ static void fconv_task(void *arg, size_t task, int thread)
                 if (nrows == mr && ncols == NR) {
                     kt->sgemm_ukernel(kc, ap, bp, c, no);
                 } else {
-                    memset(tile, 0, (size_t)mr * NR * sizeof(float));
+                    /* edge tile: through a scratch tile; 0 + acc == acc, so the sums are
+                     * bitwise those of a full tile */
+                    memset(tile, 0, mr * NR * sizeof(float));
                     kt->sgemm_ukernel(kc, ap, bp, tile, NR);
                     for (size_t i = 0; i < nrows; i++)
                         for (size_t t = 0; t < ncols; t++)
@@ -117,13 +277,102 @@ static void fconv_task(void *arg, size_t task, int thread)
             }
         }
     }
+    clamp_block(j, m0, rows, n0, n1);
 }
 
-void bnn_fconv_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y)
+/* acc[NR] = sum over k < kc of a[k] * b[k][:] for one prepacked NR-column panel. Two
+ * accumulator sets (even / odd k, added at the end) halve the add dependency chain. GCC /
+ * Clang generic vectors, so the baseline ISA (SSE2 on x86-64) does 4 columns per op; that
+ * keeps up with the weight stream, which bounds a GEMV. */
+#if defined(__GNUC__) || defined(__clang__)
+typedef float v4f __attribute__((vector_size(16)));
+static void gemv_panel(size_t kc, const float *a, const float *b, float *acc)
+{
+    v4f s0[NR / 4], s1[NR / 4];
+    for (int v = 0; v < NR / 4; v++)
+        s0[v] = s1[v] = (v4f){0, 0, 0, 0};
+    size_t k = 0;
+    for (; k + 2 <= kc; k += 2, b += 2 * NR) {
+        const float a0 = a[k], a1 = a[k + 1];
+        for (int v = 0; v < NR / 4; v++) {
+            v4f b0, b1;
+            memcpy(&b0, b + 4 * v, sizeof b0);
+            memcpy(&b1, b + NR + 4 * v, sizeof b1);
+            s0[v] += a0 * b0;
+            s1[v] += a1 * b1;
+        }
+    }
+    for (int v = 0; v < NR / 4; v++) {
+        if (k < kc) {
+            v4f b0;
+            memcpy(&b0, b + 4 * v, sizeof b0);
+            s0[v] += a[k] * b0;
+        }
+        s0[v] += s1[v];
+        memcpy(acc + 4 * v, &s0[v], sizeof s0[v]);
+    }
+}
+#else
+static void gemv_panel(size_t kc, const float *a, const float *b, float *acc)
+{
+    float s0[NR] = {0}, s1[NR] = {0};
+    size_t k = 0;
+    for (; k + 2 <= kc; k += 2)
+        for (int t = 0; t < NR; t++) {
+            s0[t] += a[k] * b[k * NR + t];
+            s1[t] += a[k + 1] * b[(k + 1) * NR + t];
+        }
+    for (int t = 0; t < NR; t++)
+        acc[t] = (k < kc ? s0[t] + a[k] * b[k * NR + t] : s0[t]) + s1[t];
+}
+#endif
+
+/* One output row (M = 1), channels [n0, n1): y += a * B per KC slice and NR panel, in
+ * fixed order: independent of the thread count. */
+static void gemv_task(void *arg, size_t task, int thread)
+{
+    const fconv_job *j = arg;
+    const bnn_fconv *f = &j->L->p.fconv;
+    const size_t no = f->out_c, K = f->k;
+    const size_t n0 = task * j->nc, n1 = n0 + j->nc < no ? n0 + j->nc : no;
+    float *a = j->ex->tscratch[thread];
+
+    memcpy(j->y + n0, f->bias + n0, (n1 - n0) * sizeof(float));
+    for (size_t k0 = 0; k0 < K; k0 += KC) {
+        const size_t kc = K - k0 < KC ? K - k0 : KC;
+        pack_a(j, 0, 1, k0, kc, 1, a);
+        for (size_t n = n0; n < n1; n += NR) {
+            float acc[NR];
+            gemv_panel(kc, a, f->wpacked + (n / NR) * K * NR + k0 * NR, acc);
+            const size_t ncols = n1 - n < NR ? n1 - n : NR;
+            for (size_t t = 0; t < ncols; t++)
+                j->y[n + t] += acc[t];
+        }
+    }
+    clamp_block(j, 0, 1, n0, n1);
+}
+
+void bnn_fconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion *fz,
+                       const float *x, float *y)
 {
     const bnn_shape *out = &L->out_shape;
-    fconv_job j = {ex, L, x, y, (size_t)out->n * out->h * out->w,
-                   ((size_t)L->p.fconv.out_c + NC - 1) / NC};
-    const size_t m_blocks = (j.m + MC - 1) / MC;
+    const size_t mr = ex->k->sgemm_mr, no = L->p.fconv.out_c;
+    const size_t threads = (size_t)bnn_pool_threads(ex->pool);
+    fconv_job j = {ex, L, fz, x, y, (size_t)out->n * out->h * out->w, MC_PANELS * mr, NC, 0};
+    /* Small layers: shrink the blocks (channels first, they cost the kernel nothing) until
+     * there are about two tasks per thread, for load balance on a busy machine. */
+    const size_t want = threads > 1 ? 2 * threads : 1;
+#define TASKS(mc, nc) (((j.m + (mc)-1) / (mc)) * ((no + (nc)-1) / (nc)))
+    while (j.nc > NR && TASKS(j.mc, j.nc) < want)
+        j.nc /= 2;
+    while (j.mc > 2 * mr && TASKS(j.mc, j.nc) < want)
+        j.mc = (j.mc / mr + 1) / 2 * mr;
+#undef TASKS
+    j.n_blocks = (no + j.nc - 1) / j.nc;
+    if (j.m == 1) {
+        bnn_pool_parallel_for(ex->pool, j.n_blocks, gemv_task, &j);
+        return;
+    }
+    const size_t m_blocks = (j.m + j.mc - 1) / j.mc;
     bnn_pool_parallel_for(ex->pool, m_blocks * j.n_blocks, fconv_task, &j);
 }

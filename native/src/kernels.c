@@ -103,22 +103,26 @@ const bnn_kernel_table *bnn_kernels(void)
  * each compiled for its ISA by target attributes), chosen at run time from cpuid. The best
  * supported one is the default; BNNBENCH_ISA=portable|popcnt|avx2|avx512 or bnn_set_isa()
  * forces one (an unknown name or one the CPU lacks is an error, never a silent fallback).
- * Bit packing and SGEMM stay portable for now. */
+ * "avx2" also brings AVX2 sign packing and an AVX2+FMA SGEMM micro-kernel. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define X86_TABLE(name, row)                                                                \
-    {.isa = name, .bitpack = bnn_bitpack_portable, .bconv_row = row,                        \
-     .sgemm_ukernel = bnn_sgemm_ukernel_portable, .sgemm_mr = BNN_SGEMM_MR_PORTABLE}
+#define X86_TABLE(name, pack, row, sgemm, mr)                                               \
+    {.isa = name, .bitpack = pack, .bconv_row = row, .sgemm_ukernel = sgemm, .sgemm_mr = mr}
 static const bnn_kernel_table x86_tables[] = {
-    /* best first */
-    X86_TABLE("avx512", bnn_bconv_row_avx512),
-    X86_TABLE("avx2", bnn_bconv_row_avx2),
-    X86_TABLE("popcnt", bnn_bconv_row_popcnt),
-    X86_TABLE("portable", bnn_bconv_row_portable),
+    /* best first; AVX-512 CPUs all have AVX2 + FMA, so that set reuses their packing and
+     * SGEMM and only brings its own binary row kernel */
+    X86_TABLE("avx512", bnn_bitpack_avx2, bnn_bconv_row_avx512, bnn_sgemm_ukernel_avx2,
+              BNN_SGEMM_MR_AVX2),
+    X86_TABLE("avx2", bnn_bitpack_avx2, bnn_bconv_row_avx2, bnn_sgemm_ukernel_avx2,
+              BNN_SGEMM_MR_AVX2),
+    X86_TABLE("popcnt", bnn_bitpack_portable, bnn_bconv_row_popcnt, bnn_sgemm_ukernel_portable,
+              BNN_SGEMM_MR_PORTABLE),
+    X86_TABLE("portable", bnn_bitpack_portable, bnn_bconv_row_portable,
+              bnn_sgemm_ukernel_portable, BNN_SGEMM_MR_PORTABLE),
 };
 #define X86_NTABLES (sizeof x86_tables / sizeof *x86_tables)
 
@@ -126,9 +130,11 @@ static int x86_supported(const bnn_kernel_table *t)
 {
     __builtin_cpu_init();
     if (!strcmp(t->isa, "avx512"))
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq") &&
+               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (!strcmp(t->isa, "avx2"))
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("popcnt");
     if (!strcmp(t->isa, "popcnt"))
         return __builtin_cpu_supports("popcnt");
     return 1;
@@ -221,34 +227,6 @@ int bnn_set_isa(const char *name)
 int bnn_isa_supported(const char *name)
 {
     return name && *name && arm_lookup(name) != NULL;
-}
-#elif defined(__aarch64__) || defined(__arm__)
-/* ARM: "portable" or "neon" (where the CPU has it) can be chosen at run time. */
-const char *bnn_kernels_env_error(void)
-{
-    return NULL;
-}
-int bnn_isa_supported(const char *name)
-{
-    if (!name)
-        return 0;
-    if (!strcmp(name, "portable"))
-        return 1;
-#if defined(__arm__)
-    return !strcmp(name, "neon") && (getauxval(AT_HWCAP) & HWCAP_NEON) != 0;
-#else
-    return !strcmp(name, "neon");
-#endif
-}
-int bnn_set_isa(const char *name)
-{
-    (void)bnn_kernels(); /* run the one-time selection first so it cannot override this */
-    if (!name || !*name)
-        name = bnn_isa_supported("neon") ? "neon" : "portable";
-    if (!bnn_isa_supported(name))
-        return BNN_EARG;
-    arm_selected = strcmp(name, "neon") ? &portable : &arm_neon;
-    return BNN_OK;
 }
 #else
 /* Other architectures: the override accepts only the kernel set already selected. */

@@ -23,6 +23,8 @@ typedef struct {
     size_t row_stride;  /* u64 words between padded input rows */
     size_t x_stride;    /* u64 words between windows of neighbouring output columns */
     const uint64_t *w;  /* weights [o][i][j][word] */
+    const uint64_t *w16; /* the same interleaved by 16 channels, [o/16][i][j][word][o%16],
+                            zero past out_c (o_begin is a multiple of 16) */
     size_t w_stride;    /* u64 words per output channel: kh * kw * words */
     uint32_t kh;
     uint32_t tap_words; /* kw * words: one kernel row, contiguous in input and weights */
@@ -71,6 +73,11 @@ void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float
 void bnn_bconv_row_popcnt(const bnn_bconv_row_args *a); /* POPCNT */
 void bnn_bconv_row_avx2(const bnn_bconv_row_args *a);   /* AVX2 */
 void bnn_bconv_row_avx512(const bnn_bconv_row_args *a); /* AVX-512F + VPOPCNTDQ */
+void bnn_bitpack_avx2(const float *x, const float *thr, uint32_t c, uint32_t words,
+                      size_t npix, uint64_t *out, size_t out_stride); /* AVX2 */
+void bnn_sgemm_ukernel_avx2(size_t kc, const float *a, const float *b, float *c,
+                            size_t ldc); /* AVX2 + FMA, MR = BNN_SGEMM_MR_AVX2 */
+#define BNN_SGEMM_MR_AVX2 6
 #endif
 
 /* Plain reference binary conv straight from FORMAT.md (NCHW float in/out, file-layout

@@ -11,18 +11,36 @@ typedef struct {
     bnn_pool *pool;
     const bnn_kernel_table *k;
     void *const *tscratch; /* one buffer per thread, sized by the *_scratch_bytes below */
-    uint64_t *bits;        /* shared packed-activation buffer for binary convs */
+    uint64_t *bits[2];     /* packed-activation buffers for binary convs (see fuse.c) */
 } bnn_exec;
+
+/* How a context runs each layer (fuse.c). */
+#define BNN_NO_VALUE UINT32_MAX
+typedef struct {
+    uint8_t skip;     /* folded into the layer before it: not run */
+    uint8_t clamp;    /* clip the output to [lo, hi] (a folded CLIP) */
+    uint8_t bits_in;  /* CONV2D_BIN: the input arrives packed in bits[bits_buf] */
+    uint8_t bits_buf; /* CONV2D_BIN: which packed-bit buffer holds its input */
+    int32_t bits_to;  /* CONV2D_BIN: packs its output for binary conv layer bits_to; -1 none */
+    uint32_t write;   /* value the layer writes; BNN_NO_VALUE when it only writes bits */
+    float lo, hi;
+} bnn_fusion;
+
+/* Fill f[0..n_layers) for model m; with enable == 0 every layer runs as written. */
+int bnn_fuse(const bnn_model *m, int enable, bnn_fusion *f);
 
 /* FP32 conv / GEMM (fconv.c) */
 size_t bnn_fconv_scratch_bytes(const bnn_layer *L, const bnn_kernel_table *k);
-void bnn_fconv_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y);
+void bnn_fconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion *fz,
+                       const float *x, float *y);
 
 /* Binary conv (bconv.c) */
 size_t bnn_bconv_scratch_bytes(const bnn_layer *L);
 /* Words of the zero-padded packed input; 0 if it does not fit in size_t. */
 uint64_t bnn_bconv_bits_words(const bnn_layer *L);
-void bnn_bconv_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y);
+/* y: the float output, or NULL when fz->bits_to packs it for `next` (that layer). */
+void bnn_bconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion *fz,
+                       const bnn_layer *next, const float *x, float *y);
 
 /* Pools (pool.c) */
 void bnn_maxpool_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y);
@@ -33,8 +51,8 @@ void bnn_global_avgpool_forward(const bnn_exec *ex, const bnn_layer *L, const fl
 /* Element-wise ops and layout changes (eltwise.c) */
 void bnn_affine_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y);
 void bnn_clip_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y);
-void bnn_add_forward(const bnn_exec *ex, const bnn_layer *L, const float *a, const float *b,
-                     float *y);
+void bnn_add_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion *fz,
+                     const float *a, const float *b, float *y);
 /* y[n][c][p] = x[n][p][c] for p < hw: NHWC -> NCHW (also FLATTEN's order), and with
  * (hw, c) swapped NCHW -> NHWC. */
 void bnn_transpose_batched(const bnn_exec *ex, const float *x, float *y, size_t n,

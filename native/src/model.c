@@ -396,6 +396,13 @@ static int parse_conv_bin(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
         }
         b->wpop[t] = pop;
     }
+    const size_t kwords = taps * b->words, oc16 = ((size_t)b->out_c + 15) / 16 * 16;
+    if (!(b->wbits16 = bnn_aligned_alloc(oc16 * kwords * 8)))
+        return fail(e, BNN_ENOMEM, "out of memory for weights");
+    for (size_t o = 0; o < oc16; o++)
+        for (size_t k = 0; k < kwords; k++)
+            b->wbits16[((o / 16) * kwords + k) * 16 + o % 16] =
+                o < b->out_c ? b->wbits[o * kwords + k] : 0;
     if (!(b->scale = read_f32_array(c, b->out_c)) || !(b->bias = read_f32_array(c, b->out_c)))
         return fail(e, BNN_ENOMEM, "out of memory");
     return BNN_OK;
@@ -519,6 +526,7 @@ static void free_layer(bnn_layer *L)
     case OP_CONV2D_BIN:
         bnn_aligned_free(L->p.bconv.threshold);
         bnn_aligned_free(L->p.bconv.wbits);
+        bnn_aligned_free(L->p.bconv.wbits16);
         bnn_aligned_free(L->p.bconv.wpop);
         bnn_aligned_free(L->p.bconv.scale);
         bnn_aligned_free(L->p.bconv.bias);
@@ -801,6 +809,29 @@ size_t bnn_model_output_count(const bnn_model *m)
 uint32_t bnn_model_num_layers(const bnn_model *m)
 {
     return m ? m->n_layers : 0;
+}
+int bnn_model_layer_info(const bnn_model *m, uint32_t l, uint32_t *op, uint32_t in_dims[4],
+                         uint32_t out_dims[4], uint32_t kernel[2])
+{
+    if (!m || l >= m->n_layers || !op || !in_dims || !out_dims || !kernel)
+        return BNN_EARG;
+    const bnn_layer *L = &m->layers[l];
+    const bnn_geom *g = NULL;
+    if (L->op == OP_CONV2D_F32 || L->op == OP_GEMM)
+        g = &L->p.fconv.g;
+    else if (L->op == OP_CONV2D_BIN)
+        g = &L->p.bconv.g;
+    else if (L->op == OP_MAXPOOL || L->op == OP_AVGPOOL)
+        g = &L->p.pool.g;
+    kernel[0] = g ? g->kh : 1;
+    kernel[1] = g ? g->kw : 1;
+    const bnn_shape *s[2] = {&L->in_shape, &L->out_shape};
+    uint32_t *d[2] = {in_dims, out_dims};
+    *op = L->op;
+    for (int i = 0; i < 2; i++) {
+        d[i][0] = s[i]->n, d[i][1] = s[i]->c, d[i][2] = s[i]->h, d[i][3] = s[i]->w;
+    }
+    return BNN_OK;
 }
 const char *bnn_model_metadata(const bnn_model *m, size_t *len)
 {

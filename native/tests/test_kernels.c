@@ -252,6 +252,7 @@ static void test_bconv(void)
 
 typedef struct {
     uint32_t n, c, h, w, oc, k, s, pad, has_bias;
+    uint32_t clip; /* 1: a CLIP [-0.5, 0.5] follows, which the context folds into the conv */
 } fcase;
 
 static void run_fconv_case(const fcase *t)
@@ -278,8 +279,15 @@ static void run_fconv_case(const fcase *t)
         for (uint32_t o = 0; o < t->oc; o++)
             put_f32(&p, bias[o]);
     const uint32_t dims[4] = {t->n, t->c, t->h, t->w};
-    header(&b, 2, 1, 1, dims);
+    const float clo = -0.5f, chi = 0.5f;
+    header(&b, t->clip ? 3 : 2, t->clip ? 2 : 1, t->clip ? 2 : 1, dims);
     layer(&b, 1, 0, 1, &p);
+    buf cp = {0};
+    if (t->clip) {
+        put_f32(&cp, clo);
+        put_f32(&cp, chi);
+        layer(&b, 4, 1, 2, &cp);
+    }
     char err[BNN_ERR_LEN];
     bnn_model *m = load(&b, err);
     CHECK(m, "fconv load failed: %s", err);
@@ -290,13 +298,16 @@ static void run_fconv_case(const fcase *t)
         CHECK(ny == (size_t)t->n * t->oc * oh * ow, "output count");
         float *y = malloc(ny * 4), *y1 = malloc(ny * 4);
         double max_err = 0;
-        const int threads[] = {1, 3};
-        for (int ti = 0; ti < 2; ti++) {
+        /* 3 and 16 threads make the driver shrink its blocks differently (more tasks) */
+        const int threads[] = {1, 3, 16};
+        for (int ti = 0; ti < 3; ti++) {
             bnn_ctx *ctx = bnn_ctx_create(m, threads[ti], err, sizeof err);
             CHECK(ctx && bnn_run(ctx, x, ti ? y1 : y) == BNN_OK, "fconv run: %s", err);
             bnn_ctx_free(ctx);
+            if (ti)
+                CHECK(memcmp(y, y1, ny * 4) == 0, "fconv output differs at %d threads",
+                      threads[ti]);
         }
-        CHECK(memcmp(y, y1, ny * 4) == 0, "fconv output depends on the thread count");
         for (uint32_t nb = 0; nb < t->n; nb++)
             for (uint32_t o = 0; o < t->oc; o++)
                 for (long oy = 0; oy < oh; oy++)
@@ -317,19 +328,22 @@ static void run_fconv_case(const fcase *t)
                                     acc += v;
                                     mag += fabs(v);
                                 }
+                        if (t->clip)
+                            acc = acc < clo ? clo : acc > chi ? chi : acc;
                         const float got = y[(((size_t)nb * t->oc + o) * oh + oy) * ow + ox];
                         /* float accumulation error is bounded by ~K * eps * sum |terms| */
                         const double e = fabs(got - acc) / (mag + 1e-30);
                         if (e > max_err)
                             max_err = e;
                     }
-        CHECK(max_err < 2e-5, "fconv n=%u c=%u %ux%u oc=%u k=%u s=%u pad=%u: rel err %g",
-              t->n, t->c, t->h, t->w, t->oc, t->k, t->s, t->pad, max_err);
+        CHECK(max_err < 2e-5, "fconv n=%u c=%u %ux%u oc=%u k=%u s=%u pad=%u clip=%u: rel err %g",
+              t->n, t->c, t->h, t->w, t->oc, t->k, t->s, t->pad, t->clip, max_err);
         free(y);
         free(y1);
         bnn_model_free(m);
     }
     free(p.p);
+    free(cp.p);
     free(b.p);
     free(x);
     free(wt);
@@ -338,16 +352,33 @@ static void run_fconv_case(const fcase *t)
 
 static void test_fconv(void)
 {
+    /* n, c, h, w, out_c, k, stride, pad, has_bias, clip */
     static const fcase cases[] = {
-        {1, 1, 5, 5, 1, 1, 1, 0, 0},    {1, 3, 9, 7, 7, 3, 1, 1, 1},
-        {2, 3, 11, 11, 16, 7, 2, 3, 1}, {1, 17, 6, 6, 33, 3, 2, 1, 0},
-        {1, 64, 12, 12, 130, 3, 1, 1, 1}, /* K = 576 > KC, M = 144 > MC, out_c > NC */
-        {1, 5, 4, 4, 3, 3, 1, 2, 1},    {1, 300, 2, 2, 17, 1, 1, 0, 1},
-        {3, 2, 1, 1, 5, 1, 1, 0, 1},
+        {1, 1, 5, 5, 1, 1, 1, 0, 0, 0},
+        {1, 3, 9, 7, 7, 3, 1, 1, 1, 0},
+        {2, 3, 11, 11, 16, 7, 2, 3, 1, 0},
+        {1, 17, 6, 6, 33, 3, 2, 1, 0, 0},
+        {1, 64, 12, 12, 130, 3, 1, 1, 1, 0}, /* K = 576 > KC, M = 144 > MC, out_c > NC */
+        {1, 5, 4, 4, 3, 3, 1, 2, 1, 0},
+        {1, 300, 2, 2, 17, 1, 1, 0, 1, 0},
+        {3, 2, 1, 1, 5, 1, 1, 0, 1, 0},
+        /* MR = 6 edges: M = 7*7 = 49 and 5*5*2 = 50 (not multiples of 6), out_c 16k + r */
+        {1, 8, 7, 7, 20, 3, 1, 1, 1, 0},
+        {2, 4, 5, 5, 47, 3, 1, 1, 0, 0},
+        {1, 13, 13, 13, 161, 1, 1, 0, 1, 0}, /* M = 169 > MC at MR 4 and 6, out_c > NC */
+        {1, 260, 5, 5, 18, 3, 2, 1, 1, 0},   /* K = 2340: 9 KC slices, the last partial */
+        {1, 64, 9, 9, 32, 1, 2, 0, 1, 0},    /* 1x1 stride-2 downsample, M = 25 */
+        {1, 3, 23, 21, 64, 7, 2, 3, 1, 0},   /* the RGB 7x7/2 pad-3 stem at a small size */
+        {2, 3, 8, 8, 70, 7, 2, 3, 0, 0},     /* stem taps mostly in the padding, N = 2 */
+        {1, 520, 1, 1, 1000, 1, 1, 0, 1, 0}, /* FC, M = 1: the GEMV path, 3 KC slices */
+        {1, 300, 3, 3, 21, 3, 1, 0, 1, 0},   /* one output pixel: GEMV through im2col */
+        {2, 40, 1, 1, 9, 1, 1, 0, 0, 0},     /* FC, M = 2 */
+        {1, 3, 23, 21, 64, 7, 2, 3, 1, 1},   /* stem + folded clip */
+        {1, 520, 1, 1, 100, 1, 1, 0, 1, 1},  /* GEMV + folded clip */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         run_fconv_case(&cases[i]);
-    printf("fp32 conv: %zu cases\n", sizeof cases / sizeof *cases);
+    printf("[%s] fp32 conv: %zu cases\n", bnn_kernel_isa(), sizeof cases / sizeof *cases);
 }
 
 /* ------------------------------------------------------------------ bit packing */
@@ -426,8 +457,8 @@ static void test_loader(void)
     free(b.p);
 }
 
-/* Every kernel set this build may have; the binary-conv tests run on each one the CPU
- * supports and report the others as not run. */
+/* Every kernel set this build may have; the bit-packing, binary-conv and FP32 conv tests
+ * run on each one the CPU supports and report the others as not run. */
 static const char *const isas[] = {"portable", "popcnt", "avx2", "avx512", "neon"};
 
 int main(void)
@@ -447,6 +478,7 @@ int main(void)
         printf("[%s] ", isas[i]);
         test_bitpack();
         test_bconv();
+        test_fconv();
         printf("[%s] %s\n", isas[i], failures == before ? "ok" : "FAILED");
         ran++;
     }
@@ -455,7 +487,6 @@ int main(void)
     CHECK(bnn_set_isa(NULL) == BNN_OK && bnn_isa_supported(bnn_kernel_isa()),
           "bnn_set_isa(NULL) gives %s", bnn_kernel_isa());
     CHECK(bnn_set_isa(dflt) == BNN_OK, "restoring %s", dflt);
-    test_fconv();
     test_loader();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;

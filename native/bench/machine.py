@@ -1,0 +1,65 @@
+"""What the benchmarks need to know about the machine they run on.
+
+- :func:`clock_mhz`: the core clock *measured* by ``build/bnn-clock`` (a chain of dependent
+  adds, one per cycle), so "ops per cycle" uses the clock the kernels actually ran at. A VM's
+  ``/proc/cpuinfo`` often shows the nominal clock; on this project's 2-core EPYC VM it says
+  2445 MHz while the cores run at ~3050 MHz, which would overstate ops/cycle by 25 %.
+- :data:`PEAKS`: the binary-op peak per core and cycle assumed for each kernel set, with how
+  it is derived. One binary op = one XNOR or one popcount-accumulate of a bit pair (the usual
+  BNN convention: one binary MAC = 2 ops).
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+NATIVE = Path(__file__).resolve().parents[1]
+
+# name: (binary ops/cycle/core, how derived). Cores with 4 vector ALU pipes (AMD Zen 3,
+# Intel Golden Cove) for x86; loads are assumed hidden (separate load ports).
+PEAKS: dict[str, tuple[float, str]] = {
+    "portable": (
+        85,
+        "SWAR popcount, which gcc -O3 auto-vectorizes to SSE2: ~12 vector ops per 128 bits "
+        "on 4 pipes: ~43 bit pairs/cycle",
+    ),
+    "popcnt": (171, "xor + popcnt + add = 3 ops per 64-bit word on 4 ALUs: 85 bit pairs/cycle"),
+    "avx2": (
+        256,
+        "per 256 bit pairs the shortest AVX2 sequence is vpxor, vpand, vpsrlw, vpand, "
+        "2 vpshufb (nibble lookup), 2 vpaddb (8 ops; the byte counts are widened by vpsadbw "
+        "only every few dozen vectors) on 4 pipes: 128 bit pairs/cycle",
+    ),
+    "avx512": (
+        683,
+        "per 512 bits: vpxorq + vpopcntq + vpaddq = 3 ops on 2 512-bit pipes: "
+        "341 bit pairs/cycle",
+    ),
+    "neon": (
+        171,
+        "AArch64 per 128 bits: eor + cnt + uadalp (3 ops) on 2 NEON pipes (Cortex-A76): "
+        "85 bit pairs/cycle",
+    ),
+}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def clock_mhz(trials: int = 9) -> float:
+    """Median measured core clock in MHz (builds ``build/bnn-clock`` when missing)."""
+    exe = NATIVE / "build" / "bnn-clock"
+    if not exe.exists():
+        subprocess.run(["make", "-C", str(NATIVE), "build/bnn-clock"], check=True,
+                       capture_output=True)
+    out = subprocess.run([str(exe), str(trials)], check=True, capture_output=True, text=True)
+    return float(out.stdout.strip())

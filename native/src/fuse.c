@@ -1,0 +1,84 @@
+/* Layer fusion, decided per context when it is created (bnn_fuse).
+ *
+ * Two patterns, both exact (the fused context computes the same bits as the unfused one):
+ *
+ * 1. Binary conv -> [Clip] -> binary conv, each value read only by the next layer: the first
+ *    conv packs sign(y - t) of its output straight into the second conv's zero-padded bit
+ *    image (t = the second conv's threshold, 0 without one). The float output, the clip pass
+ *    and the second conv's packing pass disappear. With a clip [lo, hi] in between this needs
+ *    lo < t <= hi for every channel: then clip(y) - t < 0 exactly when y - t < 0 (for
+ *    floats a < b implies a - b < 0, as gradual underflow keeps a - b nonzero).
+ * 2. A Clip whose input is read only by it and produced by the layer just before it (FP32
+ *    conv / GEMM, binary conv, add): the producer clamps in its epilogue and writes the
+ *    clip's output value directly.
+ *
+ * Only adjacent layers are fused, so every buffer the planner assigns is still live exactly
+ * when it is used. Two packed-bit buffers alternate along a chain of fused binary convs.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers.h"
+
+static int thresholds_inside(const bnn_bconv *q, float lo, float hi)
+{
+    for (uint32_t c = 0; c < q->in_c; c++) {
+        const float t = q->threshold ? q->threshold[c] : 0.0f;
+        if (!(lo < t && t <= hi))
+            return 0;
+    }
+    return 1;
+}
+
+int bnn_fuse(const bnn_model *m, int enable, bnn_fusion *f)
+{
+    const uint32_t nl = m->n_layers;
+    for (uint32_t l = 0; l < nl; l++)
+        f[l] = (bnn_fusion){.bits_to = -1, .write = m->layers[l].out};
+    if (!enable || nl < 2)
+        return BNN_OK;
+    uint32_t *uses = calloc(m->n_values, sizeof *uses);
+    if (!uses)
+        return BNN_ENOMEM;
+    for (uint32_t l = 0; l < nl; l++)
+        for (uint32_t i = 0; i < m->layers[l].n_in; i++)
+            uses[m->layers[l].in[i]]++;
+    uses[m->output_id]++; /* the caller reads it */
+    for (uint32_t l = 0; l + 1 < nl; l++) {
+        const bnn_layer *P = &m->layers[l], *C = &m->layers[l + 1];
+        if (f[l].skip || uses[P->out] != 1 || C->in[0] != P->out || C->n_in != 1)
+            continue;
+        if (P->op == OP_CONV2D_BIN) {
+            /* pattern 1: P -> Q or P -> clip C -> Q */
+            const bnn_layer *Q = C;
+            uint32_t q = l + 1;
+            if (C->op == OP_CLIP && l + 2 < nl && uses[C->out] == 1) {
+                Q = &m->layers[l + 2];
+                q = l + 2;
+                if (Q->op != OP_CONV2D_BIN || Q->in[0] != C->out ||
+                    !thresholds_inside(&Q->p.bconv, C->p.clip.lo, C->p.clip.hi))
+                    Q = NULL;
+            }
+            if (Q && Q->op == OP_CONV2D_BIN && Q->in[0] == (q == l + 1 ? P->out : C->out)) {
+                f[l].bits_to = (int32_t)q;
+                f[l].write = BNN_NO_VALUE;
+                f[q].bits_in = 1;
+                f[q].bits_buf = (uint8_t)(1 - f[l].bits_buf);
+                if (q == l + 2)
+                    f[l + 1].skip = 1;
+                continue;
+            }
+        }
+        /* pattern 2: producer -> clip */
+        if (C->op == OP_CLIP && (P->op == OP_CONV2D_F32 || P->op == OP_GEMM ||
+                                 P->op == OP_CONV2D_BIN || P->op == OP_ADD)) {
+            f[l].clamp = 1;
+            f[l].lo = C->p.clip.lo;
+            f[l].hi = C->p.clip.hi;
+            f[l].write = C->out;
+            f[l + 1].skip = 1;
+        }
+    }
+    free(uses);
+    return BNN_OK;
+}

@@ -1,0 +1,123 @@
+"""Layer fusion in the native engine (native/src/fuse.c) changes no result.
+
+A context folds clips into the layer before them and lets a binary conv pack its output
+straight into the next binary conv's bit image. Each model here is run fused and unfused
+(``NativeEngine(fuse=False)``) with every kernel set this CPU has and 1 and 3 threads: the
+outputs must be bit-identical (same kernel set on both sides), and the per-layer profile
+shows which layers were folded (a folded layer reads exactly 0 ms), so a pattern that
+silently stops fusing fails too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from native import format as F
+from native.engine import NativeEngine, available_isas
+from tests.native_helpers import input_for, rand_f32, rand_sign
+
+
+def _bconv(rng, inputs, out, c, oc, k=3, stride=1, pad=1, thr=None):
+    return F.Conv2dBin(
+        inputs,
+        out,
+        weight_sign=rand_sign(rng, (oc, c, k, k)),
+        threshold=thr,
+        scale=rand_f32(rng, (oc,), 0.2),
+        bias=rand_f32(rng, (oc,)),
+        strides=(stride, stride),
+        pads=(pad, pad, pad, pad),
+    )
+
+
+def _chain(rng) -> tuple[F.NativeModel, set[int]]:
+    """bconv -> clip -> bconv -> bconv -> clip (thresholds inside) -> bconv, word-crossing
+    channel counts, pads 1 / 0 / 2, a stride 2: three hand-offs, buffers alternating."""
+    c0, c1, c2, c3, c4 = 67, 130, 64, 45, 9
+    layers = [
+        _bconv(rng, [0], 1, c0, c1, thr=rand_f32(rng, (c0,), 0.3)),
+        F.Clip([1], 2, min=-1.0, max=1.0),
+        _bconv(rng, [2], 3, c1, c2, k=1, pad=0, thr=rand_f32(rng, (c1,), 0.5)),
+        _bconv(rng, [3], 4, c2, c3, stride=2, pad=2),
+        F.Clip([4], 5, min=-1.5, max=0.5),
+        _bconv(rng, [5], 6, c3, c4, thr=np.full(c3, 0.5, np.float32)),  # t == hi: allowed
+        F.GlobalAvgPool([6], 7),
+    ]
+    return F.NativeModel((2, c0, 9, 11), layers, n_values=8, output_id=7), {1, 4}
+
+
+def _clips_and_residuals(rng) -> tuple[F.NativeModel, set[int]]:
+    """FP32 conv -> clip, bconv -> clip read twice (no hand-off, but the clip folds),
+    add -> clip, and a clip whose range excludes the next conv's threshold."""
+    c = 70
+    layers = [
+        F.Conv2dF32([0], 1, weight=rand_f32(rng, (c, 3, 3, 3), 0.5), bias=rand_f32(rng, (c,)),
+                    pads=(1, 1, 1, 1)),
+        F.Clip([1], 2, min=-1.0, max=1.0),                       # folds into the conv
+        _bconv(rng, [2], 3, c, c),
+        F.Clip([3], 4, min=-1.0, max=1.0),                       # folds into the bconv
+        F.Add([4, 2], 5),
+        F.Clip([5], 6, min=-1.0, max=1.0),                       # folds into the add
+        _bconv(rng, [6], 7, c, c),
+        F.Clip([7], 8, min=0.25, max=1.0),                       # t = 0 not inside: no hand-off
+        _bconv(rng, [8], 9, c, c),
+        F.Add([9, 6], 10),
+        F.GlobalAvgPool([10], 11),
+    ]
+    # the clip at 7 still folds into bconv 6 (pattern 2), so all four clips fold
+    return F.NativeModel((1, 3, 8, 8), layers, n_values=12, output_id=11), {1, 3, 5, 7}
+
+
+def _shared_output(rng) -> tuple[F.NativeModel, set[int]]:
+    """A bconv output read by the next bconv and by an add: nothing may fold."""
+    c = 64
+    layers = [
+        _bconv(rng, [0], 1, c, c),
+        _bconv(rng, [1], 2, c, c),
+        F.Add([2, 1], 3),
+    ]
+    return F.NativeModel((1, c, 6, 6), layers, n_values=4, output_id=3), set()
+
+
+MODELS = [_chain, _clips_and_residuals, _shared_output]
+
+
+@pytest.mark.parametrize("build", MODELS, ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("threads", [1, 3])
+def test_fused_equals_unfused(build, threads):
+    rng = np.random.default_rng(11)
+    model, folded = build(rng)
+    data = F.dumps(model)
+    x = input_for(rng, model.input_shape)
+    for isa in available_isas():
+        # same ISA on both sides: FP32 layers may round differently across ISAs (FMA)
+        with NativeEngine(data, threads=threads, isa=isa, fuse=False) as eng:
+            want = eng.run(x)
+            assert all(t > 0 for t in eng.profile(x, 0, 1)[:-1])
+        with NativeEngine(data, threads=threads, isa=isa) as eng:
+            got = eng.run(x)
+            prof = eng.profile(x, 0, 1)
+        np.testing.assert_array_equal(got, want, err_msg=f"isa={isa}")
+        assert {i for i, t in enumerate(prof[:-1]) if t == 0.0} == folded, f"isa={isa}"
+
+
+def test_fusion_on_the_zoo_resnet(tmp_path):
+    """The zoo's ResNet-18 BNN: the clip between the two convs of a block becomes a bit
+    hand-off, the others fold into their producer; same output as unfused."""
+    from converters import api, zoo
+
+    entry = next(e for e in zoo.write_zoo(tmp_path, archs=("resnet18",))
+                 if e.algorithm == "bnn")
+    bnn = tmp_path / "r18.bnn"
+    api.convert(entry.path, "native", bnn, verify=False)
+    x = np.random.default_rng(0).standard_normal(zoo.input_shape("resnet18")).astype(np.float32)
+    with NativeEngine(bnn, threads=2, fuse=False) as eng:
+        want = eng.run(x)
+    with NativeEngine(bnn, threads=2) as eng:
+        got = eng.run(x)
+        layers = eng.layers()
+        prof = eng.profile(x, 0, 1)
+    np.testing.assert_array_equal(got, want)
+    clips = [i.index for i in layers if i.op == "clip"]
+    assert clips and all(prof[i] == 0.0 for i in clips)
