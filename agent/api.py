@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from bnnbench.http import error_detail
+from bnnbench.http import ApiError, error_detail
 from bnnbench.schemas import API_PREFIX
 
 log = logging.getLogger("bnnbench.agent")
@@ -27,15 +27,6 @@ _OUTAGE_STATUSES = {502, 503, 504}
 
 class Stopped(Exception):
     """The agent is shutting down; a retry loop was abandoned."""
-
-
-class ApiError(Exception):
-    """A non-retryable answer from the coordinator."""
-
-    def __init__(self, status: int, detail: str, method: str = "", path: str = "") -> None:
-        super().__init__(f"{method} {path}: HTTP {status}: {detail}".strip())
-        self.status = status
-        self.detail = detail
 
 
 class Backoff:

@@ -32,11 +32,11 @@ from typing import Any, TypeVar
 import httpx
 
 from agent import __version__
-from agent.api import ApiError, Backoff, CoordinatorApi, Stopped
+from agent.api import Backoff, CoordinatorApi, Stopped
 from agent.cache import ArtifactCache, ArtifactError
 from agent.runners import Runner, RunnerError, available_runners
 from agent.transports import LocalTransport, Transport
-from bnnbench.http import error_detail
+from bnnbench.http import ApiError, error_detail
 from bnnbench.schemas import (
     HeartbeatRequest,
     JobFailure,
@@ -341,7 +341,7 @@ class Agent:
         try:
             return self.cache.fetch(self.api, lease.artifact)
         except ApiError as exc:
-            if exc.status != 401:
+            if exc.status_code != 401:
                 raise
         self._reregister(token, self.api)
         return self.cache.fetch(self.api, lease.artifact)

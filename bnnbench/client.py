@@ -1,8 +1,8 @@
 """``BnnbenchClient``: the coordinator's REST API over httpx, for the CLI, scripts and tests.
 
 Construct it with the admin token for user operations (upload, jobs, results) or with an
-agent's token for the agent side (heartbeat, lease, result). Errors raise :class:`ApiError`
-with the server's ``detail`` message.
+agent's token for the agent side (heartbeat, lease, result). Errors raise
+:class:`bnnbench.http.ApiError` with the server's ``detail`` message.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from bnnbench.http import error_detail
+from bnnbench.http import ApiError, error_detail
 from bnnbench.schemas import (
     API_PREFIX,
     ArtifactOut,
@@ -29,13 +29,6 @@ from bnnbench.schemas import (
 )
 
 TERMINAL = ("done", "failed")
-
-
-class ApiError(Exception):
-    def __init__(self, status_code: int, detail: str, method: str = "", url: str = "") -> None:
-        super().__init__(f"{method} {url} -> HTTP {status_code}: {detail}".strip())
-        self.status_code = status_code
-        self.detail = detail
 
 
 class BnnbenchClient:

@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bnnbench.client import ApiError, BnnbenchClient
+from bnnbench.client import BnnbenchClient
+from bnnbench.http import ApiError
 from bnnbench.schemas import JobOut, Library
 from bnnbench.settings import ClientSettings
 

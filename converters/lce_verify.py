@@ -66,29 +66,19 @@ class _Reference:
     """The IR in numpy (converters/reference.py), binary convs padded per ``mode``."""
 
     def __init__(self, graph: ir.Graph, mode: str) -> None:
-        from converters.to_native import to_native_model
-
         self.graph = graph
         # by node identity: ONNX node names need not be unique
-        self.layers = {id(n): layer for n, layer in zip(graph.nodes,
-                                                         to_native_model(graph).layers,
-                                                         strict=True)}
         self.read_pads = {id(n): p.read_pads for n, p in zip(
             graph.binary_convs(), plan_graph_padding(graph, mode), strict=True)}
         self.one = mode == "one"
 
     def node(self, n: ir.Node, ins: list[np.ndarray]) -> np.ndarray:
-        layer = self.layers[id(n)]
         if self.one and isinstance(n, ir.BinConv) and any(self.read_pads[id(n)]):
-            # +1 padding: binarize, pad the ±1 tensor with +1, then a pad-free binary conv
-            x = ins[0] if n.threshold is None else ins[0] - n.threshold.reshape(1, -1, 1, 1)
-            a = np.where(x >= 0, 1.0, -1.0).astype(np.float32)
-            t, left, b, r = self.read_pads[id(n)]
-            a = np.pad(a, ((0, 0), (0, 0), (t, b), (left, r)), constant_values=1.0)
-            layer = copy.copy(layer)
-            layer.pads, layer.threshold = (0, 0, 0, 0), None
-            return reference.run_layer(layer, [a])
-        return reference.run_layer(layer, ins)
+            # +1 padding of the taps the conv reads (those it does not read change nothing)
+            read = copy.copy(n)
+            read.pads = self.read_pads[id(n)]
+            return reference.run_layer(read, ins, reference.PAD_ONE)
+        return reference.run_layer(n, ins)
 
     def run(self, x: np.ndarray, given: dict[str, np.ndarray] | None = None,
             target: str | None = None) -> np.ndarray:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.api import ApiError, CoordinatorApi
+from agent.api import CoordinatorApi
 from agent.cache import ArtifactCache, ArtifactError
+from bnnbench.http import ApiError
 from bnnbench.schemas import API_PREFIX, ArtifactRef
 
 
@@ -185,7 +186,7 @@ def test_missing_artifact_is_a_clear_api_error(tmp_path: Path, server: Server, a
     cache = ArtifactCache(tmp_path)
     with pytest.raises(ApiError) as err:
         cache.fetch(api, ref)
-    assert err.value.status == 404 and "artifact 99 not found" in str(err.value)
+    assert err.value.status_code == 404 and "artifact 99 not found" in str(err.value)
     assert _leftovers(cache) == []
 
 

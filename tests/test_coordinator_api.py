@@ -12,7 +12,7 @@ import onnx
 import pytest
 from conftest import CoordinatorProcess, make_tiny_onnx, wait_for
 
-from bnnbench.client import ApiError
+from bnnbench.http import ApiError
 
 API = "/api/v1"
 

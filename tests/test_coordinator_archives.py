@@ -11,7 +11,7 @@ import onnx
 import pytest
 from conftest import CoordinatorProcess, make_tiny_onnx, wait_for
 
-from bnnbench.client import ApiError
+from bnnbench.http import ApiError
 
 
 def _external_data_model(tmp_path: Path) -> tuple[Path, Path]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters import ir
+from converters import ir, numpy_ops
 from converters.dabnn import (
     DabFormatError,
     bits,
@@ -21,13 +21,14 @@ from converters.dabnn import (
     lower,
     read_dab,
     run_dab,
-    run_ir,
     schema,
     verify_dabnn,
 )
 from converters.dabnn.model import Layer
 from converters.dabnn.reference import nhwc_to_ir
 from converters.errors import UnsupportedModelError
+from converters.numpy_ops import BinarySemantics
+from converters.reference import DABNN, FORMAT, run_ir
 
 DATA = Path(__file__).parent / "data" / "dabnn"
 
@@ -121,8 +122,8 @@ def _x(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return x
 
 
-def _ir_out(graph: ir.Graph, x: np.ndarray, semantics: str) -> np.ndarray:
-    return run_ir(graph, x, semantics)[graph.output]  # type: ignore[arg-type]
+def _ir_out(graph: ir.Graph, x: np.ndarray, semantics: BinarySemantics) -> np.ndarray:
+    return run_ir(graph, x, semantics)[graph.output]
 
 
 # -- schema / format ---------------------------------------------------------------------
@@ -232,7 +233,7 @@ def test_small_model_equals_ir_under_dabnn_semantics(tmp_path: Path) -> None:
     for seed in range(3):
         x = _x(g.input_shape, seed)
         y = nhwc_to_ir(run_dab(m, x), g.shapes[g.output])
-        ref = _ir_out(g, x, "dabnn")
+        ref = _ir_out(g, x, DABNN)
         assert np.abs(y - ref).max() <= 1e-4 * np.abs(ref).max()
     rep = verify_dabnn(None, tmp_path / "m.dab", g, n_inputs=2)
     assert rep["passed"] and rep["layerwise"]["checked"] >= 8, rep
@@ -249,12 +250,10 @@ def test_padding_minus_one_changes_exactly_the_border_by_the_padded_weights(
     convert_dabnn(graph, tmp_path / "m.dab", {})
     x = _x(graph.input_shape, 5)
     got = nhwc_to_ir(run_dab(read_dab(tmp_path / "m.dab"), x), graph.shapes[graph.output])
-    zero = _ir_out(graph, x, "ir")
+    zero = _ir_out(graph, x, FORMAT)
     # per output position and channel: the sum of the weights on padded taps
-    from converters.dabnn.reference import _conv_nchw
-
-    padded_w = _conv_nchw(np.zeros((1, 64, 6, 6)), node.weight_sign.astype(np.float64),
-                          (1, 1), (1, 1, 1, 1), 1.0)
+    padded_w = numpy_ops.conv2d(np.zeros((1, 64, 6, 6)), node.weight_sign.astype(np.float64),
+                                (1, 1), (1, 1, 1, 1), fill=1.0)
     expect = zero - node.scale.reshape(1, -1, 1, 1) * padded_w
     assert np.abs(got - expect).max() <= 1e-4 * np.abs(got).max()
     assert np.abs(got[..., 1:-1, 1:-1] - zero[..., 1:-1, 1:-1]).max() <= 1e-4 * np.abs(got).max()
@@ -276,7 +275,7 @@ def test_fp_graph_with_clip_and_shared_value_is_exact(tmp_path: Path) -> None:
     assert m.count("Relu") == 3  # two for the clip, one for the ReLU
     xx = _x(graph.input_shape, 7)
     y = nhwc_to_ir(run_dab(m, xx), graph.shapes[graph.output])
-    ref = _ir_out(graph, xx, "ir")
+    ref = _ir_out(graph, xx, FORMAT)
     assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
@@ -296,7 +295,7 @@ def test_sign_only_clips_are_dropped_and_clip_moves_after_max_pool(tmp_path: Pat
     assert m.count("Relu") == 4
     xx = _x(graph.input_shape, 9)
     y = nhwc_to_ir(run_dab(m, xx), graph.shapes[graph.output])
-    ref = _ir_out(graph, xx, "dabnn")
+    ref = _ir_out(graph, xx, DABNN)
     assert np.abs(y - ref).max() <= 1e-4 * np.abs(ref).max()
 
 

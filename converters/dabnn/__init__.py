@@ -12,7 +12,7 @@ from converters.dabnn.check import check_model
 from converters.dabnn.convert import CONVERTER_NAME, CONVERTER_VERSION, Lowered, lower
 from converters.dabnn.model import DabFormatError, DabModel
 from converters.dabnn.reader import loads, read_dab
-from converters.dabnn.reference import execute, run_dab, run_ir
+from converters.dabnn.reference import execute, run_dab
 from converters.dabnn.verify import verify_dabnn
 from converters.dabnn.writer import dumps
 
@@ -53,4 +53,4 @@ def convert_dabnn(graph: ir.Graph, out_path: str | Path, meta: dict[str, Any]) -
 
 __all__ = ["CONVERTER_NAME", "CONVERTER_VERSION", "DabFormatError", "DabModel", "Lowered",
            "check_model", "convert_dabnn", "dumps", "execute", "loads", "lower", "read_dab",
-           "run_dab", "run_ir", "verify_dabnn"]
+           "run_dab", "verify_dabnn"]

@@ -1,9 +1,9 @@
 """Fidelity report of a ``.dab`` model, without daBNN: the numpy reference of daBNN's runtime
-(reference.py) against the IR and onnxruntime.
+(reference.py) against the IR (converters/reference.py) and onnxruntime.
 
 * **converter check (layer-wise, teacher-forced)** — the ``.dab`` model runs in the reference,
   keeping every layer's output. Each IR node whose value the ``.dab`` model holds is then
-  evaluated under daBNN's semantics (``reference.eval_node(..., "dabnn")``: bit = x > 0,
+  evaluated under daBNN's semantics (``run_layer(..., DABNN)``: bit = x > 0,
   binary-conv padding −1) on the ``.dab`` model's own values of its inputs, and compared.
   Identical inputs mean identical sign decisions, so differences are float rounding only.
   This is the pass/fail verdict: the file computes what the converter claims.
@@ -25,6 +25,7 @@ from converters import ir
 from converters.dabnn import reference
 from converters.dabnn.convert import lower
 from converters.dabnn.reader import read_dab
+from converters.reference import DABNN, FORMAT, run_ir, run_layer
 
 # relative to the layer output's max |value|. A binary conv's Affine holds b = bias + K·scale
 # and daBNN computes a·pop + b: float32 rounding of those K-sized terms (K up to 4608 in
@@ -54,7 +55,7 @@ def layerwise(graph: ir.Graph, exact: dict[str, str], snaps: dict[str, np.ndarra
     vals: dict[str, np.ndarray] = {graph.input: x}
     errs: dict[str, float] = {}
     for n in graph.nodes:
-        y = reference.eval_node(n, [vals[i] for i in n.inputs], "dabnn")
+        y = run_layer(n, [vals[i] for i in n.inputs], DABNN)
         t = exact.get(n.output)
         if t is not None and t in snaps:
             d = reference.nhwc_to_ir(snaps[t][None], graph.shapes[n.output])
@@ -84,9 +85,9 @@ def verify_dabnn(onnx_path: str | Path | None, dab_path: str | Path, graph: ir.G
         out_shape = graph.shapes[graph.output]
         y = reference.nhwc_to_ir(y_nhwc, out_shape)
         row: dict[str, Any] = {}
-        for sem in ("dabnn", "ir"):
-            ref = reference.run_ir(graph, x, sem)[graph.output]
-            row[f"vs_ir_{sem}_semantics"] = _cmp(y, ref)
+        for name, sem in (("dabnn", DABNN), ("ir", FORMAT)):
+            ref = run_ir(graph, x, sem)[graph.output]
+            row[f"vs_ir_{name}_semantics"] = _cmp(y, ref)
         if sess is not None:
             ref = np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0], np.float32)
             row["vs_onnxruntime"] = _cmp(y, ref.reshape(y.shape))

@@ -11,6 +11,10 @@
  *    |T|. Interior windows, the vast majority, need no correction at all.
  *    Weight tail bits are 0 (the loader enforces it) and so are activation tail bits, so
  *    channels past in_c never count.
+ * 4. Output: floats scale * dot + bias (optionally clamped by a folded clip), or, when the
+ *    context fused this conv with the next binary conv (fuse.c), those same floats packed
+ *    straight into the next conv's padded bit image by the ISA's bitpack -- so step 1 is
+ *    skipped there and the bits are identical to packing the float tensor.
  */
 #include <string.h>
 
