@@ -25,8 +25,9 @@
 
 size_t bnn_bconv_scratch_bytes(const bnn_layer *L)
 {
-    /* popcounts [ow][OCH] + one pixel's float outputs when packing them */
-    return ((size_t)L->out_shape.w + 1) * OCH * sizeof(int32_t);
+    /* popcounts [ow][OCH] + one pixel's float outputs when packing them + one pixel's
+     * border-corrected counts */
+    return ((size_t)L->out_shape.w + 2) * OCH * sizeof(int32_t);
 }
 
 uint64_t bnn_bconv_bits_words(const bnn_layer *L)
@@ -106,6 +107,7 @@ static void row_task(void *arg, size_t task, int thread)
     const size_t words = b->words, taps = (size_t)g->kh * g->kw;
     int32_t *pop = j->ex->tscratch[thread];
     float *vals = (float *)(pop + (size_t)out->w * OCH); /* one pixel, when packing */
+    int32_t *padq = (int32_t *)(vals + OCH);              /* one pixel's corrected counts */
 
     bnn_bconv_row_args a = {
         .in = j->bits + ((n * j->ph) + oy * g->sh) * j->pw * words,
@@ -142,17 +144,21 @@ static void row_task(void *arg, size_t task, int thread)
             for (uint32_t o = 0; o < nout; o++)
                 yo[o] = sc[o] * (float)((full - p[o]) - p[o]) + bi[o];
         } else {
-            const long nvalid = (i1 > i0 && j1 > j0) ? (i1 - i0) * (j1 - j0) : 0;
-            for (uint32_t o = 0; o < nout; o++) {
-                const int32_t *wp = b->wpop + (size_t)(o0 + o) * taps;
-                int64_t padpop = 0;
-                for (long i = 0; i < (long)g->kh; i++)
-                    for (long jj = 0; jj < (long)g->kw; jj++)
-                        if (i < i0 || i >= i1 || jj < j0 || jj >= j1)
-                            padpop += wp[i * g->kw + jj];
-                const int64_t dot = (int64_t)nvalid * b->in_c - 2 * ((int64_t)p[o] - padpop);
-                yo[o] = sc[o] * (float)dot + bi[o];
-            }
+            /* border window: subtract what the padded taps added, channel-vectorized */
+            const int32_t nvc = (int32_t)((i1 > i0 && j1 > j0) ? (i1 - i0) * (j1 - j0) : 0) *
+                                (int32_t)b->in_c;
+            int32_t *q = padq;
+            memcpy(q, p, nout * sizeof *q);
+            for (long i = 0; i < (long)g->kh; i++)
+                for (long jj = 0; jj < (long)g->kw; jj++)
+                    if (i < i0 || i >= i1 || jj < j0 || jj >= j1) {
+                        const int32_t *wp = b->wpop + (size_t)(i * g->kw + jj) * b->out_c + o0;
+                        for (uint32_t o = 0; o < nout; o++)
+                            q[o] -= wp[o];
+                    }
+            /* 0 <= q <= nvc <= 2^30: (nvc - q) - q stays in int32 */
+            for (uint32_t o = 0; o < nout; o++)
+                yo[o] = sc[o] * (float)((nvc - q[o]) - q[o]) + bi[o];
         }
         if (fz->clamp)
             for (uint32_t o = 0; o < nout; o++)

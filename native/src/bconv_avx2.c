@@ -50,9 +50,10 @@ INL TGT __m256i popcnt_bytes(__m256i v, __m256i lut, __m256i low)
     } while (0)
 
 /* Popcounts of output columns [x, x + np) x channels [o, o + 16) into
- * dst[p * dst_stride + [0, 16)]. */
-INL TGT void tile(const bnn_bconv_row_args *a, uint32_t x, uint32_t o, const int np,
-                  int32_t *dst, size_t dst_stride)
+ * dst[p * dst_stride + [0, 16)]. off[k]: offset of the window's k-th word from its first
+ * (kernel row i, word t of the row), so the word loop has no row/column bookkeeping. */
+INL TGT void tile(const bnn_bconv_row_args *a, const size_t *off, size_t kwords, uint32_t x,
+                  uint32_t o, const int np, int32_t *dst, size_t dst_stride)
 {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1,
                                          1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
@@ -60,44 +61,20 @@ INL TGT void tile(const bnn_bconv_row_args *a, uint32_t x, uint32_t o, const int
     __m256i acc[NP][NV], tot[NP][NV];
     for (int p = 0; p < np; p++)
         for (int v = 0; v < NV; v++)
-            acc[p][v] = zero;
-    const uint32_t tw = a->tap_words;
-    const size_t kwords = (size_t)a->kh * tw;
+            tot[p][v] = zero;
     const uint64_t *wk = a->w16 + (size_t)(o / OB) * kwords * OB;
     const uint64_t *in0 = a->in + (size_t)x * a->x_stride;
-    if (kwords <= FLUSH) {
-        /* the common case (up to 192 channels at 3x3): one widening at the end */
-        for (uint32_t i = 0; i < a->kh; i++) {
-            const uint64_t *ip = in0 + (size_t)i * a->row_stride;
-            for (uint32_t t = 0; t < tw; t++, wk += OB)
-                WORD_STEP(ip + t, wk);
-        }
+    /* chunks of FLUSH words (one chunk up to 192 channels at 3x3), widened after each */
+    for (size_t k0 = 0; k0 < kwords; k0 += FLUSH) {
+        const size_t k1 = kwords - k0 < FLUSH ? kwords : k0 + FLUSH;
         for (int p = 0; p < np; p++)
             for (int v = 0; v < NV; v++)
-                tot[p][v] = _mm256_sad_epu8(acc[p][v], zero);
-    } else {
-        /* chunks of FLUSH words, widened after each; a flush test per word instead made
-         * gcc spill the accumulators */
+                acc[p][v] = zero;
+        for (size_t k = k0; k < k1; k++, wk += OB)
+            WORD_STEP(in0 + off[k], wk);
         for (int p = 0; p < np; p++)
             for (int v = 0; v < NV; v++)
-                tot[p][v] = zero;
-        const uint64_t *ip = in0; /* kernel row i, at word t */
-        uint32_t t = 0;
-        for (size_t k0 = 0; k0 < kwords; k0 += FLUSH) {
-            const size_t kn = kwords - k0 < FLUSH ? kwords - k0 : FLUSH;
-            for (size_t k = 0; k < kn; k++, wk += OB) {
-                WORD_STEP(ip + t, wk);
-                if (++t == tw) {
-                    t = 0;
-                    ip += a->row_stride;
-                }
-            }
-            for (int p = 0; p < np; p++)
-                for (int v = 0; v < NV; v++) {
-                    tot[p][v] = _mm256_add_epi64(tot[p][v], _mm256_sad_epu8(acc[p][v], zero));
-                    acc[p][v] = zero;
-                }
-        }
+                tot[p][v] = _mm256_add_epi64(tot[p][v], _mm256_sad_epu8(acc[p][v], zero));
     }
     /* 64-bit lane sums (< 2^31) -> int32: the low halves, lanes 0, 2, 4, 6 */
     const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
@@ -107,8 +84,20 @@ INL TGT void tile(const bnn_bconv_row_args *a, uint32_t x, uint32_t o, const int
                              _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(tot[p][v], even)));
 }
 
+enum { MAX_KWORDS = 1024 }; /* kh * kw * words of the window; 5x5 at 2560 channels */
+
+/* Windows longer than MAX_KWORDS words (never in practice): the portable kernel. */
 TGT void bnn_bconv_row_avx2(const bnn_bconv_row_args *a)
 {
+    const size_t kwords = (size_t)a->kh * a->tap_words;
+    if (kwords > MAX_KWORDS) {
+        bnn_bconv_row_portable(a);
+        return;
+    }
+    size_t off[MAX_KWORDS];
+    for (uint32_t i = 0, k = 0; i < a->kh; i++)
+        for (uint32_t t = 0; t < a->tap_words; t++)
+            off[k++] = i * a->row_stride + t;
     const uint32_t nout = a->o_end - a->o_begin;
     int32_t buf[NP * OB];
     for (uint32_t x = 0; x < a->ow; x += NP) {
@@ -118,15 +107,15 @@ TGT void bnn_bconv_row_avx2(const bnn_bconv_row_args *a)
             int32_t *dst = row + (o - a->o_begin);
             if (o + OB <= a->o_end) { /* whole 16-channel group: straight into pop */
                 if (np == NP)
-                    tile(a, x, o, NP, dst, nout);
+                    tile(a, off, kwords, x, o, NP, dst, nout);
                 else
-                    tile(a, x, o, 1, dst, nout);
+                    tile(a, off, kwords, x, o, 1, dst, nout);
                 continue;
             }
             if (np == NP)
-                tile(a, x, o, NP, buf, OB);
+                tile(a, off, kwords, x, o, NP, buf, OB);
             else
-                tile(a, x, o, 1, buf, OB);
+                tile(a, off, kwords, x, o, 1, buf, OB);
             for (int p = 0; p < np; p++)
                 memcpy(dst + (size_t)p * nout, buf + p * OB, (a->o_end - o) * sizeof(int32_t));
         }

@@ -61,7 +61,8 @@ typedef struct {
     uint64_t *wbits16;  /* the same bits interleaved by 16 output channels for kernels that
                            vectorize over channels: [o/16][i][j][word][o%16], out_c padded
                            to a multiple of 16 with zero words */
-    int32_t *wpop;      /* [o][i*kw+j]: popcount of the tap's weight bits, for padding */
+    int32_t *wpop;      /* [i*kw+j][o]: popcount of the tap's weight bits, for padding
+                           (channel-minor, so the border correction vectorizes) */
     float *scale, *bias;
 } bnn_bconv;
 

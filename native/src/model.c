@@ -394,7 +394,7 @@ static int parse_conv_bin(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
             b->wbits[t * b->words + wd] = v;
             pop += __builtin_popcountll(v);
         }
-        b->wpop[t] = pop;
+        b->wpop[(t % taps) * b->out_c + t / taps] = pop; /* t = o * taps + tap */
     }
     const size_t kwords = taps * b->words, oc16 = ((size_t)b->out_c + 15) / 16 * 16;
     if (!(b->wbits16 = bnn_aligned_alloc(oc16 * kwords * 8)))
