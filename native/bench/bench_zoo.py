@@ -6,8 +6,10 @@
 For every zoo model (ResNet-18/34 at 224², VGG-Small at 32², each FP32 / BNN / ReAct) and
 thread count it reports the median latency of the native engine (C monotonic clock around
 each inference) and of onnxruntime on the same ONNX (perf_counter around ``session.run``;
-that includes a few microseconds of Python call overhead, negligible at these sizes). Runs of
-the two engines are interleaved model by model so drift of the machine affects both alike.
+that includes a few microseconds of Python call overhead, negligible at these sizes). For
+each architecture every engine on every model at every thread count (FP32, BNN, ReAct;
+native per ISA, onnxruntime, LCE) is timed in ``--runs`` interleaved rounds of one inference
+each, so drift of the machine (shared or throttled cores) affects all of them alike.
 
 Ratios printed:
 - ``ort/native``: onnxruntime time over native time on the same model (>1: native faster).
@@ -33,6 +35,7 @@ This is a benchmark script, not a test; numbers from emulators (qemu) are meanin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import platform
@@ -47,7 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from agent.runners.lce import LceRunner  # noqa: E402
+from agent.runners.lce import LceRunner, load_wrapper  # noqa: E402
 from converters import api as converters_api  # noqa: E402
 from converters import zoo  # noqa: E402
 from native.bench.machine import PEAKS, clock_mhz, cpu_model  # noqa: E402
@@ -66,16 +69,65 @@ def _ort_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _time_ort(sess, x: np.ndarray, warmup: int, runs: int) -> list[float]:
-    feed = {sess.get_inputs()[0].name: x}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _time_arch(models: list, x: np.ndarray, args) -> list[dict]:
+    """Every engine on every model of one architecture at every thread count, interleaved:
+    ``runs`` rounds, each timing one inference of every (model, engine, threads) in turn
+    (after an untimed one: the worker threads of the engine before, native or onnxruntime,
+    spin for a while after their last job), so a machine that speeds up or slows down
+    (shared or throttled cores) shifts all of them together and the ratios -- thread
+    scaling included -- stay fair."""
+    timers: dict[tuple[str, str, int], object] = {}
+    with contextlib.ExitStack() as stack:
+        for t in args.threads:
+            for e, bnn_path, lce_path in models:
+                sess = _ort_session(e.path, t)
+                feed = {sess.get_inputs()[0].name: x}
+                timers[(e.algorithm, "ort", t)] = (lambda s=sess, f=feed:
+                                                   _timed(lambda: s.run(None, f)))
+                if args.lce:
+                    interp = load_wrapper().LiteInterpreter(lce_path.read_bytes(), t, False,
+                                                            False, LceRunner().use_xnnpack)
+                    xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # LCE is NHWC
+                    timers[(e.algorithm, "lce", t)] = (lambda i=interp, v=xl:
+                                                       _timed(lambda: i.predict([v])))
+                for isa in ["-"] if e.algorithm == "fp32" else args.isa:
+                    eng = stack.enter_context(
+                        NativeEngine(bnn_path, threads=t, isa=None if isa == "-" else isa))
+                    timers[(e.algorithm, isa, t)] = (lambda g=eng: g.benchmark(x, 0, 1)[0])
+        for fn in timers.values():
+            for _ in range(args.warmup):
+                fn()
+        samples: dict[tuple[str, str, int], list[float]] = {k: [] for k in timers}
+        for _ in range(args.runs):
+            for k, fn in timers.items():
+                fn()  # untimed: the engine before may still have worker threads spinning
+                samples[k].append(fn())
+    rows = []
+    nan = [math.nan]
+    for t in args.threads:
+        for e, bnn_path, _ in models:
+            ortt = samples[(e.algorithm, "ort", t)]
+            lcet = samples.get((e.algorithm, "lce", t), nan)
+            for isa in ["-"] if e.algorithm == "fp32" else args.isa:
+                nat = samples[(e.algorithm, isa, t)]
+                rows.append({
+                    "arch": e.arch, "algorithm": e.algorithm, "threads": t, "isa": isa,
+                    "native_ms": statistics.median(nat), "ort_ms": statistics.median(ortt),
+                    "native_samples_ms": nat, "ort_samples_ms": ortt,
+                    "lce_ms": statistics.median(lcet), "lce_samples_ms": lcet,
+                    "native_size": bnn_path.stat().st_size, "onnx_size": e.size,
+                })
+                r = rows[-1]
+                print(f"  {e.arch:9s} {e.algorithm:5s} t={t} isa={isa:8s}: native "
+                      f"{r['native_ms']:9.2f} ms   onnxruntime {r['ort_ms']:9.2f} ms"
+                      f"   lce {r['lce_ms']:9.2f} ms", flush=True)
+    return rows
 
 
 def _chw(dims: tuple[int, ...]) -> str:
@@ -135,39 +187,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         entries = zoo.write_zoo(tmpdir, archs=tuple(args.archs))
-        for e in entries:
-            bnn_path = tmpdir / f"{e.path.stem}.bnn"
-            converters_api.convert(e.path, "native", bnn_path)
-            rng = np.random.default_rng(0)
-            x = rng.standard_normal(zoo.input_shape(e.arch)).astype(np.float32)
-            lce_path = tmpdir / f"{e.path.stem}.tflite"
-            if args.lce:
-                converters_api.convert(e.path, "lce", lce_path, verify=False)
-            for t in args.threads:
-                sess = _ort_session(e.path, t)
-                ortt = _time_ort(sess, x, args.warmup, args.runs)
-                lcet = (LceRunner(mode="python").benchmark(lce_path, t, args.warmup, args.runs)
-                        .samples_ms if args.lce else [math.nan])
-                for isa in ["-"] if e.algorithm == "fp32" else args.isa:
-                    with NativeEngine(bnn_path, threads=t,
-                                      isa=None if isa == "-" else isa) as eng:
-                        nat = eng.benchmark(x, args.warmup, args.runs)
-                        if (t == 1 and e.arch in args.layers and e.algorithm == "bnn"
-                                and isa == args.isa[-1]):
-                            profiles[e.arch] = (isa, eng.layers(),
-                                                eng.profile(x, args.warmup, args.runs))
-                    rows.append({
-                        "arch": e.arch, "algorithm": e.algorithm, "threads": t, "isa": isa,
-                        "native_ms": statistics.median(nat), "ort_ms": statistics.median(ortt),
-                        "native_samples_ms": nat, "ort_samples_ms": ortt,
-                        "lce_ms": statistics.median(lcet), "lce_samples_ms": lcet,
-                        "native_size": bnn_path.stat().st_size, "onnx_size": e.size,
-                    })
-                    r = rows[-1]
-                    print(f"  {e.arch:9s} {e.algorithm:5s} t={t} isa={isa:8s}: native "
-                          f"{r['native_ms']:9.2f} ms   onnxruntime {r['ort_ms']:9.2f} ms"
-                          f"   lce {r['lce_ms']:9.2f} ms",
-                          flush=True)
+        for arch in args.archs:
+            models = []
+            for e in (e for e in entries if e.arch == arch):
+                bnn_path = tmpdir / f"{e.path.stem}.bnn"
+                converters_api.convert(e.path, "native", bnn_path)
+                lce_path = tmpdir / f"{e.path.stem}.tflite"
+                if args.lce:
+                    converters_api.convert(e.path, "lce", lce_path, verify=False)
+                models.append((e, bnn_path, lce_path))
+            x = np.random.default_rng(0).standard_normal(zoo.input_shape(arch)).astype(np.float32)
+            rows += _time_arch(models, x, args)
+            if arch in args.layers and "bnn" in {m[0].algorithm for m in models}:
+                e, bnn_path, _ = next(m for m in models if m[0].algorithm == "bnn")
+                with NativeEngine(bnn_path, threads=1, isa=args.isa[-1]) as eng:
+                    profiles[arch] = (eng.isa, eng.layers(),
+                                      eng.profile(x, args.warmup, args.runs))
 
     def cell(arch: str, alg: str, t: int, isa: str = "-") -> dict | None:
         return next((r for r in rows if (r["arch"], r["algorithm"], r["threads"], r["isa"])
