@@ -18,9 +18,11 @@ lower bound on what the kernel itself achieves.
 
     BOPs/cycle/core = BOPs / (median seconds * clock Hz * threads)
 
-(median of the per-repeat medians; the fastest run is printed too, a better guide to the
-uncontended speed when the machine is shared). The clock is measured (bench/machine.py:
-dependent-add chain), not read from /proc/cpuinfo, unless --mhz is given. The peaks assumed
+(median over the repeats, each repeat a median over --runs; the fastest repeat and the best
+repeat's ops/cycle are printed too). The clock is measured (bench/machine.py: dependent-add
+chain) right before and after every repeat and averaged, not read from /proc/cpuinfo, unless
+--mhz is given: on a shared VM the speed drifts by up to 2x within minutes, and a cycle
+count taken at another moment would misstate ops/cycle. The peaks assumed
 per ISA, and how they are derived, are printed with the table (machine.PEAKS).
 """
 
@@ -67,9 +69,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5, help="repeats; median of their medians")
     ap.add_argument("--mhz", type=float, help="core clock (default: measured)")
     args = ap.parse_args()
-    mhz = args.mhz or clock_mhz()
     print(
-        f"{cpu_model()}; clock {mhz:.0f} MHz ({'--mhz' if args.mhz else 'measured'}); "
+        f"{cpu_model()}; clock "
+        f"{f'{args.mhz:.0f} MHz (--mhz)' if args.mhz else 'measured around every repeat'}; "
         "BOPs = 2*out_c*OH*OW*in_c*kh*kw; time = the layer (packing, kernel, epilogue)"
     )
     for isa in args.isa:
@@ -93,19 +95,25 @@ def main() -> int:
             for isa in args.isa:
                 with NativeEngine(data, threads=t, isa=isa) as eng:
                     eng.benchmark(x, 3, 3)
-                    # each repeat: per-layer medians over `runs`; entry 0 is the conv
-                    reps = [eng.profile(x, 0, args.runs)[0] for _ in range(args.repeats)]
+                    reps, cyc = [], []
+                    for _ in range(args.repeats):
+                        # the clock right before and after each repeat: on a shared or
+                        # throttled VM the speed drifts, and ops/cycle should not
+                        c0 = args.mhz or clock_mhz(3)
+                        ms_rep = eng.profile(x, 0, args.runs)[0]  # entry 0: the conv
+                        mhz_rep = (c0 + (args.mhz or clock_mhz(3))) / 2
+                        reps.append(ms_rep)
+                        cyc.append(bops / (ms_rep * 1e-3 * mhz_rep * 1e6 * t))
                 ms = statistics.median(reps)
-                best = min(reps)
                 base = ms if isa == "portable" else base
-                per_cyc = bops / (ms * 1e-3 * mhz * 1e6 * t)
+                per_cyc = statistics.median(cyc)
                 peak = PEAKS.get(isa, (float("nan"),))[0]
                 vs = f"{base / ms:11.2f}" if base else f"{'-':>11s}"
                 name = f"{c}->{oc}@{hw}x{hw}/{stride}"
                 print(
                     f"{name:>16s} {isa:8s} {t:3d} {ms:10.3f} {bops / ms / 1e6:8.1f}"
-                    f" {per_cyc:13.1f} {100 * per_cyc / peak:6.1f}% {vs} {best:8.3f}"
-                    f" {bops / (best * 1e-3 * mhz * 1e6 * t):12.1f}",
+                    f" {per_cyc:13.1f} {100 * per_cyc / peak:6.1f}% {vs}"
+                    f" {min(reps):8.3f} {max(cyc):13.1f}",
                     flush=True,
                 )
     return 0

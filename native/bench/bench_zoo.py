@@ -28,7 +28,8 @@ Per-layer times (``--layers``, default ResNet-18; ``--layers none`` skips them):
 model of each named architecture, best ISA, 1 thread, through ``bnn_profile`` (per-layer
 medians; their sum is a little above the end-to-end median because of the clock stamps).
 Binary conv rows also give binary ops per cycle (2 ops per bit pair, the clock *measured*
-by ``build/bnn-clock``) and their share of the peak assumed for that ISA (machine.PEAKS).
+by ``build/bnn-clock`` right before and after the profile) and their share of the peak
+assumed for that ISA (machine.PEAKS).
 This is a benchmark script, not a test; numbers from emulators (qemu) are meaningless here.
 """
 
@@ -134,8 +135,8 @@ def _chw(dims: tuple[int, ...]) -> str:
     return "x".join(str(v) for v in dims[1:])
 
 
-def _print_layers(profiles: dict[str, tuple], mhz: float) -> None:
-    for arch, (isa, layers, ms) in profiles.items():
+def _print_layers(profiles: dict[str, tuple]) -> None:
+    for arch, (isa, layers, ms, mhz) in profiles.items():
         total = sum(ms)
         peak = PEAKS.get(isa, (math.nan, ""))[0]
         print(f"\nper-layer median ms, {arch} bnn, isa={isa}, 1 thread; clock {mhz:.0f} MHz "
@@ -201,8 +202,10 @@ def main() -> int:
             if arch in args.layers and "bnn" in {m[0].algorithm for m in models}:
                 e, bnn_path, _ = next(m for m in models if m[0].algorithm == "bnn")
                 with NativeEngine(bnn_path, threads=1, isa=args.isa[-1]) as eng:
-                    profiles[arch] = (eng.isa, eng.layers(),
-                                      eng.profile(x, args.warmup, args.runs))
+                    eng.benchmark(x, args.warmup, 1)
+                    c0 = clock_mhz(3)  # measured right around the profile: speed drifts
+                    prof = eng.profile(x, 0, args.runs)
+                    profiles[arch] = (eng.isa, eng.layers(), prof, (c0 + clock_mhz(3)) / 2)
 
     def cell(arch: str, alg: str, t: int, isa: str = "-") -> dict | None:
         return next((r for r in rows if (r["arch"], r["algorithm"], r["threads"], r["isa"])
@@ -233,7 +236,7 @@ def main() -> int:
                 print(f"  {r1['arch']:9s} {r1['algorithm']:5s} {r1['isa']:8s}"
                       f" {r1['native_ms'] / r2['native_ms']:5.2f}x")
     if profiles:
-        _print_layers(profiles, clock_mhz())
+        _print_layers(profiles)
     if args.json:
         args.json.write_text(json.dumps({"machine": cpu_model(), "rows": rows}, indent=1))
     return 0
