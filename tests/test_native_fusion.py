@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from native_helpers import input_for, rand_f32, rand_sign
 
 from native import format as F
 from native.engine import NativeEngine, available_isas
-from tests.native_helpers import input_for, rand_f32, rand_sign
 
 
 def _bconv(rng, inputs, out, c, oc, k=3, stride=1, pad=1, thr=None):
