@@ -1,11 +1,11 @@
 """Layer fusion in the native engine (native/src/fuse.c) changes no result.
 
-A context folds clips into the layer before them and lets a binary conv pack its output
-straight into the next binary conv's bit image. Each model here is run fused and unfused
-(``NativeEngine(fuse=False)``) with every kernel set this CPU has and 1 and 3 threads: the
-outputs must be bit-identical (same kernel set on both sides), and the per-layer profile
-shows which layers were folded (a folded layer reads exactly 0 ms), so a pattern that
-silently stops fusing fails too.
+A context folds clips and residual adds into the layer before them and lets a binary conv
+pack its output straight into the next binary conv's bit image. Each model here is run
+fused and unfused (``NativeEngine(fuse=False)``) with every kernel set this CPU has and 1
+and 3 threads: the outputs must be bit-identical (same kernel set on both sides), and the
+per-layer profile shows which layers were folded (a folded layer reads exactly 0 ms), so a
+pattern that silently stops fusing fails too.
 """
 
 from __future__ import annotations
@@ -65,22 +65,28 @@ def _clips_and_residuals(rng) -> tuple[F.NativeModel, set[int]]:
         F.Add([9, 6], 10),
         F.GlobalAvgPool([10], 11),
     ]
-    # the clip at 7 still folds into bconv 6 (pattern 2), so all four clips fold
-    return F.NativeModel((1, 3, 8, 8), layers, n_values=12, output_id=11), {1, 3, 5, 7}
+    # the clip at 7 still folds into bconv 6, so all four clips fold; the last add folds
+    # into bconv 8 (a residual)
+    return F.NativeModel((1, 3, 8, 8), layers, n_values=12, output_id=11), {1, 3, 5, 7, 9}
 
 
-def _shared_output(rng) -> tuple[F.NativeModel, set[int]]:
-    """A bconv output read by the next bconv and by an add: nothing may fold."""
+def _residuals(rng) -> tuple[F.NativeModel, set[int]]:
+    """A bconv output read by the next bconv and by an add (so neither a hand-off nor a fold
+    for it), then residual adds folded into the conv before them, the conv's output as the
+    add's second and as its first input, one with a clip after it."""
     c = 64
     layers = [
         _bconv(rng, [0], 1, c, c),
         _bconv(rng, [1], 2, c, c),
-        F.Add([2, 1], 3),
+        F.Add([1, 2], 3),                                        # folds into bconv 1
+        F.Clip([3], 4, min=-1.0, max=1.0),                       # ... and so does this
+        _bconv(rng, [4], 5, c, c, thr=rand_f32(rng, (c,), 0.3)),
+        F.Add([5, 4], 6),                                        # folds into bconv 4
     ]
-    return F.NativeModel((1, c, 6, 6), layers, n_values=4, output_id=3), set()
+    return F.NativeModel((1, c, 6, 6), layers, n_values=7, output_id=6), {2, 3, 5}
 
 
-MODELS = [_chain, _clips_and_residuals, _shared_output]
+MODELS = [_chain, _clips_and_residuals, _residuals]
 
 
 @pytest.mark.parametrize("build", MODELS, ids=lambda f: f.__name__.strip("_"))
@@ -104,7 +110,8 @@ def test_fused_equals_unfused(build, threads):
 
 def test_fusion_on_the_zoo_resnet(tmp_path):
     """The zoo's ResNet-18 BNN: the clip between the two convs of a block becomes a bit
-    hand-off, the others fold into their producer; same output as unfused."""
+    hand-off, a residual add right after the second conv folds into it with the clip after
+    it; same output as unfused."""
     from converters import api, zoo
 
     entry = next(e for e in zoo.write_zoo(tmp_path, archs=("resnet18",))
@@ -119,5 +126,10 @@ def test_fusion_on_the_zoo_resnet(tmp_path):
         layers = eng.layers()
         prof = eng.profile(x, 0, 1)
     np.testing.assert_array_equal(got, want)
-    clips = [i.index for i in layers if i.op == "clip"]
-    assert clips and all(prof[i] == 0.0 for i in clips)
+    # every clip; every add right after a binary conv (in a downsampling block the FP32
+    # 1x1 conv sits between them, and that add stays)
+    folded = [i.index for i in layers if i.op == "clip" or
+              (i.op == "add" and layers[i.index - 1].op == "conv2d_bin")]
+    assert len(folded) > 20 and all(prof[i] == 0.0 for i in folded)
+    assert all(prof[i.index] > 0.0 for i in layers
+               if i.op == "add" and layers[i.index - 1].op != "conv2d_bin")

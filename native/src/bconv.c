@@ -11,10 +11,11 @@
  *    |T|. Interior windows, the vast majority, need no correction at all.
  *    Weight tail bits are 0 (the loader enforces it) and so are activation tail bits, so
  *    channels past in_c never count.
- * 4. Output: floats scale * dot + bias (optionally clamped by a folded clip), or, when the
- *    context fused this conv with the next binary conv (fuse.c), those same floats packed
- *    straight into the next conv's padded bit image by the ISA's bitpack -- so step 1 is
- *    skipped there and the bits are identical to packing the float tensor.
+ * 4. Output: floats scale * dot + bias (then plus a folded residual add's other input and
+ *    clamped by a folded clip, each optional), or, when the context fused this conv with
+ *    the next binary conv (fuse.c), those same floats packed straight into the next conv's
+ *    padded bit image by the ISA's bitpack -- so step 1 is skipped there and the bits are
+ *    identical to packing the float tensor.
  */
 #include <string.h>
 
@@ -46,6 +47,7 @@ typedef struct {
     const bnn_layer *L;
     const bnn_fusion *fz;
     const float *x;
+    const float *res; /* a folded residual add's other input, or NULL */
     float *y;
     const uint64_t *bits; /* this layer's padded packed input */
     size_t ph, pw, o_blocks;
@@ -160,6 +162,11 @@ static void row_task(void *arg, size_t task, int thread)
             for (uint32_t o = 0; o < nout; o++)
                 yo[o] = sc[o] * (float)((nvc - q[o]) - q[o]) + bi[o];
         }
+        if (j->res) {
+            const float *r = j->res + ((n * out->h + oy) * out->w + ox) * (size_t)b->out_c + o0;
+            for (uint32_t o = 0; o < nout; o++)
+                yo[o] += r[o];
+        }
         if (fz->clamp)
             for (uint32_t o = 0; o < nout; o++)
                 yo[o] = yo[o] < fz->lo ? fz->lo : (yo[o] > fz->hi ? fz->hi : yo[o]);
@@ -175,7 +182,7 @@ static void row_task(void *arg, size_t task, int thread)
 }
 
 void bnn_bconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion *fz,
-                       const bnn_layer *next, const float *x, float *y)
+                       const bnn_layer *next, const float *x, const float *res, float *y)
 {
     const bnn_bconv *b = &L->p.bconv;
     const bnn_shape *in = &L->in_shape, *out = &L->out_shape;
@@ -184,6 +191,7 @@ void bnn_bconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion 
         .L = L,
         .fz = fz,
         .x = x,
+        .res = res,
         .y = fz->bits_to >= 0 ? NULL : y,
         .bits = ex->bits[fz->bits_buf],
         .ph = (size_t)in->h + b->g.pt + b->g.pb,

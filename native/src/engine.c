@@ -61,9 +61,12 @@ static int plan_build(const bnn_model *m, const bnn_kernel_table *k, const bnn_f
         last_use[v] = -1;
         p->buf_of[v] = UINT32_MAX;
     }
-    for (uint32_t l = 0; l < m->n_layers; l++)
+    for (uint32_t l = 0; l < m->n_layers; l++) {
         for (uint32_t i = fz[l].bits_in; !fz[l].skip && i < m->layers[l].n_in; i++)
             last_use[m->layers[l].in[i]] = l;
+        if (fz[l].residual != BNN_NO_VALUE)
+            last_use[fz[l].residual] = l;
+    }
     last_use[m->output_id] = INT64_MAX;
 
     /* Best fit among free buffers; else grow the largest free one; else a new buffer. */
@@ -101,6 +104,8 @@ static int plan_build(const bnn_model *m, const bnn_kernel_table *k, const bnn_f
         for (uint32_t i = fz[l].bits_in; i < L->n_in; i++)
             if (last_use[L->in[i]] == (int64_t)l)
                 in_use[p->buf_of[L->in[i]]] = 0;
+        if (fz[l].residual != BNN_NO_VALUE && last_use[fz[l].residual] == (int64_t)l)
+            in_use[p->buf_of[fz[l].residual]] = 0;
         if (out != BNN_NO_VALUE && last_use[out] < 0)
             in_use[p->buf_of[out]] = 0;
         uint64_t s = 0;
@@ -303,7 +308,7 @@ static int run(bnn_ctx *c, const float *in, float *out, double *t)
             break;
         case OP_CONV2D_BIN:
             bnn_bconv_forward(&ex, L, fz, fz->bits_to >= 0 ? &m->layers[fz->bits_to] : NULL, x,
-                              y);
+                              fz->residual != BNN_NO_VALUE ? c->val[fz->residual] : NULL, y);
             break;
         case OP_AFFINE:
             bnn_affine_forward(&ex, L, x, y);

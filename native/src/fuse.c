@@ -11,6 +11,9 @@
  * 2. A Clip whose input is read only by it and produced by the layer just before it (FP32
  *    conv / GEMM, binary conv, add): the producer clamps in its epilogue and writes the
  *    clip's output value directly.
+ * 3. Binary conv -> Add (the residual of a Bi-Real / ReActNet block) [-> Clip], the conv's
+ *    output read only by the add: the conv adds the other input (and clamps) in its
+ *    epilogue, the same float operations in the same order.
  *
  * Only adjacent layers are fused, so every buffer the planner assigns is still live exactly
  * when it is used. Two packed-bit buffers alternate along a chain of fused binary convs.
@@ -34,7 +37,7 @@ int bnn_fuse(const bnn_model *m, int enable, bnn_fusion *f)
 {
     const uint32_t nl = m->n_layers;
     for (uint32_t l = 0; l < nl; l++)
-        f[l] = (bnn_fusion){.bits_to = -1, .write = m->layers[l].out};
+        f[l] = (bnn_fusion){.bits_to = -1, .write = m->layers[l].out, .residual = BNN_NO_VALUE};
     if (!enable || nl < 2)
         return BNN_OK;
     uint32_t *uses = calloc(m->n_values, sizeof *uses);
@@ -46,7 +49,25 @@ int bnn_fuse(const bnn_model *m, int enable, bnn_fusion *f)
     uses[m->output_id]++; /* the caller reads it */
     for (uint32_t l = 0; l + 1 < nl; l++) {
         const bnn_layer *P = &m->layers[l], *C = &m->layers[l + 1];
-        if (f[l].skip || uses[P->out] != 1 || C->in[0] != P->out || C->n_in != 1)
+        if (f[l].skip || uses[P->out] != 1)
+            continue;
+        if (P->op == OP_CONV2D_BIN && C->op == OP_ADD && C->in[0] != C->in[1] &&
+            (C->in[0] == P->out || C->in[1] == P->out)) {
+            /* pattern 3: residual add (and a clip after it) in the conv's epilogue */
+            f[l].residual = C->in[0] == P->out ? C->in[1] : C->in[0];
+            f[l].write = C->out;
+            f[l + 1].skip = 1;
+            const bnn_layer *D = l + 2 < nl ? &m->layers[l + 2] : NULL;
+            if (D && D->op == OP_CLIP && D->in[0] == C->out && uses[C->out] == 1) {
+                f[l].clamp = 1;
+                f[l].lo = D->p.clip.lo;
+                f[l].hi = D->p.clip.hi;
+                f[l].write = D->out;
+                f[l + 2].skip = 1;
+            }
+            continue;
+        }
+        if (C->in[0] != P->out || C->n_in != 1)
             continue;
         if (P->op == OP_CONV2D_BIN) {
             /* pattern 1: P -> Q or P -> clip C -> Q */

@@ -23,6 +23,8 @@ typedef struct {
     uint8_t bits_buf; /* CONV2D_BIN: which packed-bit buffer holds its input */
     int32_t bits_to;  /* CONV2D_BIN: packs its output for binary conv layer bits_to; -1 none */
     uint32_t write;   /* value the layer writes; BNN_NO_VALUE when it only writes bits */
+    uint32_t residual; /* CONV2D_BIN: value added to its output (a folded ADD), or
+                          BNN_NO_VALUE */
     float lo, hi;
 } bnn_fusion;
 
@@ -38,9 +40,10 @@ void bnn_fconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion 
 size_t bnn_bconv_scratch_bytes(const bnn_layer *L);
 /* Words of the zero-padded packed input; 0 if it does not fit in size_t. */
 uint64_t bnn_bconv_bits_words(const bnn_layer *L);
-/* y: the float output, or NULL when fz->bits_to packs it for `next` (that layer). */
+/* y: the float output, or NULL when fz->bits_to packs it for `next` (that layer);
+ * res: the tensor a folded add adds to it (fz->residual), else NULL. */
 void bnn_bconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion *fz,
-                       const bnn_layer *next, const float *x, float *y);
+                       const bnn_layer *next, const float *x, const float *res, float *y);
 
 /* Pools (pool.c) */
 void bnn_maxpool_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y);
