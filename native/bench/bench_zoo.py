@@ -79,10 +79,10 @@ def _timed(fn) -> float:
 def _time_arch(models: list, x: np.ndarray, args) -> list[dict]:
     """Every engine on every model of one architecture at every thread count, interleaved:
     ``runs`` rounds, each timing one inference of every (model, engine, threads) in turn
-    (after an untimed one: the worker threads of the engine before, native or onnxruntime,
-    spin for a while after their last job), so a machine that speeds up or slows down
-    (shared or throttled cores) shifts all of them together and the ratios -- thread
-    scaling included -- stay fair."""
+    (after a 20 ms pause and an untimed one: the worker threads of the engine before spin
+    for a while after their last job and would steal a core), so a machine that speeds up
+    or slows down (shared or throttled cores) shifts all of them together and the ratios --
+    thread scaling included -- stay fair."""
     timers: dict[tuple[str, str, int], object] = {}
     with contextlib.ExitStack() as stack:
         for t in args.threads:
@@ -107,7 +107,11 @@ def _time_arch(models: list, x: np.ndarray, args) -> list[dict]:
         samples: dict[tuple[str, str, int], list[float]] = {k: [] for k in timers}
         for _ in range(args.runs):
             for k, fn in timers.items():
-                fn()  # untimed: the engine before may still have worker threads spinning
+                # the engine before may still have worker threads spinning (native, ruy in
+                # LCE and onnxruntime all spin a while after a job): let them go to sleep,
+                # then one untimed inference, then the timed one
+                time.sleep(0.02)
+                fn()
                 samples[k].append(fn())
     rows = []
     nan = [math.nan]
@@ -129,6 +133,15 @@ def _time_arch(models: list, x: np.ndarray, args) -> list[dict]:
                       f"{r['native_ms']:9.2f} ms   onnxruntime {r['ort_ms']:9.2f} ms"
                       f"   lce {r['lce_ms']:9.2f} ms", flush=True)
     return rows
+
+
+def _ratio(a: list[float], b: list[float]) -> float:
+    """Median over the rounds of a[i] / b[i]: the two were timed in the same round, so a
+    machine that switches between a fast and a slow state (as shared VMs do, by up to 2x)
+    cancels out -- a ratio of two separate medians can pick one from each state."""
+    if len(a) != len(b):
+        return math.nan
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def _chw(dims: tuple[int, ...]) -> str:
@@ -211,7 +224,8 @@ def main() -> int:
         return next((r for r in rows if (r["arch"], r["algorithm"], r["threads"], r["isa"])
                      == (arch, alg, t, isa)), None)
 
-    print("\nmedian latency (ms) and ratios, same machine, same run")
+    print("\nmedian latency (ms); ratios are medians of per-round ratios (same machine, run "
+          "and round)")
     hdr = (f"{'arch':9s} {'alg':5s} {'thr':>3s} {'isa':8s} {'native':>9s} {'onnxrt':>9s}"
            f" {'lce':>9s} {'ort/native':>10s} {'lce/native':>10s} {'vs ort fp32':>11s}"
            f" {'speedup':>8s} {'vs portable':>11s}"
@@ -221,12 +235,17 @@ def main() -> int:
     for r in rows:
         fp32 = cell(r["arch"], "fp32", r["threads"])
         port = cell(r["arch"], r["algorithm"], r["threads"], "portable")
-        ort_fp32 = f"{fp32['ort_ms'] / r['native_ms']:11.2f}" if fp32 else f"{'n/a':>11s}"
-        nat_fp32 = f"{fp32['native_ms'] / r['native_ms']:8.2f}" if fp32 else f"{'n/a':>8s}"
-        vs_port = f"{port['native_ms'] / r['native_ms']:11.2f}" if port else f"{'-':>11s}"
+        nat = r["native_samples_ms"]
+        ort_fp32 = (f"{_ratio(fp32['ort_samples_ms'], nat):11.2f}" if fp32
+                    else f"{'n/a':>11s}")
+        nat_fp32 = (f"{_ratio(fp32['native_samples_ms'], nat):8.2f}" if fp32
+                    else f"{'n/a':>8s}")
+        vs_port = (f"{_ratio(port['native_samples_ms'], nat):11.2f}" if port
+                   else f"{'-':>11s}")
         print(f"{r['arch']:9s} {r['algorithm']:5s} {r['threads']:3d} {r['isa']:8s}"
               f" {r['native_ms']:9.2f} {r['ort_ms']:9.2f} {r['lce_ms']:9.2f}"
-              f" {r['ort_ms'] / r['native_ms']:10.2f} {r['lce_ms'] / r['native_ms']:10.2f}"
+              f" {_ratio(r['ort_samples_ms'], nat):10.2f}"
+              f" {_ratio(r['lce_samples_ms'], nat):10.2f}"
               f" {ort_fp32} {nat_fp32} {vs_port} {r['native_size'] / 1e6:8.2f}")
     if 1 in args.threads and 2 in args.threads:
         print("\nthread scaling (native, t=1 / t=2):")
@@ -234,7 +253,7 @@ def main() -> int:
             r2 = cell(r1["arch"], r1["algorithm"], 2, r1["isa"])
             if r1["threads"] == 1 and r2:
                 print(f"  {r1['arch']:9s} {r1['algorithm']:5s} {r1['isa']:8s}"
-                      f" {r1['native_ms'] / r2['native_ms']:5.2f}x")
+                      f" {_ratio(r1['native_samples_ms'], r2['native_samples_ms']):5.2f}x")
     if profiles:
         _print_layers(profiles)
     if args.json:
