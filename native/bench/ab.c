@@ -1,5 +1,6 @@
 /* A/B timing of two builds (or two thread counts) of the native engine in one process.
  *
+ *     make -C native tools
  *     build/bnn-ab MODEL.bnn LIB_A[:THREADS] LIB_B[:THREADS] [RUNS]
  *
  * Loads each libbnn.so into its own link-map namespace (dlmopen), creates a context per
