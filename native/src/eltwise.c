@@ -88,23 +88,30 @@ void bnn_add_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion *f
 typedef struct {
     const float *x;
     float *y;
-    size_t rows, cols, row_tiles, col_tiles;
+    size_t rows, cols, row_tiles, col_tiles, tiles_per_task, n_tiles;
 } tr_job;
 
+/* Tiles [task * tiles_per_task, ...) of the batch, tile index = (image, row tile, col tile):
+ * with few rows (an RGB input: 3 x 32 floats a tile) one tile per task would be all
+ * scheduling overhead. */
 static void transpose_task(void *arg, size_t task, int thread)
 {
     (void)thread;
     const tr_job *j = arg;
     const size_t per_img = j->row_tiles * j->col_tiles;
-    const size_t n = task / per_img, t = task % per_img;
-    const size_t r0 = t / j->col_tiles * TB, c0 = t % j->col_tiles * TB;
-    const size_t r1 = r0 + TB < j->rows ? r0 + TB : j->rows;
-    const size_t c1 = c0 + TB < j->cols ? c0 + TB : j->cols;
-    const float *x = j->x + n * j->rows * j->cols;
-    float *y = j->y + n * j->rows * j->cols;
-    for (size_t c = c0; c < c1; c++)
-        for (size_t r = r0; r < r1; r++)
-            y[c * j->rows + r] = x[r * j->cols + c];
+    const size_t t0 = task * j->tiles_per_task;
+    const size_t t1 = t0 + j->tiles_per_task < j->n_tiles ? t0 + j->tiles_per_task : j->n_tiles;
+    for (size_t tt = t0; tt < t1; tt++) {
+        const size_t n = tt / per_img, t = tt % per_img;
+        const size_t r0 = t / j->col_tiles * TB, c0 = t % j->col_tiles * TB;
+        const size_t r1 = r0 + TB < j->rows ? r0 + TB : j->rows;
+        const size_t c1 = c0 + TB < j->cols ? c0 + TB : j->cols;
+        const float *x = j->x + n * j->rows * j->cols;
+        float *y = j->y + n * j->rows * j->cols;
+        for (size_t c = c0; c < c1; c++)
+            for (size_t r = r0; r < r1; r++)
+                y[c * j->rows + r] = x[r * j->cols + c];
+    }
 }
 
 void bnn_transpose_batched(const bnn_exec *ex, const float *x, float *y, size_t n, size_t rows,
@@ -114,6 +121,10 @@ void bnn_transpose_batched(const bnn_exec *ex, const float *x, float *y, size_t 
         memcpy(y, x, n * rows * cols * sizeof(float));
         return;
     }
-    tr_job j = {x, y, rows, cols, (rows + TB - 1) / TB, (cols + TB - 1) / TB};
-    bnn_pool_parallel_for(ex->pool, n * j.row_tiles * j.col_tiles, transpose_task, &j);
+    const size_t row_tiles = (rows + TB - 1) / TB, col_tiles = (cols + TB - 1) / TB;
+    const size_t tile_elems = (rows < TB ? rows : TB) * (cols < TB ? cols : TB);
+    const size_t per_task = CHUNK / tile_elems > 0 ? CHUNK / tile_elems : 1;
+    const size_t n_tiles = n * row_tiles * col_tiles;
+    tr_job j = {x, y, rows, cols, row_tiles, col_tiles, per_task, n_tiles};
+    bnn_pool_parallel_for(ex->pool, (n_tiles + per_task - 1) / per_task, transpose_task, &j);
 }
