@@ -51,6 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from native.bench.baselines import ort_session  # noqa: E402
 from native.engine import NativeEngine, available_isas  # noqa: E402
 
 # name: (in_c, out_c, kernel, stride, pad, input H = W); kernel 0 = Gemm (FC) on (1, in_c)
@@ -98,17 +99,6 @@ def _onnx_model(name: str, path: Path) -> tuple[tuple[int, ...], int]:
     return xshape, macs
 
 
-def _ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 class _OrtTimer:
     """run_with_iobinding on preallocated input/output; per-call perf_counter times in ms."""
 
@@ -151,7 +141,7 @@ def _ort_overhead(tmp: Path, runs: int) -> float:
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     onnx.save(m, str(tmp / "identity.onnx"))
-    t = _OrtTimer(_ort_session(tmp / "identity.onnx", 1), np.zeros(1, np.float32))
+    t = _OrtTimer(ort_session(tmp / "identity.onnx", 1), np.zeros(1, np.float32))
     return statistics.median(t.benchmark(100, max(runs, 200)))
 
 
@@ -198,7 +188,7 @@ def main() -> int:
             c, oc, k, s, p, hw = LAYERS[name]
             shape = f"{c}->{oc} fc" if k == 0 else f"{c}->{oc} {k}x{k}/{s} @{hw}"
             for t in args.threads:
-                ort_t = _OrtTimer(_ort_session(onnx_path, t), x)
+                ort_t = _OrtTimer(ort_session(onnx_path, t), x)
                 ref = ort_t.run().copy()
                 engines = {
                     f"native-{i}": NativeEngine(bnn_path, threads=t, isa=i) for i in args.isa

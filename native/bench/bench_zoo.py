@@ -54,20 +54,10 @@ sys.path.insert(0, str(ROOT))
 from agent.runners.lce import LceRunner, load_wrapper  # noqa: E402
 from converters import api as converters_api  # noqa: E402
 from converters import zoo  # noqa: E402
+from native.bench.baselines import ort_session  # noqa: E402
 from native.bench.machine import PEAKS, clock_mhz, cpu_model  # noqa: E402
 from native.engine import NativeEngine, available_isas  # noqa: E402
 from native.engine import version as native_version  # noqa: E402
-
-
-def _ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _timed(fn) -> float:
@@ -87,7 +77,7 @@ def _time_arch(models: list, x: np.ndarray, args) -> list[dict]:
     with contextlib.ExitStack() as stack:
         for t in args.threads:
             for e, bnn_path, lce_path in models:
-                sess = _ort_session(e.path, t)
+                sess = ort_session(e.path, t)
                 feed = {sess.get_inputs()[0].name: x}
                 timers[(e.algorithm, "ort", t)] = (lambda s=sess, f=feed:
                                                    _timed(lambda: s.run(None, f)))
