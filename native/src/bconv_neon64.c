@@ -1,26 +1,11 @@
-/* AArch64 NEON XOR-popcount row kernel of the binary convolution.
- *
- * Per 128-bit chunk (two u64 words of one kernel row) and output channel:
- *     veorq_u8 -> vcntq_u8 (16 byte counts, each <= 8) -> vpadalq_u8 into a u16x8
- * accumulator (each lane gains <= 16 per chunk). There is no horizontal reduction per
- * chunk: the u16 lanes are folded into a u32x4 accumulator with vpadalq_u16 only before
- * they could overflow (every U16_CHUNKS chunks), and the u32 lanes are summed once per
- * output (vaddvq_u32). An odd trailing u64 word of a kernel row is counted with the 64-bit
- * forms (veor_u8, vcnt_u8) and widened into the same accumulator (vaddw_u8).
- *
- * Register tiling: NT output channels per pass (8, then 4, then 1 for the remainder) share
- * every input chunk load; 8 channels use 16 of the 32 vector registers for accumulators.
- * Padded taps read 0 bits, exactly as in the portable kernel; the driver (bconv.c)
- * corrects them, so results are bit-identical to bnn_bconv_row_portable.
+/* AArch64 NEON XOR-popcount row kernel of the binary convolution (scheme: bconv_neon.h).
+ * 8 output channels per pass use 16 of the 32 vector registers for accumulators; the u32
+ * lanes are summed with vaddvq_u32.
  *
  * native/bench/mca_neon.sh analyses the inner loop with llvm-mca (the BNN_MCA_BEGIN/END
- * markers below expand to LLVM-MCA region comments only when BNN_MCA is defined).
+ * markers expand to LLVM-MCA region comments only when BNN_MCA is defined).
  */
 #if defined(__aarch64__)
-#include <arm_neon.h>
-
-#include "kernels.h"
-
 #ifdef BNN_MCA
 #define BNN_MCA_BEGIN() __asm__ volatile("# LLVM-MCA-BEGIN bconv_neon64" ::: "memory")
 #define BNN_MCA_END() __asm__ volatile("# LLVM-MCA-END" ::: "memory")
@@ -28,96 +13,10 @@
 #define BNN_MCA_BEGIN() ((void)0)
 #define BNN_MCA_END() ((void)0)
 #endif
-
-/* A u16 lane gains at most 16 per chunk (two byte counts of <= 8): 4095 * 16 < 65536. */
-#ifndef U16_CHUNKS /* overridable so cross-test exercises the fold on every case */
-#define U16_CHUNKS 4095u
-#endif
-
-static inline __attribute__((always_inline)) void
-tile(const bnn_bconv_row_args *a, const uint64_t *win, uint32_t o, int32_t *pop, const int NT)
-{
-    const uint32_t tw = a->tap_words, pairs = tw / 2;
-    const uint8_t *wp[8];
-    uint16x8_t acc16[8];
-    uint32x4_t acc32[8];
-#pragma GCC unroll 8
-    for (int c = 0; c < NT; c++) {
-        acc16[c] = vdupq_n_u16(0);
-        acc32[c] = vdupq_n_u32(0);
-    }
-    uint32_t pending = 0; /* chunks in acc16 since the last fold */
-    for (uint32_t i = 0; i < a->kh; i++) {
-        const uint8_t *ip = (const uint8_t *)(win + (size_t)i * a->row_stride);
-#pragma GCC unroll 8
-        for (int c = 0; c < NT; c++)
-            wp[c] = (const uint8_t *)(a->w + (size_t)(o + (uint32_t)c) * a->w_stride +
-                                      (size_t)i * tw);
-        uint32_t done = 0;
-        while (done < pairs) {
-            if (pending >= U16_CHUNKS) {
-#pragma GCC unroll 8
-                for (int c = 0; c < NT; c++) {
-                    acc32[c] = vpadalq_u16(acc32[c], acc16[c]);
-                    acc16[c] = vdupq_n_u16(0);
-                }
-                pending = 0;
-            }
-            uint32_t n = pairs - done;
-            if (n > U16_CHUNKS - pending)
-                n = U16_CHUNKS - pending;
-            const size_t off = (size_t)done * 16;
-            BNN_MCA_BEGIN();
-            for (uint32_t t = 0; t < n; t++) {
-                const uint8x16_t x = vld1q_u8(ip + off + (size_t)t * 16);
-#pragma GCC unroll 8
-                for (int c = 0; c < NT; c++) {
-                    const uint8x16_t w = vld1q_u8(wp[c] + off + (size_t)t * 16);
-                    acc16[c] = vpadalq_u8(acc16[c], vcntq_u8(veorq_u8(x, w)));
-                }
-            }
-            BNN_MCA_END();
-            done += n;
-            pending += n;
-        }
-        if (tw & 1u) {
-            if (pending >= U16_CHUNKS) {
-#pragma GCC unroll 8
-                for (int c = 0; c < NT; c++) {
-                    acc32[c] = vpadalq_u16(acc32[c], acc16[c]);
-                    acc16[c] = vdupq_n_u16(0);
-                }
-                pending = 0;
-            }
-            const size_t off = (size_t)pairs * 16;
-            const uint8x8_t x = vld1_u8(ip + off);
-#pragma GCC unroll 8
-            for (int c = 0; c < NT; c++)
-                acc16[c] = vaddw_u8(acc16[c], vcnt_u8(veor_u8(x, vld1_u8(wp[c] + off))));
-            pending++;
-        }
-    }
-#pragma GCC unroll 8
-    for (int c = 0; c < NT; c++)
-        pop[c] = (int32_t)vaddvq_u32(vpadalq_u16(acc32[c], acc16[c]));
-}
-
-void bnn_bconv_row_neon64(const bnn_bconv_row_args *a)
-{
-    const uint32_t nout = a->o_end - a->o_begin;
-    for (uint32_t x = 0; x < a->ow; x++) {
-        const uint64_t *win = a->in + (size_t)x * a->x_stride;
-        int32_t *pop = a->pop + (size_t)x * nout;
-        uint32_t o = a->o_begin;
-        for (; o + 8 <= a->o_end; o += 8)
-            tile(a, win, o, pop + (o - a->o_begin), 8);
-        for (; o + 4 <= a->o_end; o += 4)
-            tile(a, win, o, pop + (o - a->o_begin), 4);
-        for (; o < a->o_end; o++)
-            tile(a, win, o, pop + (o - a->o_begin), 1);
-    }
-}
-
+#define BNN_NEON_ROW bnn_bconv_row_neon64
+#define BNN_NEON_HSUM(v) vaddvq_u32(v)
+#define BNN_NEON_TILE_MAX 8
+#include "bconv_neon.h"
 #else
 typedef int bnn_bconv_neon64_empty; /* ISO C forbids an empty translation unit */
 #endif
