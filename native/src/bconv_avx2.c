@@ -10,8 +10,9 @@
  * accumulators (vpaddb); only every 31 words (31 * 8 = 248 < 256) are they widened with
  * vpsadbw, whose 64-bit lane sums are exactly the 4 channels' counts. That is 8 vector ops
  * per 256 bit pairs: vpxor, 2 vpand, vpsrlw, 2 vpshufb, 2 vpaddb.
- * Register tile: 2 output columns x 16 channels = 8 byte accumulators, + 2 constants, 2
- * broadcasts and temporaries within the 16 ymm registers.
+ * Tile: one output column x 16 channels = 4 byte accumulators, 4 widened totals, 2
+ * constants, the broadcast and temporaries within the 16 ymm registers (a second column
+ * made gcc spill; the kernel is ALU-bound, so sharing weight loads would not pay).
  *
  * Compiled for AVX2 via target attributes on these functions only; kernels.c selects it
  * when cpuid reports avx2 (with OS support for the ymm state). Empty off x86-64.
@@ -26,7 +27,7 @@
 #define TGT __attribute__((target("avx2,popcnt")))
 #define INL static inline __attribute__((always_inline))
 
-enum { NP = 1, NV = 4, OB = 4 * NV, FLUSH = 31 };
+enum { NV = 4, OB = 4 * NV, FLUSH = 31 };
 
 INL TGT __m256i popcnt_bytes(__m256i v, __m256i lut, __m256i low)
 {
@@ -35,53 +36,40 @@ INL TGT __m256i popcnt_bytes(__m256i v, __m256i lut, __m256i low)
     return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
 }
 
-/* acc[p][v] += popcounts of input word ip[p * x_stride] against 16 channels' word wk. */
-#define WORD_STEP(ip, wk)                                                                     \
-    do {                                                                                      \
-        __m256i b_[NP];                                                                       \
-        for (int p = 0; p < np; p++)                                                          \
-            b_[p] = _mm256_set1_epi64x((long long)(ip)[(size_t)p * a->x_stride]);            \
-        for (int v = 0; v < NV; v++) {                                                        \
-            const __m256i w_ = _mm256_load_si256((const __m256i *)((wk) + 4 * v));            \
-            for (int p = 0; p < np; p++)                                                      \
-                acc[p][v] = _mm256_add_epi8(                                                  \
-                    acc[p][v], popcnt_bytes(_mm256_xor_si256(b_[p], w_), lut, low));          \
-        }                                                                                     \
-    } while (0)
-
-/* Popcounts of output columns [x, x + np) x channels [o, o + 16) into
- * dst[p * dst_stride + [0, 16)]. off[k]: offset of the window's k-th word from its first
- * (kernel row i, word t of the row), so the word loop has no row/column bookkeeping. */
+/* Popcounts of output column x for channels [o, o + 16) into dst[0, 16). off[k]: offset of
+ * the window's k-th word from its first (kernel row i, word t of the row), so the word loop
+ * has no row/column bookkeeping. */
 INL TGT void tile(const bnn_bconv_row_args *a, const size_t *off, size_t kwords, uint32_t x,
-                  uint32_t o, const int np, int32_t *dst, size_t dst_stride)
+                  uint32_t o, int32_t *dst)
 {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1,
                                          1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
-    __m256i acc[NP][NV], tot[NP][NV];
-    for (int p = 0; p < np; p++)
-        for (int v = 0; v < NV; v++)
-            tot[p][v] = zero;
+    __m256i acc[NV], tot[NV];
+    for (int v = 0; v < NV; v++)
+        tot[v] = zero;
     const uint64_t *wk = a->w16 + (size_t)(o / OB) * kwords * OB;
     const uint64_t *in0 = a->in + (size_t)x * a->x_stride;
     /* chunks of FLUSH words (one chunk up to 192 channels at 3x3), widened after each */
     for (size_t k0 = 0; k0 < kwords; k0 += FLUSH) {
         const size_t k1 = kwords - k0 < FLUSH ? kwords : k0 + FLUSH;
-        for (int p = 0; p < np; p++)
-            for (int v = 0; v < NV; v++)
-                acc[p][v] = zero;
-        for (size_t k = k0; k < k1; k++, wk += OB)
-            WORD_STEP(in0 + off[k], wk);
-        for (int p = 0; p < np; p++)
-            for (int v = 0; v < NV; v++)
-                tot[p][v] = _mm256_add_epi64(tot[p][v], _mm256_sad_epu8(acc[p][v], zero));
+        for (int v = 0; v < NV; v++)
+            acc[v] = zero;
+        for (size_t k = k0; k < k1; k++, wk += OB) {
+            const __m256i b = _mm256_set1_epi64x((long long)in0[off[k]]);
+            for (int v = 0; v < NV; v++) {
+                const __m256i w = _mm256_load_si256((const __m256i *)(wk + 4 * v));
+                acc[v] = _mm256_add_epi8(acc[v], popcnt_bytes(_mm256_xor_si256(b, w), lut, low));
+            }
+        }
+        for (int v = 0; v < NV; v++)
+            tot[v] = _mm256_add_epi64(tot[v], _mm256_sad_epu8(acc[v], zero));
     }
     /* 64-bit lane sums (< 2^31) -> int32: the low halves, lanes 0, 2, 4, 6 */
     const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-    for (int p = 0; p < np; p++)
-        for (int v = 0; v < NV; v++)
-            _mm_storeu_si128((__m128i *)(dst + p * dst_stride + 4 * v),
-                             _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(tot[p][v], even)));
+    for (int v = 0; v < NV; v++)
+        _mm_storeu_si128((__m128i *)(dst + 4 * v),
+                         _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(tot[v], even)));
 }
 
 enum { MAX_KWORDS = 1024 }; /* kh * kw * words of the window; 5x5 at 2560 channels */
@@ -99,27 +87,19 @@ TGT void bnn_bconv_row_avx2(const bnn_bconv_row_args *a)
         for (uint32_t t = 0; t < a->tap_words; t++)
             off[k++] = i * a->row_stride + t;
     const uint32_t nout = a->o_end - a->o_begin;
-    int32_t buf[NP * OB];
+    int32_t buf[OB];
     /* channel group outer, columns inner: the group's weights (kwords * 128 bytes, 9 KB
      * for 512 channels at 3x3) stay in L1 across the row */
     for (uint32_t o = a->o_begin; o < a->o_end; o += OB) {
-        const int whole = o + OB <= a->o_end;
-        for (uint32_t x = 0; x < a->ow; x += NP) {
-            const int np = a->ow - x >= NP ? NP : 1;
+        const uint32_t n = a->o_end - o < OB ? a->o_end - o : OB;
+        for (uint32_t x = 0; x < a->ow; x++) {
             int32_t *dst = a->pop + (size_t)x * nout + (o - a->o_begin);
-            if (whole) { /* whole 16-channel group: straight into pop */
-                if (np == NP)
-                    tile(a, off, kwords, x, o, NP, dst, nout);
-                else
-                    tile(a, off, kwords, x, o, 1, dst, nout);
+            if (n == OB) { /* whole 16-channel group: straight into pop */
+                tile(a, off, kwords, x, o, dst);
                 continue;
             }
-            if (np == NP)
-                tile(a, off, kwords, x, o, NP, buf, OB);
-            else
-                tile(a, off, kwords, x, o, 1, buf, OB);
-            for (int p = 0; p < np; p++)
-                memcpy(dst + (size_t)p * nout, buf + p * OB, (a->o_end - o) * sizeof(int32_t));
+            tile(a, off, kwords, x, o, buf);
+            memcpy(dst, buf, n * sizeof(int32_t));
         }
     }
 }
