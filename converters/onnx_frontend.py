@@ -907,15 +907,7 @@ class _Builder:
             else:
                 prod = None
             if prod is not None:
-                prod.sources.append(node.name)
-                prod.add_note(f"{what} {node.name!r} folded in")
-                # the producer's output now carries the folded value: hand it our consumers
-                out = node.output[0]
-                prod.onnx_output = out
-                self.alias[out] = x
-                self.consumers[x] = self.consumers.get(out, [])
-                if out in self.graph_outputs:
-                    self.graph_outputs.add(x)
+                self._fold_into(prod, node, x, f"{what} {node.name!r} folded in")
                 return
         shape = self.shapes[x]
         if len(shape) != 4:
@@ -1068,21 +1060,27 @@ class _Builder:
             raise self.fail(node, f"parameters of shape {list(k.shape)} for {c} channels")
         self.affine(node, x, k, beta - mean * k, "BatchNorm")
 
+    def _fold_into(self, prod: Any, node: Any, x: str, note: str) -> None:
+        """`node` (reading x, the output of IR node `prod`) was folded into `prod`: prod's
+        output now carries node's value, so node's output aliases x and its consumers (and
+        graph-output role) pass to x."""
+        prod.sources.append(node.name)
+        prod.add_note(note)
+        out = node.output[0]
+        prod.onnx_output = out
+        self.alias[out] = x
+        self.consumers[x] = self.consumers.get(out, [])
+        if out in self.graph_outputs:
+            self.graph_outputs.add(x)
+
     def _clip(self, node: Any, x: str, lo: float, hi: float, note: str) -> None:
         prod = self.producer.get(x)
         if (isinstance(prod, ir.Clip) and self.sole_consumer(x, node)
                 and max(prod.min, lo) <= min(prod.max, hi)):
             # Min(Max(x, lo), hi), as exporters may write Hardtanh: one clip
             prod.min, prod.max = max(prod.min, lo), min(prod.max, hi)
-            prod.sources.append(node.name)
-            prod.add_note(f"{node.op_type} {node.name!r} merged: clip [{prod.min:g}, "
-                          f"{prod.max:g}]")
-            out = node.output[0]
-            prod.onnx_output = out
-            self.alias[out] = x
-            self.consumers[x] = self.consumers.get(out, [])
-            if out in self.graph_outputs:
-                self.graph_outputs.add(x)
+            self._fold_into(prod, node, x, f"{node.op_type} {node.name!r} merged: clip "
+                                           f"[{prod.min:g}, {prod.max:g}]")
             return
         self.emit(node, ir.Clip(node.name, [x], node.output[0], self.shapes[x], [node.name],
                                 note, min=lo, max=hi))

@@ -19,6 +19,15 @@ class RunnerError(Exception):
         self.retryable = retryable
 
 
+def check_run_args(threads: int, warmup: int, runs: int) -> None:
+    """The job's numbers every runner needs: threads >= 1, warmup >= 0, runs >= 1 (a runner
+    with a narrower thread range checks that itself). Not retryable: the job is wrong."""
+    if threads < 1:
+        raise RunnerError(f"threads must be ≥ 1, the job asks for {threads}", retryable=False)
+    if runs < 1 or warmup < 0:
+        raise RunnerError(f"invalid warmup={warmup} runs={runs}", retryable=False)
+
+
 @dataclass
 class RunOutput:
     samples_ms: list[float]  # one per timed run, milliseconds per inference

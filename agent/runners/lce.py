@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.runners.base import RunnerError, RunOutput
+from agent.runners.base import RunnerError, RunOutput, check_run_args
 from agent.runners.benchmark_output import BenchmarkOutputError, parse_benchmark_model
 from agent.runners.native import INPUT_SEED, make_input
 
@@ -149,11 +149,7 @@ class LceRunner:
 
     # -- benchmark --------------------------------------------------------------------
     def benchmark(self, artifact_path: Path, threads: int, warmup: int, runs: int) -> RunOutput:
-        if threads < 1:
-            raise RunnerError(f"threads must be ≥ 1, the job asks for {threads}",
-                              retryable=False)
-        if runs < 1 or warmup < 0:
-            raise RunnerError(f"invalid warmup={warmup} runs={runs}", retryable=False)
+        check_run_args(threads, warmup, runs)
         mode = self.resolved_mode()
         if mode is None:
             self.available()

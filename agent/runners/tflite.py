@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.runners.base import RunnerError, RunOutput
+from agent.runners.base import RunnerError, RunOutput, check_run_args
 from agent.runners.native import INPUT_SEED, make_input
 
 
@@ -44,11 +44,7 @@ class TFLiteRunner:
             return "tflite-runtime unknown"
 
     def benchmark(self, artifact_path: Path, threads: int, warmup: int, runs: int) -> RunOutput:
-        if threads < 1:
-            raise RunnerError(f"threads must be ≥ 1, the job asks for {threads}",
-                              retryable=False)
-        if runs < 1 or warmup < 0:
-            raise RunnerError(f"invalid warmup={warmup} runs={runs}", retryable=False)
+        check_run_args(threads, warmup, runs)
         if not self.available():
             raise RunnerError(f"tflite runner not available: {self.unavailable_reason}")
         from tflite_runtime.interpreter import Interpreter, OpResolverType

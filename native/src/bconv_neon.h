@@ -30,6 +30,19 @@
 #define U16_CHUNKS 4095u
 #endif
 
+/* Widen the u16 accumulators into the u32 ones before a lane could overflow; returns the
+ * new count of pending chunks (0). */
+static inline __attribute__((always_inline)) uint32_t fold_u16(uint16x8_t *acc16,
+                                                               uint32x4_t *acc32, const int NT)
+{
+#pragma GCC unroll 8
+    for (int c = 0; c < NT; c++) {
+        acc32[c] = vpadalq_u16(acc32[c], acc16[c]);
+        acc16[c] = vdupq_n_u16(0);
+    }
+    return 0;
+}
+
 static inline __attribute__((always_inline)) void
 tile(const bnn_bconv_row_args *a, const uint64_t *win, uint32_t o, int32_t *pop, const int NT)
 {
@@ -51,14 +64,8 @@ tile(const bnn_bconv_row_args *a, const uint64_t *win, uint32_t o, int32_t *pop,
                                       (size_t)i * tw);
         uint32_t done = 0;
         while (done < pairs) {
-            if (pending >= U16_CHUNKS) {
-#pragma GCC unroll 8
-                for (int c = 0; c < NT; c++) {
-                    acc32[c] = vpadalq_u16(acc32[c], acc16[c]);
-                    acc16[c] = vdupq_n_u16(0);
-                }
-                pending = 0;
-            }
+            if (pending >= U16_CHUNKS)
+                pending = fold_u16(acc16, acc32, NT);
             uint32_t n = pairs - done;
             if (n > U16_CHUNKS - pending)
                 n = U16_CHUNKS - pending;
@@ -77,14 +84,8 @@ tile(const bnn_bconv_row_args *a, const uint64_t *win, uint32_t o, int32_t *pop,
             pending += n;
         }
         if (tw & 1u) {
-            if (pending >= U16_CHUNKS) {
-#pragma GCC unroll 8
-                for (int c = 0; c < NT; c++) {
-                    acc32[c] = vpadalq_u16(acc32[c], acc16[c]);
-                    acc16[c] = vdupq_n_u16(0);
-                }
-                pending = 0;
-            }
+            if (pending >= U16_CHUNKS)
+                pending = fold_u16(acc16, acc32, NT);
             const size_t off = (size_t)pairs * 16;
             const uint8x8_t x = vld1_u8(ip + off);
 #pragma GCC unroll 8
