@@ -2,17 +2,22 @@
  *
  * Same contract as bnn_bconv_row_portable (kernels.h), but vectorized over output channels:
  * a 256-bit vector holds one 64-bit weight word of 4 channels (a->w16, interleaved by 16
- * channels), the activation word is broadcast (a load, no ALU op), and a lane's popcount is
- * that channel's. So any channel count and stride runs without tails or masked lanes, and no
- * horizontal reduction is ever needed.
+ * channels), the activation word is broadcast, and a lane's popcount is that channel's. So
+ * any channel count and stride runs without tails or masked lanes, and no horizontal
+ * reduction is ever needed.
  *
  * Popcount: vpshufb nibble lookup gives per-byte counts (<= 8) that are summed in byte
  * accumulators (vpaddb); only every 31 words (31 * 8 = 248 < 256) are they widened with
- * vpsadbw, whose 64-bit lane sums are exactly the 4 channels' counts. That is 8 vector ops
- * per 256 bit pairs: vpxor, 2 vpand, vpsrlw, 2 vpshufb, 2 vpaddb.
+ * vpsadbw, whose 64-bit lane sums are exactly the 4 channels' counts. The weights are
+ * stored already split into their low and high nibbles (two planes, model.c), and the
+ * activation word is split once per word for all 4 vectors, because the XOR of two
+ * nibbles is the nibble of the XOR. That leaves 6 vector ops per 256 bit pairs (2 vpxor,
+ * 2 vpshufb, 2 vpaddb) plus 3 per word shared by the 4 vectors, against 8 for splitting
+ * each XOR (vpxor, 2 vpand, vpsrlw, 2 vpshufb, 2 vpaddb): 1.08-1.12x on single layers in
+ * a harness alternating both (Zen 3). Splitting the activations once per strip of columns
+ * instead, which saves the 3 ops per word, measured 0.95-1.05x and was not kept.
  * Tile: one output column x 16 channels = 4 byte accumulators, 4 widened totals, 2
- * constants, the broadcast and temporaries within the 16 ymm registers (a second column
- * made gcc spill; the kernel is ALU-bound, so sharing weight loads would not pay).
+ * constants, the split activation and temporaries within the 16 ymm registers.
  *
  * Compiled for AVX2 via target attributes on these functions only; kernels.c selects it
  * when cpuid reports avx2 (with OS support for the ymm state). Empty off x86-64.
@@ -29,13 +34,6 @@
 
 enum { NV = 4, OB = 4 * NV, FLUSH = 31 };
 
-INL TGT __m256i popcnt_bytes(__m256i v, __m256i lut, __m256i low)
-{
-    const __m256i lo = _mm256_and_si256(v, low);
-    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
-}
-
 /* Popcounts of output column x for channels [o, o + 16) into dst[0, 16). off[k]: offset of
  * the window's k-th word from its first (kernel row i, word t of the row), so the word loop
  * has no row/column bookkeeping. */
@@ -48,18 +46,24 @@ INL TGT void tile(const bnn_bconv_row_args *a, const size_t *off, size_t kwords,
     __m256i acc[NV], tot[NV];
     for (int v = 0; v < NV; v++)
         tot[v] = zero;
-    const uint64_t *wk = a->w16 + (size_t)(o / OB) * kwords * OB;
+    const uint64_t *wk = a->w16 + (size_t)(o / OB) * kwords * 2 * OB;
     const uint64_t *in0 = a->in + (size_t)x * a->x_stride;
     /* chunks of FLUSH words (one chunk up to 192 channels at 3x3), widened after each */
     for (size_t k0 = 0; k0 < kwords; k0 += FLUSH) {
         const size_t k1 = kwords - k0 < FLUSH ? kwords : k0 + FLUSH;
         for (int v = 0; v < NV; v++)
             acc[v] = zero;
-        for (size_t k = k0; k < k1; k++, wk += OB) {
+        for (size_t k = k0; k < k1; k++, wk += 2 * OB) {
             const __m256i b = _mm256_set1_epi64x((long long)in0[off[k]]);
+            const __m256i blo = _mm256_and_si256(b, low);
+            const __m256i bhi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low);
             for (int v = 0; v < NV; v++) {
-                const __m256i w = _mm256_load_si256((const __m256i *)(wk + 4 * v));
-                acc[v] = _mm256_add_epi8(acc[v], popcnt_bytes(_mm256_xor_si256(b, w), lut, low));
+                const __m256i wlo = _mm256_load_si256((const __m256i *)(wk + 4 * v));
+                const __m256i whi = _mm256_load_si256((const __m256i *)(wk + OB + 4 * v));
+                acc[v] = _mm256_add_epi8(acc[v],
+                                         _mm256_shuffle_epi8(lut, _mm256_xor_si256(blo, wlo)));
+                acc[v] = _mm256_add_epi8(acc[v],
+                                         _mm256_shuffle_epi8(lut, _mm256_xor_si256(bhi, whi)));
             }
         }
         for (int v = 0; v < NV; v++)
@@ -88,7 +92,7 @@ TGT void bnn_bconv_row_avx2(const bnn_bconv_row_args *a)
             off[k++] = i * a->row_stride + t;
     const uint32_t nout = a->o_end - a->o_begin;
     int32_t buf[OB];
-    /* channel group outer, columns inner: the group's weights (kwords * 128 bytes, 9 KB
+    /* channel group outer, columns inner: the group's weights (kwords * 256 bytes, 18 KB
      * for 512 channels at 3x3) stay in L1 across the row */
     for (uint32_t o = a->o_begin; o < a->o_end; o += OB) {
         const uint32_t n = a->o_end - o < OB ? a->o_end - o : OB;

@@ -58,9 +58,11 @@ typedef struct {
     bnn_geom g;
     float *threshold;   /* in_c, or NULL for plain sign(x) */
     uint64_t *wbits;    /* [o][i][j][word], as in the file; tail bits are 0 */
-    uint64_t *wbits16;  /* the same bits interleaved by 16 output channels for kernels that
-                           vectorize over channels: [o/16][i][j][word][o%16], out_c padded
-                           to a multiple of 16 with zero words */
+    uint64_t *wbits16;  /* the same bits interleaved by 16 output channels and split into
+                           nibble planes, for kernels that vectorize over channels:
+                           [o/16][i][j][word][plane][o%16], plane 0 = bits & 0x0f.. and
+                           plane 1 = (bits >> 4) & 0x0f.. per byte; out_c padded to a
+                           multiple of 16 with zero words */
     int32_t *wpop;      /* [i*kw+j][o]: popcount of the tap's weight bits, for padding
                            (channel-minor, so the border correction vectorizes) */
     float *scale, *bias;

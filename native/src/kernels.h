@@ -23,7 +23,8 @@ typedef struct {
     size_t row_stride;  /* u64 words between padded input rows */
     size_t x_stride;    /* u64 words between windows of neighbouring output columns */
     const uint64_t *w;  /* weights [o][i][j][word] */
-    const uint64_t *w16; /* the same interleaved by 16 channels, [o/16][i][j][word][o%16],
+    const uint64_t *w16; /* the same interleaved by 16 channels and split into nibble
+                            planes, [o/16][i][j][word][lo, hi][o%16] (bnn_internal.h),
                             zero past out_c (o_begin is a multiple of 16) */
     size_t w_stride;    /* u64 words per output channel: kh * kw * words */
     uint32_t kh;

@@ -15,6 +15,8 @@
 #include "bnn_internal.h"
 #include "kernels.h"
 
+#define NIBBLE_LO 0x0f0f0f0f0f0f0f0fULL
+
 void *bnn_aligned_alloc(size_t bytes)
 {
     if (bytes == 0)
@@ -397,12 +399,15 @@ static int parse_conv_bin(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
         b->wpop[(t % taps) * b->out_c + t / taps] = pop; /* t = o * taps + tap */
     }
     const size_t kwords = taps * b->words, oc16 = ((size_t)b->out_c + 15) / 16 * 16;
-    if (!(b->wbits16 = bnn_aligned_alloc(oc16 * kwords * 8)))
+    if (!(b->wbits16 = bnn_aligned_alloc(oc16 * kwords * 16)))
         return fail(e, BNN_ENOMEM, "out of memory for weights");
     for (size_t o = 0; o < oc16; o++)
-        for (size_t k = 0; k < kwords; k++)
-            b->wbits16[((o / 16) * kwords + k) * 16 + o % 16] =
-                o < b->out_c ? b->wbits[o * kwords + k] : 0;
+        for (size_t k = 0; k < kwords; k++) {
+            const uint64_t v = o < b->out_c ? b->wbits[o * kwords + k] : 0;
+            uint64_t *dst = b->wbits16 + ((o / 16) * kwords + k) * 32 + o % 16;
+            dst[0] = v & NIBBLE_LO;
+            dst[16] = v >> 4 & NIBBLE_LO;
+        }
     if (!(b->scale = read_f32_array(c, b->out_c)) || !(b->bias = read_f32_array(c, b->out_c)))
         return fail(e, BNN_ENOMEM, "out of memory");
     return BNN_OK;
