@@ -86,7 +86,27 @@ def _residuals(rng) -> tuple[F.NativeModel, set[int]]:
     return F.NativeModel((1, c, 6, 6), layers, n_values=7, output_id=6), {2, 3, 5}
 
 
-MODELS = [_chain, _clips_and_residuals, _residuals]
+def _exact_ties(rng) -> tuple[F.NativeModel, set[int]]:
+    """Bit hand-offs where the float value meets the next threshold exactly for some counts
+    (v - t == 0 must give +1), channels with scale 0 (constant bits), negative and huge
+    scales; then a conv with an infinite scale, whose hand-off keeps the float path."""
+    c = 67  # 9 * 67 = 603 bit pairs: odd, so 0.5 * (603 - 2p) hits 0.5 exactly
+    a = _bconv(rng, [0], 1, c, c)
+    a.scale[:] = 0.5
+    a.scale[8:16] = -0.5
+    a.scale[16:20] = 0.0
+    a.scale[20:24] = np.float32(3e38)
+    a.bias[:24] = 0.0
+    a.bias[16:18] = 1.0  # scale 0: all bits +1 ...
+    a.bias[18:20] = -1.0  # ... and all -1
+    b = _bconv(rng, [1], 2, c, c, thr=np.full(c, 0.5, np.float32))
+    b.scale[5] = np.inf
+    layers = [a, b, _bconv(rng, [2], 3, c, c, thr=rand_f32(rng, (c,), 0.3)),
+              F.GlobalAvgPool([3], 4)]
+    return F.NativeModel((1, c, 7, 6), layers, n_values=5, output_id=4), set()
+
+
+MODELS = [_chain, _clips_and_residuals, _residuals, _exact_ties]
 
 
 @pytest.mark.parametrize("build", MODELS, ids=lambda f: f.__name__.strip("_"))

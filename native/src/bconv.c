@@ -15,7 +15,8 @@
  *    clamped by a folded clip, each optional), or, when the context fused this conv with
  *    the next binary conv (fuse.c), those same floats packed straight into the next conv's
  *    padded bit image by the ISA's bitpack -- so step 1 is skipped there and the bits are
- *    identical to packing the float tensor.
+ *    identical to packing the float tensor. Interior windows skip the floats too: fuse.c
+ *    turned BN, clip and the next sign into one integer bound per channel on the counts.
  */
 #include <string.h>
 
@@ -133,18 +134,29 @@ static void row_task(void *arg, size_t task, int thread)
     const long i1 = top + (long)g->kh > (long)in->h ? (long)in->h - top : (long)g->kh;
     const float *sc = b->scale + o0, *bi = b->bias + o0;
     float *yrow = j->y ? j->y + ((n * out->h + oy) * out->w) * (size_t)b->out_c : NULL;
+    const bnn_bconv *nb = yrow ? NULL : &j->next->p.bconv;
     for (uint32_t ox = 0; ox < out->w; ox++) {
         const long left = (long)ox * g->sw - (long)g->pl;
         const long j0 = left < 0 ? -left : 0;
         const long j1 = left + (long)g->kw > (long)in->w ? (long)in->w - left : (long)g->kw;
         const int32_t *p = pop + (size_t)ox * nout;
         float *yo = yrow ? yrow + (size_t)ox * b->out_c + o0 : vals;
-        if (i0 == 0 && i1 == (long)g->kh && j0 == 0 && j1 == (long)g->kw) {
+        /* when packing for the next conv: its window at this pixel */
+        uint64_t *dst = yrow ? NULL
+                             : j->nbits + ((n * j->nph + oy + nb->g.pt) * j->npw + ox + nb->g.pl) *
+                                              (size_t)nb->words + o0 / 64;
+        const int interior = i0 == 0 && i1 == (long)g->kh && j0 == 0 && j1 == (long)g->kw;
+        if (interior && dst && fz->bounds) { /* bits straight from the counts (fuse.c) */
+            *dst = j->ex->k->threshold_counts(p, fz->bounds + o0, fz->bounds + b->out_c + o0,
+                                              nout);
+            continue;
+        }
+        if (interior) {
             /* 0 <= p <= full = taps * in_c <= 2^30 (loader limit), so (full - p) - p stays
              * in int32 -- and int32 -> float vectorizes, where int64 would not */
             const int32_t full = (int32_t)(taps * b->in_c);
             for (uint32_t o = 0; o < nout; o++)
-                yo[o] = sc[o] * (float)((full - p[o]) - p[o]) + bi[o];
+                yo[o] = bnn_bconv_value(sc[o], bi[o], full, p[o]);
         } else {
             /* border window: subtract what the padded taps added, channel-vectorized */
             const int32_t nvc = (int32_t)((i1 > i0 && j1 > j0) ? (i1 - i0) * (j1 - j0) : 0) *
@@ -160,7 +172,7 @@ static void row_task(void *arg, size_t task, int thread)
                     }
             /* 0 <= q <= nvc <= 2^30: (nvc - q) - q stays in int32 */
             for (uint32_t o = 0; o < nout; o++)
-                yo[o] = sc[o] * (float)((nvc - q[o]) - q[o]) + bi[o];
+                yo[o] = bnn_bconv_value(sc[o], bi[o], nvc, q[o]);
         }
         if (j->res) {
             const float *r = j->res + ((n * out->h + oy) * out->w + ox) * (size_t)b->out_c + o0;
@@ -170,14 +182,9 @@ static void row_task(void *arg, size_t task, int thread)
         if (fz->clamp)
             for (uint32_t o = 0; o < nout; o++)
                 yo[o] = yo[o] < fz->lo ? fz->lo : (yo[o] > fz->hi ? fz->hi : yo[o]);
-        if (!yrow) {
-            /* the next conv's packing, on the same floats: its window at this pixel */
-            const bnn_bconv *nb = &j->next->p.bconv;
-            uint64_t *dst = j->nbits + ((n * j->nph + oy + nb->g.pt) * j->npw + ox + nb->g.pl) *
-                                           (size_t)nb->words + o0 / 64;
+        if (dst) /* the next conv's packing, on the same floats */
             j->ex->k->bitpack(vals, nb->threshold ? nb->threshold + o0 : NULL, nout, 1, 1, dst,
                               1);
-        }
     }
 }
 

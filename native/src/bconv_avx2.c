@@ -136,6 +136,25 @@ TGT void bnn_bitpack_avx2(const float *x, const float *thr, uint32_t c, uint32_t
     }
 }
 
+/* Same contract as bnn_threshold_counts_portable: 8 channels per compare, negated where
+ * neg = -1 ((p ^ -1) + 1 = -p), whose vmovmskps byte lands at its place in the word. */
+TGT uint64_t bnn_threshold_counts_avx2(const int32_t *p, const int32_t *neg, const int32_t *bound,
+                                       uint32_t n)
+{
+    uint64_t bits = 0;
+    uint32_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256i s = _mm256_loadu_si256((const __m256i *)(neg + j));
+        const __m256i v =
+            _mm256_sub_epi32(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + j)), s), s);
+        const __m256i gt = _mm256_cmpgt_epi32(v, _mm256_loadu_si256((const __m256i *)(bound + j)));
+        bits |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(gt)) << j;
+    }
+    for (; j < n; j++)
+        bits |= (uint64_t)(((p[j] ^ neg[j]) - neg[j]) > bound[j]) << j;
+    return bits;
+}
+
 #else
 typedef int bnn_bconv_avx2_unused; /* ISO C forbids an empty translation unit */
 #endif

@@ -1,4 +1,5 @@
-/* Portable sign-bit packing: float activations (NHWC) -> one bit per channel. */
+/* Portable sign-bit packing: float activations (NHWC) -> one bit per channel; and the same
+ * from a binary conv's popcounts through integer bounds (kernels.h). */
 #include "kernels.h"
 
 void bnn_bitpack_portable(const float *x, const float *thr, uint32_t c, uint32_t words,
@@ -23,4 +24,13 @@ void bnn_bitpack_portable(const float *x, const float *thr, uint32_t c, uint32_t
             op[wd] = bits;
         }
     }
+}
+
+uint64_t bnn_threshold_counts_portable(const int32_t *p, const int32_t *neg,
+                                       const int32_t *bound, uint32_t n)
+{
+    uint64_t bits = 0;
+    for (uint32_t j = 0; j < n; j++)
+        bits |= (uint64_t)(((p[j] ^ neg[j]) - neg[j]) > bound[j]) << j;
+    return bits;
 }

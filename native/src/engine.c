@@ -148,10 +148,10 @@ uint64_t bnn_model_workspace_bytes(const bnn_model *m, int nthreads)
         return 0;
     bnn_fusion *fz = malloc((m->n_layers ? m->n_layers : 1) * sizeof *fz);
     if (!fz || bnn_fuse(m, 1, fz) || plan_build(m, bnn_kernels(), fz, &p)) {
-        free(fz);
+        bnn_fusion_free(fz, m->n_layers);
         return 0;
     }
-    free(fz);
+    bnn_fusion_free(fz, m->n_layers);
     uint64_t total = plan_bytes(&p, nthreads);
     plan_free(&p);
     return total;
@@ -184,7 +184,8 @@ void bnn_ctx_free(bnn_ctx *c)
         bnn_aligned_free(c->tscratch[t]);
     bnn_aligned_free(c->bits[0]);
     bnn_aligned_free(c->bits[1]);
-    free(c->fz);
+    if (c->fz)
+        bnn_fusion_free(c->fz, c->m->n_layers);
     free(c);
 }
 
@@ -224,17 +225,17 @@ bnn_ctx *bnn_ctx_create_ex(const bnn_model *m, int nthreads, unsigned flags, cha
     }
     bnn_fusion *fz = malloc((m->n_layers ? m->n_layers : 1) * sizeof *fz);
     if (!fz || bnn_fuse(m, !(flags & BNN_CTX_NO_FUSION), fz) || plan_build(m, k, fz, &p)) {
-        free(fz);
+        bnn_fusion_free(fz, m->n_layers);
         return ctx_fail(NULL, NULL, err, errlen, "out of memory planning buffers");
     }
     if (plan_bytes(&p, nthreads) > SIZE_MAX) {
-        free(fz);
+        bnn_fusion_free(fz, m->n_layers);
         return ctx_fail(NULL, &p, err, errlen, "model needs more memory than this platform "
                                                "can address");
     }
     bnn_ctx *c = calloc(1, sizeof *c);
     if (!c) {
-        free(fz);
+        bnn_fusion_free(fz, m->n_layers);
         return ctx_fail(NULL, &p, err, errlen, "out of memory");
     }
     c->fz = fz;

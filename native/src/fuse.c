@@ -15,13 +15,86 @@
  *    output read only by the add: the conv adds the other input (and clamps) in its
  *    epilogue, the same float operations in the same order.
  *
+ * In pattern 1 the first conv's bits need no floats at all for interior windows: its
+ * value v(p) = scale * (n - 2p) + bias is monotone in the popcount p, and so is every step
+ * after it (float rounding, clamp, minus the threshold), so "v(p) - t < 0" holds for all p
+ * above (scale > 0) or below (scale < 0) one integer, found by bisection on the very same
+ * float expression (bnn_bconv_value): one integer compare per channel, bit-identical. Only
+ * finite scale, bias and threshold get bounds (an infinity or NaN could break monotonicity);
+ * border windows, whose n differs, keep the float path.
+ *
  * Only adjacent layers are fused, so every buffer the planner assigns is still live exactly
  * when it is used. Two packed-bit buffers alternate along a chain of fused binary convs.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "layers.h"
+
+/* The bit conv P packs for the next conv at popcount p of an interior window (n valid bit
+ * pairs): exactly bconv.c's epilogue and bitpack, for output channel o. */
+static int out_bit(const bnn_bconv *b, const bnn_fusion *f, const float *t, int32_t n,
+                   uint32_t o, int32_t p)
+{
+    float v = bnn_bconv_value(b->scale[o], b->bias[o], n, p);
+    if (f->clamp)
+        v = v < f->lo ? f->lo : (v > f->hi ? f->hi : v);
+    return (t ? v - t[o] : v) < 0.0f;
+}
+
+/* First p in [0, n] where out_bit(p) != at0 (n + 1 if none); out_bit is monotone in p. */
+static int32_t first_flip(const bnn_bconv *b, const bnn_fusion *f, const float *t, int32_t n,
+                          uint32_t o, int at0)
+{
+    int32_t lo = 0, hi = n + 1;
+    while (lo < hi) {
+        const int32_t mid = lo + (hi - lo) / 2;
+        if (out_bit(b, f, t, n, o, mid) != at0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* f->bounds for binary conv P packing its bits for binary conv Q; left NULL (float path)
+ * when a parameter is not finite. */
+static int make_bounds(const bnn_layer *P, const bnn_layer *Q, bnn_fusion *f)
+{
+    const bnn_bconv *b = &P->p.bconv;
+    const float *t = Q->p.bconv.threshold;
+    const uint32_t oc = b->out_c;
+    const int32_t n = (int32_t)((size_t)b->g.kh * b->g.kw * b->in_c);
+    for (uint32_t o = 0; o < oc; o++)
+        if (!isfinite(b->scale[o]) || !isfinite(b->bias[o]) || (t && !isfinite(t[o])))
+            return BNN_OK;
+    int32_t *nb = malloc(2 * (size_t)oc * sizeof *nb);
+    if (!nb)
+        return BNN_ENOMEM;
+    for (uint32_t o = 0; o < oc; o++) {
+        const int at0 = out_bit(b, f, t, n, o, 0);
+        const int32_t flip = first_flip(b, f, t, n, o, at0);
+        if (!at0) { /* bits 0 below flip, 1 from it: p > flip - 1 */
+            nb[o] = 0;
+            nb[oc + o] = flip - 1;
+        } else { /* bits 1 below flip: p < flip, i.e. -p > -flip */
+            nb[o] = -1;
+            nb[oc + o] = -flip;
+        }
+    }
+    f->bounds = nb;
+    return BNN_OK;
+}
+
+void bnn_fusion_free(bnn_fusion *f, uint32_t n_layers)
+{
+    if (!f)
+        return;
+    for (uint32_t l = 0; l < n_layers; l++)
+        free(f[l].bounds);
+    free(f);
+}
 
 static int thresholds_inside(const bnn_bconv *q, float lo, float hi)
 {
@@ -87,6 +160,10 @@ int bnn_fuse(const bnn_model *m, int enable, bnn_fusion *f)
                 f[q].bits_buf = (uint8_t)(1 - f[l].bits_buf);
                 if (q == l + 2)
                     f[l + 1].skip = 1;
+                if (make_bounds(P, Q, &f[l])) {
+                    free(uses);
+                    return BNN_ENOMEM;
+                }
                 continue;
             }
         }

@@ -41,6 +41,12 @@ typedef void (*bnn_bconv_row_fn)(const bnn_bconv_row_args *a);
 typedef void (*bnn_bitpack_fn)(const float *x, const float *thr, uint32_t c, uint32_t words,
                                size_t npix, uint64_t *out, size_t out_stride);
 
+/* Bits of n <= 64 popcounts against per-channel bounds (fuse.c: a binary conv's BN, clip and
+ * the next conv's sign folded into one integer compare): bit o = (p[o] ^ neg[o]) - neg[o] >
+ * bound[o], i.e. p > bound where neg = 0 and -p > bound where neg = -1; tail bits 0. */
+typedef uint64_t (*bnn_threshold_counts_fn)(const int32_t *p, const int32_t *neg,
+                                            const int32_t *bound, uint32_t n);
+
 /* C[MR x NR] (row stride ldc) += A[kc x MR] * B[kc x NR]; A and B packed k-major. */
 typedef void (*bnn_sgemm_ukernel_fn)(size_t kc, const float *a, const float *b, float *c,
                                      size_t ldc);
@@ -48,6 +54,7 @@ typedef void (*bnn_sgemm_ukernel_fn)(size_t kc, const float *a, const float *b, 
 typedef struct {
     const char *isa;
     bnn_bitpack_fn bitpack;
+    bnn_threshold_counts_fn threshold_counts;
     bnn_bconv_row_fn bconv_row;
     bnn_sgemm_ukernel_fn sgemm_ukernel;
     uint32_t sgemm_mr;
@@ -65,6 +72,8 @@ const char *bnn_kernels_env_error(void);
 void bnn_bitpack_portable(const float *x, const float *thr, uint32_t c, uint32_t words,
                           size_t npix, uint64_t *out, size_t out_stride);
 void bnn_bconv_row_portable(const bnn_bconv_row_args *a);
+uint64_t bnn_threshold_counts_portable(const int32_t *p, const int32_t *neg,
+                                       const int32_t *bound, uint32_t n);
 void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
                                 size_t ldc);
 #define BNN_SGEMM_MR_PORTABLE 4
@@ -76,6 +85,8 @@ void bnn_bconv_row_avx2(const bnn_bconv_row_args *a);   /* AVX2 */
 void bnn_bconv_row_avx512(const bnn_bconv_row_args *a); /* AVX-512F + VPOPCNTDQ */
 void bnn_bitpack_avx2(const float *x, const float *thr, uint32_t c, uint32_t words,
                       size_t npix, uint64_t *out, size_t out_stride); /* AVX2 */
+uint64_t bnn_threshold_counts_avx2(const int32_t *p, const int32_t *neg, const int32_t *bound,
+                                   uint32_t n); /* AVX2 */
 void bnn_sgemm_ukernel_avx2(size_t kc, const float *a, const float *b, float *c,
                             size_t ldc); /* AVX2 + FMA, MR = BNN_SGEMM_MR_AVX2 */
 #define BNN_SGEMM_MR_AVX2 6

@@ -26,10 +26,23 @@ typedef struct {
     uint32_t residual; /* CONV2D_BIN: value added to its output (a folded ADD), or
                           BNN_NO_VALUE */
     float lo, hi;
+    int32_t *bounds; /* CONV2D_BIN with bits_to: the output bits of interior windows as
+                        integer bounds on the popcounts, [neg[out_c], bound[out_c]] for the
+                        kernel table's threshold_counts; NULL: through floats (fuse.c) */
 } bnn_fusion;
 
-/* Fill f[0..n_layers) for model m; with enable == 0 every layer runs as written. */
+/* Fill f[0..n_layers) for model m; with enable == 0 every layer runs as written. On error
+ * f still holds only valid pointers (for bnn_fusion_free). */
 int bnn_fuse(const bnn_model *m, int enable, bnn_fusion *f);
+void bnn_fusion_free(bnn_fusion *f, uint32_t n_layers);
+
+/* A binary conv's output value (BN folded into scale and bias) from the XOR popcount p of
+ * a window of n valid bit pairs: the one expression both the epilogue and the integer
+ * bounds derived from it in fuse.c use, so the two agree bit for bit. */
+static inline float bnn_bconv_value(float scale, float bias, int32_t n, int32_t p)
+{
+    return scale * (float)((n - p) - p) + bias;
+}
 
 /* FP32 conv / GEMM (fconv.c) */
 size_t bnn_fconv_scratch_bytes(const bnn_layer *L, const bnn_kernel_table *k);

@@ -408,6 +408,31 @@ static void test_bitpack(void)
     CHECK(out[0] == 0 && out[1] == 0, "bitpack with x == threshold must give +1");
 }
 
+/* Integer-bound bits (threshold_counts) against a plain evaluation of the contract, for
+ * every count n <= 64 (vector bodies and tails), both signs, bounds at and around p. */
+static void test_threshold_counts(void)
+{
+    const bnn_kernel_table *k = bnn_kernels();
+    int32_t p[64], neg[64], bound[64];
+    size_t cases = 0;
+    for (uint32_t n = 1; n <= 64; n++)
+        for (int rep = 0; rep < 8; rep++) {
+            uint64_t want = 0;
+            for (uint32_t j = 0; j < n; j++) {
+                const uint64_t s = rnd();
+                p[j] = (int32_t)(s % 4609); /* 0 .. 9 * 512 */
+                neg[j] = (s >> 20) & 1 ? -1 : 0;
+                bound[j] = (neg[j] ? -p[j] : p[j]) + (int32_t)((s >> 24) % 3) - 1;
+                want |= (uint64_t)((neg[j] ? -p[j] : p[j]) > bound[j]) << j;
+            }
+            const uint64_t got = k->threshold_counts(p, neg, bound, n);
+            CHECK(got == want, "threshold_counts n=%u: %llx, want %llx", n,
+                  (unsigned long long)got, (unsigned long long)want);
+            cases++;
+        }
+    printf("[%s] threshold counts: %zu cases\n", bnn_kernel_isa(), cases);
+}
+
 /* ------------------------------------------------------------------ loader robustness */
 
 static void test_loader(void)
@@ -477,6 +502,7 @@ int main(void)
         const int before = failures;
         printf("[%s] ", isas[i]);
         test_bitpack();
+        test_threshold_counts();
         test_bconv();
         test_fconv();
         printf("[%s] %s\n", isas[i], failures == before ? "ok" : "FAILED");
