@@ -17,6 +17,13 @@
  * waste 5/6 of its FMAs, and the layer is bound by streaming the weights anyway, so it gets
  * a plain loop over the prepacked panels instead (gemv_task).
  *
+ * Interior panels skip the packing: when an MR-row panel's windows lie in one output row
+ * and wholly inside the image, row i of A is the window at a fixed stride sw * in_c from row
+ * 0, and depth k is at a fixed offset koff[k] from a window's top-left, so the direct
+ * micro-kernel reads them in place (kernels.h). That is ~90% of a 224x224 stem's panels and
+ * every panel of an unpadded 1x1 conv whose output rows are whole panels. Same products in
+ * the same order as packed: bit-identical.
+ *
  * A CLIP folded into the layer (fuse.c) is applied per task once its block is final.
  */
 #include <string.h>
@@ -35,7 +42,8 @@
 size_t bnn_fconv_scratch_bytes(const bnn_layer *L, const bnn_kernel_table *k)
 {
     (void)L;
-    return (PACKA_FLOATS + (size_t)k->sgemm_mr * NR) * sizeof(float);
+    /* packed A, an edge tile, then the direct kernel's tap offsets of one depth slice */
+    return (PACKA_FLOATS + (size_t)k->sgemm_mr * NR) * sizeof(float) + KC * sizeof(size_t);
 }
 
 typedef struct {
@@ -147,13 +155,14 @@ static inline void copy_lockstep(float *dd, const float *const *src, size_t n, c
 
 /* Pack rows [m0, m0 + rows) and depth [k0, k0 + kc) of the virtual im2col matrix into
  * MR-row panels laid out [panel][k][MR]; rows past `rows` up to the next multiple of MR are
- * zero. Inline with a constant `mr` at each call site (pack_a below), so the strides are
+ * zero. With `direct` non-NULL, a panel the direct kernel can read in place (see the top) is
+ * not packed: direct[panel] gets its row 0 window's top-left instead (NULL for the others). Inline with a constant `mr` at each call site (pack_a below), so the strides are
  * constants. A full panel whose windows all lie inside the image horizontally (most of
  * them: all for an unpadded 1x1 conv, ~97% for a 224x224 7x7 stem) is copied with the MR
  * rows in lockstep, MR contiguous stores per depth index from MR source streams, instead of
  * row by row with strided stores: packing is a transpose, and this is its cheap case. */
 static inline void pack_a_mr(const fconv_job *j, size_t m0, size_t rows, size_t k0, size_t kc,
-                             const size_t mr, float *dst)
+                             const size_t mr, float *dst, const float **direct)
 {
     const bnn_fconv *f = &j->L->p.fconv;
     const bnn_shape *in = &j->L->in_shape, *out = &j->L->out_shape;
@@ -179,6 +188,16 @@ static inline void pack_a_mr(const fconv_job *j, size_t m0, size_t rows, size_t 
                     b++;
                 }
             }
+        }
+        if (direct) {
+            /* one output row (same image and top row, consecutive columns), no padding */
+            int in_place = inside && wins[0].y0 >= 0 && wins[0].y0 + (long)f->g.kh <= H;
+            for (size_t i = 1; i < nrows && in_place; i++)
+                in_place = wins[i].img == wins[0].img && wins[i].y0 == wins[0].y0;
+            direct[r0 / mr] =
+                in_place ? wins[0].img + (size_t)((wins[0].y0 * W + wins[0].x0) * (long)C) : NULL;
+            if (in_place)
+                continue;
         }
         if (!inside) {
             for (size_t i = 0; i < nrows; i++)
@@ -221,21 +240,33 @@ static inline void pack_a_mr(const fconv_job *j, size_t m0, size_t rows, size_t 
 }
 
 static void pack_a(const fconv_job *j, size_t m0, size_t rows, size_t k0, size_t kc,
-                   size_t mr, float *dst)
+                   size_t mr, float *dst, const float **direct)
 {
     switch (mr) { /* the MRs of the kernel sets (kernels.h), and 1 for the GEMV */
     case 1:
-        pack_a_mr(j, m0, rows, k0, kc, 1, dst);
+        pack_a_mr(j, m0, rows, k0, kc, 1, dst, direct);
         break;
     case 4:
-        pack_a_mr(j, m0, rows, k0, kc, 4, dst);
+        pack_a_mr(j, m0, rows, k0, kc, 4, dst, direct);
         break;
     case 6:
-        pack_a_mr(j, m0, rows, k0, kc, 6, dst);
+        pack_a_mr(j, m0, rows, k0, kc, 6, dst, direct);
         break;
     default:
-        pack_a_mr(j, m0, rows, k0, kc, mr, dst);
+        pack_a_mr(j, m0, rows, k0, kc, mr, dst, direct);
         break;
+    }
+}
+
+/* koff[t] for depth k0 + t, t < kc: offset of depth (i, j, c) from a window's top-left in
+ * the NHWC input, i * W * C + (j * C + c) */
+static void tap_offsets(const bnn_layer *L, size_t k0, size_t kc, size_t *koff)
+{
+    const size_t row_len = (size_t)L->p.fconv.g.kw * L->p.fconv.in_c;
+    const size_t row_stride = (size_t)L->in_shape.w * L->p.fconv.in_c;
+    for (size_t t = 0; t < kc; t++) {
+        const size_t k = k0 + t, i = k / row_len;
+        koff[t] = i * row_stride + (k - i * row_len);
     }
 }
 
@@ -250,12 +281,20 @@ static void fconv_task(void *arg, size_t task, int thread)
     const size_t n0 = nb * j->nc, n1 = n0 + j->nc < no ? n0 + j->nc : no;
     float *packa = j->ex->tscratch[thread];
     float *tile = packa + PACKA_FLOATS;
+    size_t *koff = (size_t *)(tile + mr * NR);
+    const float *direct[MC_PANELS];
+    /* in place only where every tile of the panel is a full one (edge tiles go through the
+     * packed scratch tile) */
+    const int allow_direct = (n1 - n0) % NR == 0;
+    const size_t a_rs = (size_t)f->g.sw * f->in_c;
 
     for (size_t r = 0; r < rows; r++)
         memcpy(j->y + (m0 + r) * no + n0, f->bias + n0, (n1 - n0) * sizeof(float));
     for (size_t k0 = 0; k0 < K; k0 += KC) {
         const size_t kc = K - k0 < KC ? K - k0 : KC;
-        pack_a(j, m0, rows, k0, kc, mr, packa);
+        pack_a(j, m0, rows, k0, kc, mr, packa, allow_direct ? direct : NULL);
+        if (allow_direct)
+            tap_offsets(j->L, k0, kc, koff);
         for (size_t n = n0; n < n1; n += NR) {
             const float *bp = f->wpacked + (n / NR) * K * NR + k0 * NR;
             const size_t ncols = n1 - n < NR ? n1 - n : NR;
@@ -263,7 +302,9 @@ static void fconv_task(void *arg, size_t task, int thread)
                 const float *ap = packa + (r / mr) * kc * mr;
                 float *c = j->y + (m0 + r) * no + n;
                 const size_t nrows = rows - r < mr ? rows - r : mr;
-                if (nrows == mr && ncols == NR) {
+                if (allow_direct && direct[r / mr]) {
+                    kt->sgemm_ukernel_direct(kc, direct[r / mr], koff, a_rs, bp, c, no);
+                } else if (nrows == mr && ncols == NR) {
                     kt->sgemm_ukernel(kc, ap, bp, c, no);
                 } else {
                     /* edge tile: through a scratch tile; 0 + acc == acc, so the sums are
@@ -340,7 +381,7 @@ static void gemv_task(void *arg, size_t task, int thread)
     memcpy(j->y + n0, f->bias + n0, (n1 - n0) * sizeof(float));
     for (size_t k0 = 0; k0 < K; k0 += KC) {
         const size_t kc = K - k0 < KC ? K - k0 : KC;
-        pack_a(j, 0, 1, k0, kc, 1, a);
+        pack_a(j, 0, 1, k0, kc, 1, a, NULL);
         for (size_t n = n0; n < n1; n += NR) {
             float acc[NR];
             gemv_panel(kc, a, f->wpacked + (n / NR) * K * NR + k0 * NR, acc);

@@ -34,6 +34,7 @@ static const bnn_kernel_table arm_neon = {
     .bconv_row = bnn_bconv_row_neon32,
 #endif
     .sgemm_ukernel = bnn_sgemm_ukernel_portable,
+    .sgemm_ukernel_direct = bnn_sgemm_ukernel_direct_portable,
     .sgemm_mr = BNN_SGEMM_MR_PORTABLE,
 };
 static const bnn_kernel_table portable;
@@ -80,6 +81,7 @@ static const bnn_kernel_table portable = {
     .threshold_counts = bnn_threshold_counts_portable,
     .bconv_row = bnn_bconv_row_portable,
     .sgemm_ukernel = bnn_sgemm_ukernel_portable,
+    .sgemm_ukernel_direct = bnn_sgemm_ukernel_direct_portable,
     .sgemm_mr = BNN_SGEMM_MR_PORTABLE,
 };
 
@@ -114,18 +116,19 @@ const bnn_kernel_table *bnn_kernels(void)
 
 #define X86_TABLE(name, pack, thr, row, sgemm, mr)                                          \
     {.isa = name, .bitpack = pack, .threshold_counts = thr, .bconv_row = row,                \
-     .sgemm_ukernel = sgemm, .sgemm_mr = mr}
+     .sgemm_ukernel = bnn_sgemm_ukernel_##sgemm,                                              \
+     .sgemm_ukernel_direct = bnn_sgemm_ukernel_direct_##sgemm, .sgemm_mr = mr}
 static const bnn_kernel_table x86_tables[] = {
     /* best first; AVX-512 CPUs all have AVX2 + FMA, so that set reuses their packing and
      * SGEMM and only brings its own binary row kernel */
     X86_TABLE("avx512", bnn_bitpack_avx2, bnn_threshold_counts_avx2, bnn_bconv_row_avx512,
-              bnn_sgemm_ukernel_avx2, BNN_SGEMM_MR_AVX2),
+              avx2, BNN_SGEMM_MR_AVX2),
     X86_TABLE("avx2", bnn_bitpack_avx2, bnn_threshold_counts_avx2, bnn_bconv_row_avx2,
-              bnn_sgemm_ukernel_avx2, BNN_SGEMM_MR_AVX2),
+              avx2, BNN_SGEMM_MR_AVX2),
     X86_TABLE("popcnt", bnn_bitpack_portable, bnn_threshold_counts_portable,
-              bnn_bconv_row_popcnt, bnn_sgemm_ukernel_portable, BNN_SGEMM_MR_PORTABLE),
+              bnn_bconv_row_popcnt, portable, BNN_SGEMM_MR_PORTABLE),
     X86_TABLE("portable", bnn_bitpack_portable, bnn_threshold_counts_portable,
-              bnn_bconv_row_portable, bnn_sgemm_ukernel_portable, BNN_SGEMM_MR_PORTABLE),
+              bnn_bconv_row_portable, portable, BNN_SGEMM_MR_PORTABLE),
 };
 #define X86_NTABLES (sizeof x86_tables / sizeof *x86_tables)
 

@@ -51,12 +51,20 @@ typedef uint64_t (*bnn_threshold_counts_fn)(const int32_t *p, const int32_t *neg
 typedef void (*bnn_sgemm_ukernel_fn)(size_t kc, const float *a, const float *b, float *c,
                                      size_t ldc);
 
+/* The same tile with A read in place instead of packed: A[i][k] = a[koff[k] + i * a_rs].
+ * For a conv window run inside an NHWC image koff walks the taps (i, j, c) and a_rs steps
+ * to the next output pixel's window, so interior tiles need no im2col copy (fconv.c). The
+ * products and their order are those of the packed kernel: results are bit-identical. */
+typedef void (*bnn_sgemm_ukernel_direct_fn)(size_t kc, const float *a, const size_t *koff,
+                                            size_t a_rs, const float *b, float *c, size_t ldc);
+
 typedef struct {
     const char *isa;
     bnn_bitpack_fn bitpack;
     bnn_threshold_counts_fn threshold_counts;
     bnn_bconv_row_fn bconv_row;
     bnn_sgemm_ukernel_fn sgemm_ukernel;
+    bnn_sgemm_ukernel_direct_fn sgemm_ukernel_direct;
     uint32_t sgemm_mr;
 } bnn_kernel_table;
 
@@ -76,6 +84,8 @@ uint64_t bnn_threshold_counts_portable(const int32_t *p, const int32_t *neg,
                                        const int32_t *bound, uint32_t n);
 void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
                                 size_t ldc);
+void bnn_sgemm_ukernel_direct_portable(size_t kc, const float *a, const size_t *koff,
+                                       size_t a_rs, const float *b, float *c, size_t ldc);
 #define BNN_SGEMM_MR_PORTABLE 4
 
 #if defined(__x86_64__)
@@ -89,6 +99,8 @@ uint64_t bnn_threshold_counts_avx2(const int32_t *p, const int32_t *neg, const i
                                    uint32_t n); /* AVX2 */
 void bnn_sgemm_ukernel_avx2(size_t kc, const float *a, const float *b, float *c,
                             size_t ldc); /* AVX2 + FMA, MR = BNN_SGEMM_MR_AVX2 */
+void bnn_sgemm_ukernel_direct_avx2(size_t kc, const float *a, const size_t *koff, size_t a_rs,
+                                   const float *b, float *c, size_t ldc); /* the same */
 #define BNN_SGEMM_MR_AVX2 6
 #endif
 

@@ -11,7 +11,10 @@
  * The accumulators start at zero and are added to C once at the end, like the portable
  * kernel: with the k order fixed by the caller, results do not depend on tiling or threads.
  *
- * Compiled for AVX2 + FMA via target attributes on this function only; kernels.c selects it
+ * The direct variant (kernels.h) reads A in place through a table of tap offsets instead
+ * of from a packed panel: one more load per k step, no im2col copy.
+ *
+ * Compiled for AVX2 + FMA via target attributes on these functions only; kernels.c selects it
  * when cpuid reports both. Empty off x86-64.
  */
 #include "kernels.h"
@@ -23,26 +26,27 @@
 #define MR BNN_SGEMM_MR_AVX2
 #define NR BNN_SGEMM_NR
 
-/* One k step: row k of B (b0, b1) times column k of A into the 12 accumulators. */
-#define STEP(k)                                                                             \
+/* One k step: row k of B (b0, b1) times column k of A, whose row i is at a_i[x], into the
+ * 12 accumulators. */
+#define STEP(k, x)                                                                          \
     do {                                                                                    \
         const __m256 b0 = _mm256_loadu_ps(b + (k) * NR), b1 = _mm256_loadu_ps(b + (k) * NR + 8); \
-        __m256 av = _mm256_broadcast_ss(a + (k) * MR + 0);                                  \
+        __m256 av = _mm256_broadcast_ss(a0 + (x));                                          \
         c00 = _mm256_fmadd_ps(av, b0, c00);                                                 \
         c01 = _mm256_fmadd_ps(av, b1, c01);                                                 \
-        av = _mm256_broadcast_ss(a + (k) * MR + 1);                                         \
+        av = _mm256_broadcast_ss(a1 + (x));                                                 \
         c10 = _mm256_fmadd_ps(av, b0, c10);                                                 \
         c11 = _mm256_fmadd_ps(av, b1, c11);                                                 \
-        av = _mm256_broadcast_ss(a + (k) * MR + 2);                                         \
+        av = _mm256_broadcast_ss(a2 + (x));                                                 \
         c20 = _mm256_fmadd_ps(av, b0, c20);                                                 \
         c21 = _mm256_fmadd_ps(av, b1, c21);                                                 \
-        av = _mm256_broadcast_ss(a + (k) * MR + 3);                                         \
+        av = _mm256_broadcast_ss(a3 + (x));                                                 \
         c30 = _mm256_fmadd_ps(av, b0, c30);                                                 \
         c31 = _mm256_fmadd_ps(av, b1, c31);                                                 \
-        av = _mm256_broadcast_ss(a + (k) * MR + 4);                                         \
+        av = _mm256_broadcast_ss(a4 + (x));                                                 \
         c40 = _mm256_fmadd_ps(av, b0, c40);                                                 \
         c41 = _mm256_fmadd_ps(av, b1, c41);                                                 \
-        av = _mm256_broadcast_ss(a + (k) * MR + 5);                                         \
+        av = _mm256_broadcast_ss(a5 + (x));                                                 \
         c50 = _mm256_fmadd_ps(av, b0, c50);                                                 \
         c51 = _mm256_fmadd_ps(av, b1, c51);                                                 \
     } while (0)
@@ -55,28 +59,48 @@
         _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(ci + 8), hi));               \
     } while (0)
 
-TGT void bnn_sgemm_ukernel_avx2(size_t kc, const float *a, const float *b, float *c,
-                                size_t ldc)
+/* Both kernels: A(k, i) = a_i[x(k)] with row pointers a_i = a + i * rs and x(k) = k * MR
+ * (packed, rs = 1) or koff[k] (read in place), so each broadcast is one base + scaled index
+ * address; inlined into each with koff constant NULL or not. */
+static inline __attribute__((always_inline)) TGT void
+body(size_t kc, const float *a, const size_t *koff, size_t rs, const float *b, float *c,
+     size_t ldc)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    size_t k = kc;
+    const float *a0 = a, *a1 = a + rs, *a2 = a + 2 * rs, *a3 = a + 3 * rs, *a4 = a + 4 * rs,
+                *a5 = a + 5 * rs;
+#define X(k) (koff ? koff[k] : (k) * MR)
+    size_t k = 0;
     /* Unrolled by 4: fewer loop branches and pointer bumps per FMA; the order of the
      * k steps is unchanged, so the unroll does not affect the result. */
-    for (; k >= 4; k -= 4, a += 4 * MR, b += 4 * NR) {
-        STEP(0);
-        STEP(1);
-        STEP(2);
-        STEP(3);
+    for (; k + 4 <= kc; k += 4, b += 4 * NR) {
+        STEP(0, X(k));
+        STEP(1, X(k + 1));
+        STEP(2, X(k + 2));
+        STEP(3, X(k + 3));
     }
-    for (; k > 0; k--, a += MR, b += NR)
-        STEP(0);
+    for (; k < kc; k++, b += NR)
+        STEP(0, X(k));
+#undef X
     ADD_ROW(0, c00, c01);
     ADD_ROW(1, c10, c11);
     ADD_ROW(2, c20, c21);
     ADD_ROW(3, c30, c31);
     ADD_ROW(4, c40, c41);
     ADD_ROW(5, c50, c51);
+}
+
+TGT void bnn_sgemm_ukernel_avx2(size_t kc, const float *a, const float *b, float *c,
+                                size_t ldc)
+{
+    body(kc, a, NULL, 1, b, c, ldc);
+}
+
+TGT void bnn_sgemm_ukernel_direct_avx2(size_t kc, const float *a, const size_t *koff,
+                                       size_t a_rs, const float *b, float *c, size_t ldc)
+{
+    body(kc, a, koff, a_rs, b, c, ldc);
 }
 #else
 typedef int bnn_sgemm_avx2_unused; /* ISO C forbids an empty translation unit */

@@ -11,12 +11,17 @@
 #define MR BNN_SGEMM_MR_PORTABLE
 #define NR BNN_SGEMM_NR
 
+/* Column k of A: packed at a + k * MR (row stride 1), or in place at a + koff[k] with row
+ * stride rs (the direct kernel, kernels.h). */
+#define COL(k) (koff ? a + koff[k] : a + (k) * MR)
+
 #if defined(__GNUC__) || defined(__clang__)
 typedef float v4f __attribute__((vector_size(16)));
 #define NV (NR / 4)
 
-void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
-                                size_t ldc)
+static inline __attribute__((always_inline)) void
+body(size_t kc, const float *a, const size_t *koff, size_t rs, const float *b, float *c,
+     size_t ldc)
 {
     v4f acc[MR][NV];
     for (int m = 0; m < MR; m++)
@@ -28,8 +33,9 @@ void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float
          * compiler rather than cast-and-hope. */
         for (int v = 0; v < NV; v++)
             memcpy(&bv[v], b + k * NR + v * 4, sizeof(v4f));
+        const float *ak = COL(k);
         for (int m = 0; m < MR; m++) {
-            const float av = a[k * MR + m];
+            const float av = ak[m * rs];
             for (int v = 0; v < NV; v++)
                 acc[m][v] += av * bv[v];
         }
@@ -43,16 +49,30 @@ void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float
         }
 }
 #else
-void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
-                                size_t ldc)
+static void body(size_t kc, const float *a, const size_t *koff, size_t rs, const float *b,
+                 float *c, size_t ldc)
 {
     float acc[MR][NR] = {{0}};
-    for (size_t k = 0; k < kc; k++)
+    for (size_t k = 0; k < kc; k++) {
+        const float *ak = COL(k);
         for (int m = 0; m < MR; m++)
             for (int n = 0; n < NR; n++)
-                acc[m][n] += a[k * MR + m] * b[k * NR + n];
+                acc[m][n] += ak[m * rs] * b[k * NR + n];
+    }
     for (int m = 0; m < MR; m++)
         for (int n = 0; n < NR; n++)
             c[m * ldc + n] += acc[m][n];
 }
 #endif
+
+void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
+                                size_t ldc)
+{
+    body(kc, a, NULL, 1, b, c, ldc);
+}
+
+void bnn_sgemm_ukernel_direct_portable(size_t kc, const float *a, const size_t *koff,
+                                       size_t a_rs, const float *b, float *c, size_t ldc)
+{
+    body(kc, a, koff, a_rs, b, c, ldc);
+}

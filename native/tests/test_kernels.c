@@ -375,6 +375,11 @@ static void test_fconv(void)
         {2, 40, 1, 1, 9, 1, 1, 0, 0, 0},     /* FC, M = 2 */
         {1, 3, 23, 21, 64, 7, 2, 3, 1, 1},   /* stem + folded clip */
         {1, 520, 1, 1, 100, 1, 1, 0, 1, 1},  /* GEMV + folded clip */
+        /* panels read in place (direct kernel) next to packed ones: */
+        {1, 3, 64, 70, 64, 7, 2, 3, 1, 0},   /* stem, 32 x 35 outputs: mostly interior */
+        {1, 24, 24, 24, 32, 1, 2, 0, 1, 0},  /* 1x1/2, rows of 12 = whole panels */
+        {1, 16, 14, 30, 48, 3, 1, 1, 1, 1},  /* 3x3 pad 1, rows of 30, folded clip */
+        {1, 300, 6, 14, 32, 3, 1, 0, 1, 0},  /* K = 2700: slices of the tap offsets */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         run_fconv_case(&cases[i]);
