@@ -135,6 +135,7 @@ static void row_task(void *arg, size_t task, int thread)
     const float *sc = b->scale + o0, *bi = b->bias + o0;
     float *yrow = j->y ? j->y + ((n * out->h + oy) * out->w) * (size_t)b->out_c : NULL;
     const bnn_bconv *nb = yrow ? NULL : &j->next->p.bconv;
+    const float clip[2] = {fz->lo, fz->hi}, *lim = fz->clamp ? clip : NULL;
     for (uint32_t ox = 0; ox < out->w; ox++) {
         const long left = (long)ox * g->sw - (long)g->pl;
         const long j0 = left < 0 ? -left : 0;
@@ -151,12 +152,11 @@ static void row_task(void *arg, size_t task, int thread)
                                               nout);
             continue;
         }
+        const float *r =
+            j->res ? j->res + ((n * out->h + oy) * out->w + ox) * (size_t)b->out_c + o0 : NULL;
         if (interior) {
-            /* 0 <= p <= full = taps * in_c <= 2^30 (loader limit), so (full - p) - p stays
-             * in int32 -- and int32 -> float vectorizes, where int64 would not */
-            const int32_t full = (int32_t)(taps * b->in_c);
-            for (uint32_t o = 0; o < nout; o++)
-                yo[o] = bnn_bconv_value(sc[o], bi[o], full, p[o]);
+            const int32_t full = (int32_t)(taps * b->in_c); /* <= 2^30: loader limit */
+            j->ex->k->bconv_out(p, full, sc, bi, r, lim, yo, nout);
         } else {
             /* border window: subtract what the padded taps added, channel-vectorized */
             const int32_t nvc = (int32_t)((i1 > i0 && j1 > j0) ? (i1 - i0) * (j1 - j0) : 0) *
@@ -170,18 +170,8 @@ static void row_task(void *arg, size_t task, int thread)
                         for (uint32_t o = 0; o < nout; o++)
                             q[o] -= wp[o];
                     }
-            /* 0 <= q <= nvc <= 2^30: (nvc - q) - q stays in int32 */
-            for (uint32_t o = 0; o < nout; o++)
-                yo[o] = bnn_bconv_value(sc[o], bi[o], nvc, q[o]);
+            j->ex->k->bconv_out(q, nvc, sc, bi, r, lim, yo, nout);
         }
-        if (j->res) {
-            const float *r = j->res + ((n * out->h + oy) * out->w + ox) * (size_t)b->out_c + o0;
-            for (uint32_t o = 0; o < nout; o++)
-                yo[o] += r[o];
-        }
-        if (fz->clamp)
-            for (uint32_t o = 0; o < nout; o++)
-                yo[o] = yo[o] < fz->lo ? fz->lo : (yo[o] > fz->hi ? fz->hi : yo[o]);
         if (dst) /* the next conv's packing, on the same floats */
             j->ex->k->bitpack(vals, nb->threshold ? nb->threshold + o0 : NULL, nout, 1, 1, dst,
                               1);

@@ -136,6 +136,34 @@ TGT void bnn_bitpack_avx2(const float *x, const float *thr, uint32_t c, uint32_t
     }
 }
 
+/* Same contract as bnn_bconv_out_portable, 8 channels per step: vcvtdq2ps, vmulps, vaddps
+ * as separate ops (no FMA, which would round once and differ from the portable floats), the
+ * clamp as two compares and blends that let NaN through like the C expression. */
+TGT void bnn_bconv_out_avx2(const int32_t *p, int32_t n, const float *scale, const float *bias,
+                            const float *res, const float *lim, float *y, uint32_t count)
+{
+    const __m256i nv = _mm256_set1_epi32(n);
+    const __m256 lo = _mm256_set1_ps(lim ? lim[0] : 0.0f), hi = _mm256_set1_ps(lim ? lim[1] : 0.0f);
+    uint32_t o = 0;
+    for (; o + 8 <= count; o += 8) {
+        const __m256i pv = _mm256_loadu_si256((const __m256i *)(p + o));
+        const __m256 d = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_sub_epi32(nv, pv), pv));
+        __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(scale + o), d),
+                                 _mm256_loadu_ps(bias + o));
+        if (res)
+            v = _mm256_add_ps(v, _mm256_loadu_ps(res + o));
+        if (lim) {
+            const __m256 below = _mm256_cmp_ps(v, lo, _CMP_LT_OQ);
+            v = _mm256_blendv_ps(v, hi, _mm256_cmp_ps(v, hi, _CMP_GT_OQ));
+            v = _mm256_blendv_ps(v, lo, below);
+        }
+        _mm256_storeu_ps(y + o, v);
+    }
+    if (o < count)
+        bnn_bconv_out_portable(p + o, n, scale + o, bias + o, res ? res + o : NULL, lim, y + o,
+                               count - o);
+}
+
 /* Same contract as bnn_threshold_counts_portable: 8 channels per compare, negated where
  * neg = -1 ((p ^ -1) + 1 = -p), whose vmovmskps byte lands at its place in the word. */
 TGT uint64_t bnn_threshold_counts_avx2(const int32_t *p, const int32_t *neg, const int32_t *bound,

@@ -41,6 +41,24 @@ typedef void (*bnn_bconv_row_fn)(const bnn_bconv_row_args *a);
 typedef void (*bnn_bitpack_fn)(const float *x, const float *thr, uint32_t c, uint32_t words,
                                size_t npix, uint64_t *out, size_t out_stride);
 
+/* A binary conv's output value (BN folded into scale and bias) from the XOR popcount p of
+ * a window of n valid bit pairs (0 <= p <= n <= 2^30, so (n - p) - p stays in int32): the
+ * one expression of the output kernels below and of the integer bounds fuse.c derives
+ * from it, so they agree bit for bit. Multiply, then add: no fused multiply-add (C11 mode
+ * keeps the compiler from contracting it, and the SIMD kernels use separate ops). */
+static inline float bnn_bconv_value(float scale, float bias, int32_t n, int32_t p)
+{
+    return scale * (float)((n - p) - p) + bias;
+}
+
+/* A binary conv's float outputs for `count` channels of one pixel: y[o] =
+ * bnn_bconv_value(scale[o], bias[o], n, p[o]), plus res[o] when res is non-NULL (a folded
+ * residual add), then clamped to [lim[0], lim[1]] when lim is non-NULL (a folded clip; NaN
+ * passes), each step rounded as written. */
+typedef void (*bnn_bconv_out_fn)(const int32_t *p, int32_t n, const float *scale,
+                                 const float *bias, const float *res, const float *lim,
+                                 float *y, uint32_t count);
+
 /* Bits of n <= 64 popcounts against per-channel bounds (fuse.c: a binary conv's BN, clip and
  * the next conv's sign folded into one integer compare): bit o = (p[o] ^ neg[o]) - neg[o] >
  * bound[o], i.e. p > bound where neg = 0 and -p > bound where neg = -1; tail bits 0. */
@@ -62,6 +80,7 @@ typedef struct {
     const char *isa;
     bnn_bitpack_fn bitpack;
     bnn_threshold_counts_fn threshold_counts;
+    bnn_bconv_out_fn bconv_out;
     bnn_bconv_row_fn bconv_row;
     bnn_sgemm_ukernel_fn sgemm_ukernel;
     bnn_sgemm_ukernel_direct_fn sgemm_ukernel_direct;
@@ -80,6 +99,8 @@ const char *bnn_kernels_env_error(void);
 void bnn_bitpack_portable(const float *x, const float *thr, uint32_t c, uint32_t words,
                           size_t npix, uint64_t *out, size_t out_stride);
 void bnn_bconv_row_portable(const bnn_bconv_row_args *a);
+void bnn_bconv_out_portable(const int32_t *p, int32_t n, const float *scale, const float *bias,
+                            const float *res, const float *lim, float *y, uint32_t count);
 uint64_t bnn_threshold_counts_portable(const int32_t *p, const int32_t *neg,
                                        const int32_t *bound, uint32_t n);
 void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
@@ -95,6 +116,8 @@ void bnn_bconv_row_avx2(const bnn_bconv_row_args *a);   /* AVX2 */
 void bnn_bconv_row_avx512(const bnn_bconv_row_args *a); /* AVX-512F + VPOPCNTDQ */
 void bnn_bitpack_avx2(const float *x, const float *thr, uint32_t c, uint32_t words,
                       size_t npix, uint64_t *out, size_t out_stride); /* AVX2 */
+void bnn_bconv_out_avx2(const int32_t *p, int32_t n, const float *scale, const float *bias,
+                        const float *res, const float *lim, float *y, uint32_t count);
 uint64_t bnn_threshold_counts_avx2(const int32_t *p, const int32_t *neg, const int32_t *bound,
                                    uint32_t n); /* AVX2 */
 void bnn_sgemm_ukernel_avx2(size_t kc, const float *a, const float *b, float *c,

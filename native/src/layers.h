@@ -36,14 +36,6 @@ typedef struct {
 int bnn_fuse(const bnn_model *m, int enable, bnn_fusion *f);
 void bnn_fusion_free(bnn_fusion *f, uint32_t n_layers);
 
-/* A binary conv's output value (BN folded into scale and bias) from the XOR popcount p of
- * a window of n valid bit pairs: the one expression both the epilogue and the integer
- * bounds derived from it in fuse.c use, so the two agree bit for bit. */
-static inline float bnn_bconv_value(float scale, float bias, int32_t n, int32_t p)
-{
-    return scale * (float)((n - p) - p) + bias;
-}
-
 /* FP32 conv / GEMM (fconv.c) */
 size_t bnn_fconv_scratch_bytes(const bnn_layer *L, const bnn_kernel_table *k);
 void bnn_fconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion *fz,

@@ -438,6 +438,38 @@ static void test_threshold_counts(void)
     printf("[%s] threshold counts: %zu cases\n", bnn_kernel_isa(), cases);
 }
 
+/* Float outputs (bconv_out) bit for bit against the portable kernel: every count up to 70
+ * (vector bodies and tails), with and without a residual and a clamp, NaN and +-0 inside. */
+static void test_bconv_out(void)
+{
+    const bnn_kernel_table *k = bnn_kernels();
+    enum { C = 70 };
+    int32_t p[C];
+    float sc[C], bi[C], res[C], got[C], want[C];
+    const float lim[2] = {-0.75f, 0.5f};
+    for (int i = 0; i < C; i++) {
+        p[i] = (int32_t)(rnd() % 577);
+        sc[i] = rndf();
+        bi[i] = rndf();
+        res[i] = rndf();
+    }
+    sc[3] = NAN;
+    bi[9] = -0.0f;
+    sc[9] = 0.0f; /* value -0 + ... */
+    res[20] = NAN;
+    size_t cases = 0;
+    for (uint32_t n = 1; n <= C; n++)
+        for (int mode = 0; mode < 4; mode++) {
+            const float *r = mode & 1 ? res : NULL, *l = mode & 2 ? lim : NULL;
+            k->bconv_out(p, 576, sc, bi, r, l, got, n);
+            bnn_bconv_out_portable(p, 576, sc, bi, r, l, want, n);
+            CHECK(!memcmp(got, want, n * sizeof(float)), "bconv_out n=%u res=%d clamp=%d", n,
+                  mode & 1, mode >> 1);
+            cases++;
+        }
+    printf("[%s] bconv float outputs: %zu cases\n", bnn_kernel_isa(), cases);
+}
+
 /* ------------------------------------------------------------------ loader robustness */
 
 static void test_loader(void)
@@ -508,6 +540,7 @@ int main(void)
         printf("[%s] ", isas[i]);
         test_bitpack();
         test_threshold_counts();
+        test_bconv_out();
         test_bconv();
         test_fconv();
         printf("[%s] %s\n", isas[i], failures == before ? "ok" : "FAILED");
