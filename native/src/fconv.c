@@ -24,7 +24,9 @@
  * every panel of an unpadded 1x1 conv whose output rows are whole panels. Same products in
  * the same order as packed: bit-identical.
  *
- * A CLIP folded into the layer (fuse.c) is applied per task once its block is final.
+ * The bias and a CLIP folded into the layer (fuse.c) are applied by the micro-kernel as it
+ * writes its tile: the bias with the first depth slice, the clip after the last one, with
+ * the roundings of separate passes (kernels.h); the GEMV adds them per task.
  */
 #include <string.h>
 #if defined(__SSE2__)
@@ -57,7 +59,7 @@ typedef struct {
     size_t n_blocks; /* channel blocks: task = m block * n_blocks + n block */
 } fconv_job;
 
-/* Epilogue of a folded CLIP (fuse.c): rows x [n0, n1) of y, with row stride no. */
+/* The GEMV's epilogue of a folded CLIP (fuse.c): rows x [n0, n1) of y, row stride no. */
 static void clamp_block(const fconv_job *j, size_t m0, size_t rows, size_t n0, size_t n1)
 {
     if (!j->fz || !j->fz->clamp)
@@ -288,37 +290,45 @@ static void fconv_task(void *arg, size_t task, int thread)
     const int allow_direct = (n1 - n0) % NR == 0;
     const size_t a_rs = (size_t)f->g.sw * f->in_c;
 
-    for (size_t r = 0; r < rows; r++)
-        memcpy(j->y + (m0 + r) * no + n0, f->bias + n0, (n1 - n0) * sizeof(float));
+    /* a folded clip, applied by the micro-kernel on the last depth slice */
+    const float clip[2] = {j->fz ? j->fz->lo : 0.0f, j->fz ? j->fz->hi : 0.0f};
+    const float *lim_all = j->fz && j->fz->clamp ? clip : NULL;
     for (size_t k0 = 0; k0 < K; k0 += KC) {
         const size_t kc = K - k0 < KC ? K - k0 : KC;
+        const int first = k0 == 0;
+        const float *lim = k0 + kc == K ? lim_all : NULL;
         pack_a(j, m0, rows, k0, kc, mr, packa, allow_direct ? direct : NULL);
         if (allow_direct)
             tap_offsets(j->L, k0, kc, koff);
         for (size_t n = n0; n < n1; n += NR) {
             const float *bp = f->wpacked + (n / NR) * K * NR + k0 * NR;
+            const float *bias = first ? f->bias + n : NULL;
             const size_t ncols = n1 - n < NR ? n1 - n : NR;
             for (size_t r = 0; r < rows; r += mr) {
                 const float *ap = packa + (r / mr) * kc * mr;
                 float *c = j->y + (m0 + r) * no + n;
                 const size_t nrows = rows - r < mr ? rows - r : mr;
                 if (allow_direct && direct[r / mr]) {
-                    kt->sgemm_ukernel_direct(kc, direct[r / mr], koff, a_rs, bp, c, no);
+                    kt->sgemm_ukernel_direct(kc, direct[r / mr], koff, a_rs, bp, c, no, bias,
+                                             lim);
                 } else if (nrows == mr && ncols == NR) {
-                    kt->sgemm_ukernel(kc, ap, bp, c, no);
+                    kt->sgemm_ukernel(kc, ap, bp, c, no, bias, lim);
                 } else {
-                    /* edge tile: through a scratch tile; 0 + acc == acc, so the sums are
-                     * bitwise those of a full tile */
+                    /* edge tile: the sums into a scratch tile (0 + sum == sum, but for the
+                     * sign of a zero), then the same (bias or C) + sum and clamp here */
                     memset(tile, 0, mr * NR * sizeof(float));
-                    kt->sgemm_ukernel(kc, ap, bp, tile, NR);
+                    kt->sgemm_ukernel(kc, ap, bp, tile, NR, NULL, NULL);
                     for (size_t i = 0; i < nrows; i++)
-                        for (size_t t = 0; t < ncols; t++)
-                            c[i * no + t] += tile[i * NR + t];
+                        for (size_t t = 0; t < ncols; t++) {
+                            float v = (bias ? bias[t] : c[i * no + t]) + tile[i * NR + t];
+                            if (lim)
+                                v = v < lim[0] ? lim[0] : (v > lim[1] ? lim[1] : v);
+                            c[i * no + t] = v;
+                        }
                 }
             }
         }
     }
-    clamp_block(j, m0, rows, n0, n1);
 }
 
 /* acc[NR] = sum over k < kc of a[k] * b[k][:] for one prepacked NR-column panel. Two

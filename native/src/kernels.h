@@ -65,16 +65,22 @@ typedef void (*bnn_bconv_out_fn)(const int32_t *p, int32_t n, const float *scale
 typedef uint64_t (*bnn_threshold_counts_fn)(const int32_t *p, const int32_t *neg,
                                             const int32_t *bound, uint32_t n);
 
-/* C[MR x NR] (row stride ldc) += A[kc x MR] * B[kc x NR]; A and B packed k-major. */
+/* C[MR x NR] (row stride ldc) += A[kc x MR] * B[kc x NR]; A and B packed k-major. The
+ * products are summed from zero in k order, then added to C once. With bias non-NULL (the
+ * first depth slice) C is not read: C = bias[0, NR) + the sum, per column. With lim
+ * non-NULL (the last slice of a layer with a folded clip) the result is clamped to [lim[0],
+ * lim[1]] as CLIP does (NaN passes). Either way the floats equal those of "C = bias, C +=
+ * each slice, then clip" pass by pass. */
 typedef void (*bnn_sgemm_ukernel_fn)(size_t kc, const float *a, const float *b, float *c,
-                                     size_t ldc);
+                                     size_t ldc, const float *bias, const float *lim);
 
 /* The same tile with A read in place instead of packed: A[i][k] = a[koff[k] + i * a_rs].
  * For a conv window run inside an NHWC image koff walks the taps (i, j, c) and a_rs steps
  * to the next output pixel's window, so interior tiles need no im2col copy (fconv.c). The
  * products and their order are those of the packed kernel: results are bit-identical. */
 typedef void (*bnn_sgemm_ukernel_direct_fn)(size_t kc, const float *a, const size_t *koff,
-                                            size_t a_rs, const float *b, float *c, size_t ldc);
+                                            size_t a_rs, const float *b, float *c, size_t ldc,
+                                            const float *bias, const float *lim);
 
 typedef struct {
     const char *isa;
@@ -104,9 +110,10 @@ void bnn_bconv_out_portable(const int32_t *p, int32_t n, const float *scale, con
 uint64_t bnn_threshold_counts_portable(const int32_t *p, const int32_t *neg,
                                        const int32_t *bound, uint32_t n);
 void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
-                                size_t ldc);
+                                size_t ldc, const float *bias, const float *lim);
 void bnn_sgemm_ukernel_direct_portable(size_t kc, const float *a, const size_t *koff,
-                                       size_t a_rs, const float *b, float *c, size_t ldc);
+                                       size_t a_rs, const float *b, float *c, size_t ldc,
+                                       const float *bias, const float *lim);
 #define BNN_SGEMM_MR_PORTABLE 4
 
 #if defined(__x86_64__)
@@ -120,10 +127,12 @@ void bnn_bconv_out_avx2(const int32_t *p, int32_t n, const float *scale, const f
                         const float *res, const float *lim, float *y, uint32_t count);
 uint64_t bnn_threshold_counts_avx2(const int32_t *p, const int32_t *neg, const int32_t *bound,
                                    uint32_t n); /* AVX2 */
-void bnn_sgemm_ukernel_avx2(size_t kc, const float *a, const float *b, float *c,
-                            size_t ldc); /* AVX2 + FMA, MR = BNN_SGEMM_MR_AVX2 */
+void bnn_sgemm_ukernel_avx2(size_t kc, const float *a, const float *b, float *c, size_t ldc,
+                            const float *bias,
+                            const float *lim); /* AVX2 + FMA, MR = BNN_SGEMM_MR_AVX2 */
 void bnn_sgemm_ukernel_direct_avx2(size_t kc, const float *a, const size_t *koff, size_t a_rs,
-                                   const float *b, float *c, size_t ldc); /* the same */
+                                   const float *b, float *c, size_t ldc, const float *bias,
+                                   const float *lim); /* the same */
 #define BNN_SGEMM_MR_AVX2 6
 #endif
 

@@ -15,13 +15,23 @@
  * stride rs (the direct kernel, kernels.h). */
 #define COL(k) (koff ? a + koff[k] : a + (k) * MR)
 
+/* the folded clip on the finished tile: v < lo ? lo : (v > hi ? hi : v), NaN passes */
+static void clamp_tile(float *c, size_t ldc, const float *lim)
+{
+    for (int m = 0; m < MR; m++)
+        for (int n = 0; n < NR; n++) {
+            const float v = c[m * ldc + n];
+            c[m * ldc + n] = v < lim[0] ? lim[0] : (v > lim[1] ? lim[1] : v);
+        }
+}
+
 #if defined(__GNUC__) || defined(__clang__)
 typedef float v4f __attribute__((vector_size(16)));
 #define NV (NR / 4)
 
 static inline __attribute__((always_inline)) void
 body(size_t kc, const float *a, const size_t *koff, size_t rs, const float *b, float *c,
-     size_t ldc)
+     size_t ldc, const float *bias, const float *lim)
 {
     v4f acc[MR][NV];
     for (int m = 0; m < MR; m++)
@@ -43,14 +53,16 @@ body(size_t kc, const float *a, const size_t *koff, size_t rs, const float *b, f
     for (int m = 0; m < MR; m++)
         for (int v = 0; v < NV; v++) {
             v4f t;
-            memcpy(&t, c + m * ldc + v * 4, sizeof t);
+            memcpy(&t, bias ? bias + v * 4 : c + m * ldc + v * 4, sizeof t);
             t += acc[m][v];
             memcpy(c + m * ldc + v * 4, &t, sizeof t);
         }
+    if (lim)
+        clamp_tile(c, ldc, lim);
 }
 #else
 static void body(size_t kc, const float *a, const size_t *koff, size_t rs, const float *b,
-                 float *c, size_t ldc)
+                 float *c, size_t ldc, const float *bias, const float *lim)
 {
     float acc[MR][NR] = {{0}};
     for (size_t k = 0; k < kc; k++) {
@@ -61,18 +73,21 @@ static void body(size_t kc, const float *a, const size_t *koff, size_t rs, const
     }
     for (int m = 0; m < MR; m++)
         for (int n = 0; n < NR; n++)
-            c[m * ldc + n] += acc[m][n];
+            c[m * ldc + n] = (bias ? bias[n] : c[m * ldc + n]) + acc[m][n];
+    if (lim)
+        clamp_tile(c, ldc, lim);
 }
 #endif
 
 void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
-                                size_t ldc)
+                                size_t ldc, const float *bias, const float *lim)
 {
-    body(kc, a, NULL, 1, b, c, ldc);
+    body(kc, a, NULL, 1, b, c, ldc, bias, lim);
 }
 
 void bnn_sgemm_ukernel_direct_portable(size_t kc, const float *a, const size_t *koff,
-                                       size_t a_rs, const float *b, float *c, size_t ldc)
+                                       size_t a_rs, const float *b, float *c, size_t ldc,
+                                       const float *bias, const float *lim)
 {
-    body(kc, a, koff, a_rs, b, c, ldc);
+    body(kc, a, koff, a_rs, b, c, ldc, bias, lim);
 }

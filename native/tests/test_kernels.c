@@ -380,6 +380,8 @@ static void test_fconv(void)
         {1, 24, 24, 24, 32, 1, 2, 0, 1, 0},  /* 1x1/2, rows of 12 = whole panels */
         {1, 16, 14, 30, 48, 3, 1, 1, 1, 1},  /* 3x3 pad 1, rows of 30, folded clip */
         {1, 300, 6, 14, 32, 3, 1, 0, 1, 0},  /* K = 2700: slices of the tap offsets */
+        {1, 260, 5, 5, 18, 3, 2, 1, 1, 1},   /* bias on slice 1, clip after slice 9, edges */
+        {1, 300, 6, 14, 32, 3, 1, 0, 1, 1},  /* the same in place */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         run_fconv_case(&cases[i]);
