@@ -1,9 +1,10 @@
 /* Compute kernels and the one dispatch point that picks them per instruction set.
  *
  * Only the innermost, ISA-sensitive loops sit behind the table (bnn_kernels()): packing
- * floats to sign bits, the XOR-popcount row of a binary conv and the SGEMM micro-kernel.
- * Tiling, padding correction, threading and layouts are shared code in the layer drivers,
- * so an AVX2 / AVX-512 / NEON file only has to provide these three functions.
+ * floats to sign bits, the XOR-popcount row of a binary conv, its two epilogues (float
+ * outputs; bits through integer bounds) and the SGEMM micro-kernel (packed A or in place).
+ * Tiling, padding correction, threading and layouts are shared code in the layer drivers;
+ * an ISA file provides what it speeds up and takes the portable function for the rest.
  */
 #ifndef BNN_KERNELS_H
 #define BNN_KERNELS_H
