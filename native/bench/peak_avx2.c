@@ -43,8 +43,10 @@ static inline __attribute__((target("avx2"))) __m256i widen(__m256i *acc, __m256
     return tot;
 }
 
-/* the kernel's step: weights pre-split into nibble planes */
-TGT static long long planes(long iters)
+/* planes = 1: the kernel's step, weights pre-split into nibble planes; planes = 0: the
+ * former step, the XOR split into nibbles per vector. Inlined with a constant flag. */
+static inline __attribute__((always_inline, target("avx2"))) long long run(long iters,
+                                                                          const int planes)
 {
     const __m256i lut = LUT, low = _mm256_set1_epi8(15);
     __m256i acc[4], tot = _mm256_setzero_si256();
@@ -57,9 +59,17 @@ TGT static long long planes(long iters)
         const __m256i bhi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low);
         for (int v = 0; v < 4; v++) {
             const __m256i wlo = _mm256_load_si256((const __m256i *)(w + k * 16 + 4 * v));
-            const __m256i whi = _mm256_load_si256((const __m256i *)(w + 256 + k * 16 + 4 * v));
-            acc[v] = _mm256_add_epi8(acc[v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(blo, wlo)));
-            acc[v] = _mm256_add_epi8(acc[v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(bhi, whi)));
+            if (planes) {
+                const __m256i whi = _mm256_load_si256((const __m256i *)(w + 256 + k * 16 + 4 * v));
+                acc[v] = _mm256_add_epi8(acc[v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(blo, wlo)));
+                acc[v] = _mm256_add_epi8(acc[v], _mm256_shuffle_epi8(lut, _mm256_xor_si256(bhi, whi)));
+            } else {
+                const __m256i x = _mm256_xor_si256(b, wlo);
+                const __m256i lo = _mm256_and_si256(x, low);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
+                acc[v] = _mm256_add_epi8(acc[v], _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo),
+                                                                 _mm256_shuffle_epi8(lut, hi)));
+            }
         }
         if (k == 15)
             tot = widen(acc, tot);
@@ -69,30 +79,14 @@ TGT static long long planes(long iters)
     return r[0];
 }
 
-/* the former step: the XOR split into nibbles per vector */
+TGT static long long planes(long iters)
+{
+    return run(iters, 1);
+}
+
 TGT static long long split_each(long iters)
 {
-    const __m256i lut = LUT, low = _mm256_set1_epi8(15);
-    __m256i acc[4], tot = _mm256_setzero_si256();
-    for (int v = 0; v < 4; v++)
-        acc[v] = _mm256_setzero_si256();
-    for (long it = 0; it < iters; it++) {
-        const int k = (int)(it & 15);
-        const __m256i b = _mm256_set1_epi64x((long long)in[k]);
-        for (int v = 0; v < 4; v++) {
-            const __m256i x =
-                _mm256_xor_si256(b, _mm256_load_si256((const __m256i *)(w + k * 16 + 4 * v)));
-            const __m256i lo = _mm256_and_si256(x, low);
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
-            acc[v] = _mm256_add_epi8(acc[v], _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo),
-                                                             _mm256_shuffle_epi8(lut, hi)));
-        }
-        if (k == 15)
-            tot = widen(acc, tot);
-    }
-    long long r[4];
-    _mm256_storeu_si256((__m256i *)r, tot);
-    return r[0];
+    return run(iters, 0);
 }
 
 static int cmp(const void *a, const void *b)
