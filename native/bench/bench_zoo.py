@@ -29,7 +29,8 @@ model of each named architecture, best ISA, 1 thread, through ``bnn_profile`` (p
 medians; their sum is a little above the end-to-end median because of the clock stamps).
 Binary conv rows also give binary ops per cycle (2 ops per bit pair, the clock *measured*
 by ``build/bnn-clock`` right before and after the profile) and their share of the peak
-assumed for that ISA (machine.PEAKS).
+assumed for that ISA (machine.PEAKS). On x86-64 the AVX2 kernel's instruction sequence is
+then timed alone (bench/peak_avx2.c), which shows whether the core ran at full speed.
 This is a benchmark script, not a test; numbers from emulators (qemu) are meaningless here.
 """
 
@@ -55,7 +56,12 @@ from agent.runners.lce import LceRunner, load_wrapper  # noqa: E402
 from converters import api as converters_api  # noqa: E402
 from converters import zoo  # noqa: E402
 from native.bench.baselines import ort_session  # noqa: E402
-from native.bench.machine import PEAKS, clock_mhz, cpu_model  # noqa: E402
+from native.bench.machine import (  # noqa: E402
+    PEAKS,
+    avx2_sequence_ops_per_ns,
+    clock_mhz,
+    cpu_model,
+)
 from native.engine import NativeEngine, available_isas  # noqa: E402
 from native.engine import version as native_version  # noqa: E402
 
@@ -139,7 +145,7 @@ def _chw(dims: tuple[int, ...]) -> str:
 
 
 def _print_layers(profiles: dict[str, tuple]) -> None:
-    for arch, (isa, layers, ms, mhz) in profiles.items():
+    for arch, (isa, layers, ms, mhz, seq) in profiles.items():
         total = sum(ms)
         peak = PEAKS.get(isa, (math.nan, ""))[0]
         print(f"\nper-layer median ms, {arch} bnn, isa={isa}, 1 thread; clock {mhz:.0f} MHz "
@@ -161,6 +167,12 @@ def _print_layers(profiles: dict[str, tuple]) -> None:
         print(f"  + model-boundary transposes {ms[-1]:.3f} ms; total {total:.2f} ms")
         print("  by op: " + ", ".join(f"{op} {t:.2f} ms ({100 * t / total:.0f}%)"
                                      for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])))
+        if seq:
+            med, best = (v * 1e3 / mhz for v in seq)  # ops/ns -> ops/cycle
+            print(f"  AVX2 kernel sequence alone on L1 data right after (bench/peak_avx2.c): "
+                  f"median {med:.0f} BOPs/cycle ({100 * med / peak:.0f}% of the assumed peak), "
+                  f"best {best:.0f} ({100 * best / peak:.0f}%); well below ~80% means the core "
+                  f"is shared right now and every % peak above reads low")
 
 
 def main() -> int:
@@ -208,7 +220,9 @@ def main() -> int:
                     eng.benchmark(x, args.warmup, 1)
                     c0 = clock_mhz(3)  # measured right around the profile: speed drifts
                     prof = eng.profile(x, 0, args.runs)
-                    profiles[arch] = (eng.isa, eng.layers(), prof, (c0 + clock_mhz(3)) / 2)
+                    mhz = (c0 + clock_mhz(3)) / 2
+                    seq = avx2_sequence_ops_per_ns() if eng.isa in ("avx2", "avx512") else None
+                    profiles[arch] = (eng.isa, eng.layers(), prof, mhz, seq)
 
     def cell(arch: str, alg: str, t: int, isa: str = "-") -> dict | None:
         return next((r for r in rows if (r["arch"], r["algorithm"], r["threads"], r["isa"])

@@ -7,11 +7,14 @@
 - :data:`PEAKS`: the binary-op peak per core and cycle assumed for each kernel set, with how
   it is derived. One binary op = one XNOR or one popcount-accumulate of a bit pair (the usual
   BNN convention: one binary MAC = 2 ops).
+- :func:`avx2_sequence_ops_per_ns`: what the AVX2 kernel's instruction sequence alone reaches
+  right now, to tell a slow kernel from a slow (shared) core.
 """
 
 from __future__ import annotations
 
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -65,3 +68,29 @@ def clock_mhz(trials: int = 9) -> float:
                        capture_output=True)
     out = subprocess.run([str(exe), str(trials)], check=True, capture_output=True, text=True)
     return float(out.stdout.strip())
+
+
+def avx2_sequence_ops_per_ns(rounds: int = 21) -> tuple[float, float] | None:
+    """Binary ops/ns of the AVX2 kernel's inner sequence alone on L1 data (median, best of
+    ``rounds``; ``build/bnn-peak-avx2``, bench/peak_avx2.c), or None off x86-64 or without
+    AVX2. Divided by the clock it is the ceiling the machine allows right now: a shared core
+    (a busy SMT sibling) lowers it well below the assumed peak."""
+    if platform.machine() not in ("x86_64", "AMD64") or "avx2" not in _cpu_flags():
+        return None
+    exe = NATIVE / "build" / "bnn-peak-avx2"
+    if not exe.exists():
+        subprocess.run(["make", "-C", str(NATIVE), "build/bnn-peak-avx2"], check=True,
+                       capture_output=True)
+    out = subprocess.run([str(exe), str(rounds)], check=True, capture_output=True, text=True)
+    m = re.search(r"nibble planes (\d+) \((\d+)\)", out.stdout)
+    return (float(m.group(1)), float(m.group(2))) if m else None
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()

@@ -7,9 +7,11 @@
  * divide by the clock (build/bnn-clock, GHz) for ops per cycle, to set next to the 341
  * ops/cycle assumed in machine.PEAKS (6 ops per 256 bit pairs on 4 pipes).
  *
- *     gcc -O3 -std=c11 native/bench/peak_avx2.c -o /tmp/peak_avx2 && /tmp/peak_avx2
+ *     make -C native tools && native/build/bnn-peak-avx2 [ROUNDS]
  *
- * x86-64 with AVX2 only; not part of the build.
+ * x86-64 with AVX2 only (the tools target builds it on x86-64 hosts). bench_zoo.py runs it
+ * right after its per-layer profile, to show how far the machine's current state lets the
+ * sequence itself go.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <immintrin.h>
@@ -95,17 +97,21 @@ static int cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    const int rounds = argc > 1 ? atoi(argv[1]) : 101;
+    if (rounds < 1 || rounds > 1001) {
+        fprintf(stderr, "usage: %s [ROUNDS (1..1001, default 101)]\n", argv[0]);
+        return 2;
+    }
     for (int i = 0; i < 2 * 16 * 16; i++)
         w[i] = (uint64_t)i * 0x9E3779B97F4A7C15ull;
     for (int i = 0; i < 16; i++)
         in[i] = (uint64_t)i * 0x1234567ull;
-    enum { ROUNDS = 101 };
     const long iters = 500000; /* x 4 vectors of 256 bit pairs = 512 binary ops each */
-    double a[ROUNDS], b[ROUNDS], r[ROUNDS];
+    double a[1001], b[1001], r[1001];
     long long sum = 0;
-    for (int i = 0; i < ROUNDS; i++) {
+    for (int i = 0; i < rounds; i++) {
         const double t0 = now();
         sum += planes(iters);
         const double t1 = now();
@@ -115,12 +121,12 @@ int main(void)
         b[i] = (double)iters * 4 * 512 / (t2 - t1) / 1e9;
         r[i] = a[i] / b[i];
     }
-    qsort(a, ROUNDS, sizeof(double), cmp);
-    qsort(b, ROUNDS, sizeof(double), cmp);
-    qsort(r, ROUNDS, sizeof(double), cmp);
+    qsort(a, (size_t)rounds, sizeof(double), cmp);
+    qsort(b, (size_t)rounds, sizeof(double), cmp);
+    qsort(r, (size_t)rounds, sizeof(double), cmp);
     printf("binary ops/ns, median (best) of %d rounds: nibble planes %.0f (%.0f), split per "
            "vector %.0f (%.0f); ratio %.3f (checksum %lld)\n",
-           ROUNDS, a[ROUNDS / 2], a[ROUNDS - 1], b[ROUNDS / 2], b[ROUNDS - 1], r[ROUNDS / 2],
+           rounds, a[rounds / 2], a[rounds - 1], b[rounds / 2], b[rounds - 1], r[rounds / 2],
            sum & 0xff);
     return 0;
 }
