@@ -30,7 +30,8 @@ medians; their sum is a little above the end-to-end median because of the clock 
 Binary conv rows also give binary ops per cycle (2 ops per bit pair, the clock *measured*
 by ``build/bnn-clock`` right before and after the profile) and their share of the peak
 assumed for that ISA (machine.PEAKS). On x86-64 the AVX2 kernel's instruction sequence is
-then timed alone (bench/peak_avx2.c), which shows whether the core ran at full speed.
+timed alone right before and after (bench/peak_avx2.c), which shows whether the core ran at
+full speed.
 This is a benchmark script, not a test; numbers from emulators (qemu) are meaningless here.
 """
 
@@ -168,11 +169,13 @@ def _print_layers(profiles: dict[str, tuple]) -> None:
         print("  by op: " + ", ".join(f"{op} {t:.2f} ms ({100 * t / total:.0f}%)"
                                      for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])))
         if seq:
-            med, best = (v * 1e3 / mhz for v in seq)  # ops/ns -> ops/cycle
-            print(f"  AVX2 kernel sequence alone on L1 data right after (bench/peak_avx2.c): "
-                  f"median {med:.0f} BOPs/cycle ({100 * med / peak:.0f}% of the assumed peak), "
-                  f"best {best:.0f} ({100 * best / peak:.0f}%); well below ~80% means the core "
-                  f"is shared right now and every % peak above reads low")
+            # ops/ns -> ops/cycle: median (best) before and after the profile
+            said = [f"{when} {s[0] * 1e3 / mhz:.0f} ({s[1] * 1e3 / mhz:.0f})"
+                    for when, s in zip(("before", "after"), seq, strict=True) if s]
+            print("  AVX2 kernel sequence alone on L1 data (bench/peak_avx2.c), BOPs/cycle, "
+                  f"median (best): {', '.join(said)}; on a quiet core ~{0.8 * peak:.0f} (80% "
+                  "of the assumed peak): far below it, the core was shared and every % peak "
+                  "above reads low")
 
 
 def main() -> int:
@@ -218,10 +221,13 @@ def main() -> int:
                 e, bnn_path, _ = next(m for m in models if m[0].algorithm == "bnn")
                 with NativeEngine(bnn_path, threads=1, isa=args.isa[-1]) as eng:
                     eng.benchmark(x, args.warmup, 1)
-                    c0 = clock_mhz(3)  # measured right around the profile: speed drifts
+                    # clock and ceiling measured right around the profile: speed drifts
+                    x86 = eng.isa in ("avx2", "avx512")
+                    seq0 = avx2_sequence_ops_per_ns() if x86 else None
+                    c0 = clock_mhz(3)
                     prof = eng.profile(x, 0, args.runs)
                     mhz = (c0 + clock_mhz(3)) / 2
-                    seq = avx2_sequence_ops_per_ns() if eng.isa in ("avx2", "avx512") else None
+                    seq = (seq0, avx2_sequence_ops_per_ns()) if seq0 else None
                     profiles[arch] = (eng.isa, eng.layers(), prof, mhz, seq)
 
     def cell(arch: str, alg: str, t: int, isa: str = "-") -> dict | None:
