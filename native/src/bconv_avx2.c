@@ -29,6 +29,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include "clip_avx2.h"
+
 #define TGT __attribute__((target("avx2,popcnt")))
 #define INL static inline __attribute__((always_inline))
 
@@ -138,7 +140,7 @@ TGT void bnn_bitpack_avx2(const float *x, const float *thr, uint32_t c, uint32_t
 
 /* Same contract as bnn_bconv_out_portable, 8 channels per step: vcvtdq2ps, vmulps, vaddps
  * as separate ops (no FMA, which would round once and differ from the portable floats), the
- * clamp as two compares and blends that let NaN through like the C expression. */
+ * clamp by bnn_clip8. */
 TGT void bnn_bconv_out_avx2(const int32_t *p, int32_t n, const float *scale, const float *bias,
                             const float *res, const float *lim, float *y, uint32_t count)
 {
@@ -152,11 +154,8 @@ TGT void bnn_bconv_out_avx2(const int32_t *p, int32_t n, const float *scale, con
                                  _mm256_loadu_ps(bias + o));
         if (res)
             v = _mm256_add_ps(v, _mm256_loadu_ps(res + o));
-        if (lim) {
-            const __m256 below = _mm256_cmp_ps(v, lo, _CMP_LT_OQ);
-            v = _mm256_blendv_ps(v, hi, _mm256_cmp_ps(v, hi, _CMP_GT_OQ));
-            v = _mm256_blendv_ps(v, lo, below);
-        }
+        if (lim)
+            v = bnn_clip8(v, lo, hi);
         _mm256_storeu_ps(y + o, v);
     }
     if (o < count)

@@ -84,5 +84,5 @@ void bnn_bconv_out_portable(const int32_t *p, int32_t n, const float *scale, con
             y[o] += res[o];
     if (lim)
         for (uint32_t o = 0; o < count; o++)
-            y[o] = y[o] < lim[0] ? lim[0] : (y[o] > lim[1] ? lim[1] : y[o]);
+            y[o] = bnn_clip(y[o], lim[0], lim[1]);
 }

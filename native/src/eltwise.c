@@ -37,10 +37,8 @@ static void clip_task(void *arg, size_t task, int thread)
     const elt_job *j = arg;
     const float lo = j->L->p.clip.lo, hi = j->L->p.clip.hi;
     const size_t e0 = task * j->chunk, e1 = e0 + j->chunk < j->count ? e0 + j->chunk : j->count;
-    for (size_t e = e0; e < e1; e++) {
-        const float v = j->a[e];
-        j->y[e] = v < lo ? lo : (v > hi ? hi : v); /* NaN passes through */
-    }
+    for (size_t e = e0; e < e1; e++)
+        j->y[e] = bnn_clip(j->a[e], lo, hi);
 }
 
 static void add_task(void *arg, size_t task, int thread)
@@ -50,10 +48,8 @@ static void add_task(void *arg, size_t task, int thread)
     const size_t e0 = task * j->chunk, e1 = e0 + j->chunk < j->count ? e0 + j->chunk : j->count;
     if (j->fz && j->fz->clamp) {
         const float lo = j->fz->lo, hi = j->fz->hi;
-        for (size_t e = e0; e < e1; e++) {
-            const float v = j->a[e] + j->b[e];
-            j->y[e] = v < lo ? lo : (v > hi ? hi : v); /* as clip_task */
-        }
+        for (size_t e = e0; e < e1; e++)
+            j->y[e] = bnn_clip(j->a[e] + j->b[e], lo, hi);
         return;
     }
     for (size_t e = e0; e < e1; e++)

@@ -68,10 +68,8 @@ static void clamp_block(const fconv_job *j, size_t m0, size_t rows, size_t n0, s
     const size_t no = j->L->p.fconv.out_c;
     for (size_t r = 0; r < rows; r++) {
         float *y = j->y + (m0 + r) * no;
-        for (size_t n = n0; n < n1; n++) {
-            const float v = y[n];
-            y[n] = v < lo ? lo : (v > hi ? hi : v); /* as the CLIP layer: NaN passes */
-        }
+        for (size_t n = n0; n < n1; n++)
+            y[n] = bnn_clip(y[n], lo, hi);
     }
 }
 
@@ -321,10 +319,8 @@ static void fconv_task(void *arg, size_t task, int thread)
                     kt->sgemm_ukernel(kc, ap, bp, tile, NR, NULL, NULL);
                     for (size_t i = 0; i < nrows; i++)
                         for (size_t t = 0; t < ncols; t++) {
-                            float v = (bias ? bias[t] : c[i * no + t]) + tile[i * NR + t];
-                            if (lim)
-                                v = v < lim[0] ? lim[0] : (v > lim[1] ? lim[1] : v);
-                            c[i * no + t] = v;
+                            const float v = (bias ? bias[t] : c[i * no + t]) + tile[i * NR + t];
+                            c[i * no + t] = lim ? bnn_clip(v, lim[0], lim[1]) : v;
                         }
                 }
             }

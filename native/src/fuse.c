@@ -39,7 +39,7 @@ static int out_bit(const bnn_bconv *b, const bnn_fusion *f, const float *t, int3
 {
     float v = bnn_bconv_value(b->scale[o], b->bias[o], n, p);
     if (f->clamp)
-        v = v < f->lo ? f->lo : (v > f->hi ? f->hi : v);
+        v = bnn_clip(v, f->lo, f->hi);
     return (t ? v - t[o] : v) < 0.0f;
 }
 

@@ -42,6 +42,13 @@ typedef void (*bnn_bconv_row_fn)(const bnn_bconv_row_args *a);
 typedef void (*bnn_bitpack_fn)(const float *x, const float *thr, uint32_t c, uint32_t words,
                                size_t npix, uint64_t *out, size_t out_stride);
 
+/* CLIP's semantics, the one definition the CLIP layer and every epilogue a clip folds into
+ * use (fused and unfused results must agree bit for bit): NaN compares false and passes. */
+static inline float bnn_clip(float v, float lo, float hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
 /* A binary conv's output value (BN folded into scale and bias) from the XOR popcount p of
  * a window of n valid bit pairs (0 <= p <= n <= 2^30, so (n - p) - p stays in int32): the
  * one expression of the output kernels below and of the integer bounds fuse.c derives

@@ -23,6 +23,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include "clip_avx2.h"
+
 #define TGT __attribute__((target("avx2,fma")))
 #define MR BNN_SGEMM_MR_AVX2
 #define NR BNN_SGEMM_NR
@@ -72,11 +74,8 @@ static __attribute__((noinline)) TGT void finish(const float *t, float *c, size_
             float *ci = c + i * ldc + h;
             __m256 v = _mm256_add_ps(_mm256_loadu_ps(bias ? bias + h : ci),
                                      _mm256_load_ps(t + i * NR + h));
-            if (lim) { /* v < lo ? lo : (v > hi ? hi : v), as CLIP: NaN passes */
-                const __m256 below = _mm256_cmp_ps(v, lo, _CMP_LT_OQ);
-                v = _mm256_blendv_ps(v, hi, _mm256_cmp_ps(v, hi, _CMP_GT_OQ));
-                v = _mm256_blendv_ps(v, lo, below);
-            }
+            if (lim)
+                v = bnn_clip8(v, lo, hi);
             _mm256_storeu_ps(ci, v);
         }
 }

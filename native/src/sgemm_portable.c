@@ -15,14 +15,12 @@
  * stride rs (the direct kernel, kernels.h). */
 #define COL(k) (koff ? a + koff[k] : a + (k) * MR)
 
-/* the folded clip on the finished tile: v < lo ? lo : (v > hi ? hi : v), NaN passes */
+/* the folded clip on the finished tile */
 static void clamp_tile(float *c, size_t ldc, const float *lim)
 {
     for (int m = 0; m < MR; m++)
-        for (int n = 0; n < NR; n++) {
-            const float v = c[m * ldc + n];
-            c[m * ldc + n] = v < lim[0] ? lim[0] : (v > lim[1] ? lim[1] : v);
-        }
+        for (int n = 0; n < NR; n++)
+            c[m * ldc + n] = bnn_clip(c[m * ldc + n], lim[0], lim[1]);
 }
 
 #if defined(__GNUC__) || defined(__clang__)
