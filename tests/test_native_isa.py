@@ -155,3 +155,34 @@ def test_env_var_unknown_isa_is_an_error(tmp_path):
     F.write_model(_binary_net(np.random.default_rng(4)), path)
     proc = _cli(path, env={**os.environ, "BNNBENCH_ISA": "sse9"})
     assert proc.returncode == 1 and "unknown ISA 'sse9'" in proc.stderr
+
+
+# Kernel sets whose FP32 layers round alike (same SGEMM arithmetic: no FMA, or one FMA chain
+# per output in the same k order), so whole networks agree bit for bit, sign flips included.
+SAME_FLOATS = [("portable", "popcnt"), ("avx2", "avx512")]
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vggsmall"])
+def test_zoo_models_bit_identical_across_isas_and_threads(tmp_path, arch):
+    """Every binarized zoo model of ``arch``: each kernel set at 1 and 3 threads gives the
+    output of the first set of its float family at 1 thread, bit for bit (where a family has
+    one set here, across thread counts; the AVX-512 pair runs on an AVX-512 machine)."""
+    from converters import api, zoo
+
+    x = None
+    for entry in zoo.write_zoo(tmp_path, archs=(arch,), algorithms=("bnn", "react")):
+        bnn = tmp_path / f"{entry.path.stem}.bnn"
+        api.convert(entry.path, "native", bnn, verify=False)
+        if x is None:
+            x = np.random.default_rng(5).standard_normal(zoo.input_shape(arch)).astype(
+                np.float32)
+        for family in SAME_FLOATS:
+            want = None
+            for isa in (i for i in family if E.isa_supported(i)):
+                for threads in (1, 3):
+                    with NativeEngine(bnn, threads=threads, isa=isa) as eng:
+                        got = eng.run(x)
+                    if want is None:
+                        want = got
+                    np.testing.assert_array_equal(
+                        got, want, err_msg=f"{entry.path.stem} isa={isa} threads={threads}")

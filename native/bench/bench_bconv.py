@@ -23,7 +23,7 @@ repeat's ops/cycle are printed too). The clock is measured (bench/machine.py: de
 chain) right before and after every repeat and averaged, not read from /proc/cpuinfo, unless
 --mhz is given: on a shared VM the speed drifts by up to 2x within minutes, and a cycle
 count taken at another moment would misstate ops/cycle. The peaks assumed
-per ISA, and how they are derived, are printed with the table (machine.PEAKS).
+per ISA, and how they are derived, are printed with the table (machine.assumed_peak).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from native import format as F  # noqa: E402
-from native.bench.machine import PEAKS, clock_mhz, cpu_model  # noqa: E402
+from native.bench.machine import assumed_peak, clock_mhz, cpu_model  # noqa: E402
 from native.engine import NativeEngine, available_isas  # noqa: E402
 
 # ResNet-18's binary 3x3 layers (pad 1): (in_c, out_c, input H=W, stride)
@@ -75,7 +75,7 @@ def main() -> int:
         "BOPs = 2*out_c*OH*OW*in_c*kh*kw; time = the layer (packing, kernel, epilogue)"
     )
     for isa in args.isa:
-        peak, how = PEAKS.get(isa, (float("nan"), "?"))
+        peak, how = assumed_peak(isa)
         print(f"  peak {isa:8s} {peak:4} BOPs/cycle/core assumed: {how}")
     hdr = (
         f"{'layer':>16s} {'isa':8s} {'thr':>3s} {'median ms':>10s} {'GBOP/s':>8s}"
@@ -107,7 +107,7 @@ def main() -> int:
                 ms = statistics.median(reps)
                 base = ms if isa == "portable" else base
                 per_cyc = statistics.median(cyc)
-                peak = PEAKS.get(isa, (float("nan"),))[0]
+                peak = assumed_peak(isa)[0]
                 vs = f"{base / ms:11.2f}" if base else f"{'-':>11s}"
                 name = f"{c}->{oc}@{hw}x{hw}/{stride}"
                 print(

@@ -29,7 +29,7 @@ model of each named architecture, best ISA, 1 thread, through ``bnn_profile`` (p
 medians; their sum is a little above the end-to-end median because of the clock stamps).
 Binary conv rows also give binary ops per cycle (2 ops per bit pair, the clock *measured*
 by ``build/bnn-clock`` right before and after the profile) and their share of the peak
-assumed for that ISA (machine.PEAKS). On x86-64 the AVX2 kernel's instruction sequence is
+assumed for that ISA (machine.assumed_peak). On x86-64 the AVX2 kernel's instruction sequence is
 timed alone right before and after (bench/peak_avx2.c), which shows whether the core ran at
 full speed.
 This is a benchmark script, not a test; numbers from emulators (qemu) are meaningless here.
@@ -58,7 +58,7 @@ from converters import api as converters_api  # noqa: E402
 from converters import zoo  # noqa: E402
 from native.bench.baselines import ort_session  # noqa: E402
 from native.bench.machine import (  # noqa: E402
-    PEAKS,
+    assumed_peak,
     avx2_sequence_ops_per_ns,
     clock_mhz,
     cpu_model,
@@ -88,7 +88,7 @@ def _time_arch(models: list, x: np.ndarray, args) -> list[dict]:
                 feed = {sess.get_inputs()[0].name: x}
                 timers[(e.algorithm, "ort", t)] = (lambda s=sess, f=feed:
                                                    _timed(lambda: s.run(None, f)))
-                if args.lce:
+                if args.lce and lce_path is not None:
                     interp = load_wrapper().LiteInterpreter(lce_path.read_bytes(), t, False,
                                                             False, LceRunner().use_xnnpack)
                     xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # LCE is NHWC
@@ -145,10 +145,10 @@ def _chw(dims: tuple[int, ...]) -> str:
     return "x".join(str(v) for v in dims[1:])
 
 
-def _print_layers(profiles: dict[str, tuple]) -> None:
-    for arch, (isa, layers, ms, mhz, seq) in profiles.items():
+def _print_layers(profiles: dict[tuple[str, str], tuple]) -> None:
+    for (arch, _), (isa, layers, ms, mhz, seq) in profiles.items():
         total = sum(ms)
-        peak = PEAKS.get(isa, (math.nan, ""))[0]
+        peak = assumed_peak(isa)[0]
         print(f"\nper-layer median ms, {arch} bnn, isa={isa}, 1 thread; clock {mhz:.0f} MHz "
               f"(measured), {isa} peak {peak} BOPs/cycle")
         print(f"{'#':>3s} {'op':14s} {'input':>16s} {'output':>16s} {'ms':>8s} {'%':>5s}"
@@ -173,8 +173,9 @@ def _print_layers(profiles: dict[str, tuple]) -> None:
             said = [f"{when} {s[0] * 1e3 / mhz:.0f} ({s[1] * 1e3 / mhz:.0f})"
                     for when, s in zip(("before", "after"), seq, strict=True) if s]
             print("  AVX2 kernel sequence alone on L1 data (bench/peak_avx2.c), BOPs/cycle, "
-                  f"median (best): {', '.join(said)}; on a quiet core ~{0.8 * peak:.0f} (80% "
-                  "of the assumed peak): far below it, the core was shared and every % peak "
+                  f"median (best): {', '.join(said)}; on a quiet core "
+                  f"~{0.8 * assumed_peak('avx2')[0]:.0f} (80% of the assumed AVX2 peak): far "
+                  "below it, the core was shared and every % peak "
                   "above reads low")
 
 
@@ -189,8 +190,13 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write all samples to this file")
     ap.add_argument("--no-lce", dest="lce", action="store_false",
                     help="don't time the Larq Compute Engine interpreter on the same models")
+    ap.add_argument("--lce-dir", type=Path,
+                    help="take the LCE models from this folder ({arch}_{algorithm}.tflite, "
+                    "converted on a machine with TensorFlow) instead of converting here")
     ap.add_argument("--isa", nargs="+", default=available_isas(),
                     help="binary-conv kernel sets to time (default: all this CPU supports)")
+    ap.add_argument("--layers-isa", nargs="+",
+                    help="kernel sets to profile per layer (default: the last of --isa)")
     args = ap.parse_args()
     bad = [i for i in args.isa if i not in available_isas()]
     if bad:
@@ -200,7 +206,7 @@ def main() -> int:
     import onnxruntime as ort
 
     rows = []
-    profiles: dict[str, tuple] = {}
+    profiles: dict[tuple[str, str], tuple] = {}
     print(f"machine: {cpu_model()} ({platform.machine()}), native {native_version()}, "
           f"onnxruntime {ort.__version__}, runs={args.runs} warmup={args.warmup}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,15 +217,22 @@ def main() -> int:
             for e in (e for e in entries if e.arch == arch):
                 bnn_path = tmpdir / f"{e.path.stem}.bnn"
                 converters_api.convert(e.path, "native", bnn_path)
-                lce_path = tmpdir / f"{e.path.stem}.tflite"
-                if args.lce:
+                lce_path: Path | None = tmpdir / f"{e.path.stem}.tflite"
+                if args.lce_dir:
+                    # converted elsewhere (this machine has no TensorFlow); a model without a
+                    # file there gets no LCE column
+                    given = args.lce_dir / f"{e.path.stem}.tflite"
+                    lce_path = given if given.exists() else None
+                elif args.lce:
                     converters_api.convert(e.path, "lce", lce_path, verify=False)
                 models.append((e, bnn_path, lce_path))
             x = np.random.default_rng(0).standard_normal(zoo.input_shape(arch)).astype(np.float32)
             rows += _time_arch(models, x, args)
-            if arch in args.layers and "bnn" in {m[0].algorithm for m in models}:
+            for isa in args.layers_isa or args.isa[-1:]:
+                if arch not in args.layers or "bnn" not in {m[0].algorithm for m in models}:
+                    break
                 e, bnn_path, _ = next(m for m in models if m[0].algorithm == "bnn")
-                with NativeEngine(bnn_path, threads=1, isa=args.isa[-1]) as eng:
+                with NativeEngine(bnn_path, threads=1, isa=isa) as eng:
                     eng.benchmark(x, args.warmup, 1)
                     # clock and ceiling measured right around the profile: speed drifts
                     x86 = eng.isa in ("avx2", "avx512")
@@ -228,7 +241,7 @@ def main() -> int:
                     prof = eng.profile(x, 0, args.runs)
                     mhz = (c0 + clock_mhz(3)) / 2
                     seq = (seq0, avx2_sequence_ops_per_ns()) if seq0 else None
-                    profiles[arch] = (eng.isa, eng.layers(), prof, mhz, seq)
+                    profiles[(arch, isa)] = (eng.isa, eng.layers(), prof, mhz, seq)
 
     def cell(arch: str, alg: str, t: int, isa: str = "-") -> dict | None:
         return next((r for r in rows if (r["arch"], r["algorithm"], r["threads"], r["isa"])
@@ -257,13 +270,19 @@ def main() -> int:
               f" {_ratio(r['ort_samples_ms'], nat):10.2f}"
               f" {_ratio(r['lce_samples_ms'], nat):10.2f}"
               f" {ort_fp32} {nat_fp32} {vs_port} {r['native_size'] / 1e6:8.2f}")
-    if 1 in args.threads and 2 in args.threads:
-        print("\nthread scaling (native, t=1 / t=2):")
+    more = [t for t in args.threads if t > 1]
+    if 1 in args.threads and more:
+        print("\nthread scaling (native, t=1 / t=k): " + " ".join(f"{'k=' + str(t):>7s}"
+                                                                for t in more))
         for r1 in rows:
-            r2 = cell(r1["arch"], r1["algorithm"], 2, r1["isa"])
-            if r1["threads"] == 1 and r2:
-                print(f"  {r1['arch']:9s} {r1['algorithm']:5s} {r1['isa']:8s}"
-                      f" {_ratio(r1['native_samples_ms'], r2['native_samples_ms']):5.2f}x")
+            if r1["threads"] != 1:
+                continue
+            cells = []
+            for t in more:
+                rk = cell(r1["arch"], r1["algorithm"], t, r1["isa"])
+                cells.append(f"{_ratio(r1['native_samples_ms'], rk['native_samples_ms']):6.2f}x"
+                             if rk else f"{'-':>7s}")
+            print(f"  {r1['arch']:9s} {r1['algorithm']:5s} {r1['isa']:8s} " + " ".join(cells))
     if profiles:
         _print_layers(profiles)
     if args.json:

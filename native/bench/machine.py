@@ -4,9 +4,10 @@
   adds, one per cycle), so "ops per cycle" uses the clock the kernels actually ran at. A VM's
   ``/proc/cpuinfo`` often shows the nominal clock; on this project's 2-core EPYC VM it says
   2445 MHz while the cores run at ~3050 MHz, which would overstate ops/cycle by 25 %.
-- :data:`PEAKS`: the binary-op peak per core and cycle assumed for each kernel set, with how
-  it is derived. One binary op = one XNOR or one popcount-accumulate of a bit pair (the usual
-  BNN convention: one binary MAC = 2 ops).
+- :func:`assumed_peak`: the binary-op peak per core and cycle assumed for a kernel set on
+  this CPU, with how it is derived (:data:`PEAKS`; :data:`INTEL_PEAKS` where Intel cores
+  differ). One binary op = one XNOR or one popcount-accumulate of a bit pair (the usual BNN
+  convention: one binary MAC = 2 ops).
 - :func:`avx2_sequence_ops_per_ns`: what the AVX2 kernel's instruction sequence alone reaches
   right now, to tell a slow kernel from a slow (shared) core.
 """
@@ -20,8 +21,9 @@ from pathlib import Path
 
 NATIVE = Path(__file__).resolve().parents[1]
 
-# name: (binary ops/cycle/core, how derived). Cores with 4 vector ALU pipes (AMD Zen 3,
-# Intel Golden Cove) for x86; loads are assumed hidden (separate load ports).
+# name: (binary ops/cycle/core, how derived). x86: cores with 4 256-bit vector ALU pipes
+# (AMD Zen 3 / Zen 4) and 2 512-bit ones (Intel since Ice Lake; Zen 4 pairs its 256-bit
+# pipes); loads are assumed hidden (separate load ports). Intel: INTEL_PEAKS below.
 PEAKS: dict[str, tuple[float, str]] = {
     "portable": (
         85,
@@ -48,6 +50,24 @@ PEAKS: dict[str, tuple[float, str]] = {
         "85 bit pairs/cycle",
     ),
 }
+
+
+# Intel cores (Golden Cove / Raptor Cove, e.g. Sapphire and Emerald Rapids) have 3 256-bit
+# vector ALU ports, not 4, and vpshufb runs on 2 of them; their 512-bit pipes are the same 2.
+INTEL_PEAKS: dict[str, tuple[float, str]] = {
+    "avx2": (
+        256,
+        "as on AMD (6 ops per 256 bit pairs with nibble planes) but on Intel's 3 256-bit "
+        "vector ALU ports: 128 bit pairs/cycle",
+    ),
+}
+
+
+def assumed_peak(isa: str) -> tuple[float, str]:
+    """(binary ops/cycle/core, how derived) assumed for kernel set ``isa`` on this CPU."""
+    if "intel" in cpu_model().lower() and isa in INTEL_PEAKS:
+        return INTEL_PEAKS[isa]
+    return PEAKS.get(isa, (float("nan"), "?"))
 
 
 def cpu_model() -> str:

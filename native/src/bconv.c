@@ -118,6 +118,7 @@ static void row_task(void *arg, size_t task, int thread)
         .x_stride = (size_t)g->sw * words,
         .w = b->wbits,
         .w16 = b->wbits16,
+        .wl16 = b->wlane16,
         .w_stride = taps * words,
         .kh = g->kh,
         .tap_words = (uint32_t)(g->kw * words),

@@ -63,6 +63,9 @@ typedef struct {
                            [o/16][i][j][word][plane][o%16], plane 0 = bits & 0x0f.. and
                            plane 1 = (bits >> 4) & 0x0f.. per byte; out_c padded to a
                            multiple of 16 with zero words */
+    uint64_t *wlane16;  /* the same interleaved by 16 output channels as whole words,
+                           [o/16][i][j][word][o%16], zero-padded likewise, for kernels with
+                           a native 64-bit popcount (AVX-512); x86-64 only, else NULL */
     int32_t *wpop;      /* [i*kw+j][o]: popcount of the tap's weight bits, for padding
                            (channel-minor, so the border correction vectorizes) */
     float *scale, *bias;

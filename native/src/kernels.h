@@ -27,6 +27,7 @@ typedef struct {
     const uint64_t *w16; /* the same interleaved by 16 channels and split into nibble
                             planes, [o/16][i][j][word][lo, hi][o%16] (bnn_internal.h),
                             zero past out_c (o_begin is a multiple of 16) */
+    const uint64_t *wl16; /* the same as whole words, [o/16][i][j][word][o%16] (x86-64) */
     size_t w_stride;    /* u64 words per output channel: kh * kw * words */
     uint32_t kh;
     uint32_t tap_words; /* kw * words: one kernel row, contiguous in input and weights */
@@ -129,6 +130,13 @@ void bnn_sgemm_ukernel_direct_portable(size_t kc, const float *a, const size_t *
 void bnn_bconv_row_popcnt(const bnn_bconv_row_args *a); /* POPCNT */
 void bnn_bconv_row_avx2(const bnn_bconv_row_args *a);   /* AVX2 */
 void bnn_bconv_row_avx512(const bnn_bconv_row_args *a); /* AVX-512F + VPOPCNTDQ */
+void bnn_sgemm_ukernel_avx512(size_t kc, const float *a, const float *b, float *c, size_t ldc,
+                              const float *bias,
+                              const float *lim); /* AVX-512F, MR = BNN_SGEMM_MR_AVX512 */
+void bnn_sgemm_ukernel_direct_avx512(size_t kc, const float *a, const size_t *koff,
+                                     size_t a_rs, const float *b, float *c, size_t ldc,
+                                     const float *bias, const float *lim);
+#define BNN_SGEMM_MR_AVX512 8
 void bnn_bitpack_avx2(const float *x, const float *thr, uint32_t c, uint32_t words,
                       size_t npix, uint64_t *out, size_t out_stride); /* AVX2 */
 void bnn_bconv_out_avx2(const int32_t *p, int32_t n, const float *scale, const float *bias,

@@ -408,6 +408,15 @@ static int parse_conv_bin(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
             dst[0] = v & NIBBLE_LO;
             dst[16] = v >> 4 & NIBBLE_LO;
         }
+#if defined(__x86_64__)
+    /* whole words for the AVX-512 kernel (native popcount: no nibble planes) */
+    if (!(b->wlane16 = bnn_aligned_alloc(oc16 * kwords * 8)))
+        return fail(e, BNN_ENOMEM, "out of memory for weights");
+    for (size_t o = 0; o < oc16; o++)
+        for (size_t k = 0; k < kwords; k++)
+            b->wlane16[((o / 16) * kwords + k) * 16 + o % 16] =
+                o < b->out_c ? b->wbits[o * kwords + k] : 0;
+#endif
     if (!(b->scale = read_f32_array(c, b->out_c)) || !(b->bias = read_f32_array(c, b->out_c)))
         return fail(e, BNN_ENOMEM, "out of memory");
     return BNN_OK;
@@ -532,6 +541,7 @@ static void free_layer(bnn_layer *L)
         bnn_aligned_free(L->p.bconv.threshold);
         bnn_aligned_free(L->p.bconv.wbits);
         bnn_aligned_free(L->p.bconv.wbits16);
+        bnn_aligned_free(L->p.bconv.wlane16);
         bnn_aligned_free(L->p.bconv.wpop);
         bnn_aligned_free(L->p.bconv.scale);
         bnn_aligned_free(L->p.bconv.bias);

@@ -1,0 +1,156 @@
+/* The AVX-512 intrinsics the AVX-512 kernel files use, in plain C, for `make test-avx512-emu`
+ * only: that build compiles bconv_avx512.c and sgemm_avx512.c against this header (with
+ * -DBNN_AVX512_EMULATE) so their tiling, layouts, tails and masks run through the C tests
+ * on a CPU without AVX-512 (this project's CI; qemu-user lacks VPOPCNTDQ). It checks the
+ * code paths, not the instructions: a real AVX-512 machine runs the real build the same way
+ * (`make test` lists [avx512] there). Each function follows Intel's pseudocode for its
+ * instruction; the float ones round as the hardware does (one rounding per FMA: fmaf). */
+#ifndef BNN_AVX512_EMU_H
+#define BNN_AVX512_EMU_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    uint64_t q[8];
+} __m512i;
+typedef struct {
+    float f[16];
+} __m512;
+typedef uint8_t __mmask8;
+typedef uint16_t __mmask16;
+
+#define _CMP_LT_OQ 0x11
+#define _CMP_GT_OQ 0x1e
+
+static inline __m512i _mm512_setzero_si512(void)
+{
+    __m512i r;
+    memset(&r, 0, sizeof r);
+    return r;
+}
+
+static inline __m512i _mm512_set1_epi64(long long v)
+{
+    __m512i r;
+    for (int i = 0; i < 8; i++)
+        r.q[i] = (uint64_t)v;
+    return r;
+}
+
+static inline __m512i _mm512_load_si512(const void *p)
+{
+    /* the real instruction faults on a misaligned address: so does this */
+    if ((uintptr_t)p % 64)
+        __builtin_trap();
+    __m512i r;
+    memcpy(&r, p, sizeof r);
+    return r;
+}
+
+static inline __m512i _mm512_xor_si512(__m512i a, __m512i b)
+{
+    for (int i = 0; i < 8; i++)
+        a.q[i] ^= b.q[i];
+    return a;
+}
+
+static inline __m512i _mm512_add_epi64(__m512i a, __m512i b)
+{
+    for (int i = 0; i < 8; i++)
+        a.q[i] += b.q[i];
+    return a;
+}
+
+static inline __m512i _mm512_popcnt_epi64(__m512i a)
+{
+    for (int i = 0; i < 8; i++)
+        a.q[i] = (uint64_t)__builtin_popcountll(a.q[i]);
+    return a;
+}
+
+/* vpmovqd to memory under a write mask: lane i's low 32 bits to p[i] where k has bit i */
+static inline void _mm512_mask_cvtepi64_storeu_epi32(void *p, __mmask8 k, __m512i a)
+{
+    for (int i = 0; i < 8; i++)
+        if (k >> i & 1) {
+            const uint32_t v = (uint32_t)a.q[i];
+            memcpy((char *)p + 4 * i, &v, 4);
+        }
+}
+
+static inline __m512 _mm512_setzero_ps(void)
+{
+    __m512 r;
+    for (int i = 0; i < 16; i++)
+        r.f[i] = 0.0f;
+    return r;
+}
+
+static inline __m512 _mm512_set1_ps(float v)
+{
+    __m512 r;
+    for (int i = 0; i < 16; i++)
+        r.f[i] = v;
+    return r;
+}
+
+static inline __m512 _mm512_loadu_ps(const void *p)
+{
+    __m512 r;
+    memcpy(&r, p, sizeof r);
+    return r;
+}
+
+static inline __m512 _mm512_load_ps(const void *p)
+{
+    if ((uintptr_t)p % 64)
+        __builtin_trap();
+    return _mm512_loadu_ps(p);
+}
+
+static inline void _mm512_storeu_ps(void *p, __m512 a) { memcpy(p, &a, sizeof a); }
+
+static inline void _mm512_store_ps(void *p, __m512 a)
+{
+    if ((uintptr_t)p % 64)
+        __builtin_trap();
+    memcpy(p, &a, sizeof a);
+}
+
+static inline __m512 _mm512_add_ps(__m512 a, __m512 b)
+{
+    for (int i = 0; i < 16; i++)
+        a.f[i] = a.f[i] + b.f[i];
+    return a;
+}
+
+static inline __m512 _mm512_fmadd_ps(__m512 a, __m512 b, __m512 c)
+{
+    for (int i = 0; i < 16; i++)
+        c.f[i] = fmaf(a.f[i], b.f[i], c.f[i]);
+    return c;
+}
+
+/* the two predicates the kernels use; both false when either operand is NaN */
+static inline __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, const int pred)
+{
+    __mmask16 k = 0;
+    for (int i = 0; i < 16; i++) {
+        const int t = pred == _CMP_LT_OQ ? a.f[i] < b.f[i] : a.f[i] > b.f[i];
+        k |= (__mmask16)(t << i);
+    }
+    return k;
+}
+
+/* lane i = b[i] where k has bit i, else a[i] */
+static inline __m512 _mm512_mask_blend_ps(__mmask16 k, __m512 a, __m512 b)
+{
+    for (int i = 0; i < 16; i++)
+        if (k >> i & 1)
+            a.f[i] = b.f[i];
+    return a;
+}
+
+#endif
