@@ -186,3 +186,41 @@ def test_zoo_models_bit_identical_across_isas_and_threads(tmp_path, arch):
                         want = got
                     np.testing.assert_array_equal(
                         got, want, err_msg=f"{entry.path.stem} isa={isa} threads={threads}")
+
+
+@pytest.mark.parametrize("isa", X86_ISAS)
+def test_maxpool_kernels_bit_identical_with_nan_and_signed_zeros(isa):
+    """Max pooling over 91 channels (the vector kernels' 64-, 32-, 16- and 8-channel blocks
+    and a scalar tail), with padding, NaN (skipped), -inf and both zeros in the input: each
+    kernel set gives the portable output bit for bit, and the portable output is the max of
+    the non-NaN taps."""
+    if not _runs_here(isa):
+        return
+    rng = np.random.default_rng(17)
+    c = 91
+    x = rng.standard_normal((2, c, 11, 10)).astype(np.float32)
+    flat = x.reshape(-1)
+    picks = rng.choice(flat.size, size=(4, 300), replace=False)
+    flat[picks[0]] = np.nan
+    flat[picks[1]] = -np.inf
+    flat[picks[2]] = 0.0
+    flat[picks[3]] = -0.0
+    x[1, :, :3, :3] = np.nan  # whole windows of NaN: -inf out
+    for pool in (F.MaxPool([0], 1, kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)),
+                 F.MaxPool([0], 1, kernel=(2, 2), strides=(1, 1))):
+        data = F.dumps(F.NativeModel(x.shape, [pool], n_values=2, output_id=1))
+        with NativeEngine(data, threads=2, isa="portable") as eng:
+            want = eng.run(x)
+        with NativeEngine(data, threads=2, isa=isa) as eng:
+            got = eng.run(x)
+        assert want.view(np.uint32).tolist() == got.view(np.uint32).tolist()
+        kh, kw = pool.kernel
+        pt, pl, pb, pr = pool.pads
+        padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=np.nan)
+        sh, sw = pool.strides
+        ref = np.full(want.shape, -np.inf, np.float32)
+        for i in range(kh):
+            for j in range(kw):
+                tap = padded[:, :, i::sh, j::sw][:, :, :want.shape[2], :want.shape[3]]
+                ref = np.where(tap > ref, tap, ref)
+        np.testing.assert_array_equal(want, ref)

@@ -122,22 +122,24 @@ static inline void pack_row(const bnn_fconv *f, const bnn_shape *in, win w, size
 }
 
 /* dd[t * mr + i] = src[i][t] for t < n, i < mr: a small transpose. With SSE (baseline on
- * x86-64) 4 depth indices at a time: 4x4 transposes of rows 0-3, rows 4-5 interleaved in
- * pairs; a third of the loads and stores of the scalar loop. */
+ * x86-64) 4 depth indices at a time: 4x4 transposes of rows 0-3 (and 4-7 for MR 8), rows
+ * 4-5 of MR 6 interleaved in pairs; a third of the loads and stores of the scalar loop. */
 static inline void copy_lockstep(float *dd, const float *const *src, size_t n, const size_t mr)
 {
     size_t t = 0;
 #if defined(__SSE2__)
-    if (mr == 4 || mr == 6)
+    if (mr == 4 || mr == 6 || mr == 8)
         for (; t + 4 <= n; t += 4) {
-            __m128 r0 = _mm_loadu_ps(src[0] + t), r1 = _mm_loadu_ps(src[1] + t);
-            __m128 r2 = _mm_loadu_ps(src[2] + t), r3 = _mm_loadu_ps(src[3] + t);
-            _MM_TRANSPOSE4_PS(r0, r1, r2, r3); /* r0 = rows 0-3 at t, r1 at t + 1, ... */
             float *o = dd + t * mr;
-            _mm_storeu_ps(o, r0);
-            _mm_storeu_ps(o + mr, r1);
-            _mm_storeu_ps(o + 2 * mr, r2);
-            _mm_storeu_ps(o + 3 * mr, r3);
+            for (size_t q = 0; q + 4 <= mr; q += 4) {
+                __m128 r0 = _mm_loadu_ps(src[q] + t), r1 = _mm_loadu_ps(src[q + 1] + t);
+                __m128 r2 = _mm_loadu_ps(src[q + 2] + t), r3 = _mm_loadu_ps(src[q + 3] + t);
+                _MM_TRANSPOSE4_PS(r0, r1, r2, r3); /* r0 = rows q..q+3 at t, r1 at t + 1 */
+                _mm_storeu_ps(o + q, r0);
+                _mm_storeu_ps(o + mr + q, r1);
+                _mm_storeu_ps(o + 2 * mr + q, r2);
+                _mm_storeu_ps(o + 3 * mr + q, r3);
+            }
             if (mr == 6) {
                 const __m128 r4 = _mm_loadu_ps(src[4] + t), r5 = _mm_loadu_ps(src[5] + t);
                 const __m128 lo = _mm_unpacklo_ps(r4, r5), hi = _mm_unpackhi_ps(r4, r5);
@@ -252,6 +254,9 @@ static void pack_a(const fconv_job *j, size_t m0, size_t rows, size_t k0, size_t
         break;
     case 6:
         pack_a_mr(j, m0, rows, k0, kc, 6, dst, direct);
+        break;
+    case 8:
+        pack_a_mr(j, m0, rows, k0, kc, 8, dst, direct);
         break;
     default:
         pack_a_mr(j, m0, rows, k0, kc, mr, dst, direct);

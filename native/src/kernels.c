@@ -29,6 +29,7 @@ static const bnn_kernel_table arm_neon = {
     .bitpack = bnn_bitpack_portable,
     .threshold_counts = bnn_threshold_counts_portable,
     .bconv_out = bnn_bconv_out_portable,
+    .maxpool_px = bnn_maxpool_px_portable,
 #if defined(__aarch64__)
     .bconv_row = bnn_bconv_row_neon64,
 #else
@@ -81,6 +82,7 @@ static const bnn_kernel_table portable = {
     .bitpack = bnn_bitpack_portable,
     .threshold_counts = bnn_threshold_counts_portable,
     .bconv_out = bnn_bconv_out_portable,
+    .maxpool_px = bnn_maxpool_px_portable,
     .bconv_row = bnn_bconv_row_portable,
     .sgemm_ukernel = bnn_sgemm_ukernel_portable,
     .sgemm_ukernel_direct = bnn_sgemm_ukernel_direct_portable,
@@ -116,23 +118,25 @@ const bnn_kernel_table *bnn_kernels(void)
 #include <stdlib.h>
 #include <string.h>
 
-/* sgemm: the suffix of the SGEMM kernel pair (packed and direct) */
-#define X86_TABLE(name, pack, thr, out, row, sgemm, mr)                                     \
+/* pool, sgemm: the suffixes of the max-pool kernel and of the SGEMM pair (packed, direct) */
+#define X86_TABLE(name, pack, thr, out, pool, row, sgemm, mr)                               \
     {.isa = name, .bitpack = pack, .threshold_counts = thr, .bconv_out = out,               \
-     .bconv_row = row, .sgemm_ukernel = bnn_sgemm_ukernel_##sgemm,                          \
+     .maxpool_px = bnn_maxpool_px_##pool, .bconv_row = row, .sgemm_ukernel = bnn_sgemm_ukernel_##sgemm,                          \
      .sgemm_ukernel_direct = bnn_sgemm_ukernel_direct_##sgemm, .sgemm_mr = mr}
 static const bnn_kernel_table x86_tables[] = {
     /* best first; AVX-512 CPUs all have AVX2 + FMA, so that set reuses their packing and
      * epilogues and brings its own binary row kernel and SGEMM (whose floats equal the
      * AVX2 SGEMM's bit for bit, sgemm_avx512.c) */
     X86_TABLE("avx512", bnn_bitpack_avx2, bnn_threshold_counts_avx2, bnn_bconv_out_avx2,
-              bnn_bconv_row_avx512, avx512, BNN_SGEMM_MR_AVX512),
-    X86_TABLE("avx2", bnn_bitpack_avx2, bnn_threshold_counts_avx2, bnn_bconv_out_avx2,
+              avx512, bnn_bconv_row_avx512, avx512, BNN_SGEMM_MR_AVX512),
+    X86_TABLE("avx2", bnn_bitpack_avx2, bnn_threshold_counts_avx2, bnn_bconv_out_avx2, avx2,
               bnn_bconv_row_avx2, avx2, BNN_SGEMM_MR_AVX2),
     X86_TABLE("popcnt", bnn_bitpack_portable, bnn_threshold_counts_portable,
-              bnn_bconv_out_portable, bnn_bconv_row_popcnt, portable, BNN_SGEMM_MR_PORTABLE),
+              bnn_bconv_out_portable, portable, bnn_bconv_row_popcnt, portable,
+              BNN_SGEMM_MR_PORTABLE),
     X86_TABLE("portable", bnn_bitpack_portable, bnn_threshold_counts_portable,
-              bnn_bconv_out_portable, bnn_bconv_row_portable, portable, BNN_SGEMM_MR_PORTABLE),
+              bnn_bconv_out_portable, portable, bnn_bconv_row_portable, portable,
+              BNN_SGEMM_MR_PORTABLE),
 };
 #define X86_NTABLES (sizeof x86_tables / sizeof *x86_tables)
 

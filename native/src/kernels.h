@@ -91,11 +91,19 @@ typedef void (*bnn_sgemm_ukernel_direct_fn)(size_t kc, const float *a, const siz
                                             size_t a_rs, const float *b, float *c, size_t ldc,
                                             const float *bias, const float *lim);
 
+/* Max pooling of one output pixel over n channels: y[ch] = the max over the kh x kw taps
+ * (tap (i, j) at x + i * row_stride + j * px_stride, NHWC) of x[ch], taken as
+ * "v > m ? v : m" in tap order from -inf, so NaN taps are skipped (x86's MAXPS semantics:
+ * vector versions are bit-identical). */
+typedef void (*bnn_maxpool_px_fn)(const float *x, size_t row_stride, size_t px_stride,
+                                  uint32_t kh, uint32_t kw, uint32_t n, float *y);
+
 typedef struct {
     const char *isa;
     bnn_bitpack_fn bitpack;
     bnn_threshold_counts_fn threshold_counts;
     bnn_bconv_out_fn bconv_out;
+    bnn_maxpool_px_fn maxpool_px;
     bnn_bconv_row_fn bconv_row;
     bnn_sgemm_ukernel_fn sgemm_ukernel;
     bnn_sgemm_ukernel_direct_fn sgemm_ukernel_direct;
@@ -114,6 +122,8 @@ const char *bnn_kernels_env_error(void);
 void bnn_bitpack_portable(const float *x, const float *thr, uint32_t c, uint32_t words,
                           size_t npix, uint64_t *out, size_t out_stride);
 void bnn_bconv_row_portable(const bnn_bconv_row_args *a);
+void bnn_maxpool_px_portable(const float *x, size_t row_stride, size_t px_stride, uint32_t kh,
+                             uint32_t kw, uint32_t n, float *y);
 void bnn_bconv_out_portable(const int32_t *p, int32_t n, const float *scale, const float *bias,
                             const float *res, const float *lim, float *y, uint32_t count);
 uint64_t bnn_threshold_counts_portable(const int32_t *p, const int32_t *neg,
@@ -137,6 +147,10 @@ void bnn_sgemm_ukernel_direct_avx512(size_t kc, const float *a, const size_t *ko
                                      size_t a_rs, const float *b, float *c, size_t ldc,
                                      const float *bias, const float *lim);
 #define BNN_SGEMM_MR_AVX512 8
+void bnn_maxpool_px_avx2(const float *x, size_t row_stride, size_t px_stride, uint32_t kh,
+                         uint32_t kw, uint32_t n, float *y); /* AVX */
+void bnn_maxpool_px_avx512(const float *x, size_t row_stride, size_t px_stride, uint32_t kh,
+                           uint32_t kw, uint32_t n, float *y); /* AVX-512F */
 void bnn_bitpack_avx2(const float *x, const float *thr, uint32_t c, uint32_t words,
                       size_t npix, uint64_t *out, size_t out_stride); /* AVX2 */
 void bnn_bconv_out_avx2(const int32_t *p, int32_t n, const float *scale, const float *bias,

@@ -9,6 +9,7 @@ typedef struct {
     const bnn_layer *L;
     const float *x;
     float *y;
+    const bnn_kernel_table *k;
 } pool_job;
 
 /* Valid window [lo, hi) along one axis for output position o. */
@@ -18,6 +19,21 @@ static void window(long o, uint32_t stride, uint32_t pad, uint32_t k, uint32_t s
     const long start = o * (long)stride - (long)pad;
     *lo = start < 0 ? 0 : start;
     *hi = start + (long)k > (long)size ? (long)size : start + (long)k;
+}
+
+/* Same contract as bnn_maxpool_px_fn (kernels.h). Output channels are read, maxed and
+ * stored once per tap; the vector versions keep them in registers instead. */
+void bnn_maxpool_px_portable(const float *x, size_t row_stride, size_t px_stride, uint32_t kh,
+                             uint32_t kw, uint32_t n, float *y)
+{
+    for (uint32_t c = 0; c < n; c++)
+        y[c] = -INFINITY;
+    for (uint32_t i = 0; i < kh; i++)
+        for (uint32_t j = 0; j < kw; j++) {
+            const float *xi = x + i * row_stride + j * px_stride;
+            for (uint32_t c = 0; c < n; c++)
+                y[c] = xi[c] > y[c] ? xi[c] : y[c];
+        }
 }
 
 static void maxpool_task(void *arg, size_t task, int thread)
@@ -32,16 +48,10 @@ static void maxpool_task(void *arg, size_t task, int thread)
     for (size_t ox = 0; ox < out->w; ox++) {
         long x0, x1;
         window((long)ox, g->sw, g->pl, g->kw, in->w, &x0, &x1);
-        float *yo = j->y + ((n * out->h + oy) * out->w + ox) * C;
         /* Padded taps are ignored (ONNX); the loader guarantees a non-empty window. */
-        for (size_t c = 0; c < C; c++)
-            yo[c] = -INFINITY;
-        for (long iy = y0; iy < y1; iy++)
-            for (long ix = x0; ix < x1; ix++) {
-                const float *xi = j->x + ((n * in->h + (size_t)iy) * in->w + (size_t)ix) * C;
-                for (size_t c = 0; c < C; c++)
-                    yo[c] = xi[c] > yo[c] ? xi[c] : yo[c];
-            }
+        j->k->maxpool_px(j->x + ((n * in->h + (size_t)y0) * in->w + (size_t)x0) * C,
+                         (size_t)in->w * C, C, (uint32_t)(y1 - y0), (uint32_t)(x1 - x0),
+                         (uint32_t)C, j->y + ((n * out->h + oy) * out->w + ox) * C);
     }
 }
 
@@ -96,20 +106,20 @@ static void gap_task(void *arg, size_t task, int thread)
 
 void bnn_maxpool_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y)
 {
-    pool_job j = {L, x, y};
+    pool_job j = {L, x, y, ex->k};
     bnn_pool_parallel_for(ex->pool, (size_t)L->out_shape.n * L->out_shape.h, maxpool_task, &j);
 }
 
 void bnn_avgpool_forward(const bnn_exec *ex, const bnn_layer *L, const float *x, float *y)
 {
-    pool_job j = {L, x, y};
+    pool_job j = {L, x, y, ex->k};
     bnn_pool_parallel_for(ex->pool, (size_t)L->out_shape.n * L->out_shape.h, avgpool_task, &j);
 }
 
 void bnn_global_avgpool_forward(const bnn_exec *ex, const bnn_layer *L, const float *x,
                                 float *y)
 {
-    pool_job j = {L, x, y};
+    pool_job j = {L, x, y, ex->k};
     const size_t chunks = ((size_t)L->in_shape.c + GAP_CHUNK - 1) / GAP_CHUNK;
     bnn_pool_parallel_for(ex->pool, (size_t)L->in_shape.n * chunks, gap_task, &j);
 }

@@ -53,26 +53,38 @@ static __attribute__((noinline)) TGT void finish(const float *t, float *c, size_
     }
 }
 
-/* Both kernels: A(k, i) = a[x(k) + i * rs] with x(k) = k * MR (packed, rs = 1) or koff[k]
- * (read in place); inlined into each with koff constant NULL or not. */
+/* One k step: row k of B times column k of A, whose row i is at a_i[x], into the 8
+ * accumulators; each A value is a {1to16} broadcast operand of its FMA. */
+#define STEP(k, x)                                                                          \
+    do {                                                                                    \
+        const __m512 bk = _mm512_loadu_ps(b + (k) * NR);                                     \
+        c0 = _mm512_fmadd_ps(_mm512_set1_ps(a0[x]), bk, c0);                                \
+        c1 = _mm512_fmadd_ps(_mm512_set1_ps(a1[x]), bk, c1);                                \
+        c2 = _mm512_fmadd_ps(_mm512_set1_ps(a2[x]), bk, c2);                                \
+        c3 = _mm512_fmadd_ps(_mm512_set1_ps(a3[x]), bk, c3);                                \
+        c4 = _mm512_fmadd_ps(_mm512_set1_ps(a4[x]), bk, c4);                                \
+        c5 = _mm512_fmadd_ps(_mm512_set1_ps(a5[x]), bk, c5);                                \
+        c6 = _mm512_fmadd_ps(_mm512_set1_ps(a6[x]), bk, c6);                                \
+        c7 = _mm512_fmadd_ps(_mm512_set1_ps(a7[x]), bk, c7);                                \
+    } while (0)
+
+/* Both kernels: A(k, i) = a_i[x(k)] with row pointers a_i = a + i * rs and x(k) = k * MR
+ * (packed, rs = 1) or koff[k] (read in place), so each broadcast is one base + scaled index
+ * address: 8 row pointers fit the general registers, which is why MR stays 8 (computing
+ * a + x + i * rs per FMA instead left the direct kernel a chain of 7 scalar adds per 8
+ * FMAs). Inlined into each with koff constant NULL or not. */
 static inline __attribute__((always_inline)) TGT void
 body(size_t kc, const float *a, const size_t *koff, size_t rs, const float *b, float *c,
      size_t ldc, const float *bias, const float *lim)
 {
-    __m512 acc[MR];
-    for (int i = 0; i < MR; i++)
-        acc[i] = _mm512_setzero_ps();
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+           c7 = c0;
+    const float *a0 = a, *a1 = a + rs, *a2 = a + 2 * rs, *a3 = a + 3 * rs, *a4 = a + 4 * rs,
+                *a5 = a + 5 * rs, *a6 = a + 6 * rs, *a7 = a + 7 * rs;
     /* C is written (and maybe read) only after the k loop: ask for its lines now */
     for (int i = 0; i < MR; i++)
         __builtin_prefetch(c + i * ldc, 1, 3);
 #define X(k) (koff ? koff[k] : (k) * MR)
-#define STEP(k, x)                                                                          \
-    do {                                                                                    \
-        const __m512 bk = _mm512_loadu_ps(b + (k) * NR);                                     \
-        const float *ak = a + (x);                                                          \
-        for (int i = 0; i < MR; i++)                                                        \
-            acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(ak[i * rs]), bk, acc[i]);               \
-    } while (0)
     size_t k = 0;
     /* unrolled by 4 without changing the order of the k steps */
     for (; k + 4 <= kc; k += 4, b += 4 * NR) {
@@ -83,8 +95,8 @@ body(size_t kc, const float *a, const size_t *koff, size_t rs, const float *b, f
     }
     for (; k < kc; k++, b += NR)
         STEP(0, X(k));
-#undef STEP
 #undef X
+    const __m512 acc[MR] = {c0, c1, c2, c3, c4, c5, c6, c7};
     if (!bias && !lim) {
         for (int i = 0; i < MR; i++) {
             float *ci = c + i * ldc;
@@ -97,6 +109,7 @@ body(size_t kc, const float *a, const size_t *koff, size_t rs, const float *b, f
         _mm512_store_ps(t + i * NR, acc[i]);
     finish(t, c, ldc, bias, lim);
 }
+#undef STEP
 
 TGT void bnn_sgemm_ukernel_avx512(size_t kc, const float *a, const float *b, float *c,
                                   size_t ldc, const float *bias, const float *lim)
@@ -108,6 +121,8 @@ TGT void bnn_sgemm_ukernel_direct_avx512(size_t kc, const float *a, const size_t
                                          size_t a_rs, const float *b, float *c, size_t ldc,
                                          const float *bias, const float *lim)
 {
+    if (!koff) /* never: lets the compiler drop the packed addressing from this copy */
+        __builtin_unreachable();
     body(kc, a, koff, a_rs, b, c, ldc, bias, lim);
 }
 #else

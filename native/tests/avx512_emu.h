@@ -133,6 +133,14 @@ static inline __m512 _mm512_fmadd_ps(__m512 a, __m512 b, __m512 c)
     return c;
 }
 
+/* vmaxps: a > b ? a : b per lane (b when either is NaN) */
+static inline __m512 _mm512_max_ps(__m512 a, __m512 b)
+{
+    for (int i = 0; i < 16; i++)
+        a.f[i] = a.f[i] > b.f[i] ? a.f[i] : b.f[i];
+    return a;
+}
+
 /* the two predicates the kernels use; both false when either operand is NaN */
 static inline __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, const int pred)
 {
