@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import struct
 import subprocess
 
@@ -457,3 +458,18 @@ def test_c_unit_tests_pass_under_sanitizers():
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert ", 0 failures" in proc.stdout
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 kernels")
+def test_c_unit_tests_of_the_avx512_files_on_emulated_intrinsics():
+    """The AVX-512 kernel files (binary conv, SGEMM, packing, epilogues, max pool) compiled
+    against plain C stand-ins for their intrinsics (native/tests/avx512_emu.h) and run
+    through the same C tests as every other kernel set, so their tiling, tails and masks are
+    checked on CPUs without AVX-512 too; the real instructions run in `make test` on an
+    AVX-512 machine."""
+    proc = subprocess.run(
+        ["make", "-C", str(NATIVE), "test-avx512-emu"], capture_output=True, text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[avx512] ok" in proc.stdout and ", 0 failures" in proc.stdout

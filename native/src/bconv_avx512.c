@@ -18,6 +18,9 @@
  * (a 64-channel 3x3 row is 3 words, so 5 of 8 lanes idle): 9-11% of peak on ResNet-18's
  * 64-channel layers, against the AVX2 kernel's 35% on the same Xeon.
  *
+ * Also here: the AVX-512 versions of sign packing, threshold counts and float outputs
+ * (16 channels per compare, whose mask is the bits).
+ *
  * Compiled for avx512f + avx512vpopcntdq via target attributes on these functions only;
  * kernels.c selects it only when cpuid reports both. With BNN_AVX512_EMULATE (tests only,
  * tests/avx512_emu.h) the same code runs on plain C stand-ins for the intrinsics. Empty off
@@ -126,6 +129,78 @@ TGT void bnn_bconv_row_avx512(const bnn_bconv_row_args *a)
             mask[1][0] = mask[1][1] = 0;
             columns(a, off, kwords, o, 1, mask);
             o += OB;
+        }
+    }
+}
+
+/* Same contract as bnn_threshold_counts_portable: 16 channels per compare, negated where
+ * neg = -1 ((p ^ -1) + 1 = -p); the compare's mask is the 16 bits themselves. */
+TGT uint64_t bnn_threshold_counts_avx512(const int32_t *p, const int32_t *neg,
+                                         const int32_t *bound, uint32_t n)
+{
+    uint64_t bits = 0;
+    uint32_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const __m512i s = _mm512_loadu_si512(neg + j);
+        const __m512i v = _mm512_sub_epi32(_mm512_xor_si512(_mm512_loadu_si512(p + j), s), s);
+        bits |= (uint64_t)_mm512_cmpgt_epi32_mask(v, _mm512_loadu_si512(bound + j)) << j;
+    }
+    if (j < n)
+        bits |= bnn_threshold_counts_portable(p + j, neg + j, bound + j, n - j) << j;
+    return bits;
+}
+
+/* Same contract as bnn_bconv_out_portable, 16 channels per step: vcvtdq2ps, vmulps, vaddps
+ * as separate ops (no FMA, which would round once and differ from the portable floats), the
+ * clamp with bnn_clip's compares in its order. */
+TGT void bnn_bconv_out_avx512(const int32_t *p, int32_t n, const float *scale, const float *bias,
+                              const float *res, const float *lim, float *y, uint32_t count)
+{
+    const __m512i nv = _mm512_set1_epi32(n);
+    const __m512 lo = _mm512_set1_ps(lim ? lim[0] : 0.0f), hi = _mm512_set1_ps(lim ? lim[1] : 0.0f);
+    uint32_t o = 0;
+    for (; o + 16 <= count; o += 16) {
+        const __m512i pv = _mm512_loadu_si512(p + o);
+        const __m512 d = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_sub_epi32(nv, pv), pv));
+        __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(scale + o), d),
+                                 _mm512_loadu_ps(bias + o));
+        if (res)
+            v = _mm512_add_ps(v, _mm512_loadu_ps(res + o));
+        if (lim) {
+            const __mmask16 below = _mm512_cmp_ps_mask(v, lo, _CMP_LT_OQ);
+            v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, hi, _CMP_GT_OQ), v, hi);
+            v = _mm512_mask_blend_ps(below, v, lo);
+        }
+        _mm512_storeu_ps(y + o, v);
+    }
+    if (o < count)
+        bnn_bconv_out_portable(p + o, n, scale + o, bias + o, res ? res + o : NULL, lim, y + o,
+                               count - o);
+}
+
+/* Sign packing (same contract as bnn_bitpack_portable): 16 channels per compare, whose mask
+ * is their 16 bits. The compare is x - t < 0 exactly as in the portable code (not a
+ * sign-bit test: -0.0 must give +1), so the bits are identical. */
+TGT void bnn_bitpack_avx512(const float *x, const float *thr, uint32_t c, uint32_t words,
+                            size_t npix, uint64_t *out, size_t out_stride)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (size_t px = 0; px < npix; px++) {
+        const float *xp = x + px * c;
+        uint64_t *op = out + px * out_stride;
+        for (uint32_t wd = 0; wd < words; wd++) {
+            const uint32_t c0 = wd * 64u, n = c - c0 < 64u ? c - c0 : 64u, nv = n & ~15u;
+            uint64_t bits = 0;
+            uint32_t j = 0;
+            for (; j < nv; j += 16) {
+                __m512 v = _mm512_loadu_ps(xp + c0 + j);
+                if (thr)
+                    v = _mm512_sub_ps(v, _mm512_loadu_ps(thr + c0 + j));
+                bits |= (uint64_t)_mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ) << j;
+            }
+            for (; j < n; j++)
+                bits |= (uint64_t)((thr ? xp[c0 + j] - thr[c0 + j] : xp[c0 + j]) < 0.0f) << j;
+            op[wd] = bits;
         }
     }
 }

@@ -124,10 +124,9 @@ const bnn_kernel_table *bnn_kernels(void)
      .maxpool_px = bnn_maxpool_px_##pool, .bconv_row = row, .sgemm_ukernel = bnn_sgemm_ukernel_##sgemm,                          \
      .sgemm_ukernel_direct = bnn_sgemm_ukernel_direct_##sgemm, .sgemm_mr = mr}
 static const bnn_kernel_table x86_tables[] = {
-    /* best first; AVX-512 CPUs all have AVX2 + FMA, so that set reuses their packing and
-     * epilogues and brings its own binary row kernel and SGEMM (whose floats equal the
-     * AVX2 SGEMM's bit for bit, sgemm_avx512.c) */
-    X86_TABLE("avx512", bnn_bitpack_avx2, bnn_threshold_counts_avx2, bnn_bconv_out_avx2,
+    /* best first; the AVX-512 SGEMM's floats equal the AVX2 SGEMM's bit for bit
+     * (sgemm_avx512.c), so those two sets compute identical outputs */
+    X86_TABLE("avx512", bnn_bitpack_avx512, bnn_threshold_counts_avx512, bnn_bconv_out_avx512,
               avx512, bnn_bconv_row_avx512, avx512, BNN_SGEMM_MR_AVX512),
     X86_TABLE("avx2", bnn_bitpack_avx2, bnn_threshold_counts_avx2, bnn_bconv_out_avx2, avx2,
               bnn_bconv_row_avx2, avx2, BNN_SGEMM_MR_AVX2),

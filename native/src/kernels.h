@@ -147,6 +147,12 @@ void bnn_sgemm_ukernel_direct_avx512(size_t kc, const float *a, const size_t *ko
                                      size_t a_rs, const float *b, float *c, size_t ldc,
                                      const float *bias, const float *lim);
 #define BNN_SGEMM_MR_AVX512 8
+void bnn_bitpack_avx512(const float *x, const float *thr, uint32_t c, uint32_t words,
+                        size_t npix, uint64_t *out, size_t out_stride); /* AVX-512F */
+void bnn_bconv_out_avx512(const int32_t *p, int32_t n, const float *scale, const float *bias,
+                          const float *res, const float *lim, float *y, uint32_t count);
+uint64_t bnn_threshold_counts_avx512(const int32_t *p, const int32_t *neg,
+                                     const int32_t *bound, uint32_t n); /* AVX-512F */
 void bnn_maxpool_px_avx2(const float *x, size_t row_stride, size_t px_stride, uint32_t kh,
                          uint32_t kw, uint32_t n, float *y); /* AVX */
 void bnn_maxpool_px_avx512(const float *x, size_t row_stride, size_t px_stride, uint32_t kh,

@@ -49,6 +49,62 @@ static inline __m512i _mm512_load_si512(const void *p)
     return r;
 }
 
+static inline __m512i _mm512_loadu_si512(const void *p)
+{
+    __m512i r;
+    memcpy(&r, p, sizeof r);
+    return r;
+}
+
+/* 32-bit lane views of a __m512i (lane i = bytes 4i..4i+3, little-endian as on x86) */
+static inline void emu_get32(__m512i a, int32_t d[16]) { memcpy(d, &a, 64); }
+static inline __m512i emu_set32(const int32_t d[16])
+{
+    __m512i r;
+    memcpy(&r, d, 64);
+    return r;
+}
+
+static inline __m512i _mm512_set1_epi32(int v)
+{
+    int32_t d[16];
+    for (int i = 0; i < 16; i++)
+        d[i] = v;
+    return emu_set32(d);
+}
+
+/* wrapping, as the instruction (no signed overflow in C) */
+static inline __m512i _mm512_sub_epi32(__m512i a, __m512i b)
+{
+    int32_t x[16], y[16];
+    emu_get32(a, x);
+    emu_get32(b, y);
+    for (int i = 0; i < 16; i++)
+        x[i] = (int32_t)((uint32_t)x[i] - (uint32_t)y[i]);
+    return emu_set32(x);
+}
+
+static inline __mmask16 _mm512_cmpgt_epi32_mask(__m512i a, __m512i b)
+{
+    int32_t x[16], y[16];
+    emu_get32(a, x);
+    emu_get32(b, y);
+    __mmask16 k = 0;
+    for (int i = 0; i < 16; i++)
+        k |= (__mmask16)((x[i] > y[i]) << i);
+    return k;
+}
+
+static inline __m512 _mm512_cvtepi32_ps(__m512i a)
+{
+    int32_t x[16];
+    emu_get32(a, x);
+    __m512 r;
+    for (int i = 0; i < 16; i++)
+        r.f[i] = (float)x[i]; /* round to nearest even, as vcvtdq2ps by default */
+    return r;
+}
+
 static inline __m512i _mm512_xor_si512(__m512i a, __m512i b)
 {
     for (int i = 0; i < 8; i++)
@@ -123,6 +179,20 @@ static inline __m512 _mm512_add_ps(__m512 a, __m512 b)
 {
     for (int i = 0; i < 16; i++)
         a.f[i] = a.f[i] + b.f[i];
+    return a;
+}
+
+static inline __m512 _mm512_sub_ps(__m512 a, __m512 b)
+{
+    for (int i = 0; i < 16; i++)
+        a.f[i] = a.f[i] - b.f[i];
+    return a;
+}
+
+static inline __m512 _mm512_mul_ps(__m512 a, __m512 b)
+{
+    for (int i = 0; i < 16; i++)
+        a.f[i] = a.f[i] * b.f[i];
     return a;
 }
 
