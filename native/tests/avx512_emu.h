@@ -12,6 +12,9 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Out of line: inlining these loops into the unrolled kernels took gcc minutes at -O1 -g. */
+#define EMU static __attribute__((noinline, unused))
+
 typedef struct {
     uint64_t q[8];
 } __m512i;
@@ -24,14 +27,14 @@ typedef uint16_t __mmask16;
 #define _CMP_LT_OQ 0x11
 #define _CMP_GT_OQ 0x1e
 
-static inline __m512i _mm512_setzero_si512(void)
+EMU __m512i _mm512_setzero_si512(void)
 {
     __m512i r;
     memset(&r, 0, sizeof r);
     return r;
 }
 
-static inline __m512i _mm512_set1_epi64(long long v)
+EMU __m512i _mm512_set1_epi64(long long v)
 {
     __m512i r;
     for (int i = 0; i < 8; i++)
@@ -39,7 +42,7 @@ static inline __m512i _mm512_set1_epi64(long long v)
     return r;
 }
 
-static inline __m512i _mm512_load_si512(const void *p)
+EMU __m512i _mm512_load_si512(const void *p)
 {
     /* the real instruction faults on a misaligned address: so does this */
     if ((uintptr_t)p % 64)
@@ -49,7 +52,7 @@ static inline __m512i _mm512_load_si512(const void *p)
     return r;
 }
 
-static inline __m512i _mm512_loadu_si512(const void *p)
+EMU __m512i _mm512_loadu_si512(const void *p)
 {
     __m512i r;
     memcpy(&r, p, sizeof r);
@@ -57,15 +60,15 @@ static inline __m512i _mm512_loadu_si512(const void *p)
 }
 
 /* 32-bit lane views of a __m512i (lane i = bytes 4i..4i+3, little-endian as on x86) */
-static inline void emu_get32(__m512i a, int32_t d[16]) { memcpy(d, &a, 64); }
-static inline __m512i emu_set32(const int32_t d[16])
+EMU void emu_get32(__m512i a, int32_t d[16]) { memcpy(d, &a, 64); }
+EMU __m512i emu_set32(const int32_t d[16])
 {
     __m512i r;
     memcpy(&r, d, 64);
     return r;
 }
 
-static inline __m512i _mm512_set1_epi32(int v)
+EMU __m512i _mm512_set1_epi32(int v)
 {
     int32_t d[16];
     for (int i = 0; i < 16; i++)
@@ -74,7 +77,7 @@ static inline __m512i _mm512_set1_epi32(int v)
 }
 
 /* wrapping, as the instruction (no signed overflow in C) */
-static inline __m512i _mm512_sub_epi32(__m512i a, __m512i b)
+EMU __m512i _mm512_sub_epi32(__m512i a, __m512i b)
 {
     int32_t x[16], y[16];
     emu_get32(a, x);
@@ -84,7 +87,7 @@ static inline __m512i _mm512_sub_epi32(__m512i a, __m512i b)
     return emu_set32(x);
 }
 
-static inline __mmask16 _mm512_cmpgt_epi32_mask(__m512i a, __m512i b)
+EMU __mmask16 _mm512_cmpgt_epi32_mask(__m512i a, __m512i b)
 {
     int32_t x[16], y[16];
     emu_get32(a, x);
@@ -95,7 +98,7 @@ static inline __mmask16 _mm512_cmpgt_epi32_mask(__m512i a, __m512i b)
     return k;
 }
 
-static inline __m512 _mm512_cvtepi32_ps(__m512i a)
+EMU __m512 _mm512_cvtepi32_ps(__m512i a)
 {
     int32_t x[16];
     emu_get32(a, x);
@@ -105,21 +108,21 @@ static inline __m512 _mm512_cvtepi32_ps(__m512i a)
     return r;
 }
 
-static inline __m512i _mm512_xor_si512(__m512i a, __m512i b)
+EMU __m512i _mm512_xor_si512(__m512i a, __m512i b)
 {
     for (int i = 0; i < 8; i++)
         a.q[i] ^= b.q[i];
     return a;
 }
 
-static inline __m512i _mm512_add_epi64(__m512i a, __m512i b)
+EMU __m512i _mm512_add_epi64(__m512i a, __m512i b)
 {
     for (int i = 0; i < 8; i++)
         a.q[i] += b.q[i];
     return a;
 }
 
-static inline __m512i _mm512_popcnt_epi64(__m512i a)
+EMU __m512i _mm512_popcnt_epi64(__m512i a)
 {
     for (int i = 0; i < 8; i++)
         a.q[i] = (uint64_t)__builtin_popcountll(a.q[i]);
@@ -127,7 +130,7 @@ static inline __m512i _mm512_popcnt_epi64(__m512i a)
 }
 
 /* vpmovqd to memory under a write mask: lane i's low 32 bits to p[i] where k has bit i */
-static inline void _mm512_mask_cvtepi64_storeu_epi32(void *p, __mmask8 k, __m512i a)
+EMU void _mm512_mask_cvtepi64_storeu_epi32(void *p, __mmask8 k, __m512i a)
 {
     for (int i = 0; i < 8; i++)
         if (k >> i & 1) {
@@ -136,7 +139,7 @@ static inline void _mm512_mask_cvtepi64_storeu_epi32(void *p, __mmask8 k, __m512
         }
 }
 
-static inline __m512 _mm512_setzero_ps(void)
+EMU __m512 _mm512_setzero_ps(void)
 {
     __m512 r;
     for (int i = 0; i < 16; i++)
@@ -144,7 +147,7 @@ static inline __m512 _mm512_setzero_ps(void)
     return r;
 }
 
-static inline __m512 _mm512_set1_ps(float v)
+EMU __m512 _mm512_set1_ps(float v)
 {
     __m512 r;
     for (int i = 0; i < 16; i++)
@@ -152,51 +155,51 @@ static inline __m512 _mm512_set1_ps(float v)
     return r;
 }
 
-static inline __m512 _mm512_loadu_ps(const void *p)
+EMU __m512 _mm512_loadu_ps(const void *p)
 {
     __m512 r;
     memcpy(&r, p, sizeof r);
     return r;
 }
 
-static inline __m512 _mm512_load_ps(const void *p)
+EMU __m512 _mm512_load_ps(const void *p)
 {
     if ((uintptr_t)p % 64)
         __builtin_trap();
     return _mm512_loadu_ps(p);
 }
 
-static inline void _mm512_storeu_ps(void *p, __m512 a) { memcpy(p, &a, sizeof a); }
+EMU void _mm512_storeu_ps(void *p, __m512 a) { memcpy(p, &a, sizeof a); }
 
-static inline void _mm512_store_ps(void *p, __m512 a)
+EMU void _mm512_store_ps(void *p, __m512 a)
 {
     if ((uintptr_t)p % 64)
         __builtin_trap();
     memcpy(p, &a, sizeof a);
 }
 
-static inline __m512 _mm512_add_ps(__m512 a, __m512 b)
+EMU __m512 _mm512_add_ps(__m512 a, __m512 b)
 {
     for (int i = 0; i < 16; i++)
         a.f[i] = a.f[i] + b.f[i];
     return a;
 }
 
-static inline __m512 _mm512_sub_ps(__m512 a, __m512 b)
+EMU __m512 _mm512_sub_ps(__m512 a, __m512 b)
 {
     for (int i = 0; i < 16; i++)
         a.f[i] = a.f[i] - b.f[i];
     return a;
 }
 
-static inline __m512 _mm512_mul_ps(__m512 a, __m512 b)
+EMU __m512 _mm512_mul_ps(__m512 a, __m512 b)
 {
     for (int i = 0; i < 16; i++)
         a.f[i] = a.f[i] * b.f[i];
     return a;
 }
 
-static inline __m512 _mm512_fmadd_ps(__m512 a, __m512 b, __m512 c)
+EMU __m512 _mm512_fmadd_ps(__m512 a, __m512 b, __m512 c)
 {
     for (int i = 0; i < 16; i++)
         c.f[i] = fmaf(a.f[i], b.f[i], c.f[i]);
@@ -204,7 +207,7 @@ static inline __m512 _mm512_fmadd_ps(__m512 a, __m512 b, __m512 c)
 }
 
 /* vmaxps: a > b ? a : b per lane (b when either is NaN) */
-static inline __m512 _mm512_max_ps(__m512 a, __m512 b)
+EMU __m512 _mm512_max_ps(__m512 a, __m512 b)
 {
     for (int i = 0; i < 16; i++)
         a.f[i] = a.f[i] > b.f[i] ? a.f[i] : b.f[i];
@@ -212,7 +215,7 @@ static inline __m512 _mm512_max_ps(__m512 a, __m512 b)
 }
 
 /* the two predicates the kernels use; both false when either operand is NaN */
-static inline __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, const int pred)
+EMU __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, const int pred)
 {
     __mmask16 k = 0;
     for (int i = 0; i < 16; i++) {
@@ -223,7 +226,7 @@ static inline __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, const int pred)
 }
 
 /* lane i = b[i] where k has bit i, else a[i] */
-static inline __m512 _mm512_mask_blend_ps(__mmask16 k, __m512 a, __m512 b)
+EMU __m512 _mm512_mask_blend_ps(__mmask16 k, __m512 a, __m512 b)
 {
     for (int i = 0; i < 16; i++)
         if (k >> i & 1)
