@@ -1,7 +1,8 @@
 """Native engine vs onnxruntime on the model zoo, in one run on one machine.
 
-    python native/bench/bench_zoo.py [--threads 1 2] [--runs 15] [--warmup 3] [--json OUT]
-        [--isa portable popcnt avx2 ...] [--layers resnet18] [--no-lce]
+    python native/bench/bench_zoo.py [--threads 1 2 4 ...] [--runs 15] [--warmup 3] [--json OUT]
+        [--isa portable popcnt avx2 ...] [--layers resnet18] [--layers-isa avx2 avx512]
+        [--no-lce | --lce-dir DIR]
 
 For every zoo model (ResNet-18/34 at 224², VGG-Small at 32², each FP32 / BNN / ReAct) and
 thread count it reports the median latency of the native engine (C monotonic clock around
@@ -21,17 +22,21 @@ Ratios printed:
 - ``speedup``: native FP32 over native binary, same architecture and threads (the number the
   hardware track uses).
 - ``vs portable``: native time with the portable kernels over native time with this ISA.
-Binary models run once per binary-conv kernel set (``--isa``, default every set this CPU
-supports); FP32 models once (their SGEMM is the same in every set, ISA column ``-``).
+Binary models run once per kernel set (``--isa``, default every set this CPU supports);
+FP32 models once, with the best set (ISA column ``-``). Thread scaling is printed for
+every thread count above 1 against 1 thread. ``--lce-dir`` takes the LCE models from
+``.tflite`` files converted on another machine (one without TensorFlow can still run the
+LCE interpreter module).
 
 Per-layer times (``--layers``, default ResNet-18; ``--layers none`` skips them): the binary
-model of each named architecture, best ISA, 1 thread, through ``bnn_profile`` (per-layer
+model of each named architecture, 1 thread, for each set of ``--layers-isa`` (default: the
+last of ``--isa``), through ``bnn_profile`` (per-layer
 medians; their sum is a little above the end-to-end median because of the clock stamps).
 Binary conv rows also give binary ops per cycle (2 ops per bit pair, the clock *measured*
 by ``build/bnn-clock`` right before and after the profile) and their share of the peak
-assumed for that ISA (machine.assumed_peak). On x86-64 the AVX2 kernel's instruction sequence is
-timed alone right before and after (bench/peak_avx2.c), which shows whether the core ran at
-full speed.
+assumed for that ISA on this CPU (machine.assumed_peak). On x86-64 the AVX2 kernel's
+instruction sequence is timed alone right before and after (bench/peak_avx2.c), which shows
+whether the core ran at full speed.
 This is a benchmark script, not a test; numbers from emulators (qemu) are meaningless here.
 """
 
