@@ -29,13 +29,9 @@
 #include "kernels.h"
 
 #if defined(__x86_64__)
-#if defined(BNN_AVX512_EMULATE)
-#include "avx512_emu.h"
-#define TGT
-#else
-#include <immintrin.h>
-#define TGT __attribute__((target("avx512f,avx512vpopcntdq")))
-#endif
+#include "avx512.h"
+
+#define TGT BNN_AVX512_TARGET("avx512f,avx512vpopcntdq")
 
 #define INL static inline __attribute__((always_inline))
 
@@ -152,7 +148,7 @@ TGT uint64_t bnn_threshold_counts_avx512(const int32_t *p, const int32_t *neg,
 
 /* Same contract as bnn_bconv_out_portable, 16 channels per step: vcvtdq2ps, vmulps, vaddps
  * as separate ops (no FMA, which would round once and differ from the portable floats), the
- * clamp with bnn_clip's compares in its order. */
+ * clamp by bnn_clip16. */
 TGT void bnn_bconv_out_avx512(const int32_t *p, int32_t n, const float *scale, const float *bias,
                               const float *res, const float *lim, float *y, uint32_t count)
 {
@@ -166,11 +162,8 @@ TGT void bnn_bconv_out_avx512(const int32_t *p, int32_t n, const float *scale, c
                                  _mm512_loadu_ps(bias + o));
         if (res)
             v = _mm512_add_ps(v, _mm512_loadu_ps(res + o));
-        if (lim) {
-            const __mmask16 below = _mm512_cmp_ps_mask(v, lo, _CMP_LT_OQ);
-            v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, hi, _CMP_GT_OQ), v, hi);
-            v = _mm512_mask_blend_ps(below, v, lo);
-        }
+        if (lim)
+            v = bnn_clip16(v, lo, hi);
         _mm512_storeu_ps(y + o, v);
     }
     if (o < count)

@@ -10,14 +10,11 @@
 #include "kernels.h"
 
 #if defined(__x86_64__)
-#if defined(BNN_AVX512_EMULATE)
-#include "avx512_emu.h"
-#define TGT
-#else
-#include <immintrin.h>
-#define TGT __attribute__((target("avx512f")))
-#endif
 #include <math.h>
+
+#include "avx512.h"
+
+#define TGT BNN_AVX512_TARGET("avx512f")
 
 TGT void bnn_maxpool_px_avx512(const float *x, size_t row_stride, size_t px_stride,
                                uint32_t kh, uint32_t kw, uint32_t n, float *y)

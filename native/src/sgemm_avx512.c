@@ -19,24 +19,12 @@
 #include "kernels.h"
 
 #if defined(__x86_64__)
-#if defined(BNN_AVX512_EMULATE)
-#include "avx512_emu.h"
-#define TGT
-#else
-#include <immintrin.h>
-#define TGT __attribute__((target("avx512f")))
-#endif
+#include "avx512.h"
+
+#define TGT BNN_AVX512_TARGET("avx512f")
 
 #define MR BNN_SGEMM_MR_AVX512
 #define NR BNN_SGEMM_NR
-
-/* bnn_clip (kernels.h) on 16 lanes, the compares in the same order: NaN passes */
-static inline __attribute__((always_inline)) TGT __m512 clip16(__m512 v, __m512 lo, __m512 hi)
-{
-    const __mmask16 below = _mm512_cmp_ps_mask(v, lo, _CMP_LT_OQ);
-    v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, hi, _CMP_GT_OQ), v, hi);
-    return _mm512_mask_blend_ps(below, v, lo);
-}
 
 /* The tile's sums t (MR x NR) into C with the bias and clamp of kernels.h; out of line so
  * its pointers and constants do not take registers from the k loop. */
@@ -48,7 +36,7 @@ static __attribute__((noinline)) TGT void finish(const float *t, float *c, size_
         float *ci = c + i * ldc;
         __m512 v = _mm512_add_ps(_mm512_loadu_ps(bias ? bias : ci), _mm512_load_ps(t + i * NR));
         if (lim)
-            v = clip16(v, lo, hi);
+            v = bnn_clip16(v, lo, hi);
         _mm512_storeu_ps(ci, v);
     }
 }
