@@ -129,6 +129,13 @@ def _op_cases() -> list[tuple[str, F.Layer, tuple[int, ...]]]:
             (1, 65, 7, 7),
         ),
         (
+            # padded FP32 convs run on a zero-padded copy of the input (fconv.c)
+            "conv_f32_asym_pads_batch2",
+            F.Conv2dF32([0], 1, weight=rand_f32(rng, (19, 5, 3, 2)), bias=rand_f32(rng, (19,)),
+                        strides=(2, 1), pads=(2, 0, 1, 3)),
+            (2, 5, 9, 8),
+        ),
+        (
             "affine",
             F.Affine([0], 1, scale=rand_f32(rng, (5,)), bias=rand_f32(rng, (5,))),
             (2, 5, 4, 3),

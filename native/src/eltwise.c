@@ -87,6 +87,19 @@ typedef struct {
     size_t rows, cols, row_tiles, col_tiles, tiles_per_task, n_tiles;
 } tr_job;
 
+/* Columns [c0, c1) of all `rows` rows; inlined with a constant `rows`, so each output
+ * pixel is `rows` stores in a row instead of a loop (the model input's NCHW -> NHWC took
+ * 2% of ResNet-18 on an AVX-512 Xeon with the generic tile loop). */
+static inline __attribute__((always_inline)) void transpose_cols(const float *x, float *y,
+                                                                 const size_t rows,
+                                                                 size_t cols, size_t c0,
+                                                                 size_t c1)
+{
+    for (size_t c = c0; c < c1; c++)
+        for (size_t r = 0; r < rows; r++)
+            y[c * rows + r] = x[r * cols + c];
+}
+
 /* Tiles [task * tiles_per_task, ...) of the batch, tile index = (image, row tile, col tile):
  * with few rows (an RGB input: 3 x 32 floats a tile) one tile per task would be all
  * scheduling overhead. */
@@ -104,9 +117,12 @@ static void transpose_task(void *arg, size_t task, int thread)
         const size_t c1 = c0 + TB < j->cols ? c0 + TB : j->cols;
         const float *x = j->x + n * j->rows * j->cols;
         float *y = j->y + n * j->rows * j->cols;
-        for (size_t c = c0; c < c1; c++)
-            for (size_t r = r0; r < r1; r++)
-                y[c * j->rows + r] = x[r * j->cols + c];
+        if (j->rows == 3) /* an RGB input: whole pixels, a constant trip count */
+            transpose_cols(x, y, 3, j->cols, c0, c1);
+        else
+            for (size_t c = c0; c < c1; c++)
+                for (size_t r = r0; r < r1; r++)
+                    y[c * j->rows + r] = x[r * j->cols + c];
     }
 }
 

@@ -32,6 +32,7 @@ typedef struct {
     uint32_t nbufs;
     uint64_t bits_words;    /* shared packed-bit buffer */
     uint64_t scratch_bytes; /* per thread */
+    uint64_t padded_floats; /* shared zero-padded conv input (fconv.c) */
 } plan;
 
 static void plan_free(plan *p)
@@ -109,8 +110,11 @@ static int plan_build(const bnn_model *m, const bnn_kernel_table *k, const bnn_f
         if (out != BNN_NO_VALUE && last_use[out] < 0)
             in_use[p->buf_of[out]] = 0;
         uint64_t s = 0;
-        if (L->op == OP_CONV2D_F32 || L->op == OP_GEMM)
+        if (L->op == OP_CONV2D_F32 || L->op == OP_GEMM) {
             s = bnn_fconv_scratch_bytes(L, k);
+            if (bnn_fconv_padded_floats(L) > p->padded_floats)
+                p->padded_floats = bnn_fconv_padded_floats(L);
+        }
         if (L->op == OP_CONV2D_BIN) {
             uint64_t w = bnn_bconv_bits_words(L);
             if (w == 0) {
@@ -135,7 +139,8 @@ static int plan_build(const bnn_model *m, const bnn_kernel_table *k, const bnn_f
 static uint64_t plan_bytes(const plan *p, int nthreads)
 {
     /* Every term is bounded (tensors <= 2^31 floats, <= 65537 buffers): no overflow. */
-    uint64_t total = 2 * p->bits_words * 8 + (uint64_t)nthreads * (p->scratch_bytes + BNN_ALIGN);
+    uint64_t total = 2 * p->bits_words * 8 + (uint64_t)nthreads * (p->scratch_bytes + BNN_ALIGN) +
+                     p->padded_floats * 4 + BNN_ALIGN;
     for (uint32_t b = 0; b < p->nbufs; b++)
         total += p->buf_size[b] * 4 + BNN_ALIGN;
     return total;
@@ -167,6 +172,7 @@ struct bnn_ctx {
     float **val; /* value id -> its buffer */
     void *tscratch[BNN_MAX_THREADS];
     uint64_t *bits[2];
+    float *padded;
     bnn_fusion *fz; /* per layer */
 };
 
@@ -184,6 +190,7 @@ void bnn_ctx_free(bnn_ctx *c)
         bnn_aligned_free(c->tscratch[t]);
     bnn_aligned_free(c->bits[0]);
     bnn_aligned_free(c->bits[1]);
+    bnn_aligned_free(c->padded);
     if (c->fz)
         bnn_fusion_free(c->fz, c->m->n_layers);
     free(c);
@@ -260,6 +267,8 @@ bnn_ctx *bnn_ctx_create_ex(const bnn_model *m, int nthreads, unsigned flags, cha
     for (int i = 0; i < 2; i++)
         if (!(c->bits[i] = bnn_aligned_alloc((size_t)p.bits_words * 8)))
             return ctx_fail(c, &p, err, errlen, "out of memory for packed activations");
+    if (p.padded_floats && !(c->padded = bnn_aligned_alloc((size_t)p.padded_floats * 4)))
+        return ctx_fail(c, &p, err, errlen, "out of memory for a padded conv input");
     if (!(c->pool = bnn_pool_create(nthreads)))
         return ctx_fail(c, &p, err, errlen, "cannot start worker threads");
     plan_free(&p);
@@ -283,7 +292,7 @@ static double now_ms(void)
 static int run(bnn_ctx *c, const float *in, float *out, double *t)
 {
     const bnn_model *m = c->m;
-    const bnn_exec ex = {c->pool, c->k, c->tscratch, {c->bits[0], c->bits[1]}};
+    const bnn_exec ex = {c->pool, c->k, c->tscratch, {c->bits[0], c->bits[1]}, c->padded};
     const bnn_shape *is = &m->input_shape;
     /* NCHW -> NHWC: a [C][HW] -> [HW][C] transpose per image (a copy for rank 2). */
     double t0 = t ? now_ms() : 0;

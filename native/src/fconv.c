@@ -405,9 +405,64 @@ static void gemv_task(void *arg, size_t task, int thread)
     clamp_block(j, 0, 1, n0, n1);
 }
 
+uint64_t bnn_fconv_padded_floats(const bnn_layer *L)
+{
+    const bnn_geom *g = &L->p.fconv.g;
+    const bnn_shape *in = &L->in_shape;
+    if (L->op != OP_CONV2D_F32 || (g->pt | g->pl | g->pb | g->pr) == 0)
+        return 0;
+    const uint64_t n = (uint64_t)in->n * ((uint64_t)in->h + g->pt + g->pb) *
+                       ((uint64_t)in->w + g->pl + g->pr) * L->p.fconv.in_c;
+    return n <= (1ull << 31) ? n : 0; /* absurd pads: pack as before */
+}
+
+typedef struct {
+    const bnn_layer *L;
+    const float *x;
+    float *xp;
+} pad_job;
+
+/* Row `task` (image n, padded row r) of the zero-padded copy. */
+static void pad_task(void *arg, size_t task, int thread)
+{
+    (void)thread;
+    const pad_job *j = arg;
+    const bnn_geom *g = &j->L->p.fconv.g;
+    const bnn_shape *in = &j->L->in_shape;
+    const size_t C = j->L->p.fconv.in_c, hp = (size_t)in->h + g->pt + g->pb;
+    const size_t wp = (size_t)in->w + g->pl + g->pr, n = task / hp, r = task % hp;
+    float *d = j->xp + task * wp * C;
+    if (r < g->pt || r >= g->pt + in->h) {
+        memset(d, 0, wp * C * sizeof(float));
+        return;
+    }
+    memset(d, 0, (size_t)g->pl * C * sizeof(float));
+    memcpy(d + (size_t)g->pl * C, j->x + ((n * in->h) + (r - g->pt)) * in->w * C,
+           (size_t)in->w * C * sizeof(float));
+    memset(d + ((size_t)g->pl + in->w) * C, 0, (size_t)g->pr * C * sizeof(float));
+}
+
 void bnn_fconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion *fz,
                        const float *x, float *y)
 {
+    const uint64_t padded = bnn_fconv_padded_floats(L);
+    if (padded && ex->padded) {
+        /* A padded conv runs as the unpadded conv of a zero-padded copy of its input: then
+         * every panel inside one output row is read in place by the direct kernel, instead
+         * of packing the ~10-20% of a stem's panels that touch the padding through the slow
+         * per-row path; the copy costs one pass over the input. The zeros are the ones
+         * packing would insert, in the same k order: the outputs are bit-identical. */
+        bnn_layer Lp = *L;
+        Lp.in_shape.h += L->p.fconv.g.pt + L->p.fconv.g.pb;
+        Lp.in_shape.w += L->p.fconv.g.pl + L->p.fconv.g.pr;
+        Lp.p.fconv.g.pt = Lp.p.fconv.g.pl = Lp.p.fconv.g.pb = Lp.p.fconv.g.pr = 0;
+        pad_job pj = {L, x, ex->padded};
+        bnn_pool_parallel_for(ex->pool, (size_t)L->in_shape.n * Lp.in_shape.h, pad_task, &pj);
+        bnn_exec e2 = *ex;
+        e2.padded = NULL;
+        bnn_fconv_forward(&e2, &Lp, fz, ex->padded, y);
+        return;
+    }
     const bnn_shape *out = &L->out_shape;
     const size_t mr = ex->k->sgemm_mr, no = L->p.fconv.out_c;
     const size_t threads = (size_t)bnn_pool_threads(ex->pool);

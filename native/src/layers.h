@@ -12,6 +12,7 @@ typedef struct {
     const bnn_kernel_table *k;
     void *const *tscratch; /* one buffer per thread, sized by the *_scratch_bytes below */
     uint64_t *bits[2];     /* packed-activation buffers for binary convs (see fuse.c) */
+    float *padded;         /* a zero-padded input image for padded FP32 convs (fconv.c) */
 } bnn_exec;
 
 /* How a context runs each layer (fuse.c). */
@@ -38,6 +39,8 @@ void bnn_fusion_free(bnn_fusion *f, uint32_t n_layers);
 
 /* FP32 conv / GEMM (fconv.c) */
 size_t bnn_fconv_scratch_bytes(const bnn_layer *L, const bnn_kernel_table *k);
+/* Floats of the zero-padded copy of the input that a padded FP32 conv reads (0 for none). */
+uint64_t bnn_fconv_padded_floats(const bnn_layer *L);
 void bnn_fconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion *fz,
                        const float *x, float *y);
 
