@@ -52,5 +52,10 @@ echo "== machine"; grep -E '^(Model name|Thread|Core|Socket|CPU\(s\)|L1d|L2|L3|N
 echo "== ctest"; grep -E '^\[[a-z0-9]+\] (ok|FAILED|NOT RUN)|checks' "$OUT/ctest.log"
 grep -m 5 -E 'FAIL|ERROR|runtime error' "$OUT/ctest.log"
 echo "== pytest"; tail -n 3 "$OUT/pytest.log"
-echo "== bench"; sed -n '/^median latency/,$p' "$OUT/bench.log"; tail -n 3 "$OUT/bench.log"
+echo "== bench"
+if grep -q '^median latency' "$OUT/bench.log"; then
+    sed -n '/^median latency/,$p' "$OUT/bench.log"
+else
+    tail -n 20 "$OUT/bench.log" # it failed: the traceback
+fi
 echo "== steps"; printf '%s\n' "${status[@]}"
