@@ -20,9 +20,11 @@
  * Interior panels skip the packing: when an MR-row panel's windows lie in one output row
  * and wholly inside the image, row i of A is the window at a fixed stride sw * in_c from row
  * 0, and depth k is at a fixed offset koff[k] from a window's top-left, so the direct
- * micro-kernel reads them in place (kernels.h). That is 90% of a 224x224 stem's panels
- * (1889 of 2091 at MR 6) and every panel of an unpadded 1x1 conv whose output rows are
- * whole panels. Same products in the same order as packed: bit-identical.
+ * micro-kernel reads them in place (kernels.h). A padded conv runs as the unpadded conv of
+ * a zero-padded copy of its input (bnn_fconv_forward), so only panels that span two output
+ * rows are packed: none of a 224x224 stem's at MR 8, about 75 of 2091 at MR 6 (without the
+ * copy, the 202 that touch the padding were). Same products in the same order as packed:
+ * bit-identical.
  *
  * The bias and a CLIP folded into the layer (fuse.c) are applied by the micro-kernel as it
  * writes its tile: the bias with the first depth slice, the clip after the last one, with
