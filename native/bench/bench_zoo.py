@@ -233,10 +233,10 @@ def main() -> int:
                 models.append((e, bnn_path, lce_path))
             x = np.random.default_rng(0).standard_normal(zoo.input_shape(arch)).astype(np.float32)
             rows += _time_arch(models, x, args)
+            if arch not in args.layers or "bnn" not in {m[0].algorithm for m in models}:
+                continue
+            e, bnn_path, _ = next(m for m in models if m[0].algorithm == "bnn")
             for isa in args.layers_isa or args.isa[-1:]:
-                if arch not in args.layers or "bnn" not in {m[0].algorithm for m in models}:
-                    break
-                e, bnn_path, _ = next(m for m in models if m[0].algorithm == "bnn")
                 with NativeEngine(bnn_path, threads=1, isa=isa) as eng:
                     eng.benchmark(x, args.warmup, 1)
                     # clock and ceiling measured right around the profile: speed drifts

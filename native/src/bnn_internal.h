@@ -65,7 +65,8 @@ typedef struct {
                            multiple of 16 with zero words */
     uint64_t *wlane16;  /* the same interleaved by 16 output channels as whole words,
                            [o/16][i][j][word][o%16], zero-padded likewise, for kernels with
-                           a native 64-bit popcount (AVX-512); x86-64 only, else NULL */
+                           a native 64-bit popcount; NULL unless the CPU runs the
+                           AVX-512 kernel set */
     int32_t *wpop;      /* [i*kw+j][o]: popcount of the tap's weight bits, for padding
                            (channel-minor, so the border correction vectorizes) */
     float *scale, *bias;

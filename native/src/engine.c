@@ -112,8 +112,9 @@ static int plan_build(const bnn_model *m, const bnn_kernel_table *k, const bnn_f
         uint64_t s = 0;
         if (L->op == OP_CONV2D_F32 || L->op == OP_GEMM) {
             s = bnn_fconv_scratch_bytes(L, k);
-            if (bnn_fconv_padded_floats(L) > p->padded_floats)
-                p->padded_floats = bnn_fconv_padded_floats(L);
+            const uint64_t pad = bnn_fconv_padded_floats(L);
+            if (pad > p->padded_floats)
+                p->padded_floats = pad;
         }
         if (L->op == OP_CONV2D_BIN) {
             uint64_t w = bnn_bconv_bits_words(L);

@@ -121,7 +121,8 @@ const bnn_kernel_table *bnn_kernels(void)
 /* pool, sgemm: the suffixes of the max-pool kernel and of the SGEMM pair (packed, direct) */
 #define X86_TABLE(name, pack, thr, out, pool, row, sgemm, mr)                               \
     {.isa = name, .bitpack = pack, .threshold_counts = thr, .bconv_out = out,               \
-     .maxpool_px = bnn_maxpool_px_##pool, .bconv_row = row, .sgemm_ukernel = bnn_sgemm_ukernel_##sgemm,                          \
+     .maxpool_px = bnn_maxpool_px_##pool, .bconv_row = row,                                 \
+     .sgemm_ukernel = bnn_sgemm_ukernel_##sgemm,                                            \
      .sgemm_ukernel_direct = bnn_sgemm_ukernel_direct_##sgemm, .sgemm_mr = mr}
 static const bnn_kernel_table x86_tables[] = {
     /* best first; the AVX-512 SGEMM's floats equal the AVX2 SGEMM's bit for bit

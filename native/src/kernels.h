@@ -27,7 +27,7 @@ typedef struct {
     const uint64_t *w16; /* the same interleaved by 16 channels and split into nibble
                             planes, [o/16][i][j][word][lo, hi][o%16] (bnn_internal.h),
                             zero past out_c (o_begin is a multiple of 16) */
-    const uint64_t *wl16; /* the same as whole words, [o/16][i][j][word][o%16] (x86-64) */
+    const uint64_t *wl16; /* the same as whole words, [o/16][i][j][word][o%16] (AVX-512) */
     size_t w_stride;    /* u64 words per output channel: kh * kw * words */
     uint32_t kh;
     uint32_t tap_words; /* kw * words: one kernel row, contiguous in input and weights */

@@ -409,10 +409,11 @@ static int parse_conv_bin(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
             dst[16] = v >> 4 & NIBBLE_LO;
         }
 #if defined(__x86_64__)
-    /* whole words for the AVX-512 kernel (native popcount: no nibble planes) */
-    if (!(b->wlane16 = bnn_aligned_alloc(oc16 * kwords * 8)))
+    /* whole words for the AVX-512 kernel (native popcount: no nibble planes); only where
+     * that kernel can run, so other CPUs pay neither the memory nor the load time */
+    if (bnn_isa_supported("avx512") && !(b->wlane16 = bnn_aligned_alloc(oc16 * kwords * 8)))
         return fail(e, BNN_ENOMEM, "out of memory for weights");
-    for (size_t o = 0; o < oc16; o++)
+    for (size_t o = 0; b->wlane16 && o < oc16; o++)
         for (size_t k = 0; k < kwords; k++)
             b->wlane16[((o / 16) * kwords + k) * 16 + o % 16] =
                 o < b->out_c ? b->wbits[o * kwords + k] : 0;
