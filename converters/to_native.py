@@ -40,11 +40,31 @@ def _layer(n: ir.Node, ins: list[int], out: int) -> nf.Layer:
     raise TypeError(f"IR node {n.name!r} of kind {n.kind} has no native layer")
 
 
+def execution_order(graph: ir.Graph) -> list[ir.Node]:
+    """The graph's nodes in the order the engine should run them: the graph's own order, but
+    each binary conv whose one reader is an Add moved to just before that Add.
+
+    The engine folds a residual Add into the epilogue of a binary conv only when the Add
+    follows the conv (native/src/fuse.c); in a ResNet stage's first block the FP32
+    downsample conv otherwise sits between the two, and the Add costs a pass of its own.
+    The conv moves only past nodes that do not read its output, so the order stays
+    topological and every layer computes exactly what it did."""
+    order = list(graph.nodes)
+    for node in [n for n in graph.nodes if isinstance(n, ir.BinConv)]:
+        if node.output == graph.output:
+            continue
+        readers = [j for j, n in enumerate(order) if node.output in n.inputs]
+        i = order.index(node)
+        if len(readers) == 1 and isinstance(order[readers[0]], ir.Add) and readers[0] > i + 1:
+            order.insert(readers[0] - 1, order.pop(i))
+    return order
+
+
 def to_native_model(graph: ir.Graph, metadata: dict | None = None) -> nf.NativeModel:
     """Assign value ids in execution order (input = 0) and build the layer list."""
     ids = {graph.input: 0}
     layers = []
-    for n in graph.nodes:
+    for n in execution_order(graph):
         ins = [ids[i] for i in n.inputs]
         ids[n.output] = len(ids)
         layers.append(_layer(n, ins, ids[n.output]))

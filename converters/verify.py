@@ -143,9 +143,10 @@ def verify_native(
     # which ONNX value holds each IR value (a folded BatchNorm's output, not the conv's)
     onnx_name = {graph.input: graph.input}
     onnx_name.update({n.output: n.onnx_output for n in graph.nodes})
-    aligned = len(graph.nodes) == len(model.layers) and all(
-        n.name == layer.name for n, layer in zip(graph.nodes, model.layers, strict=False)
-    )
+    # the file's layers are the graph's nodes, possibly reordered (to_native.execution_order)
+    by_name = {layer.name: layer for layer in model.layers}
+    aligned = len(graph.nodes) == len(model.layers) == len(by_name) and all(
+        n.name in by_name for n in graph.nodes)
     do_layers = layerwise and aligned
     extra = sorted({onnx_name[v] for n in graph.nodes for v in [*n.inputs, n.output]}) if (
         do_layers
@@ -168,7 +169,7 @@ def verify_native(
     else:
         n_inputs, seed = len(inputs), -1
     try:
-        _compare(sess, fetch, in_name, out_name, runner, data, graph, model.layers, onnx_name,
+        _compare(sess, fetch, in_name, out_name, runner, data, graph, by_name, onnx_name,
                  do_layers, inputs, e2e, layer_worst, skipped)
     except BackendError as exc:  # the engine refused the file: a verdict, not a crash
         return {"backend": runner.backend, "n_inputs": n_inputs, "seed": seed,
@@ -183,7 +184,7 @@ def verify_native(
 
 
 def _compare(sess: Any, fetch: list[str], in_name: str, out_name: str, runner: _Runner,
-             data: bytes, graph: ir.Graph, layers: list[nf.Layer], onnx_name: dict[str, str],
+             data: bytes, graph: ir.Graph, layers: dict[str, nf.Layer], onnx_name: dict[str, str],
              do_layers: bool, inputs: list[np.ndarray], e2e: list, layer_worst: dict,
              skipped: set) -> None:
     for x in inputs:
@@ -200,7 +201,8 @@ def _compare(sess: Any, fetch: list[str], in_name: str, out_name: str, runner: _
                     "top1_agree": bool(np.array_equal(top_ref, top_y))})
         if not do_layers:
             continue
-        for n, layer in zip(graph.nodes, layers, strict=True):
+        for n in graph.nodes:
+            layer = layers[n.name]
             if len(n.inputs) != 1:
                 skipped.add(n.name)  # ADD: two inputs, not expressible as a one-layer model
                 continue

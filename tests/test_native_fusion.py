@@ -128,11 +128,12 @@ def test_fused_equals_unfused(build, threads):
         assert {i for i, t in enumerate(prof[:-1]) if t == 0.0} == folded, f"isa={isa}"
 
 
-def test_fusion_on_the_zoo_resnet(tmp_path):
+def test_fusion_on_the_zoo_resnet(tmp_path, monkeypatch):
     """The zoo's ResNet-18 BNN: the clip between the two convs of a block becomes a bit
-    hand-off, a residual add right after the second conv folds into it with the clip after
-    it; same output as unfused."""
-    from converters import api, zoo
+    hand-off, and every residual add folds into the binary conv before it with the clip
+    after it, the downsampling blocks' too (the converter runs their FP32 1x1 conv first:
+    to_native.execution_order); same output as unfused and as the graph's own order."""
+    from converters import api, to_native, zoo
 
     entry = next(e for e in zoo.write_zoo(tmp_path, archs=("resnet18",))
                  if e.algorithm == "bnn")
@@ -146,10 +147,14 @@ def test_fusion_on_the_zoo_resnet(tmp_path):
         layers = eng.layers()
         prof = eng.profile(x, 0, 1)
     np.testing.assert_array_equal(got, want)
-    # every clip; every add right after a binary conv (in a downsampling block the FP32
-    # 1x1 conv sits between them, and that add stays)
-    folded = [i.index for i in layers if i.op == "clip" or
-              (i.op == "add" and layers[i.index - 1].op == "conv2d_bin")]
+    adds = [i.index for i in layers if i.op == "add"]
+    assert len(adds) == 8 and all(layers[a - 1].op == "conv2d_bin" for a in adds)
+    folded = [i.index for i in layers if i.op in ("clip", "add")]
     assert len(folded) > 20 and all(prof[i] == 0.0 for i in folded)
-    assert all(prof[i.index] > 0.0 for i in layers
-               if i.op == "add" and layers[i.index - 1].op != "conv2d_bin")
+
+    # the ONNX graph's own order (downsample conv between conv and add) computes the same
+    monkeypatch.setattr(to_native, "execution_order", lambda graph: list(graph.nodes))
+    api.convert(entry.path, "native", tmp_path / "graph_order.bnn", verify=False)
+    with NativeEngine(tmp_path / "graph_order.bnn", threads=2) as eng:
+        assert [i.op for i in eng.layers()] != [i.op for i in layers]
+        np.testing.assert_array_equal(eng.run(x), got)

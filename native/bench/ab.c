@@ -12,7 +12,8 @@
  *     git stash; make -C native BUILD=/tmp/base /tmp/base/libbnn.so; git stash pop
  *     native/build/bnn-ab m.bnn /tmp/base/libbnn.so native/build/libbnn.so 200
  *
- * or one build at 1 and 2 threads (thread scaling): LIB:1 LIB:2.
+ * or one build at 1 and 2 threads (thread scaling): LIB:1 LIB:2, or one build on two files
+ * of one model (e.g. two layer orders): MODEL "A.bnn,B.bnn" (same input size), LIB LIB.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -37,7 +38,7 @@ static int cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s MODEL.bnn LIB_A[:THREADS] LIB_B[:THREADS] [RUNS]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL.bnn[,MODEL_B.bnn] LIB_A[:THREADS] LIB_B[:THREADS] [RUNS]\n", argv[0]);
         return 2;
     }
     const int runs = argc > 4 ? atoi(argv[4]) : 100;
@@ -46,7 +47,13 @@ int main(int argc, char **argv)
     void *ctx[2];
     bench_fn bench[2];
     float *x = NULL;
-    char err[256];
+    char err[256], models[4096];
+    snprintf(models, sizeof models, "%s", argv[1]);
+    char *comma = strchr(models, ',');
+    if (comma)
+        *comma = '\0';
+    const char *model[2] = {models, comma ? comma + 1 : models};
+    size_t n_in = 0;
     for (int i = 0; i < 2; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s", argv[2 + i]);
@@ -70,7 +77,7 @@ int main(int argc, char **argv)
             return 1;
         }
         void *m = NULL;
-        if (load(argv[1], &m, err, sizeof err)) {
+        if (load(model[i], &m, err, sizeof err)) {
             fprintf(stderr, "%s: %s\n", path, err);
             return 1;
         }
@@ -79,11 +86,14 @@ int main(int argc, char **argv)
             return 1;
         }
         if (!x) {
-            const size_t n = count(m);
-            if (!(x = malloc(n * sizeof *x)))
+            n_in = count(m);
+            if (!(x = malloc(n_in * sizeof *x)))
                 return 1;
-            for (size_t k = 0; k < n; k++)
+            for (size_t k = 0; k < n_in; k++)
                 x[k] = (float)((k * 7919) % 1000) / 500.0f - 1.0f;
+        } else if (count(m) != n_in) {
+            fprintf(stderr, "%s: input size differs from %s's\n", model[i], model[0]);
+            return 1;
         }
     }
     double *s[2] = {malloc((size_t)runs * sizeof(double)), malloc((size_t)runs * sizeof(double))};

@@ -278,6 +278,22 @@ static void tap_offsets(const bnn_layer *L, size_t k0, size_t kc, size_t *koff)
     }
 }
 
+/* A tile at the edge of C (nrows < MR rows or ncols < NR columns of one panel): the sums
+ * into a scratch tile (0 + sum == sum, but for the sign of a zero), then the same (bias or
+ * C) + sum and clamp as the micro-kernel's, here. */
+static void edge_tile(const bnn_kernel_table *kt, size_t kc, const float *ap, const float *bp,
+                      float *tile, float *c, size_t ldc, const float *bias, const float *lim,
+                      size_t nrows, size_t ncols)
+{
+    memset(tile, 0, kt->sgemm_mr * NR * sizeof(float));
+    kt->sgemm_ukernel(kc, ap, bp, tile, NR, NULL, NULL);
+    for (size_t i = 0; i < nrows; i++)
+        for (size_t t = 0; t < ncols; t++) {
+            const float v = (bias ? bias[t] : c[i * ldc + t]) + tile[i * NR + t];
+            c[i * ldc + t] = lim ? bnn_clip(v, lim[0], lim[1]) : v;
+        }
+}
+
 static void fconv_task(void *arg, size_t task, int thread)
 {
     const fconv_job *j = arg;
@@ -306,31 +322,35 @@ static void fconv_task(void *arg, size_t task, int thread)
         pack_a(j, m0, rows, k0, kc, mr, packa, allow_direct ? direct : NULL);
         if (allow_direct)
             tap_offsets(j->L, k0, kc, koff);
-        for (size_t n = n0; n < n1; n += NR) {
+        for (size_t n = n0; n < n1;) {
             const float *bp = f->wpacked + (n / NR) * K * NR + k0 * NR;
             const float *bias = first ? f->bias + n : NULL;
+            /* two whole panels per tile where the set has that wider kernel (kernels.h) */
+            const size_t np = kt->sgemm_ukernel2 && n1 - n >= 2 * NR ? 2 : 1;
             const size_t ncols = n1 - n < NR ? n1 - n : NR;
             for (size_t r = 0; r < rows; r += mr) {
                 const float *ap = packa + (r / mr) * kc * mr;
                 float *c = j->y + (m0 + r) * no + n;
                 const size_t nrows = rows - r < mr ? rows - r : mr;
                 if (allow_direct && direct[r / mr]) {
-                    kt->sgemm_ukernel_direct(kc, direct[r / mr], koff, a_rs, bp, c, no, bias,
-                                             lim);
+                    if (np == 2)
+                        kt->sgemm_ukernel2_direct(kc, direct[r / mr], koff, a_rs, bp, K * NR, c,
+                                                  no, bias, lim);
+                    else
+                        kt->sgemm_ukernel_direct(kc, direct[r / mr], koff, a_rs, bp, c, no,
+                                                 bias, lim);
                 } else if (nrows == mr && ncols == NR) {
-                    kt->sgemm_ukernel(kc, ap, bp, c, no, bias, lim);
+                    if (np == 2)
+                        kt->sgemm_ukernel2(kc, ap, bp, K * NR, c, no, bias, lim);
+                    else
+                        kt->sgemm_ukernel(kc, ap, bp, c, no, bias, lim);
                 } else {
-                    /* edge tile: the sums into a scratch tile (0 + sum == sum, but for the
-                     * sign of a zero), then the same (bias or C) + sum and clamp here */
-                    memset(tile, 0, mr * NR * sizeof(float));
-                    kt->sgemm_ukernel(kc, ap, bp, tile, NR, NULL, NULL);
-                    for (size_t i = 0; i < nrows; i++)
-                        for (size_t t = 0; t < ncols; t++) {
-                            const float v = (bias ? bias[t] : c[i * no + t]) + tile[i * NR + t];
-                            c[i * no + t] = lim ? bnn_clip(v, lim[0], lim[1]) : v;
-                        }
+                    for (size_t p = 0; p < np; p++) /* ncols == NR when np == 2 */
+                        edge_tile(kt, kc, ap, bp + p * K * NR, tile, c + p * NR, no,
+                                  bias ? bias + p * NR : NULL, lim, nrows, ncols);
                 }
             }
+            n += np * NR;
         }
     }
 }

@@ -118,17 +118,20 @@ const bnn_kernel_table *bnn_kernels(void)
 #include <stdlib.h>
 #include <string.h>
 
-/* pool, sgemm: the suffixes of the max-pool kernel and of the SGEMM pair (packed, direct) */
-#define X86_TABLE(name, pack, thr, out, pool, row, sgemm, mr)                               \
+/* pool, sgemm: the suffixes of the max-pool kernel and of the SGEMM pair (packed, direct);
+ * last the SGEMM's MR, optionally followed by designated initializers (the two-panel pair) */
+#define X86_TABLE(name, pack, thr, out, pool, row, sgemm, ...)                              \
     {.isa = name, .bitpack = pack, .threshold_counts = thr, .bconv_out = out,               \
      .maxpool_px = bnn_maxpool_px_##pool, .bconv_row = row,                                 \
      .sgemm_ukernel = bnn_sgemm_ukernel_##sgemm,                                            \
-     .sgemm_ukernel_direct = bnn_sgemm_ukernel_direct_##sgemm, .sgemm_mr = mr}
+     .sgemm_ukernel_direct = bnn_sgemm_ukernel_direct_##sgemm, .sgemm_mr = __VA_ARGS__}
 static const bnn_kernel_table x86_tables[] = {
     /* best first; the AVX-512 SGEMM's floats equal the AVX2 SGEMM's bit for bit
      * (sgemm_avx512.c), so those two sets compute identical outputs */
     X86_TABLE("avx512", bnn_bitpack_avx512, bnn_threshold_counts_avx512, bnn_bconv_out_avx512,
-              avx512, bnn_bconv_row_avx512, avx512, BNN_SGEMM_MR_AVX512),
+              avx512, bnn_bconv_row_avx512, avx512, BNN_SGEMM_MR_AVX512,
+              .sgemm_ukernel2 = bnn_sgemm_ukernel2_avx512,
+              .sgemm_ukernel2_direct = bnn_sgemm_ukernel2_direct_avx512),
     X86_TABLE("avx2", bnn_bitpack_avx2, bnn_threshold_counts_avx2, bnn_bconv_out_avx2, avx2,
               bnn_bconv_row_avx2, avx2, BNN_SGEMM_MR_AVX2),
     X86_TABLE("popcnt", bnn_bitpack_portable, bnn_threshold_counts_portable,

@@ -91,6 +91,16 @@ typedef void (*bnn_sgemm_ukernel_direct_fn)(size_t kc, const float *a, const siz
                                             size_t a_rs, const float *b, float *c, size_t ldc,
                                             const float *bias, const float *lim);
 
+/* Optional (NULL in sets without them): both tiles over two B panels side by side, the
+ * second at b + b_ps (the next prepacked panel), C being MR x 2 NR. Each half equals what
+ * the one-panel kernel gives for its panel, bit for bit; the wider tile only gives a core
+ * more independent FMA chains per A value loaded. */
+typedef void (*bnn_sgemm_ukernel2_fn)(size_t kc, const float *a, const float *b, size_t b_ps,
+                                      float *c, size_t ldc, const float *bias, const float *lim);
+typedef void (*bnn_sgemm_ukernel2_direct_fn)(size_t kc, const float *a, const size_t *koff,
+                                             size_t a_rs, const float *b, size_t b_ps, float *c,
+                                             size_t ldc, const float *bias, const float *lim);
+
 /* Max pooling of one output pixel over n channels: y[ch] = the max over the kh x kw taps
  * (tap (i, j) at x + i * row_stride + j * px_stride, NHWC) of x[ch], taken as
  * "v > m ? v : m" in tap order from -inf, so NaN taps are skipped (x86's MAXPS semantics:
@@ -107,6 +117,8 @@ typedef struct {
     bnn_bconv_row_fn bconv_row;
     bnn_sgemm_ukernel_fn sgemm_ukernel;
     bnn_sgemm_ukernel_direct_fn sgemm_ukernel_direct;
+    bnn_sgemm_ukernel2_fn sgemm_ukernel2;               /* or NULL */
+    bnn_sgemm_ukernel2_direct_fn sgemm_ukernel2_direct; /* NULL with sgemm_ukernel2 */
     uint32_t sgemm_mr;
 } bnn_kernel_table;
 
@@ -146,6 +158,11 @@ void bnn_sgemm_ukernel_avx512(size_t kc, const float *a, const float *b, float *
 void bnn_sgemm_ukernel_direct_avx512(size_t kc, const float *a, const size_t *koff,
                                      size_t a_rs, const float *b, float *c, size_t ldc,
                                      const float *bias, const float *lim);
+void bnn_sgemm_ukernel2_avx512(size_t kc, const float *a, const float *b, size_t b_ps,
+                               float *c, size_t ldc, const float *bias, const float *lim);
+void bnn_sgemm_ukernel2_direct_avx512(size_t kc, const float *a, const size_t *koff,
+                                      size_t a_rs, const float *b, size_t b_ps, float *c,
+                                      size_t ldc, const float *bias, const float *lim);
 #define BNN_SGEMM_MR_AVX512 8
 void bnn_bitpack_avx512(const float *x, const float *thr, uint32_t c, uint32_t words,
                         size_t npix, uint64_t *out, size_t out_stride); /* AVX-512F */
