@@ -1,7 +1,8 @@
 """Layer fusion in the native engine (native/src/fuse.c) changes no result.
 
-A context folds clips and residual adds into the layer before them and lets a binary conv
-pack its output straight into the next binary conv's bit image. Each model here is run
+A context folds clips and residual adds into the layer before them, lets a binary conv
+pack its output straight into the next binary conv's bit image and a padded stem conv read
+the NCHW model input into its padded copy. Each model here is run
 fused and unfused (``NativeEngine(fuse=False)``) with every kernel set this CPU has and 1
 and 3 threads: the outputs must be bit-identical (same kernel set on both sides), and the
 per-layer profile shows which layers were folded (a folded layer reads exactly 0 ms), so a
@@ -106,7 +107,23 @@ def _exact_ties(rng) -> tuple[F.NativeModel, set[int]]:
     return F.NativeModel((1, c, 7, 6), layers, n_values=5, output_id=4), set()
 
 
-MODELS = [_chain, _clips_and_residuals, _residuals, _exact_ties]
+def _nchw_inputs(rng) -> tuple[F.NativeModel, set[int]]:
+    """A padded FP32 conv that alone reads the model input transposes it straight into its
+    zero-padded copy: batch 2, 5 channels (not the RGB special case), asymmetric pads, a
+    stride 2. Then a padded conv reading its input twice (it and an add), which keeps the
+    plain path."""
+    c = 5
+    layers = [
+        F.Conv2dF32([0], 1, weight=rand_f32(rng, (c, c, 4, 3), 0.5), bias=rand_f32(rng, (c,)),
+                    strides=(2, 1), pads=(2, 1, 1, 0)),
+        F.Conv2dF32([1], 2, weight=rand_f32(rng, (c, c, 3, 3), 0.5), bias=rand_f32(rng, (c,)),
+                    pads=(1, 1, 1, 1)),
+        F.Add([2, 1], 3),
+    ]
+    return F.NativeModel((2, c, 13, 10), layers, n_values=4, output_id=3), set()
+
+
+MODELS = [_chain, _clips_and_residuals, _residuals, _exact_ties, _nchw_inputs]
 
 
 @pytest.mark.parametrize("build", MODELS, ids=lambda f: f.__name__.strip("_"))

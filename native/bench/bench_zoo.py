@@ -151,26 +151,34 @@ def _chw(dims: tuple[int, ...]) -> str:
 
 
 def _print_layers(profiles: dict[tuple[str, str], tuple]) -> None:
-    for (arch, _), (isa, layers, ms, mhz, seq) in profiles.items():
+    for (arch, _), (isa, layers, ms, mhz, seq, more) in profiles.items():
         total = sum(ms)
         peak = assumed_peak(isa)[0]
         print(f"\nper-layer median ms, {arch} bnn, isa={isa}, 1 thread; clock {mhz:.0f} MHz "
-              f"(measured), {isa} peak {peak} BOPs/cycle")
+              f"(measured), {isa} peak {peak} BOPs/cycle"
+              + "".join(f"; at {t} threads: ms and 1-thread ms / it" for t in more))
         print(f"{'#':>3s} {'op':14s} {'input':>16s} {'output':>16s} {'ms':>8s} {'%':>5s}"
-              f" {'BOPs/cyc':>9s} {'% peak':>7s}")
+              f" {'BOPs/cyc':>9s} {'% peak':>7s}"
+              + "".join(f" {f'ms@{t}':>8s} {'x':>5s}" for t in more))
         by_op: dict[str, float] = {}
         for info, t in zip(layers, ms, strict=False):
             by_op[info.op] = by_op.get(info.op, 0.0) + t
-            extra = ""
+            extra = f" {'':9s} {'':7s}"
             if info.op == "conv2d_bin":
                 n, c, _, _ = info.in_shape
                 _, oc, oh, ow = info.out_shape
                 bops = 2 * n * oc * oh * ow * c * info.kernel[0] * info.kernel[1]
                 per_cyc = bops / (t * 1e-3 * mhz * 1e6)
                 extra = f" {per_cyc:9.1f} {100 * per_cyc / peak:6.1f}%"
+            for mt in more.values():
+                tk = mt[info.index]
+                extra += f" {tk:8.3f} {t / tk:5.2f}" if tk > 0 else f" {tk:8.3f} {'':5s}"
             print(f"{info.index:3d} {info.op:14s} {_chw(info.in_shape):>16s}"
-                  f" {_chw(info.out_shape):>16s} {t:8.3f} {100 * t / total:5.1f}{extra}")
-        print(f"  + model-boundary transposes {ms[-1]:.3f} ms; total {total:.2f} ms")
+                  f" {_chw(info.out_shape):>16s} {t:8.3f} {100 * t / total:5.1f}"
+                  f"{extra.rstrip()}")
+        print(f"  + model-boundary transposes {ms[-1]:.3f} ms; total {total:.2f} ms"
+              + "".join(f"; at {t} threads {mt[-1]:.3f} ms, total {sum(mt):.2f} ms "
+                        f"({total / sum(mt):.2f}x)" for t, mt in more.items()))
         print("  by op: " + ", ".join(f"{op} {t:.2f} ms ({100 * t / total:.0f}%)"
                                      for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])))
         if seq:
@@ -200,6 +208,9 @@ def main() -> int:
                     "converted on a machine with TensorFlow) instead of converting here")
     ap.add_argument("--isa", nargs="+", default=available_isas(),
                     help="binary-conv kernel sets to time (default: all this CPU supports)")
+    ap.add_argument("--layers-threads", type=int, nargs="+", default=[],
+                    help="also profile per layer at these thread counts (a scaling column "
+                    "each)")
     ap.add_argument("--layers-isa", nargs="+",
                     help="kernel sets to profile per layer (default: the last of --isa)")
     args = ap.parse_args()
@@ -246,7 +257,12 @@ def main() -> int:
                     prof = eng.profile(x, 0, args.runs)
                     mhz = (c0 + clock_mhz(3)) / 2
                     seq = (seq0, avx2_sequence_ops_per_ns()) if seq0 else None
-                    profiles[(arch, isa)] = (eng.isa, eng.layers(), prof, mhz, seq)
+                    more = {}
+                    for t in args.layers_threads:
+                        with NativeEngine(bnn_path, threads=t, isa=isa) as engt:
+                            engt.benchmark(x, args.warmup, 1)
+                            more[t] = engt.profile(x, 0, args.runs)
+                    profiles[(arch, isa)] = (eng.isa, eng.layers(), prof, mhz, seq, more)
 
     def cell(arch: str, alg: str, t: int, isa: str = "-") -> dict | None:
         return next((r for r in rows if (r["arch"], r["algorithm"], r["threads"], r["isa"])

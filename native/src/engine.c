@@ -295,9 +295,12 @@ static int run(bnn_ctx *c, const float *in, float *out, double *t)
     const bnn_model *m = c->m;
     const bnn_exec ex = {c->pool, c->k, c->tscratch, {c->bits[0], c->bits[1]}, c->padded};
     const bnn_shape *is = &m->input_shape;
-    /* NCHW -> NHWC: a [C][HW] -> [HW][C] transpose per image (a copy for rank 2). */
+    /* NCHW -> NHWC: a [C][HW] -> [HW][C] transpose per image (a copy for rank 2), unless
+     * the first layer reads the NCHW input itself (fuse.c, pattern 4) */
     double t0 = t ? now_ms() : 0;
-    bnn_transpose_batched(&ex, in, c->val[m->input_id], is->n, is->c, (size_t)is->h * is->w);
+    if (!c->fz[0].nchw_in)
+        bnn_transpose_batched(&ex, in, c->val[m->input_id], is->n, is->c,
+                              (size_t)is->h * is->w);
     uint32_t prev = m->n_layers; /* timing slot of the work since t0 */
     for (uint32_t l = 0; l < m->n_layers; l++) {
         const bnn_layer *L = &m->layers[l];
@@ -310,7 +313,7 @@ static int run(bnn_ctx *c, const float *in, float *out, double *t)
             t0 = t1;
             prev = l;
         }
-        const float *x = c->val[L->in[0]];
+        const float *x = fz->nchw_in ? in : c->val[L->in[0]];
         float *y = fz->write == BNN_NO_VALUE ? NULL : c->val[fz->write];
         switch (L->op) {
         case OP_CONV2D_F32:

@@ -442,7 +442,18 @@ typedef struct {
     const bnn_layer *L;
     const float *x;
     float *xp;
+    int nchw; /* x is the model's NCHW input (fuse.c, pattern 4), else NHWC */
 } pad_job;
+
+/* One image row of an NCHW input as an NHWC row: d[x * C + c] = s[c * plane + x]. Inlined
+ * with C = 3 for an RGB input: whole pixels of constant size. */
+static inline __attribute__((always_inline)) void nchw_row(const float *s, size_t plane,
+                                                           size_t w, const size_t C, float *d)
+{
+    for (size_t x = 0; x < w; x++)
+        for (size_t c = 0; c < C; c++)
+            d[x * C + c] = s[c * plane + x];
+}
 
 /* Row `task` (image n, padded row r) of the zero-padded copy. */
 static void pad_task(void *arg, size_t task, int thread)
@@ -459,8 +470,14 @@ static void pad_task(void *arg, size_t task, int thread)
         return;
     }
     memset(d, 0, (size_t)g->pl * C * sizeof(float));
-    memcpy(d + (size_t)g->pl * C, j->x + ((n * in->h) + (r - g->pt)) * in->w * C,
-           (size_t)in->w * C * sizeof(float));
+    const size_t y = r - g->pt, plane = (size_t)in->h * in->w;
+    if (!j->nchw)
+        memcpy(d + (size_t)g->pl * C, j->x + ((n * in->h) + y) * in->w * C,
+               (size_t)in->w * C * sizeof(float));
+    else if (C == 3)
+        nchw_row(j->x + n * C * plane + y * in->w, plane, in->w, 3, d + (size_t)g->pl * C);
+    else
+        nchw_row(j->x + n * C * plane + y * in->w, plane, in->w, C, d + (size_t)g->pl * C);
     memset(d + ((size_t)g->pl + in->w) * C, 0, (size_t)g->pr * C * sizeof(float));
 }
 
@@ -478,7 +495,7 @@ void bnn_fconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion 
         Lp.in_shape.h += L->p.fconv.g.pt + L->p.fconv.g.pb;
         Lp.in_shape.w += L->p.fconv.g.pl + L->p.fconv.g.pr;
         Lp.p.fconv.g.pt = Lp.p.fconv.g.pl = Lp.p.fconv.g.pb = Lp.p.fconv.g.pr = 0;
-        pad_job pj = {L, x, ex->padded};
+        pad_job pj = {L, x, ex->padded, fz && fz->nchw_in};
         bnn_pool_parallel_for(ex->pool, (size_t)L->in_shape.n * Lp.in_shape.h, pad_task, &pj);
         bnn_exec e2 = *ex;
         e2.padded = NULL;

@@ -23,6 +23,10 @@
  * finite scale, bias and threshold get bounds (an infinity or NaN could break monotonicity);
  * border windows, whose n differs, keep the float path.
  *
+ * 4. A padded FP32 conv that is the only reader of the model input (a ResNet stem): the
+ *    NCHW -> NHWC transpose of the input writes straight into the conv's zero-padded copy
+ *    (fconv.c) instead of into a tensor that is then copied: one pass less, same floats.
+ *
  * Only adjacent layers are fused, so every buffer the planner assigns is still live exactly
  * when it is used. Two packed-bit buffers alternate along a chain of fused binary convs.
  */
@@ -111,7 +115,7 @@ int bnn_fuse(const bnn_model *m, int enable, bnn_fusion *f)
     const uint32_t nl = m->n_layers;
     for (uint32_t l = 0; l < nl; l++)
         f[l] = (bnn_fusion){.bits_to = -1, .write = m->layers[l].out, .residual = BNN_NO_VALUE};
-    if (!enable || nl < 2)
+    if (!enable || nl == 0)
         return BNN_OK;
     uint32_t *uses = calloc(m->n_values, sizeof *uses);
     if (!uses)
@@ -120,6 +124,10 @@ int bnn_fuse(const bnn_model *m, int enable, bnn_fusion *f)
         for (uint32_t i = 0; i < m->layers[l].n_in; i++)
             uses[m->layers[l].in[i]]++;
     uses[m->output_id]++; /* the caller reads it */
+    const bnn_layer *L0 = &m->layers[0];
+    if (L0->op == OP_CONV2D_F32 && L0->in[0] == m->input_id && uses[m->input_id] == 1 &&
+        bnn_fconv_padded_floats(L0))
+        f[0].nchw_in = 1; /* pattern 4 */
     for (uint32_t l = 0; l + 1 < nl; l++) {
         const bnn_layer *P = &m->layers[l], *C = &m->layers[l + 1];
         if (f[l].skip || uses[P->out] != 1)

@@ -22,6 +22,8 @@ typedef struct {
     uint8_t clamp;    /* clip the output to [lo, hi] (a folded CLIP) */
     uint8_t bits_in;  /* CONV2D_BIN: the input arrives packed in bits[bits_buf] */
     uint8_t bits_buf; /* CONV2D_BIN: which packed-bit buffer holds its input */
+    uint8_t nchw_in;  /* padded CONV2D_F32 on the model input: x is the caller's NCHW
+                         input, transposed straight into the zero-padded copy (fconv.c) */
     int32_t bits_to;  /* CONV2D_BIN: packs its output for binary conv layer bits_to; -1 none */
     uint32_t write;   /* value the layer writes; BNN_NO_VALUE when it only writes bits */
     uint32_t residual; /* CONV2D_BIN: value added to its output (a folded ADD), or
