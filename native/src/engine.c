@@ -298,7 +298,8 @@ static int run(bnn_ctx *c, const float *in, float *out, double *t)
     /* NCHW -> NHWC: a [C][HW] -> [HW][C] transpose per image (a copy for rank 2), unless
      * the first layer reads the NCHW input itself (fuse.c, pattern 4) */
     double t0 = t ? now_ms() : 0;
-    if (!c->fz[0].nchw_in)
+    const int nchw_in = m->n_layers && c->fz[0].nchw_in;
+    if (!nchw_in)
         bnn_transpose_batched(&ex, in, c->val[m->input_id], is->n, is->c,
                               (size_t)is->h * is->w);
     uint32_t prev = m->n_layers; /* timing slot of the work since t0 */

@@ -2,9 +2,17 @@
  *
  * Workers spin briefly on a generation counter before sleeping on a condition variable: a
  * network runs dozens of short layers back to back, and waking sleeping threads for each
- * one would cost more than many small layers take. Tasks are handed out through an atomic
- * counter, so the split of work never depends on timing, only which thread runs a task
- * does; every task writes disjoint outputs, so results are identical for any thread count.
+ * one would cost more than many small layers take.
+ *
+ * Each thread owns a contiguous share of the tasks, [i * n / T, (i + 1) * n / T), claimed
+ * through its own atomic counter; a thread done with its share takes what is left of the
+ * others' (same counters), so a stalled or shared core holds no one up. The drivers number
+ * tasks in image order (rows of pixels), so with even shares a thread works on the same
+ * region in consecutive layers and reads what it wrote from its own cache, where handing
+ * out tasks from one counter scattered rows over the cores (the next layer then read half
+ * its input from another core's cache). The split of work never depends on timing, only
+ * which thread runs a task does; every task writes disjoint outputs, so results are
+ * identical for any thread count.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "threadpool.h"
@@ -13,6 +21,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bnn.h"
 
@@ -26,22 +35,31 @@ struct bnn_pool {
     int sleeping; /* workers blocked on work_cv (under mu) */
     atomic_int stop;
     atomic_uint generation;
-    atomic_size_t next_task;
     atomic_int pending; /* workers still inside the current job */
+    /* per thread: the next task of its share and the share's end, a cache line each */
+    struct {
+        _Alignas(64) atomic_size_t next;
+        size_t end;
+    } share[BNN_MAX_THREADS];
     /* The current job; written before generation is bumped. */
     bnn_task_fn fn;
     void *arg;
-    size_t ntasks;
 };
 
+/* Thread id's own share first, then whatever is left of the next threads' shares. */
 static void run_tasks(bnn_pool *p, int id)
 {
-    const size_t n = p->ntasks;
-    for (;;) {
-        size_t t = atomic_fetch_add_explicit(&p->next_task, 1, memory_order_relaxed);
-        if (t >= n)
-            break;
-        p->fn(p->arg, t, id);
+    const int nt = p->nthreads;
+    for (int k = 0; k < nt; k++) {
+        const int s = (id + k) % nt;
+        const size_t end = p->share[s].end;
+        for (;;) {
+            const size_t t = atomic_fetch_add_explicit(&p->share[s].next, 1,
+                                                       memory_order_relaxed);
+            if (t >= end)
+                break;
+            p->fn(p->arg, t, id);
+        }
     }
 }
 
@@ -92,15 +110,18 @@ bnn_pool *bnn_pool_create(int nthreads)
 {
     if (nthreads < 1 || nthreads > BNN_MAX_THREADS)
         return NULL;
-    bnn_pool *p = calloc(1, sizeof *p);
-    if (!p)
+    /* aligned: the shares sit on cache lines of their own */
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, sizeof(bnn_pool)))
         return NULL;
+    bnn_pool *p = memset(mem, 0, sizeof(bnn_pool));
     p->nthreads = 1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
     atomic_init(&p->generation, 0);
-    atomic_init(&p->next_task, 0);
+    for (int i = 0; i < BNN_MAX_THREADS; i++)
+        atomic_init(&p->share[i].next, 0);
     atomic_init(&p->pending, 0);
     atomic_init(&p->stop, 0);
     for (int i = 1; i < nthreads; i++) {
@@ -154,8 +175,11 @@ void bnn_pool_parallel_for(bnn_pool *p, size_t ntasks, bnn_task_fn fn, void *arg
     }
     p->fn = fn;
     p->arg = arg;
-    p->ntasks = ntasks;
-    atomic_store_explicit(&p->next_task, 0, memory_order_relaxed);
+    for (int i = 0; i < p->nthreads; i++) {
+        atomic_store_explicit(&p->share[i].next, ntasks * (size_t)i / (size_t)p->nthreads,
+                              memory_order_relaxed);
+        p->share[i].end = ntasks * (size_t)(i + 1) / (size_t)p->nthreads;
+    }
     atomic_store_explicit(&p->pending, p->nthreads - 1, memory_order_relaxed);
     pthread_mutex_lock(&p->mu);
     /* Release: workers that see the new generation also see the job fields above. */
