@@ -151,25 +151,28 @@ def _chw(dims: tuple[int, ...]) -> str:
 
 
 def _print_layers(profiles: dict[tuple[str, str], tuple]) -> None:
-    for (arch, _), (isa, layers, ms, mhz, seq, more) in profiles.items():
+    for (arch, _), (isa, layers, ms, mhz, seq, more, best) in profiles.items():
         total = sum(ms)
         peak = assumed_peak(isa)[0]
         print(f"\nper-layer median ms, {arch} bnn, isa={isa}, 1 thread; clock {mhz:.0f} MHz "
-              f"(measured), {isa} peak {peak} BOPs/cycle"
+              f"(measured), {isa} peak {peak} BOPs/cycle (best: % peak in the layer's "
+              "fastest run)"
               + "".join(f"; at {t} threads: ms and 1-thread ms / it" for t in more))
         print(f"{'#':>3s} {'op':14s} {'input':>16s} {'output':>16s} {'ms':>8s} {'%':>5s}"
-              f" {'BOPs/cyc':>9s} {'% peak':>7s}"
+              f" {'BOPs/cyc':>9s} {'% peak':>7s} {'best':>6s}"
               + "".join(f" {f'ms@{t}':>8s} {'x':>5s}" for t in more))
         by_op: dict[str, float] = {}
         for info, t in zip(layers, ms, strict=False):
             by_op[info.op] = by_op.get(info.op, 0.0) + t
-            extra = f" {'':9s} {'':7s}"
+            extra = f" {'':9s} {'':7s} {'':6s}"
             if info.op == "conv2d_bin":
                 n, c, _, _ = info.in_shape
                 _, oc, oh, ow = info.out_shape
                 bops = 2 * n * oc * oh * ow * c * info.kernel[0] * info.kernel[1]
                 per_cyc = bops / (t * 1e-3 * mhz * 1e6)
-                extra = f" {per_cyc:9.1f} {100 * per_cyc / peak:6.1f}%"
+                best_cyc = bops / (best[info.index] * 1e-3 * mhz * 1e6)
+                extra = (f" {per_cyc:9.1f} {100 * per_cyc / peak:6.1f}%"
+                         f" {100 * best_cyc / peak:5.1f}%")
             for mt in more.values():
                 tk = mt[info.index]
                 extra += f" {tk:8.3f} {t / tk:5.2f}" if tk > 0 else f" {tk:8.3f} {'':5s}"
@@ -254,7 +257,11 @@ def main() -> int:
                     x86 = eng.isa in ("avx2", "avx512")
                     seq0 = avx2_sequence_ops_per_ns() if x86 else None
                     c0 = clock_mhz(3)
-                    prof = eng.profile(x, 0, args.runs)
+                    # one run per call: per-layer medians and bests (a shared core's slow
+                    # spells show as the gap between the two)
+                    runs = [eng.profile(x, 0, 1) for _ in range(args.runs)]
+                    prof = [statistics.median(v) for v in zip(*runs, strict=True)]
+                    best = [min(v) for v in zip(*runs, strict=True)]
                     mhz = (c0 + clock_mhz(3)) / 2
                     seq = (seq0, avx2_sequence_ops_per_ns()) if seq0 else None
                     more = {}
@@ -262,7 +269,8 @@ def main() -> int:
                         with NativeEngine(bnn_path, threads=t, isa=isa) as engt:
                             engt.benchmark(x, args.warmup, 1)
                             more[t] = engt.profile(x, 0, args.runs)
-                    profiles[(arch, isa)] = (eng.isa, eng.layers(), prof, mhz, seq, more)
+                    profiles[(arch, isa)] = (eng.isa, eng.layers(), prof, mhz, seq, more,
+                                             best)
 
     def cell(arch: str, alg: str, t: int, isa: str = "-") -> dict | None:
         return next((r for r in rows if (r["arch"], r["algorithm"], r["threads"], r["isa"])
