@@ -41,22 +41,33 @@ def _layer(n: ir.Node, ins: list[int], out: int) -> nf.Layer:
 
 
 def execution_order(graph: ir.Graph) -> list[ir.Node]:
-    """The graph's nodes in the order the engine should run them: the graph's own order, but
-    each binary conv whose one reader is an Add moved to just before that Add.
+    """The graph's nodes in the order the engine should run them: a topological order that
+    keeps producer and consumer next to each other wherever it can.
 
-    The engine folds a residual Add into the epilogue of a binary conv only when the Add
-    follows the conv (native/src/fuse.c); in a ResNet stage's first block the FP32
-    downsample conv otherwise sits between the two, and the Add costs a pass of its own.
-    The conv moves only past nodes that do not read its output, so the order stays
-    topological and every layer computes exactly what it did."""
-    order = list(graph.nodes)
-    for node in [n for n in graph.nodes if isinstance(n, ir.BinConv)]:
-        if node.output == graph.output:
-            continue
-        readers = [j for j, n in enumerate(order) if node.output in n.inputs]
-        i = order.index(node)
-        if len(readers) == 1 and isinstance(order[readers[0]], ir.Add) and readers[0] > i + 1:
-            order.insert(readers[0] - 1, order.pop(i))
+    The engine fuses only adjacent layers (native/src/fuse.c): a binary conv hands its bits
+    to the next binary conv through the clip between them, and a residual Add (and its
+    clip) runs in the epilogue of the binary conv right before it. In a ResNet stage's first
+    block the graph's own order puts the FP32 downsample conv between the block's second
+    binary conv and its Add, which breaks the second pattern; moving that conv after the
+    first binary conv would break the first. So the list is built greedily: among the
+    nodes whose inputs exist, one that reads the node just placed comes first (the chain
+    goes on), and among those, or among all when none does, a node other than a binary conv
+    (side work such as the downsample conv, done before the chain it would interrupt), the
+    graph's order breaking ties. Every layer computes exactly what it did."""
+    remaining = list(graph.nodes)
+    have = {graph.input}
+    order: list[ir.Node] = []
+    while remaining:
+        ready = [n for n in remaining if all(i in have for i in n.inputs)]
+        if not ready:  # not a DAG over known values: leave the rest as it is
+            order += remaining
+            break
+        follow = [n for n in ready if order and order[-1].output in n.inputs]
+        pool = follow or ready
+        pick = next((n for n in pool if not isinstance(n, ir.BinConv)), pool[0])
+        order.append(pick)
+        remaining.remove(pick)
+        have.add(pick.output)
     return order
 
 

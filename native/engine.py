@@ -32,6 +32,8 @@ NATIVE_DIR = Path(__file__).resolve().parent
 _ERR_LEN = 256
 _MAX_THREADS = 16
 _NO_FUSION = 1  # BNN_CTX_NO_FUSION
+# BNN_FUSED_* (bnn.h), bit 0 first
+_FUSED = ("skipped", "bits_in", "bits_out", "residual", "clip", "nchw_input")
 _build_lock = threading.Lock()
 
 
@@ -143,6 +145,8 @@ def _lib() -> ctypes.CDLL:
             [c_p, f_p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_double)],
         ),
         "bnn_model_num_layers": (ctypes.c_uint32, [c_p]),
+        "bnn_ctx_layer_fusion": (ctypes.c_int, [c_p, ctypes.c_uint32,
+                                                ctypes.POINTER(ctypes.c_uint)]),
         "bnn_model_layer_info": (
             ctypes.c_int,
             [c_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32),
@@ -326,6 +330,22 @@ class NativeEngine:
                     raise NativeError(f"bnn_model_layer_info({i}) failed")
                 out.append(LayerInfo(i, Op(op.value).name.lower(), tuple(din), tuple(dout),
                                      tuple(kernel)))
+        return out
+
+    def fusion(self) -> list[frozenset[str]]:
+        """How this engine runs each layer, in file order: the fusion patterns that apply to
+        it (``bnn.h``, ``BNN_FUSED_*``: "skipped", "bits_in", "bits_out", "residual",
+        "clip", "nchw_input"); empty for a layer run as written."""
+        self._check_open()
+        out = []
+        with self._lock:
+            self._check_open()
+            for i in range(int(self._lib.bnn_model_num_layers(self._model))):
+                flags = ctypes.c_uint()
+                if self._lib.bnn_ctx_layer_fusion(self._ctx, i, ctypes.byref(flags)):
+                    raise NativeError(f"bnn_ctx_layer_fusion({i}) failed")
+                out.append(frozenset(name for bit, name in enumerate(_FUSED)
+                                     if flags.value >> bit & 1))
         return out
 
     def profile(self, x: np.ndarray, warmup: int, runs: int) -> list[float]:

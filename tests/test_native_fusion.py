@@ -126,6 +126,14 @@ def _nchw_inputs(rng) -> tuple[F.NativeModel, set[int]]:
 MODELS = [_chain, _clips_and_residuals, _residuals, _exact_ties, _nchw_inputs]
 
 
+def test_nchw_input_fusion_only_for_the_input_s_one_reader():
+    model, _ = _nchw_inputs(np.random.default_rng(3))
+    with NativeEngine(F.dumps(model)) as eng:
+        assert eng.fusion() == [{"nchw_input"}, set(), set()]
+    with NativeEngine(F.dumps(model), fuse=False) as eng:
+        assert eng.fusion() == [set(), set(), set()]
+
+
 @pytest.mark.parametrize("build", MODELS, ids=lambda f: f.__name__.strip("_"))
 @pytest.mark.parametrize("threads", [1, 3])
 def test_fused_equals_unfused(build, threads):
@@ -146,10 +154,12 @@ def test_fused_equals_unfused(build, threads):
 
 
 def test_fusion_on_the_zoo_resnet(tmp_path, monkeypatch):
-    """The zoo's ResNet-18 BNN: the clip between the two convs of a block becomes a bit
-    hand-off, and every residual add folds into the binary conv before it with the clip
-    after it, the downsampling blocks' too (the converter runs their FP32 1x1 conv first:
-    to_native.execution_order); same output as unfused and as the graph's own order."""
+    """The zoo's ResNet-18 BNN: in every block the first binary conv hands its bits to the
+    second through the clip between them, and the residual add with the clip after it runs
+    in the second conv's epilogue, the downsampling blocks' too (the converter runs their
+    FP32 1x1 conv before the block: to_native.execution_order); the stem reads the NCHW
+    input into its padded copy. Same output as unfused and as the graph's own order, where
+    the downsampling blocks keep their adds."""
     from converters import api, to_native, zoo
 
     entry = next(e for e in zoo.write_zoo(tmp_path, archs=("resnet18",))
@@ -159,19 +169,24 @@ def test_fusion_on_the_zoo_resnet(tmp_path, monkeypatch):
     x = np.random.default_rng(0).standard_normal(zoo.input_shape("resnet18")).astype(np.float32)
     with NativeEngine(bnn, threads=2, fuse=False) as eng:
         want = eng.run(x)
+        assert all(not f for f in eng.fusion())
     with NativeEngine(bnn, threads=2) as eng:
         got = eng.run(x)
-        layers = eng.layers()
+        layers, fusion = eng.layers(), eng.fusion()
         prof = eng.profile(x, 0, 1)
     np.testing.assert_array_equal(got, want)
-    adds = [i.index for i in layers if i.op == "add"]
-    assert len(adds) == 8 and all(layers[a - 1].op == "conv2d_bin" for a in adds)
+    bconvs = [i.index for i in layers if i.op == "conv2d_bin"]
+    assert len(bconvs) == 16
+    assert [fusion[i] for i in bconvs] == [{"bits_out"}, {"bits_in", "residual", "clip"}] * 8
+    assert fusion[0] == {"nchw_input", "clip"}
     folded = [i.index for i in layers if i.op in ("clip", "add")]
-    assert len(folded) > 20 and all(prof[i] == 0.0 for i in folded)
+    assert len(folded) == 25 and all(fusion[i] == {"skipped"} and prof[i] == 0.0
+                                     for i in folded)
 
-    # the ONNX graph's own order (downsample conv between conv and add) computes the same
+    # the ONNX graph's own order computes the same, with 3 adds left unfused
     monkeypatch.setattr(to_native, "execution_order", lambda graph: list(graph.nodes))
     api.convert(entry.path, "native", tmp_path / "graph_order.bnn", verify=False)
     with NativeEngine(tmp_path / "graph_order.bnn", threads=2) as eng:
-        assert [i.op for i in eng.layers()] != [i.op for i in layers]
         np.testing.assert_array_equal(eng.run(x), got)
+        assert sum(i.op == "add" and "skipped" not in f
+                   for i, f in zip(eng.layers(), eng.fusion(), strict=True)) == 3

@@ -89,6 +89,16 @@ BNN_API bnn_ctx *bnn_ctx_create_ex(const bnn_model *model, int nthreads, unsigne
 BNN_API void bnn_ctx_free(bnn_ctx *ctx);
 BNN_API int bnn_ctx_threads(const bnn_ctx *ctx);
 
+/* How the context runs layer `layer` (fusion, native/src/fuse.c), as BNN_FUSED_* bits in
+ * *flags; 0: as written. For tests and tools that check a pattern still fuses. */
+#define BNN_FUSED_SKIPPED 1u    /* folded into the layer before it: not run */
+#define BNN_FUSED_BITS_IN 2u    /* binary conv: its input arrives packed from the one before */
+#define BNN_FUSED_BITS_OUT 4u   /* binary conv: packs its output for the next binary conv */
+#define BNN_FUSED_RESIDUAL 8u   /* binary conv: adds a residual (a folded Add) */
+#define BNN_FUSED_CLIP 16u      /* clamps its output (a folded Clip) */
+#define BNN_FUSED_NCHW_INPUT 32u /* FP32 conv: reads the NCHW model input into its padded copy */
+BNN_API int bnn_ctx_layer_fusion(const bnn_ctx *ctx, uint32_t layer, unsigned *flags);
+
 /* One inference. `in` is NCHW (or N x F) float32 with bnn_model_input_count elements,
  * `out` receives bnn_model_output_count elements in the output's NCHW (or N x F) order. */
 BNN_API int bnn_run(bnn_ctx *ctx, const float *in, float *out);

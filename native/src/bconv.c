@@ -22,8 +22,9 @@
 
 #include "layers.h"
 
-#define OCH 64 /* output channels per task: whole 64-bit words when packing for the next
-                 conv; late small layers still split into rows x blocks across threads */
+/* output channels per task: whole 64-bit words when packing for the next conv; late small
+ * layers still split into rows x blocks across threads */
+#define OCH BNN_BCONV_OCH
 
 size_t bnn_bconv_scratch_bytes(const bnn_layer *L)
 {
@@ -95,6 +96,30 @@ static void border_task(void *arg, size_t task, int thread)
     pack_row(j->ex, j->next, NULL, j->nbits, j->nph, j->npw, task);
 }
 
+bnn_bconv_row_args bnn_bconv_row_setup(const bnn_layer *L, const uint64_t *bits, size_t n,
+                                       size_t oy, uint32_t o0, uint32_t o1, int32_t *pop)
+{
+    const bnn_bconv *b = &L->p.bconv;
+    const bnn_geom *g = &b->g;
+    const size_t words = b->words, ph = (size_t)L->in_shape.h + g->pt + g->pb;
+    const size_t pw = (size_t)L->in_shape.w + g->pl + g->pr;
+    return (bnn_bconv_row_args){
+        .in = bits + ((n * ph) + oy * g->sh) * pw * words,
+        .row_stride = pw * words,
+        .x_stride = (size_t)g->sw * words,
+        .w = b->wbits,
+        .w16 = b->wbits16,
+        .wl16 = b->wlane16,
+        .w_stride = (size_t)g->kh * g->kw * words,
+        .kh = g->kh,
+        .tap_words = (uint32_t)(g->kw * words),
+        .ow = L->out_shape.w,
+        .o_begin = o0,
+        .o_end = o1,
+        .pop = pop,
+    };
+}
+
 static void row_task(void *arg, size_t task, int thread)
 {
     const bconv_job *j = arg;
@@ -107,26 +132,12 @@ static void row_task(void *arg, size_t task, int thread)
     const uint32_t o0 = (uint32_t)(ob * OCH);
     const uint32_t o1 = o0 + OCH < b->out_c ? o0 + OCH : b->out_c;
     const uint32_t nout = o1 - o0;
-    const size_t words = b->words, taps = (size_t)g->kh * g->kw;
+    const size_t taps = (size_t)g->kh * g->kw;
     int32_t *pop = j->ex->tscratch[thread];
     float *vals = (float *)(pop + (size_t)out->w * OCH); /* one pixel, when packing */
     int32_t *padq = (int32_t *)(vals + OCH);              /* one pixel's corrected counts */
 
-    bnn_bconv_row_args a = {
-        .in = j->bits + ((n * j->ph) + oy * g->sh) * j->pw * words,
-        .row_stride = j->pw * words,
-        .x_stride = (size_t)g->sw * words,
-        .w = b->wbits,
-        .w16 = b->wbits16,
-        .wl16 = b->wlane16,
-        .w_stride = taps * words,
-        .kh = g->kh,
-        .tap_words = (uint32_t)(g->kw * words),
-        .ow = out->w,
-        .o_begin = o0,
-        .o_end = o1,
-        .pop = pop,
-    };
+    const bnn_bconv_row_args a = bnn_bconv_row_setup(j->L, j->bits, n, oy, o0, o1, pop);
     j->ex->k->bconv_row(&a);
 
     /* Valid kernel rows [i0, i1) for this output row; columns per output column below. */

@@ -99,14 +99,22 @@ static int plan_build(const bnn_model *m, const bnn_kernel_table *k, const bnn_f
         const bnn_layer *L = &m->layers[l];
         if (fz[l].skip)
             continue;
-        const uint32_t out = fz[l].write;
-        if (out != BNN_NO_VALUE)
+        const uint32_t out = fz[l].write, res = fz[l].residual;
+        /* A folded residual add read for the last time here writes its sum over it: every
+         * output element is computed from the same element of it (bconv.c), and the lines
+         * it overwrites are in cache, where a fresh buffer's would be fetched first. */
+        const int in_place = out != BNN_NO_VALUE && res != BNN_NO_VALUE &&
+                             last_use[res] == (int64_t)l && res != m->input_id &&
+                             bnn_shape_count(&m->shapes[res]) == bnn_shape_count(&m->shapes[out]);
+        if (in_place)
+            p->buf_of[out] = p->buf_of[res];
+        else if (out != BNN_NO_VALUE)
             ASSIGN(out, bnn_shape_count(&m->shapes[out]));
-        for (uint32_t i = fz[l].bits_in; i < L->n_in; i++)
-            if (last_use[L->in[i]] == (int64_t)l)
+        for (uint32_t i = fz[l].bits_in; i < L->n_in; i++) /* (in place: x may be res) */
+            if (last_use[L->in[i]] == (int64_t)l && !(in_place && L->in[i] == res))
                 in_use[p->buf_of[L->in[i]]] = 0;
-        if (fz[l].residual != BNN_NO_VALUE && last_use[fz[l].residual] == (int64_t)l)
-            in_use[p->buf_of[fz[l].residual]] = 0;
+        if (res != BNN_NO_VALUE && last_use[res] == (int64_t)l && !in_place)
+            in_use[p->buf_of[res]] = 0;
         if (out != BNN_NO_VALUE && last_use[out] < 0)
             in_use[p->buf_of[out]] = 0;
         uint64_t s = 0;
@@ -279,6 +287,18 @@ bnn_ctx *bnn_ctx_create_ex(const bnn_model *m, int nthreads, unsigned flags, cha
 int bnn_ctx_threads(const bnn_ctx *c)
 {
     return c ? c->nthreads : 0;
+}
+
+int bnn_ctx_layer_fusion(const bnn_ctx *c, uint32_t layer, unsigned *flags)
+{
+    if (!c || !flags || layer >= c->m->n_layers)
+        return BNN_EARG;
+    const bnn_fusion *f = &c->fz[layer];
+    *flags = (f->skip ? BNN_FUSED_SKIPPED : 0u) | (f->bits_in ? BNN_FUSED_BITS_IN : 0u) |
+             (f->bits_to >= 0 ? BNN_FUSED_BITS_OUT : 0u) |
+             (f->residual != BNN_NO_VALUE ? BNN_FUSED_RESIDUAL : 0u) |
+             (f->clamp ? BNN_FUSED_CLIP : 0u) | (f->nchw_in ? BNN_FUSED_NCHW_INPUT : 0u);
+    return BNN_OK;
 }
 
 static double now_ms(void)

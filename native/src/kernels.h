@@ -63,7 +63,8 @@ static inline float bnn_bconv_value(float scale, float bias, int32_t n, int32_t 
 /* A binary conv's float outputs for `count` channels of one pixel: y[o] =
  * bnn_bconv_value(scale[o], bias[o], n, p[o]), plus res[o] when res is non-NULL (a folded
  * residual add), then clamped to [lim[0], lim[1]] when lim is non-NULL (a folded clip; NaN
- * passes), each step rounded as written. */
+ * passes), each step rounded as written. y may be res (the context writes a residual sum
+ * over the residual when that is its last use); no other overlap. */
 typedef void (*bnn_bconv_out_fn)(const int32_t *p, int32_t n, const float *scale,
                                  const float *bias, const float *res, const float *lim,
                                  float *y, uint32_t count);

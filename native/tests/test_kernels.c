@@ -467,6 +467,13 @@ static void test_bconv_out(void)
             bnn_bconv_out_portable(p, 576, sc, bi, r, l, want, n);
             CHECK(!memcmp(got, want, n * sizeof(float)), "bconv_out n=%u res=%d clamp=%d", n,
                   mode & 1, mode >> 1);
+            if (r) { /* in place, y = res: the same floats */
+                float io[C];
+                memcpy(io, res, sizeof io);
+                k->bconv_out(p, 576, sc, bi, io, l, io, n);
+                CHECK(!memcmp(io, want, n * sizeof(float)), "bconv_out in place n=%u clamp=%d",
+                      n, mode >> 1);
+            }
             cases++;
         }
     printf("[%s] bconv float outputs: %zu cases\n", bnn_kernel_isa(), cases);
