@@ -148,27 +148,48 @@ static void row_task(void *arg, size_t task, int thread)
     float *yrow = j->y ? j->y + ((n * out->h + oy) * out->w) * (size_t)b->out_c : NULL;
     const bnn_bconv *nb = yrow ? NULL : &j->next->p.bconv;
     const float clip[2] = {fz->lo, fz->hi}, *lim = fz->clamp ? clip : NULL;
+    const int32_t full = (int32_t)(taps * b->in_c); /* <= 2^30: loader limit */
+    /* next-layer bit words at this row (when packing for the next conv), pixel ox at
+     * nrow + ox * nb->words */
+    uint64_t *nrow = yrow ? NULL
+                          : j->nbits + ((n * j->nph + oy + nb->g.pt) * j->npw + nb->g.pl) *
+                                           (size_t)nb->words + o0 / 64;
+    const float *rrow =
+        j->res ? j->res + ((n * out->h + oy) * out->w) * (size_t)b->out_c + o0 : NULL;
+
+    /* The interior windows of the row, [xa, xb): one kernel call for all of them, bits
+     * straight from the counts (fuse.c) or floats. Not when packing without bounds (a
+     * parameter that is not finite): then every pixel takes the per-pixel float path. */
+    size_t xa = 0, xb = 0;
+    if (i0 == 0 && i1 == (long)g->kh && (yrow || fz->bounds)) {
+        xa = (g->pl + g->sw - 1) / g->sw; /* first ox with ox * sw >= pl */
+        xb = in->w + g->pl >= g->kw ? ((size_t)in->w + g->pl - g->kw) / g->sw + 1 : 0;
+        if (xb > out->w)
+            xb = out->w;
+        if (xa >= xb)
+            xa = xb = 0;
+    }
+    if (xa < xb && !yrow)
+        j->ex->k->threshold_counts(pop + xa * nout, fz->bounds + o0, fz->bounds + b->out_c + o0,
+                                   nout, xb - xa, nrow + xa * nb->words, nb->words);
+    else if (xa < xb)
+        j->ex->k->bconv_out(pop + xa * nout, full, sc, bi, rrow ? rrow + xa * b->out_c : NULL,
+                            lim, yrow + xa * b->out_c + o0, nout, xb - xa, b->out_c);
+
     for (uint32_t ox = 0; ox < out->w; ox++) {
+        if (ox == xa && xa < xb) {
+            ox = (uint32_t)xb - 1;
+            continue;
+        }
         const long left = (long)ox * g->sw - (long)g->pl;
         const long j0 = left < 0 ? -left : 0;
         const long j1 = left + (long)g->kw > (long)in->w ? (long)in->w - left : (long)g->kw;
         const int32_t *p = pop + (size_t)ox * nout;
         float *yo = yrow ? yrow + (size_t)ox * b->out_c + o0 : vals;
-        /* when packing for the next conv: its window at this pixel */
-        uint64_t *dst = yrow ? NULL
-                             : j->nbits + ((n * j->nph + oy + nb->g.pt) * j->npw + ox + nb->g.pl) *
-                                              (size_t)nb->words + o0 / 64;
+        const float *r = rrow ? rrow + (size_t)ox * b->out_c : NULL;
         const int interior = i0 == 0 && i1 == (long)g->kh && j0 == 0 && j1 == (long)g->kw;
-        if (interior && dst && fz->bounds) { /* bits straight from the counts (fuse.c) */
-            *dst = j->ex->k->threshold_counts(p, fz->bounds + o0, fz->bounds + b->out_c + o0,
-                                              nout);
-            continue;
-        }
-        const float *r =
-            j->res ? j->res + ((n * out->h + oy) * out->w + ox) * (size_t)b->out_c + o0 : NULL;
         if (interior) {
-            const int32_t full = (int32_t)(taps * b->in_c); /* <= 2^30: loader limit */
-            j->ex->k->bconv_out(p, full, sc, bi, r, lim, yo, nout);
+            j->ex->k->bconv_out(p, full, sc, bi, r, lim, yo, nout, 1, 0);
         } else {
             /* border window: subtract what the padded taps added, channel-vectorized */
             const int32_t nvc = (int32_t)((i1 > i0 && j1 > j0) ? (i1 - i0) * (j1 - j0) : 0) *
@@ -182,11 +203,11 @@ static void row_task(void *arg, size_t task, int thread)
                         for (uint32_t o = 0; o < nout; o++)
                             q[o] -= wp[o];
                     }
-            j->ex->k->bconv_out(q, nvc, sc, bi, r, lim, yo, nout);
+            j->ex->k->bconv_out(q, nvc, sc, bi, r, lim, yo, nout, 1, 0);
         }
-        if (dst) /* the next conv's packing, on the same floats */
-            j->ex->k->bitpack(vals, nb->threshold ? nb->threshold + o0 : NULL, nout, 1, 1, dst,
-                              1);
+        if (nrow) /* the next conv's packing, on the same floats */
+            j->ex->k->bitpack(vals, nb->threshold ? nb->threshold + o0 : NULL, nout, 1, 1,
+                              nrow + (size_t)ox * nb->words, 1);
     }
 }
 

@@ -142,44 +142,51 @@ TGT void bnn_bitpack_avx2(const float *x, const float *thr, uint32_t c, uint32_t
  * as separate ops (no FMA, which would round once and differ from the portable floats), the
  * clamp by bnn_clip8. */
 TGT void bnn_bconv_out_avx2(const int32_t *p, int32_t n, const float *scale, const float *bias,
-                            const float *res, const float *lim, float *y, uint32_t count)
+                            const float *res, const float *lim, float *y, uint32_t count,
+                            size_t npix, size_t y_stride)
 {
     const __m256i nv = _mm256_set1_epi32(n);
     const __m256 lo = _mm256_set1_ps(lim ? lim[0] : 0.0f), hi = _mm256_set1_ps(lim ? lim[1] : 0.0f);
-    uint32_t o = 0;
-    for (; o + 8 <= count; o += 8) {
-        const __m256i pv = _mm256_loadu_si256((const __m256i *)(p + o));
-        const __m256 d = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_sub_epi32(nv, pv), pv));
-        __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(scale + o), d),
-                                 _mm256_loadu_ps(bias + o));
-        if (res)
-            v = _mm256_add_ps(v, _mm256_loadu_ps(res + o));
-        if (lim)
-            v = bnn_clip8(v, lo, hi);
-        _mm256_storeu_ps(y + o, v);
+    for (size_t i = 0; i < npix; i++, p += count, y += y_stride) {
+        const float *r = res ? res + i * y_stride : NULL;
+        uint32_t o = 0;
+        for (; o + 8 <= count; o += 8) {
+            const __m256i pv = _mm256_loadu_si256((const __m256i *)(p + o));
+            const __m256 d = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_sub_epi32(nv, pv), pv));
+            __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(scale + o), d),
+                                     _mm256_loadu_ps(bias + o));
+            if (r)
+                v = _mm256_add_ps(v, _mm256_loadu_ps(r + o));
+            if (lim)
+                v = bnn_clip8(v, lo, hi);
+            _mm256_storeu_ps(y + o, v);
+        }
+        if (o < count)
+            bnn_bconv_out_portable(p + o, n, scale + o, bias + o, r ? r + o : NULL, lim, y + o,
+                                   count - o, 1, 0);
     }
-    if (o < count)
-        bnn_bconv_out_portable(p + o, n, scale + o, bias + o, res ? res + o : NULL, lim, y + o,
-                               count - o);
 }
 
 /* Same contract as bnn_threshold_counts_portable: 8 channels per compare, negated where
  * neg = -1 ((p ^ -1) + 1 = -p), whose vmovmskps byte lands at its place in the word. */
-TGT uint64_t bnn_threshold_counts_avx2(const int32_t *p, const int32_t *neg, const int32_t *bound,
-                                       uint32_t n)
+TGT void bnn_threshold_counts_avx2(const int32_t *p, const int32_t *neg, const int32_t *bound,
+                                   uint32_t n, size_t npix, uint64_t *dst, size_t dst_stride)
 {
-    uint64_t bits = 0;
-    uint32_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        const __m256i s = _mm256_loadu_si256((const __m256i *)(neg + j));
-        const __m256i v =
-            _mm256_sub_epi32(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + j)), s), s);
-        const __m256i gt = _mm256_cmpgt_epi32(v, _mm256_loadu_si256((const __m256i *)(bound + j)));
-        bits |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(gt)) << j;
+    for (size_t i = 0; i < npix; i++, p += n) {
+        uint64_t bits = 0;
+        uint32_t j = 0;
+        for (; j + 8 <= n; j += 8) {
+            const __m256i s = _mm256_loadu_si256((const __m256i *)(neg + j));
+            const __m256i v = _mm256_sub_epi32(
+                _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + j)), s), s);
+            const __m256i gt =
+                _mm256_cmpgt_epi32(v, _mm256_loadu_si256((const __m256i *)(bound + j)));
+            bits |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(gt)) << j;
+        }
+        if (j < n)
+            bits |= bnn_threshold_bits(p + j, neg + j, bound + j, n - j) << j;
+        dst[i * dst_stride] = bits;
     }
-    for (; j < n; j++)
-        bits |= (uint64_t)(((p[j] ^ neg[j]) - neg[j]) > bound[j]) << j;
-    return bits;
 }
 
 #else

@@ -129,46 +129,93 @@ TGT void bnn_bconv_row_avx512(const bnn_bconv_row_args *a)
     }
 }
 
-/* Same contract as bnn_threshold_counts_portable: 16 channels per compare, negated where
+/* One pixel's 16 channels [j, j + 16) of bnn_threshold_counts_portable: negated where
  * neg = -1 ((p ^ -1) + 1 = -p); the compare's mask is the 16 bits themselves. */
-TGT uint64_t bnn_threshold_counts_avx512(const int32_t *p, const int32_t *neg,
-                                         const int32_t *bound, uint32_t n)
+INL TGT uint64_t thr16(const int32_t *p, __m512i s, __m512i bound)
 {
-    uint64_t bits = 0;
-    uint32_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        const __m512i s = _mm512_loadu_si512(neg + j);
-        const __m512i v = _mm512_sub_epi32(_mm512_xor_si512(_mm512_loadu_si512(p + j), s), s);
-        bits |= (uint64_t)_mm512_cmpgt_epi32_mask(v, _mm512_loadu_si512(bound + j)) << j;
-    }
-    if (j < n)
-        bits |= bnn_threshold_counts_portable(p + j, neg + j, bound + j, n - j) << j;
-    return bits;
+    const __m512i v = _mm512_sub_epi32(_mm512_xor_si512(_mm512_loadu_si512(p), s), s);
+    return (uint64_t)_mm512_cmpgt_epi32_mask(v, bound);
 }
 
-/* Same contract as bnn_bconv_out_portable, 16 channels per step: vcvtdq2ps, vmulps, vaddps
- * as separate ops (no FMA, which would round once and differ from the portable floats), the
- * clamp by bnn_clip16. */
+/* Same contract as bnn_threshold_counts_portable. A 64-channel block (every block of a
+ * layer whose channels are a multiple of 64) keeps its signs and bounds in 8 registers
+ * across the row's pixels. */
+TGT void bnn_threshold_counts_avx512(const int32_t *p, const int32_t *neg, const int32_t *bound,
+                                     uint32_t n, size_t npix, uint64_t *dst, size_t dst_stride)
+{
+    if (n == 64) {
+        __m512i s[4], b[4];
+        for (int q = 0; q < 4; q++) {
+            s[q] = _mm512_loadu_si512(neg + 16 * q);
+            b[q] = _mm512_loadu_si512(bound + 16 * q);
+        }
+        for (size_t i = 0; i < npix; i++, p += 64)
+            dst[i * dst_stride] = thr16(p, s[0], b[0]) | thr16(p + 16, s[1], b[1]) << 16 |
+                                  thr16(p + 32, s[2], b[2]) << 32 |
+                                  thr16(p + 48, s[3], b[3]) << 48;
+        return;
+    }
+    for (size_t i = 0; i < npix; i++, p += n) {
+        uint64_t bits = 0;
+        uint32_t j = 0;
+        for (; j + 16 <= n; j += 16)
+            bits |= thr16(p + j, _mm512_loadu_si512(neg + j), _mm512_loadu_si512(bound + j))
+                    << j;
+        if (j < n)
+            bits |= bnn_threshold_bits(p + j, neg + j, bound + j, n - j) << j;
+        dst[i * dst_stride] = bits;
+    }
+}
+
+/* One pixel's 16 channels of bnn_bconv_out_portable: vcvtdq2ps, vmulps, vaddps as separate
+ * ops (no FMA, which would round once and differ from the portable floats), the clamp by
+ * bnn_clip16. r is read before y is written (in place). */
+INL TGT void out16(const int32_t *p, __m512i nv, __m512 scale, __m512 bias, const float *r,
+                   int clamp, __m512 lo, __m512 hi, float *y)
+{
+    const __m512i pv = _mm512_loadu_si512(p);
+    const __m512 d = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_sub_epi32(nv, pv), pv));
+    __m512 v = _mm512_add_ps(_mm512_mul_ps(scale, d), bias);
+    if (r)
+        v = _mm512_add_ps(v, _mm512_loadu_ps(r));
+    if (clamp)
+        v = bnn_clip16(v, lo, hi);
+    _mm512_storeu_ps(y, v);
+}
+
+/* Same contract as bnn_bconv_out_portable, 16 channels per step; a 64-channel block keeps
+ * its scales and biases in registers across the row's pixels. */
 TGT void bnn_bconv_out_avx512(const int32_t *p, int32_t n, const float *scale, const float *bias,
-                              const float *res, const float *lim, float *y, uint32_t count)
+                              const float *res, const float *lim, float *y, uint32_t count,
+                              size_t npix, size_t y_stride)
 {
     const __m512i nv = _mm512_set1_epi32(n);
     const __m512 lo = _mm512_set1_ps(lim ? lim[0] : 0.0f), hi = _mm512_set1_ps(lim ? lim[1] : 0.0f);
-    uint32_t o = 0;
-    for (; o + 16 <= count; o += 16) {
-        const __m512i pv = _mm512_loadu_si512(p + o);
-        const __m512 d = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_sub_epi32(nv, pv), pv));
-        __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(scale + o), d),
-                                 _mm512_loadu_ps(bias + o));
-        if (res)
-            v = _mm512_add_ps(v, _mm512_loadu_ps(res + o));
-        if (lim)
-            v = bnn_clip16(v, lo, hi);
-        _mm512_storeu_ps(y + o, v);
+    const int clamp = lim != NULL;
+    if (count == 64) {
+        __m512 sc[4], bi[4];
+        for (int q = 0; q < 4; q++) {
+            sc[q] = _mm512_loadu_ps(scale + 16 * q);
+            bi[q] = _mm512_loadu_ps(bias + 16 * q);
+        }
+        for (size_t i = 0; i < npix; i++, p += 64, y += y_stride) {
+            const float *r = res ? res + i * y_stride : NULL;
+            for (int q = 0; q < 4; q++)
+                out16(p + 16 * q, nv, sc[q], bi[q], r ? r + 16 * q : NULL, clamp, lo, hi,
+                      y + 16 * q);
+        }
+        return;
     }
-    if (o < count)
-        bnn_bconv_out_portable(p + o, n, scale + o, bias + o, res ? res + o : NULL, lim, y + o,
-                               count - o);
+    for (size_t i = 0; i < npix; i++, p += count, y += y_stride) {
+        const float *r = res ? res + i * y_stride : NULL;
+        uint32_t o = 0;
+        for (; o + 16 <= count; o += 16)
+            out16(p + o, nv, _mm512_loadu_ps(scale + o), _mm512_loadu_ps(bias + o),
+                  r ? r + o : NULL, clamp, lo, hi, y + o);
+        if (o < count)
+            bnn_bconv_out_portable(p + o, n, scale + o, bias + o, r ? r + o : NULL, lim, y + o,
+                                   count - o, 1, 0);
+    }
 }
 
 /* Sign packing (same contract as bnn_bitpack_portable): 16 channels per compare, whose mask

@@ -74,17 +74,21 @@ void bnn_bconv_row_portable(const bnn_bconv_row_args *a)
 }
 
 void bnn_bconv_out_portable(const int32_t *p, int32_t n, const float *scale, const float *bias,
-                            const float *res, const float *lim, float *y, uint32_t count)
+                            const float *res, const float *lim, float *y, uint32_t count,
+                            size_t npix, size_t y_stride)
 {
-    /* simple passes, so each loop vectorizes for the baseline ISA; res is read in the pass
-     * that writes y, as y may be res (in place) */
-    if (res)
-        for (uint32_t o = 0; o < count; o++)
-            y[o] = bnn_bconv_value(scale[o], bias[o], n, p[o]) + res[o];
-    else
-        for (uint32_t o = 0; o < count; o++)
-            y[o] = bnn_bconv_value(scale[o], bias[o], n, p[o]);
-    if (lim)
-        for (uint32_t o = 0; o < count; o++)
-            y[o] = bnn_clip(y[o], lim[0], lim[1]);
+    for (size_t i = 0; i < npix; i++, p += count, y += y_stride) {
+        const float *r = res ? res + i * y_stride : NULL;
+        /* simple passes, so each loop vectorizes for the baseline ISA; r is read in the pass
+         * that writes y, as y may be r (in place) */
+        if (r)
+            for (uint32_t o = 0; o < count; o++)
+                y[o] = bnn_bconv_value(scale[o], bias[o], n, p[o]) + r[o];
+        else
+            for (uint32_t o = 0; o < count; o++)
+                y[o] = bnn_bconv_value(scale[o], bias[o], n, p[o]);
+        if (lim)
+            for (uint32_t o = 0; o < count; o++)
+                y[o] = bnn_clip(y[o], lim[0], lim[1]);
+    }
 }

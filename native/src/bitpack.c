@@ -26,11 +26,9 @@ void bnn_bitpack_portable(const float *x, const float *thr, uint32_t c, uint32_t
     }
 }
 
-uint64_t bnn_threshold_counts_portable(const int32_t *p, const int32_t *neg,
-                                       const int32_t *bound, uint32_t n)
+void bnn_threshold_counts_portable(const int32_t *p, const int32_t *neg, const int32_t *bound,
+                                   uint32_t n, size_t npix, uint64_t *dst, size_t dst_stride)
 {
-    uint64_t bits = 0;
-    for (uint32_t j = 0; j < n; j++)
-        bits |= (uint64_t)(((p[j] ^ neg[j]) - neg[j]) > bound[j]) << j;
-    return bits;
+    for (size_t i = 0; i < npix; i++)
+        dst[i * dst_stride] = bnn_threshold_bits(p + i * n, neg, bound, n);
 }

@@ -60,20 +60,34 @@ static inline float bnn_bconv_value(float scale, float bias, int32_t n, int32_t 
     return scale * (float)((n - p) - p) + bias;
 }
 
-/* A binary conv's float outputs for `count` channels of one pixel: y[o] =
- * bnn_bconv_value(scale[o], bias[o], n, p[o]), plus res[o] when res is non-NULL (a folded
- * residual add), then clamped to [lim[0], lim[1]] when lim is non-NULL (a folded clip; NaN
- * passes), each step rounded as written. y may be res (the context writes a residual sum
- * over the residual when that is its last use); no other overlap. */
+/* A binary conv's float outputs for `count` channels of `npix` pixels: pixel i's counts at
+ * p + i * count, its residual and output at res + i * y_stride and y + i * y_stride, and
+ * y[o] = bnn_bconv_value(scale[o], bias[o], n, p[o]), plus res[o] when res is non-NULL (a
+ * folded residual add), then clamped to [lim[0], lim[1]] when lim is non-NULL (a folded
+ * clip; NaN passes), each step rounded as written. y may be res (the context writes a
+ * residual sum over the residual when that is its last use); no other overlap. A whole row
+ * of interior windows per call: per-pixel calls cost as much as the arithmetic. */
 typedef void (*bnn_bconv_out_fn)(const int32_t *p, int32_t n, const float *scale,
                                  const float *bias, const float *res, const float *lim,
-                                 float *y, uint32_t count);
+                                 float *y, uint32_t count, size_t npix, size_t y_stride);
 
 /* Bits of n <= 64 popcounts against per-channel bounds (fuse.c: a binary conv's BN, clip and
- * the next conv's sign folded into one integer compare): bit o = (p[o] ^ neg[o]) - neg[o] >
+ * the next conv's sign folded into one integer compare), for `npix` pixels: pixel i's counts
+ * at p + i * n, its word to dst[i * dst_stride]; bit o = (p[o] ^ neg[o]) - neg[o] >
  * bound[o], i.e. p > bound where neg = 0 and -p > bound where neg = -1; tail bits 0. */
-typedef uint64_t (*bnn_threshold_counts_fn)(const int32_t *p, const int32_t *neg,
-                                            const int32_t *bound, uint32_t n);
+typedef void (*bnn_threshold_counts_fn)(const int32_t *p, const int32_t *neg,
+                                        const int32_t *bound, uint32_t n, size_t npix,
+                                        uint64_t *dst, size_t dst_stride);
+
+/* One pixel of bnn_threshold_counts_fn: the contract as code (portable kernel, vector tails). */
+static inline uint64_t bnn_threshold_bits(const int32_t *p, const int32_t *neg,
+                                          const int32_t *bound, uint32_t n)
+{
+    uint64_t bits = 0;
+    for (uint32_t j = 0; j < n; j++)
+        bits |= (uint64_t)(((p[j] ^ neg[j]) - neg[j]) > bound[j]) << j;
+    return bits;
+}
 
 /* C[MR x NR] (row stride ldc) += A[kc x MR] * B[kc x NR]; A and B packed k-major. The
  * products are summed from zero in k order, then added to C once. With bias non-NULL (the
@@ -138,9 +152,10 @@ void bnn_bconv_row_portable(const bnn_bconv_row_args *a);
 void bnn_maxpool_px_portable(const float *x, size_t row_stride, size_t px_stride, uint32_t kh,
                              uint32_t kw, uint32_t n, float *y);
 void bnn_bconv_out_portable(const int32_t *p, int32_t n, const float *scale, const float *bias,
-                            const float *res, const float *lim, float *y, uint32_t count);
-uint64_t bnn_threshold_counts_portable(const int32_t *p, const int32_t *neg,
-                                       const int32_t *bound, uint32_t n);
+                            const float *res, const float *lim, float *y, uint32_t count,
+                            size_t npix, size_t y_stride);
+void bnn_threshold_counts_portable(const int32_t *p, const int32_t *neg, const int32_t *bound,
+                                   uint32_t n, size_t npix, uint64_t *dst, size_t dst_stride);
 void bnn_sgemm_ukernel_portable(size_t kc, const float *a, const float *b, float *c,
                                 size_t ldc, const float *bias, const float *lim);
 void bnn_sgemm_ukernel_direct_portable(size_t kc, const float *a, const size_t *koff,
@@ -168,9 +183,11 @@ void bnn_sgemm_ukernel2_direct_avx512(size_t kc, const float *a, const size_t *k
 void bnn_bitpack_avx512(const float *x, const float *thr, uint32_t c, uint32_t words,
                         size_t npix, uint64_t *out, size_t out_stride); /* AVX-512F */
 void bnn_bconv_out_avx512(const int32_t *p, int32_t n, const float *scale, const float *bias,
-                          const float *res, const float *lim, float *y, uint32_t count);
-uint64_t bnn_threshold_counts_avx512(const int32_t *p, const int32_t *neg,
-                                     const int32_t *bound, uint32_t n); /* AVX-512F */
+                          const float *res, const float *lim, float *y, uint32_t count,
+                          size_t npix, size_t y_stride);
+void bnn_threshold_counts_avx512(const int32_t *p, const int32_t *neg, const int32_t *bound,
+                                 uint32_t n, size_t npix, uint64_t *dst,
+                                 size_t dst_stride); /* AVX-512F */
 void bnn_maxpool_px_avx2(const float *x, size_t row_stride, size_t px_stride, uint32_t kh,
                          uint32_t kw, uint32_t n, float *y); /* AVX */
 void bnn_maxpool_px_avx512(const float *x, size_t row_stride, size_t px_stride, uint32_t kh,
@@ -178,9 +195,11 @@ void bnn_maxpool_px_avx512(const float *x, size_t row_stride, size_t px_stride, 
 void bnn_bitpack_avx2(const float *x, const float *thr, uint32_t c, uint32_t words,
                       size_t npix, uint64_t *out, size_t out_stride); /* AVX2 */
 void bnn_bconv_out_avx2(const int32_t *p, int32_t n, const float *scale, const float *bias,
-                        const float *res, const float *lim, float *y, uint32_t count);
-uint64_t bnn_threshold_counts_avx2(const int32_t *p, const int32_t *neg, const int32_t *bound,
-                                   uint32_t n); /* AVX2 */
+                        const float *res, const float *lim, float *y, uint32_t count,
+                        size_t npix, size_t y_stride);
+void bnn_threshold_counts_avx2(const int32_t *p, const int32_t *neg, const int32_t *bound,
+                               uint32_t n, size_t npix, uint64_t *dst,
+                               size_t dst_stride); /* AVX2 */
 void bnn_sgemm_ukernel_avx2(size_t kc, const float *a, const float *b, float *c, size_t ldc,
                             const float *bias,
                             const float *lim); /* AVX2 + FMA, MR = BNN_SGEMM_MR_AVX2 */

@@ -416,63 +416,92 @@ static void test_bitpack(void)
 }
 
 /* Integer-bound bits (threshold_counts) against a plain evaluation of the contract, for
- * every count n <= 64 (vector bodies and tails), both signs, bounds at and around p. */
+ * every count n <= 64 (vector bodies and tails), both signs, bounds at and around p; 1 and
+ * 5 pixels per call (a row of windows: counts at p + i * n, words at dst + i * stride). */
 static void test_threshold_counts(void)
 {
     const bnn_kernel_table *k = bnn_kernels();
-    int32_t p[64], neg[64], bound[64];
+    enum { PX = 5, STRIDE = 3 };
+    int32_t p[PX * 64], neg[64], bound[64];
     size_t cases = 0;
     for (uint32_t n = 1; n <= 64; n++)
         for (int rep = 0; rep < 8; rep++) {
-            uint64_t want = 0;
+            uint64_t want[PX] = {0}, got[PX * STRIDE];
             for (uint32_t j = 0; j < n; j++) {
                 const uint64_t s = rnd();
-                p[j] = (int32_t)(s % 4609); /* 0 .. 9 * 512 */
                 neg[j] = (s >> 20) & 1 ? -1 : 0;
-                bound[j] = (neg[j] ? -p[j] : p[j]) + (int32_t)((s >> 24) % 3) - 1;
-                want |= (uint64_t)((neg[j] ? -p[j] : p[j]) > bound[j]) << j;
+                const int32_t p0 = (int32_t)(s % 4609); /* 0 .. 9 * 512 */
+                bound[j] = (neg[j] ? -p0 : p0) + (int32_t)((s >> 24) % 3) - 1;
             }
-            const uint64_t got = k->threshold_counts(p, neg, bound, n);
-            CHECK(got == want, "threshold_counts n=%u: %llx, want %llx", n,
-                  (unsigned long long)got, (unsigned long long)want);
+            for (uint32_t i = 0; i < PX; i++)
+                for (uint32_t j = 0; j < n; j++) {
+                    /* around the bound for the first pixel, anywhere for the others */
+                    const int32_t v = i == 0 ? (neg[j] ? -bound[j] : bound[j]) +
+                                                   (int32_t)(rnd() % 3) - 1
+                                             : (int32_t)(rnd() % 4609);
+                    p[i * n + j] = v;
+                    want[i] |= (uint64_t)((neg[j] ? -v : v) > bound[j]) << j;
+                }
+            for (size_t i = 0; i < PX * STRIDE; i++)
+                got[i] = 0x5a5a5a5a5a5a5a5aull; /* words between the pixels' stay as they are */
+            const size_t npix = rep & 1 ? PX : 1;
+            k->threshold_counts(p, neg, bound, n, npix, got, STRIDE);
+            for (size_t i = 0; i < PX; i++) {
+                CHECK(got[i * STRIDE] == (i < npix ? want[i] : 0x5a5a5a5a5a5a5a5aull),
+                      "threshold_counts n=%u pixel %zu of %zu: %llx, want %llx", n, i, npix,
+                      (unsigned long long)got[i * STRIDE], (unsigned long long)want[i]);
+                CHECK(got[i * STRIDE + 1] == 0x5a5a5a5a5a5a5a5aull,
+                      "threshold_counts n=%u wrote between pixels", n);
+            }
             cases++;
         }
     printf("[%s] threshold counts: %zu cases\n", bnn_kernel_isa(), cases);
 }
 
 /* Float outputs (bconv_out) bit for bit against the portable kernel: every count up to 70
- * (vector bodies and tails), with and without a residual and a clamp, NaN and +-0 inside. */
+ * (vector bodies and tails) and 64 (the register-resident block), with and without a
+ * residual and a clamp, NaN and +-0 inside; 1 and 3 pixels per call (counts at p + i * count,
+ * residual and output rows y_stride apart), and in place (y = res). */
 static void test_bconv_out(void)
 {
     const bnn_kernel_table *k = bnn_kernels();
-    enum { C = 70 };
-    int32_t p[C];
-    float sc[C], bi[C], res[C], got[C], want[C];
+    enum { C = 70, PX = 3, YS = 75 };
+    int32_t p[PX * C];
+    float sc[C], bi[C], res[PX * YS], got[PX * YS], want[PX * YS];
     const float lim[2] = {-0.75f, 0.5f};
     for (int i = 0; i < C; i++) {
-        p[i] = (int32_t)(rnd() % 577);
         sc[i] = rndf();
         bi[i] = rndf();
-        res[i] = rndf();
     }
+    for (int i = 0; i < PX * C; i++)
+        p[i] = (int32_t)(rnd() % 577);
+    for (int i = 0; i < PX * YS; i++)
+        res[i] = rndf();
     sc[3] = NAN;
     bi[9] = -0.0f;
     sc[9] = 0.0f; /* value -0 + ... */
     res[20] = NAN;
+    res[YS + 40] = -0.0f;
     size_t cases = 0;
     for (uint32_t n = 1; n <= C; n++)
-        for (int mode = 0; mode < 4; mode++) {
+        for (int mode = 0; mode < 8; mode++) {
             const float *r = mode & 1 ? res : NULL, *l = mode & 2 ? lim : NULL;
-            k->bconv_out(p, 576, sc, bi, r, l, got, n);
-            bnn_bconv_out_portable(p, 576, sc, bi, r, l, want, n);
-            CHECK(!memcmp(got, want, n * sizeof(float)), "bconv_out n=%u res=%d clamp=%d", n,
-                  mode & 1, mode >> 1);
+            const size_t npix = mode & 4 ? PX : 1;
+            for (int i = 0; i < PX * YS; i++)
+                got[i] = want[i] = -7.0f; /* outside the pixels' channels: untouched */
+            k->bconv_out(p, 576, sc, bi, r, l, got, n, npix, YS);
+            for (size_t i = 0; i < npix; i++) /* the contract, one pixel at a time */
+                bnn_bconv_out_portable(p + i * n, 576, sc, bi, r ? r + i * YS : NULL, l,
+                                       want + i * YS, n, 1, 0);
+            CHECK(!memcmp(got, want, sizeof got), "bconv_out n=%u res=%d clamp=%d npix=%zu", n,
+                  mode & 1, (mode >> 1) & 1, npix);
             if (r) { /* in place, y = res: the same floats */
-                float io[C];
+                float io[PX * YS];
                 memcpy(io, res, sizeof io);
-                k->bconv_out(p, 576, sc, bi, io, l, io, n);
-                CHECK(!memcmp(io, want, n * sizeof(float)), "bconv_out in place n=%u clamp=%d",
-                      n, mode >> 1);
+                k->bconv_out(p, 576, sc, bi, io, l, io, n, npix, YS);
+                for (size_t i = 0; i < npix; i++)
+                    CHECK(!memcmp(io + i * YS, want + i * YS, n * sizeof(float)),
+                          "bconv_out in place n=%u clamp=%d pixel %zu", n, (mode >> 1) & 1, i);
             }
             cases++;
         }
