@@ -26,6 +26,9 @@
  * copy, the 202 that touch the padding were). Same products in the same order as packed:
  * bit-identical.
  *
+ * Where the kernel set has a two-panel micro-kernel (AVX-512: an 8 x 32 tile), each pair of
+ * whole NR panels is one tile; the products and their order per output are the same.
+ *
  * The bias and a CLIP folded into the layer (fuse.c) are applied by the micro-kernel as it
  * writes its tile: the bias with the first depth slice, the clip after the last one, with
  * the roundings of separate passes (kernels.h); the GEMV adds them per task.

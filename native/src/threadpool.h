@@ -15,8 +15,10 @@ bnn_pool *bnn_pool_create(int nthreads);
 void bnn_pool_free(bnn_pool *pool);
 int bnn_pool_threads(const bnn_pool *pool);
 
-/* Run fn(arg, t, thread) for every t in [0, ntasks), dynamically load-balanced, and return
- * when all are done. Not re-entrant: one parallel_for per pool at a time. */
+/* Run fn(arg, t, thread) for every t in [0, ntasks) and return when all are done. Thread i
+ * starts on its own contiguous share of the tasks (so consecutive layers numbered alike keep
+ * a region on one core) and then helps with what is left of the others'. Not re-entrant: one
+ * parallel_for per pool at a time. */
 void bnn_pool_parallel_for(bnn_pool *pool, size_t ntasks, bnn_task_fn fn, void *arg);
 
 #endif
