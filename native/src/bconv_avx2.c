@@ -131,9 +131,7 @@ TGT void bnn_bitpack_avx2(const float *x, const float *thr, uint32_t c, uint32_t
                 const uint32_t m = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ));
                 bits |= (uint64_t)m << j;
             }
-            for (; j < n; j++)
-                bits |= (uint64_t)((thr ? xp[c0 + j] - thr[c0 + j] : xp[c0 + j]) < 0.0f) << j;
-            op[wd] = bits;
+            op[wd] = bits | bnn_sign_bits(xp + c0, thr ? thr + c0 : NULL, j, n);
         }
     }
 }

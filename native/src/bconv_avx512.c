@@ -238,9 +238,7 @@ TGT void bnn_bitpack_avx512(const float *x, const float *thr, uint32_t c, uint32
                     v = _mm512_sub_ps(v, _mm512_loadu_ps(thr + c0 + j));
                 bits |= (uint64_t)_mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ) << j;
             }
-            for (; j < n; j++)
-                bits |= (uint64_t)((thr ? xp[c0 + j] - thr[c0 + j] : xp[c0 + j]) < 0.0f) << j;
-            op[wd] = bits;
+            op[wd] = bits | bnn_sign_bits(xp + c0, thr ? thr + c0 : NULL, j, n);
         }
     }
 }

@@ -63,7 +63,10 @@ static int plan_build(const bnn_model *m, const bnn_kernel_table *k, const bnn_f
         p->buf_of[v] = UINT32_MAX;
     }
     for (uint32_t l = 0; l < m->n_layers; l++) {
-        for (uint32_t i = fz[l].bits_in; !fz[l].skip && i < m->layers[l].n_in; i++)
+        /* a layer fed bits, or the caller's NCHW input (fuse.c, pattern 4), reads no float
+         * buffer for them: an input read that way alone gets one only for the moment */
+        const uint32_t first = fz[l].nchw_in ? m->layers[l].n_in : fz[l].bits_in;
+        for (uint32_t i = first; !fz[l].skip && i < m->layers[l].n_in; i++)
             last_use[m->layers[l].in[i]] = l;
         if (fz[l].residual != BNN_NO_VALUE)
             last_use[fz[l].residual] = l;

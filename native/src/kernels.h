@@ -43,6 +43,21 @@ typedef void (*bnn_bconv_row_fn)(const bnn_bconv_row_args *a);
 typedef void (*bnn_bitpack_fn)(const float *x, const float *thr, uint32_t c, uint32_t words,
                                size_t npix, uint64_t *out, size_t out_stride);
 
+/* Bits [j, n) of one word of bnn_bitpack_fn, channel k of the word at x[k] (threshold t[k],
+ * or 0 with t NULL): the contract as code (portable kernel, vector tails). x - t < 0, not
+ * x < t: the two agree for finite floats, and the difference is the reference semantics. */
+static inline uint64_t bnn_sign_bits(const float *x, const float *t, uint32_t j, uint32_t n)
+{
+    uint64_t bits = 0;
+    if (t)
+        for (; j < n; j++)
+            bits |= (uint64_t)(x[j] - t[j] < 0.0f) << j;
+    else
+        for (; j < n; j++)
+            bits |= (uint64_t)(x[j] < 0.0f) << j;
+    return bits;
+}
+
 /* CLIP's semantics, the one definition the CLIP layer and every epilogue a clip folds into
  * use (fused and unfused results must agree bit for bit): NaN compares false and passes. */
 static inline float bnn_clip(float v, float lo, float hi)
