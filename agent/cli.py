@@ -42,6 +42,10 @@ def agent(
     poll_wait_seconds: float | None = typer.Option(
         None, min=0.1, help="Long-poll wait of each lease request"
     ),
+    devices: Path | None = typer.Option(
+        None, help="devices.toml: the boards this agent serves over ssh/adb (and local:// for "
+        "this machine); default: this machine only [env BNNBENCH_AGENT_DEVICES_FILE]",
+    ),
     once: bool = typer.Option(False, "--once", help="Process one job, then exit"),
     max_jobs: int | None = typer.Option(None, min=1, help="Exit after this many jobs"),
     exit_when_idle: float | None = typer.Option(
@@ -49,8 +53,11 @@ def agent(
     ),
     log_level: str = typer.Option("info", help="debug, info, warning, error"),
 ) -> None:
-    """Run the benchmark agent: register, lease jobs, run them here, report results."""
+    """Run the benchmark agent: register, lease jobs, run them here or on the boards of a
+    devices file, report results."""
     from agent.daemon import Agent
+    from agent.fleet import FleetConfigError, load_devices
+    from agent.host import HostAgent
     from bnnbench.settings import AgentSettings
 
     _setup_logging(log_level)
@@ -62,12 +69,20 @@ def agent(
         "heartbeat_seconds": heartbeat_seconds,
         "max_backoff_seconds": max_backoff_seconds,
         "poll_wait_seconds": poll_wait_seconds,
+        "devices_file": devices,
     }
     settings = AgentSettings(**{k: v for k, v in overrides.items() if v is not None})
     if once:
         max_jobs = 1
-    code = Agent(settings, max_jobs=max_jobs, exit_when_idle=exit_when_idle).run()
-    raise typer.Exit(code)
+    if settings.devices_file is None:
+        code = Agent(settings, max_jobs=max_jobs, exit_when_idle=exit_when_idle).run()
+        raise typer.Exit(code)
+    try:
+        specs = load_devices(settings.devices_file)
+        host = HostAgent(settings, specs, max_jobs=max_jobs, exit_when_idle=exit_when_idle)
+    except FleetConfigError as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(host.run())
 
 
 def _fail(message: str) -> typer.Exit:
@@ -85,8 +100,8 @@ def run(
 ) -> None:
     """Benchmark one artifact on this machine (no coordinator) and print the timings."""
     from agent.cache import sha256_file
+    from agent.device import collect_device_info, environment
     from agent.runners import RunnerError, get_runner
-    from agent.transports import LocalTransport
     from bnnbench.stats import summarize
 
     if not 1 <= threads <= MAX_THREADS:
@@ -100,8 +115,7 @@ def run(
     if not runner.available():
         reason = getattr(runner, "unavailable_reason", None) or "not available here"
         raise _fail(f"runtime {runtime!r} is not available: {reason}")
-    transport = LocalTransport()
-    env = transport.environment()
+    env = environment()
     try:
         out = runner.benchmark(artifact, threads, warmup, runs)
     except RunnerError as exc:
@@ -117,7 +131,7 @@ def run(
         "runs": runs,
         "samples_ms": out.samples_ms,
         "stats": stats.model_dump(),
-        "device": transport.device_info().model_dump(),
+        "device": collect_device_info().model_dump(),
         "env": env,
         "extra": out.extra,
     }
@@ -148,3 +162,91 @@ def _print_summary(report: dict[str, Any]) -> None:
     table.add_row("artifact", f"{size} bytes, sha256 {report['artifact']['sha256'][:16]}…")
     Console().print(table)
 
+
+
+# ------------------------------------------------------------------ devices add / probe
+
+
+def _spec_from_options(url: str, **kw: Any) -> Any:
+    from agent.fleet import FleetConfigError, parse_spec
+
+    entry = {"url": url, **{k: v for k, v in kw.items() if v is not None}}
+    try:
+        return parse_spec(entry, url)
+    except FleetConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _probe_spec(spec: Any) -> Any:
+    from agent.fleet import FleetConfigError, open_transport
+    from agent.probe import probe
+    from agent.transports.base import TransportError
+
+    try:
+        transport = open_transport(spec)
+        try:
+            return probe(transport, exec_wrapper=spec.exec_wrapper, abi=spec.abi, name=spec.name)
+        finally:
+            transport.close()
+    except (FleetConfigError, TransportError) as exc:
+        raise _fail(f"cannot reach {spec.url}: {exc}") from None
+
+
+_URL_HELP = "ssh://USER@HOST[:PORT], adb://SERIAL or local://"
+
+
+def devices_probe(
+    url: str = typer.Argument(..., help=_URL_HELP),
+    key_file: str | None = typer.Option(None, help="ssh private key"),
+    known_hosts: str | None = typer.Option(None, help="ssh known_hosts file"),
+    host_key_policy: str | None = typer.Option(None, help="strict (default) or accept-new"),
+    exec_wrapper: str | None = typer.Option(None, help="e.g. qemu-aarch64-static (emulated)"),
+    abi: str | None = typer.Option(None, help="override the probed ABI"),
+) -> None:
+    """Probe a device and print what bnnbench sees (SoC, ABI, clusters, identity) as JSON."""
+    spec = _spec_from_options(url, key_file=key_file, known_hosts=known_hosts,
+                              host_key_policy=host_key_policy, exec_wrapper=exec_wrapper, abi=abi)
+    info = _probe_spec(spec)
+    typer.echo(json.dumps({**info.model_dump(mode="json"), "fingerprint": info.fingerprint()},
+                          indent=2))
+
+
+def devices_add(
+    url: str = typer.Argument(..., help=_URL_HELP),
+    devices_file: Path = typer.Option(
+        Path("devices.toml"), "--devices", help="the agent's devices file to add it to"
+    ),
+    name: str | None = typer.Option(None, help="row label (default: probed SoC/board)"),
+    key_file: str | None = typer.Option(None, help="ssh private key"),
+    password_env: str | None = typer.Option(None, help="ssh: read the password from this env var"),
+    known_hosts: str | None = typer.Option(None, help="ssh known_hosts file"),
+    host_key_policy: str | None = typer.Option(None, help="strict (default) or accept-new"),
+    exec_wrapper: str | None = typer.Option(None, help="e.g. qemu-aarch64-static (emulated)"),
+    abi: str | None = typer.Option(None, help="override the probed ABI"),
+    affinity: str | None = typer.Option(None, help="big | all | CPU list (phones: big)"),
+    workdir: str | None = typer.Option(None, help="device-side folder for the CLI and models"),
+    lce_benchmark: str | None = typer.Option(None, help="lce_benchmark_model path on device"),
+    dabnn_benchmark: str | None = typer.Option(None, help="benchmark_single_model on device"),
+    no_probe: bool = typer.Option(False, "--no-probe", help="add without reaching it now"),
+) -> None:
+    """Add a board to a devices file after probing it (an agent started with
+    `--devices FILE` serves it)."""
+    from agent.fleet import FleetConfigError, load_devices, save_devices
+
+    spec = _spec_from_options(
+        url, name=name, key_file=key_file, password_env=password_env, known_hosts=known_hosts,
+        host_key_policy=host_key_policy, exec_wrapper=exec_wrapper, abi=abi, affinity=affinity,
+        workdir=workdir, lce_benchmark=lce_benchmark, dabnn_benchmark=dabnn_benchmark,
+    )
+    try:
+        specs = load_devices(devices_file) if devices_file.exists() else []
+    except FleetConfigError as exc:
+        raise _fail(str(exc)) from None
+    if any(s.url == spec.url for s in specs):
+        raise _fail(f"{spec.url} is already in {devices_file}")
+    if not no_probe:
+        info = _probe_spec(spec)
+        typer.echo(f"{spec.url}: {info.label()} ({info.abi}, {info.cores} cores, "
+                   f"{info.os}); fingerprint {info.fingerprint()}")
+    save_devices(devices_file, [*specs, spec])
+    typer.echo(f"added to {devices_file}; serve it with: bnnbench agent --devices {devices_file}")

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -31,11 +32,14 @@ from typing import Any, TypeVar
 
 import httpx
 
-from agent import __version__
+from agent import __version__, probe
 from agent.api import Backoff, CoordinatorApi, Stopped
 from agent.cache import ArtifactCache, ArtifactError
+from agent.fleet import DeviceSpec, open_transport
 from agent.runners import Runner, RunnerError, available_runners
+from agent.runners.device_cli import DeviceCliRunner
 from agent.transports import LocalTransport, Transport
+from agent.transports.base import TransportError
 from bnnbench.http import ApiError, error_detail
 from bnnbench.schemas import (
     HeartbeatRequest,
@@ -159,20 +163,33 @@ class Agent:
         runners: dict[str, Runner] | None = None,
         max_jobs: int | None = None,
         exit_when_idle: float | None = None,
+        spec: DeviceSpec | None = None,
+        state_dir: Path | None = None,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.settings = settings
-        self.transport = transport or LocalTransport()
-        self.runners = runners if runners is not None else available_runners()
+        self.spec = spec or DeviceSpec(url="local://")
+        self.transport = transport or (
+            open_transport(spec) if spec is not None else LocalTransport()
+        )
         self.max_jobs = max_jobs
         self.exit_when_idle = exit_when_idle
         self.cache_dir = Path(settings.cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.cache = ArtifactCache(self.cache_dir)
-        self.outbox = Outbox(self.cache_dir / "outbox")
-        self.identity_path = self.cache_dir / "agent.json"
-        self.device = self.transport.device_info()
-        self.name = settings.name or self.device.hostname
-        self.stop_event = threading.Event()  # graceful stop requested
+        self.cache = ArtifactCache(self.cache_dir)  # host-side, shared by a host's devices
+        # identity, outbox and lock are per device: one lease per device
+        self.state_dir = Path(state_dir or self.cache_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(self.state_dir / "outbox")
+        self.identity_path = self.state_dir / "agent.json"
+        self.device = probe.probe(
+            self.transport, exec_wrapper=self.spec.exec_wrapper, abi=self.spec.abi,
+            name=self.spec.name,
+        )
+        self.runners = runners if runners is not None else self._default_runners()
+        base = settings.name or socket.gethostname()
+        self.name = base if self.spec.scheme == "local" else f"{base}/{self.spec.slug()}"
+        self.stop_event = stop_event or threading.Event()  # graceful stop requested
         self._hb_stop = threading.Event()
         self.api = CoordinatorApi(
             settings.coordinator, max_backoff=settings.max_backoff_seconds, stop=self.stop_event
@@ -192,6 +209,21 @@ class Agent:
         self._interruptible = False
         self._signals = 0
         self.jobs_processed = 0
+
+    def _default_runners(self) -> dict[str, Runner]:
+        """In-process runners on this machine; the static CLI on a board (or under an exec
+        wrapper here)."""
+        if self.spec.scheme == "local" and not self.spec.exec_wrapper:
+            return available_runners()
+        cli = DeviceCliRunner(
+            self.transport, self.device, affinity=self.spec.default_affinity(),
+            exec_wrapper=self.spec.exec_wrapper,
+            cli_dir=Path(self.settings.native_cli_dir) if self.settings.native_cli_dir else None,
+        )
+        if not cli.available():
+            log.warning("%s: %s", self.spec.url, cli.unavailable_reason)
+            return {}
+        return {cli.name: cli}
 
     # -------------------------------------------------------------- identity
 
@@ -379,14 +411,20 @@ class Agent:
                     f"(available: {', '.join(self.runners) or 'none'})"
                 )
             path = self._fetch(lease)
-            log.info("running job %d with %s", lease.job_id, runner.name)
-            env_before = self.transport.environment()
-            out = self._run_in_thread(
-                lambda: runner.benchmark(path, lease.threads, lease.warmup, lease.runs)
-            )
-            env_after = self.transport.environment()
+            if lease.protocol.cooldown_s > 0:
+                log.info("job %d: cooling down %.1f s", lease.job_id, lease.protocol.cooldown_s)
+                if self.stop_event.wait(lease.protocol.cooldown_s):
+                    raise Stopped()
+            log.info("running job %d with %s on %s", lease.job_id, runner.name,
+                     self.spec.url)
+            before = probe.readings(self.transport)
+            out = self._run_in_thread(lambda: self._benchmark(runner, path, lease))
+            after = probe.readings(self.transport)
         except Stopped:
             raise
+        except TransportError as exc:  # the board dropped off: another attempt may reach it
+            self.fail(lease, f"device unreachable: {exc}")
+            return None
         except ArtifactError as exc:
             self.fail(lease, str(exc))
             return None
@@ -400,8 +438,16 @@ class Agent:
             self.fail(lease, f"{type(exc).__name__}: {exc}")
             return None
         env = {
-            **env_before,
-            "after": {k: v for k, v in env_after.items() if k not in ("python", "platform")},
+            **before,
+            "readings_before": before,
+            "readings_after": after,
+            "affinity_cpus": out.extra.get("affinity_cpus"),
+            "device": {
+                "fingerprint": self.device.fingerprint(), "label": self.device.label(),
+                "url": self.spec.url, "emulated": self.device.emulated,
+                "exec_wrapper": self.device.exec_wrapper,
+            },
+            "protocol": lease.protocol.model_dump(),
             "agent": {
                 "id": self.identity.agent_id if self.identity else None,
                 "name": self.name,
@@ -420,6 +466,13 @@ class Agent:
             runtime_version=out.runtime_version,
             env=env,
         )
+
+    @staticmethod
+    def _benchmark(runner: Runner, path: Path, lease: JobLease) -> Any:
+        if isinstance(runner, DeviceCliRunner):
+            return runner.benchmark(path, lease.threads, lease.warmup, lease.runs,
+                                    protocol=lease.protocol)
+        return runner.benchmark(path, lease.threads, lease.warmup, lease.runs)
 
     def deliver(self, job_id: int, result: ResultIn) -> bool:
         """Post a result; True once the coordinator has answered it for good."""
@@ -491,7 +544,7 @@ class Agent:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        lock = _DirLock(self.cache_dir / "agent.lock")
+        lock = _DirLock(self.state_dir / "agent.lock")
         heartbeat: threading.Thread | None = None
         try:
             lock.acquire()

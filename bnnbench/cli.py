@@ -26,5 +26,12 @@ app.command("convert")(converters_cli.convert)
 app.command("submit")(client_cli.submit)
 app.command("results")(client_cli.results)
 
+devices = typer.Typer(help="The fleet: list registered devices, probe and add boards.",
+                      no_args_is_help=True)
+devices.command("list")(client_cli.devices_list)
+devices.command("probe")(agent_cli.devices_probe)
+devices.command("add")(agent_cli.devices_add)
+app.add_typer(devices, name="devices")
+
 if __name__ == "__main__":
     app()

@@ -19,9 +19,11 @@ from bnnbench.http import ApiError, error_detail
 from bnnbench.schemas import (
     API_PREFIX,
     ArtifactOut,
+    DeviceOut,
     HeartbeatResponse,
     JobLease,
     JobOut,
+    MeasurementProtocol,
     ModelOut,
     RegisterRequest,
     RegisterResponse,
@@ -173,12 +175,23 @@ class BnnbenchClient:
         threads: Iterable[int] = (1,),
         *,
         device_id: int | None = None,
+        devices: Iterable[str] | None = None,
         warmup: int = 3,
         runs: int = 10,
+        protocol: MeasurementProtocol | dict[str, Any] | None = None,
     ) -> list[JobOut]:
-        body = {"model_id": model_id, "library": library, "threads": list(threads),
-                "device_id": device_id, "warmup": warmup, "runs": runs}
+        body: dict[str, Any] = {
+            "model_id": model_id, "library": library, "threads": list(threads),
+            "device_id": device_id, "warmup": warmup, "runs": runs,
+        }
+        if devices:
+            body["devices"] = list(devices)
+        if protocol is not None:
+            body["protocol"] = MeasurementProtocol.model_validate(protocol).model_dump()
         return [JobOut.model_validate(j) for j in self.request("POST", "/jobs", json=body).json()]
+
+    def devices(self) -> list[DeviceOut]:
+        return [DeviceOut.model_validate(d) for d in self.request("GET", "/devices").json()]
 
     def list_jobs(
         self, status: str | None = None, ids: Iterable[int] | None = None,

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from bnnbench.client import BnnbenchClient
 from bnnbench.http import ApiError
-from bnnbench.schemas import JobOut, Library
+from bnnbench.schemas import DeviceOut, JobOut, Library, MeasurementProtocol
 from bnnbench.settings import ClientSettings
 
 ALGO_LABELS = {"fp32": "FP32", "bnn": "BNN", "react": "ReAct"}
@@ -56,6 +56,19 @@ def submit(
     runs: int = typer.Option(10, help="timed runs per job"),
     warmup: int = typer.Option(3, help="warm-up runs per job"),
     device_id: int | None = typer.Option(None, help="only this device may run the jobs"),
+    device: list[str] = typer.Option(
+        [], "--device", "-d",
+        help="device selector, repeatable: an id, a name, 'all', or key=value[,key=value] on "
+             "probed attributes (soc=SM8250, abi=arm64-v8a, transport=ssh, emulated=false); "
+             "one job per matching device and thread count",
+    ),
+    warmup_ms: float = typer.Option(0.0, help="warm-up lasts at least this long (ms)"),
+    min_time_ms: float = typer.Option(0.0, help="timed runs last at least this long (ms)"),
+    max_runs: int | None = typer.Option(None, help="cap on timed runs with --min-time-ms"),
+    cooldown: float = typer.Option(0.0, help="seconds the device idles before each job"),
+    affinity: str | None = typer.Option(
+        None, help="big (fastest cluster; default on phones), all, or a CPU list like 4-7"
+    ),
     arch: str | None = typer.Option(None, help="architecture label for all files"),
     algorithm: str | None = typer.Option(None, help="fp32 / bnn / react label for all files"),
     wait: bool = typer.Option(False, "--wait", help="follow the jobs until done or failed"),
@@ -64,6 +77,13 @@ def submit(
     """Upload models and queue benchmark jobs (one per model × library × thread count)."""
     console = Console(stderr=True)
     files = _model_files(paths)
+    try:
+        protocol = MeasurementProtocol(
+            warmup_ms=warmup_ms, min_time_ms=min_time_ms, max_runs=max_runs,
+            cooldown_s=cooldown, affinity=affinity,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     jobs: list[JobOut] = []
     names: dict[int, str] = {}
     with _client(coordinator, token) as client:
@@ -73,7 +93,8 @@ def submit(
                 names[m.id] = m.name
                 for lib in library:
                     created = client.create_jobs(
-                        m.id, lib.value, threads, device_id=device_id, warmup=warmup, runs=runs
+                        m.id, lib.value, threads, device_id=device_id, devices=device or None,
+                        warmup=warmup, runs=runs, protocol=protocol,
                     )
                     jobs += created
                     console.print(
@@ -191,3 +212,54 @@ def om_rich_table(data: dict[str, Any]) -> Table:
 def _error_line(exc: ApiError) -> str:
     http = f" (HTTP {exc.status_code})" if exc.status_code else ""
     return f"[red]error:[/red] {exc.detail}{http}"
+
+
+# ------------------------------------------------------------------ devices
+
+
+def devices_list(
+    coordinator: str | None = typer.Option(None, help="coordinator URL [BNNBENCH_COORDINATOR]"),
+    token: str | None = typer.Option(None, help="admin token [BNNBENCH_TOKEN]"),
+    json_out: bool = typer.Option(False, "--json", help="print the devices as JSON"),
+) -> None:
+    """The fleet: every registered device with its probed attributes and live status."""
+    with _client(coordinator, token) as client:
+        try:
+            devs = client.devices()
+        except ApiError as exc:
+            Console(stderr=True).print(_error_line(exc))
+            raise typer.Exit(2) from None
+    if json_out:
+        sys.stdout.write(json.dumps([d.model_dump(mode="json") for d in devs], indent=2) + "\n")
+        return
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    if not devs:
+        console.print("no devices registered yet (start an agent: bnnbench agent)")
+        return
+    console.print(devices_rich_table(devs))
+
+
+def clusters_text(attrs: dict[str, Any]) -> str:
+    parts = []
+    for c in attrs.get("clusters") or []:
+        mhz = f" {c['max_freq_khz'] / 1e6:.2f} GHz" if c.get("max_freq_khz") else ""
+        parts.append(f"{len(c['cpus'])}x{(' ' + c['core']) if c.get('core') else ''}{mhz}")
+    return " + ".join(parts)
+
+
+def devices_rich_table(devs: list[DeviceOut]) -> Table:
+    t = Table(title="Devices")
+    for col in ("id", "device", "status", "transport", "SoC / board", "ABI", "cores",
+                "clusters", "RAM", "governor", "fingerprint"):
+        t.add_column(col)
+    for d in devs:
+        a = d.attributes
+        status = ("busy" if d.busy else "online") if d.online else "offline"
+        if d.emulated:
+            status += " (emulated)"
+        soc = " / ".join(x for x in (a.get("soc"), a.get("board")) if x) or d.cpu_model
+        ram = f"{a['ram_mb'] / 1024:.1f} GiB" if a.get("ram_mb") else "–"
+        t.add_row(str(d.id), d.label, status, d.transport, soc, a.get("abi") or d.arch,
+                  str(d.cores), clusters_text(a) or "–", ram, a.get("governor") or "–",
+                  d.fingerprint)
+    return t

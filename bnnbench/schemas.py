@@ -41,20 +41,52 @@ class JobStatus(StrEnum):
 # ------------------------------------------------------------------ devices / agents
 
 
+class CpuCluster(BaseModel):
+    """Cores sharing one frequency policy (a big.LITTLE cluster)."""
+
+    cpus: list[int]
+    max_freq_khz: int | None = None
+    core: str | None = None  # e.g. "Cortex-A77" from /proc/cpuinfo "CPU part"
+
+
 class DeviceInfo(BaseModel):
-    """What an agent reports about the machine it benchmarks on."""
+    """What an agent reports about a device it benchmarks (probed through its transport)."""
 
     hostname: str
-    arch: str  # uname -m: x86_64, aarch64, armv7l
-    os: str  # e.g. "Linux 6.1.0 (Debian 12)"
+    arch: str  # uname -m: x86_64, aarch64, armv7l (the emulated target's under a wrapper)
+    os: str  # e.g. "Linux 6.1.0 (Debian 12)", "Android 13 (Linux 4.19.157)"
     cpu_model: str
     cores: int
     isa_flags: list[str] = Field(default_factory=list)  # avx2, avx512_vpopcntdq, neon, ...
     transport: str = "local"  # local | ssh | adb
+    # stable identity: android:<ro.serialno>, board:<cpuinfo serial>, machine-id:<id>, ...
+    identity: str = ""
+    identity_source: str = "hostname"  # which reading gave the identity
+    name: str | None = None  # the operator's name for it (devices.toml / devices add)
+    soc: str | None = None  # SM8250, BCM2711, Apple M1, ...
+    board: str | None = None  # ro.product.model / device-tree model / hw.model
+    abi: str | None = None  # arm64-v8a, armeabi-v7a, x86_64, arm64
+    ram_mb: int | None = None
+    clusters: list[CpuCluster] = Field(default_factory=list)  # fastest first
+    governor: str | None = None
+    tools: dict[str, str] = Field(default_factory=dict)  # taskset, python3, ... -> path
+    emulated: bool = False  # runs through an exec wrapper (qemu): correctness only, no timings
+    exec_wrapper: str | None = None
 
     def fingerprint(self) -> str:
-        """Stable identity of a benchmark target (same board ⇒ same fingerprint)."""
-        return f"{self.hostname}|{self.arch}|{self.cpu_model}|{self.cores}|{self.transport}"
+        """Stable identity of a benchmark target (same board ⇒ same fingerprint). The
+        hostname enters only when the device offers no stable id at all."""
+        if not self.identity:
+            return f"{self.hostname}|{self.arch}|{self.cpu_model}|{self.cores}|{self.transport}"
+        fp = f"{self.identity}|{self.abi or self.arch}"
+        if self.exec_wrapper:
+            fp += f"|emulated:{self.exec_wrapper.rsplit('/', 1)[-1]}"
+        return fp
+
+    def label(self) -> str:
+        """A readable row name: the operator's name, else the probed SoC or board."""
+        fallback = self.cpu_model if self.identity else self.hostname
+        return self.name or self.soc or self.board or fallback
 
 
 class RegisterRequest(BaseModel):
@@ -109,13 +141,33 @@ class ArtifactOut(BaseModel):
 # ------------------------------------------------------------------ jobs / results
 
 
+class MeasurementProtocol(BaseModel):
+    """How a job is timed on its device, stored with the job and sent with its lease.
+
+    Warm-up lasts ``warmup`` runs and at least ``warmup_ms``; timed runs are at least
+    ``runs`` and last at least ``min_time_ms``, capped at ``max_runs``. ``cooldown_s`` is
+    waited before the job on its device; ``affinity`` pins the run: ``big`` (the fastest
+    cluster, the default on phones), ``all`` (no pinning), or a CPU list such as ``4-7``.
+    """
+
+    warmup_ms: float = Field(default=0.0, ge=0, le=600_000)
+    min_time_ms: float = Field(default=0.0, ge=0, le=3_600_000)
+    max_runs: int | None = Field(default=None, ge=1, le=100_000)
+    cooldown_s: float = Field(default=0.0, ge=0, le=3600)
+    affinity: str | None = Field(default=None, pattern=r"^(big|all|[0-9]+([-,][0-9]+)*)$")
+
+
 class JobCreate(BaseModel):
     model_id: int
     library: Library = Library.native
     threads: list[int] = Field(default=[1], min_length=1)
     device_id: int | None = None  # None: any agent may take it
+    # device selectors (id, name, "all", or "key=value[,key=value]" on probed attributes such
+    # as soc, abi, arch, transport, board); one job per matching device and thread count
+    devices: list[str] | None = None
     warmup: int = Field(default=3, ge=0, le=1000)
     runs: int = Field(default=10, ge=1, le=10000)
+    protocol: MeasurementProtocol = Field(default_factory=MeasurementProtocol)
 
 
 class JobOut(BaseModel):
@@ -133,6 +185,8 @@ class JobOut(BaseModel):
     runs: int | None = None
     leased_by: int | None = None  # agent id while leased
     lease_expires_at: datetime | None = None
+    protocol: MeasurementProtocol | None = None
+    remeasures: int = 0  # times an invalid result sent it back to the queue
 
 
 class ArtifactRef(BaseModel):
@@ -151,6 +205,7 @@ class JobLease(BaseModel):
     threads: int
     warmup: int
     runs: int
+    protocol: MeasurementProtocol = Field(default_factory=MeasurementProtocol)
 
 
 class Stats(BaseModel):
@@ -191,6 +246,27 @@ class ResultOut(BaseModel):
     valid: bool
     verdict: str
     created_at: datetime
+    device_id: int | None = None
+    emulated: bool = False  # measured through an exec wrapper: never in tables or OM
+
+
+class DeviceOut(BaseModel):
+    id: int
+    fingerprint: str
+    label: str  # the operator's name, else the probed SoC/board
+    name: str | None = None
+    hostname: str
+    arch: str
+    os: str
+    cpu_model: str
+    cores: int
+    transport: str
+    emulated: bool = False
+    attributes: dict[str, Any] = Field(default_factory=dict)  # the probed DeviceInfo
+    agents: list[str] = Field(default_factory=list)
+    last_seen: datetime | None = None
+    online: bool = False  # an agent of it was seen within a few heartbeats
+    busy: bool = False  # a job of it is leased now
 
 
 class ErrorOut(BaseModel):

@@ -31,6 +31,13 @@ class CoordinatorSettings(BaseSettings):
     # validity verdict of a result: enough samples, and stdev/median not above the bound
     min_valid_samples: int = 3
     max_rel_stdev: float = 0.5
+    # throttling seen in the readings before/after a run makes its result invalid
+    throttle_max_freq_drop: float = 0.15  # fraction of the frequency before the run
+    throttle_max_temp_rise_c: float = 15.0
+    throttle_max_temp_c: float = 85.0
+    # an invalid result sends its job back with twice the runs, after a pause, this often
+    max_remeasures: int = 2
+    remeasure_pause_s: float = 5.0
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'bnnbench.db').resolve()}"
@@ -46,6 +53,8 @@ class AgentSettings(BaseSettings):
     heartbeat_seconds: float = 10.0
     max_backoff_seconds: float = 30.0
     poll_wait_seconds: float = 20.0  # long-poll wait per lease request (server may cap it)
+    devices_file: Path | None = None  # devices.toml: the boards this agent serves (agent.fleet)
+    native_cli_dir: Path | None = None  # where the static CLIs per ABI are (native/build)
 
 
 class ClientSettings(BaseSettings):

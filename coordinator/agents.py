@@ -23,9 +23,13 @@ def _device(s: Session, req: RegisterRequest) -> Device:
             transport=info.transport,
         )
         s.add(dev)
-        s.flush()  # IntegrityError if registered concurrently: the caller retries
-    else:  # fields outside the fingerprint may change (kernel update, new ISA detection)
-        dev.os, dev.isa_flags = info.os, list(info.isa_flags)
+    # fields outside the fingerprint may change (kernel update, governor, a new name)
+    dev.os, dev.isa_flags = info.os, list(info.isa_flags)
+    dev.hostname, dev.transport = info.hostname, info.transport
+    dev.name = info.name or dev.name
+    dev.emulated = info.emulated
+    dev.attributes = info.model_dump(mode="json")
+    s.flush()  # IntegrityError if registered concurrently: the caller retries
     return dev
 
 

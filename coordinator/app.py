@@ -21,7 +21,7 @@ import bnnbench
 from bnnbench.schemas import API_PREFIX, ErrorOut
 from bnnbench.settings import CoordinatorSettings
 from coordinator import queue, web
-from coordinator.api import agents, artifacts, jobs, models, results, system
+from coordinator.api import agents, artifacts, devices, jobs, models, results, system
 from coordinator.context import AppContext
 from coordinator.conversion import ConversionDispatcher, recover_interrupted
 from coordinator.db import Database
@@ -118,7 +118,7 @@ def create_app(settings: CoordinatorSettings | None = None) -> FastAPI:
             status_code=500,
         )
 
-    for r in (system, models, artifacts, jobs, agents, results):
+    for r in (system, models, artifacts, jobs, agents, devices, results):
         app.include_router(r.router, prefix=API_PREFIX)
     # /health too, for load balancers and scripts
     app.include_router(system.router, include_in_schema=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bnnbench.settings import CoordinatorSettings
@@ -42,6 +42,29 @@ def init_db(engine: Engine) -> None:
     from coordinator.models import Base
 
     Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """A database made by an older version gets the columns added since (all nullable or
+    with a server default), so it opens in place with nothing lost. A stop-gap until the
+    schema has real migrations."""
+    from coordinator.models import Base
+
+    insp = inspect(engine)
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            have = {c["name"] for c in insp.get_columns(table.name)}
+            for col in table.columns:
+                if col.name in have:
+                    continue
+                ddl = col.type.compile(dialect=engine.dialect)
+                default = ""
+                if col.server_default is not None:
+                    default = f" DEFAULT {col.server_default.arg}"  # type: ignore[attr-defined]
+                conn.execute(
+                    text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {ddl}{default}')
+                )
 
 
 class Database:

@@ -86,7 +86,7 @@ class Artifact(Base):
 
 
 class Device(Base):
-    """A benchmark target; identified by DeviceInfo.fingerprint()."""
+    """A benchmark target; identified by DeviceInfo.fingerprint() (never by hostname)."""
 
     __tablename__ = "devices"
 
@@ -99,7 +99,18 @@ class Device(Base):
     cores: Mapped[int] = mapped_column(Integer)
     isa_flags: Mapped[list[Any]] = mapped_column(JSON, default=list)
     transport: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str | None] = mapped_column(String(200))  # the operator's name for it
+    # results of an emulated device (exec wrapper, e.g. qemu) never enter tables or OM
+    emulated: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # probed DeviceInfo
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def label(self) -> str:
+        """The operator's name, else the probed SoC/board; a device known only by its
+        hostname (no stable id) is labelled by it."""
+        a = self.attributes or {}
+        fallback = self.cpu_model if a.get("identity") else self.hostname
+        return self.name or a.get("soc") or a.get("board") or fallback
 
 
 class Agent(Base):
@@ -133,6 +144,9 @@ class Job(Base):
     runs: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="waiting")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    protocol: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # MeasurementProtocol
+    # times an invalid (noisy, throttled) result sent the job back with more runs
+    remeasures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_id: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     leased_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))

@@ -60,42 +60,63 @@ def get_or_create_artifact(s: Session, model: Model, library: str) -> tuple[Arti
 
 
 def create_jobs(s: Session, req: JobCreate) -> tuple[list[Job], bool]:
-    """One job per distinct thread count. Returns the jobs and whether a new artifact (a
-    conversion to run) was created."""
+    """One job per distinct thread count and target device (``device_id``, the devices the
+    ``devices`` selectors match, or any device). Thread counts are checked against each
+    target's cores. Returns the jobs and whether a new artifact (a conversion) was created."""
+    from coordinator.devices import select_devices
+
     model = s.get(Model, req.model_id)
     if model is None:
         raise NotFound(f"model {req.model_id} not found")
-    if req.device_id is not None and s.get(Device, req.device_id) is None:
-        raise NotFound(f"device {req.device_id} not found")
+    targets: list[Device | None] = [None]
+    if req.device_id is not None:
+        dev = s.get(Device, req.device_id)
+        if dev is None:
+            raise NotFound(f"device {req.device_id} not found")
+        targets = [dev]
+    if req.devices:
+        targets = [*(t for t in targets if t is not None), *select_devices(s, req.devices)]
     threads: list[int] = []
     for t in req.threads:
         if not 1 <= t <= MAX_THREADS:
             raise Unprocessable(f"threads must be between 1 and {MAX_THREADS}, got {t}")
         if t not in threads:
             threads.append(t)
+    for dev in targets:
+        if dev is not None and max(threads) > dev.cores:
+            raise Unprocessable(
+                f"threads {max(threads)} > the {dev.cores} cores of device {dev.id} "
+                f"({dev.label()}); ask for at most {dev.cores}"
+            )
+    if req.library == "dabnn" and threads != [1]:
+        raise Unprocessable("daBNN is single-threaded: threads must be [1]")
     art, created = get_or_create_artifact(s, model, str(req.library))
+    protocol = req.protocol.model_dump(exclude_defaults=True) or None
     jobs = []
-    for t in threads:
-        job = Job(
-            model_id=model.id,
-            library=str(req.library),
-            artifact_id=art.id,
-            threads=t,
-            device_id=req.device_id,
-            warmup=req.warmup,
-            runs=req.runs,
-            attempts=0,
-            history=[],
-        )
-        if art.status == ArtifactStatus.ready:
-            job.status = JobStatus.queued
-        elif art.status == ArtifactStatus.failed:
-            job.status = JobStatus.failed
-            job.error = f"artifact conversion failed: {art.error}"
-        else:
-            job.status = JobStatus.waiting
-        s.add(job)
-        jobs.append(job)
+    for dev in dict.fromkeys(targets):  # a device selected twice gets one set of jobs
+        for t in threads:
+            job = Job(
+                model_id=model.id,
+                library=str(req.library),
+                artifact_id=art.id,
+                threads=t,
+                device_id=dev.id if dev is not None else None,
+                warmup=req.warmup,
+                runs=req.runs,
+                protocol=protocol,
+                attempts=0,
+                remeasures=0,
+                history=[],
+            )
+            if art.status == ArtifactStatus.ready:
+                job.status = JobStatus.queued
+            elif art.status == ArtifactStatus.failed:
+                job.status = JobStatus.failed
+                job.error = f"artifact conversion failed: {art.error}"
+            else:
+                job.status = JobStatus.waiting
+            s.add(job)
+            jobs.append(job)
     s.flush()
     return jobs, created
 
@@ -267,7 +288,10 @@ def _check_lease(s: Session, agent: Agent, job_id: int, lease_id: str) -> Job:
 # ------------------------------------------------------------------ results
 
 
-def verdict(samples: Sequence[float], runs: int, settings: CoordinatorSettings) -> tuple[bool, str]:
+def verdict(
+    samples: Sequence[float], runs: int, settings: CoordinatorSettings,
+    env: dict[str, Any] | None = None, *, emulated: bool = False,
+) -> tuple[bool, str]:
     st = summarize(samples)
     problems = []
     if st.n < runs:
@@ -277,9 +301,48 @@ def verdict(samples: Sequence[float], runs: int, settings: CoordinatorSettings) 
     rel = st.stdev_ms / st.median_ms if st.median_ms > 0 else math.inf
     if rel > settings.max_rel_stdev:
         problems.append(f"too noisy: stdev/median {rel:.2f} > {settings.max_rel_stdev}")
+    problems += throttling(env or {}, settings)
     if problems:
         return False, "invalid: " + "; ".join(problems)
-    return True, f"ok: {st.n} samples, stdev/median {rel:.3f}"
+    text = f"ok: {st.n} samples, stdev/median {rel:.3f}"
+    if emulated:
+        text += " (emulated device: correctness only, never in tables or OM)"
+    return True, text
+
+
+def throttling(env: dict[str, Any], settings: CoordinatorSettings) -> list[str]:
+    """Signs that the device slowed itself down while it measured, from the readings the
+    agent took before and after the run: a frequency drop on the cores it ran on, a
+    temperature rise or an absolute temperature past the limits, or the Pi firmware's
+    throttled/capped bits."""
+    before, after = env.get("readings_before") or {}, env.get("readings_after") or {}
+    out = []
+    cpus = {f"cpu{c}" for c in env.get("affinity_cpus") or []}
+    f0, f1 = before.get("cur_freq_khz") or {}, after.get("cur_freq_khz") or {}
+    drops = []
+    for cpu in sorted(set(f0) & set(f1)):
+        if cpus and cpu not in cpus:
+            continue
+        if f0[cpu] > 0 and f1[cpu] < f0[cpu] * (1 - settings.throttle_max_freq_drop):
+            drops.append(f"{cpu} {f0[cpu] // 1000}->{f1[cpu] // 1000} MHz")
+    if drops:
+        out.append("frequency dropped: " + ", ".join(drops[:4]))
+    t0, t1 = before.get("temperatures_c") or {}, after.get("temperatures_c") or {}
+    if t1:
+        hottest = max(t1, key=lambda k: t1[k])
+        if t1[hottest] > settings.throttle_max_temp_c:
+            out.append(f"too hot: {hottest} {t1[hottest]:.1f} °C > {settings.throttle_max_temp_c}")
+        rises = {k: t1[k] - t0[k] for k in set(t0) & set(t1)}
+        if rises:
+            zone = max(rises, key=lambda k: rises[k])
+            if rises[zone] > settings.throttle_max_temp_rise_c:
+                out.append(f"temperature rose {rises[zone]:.1f} °C ({zone}) > "
+                           f"{settings.throttle_max_temp_rise_c}")
+    for label, reading in (("before", before), ("after", after)):
+        bits = reading.get("throttled")
+        if isinstance(bits, str) and bits.startswith("0x") and int(bits, 16) & 0x6:
+            out.append(f"firmware reports throttling {label} the run ({bits})")
+    return out
 
 
 def submit_result(
@@ -307,9 +370,9 @@ def submit_result(
     if res.rowcount != 1:
         raise Conflict(f"stale lease for job {job_id}: it changed while the result arrived")
     stats = summarize(samples)
-    valid, text = verdict(samples, job.runs, settings)
     device = s.get(Device, agent.device_id)
     assert device is not None
+    valid, text = verdict(samples, job.runs, settings, body.env, emulated=bool(device.emulated))
     result = Result(
         job_id=job.id,
         agent_id=agent.id,
@@ -328,8 +391,23 @@ def submit_result(
     s.add(result)
     s.refresh(job)
     _event(job, "done", agent=agent.id)
+    if not valid and not device.emulated and (job.remeasures or 0) < settings.max_remeasures:
+        _remeasure(job, text, settings)
     s.flush()
     return result
+
+
+def _remeasure(job: Job, why: str, settings: CoordinatorSettings) -> None:
+    """Send a job whose result came back invalid to the queue again, with twice the runs
+    and a pause before it; the invalid result stays as the attempt's record."""
+    job.remeasures = (job.remeasures or 0) + 1
+    job.runs = min(job.runs * 2, 10_000)
+    protocol = dict(job.protocol or {})
+    protocol["cooldown_s"] = max(protocol.get("cooldown_s", 0.0), settings.remeasure_pause_s)
+    job.protocol = protocol
+    job.status = JobStatus.queued
+    job.error = f"re-measuring ({job.remeasures}/{settings.max_remeasures}): {why}"
+    _event(job, "re-measure", runs=job.runs, detail=why)
 
 
 def report_failure(

@@ -17,7 +17,7 @@ from coordinator.models import Artifact, Device, Job, Model, Result
 CSV_COLUMNS = [
     "device", "threads", "arch", "library", "algorithm", "latency_ms",  # the reference layout
     "n", "stdev_ms", "cpu_model", "device_fingerprint", "artifact_sha256", "runtime_version",
-    "model_id", "result_id",
+    "model_id", "result_id", "device_id",
 ]
 
 
@@ -37,24 +37,34 @@ def measurements(s: Session) -> list[Measurement]:
         .join(Model, Job.model_id == Model.id)
         .join(Device, Result.device_id == Device.id)
         .where(Result.valid.is_(True))
+        .where(Device.emulated.is_not(True))  # emulated runs prove correctness, not speed
         .order_by(Result.id)
     ).all()
     latest: dict[tuple[int, str, int, int], tuple[Result, Job, Model, Device]] = {}
     for r, j, m, d in rows:
         latest[(d.id, j.library, m.id, r.threads)] = (r, j, m, d)
+    labels: dict[str, int] = {}
+    for d in {d.id: d for _, _, _, d in latest.values()}.values():
+        labels[d.label()] = labels.get(d.label(), 0) + 1
     out = []
     for r, j, m, d in sorted(latest.values(), key=lambda t: t[0].id):
         out.append(Measurement(
-            device=d.hostname, threads=r.threads, arch=arch_label(m), library=j.library,
+            device=_row_name(d, labels), threads=r.threads, arch=arch_label(m), library=j.library,
             algorithm=algorithm_label(m), latency_ms=r.median_ms,
             provenance={
-                "n": r.stats.get("n"), "stdev_ms": r.stats.get("stdev_ms"),
+                "n": r.stats.get("n"), "stdev_ms": r.stats.get("stdev_ms"), "device_id": d.id,
                 "cpu_model": d.cpu_model, "device_fingerprint": r.device_fingerprint,
                 "artifact_sha256": r.artifact_sha256, "runtime_version": r.runtime_version,
                 "model_id": m.id, "result_id": r.id,
             },
         ))
     return out
+
+
+def _row_name(d: Device, labels: dict[str, int]) -> str:
+    """Rows are devices, never hostnames; two devices with one label get their ids added."""
+    label = d.label()
+    return label if labels.get(label, 0) <= 1 else f"{label} #{d.id}"
 
 
 def artifact_sizes(s: Session) -> list[ArtifactSize]:

@@ -11,6 +11,7 @@ from bnnbench.schemas import (
     JobOut,
     JobStatus,
     Library,
+    MeasurementProtocol,
     ModelOut,
     ResultOut,
     Stats,
@@ -40,6 +41,8 @@ def job_out(j: Job) -> JobOut:
         threads=j.threads, device_id=j.device_id, status=JobStatus(j.status),
         attempts=j.attempts, error=j.error, created_at=j.created_at, warmup=j.warmup,
         runs=j.runs, leased_by=j.leased_by, lease_expires_at=j.lease_expires_at,
+        protocol=MeasurementProtocol(**j.protocol) if j.protocol else None,
+        remeasures=j.remeasures or 0,
     )
 
 
@@ -57,6 +60,7 @@ def job_lease(j: Job) -> JobLease:
             download_url=download_url(a.id),
         ),
         threads=j.threads, warmup=j.warmup, runs=j.runs,
+        protocol=MeasurementProtocol(**(j.protocol or {})),
     )
 
 
@@ -65,5 +69,6 @@ def result_out(r: Result) -> ResultOut:
         id=r.id, job_id=r.job_id, stats=Stats(**r.stats), samples_ms=r.samples_ms,
         runtime_version=r.runtime_version, device_fingerprint=r.device_fingerprint,
         artifact_sha256=r.artifact_sha256, threads=r.threads, env=r.env, valid=r.valid,
-        verdict=r.verdict, created_at=r.created_at,
+        verdict=r.verdict, created_at=r.created_at, device_id=r.device_id,
+        emulated=bool(r.device.emulated) if r.device is not None else False,
     )

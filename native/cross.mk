@@ -102,12 +102,19 @@ cross-test: $(CROSS_TESTS)
 $(BUILD)/aarch64/obj $(BUILD)/armv7/obj:
 	mkdir -p $@
 
-# Native ARM hosts: link the NEON kernel into the ordinary build (kernels.c references it).
+# Native ARM hosts: link the NEON kernels into the ordinary build (kernels.c references them).
+# The compiler's target triple names the architecture: AArch64 is aarch64-* (GCC, Linux
+# clang) or arm64-* (Apple clang: arm64-apple-darwin23.0.0); 32-bit ARM is arm-* (GCC:
+# arm-linux-gnueabihf) or armv<N>* (clang: armv7l-unknown-linux-gnueabihf). Both object
+# files are linked either way (the other one compiles to an empty unit); -mfpu=neon, a
+# 32-bit-only option, is added on 32-bit ARM alone.
 HOST_ARCH := $(shell $(CC) -dumpmachine 2>/dev/null)
-ifneq ($(filter aarch64-% arm-%,$(HOST_ARCH)),)
+HOST_ARM64 := $(filter aarch64-% arm64-%,$(HOST_ARCH))
+HOST_ARM32 := $(filter arm-% armv%,$(HOST_ARCH))
+ifneq ($(HOST_ARM64)$(HOST_ARM32),)
 $(BUILD)/libbnn.so $(BUILD)/bnnbench-native: $(NEON_SRCS:%.c=$(BUILD)/obj/%.o)
 $(BUILD)/asan/bnnbench-native $(BUILD)/asan/test_kernels: $(NEON_SRCS:%.c=$(BUILD)/asan/obj/%.o)
-ifneq ($(filter arm-%,$(HOST_ARCH)),)
+ifneq ($(HOST_ARM32),)
 $(BUILD)/obj/bconv_neon32.o: ALL_CFLAGS += -mfpu=neon
 $(BUILD)/asan/obj/bconv_neon32.o: SAN_CFLAGS += -mfpu=neon
 endif

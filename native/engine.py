@@ -6,19 +6,20 @@
         ms = eng.benchmark(x, warmup=3, runs=20)        # per-run latencies from the C timer
 
 The library is located by :func:`library_path`: ``$BNNBENCH_NATIVE_LIB`` if set, else
-``build/libbnn.so`` next to this file, built once with ``make`` when missing and a compiler
-is available.
+``build/libbnn.so`` next to this file. An installed package gets it from its wheel (pip
+compiles it when it builds the wheel, see setup.py) and never builds anything on import; a
+missing library is a NativeError that says how to build it (:func:`build`, i.e.
+``python -m native.build_engine``). Only in a development checkout (a ``.git`` next to
+``native/``) is a missing or stale library (re)built with make on first use.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
+import logging
 import operator
 import os
-import shutil
-import subprocess
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,9 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from native import build_engine
 from native.format import Op
 
 NATIVE_DIR = Path(__file__).resolve().parent
+#: A development checkout: only there does library_path() run make (see _dev_checkout).
+REPO_DIR = NATIVE_DIR.parent
+_log = logging.getLogger(__name__)
 _ERR_LEN = 256
 _MAX_THREADS = 16
 _NO_FUSION = 1  # BNN_CTX_NO_FUSION
@@ -53,22 +58,65 @@ class LayerInfo:
 
 
 def library_path() -> Path:
-    """Path of libbnn.so. ``$BNNBENCH_NATIVE_LIB`` wins; otherwise ``build/libbnn.so`` next to
-    this module, (re)built with make when it is missing or older than its sources and a
-    compiler is available."""
+    """Path of libbnn.so: ``$BNNBENCH_NATIVE_LIB`` if set, else ``build/libbnn.so`` next to
+    this module. NativeError when it is missing, with how to build it.
+
+    Development checkouts only (:func:`_dev_checkout`): the library is (re)built with make
+    when it is missing or older than its sources and a compiler is available, so an edit to
+    the C code reaches the next test run. An installed package never builds on import."""
     env = os.environ.get("BNNBENCH_NATIVE_LIB")
     if env:
         path = Path(env)
         if not path.is_file():
             raise NativeError(f"BNNBENCH_NATIVE_LIB points to {path}, which does not exist")
         return path
-    path = NATIVE_DIR / "build" / "libbnn.so"
-    with _build_lock:
-        if not path.is_file():
-            _build(path, required=True)
-        elif _stale(path):
-            _build(path, required=False)
+    path = NATIVE_DIR / "build" / build_engine.LIBRARY
+    if _dev_checkout():
+        with _build_lock:
+            if not path.is_file():
+                _dev_build(path, required=True)
+            elif _stale(path):
+                _dev_build(path, required=False)
+    if not path.is_file():
+        raise NativeError(f"the native engine library {path} is missing. {_how_to_build()}")
     return path
+
+
+def cli_path() -> Path:
+    """Path of the ``bnnbench-native`` CLI built next to the library (``build/``); NativeError
+    when it is missing. Not rebuilt here: :func:`build` or ``make -C native`` builds it."""
+    path = NATIVE_DIR / "build" / build_engine.CLI
+    if not path.is_file():
+        raise NativeError(f"the native engine CLI {path} is missing. {_how_to_build()}")
+    return path
+
+
+def build(force: bool = False, jobs: int | None = None) -> dict[str, Path]:
+    """Build libbnn.so and bnnbench-native in place (``build/`` next to this module) with
+    make; needs make and a C compiler, and write access to the package folder. Returns
+    target name -> path. A library already loaded in this process stays loaded: the new one
+    is used by the next process. ``force``: rebuild every object. NativeError on failure."""
+    try:
+        return build_engine.make(force=force, jobs=jobs)
+    except build_engine.BuildError as exc:
+        raise NativeError(str(exc)) from exc
+
+
+def _dev_checkout() -> bool:
+    """This module runs from a source checkout (``<repo>/.git`` beside ``native/``; a file in
+    a git worktree), not from an installed package, so it may build its own library."""
+    return (REPO_DIR / ".git").exists()
+
+
+def _how_to_build() -> str:
+    if _dev_checkout():
+        return f"Build it with `make -C {NATIVE_DIR}` (needs a C compiler and make)."
+    return (
+        "This installation has no compiled engine. Build it in place with "
+        "`python -m native.build_engine` (needs a C compiler and make, and write access to "
+        f"{NATIVE_DIR}), or reinstall bnnbench with pip from its source distribution so the "
+        "wheel build compiles it, or point BNNBENCH_NATIVE_LIB at a built libbnn.so."
+    )
 
 
 def _sources() -> list[Path]:
@@ -76,6 +124,7 @@ def _sources() -> list[Path]:
         *NATIVE_DIR.glob("src/*.[ch]"),
         *NATIVE_DIR.glob("include/*.h"),
         NATIVE_DIR / "Makefile",
+        NATIVE_DIR / "cross.mk",
     ]
 
 
@@ -84,34 +133,23 @@ def _stale(path: Path) -> bool:
     return any(src.stat().st_mtime > built for src in _sources() if src.is_file())
 
 
-def _have_compiler() -> bool:
-    cc = os.environ.get("CC", "gcc").split()
-    return shutil.which("make") is not None and bool(cc) and shutil.which(cc[0]) is not None
-
-
-def _build(path: Path, required: bool) -> None:
-    """Run make. ``required``: there is no library yet, so any failure is an error; else a
-    stale library is refreshed when a compiler exists (a board without one keeps its copy)."""
-    how = f"build it with `make -C {NATIVE_DIR}` (needs gcc and make) or set BNNBENCH_NATIVE_LIB"
-    if not _have_compiler():
+def _dev_build(path: Path, required: bool) -> None:
+    """Run make in a checkout. ``required``: there is no library yet, so any failure is an
+    error; else a stale library is refreshed when a compiler exists (else kept)."""
+    if not build_engine.have_toolchain():
         if required:
-            raise NativeError(
-                f"native library {path} is missing and no compiler is available: {how}"
-            )
+            raise NativeError(f"the native engine library {path} is missing and no C compiler "
+                              f"or make is available. {_how_to_build()}")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # An exclusive lock: several processes (agent, converter workers, tests) may get here at once.
-    with open(path.parent / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        proc = subprocess.run(
-            ["make", "-C", str(NATIVE_DIR), "build/libbnn.so"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if proc.returncode != 0 or not path.is_file():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise NativeError(f"building {path} failed: {' | '.join(tail)}; {how}")
+    _log.info("development checkout: building %s with make", path)
+    try:
+        build_engine.make(targets=(build_engine.LIBRARY,))
+    except build_engine.BuildError as exc:
+        raise NativeError(f"building {path} failed: {exc}. {_how_to_build()}") from exc
+    # make is satisfied (e.g. only a comment in the Makefile changed and nothing relinked):
+    # mark the library current so every process does not rerun make.
+    if _stale(path):
+        os.utime(path)
 
 
 @lru_cache(maxsize=1)

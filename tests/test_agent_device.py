@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from agent.device import collect_device_info, environment, parse_isa_flags
+from agent.probe import probe
 from agent.transports import LocalTransport
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +34,11 @@ def test_device_info_describes_this_machine():
         present = set(flags_line.split(":", 1)[-1].split())
         for f in ("popcnt", "avx2", "avx512f", "avx512_vpopcntdq", "asimd"):
             assert (f in info.isa_flags) == (f in present), f
-    assert info.fingerprint() == LocalTransport().device_info().fingerprint()
+    # the identity is stable across probes and never the hostname where a machine-id exists
+    assert info.fingerprint() == probe(LocalTransport()).fingerprint()
+    if Path("/etc/machine-id").exists():
+        assert info.identity_source == "machine-id"
+        assert info.hostname not in info.fingerprint()
 
 
 def test_isa_flags_from_arm_cpuinfo():

@@ -55,7 +55,7 @@ class RawAgent:
 @pytest.fixture
 def server(coordinator_factory: Any) -> CoordinatorProcess:
     # leases long enough never to expire by accident on a loaded machine
-    return coordinator_factory(lease_seconds=60, max_attempts=2)
+    return coordinator_factory(lease_seconds=60, max_attempts=2, max_remeasures=2)
 
 
 def _queued_job(c: CoordinatorProcess, model_path: Path, threads: list[int]) -> list[int]:
@@ -180,7 +180,12 @@ def test_bad_results_are_refused_and_invalid_ones_flagged(
     r = a.result(j1, lease["lease_id"], [1.0])
     assert r.status_code == 200 and r.json()["valid"] is False
     assert "1 of 3 requested runs" in r.json()["verdict"]
-    assert c.client.get_job(j1).status == "done"
+    # an invalid result is kept as the attempt's record and the job is measured again with
+    # twice the runs, after a pause (max_remeasures times)
+    job = c.client.get_job(j1)
+    assert job.status == "queued" and job.runs == 6 and job.remeasures == 1
+    assert job.protocol is not None and job.protocol.cooldown_s > 0
+    assert "re-measuring (1/2)" in (job.error or "")
     assert [x.valid for x in c.client.results(job_id=j1)] == [False]
 
 

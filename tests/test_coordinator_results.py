@@ -45,8 +45,8 @@ def _serve_jobs(agent: BnnbenchClient, algo_of: dict[int, str], stop: threading.
 
 
 @pytest.fixture
-def measured(coordinator: CoordinatorProcess, tmp_path: Path) -> dict[str, Any]:
-    c = coordinator
+def measured(coordinator_factory: Any, tmp_path: Path) -> dict[str, Any]:
+    c = coordinator_factory(max_remeasures=2)
     models = {}
     for algo in ("fp32", "bnn"):
         path = make_tiny_onnx(tmp_path / f"tiny_{algo}.onnx", algo)
@@ -107,9 +107,11 @@ def test_table_uses_latest_valid_result(measured: dict[str, Any]) -> None:
     assert not r.valid
     row1 = c.client.table()["rows"][0]
     assert row1["latency_ms"]["native"]["bnn"] == 10.0  # invalid results never enter
-    (j_new,) = c.client.create_jobs(bnn.id, "native", [1], runs=3)
-    lease = agent.lease(wait=5)
-    agent.post_result(lease.job_id, lease.lease_id, [8.0, 8.0, 8.0])
+    # the invalid result sent its job back with twice the runs: the re-measurement counts
+    lease = agent.lease(wait=15)
+    assert lease.job_id == j_invalid.id and lease.runs == 6
+    assert agent.post_result(lease.job_id, lease.lease_id, [8.0] * 6).valid
+    assert [x.valid for x in c.client.results(job_id=j_invalid.id)] == [False, True]
     table = c.client.table()
     assert table["rows"][0]["latency_ms"]["native"]["bnn"] == 8.0
     assert len(table["cells"]) == 4  # still one cell per (device, threads, arch, lib, algo)

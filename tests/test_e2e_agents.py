@@ -192,8 +192,10 @@ def result_rows(coord: Any, job_id: int) -> list[tuple[Any, ...]]:
 
 
 def test_two_agents_run_all_jobs_and_a_killed_agents_job_is_finished_by_the_other(
-    coordinator: Any, agents: Callable[..., AgentProcess], tiny_onnx: Path, slow_onnx: Path
+    coordinator_factory: Any, agents: Callable[..., AgentProcess], tiny_onnx: Path,
+    slow_onnx: Path,
 ) -> None:
+    coordinator = coordinator_factory()
     client = coordinator.client
     alpha, beta = agents(coordinator, "alpha"), agents(coordinator, "beta")
     ctx = ctx_of(coordinator, alpha, beta)

@@ -77,7 +77,11 @@ def post_result(
     ctx = get_ctx(request)
     with ctx.db.session() as s:
         r = queue.submit_result(s, _agent(s, p), job_id, body, ctx.settings)
-        return result_out(r)
+        out = result_out(r)
+        requeued = r.job.status == JobStatus.queued  # invalid: sent back to re-measure
+    if requeued:
+        ctx.jobs_signal.notify()
+    return out
 
 
 @router.post("/jobs/{job_id}/fail", response_model=JobOut,

@@ -2,6 +2,13 @@
  *
  *   bnnbench-native MODEL.bnn [--threads N] [--warmup W] [--runs R] [--input FILE.f32] [--isa ISA]
  *                   [--output FILE.f32] [--max-memory-mb M] [--json]
+ *                   [--warmup-ms T] [--min-time-ms T] [--max-runs M]
+ *
+ * Protocol: warm-up runs continue until --warmup W runs are done AND --warmup-ms T ms of wall
+ * time have passed; timed runs continue until --runs R runs are done AND their samples sum to
+ * --min-time-ms T ms, but stop at --max-runs M (default R without --min-time-ms, else
+ * 1000000; M < R is a usage error). Each sample is the CLOCK_MONOTONIC time of one inference
+ * (bnn_run) only, as in bnn_benchmark; "runs" in the output is the number of samples taken.
  *
  * Input/output files are raw little-endian float32 in NCHW (or N x F) order. Without
  * --input a fixed-seed uniform [-1, 1) input is used, so runs are repeatable. Any error
@@ -14,10 +21,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bnn.h"
 
 static const char *prog = "bnnbench-native";
+
+#define RUNS_MAX 1000000L /* bound of --warmup, --runs, --max-runs */
+#define MS_MAX 86400000L  /* bound of --warmup-ms, --min-time-ms: one day */
+#define OUT_ALIGN 64      /* the output buffer as bnn_benchmark allocates its own */
 
 static int die(int code, const char *fmt, const char *a, const char *b)
 {
@@ -36,6 +48,14 @@ static int parse_int(const char *s, long lo, long hi, long *out)
         return 0;
     *out = v;
     return 1;
+}
+
+/* The clock bnn_benchmark reads (engine.c now_ms). */
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -72,6 +92,7 @@ int main(int argc, char **argv)
 {
     const char *model_path = NULL, *in_path = NULL, *out_path = NULL, *isa = NULL;
     long threads = 1, warmup = 3, runs = 10, max_mb = 0;
+    long warmup_ms = 0, min_time_ms = 0, max_runs = 0; /* max_runs 0: not given */
     int json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -89,6 +110,18 @@ int main(int argc, char **argv)
             if (!parse_int(argv[++i], 1, 1000000, &runs))
                 return die(2, "--runs must be an integer in 1..1000000, got '%s'%s", argv[i],
                            NULL);
+        } else if (!strcmp(a, "--warmup-ms") && has_val) {
+            if (!parse_int(argv[++i], 0, MS_MAX, &warmup_ms))
+                return die(2, "--warmup-ms must be an integer in 0..86400000 (ms), got '%s'%s",
+                           argv[i], NULL);
+        } else if (!strcmp(a, "--min-time-ms") && has_val) {
+            if (!parse_int(argv[++i], 0, MS_MAX, &min_time_ms))
+                return die(2, "--min-time-ms must be an integer in 0..86400000 (ms), got '%s'%s",
+                           argv[i], NULL);
+        } else if (!strcmp(a, "--max-runs") && has_val) {
+            if (!parse_int(argv[++i], 1, RUNS_MAX, &max_runs))
+                return die(2, "--max-runs must be an integer in 1..1000000, got '%s'%s",
+                           argv[i], NULL);
         } else if (!strcmp(a, "--max-memory-mb") && has_val) {
             if (!parse_int(argv[++i], 1, LONG_MAX / 2, &max_mb))
                 return die(2, "--max-memory-mb must be a positive integer, got '%s'%s",
@@ -102,6 +135,13 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: %s MODEL.bnn [--threads N] [--warmup W] [--runs R] [--input FILE.f32]"
                    " [--output FILE.f32] [--max-memory-mb M] [--isa ISA] [--json]\n"
+                   "       [--warmup-ms T] [--min-time-ms T] [--max-runs M]\n"
+                   "  --warmup W, --warmup-ms T: warm up until W runs are done and T ms have"
+                   " passed (default 3, 0)\n"
+                   "  --runs R, --min-time-ms T: time runs until R are done and the samples"
+                   " sum to T ms (default 10, 0)\n"
+                   "  --max-runs M: but never more than M timed runs (M >= R; default R, or"
+                   " 1000000 with --min-time-ms)\n"
                    "  --isa: portable, popcnt, avx2 or avx512 on x86-64 (default: the best"
                    " this CPU supports, or $BNNBENCH_ISA)\n",
                    prog);
@@ -116,6 +156,14 @@ int main(int argc, char **argv)
     }
     if (!model_path)
         return die(2, "no model given (usage: %s MODEL.bnn [options], see --help)%s", prog, NULL);
+    if (max_runs && max_runs < runs) {
+        char m_s[24], r_s[24];
+        snprintf(m_s, sizeof m_s, "%ld", max_runs);
+        snprintf(r_s, sizeof r_s, "%ld", runs);
+        return die(2, "--max-runs (%s) must be at least --runs (%s)", m_s, r_s);
+    }
+    if (!max_runs)
+        max_runs = min_time_ms > 0 ? RUNS_MAX : runs;
 
     if (isa && bnn_set_isa(isa) != BNN_OK)
         return die(2, "--isa '%s' is unknown or not supported by this CPU%s", isa, NULL);
@@ -139,8 +187,13 @@ int main(int argc, char **argv)
         return die(1, "%s%s", err, NULL);
     }
     const size_t n_in = bnn_model_input_count(m), n_out = bnn_model_output_count(m);
-    float *in = malloc(n_in * sizeof *in), *out = malloc(n_out * sizeof *out);
-    double *samples = malloc((size_t)runs * sizeof *samples);
+    const size_t out_bytes =
+        n_out ? (n_out * sizeof(float) + OUT_ALIGN - 1) / OUT_ALIGN * OUT_ALIGN : OUT_ALIGN;
+    float *in = malloc(n_in * sizeof *in), *out = aligned_alloc(OUT_ALIGN, out_bytes);
+    size_t cap = (size_t)runs; /* grows by doubling up to max_runs */
+    double *samples = malloc(cap * sizeof *samples);
+    long warmup_done = 0, n = 0;
+    double warmup_elapsed = 0, timed = 0;
     int rc = 0;
     if (!in || !out || !samples) {
         rc = die(1, "out of memory%s%s", NULL, NULL);
@@ -157,9 +210,37 @@ int main(int argc, char **argv)
             in[i] = (float)((double)(r >> 40) / (double)(1u << 24) * 2.0 - 1.0);
         }
     }
-    if (bnn_benchmark(ctx, in, (int)warmup, (int)runs, samples) != BNN_OK) {
-        rc = die(1, "benchmark failed%s%s", NULL, NULL);
-        goto done;
+    /* Warm-up, untimed: until `warmup` runs are done and `warmup_ms` ms have passed. */
+    const double w0 = now_ms();
+    while (warmup_done < warmup || (warmup_ms > 0 && now_ms() - w0 < (double)warmup_ms)) {
+        if (bnn_run(ctx, in, out) != BNN_OK) {
+            rc = die(1, "benchmark failed%s%s", NULL, NULL);
+            goto done;
+        }
+        warmup_done++;
+    }
+    warmup_elapsed = now_ms() - w0;
+    /* Timed: like bnn_benchmark, a CLOCK_MONOTONIC stamp around each inference only, into
+     * the same (warm) output buffer; until `runs` samples and `min_time_ms` ms of samples,
+     * never past `max_runs`. */
+    while (n < runs || (n < max_runs && timed < (double)min_time_ms)) {
+        if ((size_t)n == cap) {
+            size_t grow = cap * 2 < (size_t)max_runs ? cap * 2 : (size_t)max_runs;
+            double *p = realloc(samples, grow * sizeof *samples);
+            if (!p) {
+                rc = die(1, "out of memory%s%s", NULL, NULL);
+                goto done;
+            }
+            samples = p, cap = grow;
+        }
+        const double t0 = now_ms();
+        const int st = bnn_run(ctx, in, out);
+        samples[n] = now_ms() - t0;
+        if (st != BNN_OK) {
+            rc = die(1, "benchmark failed%s%s", NULL, NULL);
+            goto done;
+        }
+        timed += samples[n++];
     }
     if (out_path) {
         bnn_run(ctx, in, out);
@@ -180,30 +261,30 @@ int main(int argc, char **argv)
     bnn_model_output_dims(m, dout);
     if (json) {
         printf("{\"version\": \"%s\", \"isa\": \"%s\", \"threads\": %ld, \"warmup\": %ld, "
-               "\"runs\": %ld, \"input_shape\": ",
-               bnn_version(), bnn_kernel_isa(), threads, warmup, runs);
+               "\"runs\": %ld, \"warmup_runs\": %ld, \"warmup_ms\": %.6f, \"timed_ms\": %.6f, "
+               "\"requested\": {\"warmup\": %ld, \"runs\": %ld, \"warmup_ms\": %ld, "
+               "\"min_time_ms\": %ld, \"max_runs\": %ld}, \"input_shape\": ",
+               bnn_version(), bnn_kernel_isa(), threads, warmup, n, warmup_done,
+               warmup_elapsed, timed, warmup, runs, warmup_ms, min_time_ms, max_runs);
         print_dims(stdout, din, bnn_model_input_rank(m));
         printf(", \"output_shape\": ");
         print_dims(stdout, dout, bnn_model_output_rank(m));
         printf(", \"samples_ms\": [");
-        for (long i = 0; i < runs; i++)
+        for (long i = 0; i < n; i++)
             printf("%s%.6f", i ? ", " : "", samples[i]);
         printf("]}\n");
     } else {
-        double sum = 0;
-        for (long i = 0; i < runs; i++)
-            sum += samples[i];
-        qsort(samples, (size_t)runs, sizeof *samples, cmp_double);
-        const double median = runs % 2 ? samples[runs / 2]
-                                       : (samples[runs / 2 - 1] + samples[runs / 2]) / 2;
+        qsort(samples, (size_t)n, sizeof *samples, cmp_double);
+        const double median = n % 2 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2;
         printf("bnnbench-native %s (%s), %s, %u layers\ninput ", bnn_version(),
                bnn_kernel_isa(), model_path, bnn_model_num_layers(m));
         print_dims(stdout, din, bnn_model_input_rank(m));
         printf(" -> output ");
         print_dims(stdout, dout, bnn_model_output_rank(m));
-        printf("\n%ld threads, %ld runs after %ld warm-up: min %.3f ms, median %.3f ms, "
-               "mean %.3f ms\n",
-               threads, runs, warmup, samples[0], median, sum / (double)runs);
+        printf("\n%ld threads, %ld runs (%.1f ms) after %ld warm-up (%.1f ms): min %.3f ms, "
+               "median %.3f ms, mean %.3f ms\n",
+               threads, n, timed, warmup_done, warmup_elapsed, samples[0], median,
+               timed / (double)n);
     }
 done:
     free(in);

@@ -1,0 +1,187 @@
+"""Runner for a board reached through a transport: the static ``bnnbench-native`` CLI.
+
+A phone has no Python and a Pi may not either, so the agent pushes the static CLI built for
+the device's ABI (``make -C native cross``) and the artifact, each once, into a per-device
+cache keyed by sha256 (``WORKDIR/bin/bnnbench-native-<sha12>``,
+``WORKDIR/artifacts/<sha256>.bnn``), runs the CLI there with the job's protocol, pinned with
+``taskset`` to the chosen cores, and reads the JSON it prints.
+
+Timing happens inside the CLI (monotonic clock around each inference), so neither the
+transport nor the exec wrapper's start-up enters the samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from agent.cache import sha256_file
+from agent.runners.base import RunnerError, RunOutput, check_run_args
+from agent.transports.base import CommandResult, Transport, TransportError, quote
+from bnnbench.schemas import DeviceInfo, MeasurementProtocol
+
+NATIVE_DIR = Path(__file__).resolve().parents[2] / "native"
+# the CLI built for each ABI family; x86-64 boards run the host build
+_ABI_BUILD = {
+    "arm64-v8a": "aarch64", "aarch64": "aarch64", "arm64": "aarch64",
+    "armeabi-v7a": "armv7", "armv7l": "armv7", "armv7": "armv7", "armv8l": "armv7",
+}
+MAX_THREADS = 16  # BNN_MAX_THREADS
+
+
+def cli_for_abi(abi: str, cli_dir: Path | None = None) -> Path:
+    """The host-side CLI binary that runs on devices of this ABI."""
+    build = (cli_dir or NATIVE_DIR / "build")
+    sub = _ABI_BUILD.get(abi)
+    return build / sub / "bnnbench-native" if sub else build / "bnnbench-native"
+
+
+def pick_cpus(device: DeviceInfo, affinity: str, threads: int) -> list[int] | None:
+    """The cores a run is pinned to: ``big`` = the fastest cluster, grown by the next fastest
+    until it holds ``threads`` cores; ``all`` = no pinning (None); else a CPU list."""
+    if affinity == "all":
+        return None
+    if affinity == "big":
+        cpus: list[int] = []
+        for cluster in device.clusters:  # fastest first
+            if len(cpus) >= threads:
+                break
+            cpus += cluster.cpus
+        return sorted(cpus) or None
+    from agent.probe import _cpu_list
+
+    return _cpu_list(affinity) or None
+
+
+class DeviceCliRunner:
+    """The native library on a device behind a transport (ssh, adb, or local)."""
+
+    name = "native"
+
+    def __init__(
+        self, transport: Transport, device: DeviceInfo, *, affinity: str = "all",
+        exec_wrapper: str | None = None, cli_dir: Path | None = None,
+        timeout_s: float = 3600.0,
+    ) -> None:
+        self.transport = transport
+        self.device = device
+        self.affinity = affinity
+        self.exec_wrapper = exec_wrapper
+        self.cli = cli_for_abi(device.abi or device.arch, cli_dir)
+        self.timeout_s = timeout_s
+        self.unavailable_reason: str | None = None
+        self._cli_sha: str | None = None
+        self._staged: set[str] = set()  # remote paths known to hold the right bytes
+
+    # ------------------------------------------------------------------ Runner protocol
+
+    def available(self) -> bool:
+        if not self.cli.is_file():
+            self.unavailable_reason = (
+                f"no CLI for ABI {self.device.abi or self.device.arch} at {self.cli} "
+                "(build it with `make -C native cross`)"
+            )
+            return False
+        self.unavailable_reason = None
+        return True
+
+    def version(self) -> str:
+        if self._cli_sha is None:
+            self._cli_sha = sha256_file(self.cli)
+        return f"bnnbench-native {self.cli.parent.name} static sha256:{self._cli_sha[:12]}"
+
+    def benchmark(
+        self, artifact_path: Path, threads: int, warmup: int, runs: int,
+        protocol: MeasurementProtocol | None = None,
+    ) -> RunOutput:
+        check_run_args(threads, warmup, runs)
+        if threads > MAX_THREADS:
+            raise RunnerError(f"the native engine runs 1-{MAX_THREADS} threads, the job asks "
+                              f"for {threads}", retryable=False)
+        p = protocol or MeasurementProtocol()
+        cli = self._stage(self.cli, f"bin/bnnbench-native-{self.version()[-12:]}", 0o755)
+        model = self._stage(artifact_path, f"artifacts/{sha256_file(artifact_path)}.bnn", 0o644)
+        cpus = pick_cpus(self.device, p.affinity or self.affinity, threads)
+        argv = [cli, model, "--threads", str(threads), "--warmup", str(warmup),
+                "--runs", str(runs), "--json"]
+        if p.warmup_ms:
+            argv += ["--warmup-ms", str(math.ceil(p.warmup_ms))]
+        if p.min_time_ms:
+            argv += ["--min-time-ms", str(math.ceil(p.min_time_ms))]
+            argv += ["--max-runs", str(max(p.max_runs or 100 * runs, runs))]
+        prefix: list[str] = []
+        if cpus is not None and "taskset" in self.device.tools:
+            prefix = ["taskset", "-c", ",".join(map(str, cpus))]
+        if self.exec_wrapper:
+            prefix.append(self.exec_wrapper)
+        command = " ".join(quote(a) for a in [*prefix, *argv])
+        res = self.transport.run(command, timeout=self.timeout_s)
+        report = self._parse(res)
+        samples = [float(x) for x in report.get("samples_ms", [])]
+        if not samples:
+            raise RunnerError(f"the CLI reported no samples: {res.describe()}")
+        return RunOutput(
+            samples_ms=samples,
+            runtime_version=f"bnnbench-native {report.get('version', '?')} "
+                            f"({self.cli.parent.name} static)",
+            extra={
+                "kernel_isa": report.get("isa"),
+                "input_shape": report.get("input_shape"),
+                "output_shape": report.get("output_shape"),
+                "warmup_runs": report.get("warmup_runs", warmup),
+                "warmup_ms": report.get("warmup_ms"),
+                "timed_ms": report.get("timed_ms"),
+                "command": command,
+                "affinity": p.affinity or self.affinity,
+                "affinity_cpus": cpus,
+                "pinned": bool(prefix and prefix[0] == "taskset"),
+                "exec_wrapper": self.exec_wrapper,
+                "timer": "CLI monotonic clock, inference only",
+            },
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _stage(self, local: Path, rel: str, mode: int) -> str:
+        """Push ``local`` to WORKDIR/rel unless the device already has it (same size; the
+        name carries the content hash)."""
+        remote = f"{self.transport.workdir}/{rel}"
+        if remote in self._staged:
+            return remote
+        size = local.stat().st_size
+        check = self.transport.run(
+            f"[ \"$(wc -c < {quote(remote)} 2>/dev/null | tr -d ' ')\" = {size} ] && echo have",
+            timeout=60,
+        )
+        if "have" not in check.stdout:
+            parent = remote.rsplit("/", 1)[0]
+            mk = self.transport.run(f"mkdir -p {quote(parent)}", timeout=60)
+            if not mk.ok:
+                raise RunnerError(f"cannot create {parent} on the device: {mk.describe()}")
+            self.transport.push(local, remote, mode)
+        self._staged.add(remote)
+        return remote
+
+    def _parse(self, res: CommandResult) -> dict[str, Any]:
+        if res.timed_out:
+            raise RunnerError(f"the run did not finish within {self.timeout_s:.0f} s and was "
+                              f"killed: {res.describe()}")
+        if res.exit_code != 0:
+            # exit 2: the CLI refused the arguments; 1: it refused the model; >128: a signal
+            retry = res.exit_code > 2 or res.exit_code < 0
+            raise RunnerError(f"bnnbench-native failed on the device: {res.describe()}",
+                              retryable=retry)
+        for line in reversed(res.stdout.strip().splitlines()):
+            if line.startswith("{"):
+                try:
+                    data = json.loads(line)
+                except ValueError:
+                    break
+                if isinstance(data, dict):
+                    return data
+        raise RunnerError(f"no JSON report in the CLI's output: {res.describe()}")
+
+
+__all__ = ["DeviceCliRunner", "TransportError", "cli_for_abi", "pick_cpus"]
