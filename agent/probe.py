@@ -324,6 +324,9 @@ def parse_probe(
 
     readings = parse_readings(text)
     runtimes_present = {k: v for k, v in tools.items() if v}
+    if exec_wrapper:  # the host's CPU features say nothing about the emulated one
+        isa = []
+        cpu_model = f"{cpu_model} (emulating {arch} with {exec_wrapper.rsplit('/', 1)[-1]})"
     return DeviceInfo(
         hostname=hostname,
         arch=arch,
@@ -392,6 +395,8 @@ def probe(
     name: str | None = None,
 ) -> DeviceInfo:
     """Probe a device through its transport (raises TransportError when unreachable)."""
+    if exec_wrapper and not abi:
+        abi = wrapper_abi(exec_wrapper)
     res = transport.run(PROBE_SCRIPT, timeout=PROBE_TIMEOUT_S)
     if res.timed_out or "@@uname" not in res.stdout:
         raise TransportError(f"probing {transport.address} failed: {res.describe()}")
@@ -402,13 +407,20 @@ def probe(
     )
 
 
+def wrapper_abi(exec_wrapper: str) -> str | None:
+    """The ABI an emulator runs (qemu-aarch64-static -> arm64-v8a, qemu-arm -> armeabi-v7a)."""
+    name = exec_wrapper.split()[0].rsplit("/", 1)[-1]
+    if name.startswith("qemu-aarch64"):
+        return "arm64-v8a"
+    if name.startswith("qemu-arm"):
+        return "armeabi-v7a"
+    return None
+
+
 def readings(transport: Transport) -> dict[str, Any]:
     """Frequencies, governors, temperatures, throttling and battery now (empty on failure:
     a missing reading must not fail a benchmark)."""
-    try:
-        res = transport.run(READINGS_SCRIPT, timeout=30.0)
-    except TransportError:
-        raise
+    res = transport.run(READINGS_SCRIPT, timeout=30.0)
     if res.timed_out:
         return {}
     return parse_readings(res.stdout)

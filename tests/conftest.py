@@ -21,13 +21,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from bnnbench.client import BnnbenchClient
 from bnnbench.schemas import RegisterResponse
+
+if TYPE_CHECKING:
+    from helpers.agents import AgentProcess
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -325,3 +328,20 @@ def make_tiny_onnx(
 def tiny_onnx(tmp_path: Path) -> Path:
     """A tiny valid binarized (BNN) ONNX model file."""
     return make_tiny_onnx(tmp_path / "tiny_bnn.onnx", "bnn")
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    started: list[AgentProcess] = []
+
+    from helpers.agents import AgentProcess  # not at the top: helpers import this module
+
+    def make(coord: Any, name: str, *extra: str, token: str | None = None) -> AgentProcess:
+        a = AgentProcess(coord.url, coord.admin_token if token is None else token, name,
+                         tmp_path, *extra)
+        started.append(a)
+        return a.start()
+
+    yield make
+    for a in started:
+        a.stop()
