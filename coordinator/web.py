@@ -14,16 +14,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
-from coordinator import results
+from bnnbench.client_cli import clusters_text
+from coordinator import devices, results
 from coordinator.api.deps import get_ctx
 from coordinator.auth import ADMIN, authenticate
 from coordinator.errors import CoordinatorError
 from coordinator.metrics import algorithm_label
-from coordinator.models import Agent, Artifact, Device, Job, Model
+from coordinator.models import Agent, Artifact, Device, Job, Model, Result
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["algo"] = algorithm_label
+templates.env.globals["clusters"] = clusters_text
 COOKIE = "bnnbench_token"
 
 
@@ -56,6 +58,15 @@ def dashboard(request: Request, token: str | None = None) -> Response:
             "job_counts": job_counts,
             "agents": s.scalars(select(Agent).order_by(Agent.id)).all(),
             "devices": {d.id: d for d in s.scalars(select(Device))},
+            "device_rows": devices.list_devices(s),
+            "recent_results": s.execute(
+                select(Result, Job, Model, Device)
+                .join(Job, Result.job_id == Job.id)
+                .join(Model, Job.model_id == Model.id)
+                .join(Device, Result.device_id == Device.id)
+                .order_by(Result.id.desc())
+                .limit(200)
+            ).all(),
             "table": results.table(s),
         }
         return templates.TemplateResponse(request, "dashboard.html", ctx_vars)

@@ -336,9 +336,10 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
 
     from helpers.agents import AgentProcess  # not at the top: helpers import this module
 
-    def make(coord: Any, name: str, *extra: str, token: str | None = None) -> AgentProcess:
+    def make(coord: Any, name: str, *extra: str, token: str | None = None,
+             env: dict[str, str] | None = None) -> AgentProcess:
         a = AgentProcess(coord.url, coord.admin_token if token is None else token, name,
-                         tmp_path, *extra)
+                         tmp_path, *extra, env=env)
         started.append(a)
         return a.start()
 

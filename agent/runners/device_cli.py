@@ -1,10 +1,9 @@
 """Runner for a board reached through a transport: the static ``bnnbench-native`` CLI.
 
 A phone has no Python and a Pi may not either, so the agent pushes the static CLI built for
-the device's ABI (``make -C native cross``) and the artifact, each once, into a per-device
-cache keyed by sha256 (``WORKDIR/bin/bnnbench-native-<sha12>``,
-``WORKDIR/artifacts/<sha256>.bnn``), runs the CLI there with the job's protocol, pinned with
-``taskset`` to the chosen cores, and reads the JSON it prints.
+the device's ABI (``make -C native cross``) and the artifact, each once, into the device's
+sha256-keyed cache (``runners.staging``), runs the CLI there with the job's protocol, pinned
+with ``taskset`` to the chosen cores, and reads the JSON it prints.
 
 Timing happens inside the CLI (monotonic clock around each inference), so neither the
 transport nor the exec wrapper's start-up enters the samples.
@@ -19,6 +18,7 @@ from typing import Any
 
 from agent.cache import sha256_file
 from agent.runners.base import RunnerError, RunOutput, check_run_args
+from agent.runners.staging import DeviceFiles
 from agent.transports.base import CommandResult, Transport, TransportError, quote
 from bnnbench.schemas import DeviceInfo, MeasurementProtocol
 
@@ -73,7 +73,7 @@ class DeviceCliRunner:
         self.timeout_s = timeout_s
         self.unavailable_reason: str | None = None
         self._cli_sha: str | None = None
-        self._staged: set[str] = set()  # remote paths known to hold the right bytes
+        self.files = DeviceFiles(transport)
 
     # ------------------------------------------------------------------ Runner protocol
 
@@ -101,8 +101,8 @@ class DeviceCliRunner:
             raise RunnerError(f"the native engine runs 1-{MAX_THREADS} threads, the job asks "
                               f"for {threads}", retryable=False)
         p = protocol or MeasurementProtocol()
-        cli = self._stage(self.cli, f"bin/bnnbench-native-{self.version()[-12:]}", 0o755)
-        model = self._stage(artifact_path, f"artifacts/{sha256_file(artifact_path)}.bnn", 0o644)
+        cli = self.files.stage(self.cli, f"bin/bnnbench-native-{self.version()[-12:]}", 0o755)
+        model = self.files.stage_artifact(artifact_path, ".bnn")
         cpus = pick_cpus(self.device, p.affinity or self.affinity, threads)
         argv = [cli, model, "--threads", str(threads), "--warmup", str(warmup),
                 "--runs", str(runs), "--json"]
@@ -143,26 +143,6 @@ class DeviceCliRunner:
         )
 
     # ------------------------------------------------------------------ helpers
-
-    def _stage(self, local: Path, rel: str, mode: int) -> str:
-        """Push ``local`` to WORKDIR/rel unless the device already has it (same size; the
-        name carries the content hash)."""
-        remote = f"{self.transport.workdir}/{rel}"
-        if remote in self._staged:
-            return remote
-        size = local.stat().st_size
-        check = self.transport.run(
-            f"[ \"$(wc -c < {quote(remote)} 2>/dev/null | tr -d ' ')\" = {size} ] && echo have",
-            timeout=60,
-        )
-        if "have" not in check.stdout:
-            parent = remote.rsplit("/", 1)[0]
-            mk = self.transport.run(f"mkdir -p {quote(parent)}", timeout=60)
-            if not mk.ok:
-                raise RunnerError(f"cannot create {parent} on the device: {mk.describe()}")
-            self.transport.push(local, remote, mode)
-        self._staged.add(remote)
-        return remote
 
     def _parse(self, res: CommandResult) -> dict[str, Any]:
         if res.timed_out:

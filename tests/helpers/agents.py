@@ -30,8 +30,10 @@ def wait_until(cond: Callable[[], Any], what: str, timeout: float = WAIT,
 class AgentProcess:
     """`bnnbench agent` in a subprocess with its own cache dir and log file."""
 
-    def __init__(self, url: str, token: str, name: str, root: Path, *extra: str) -> None:
+    def __init__(self, url: str, token: str, name: str, root: Path, *extra: str,
+                 env: dict[str, str] | None = None) -> None:
         self.url, self.token, self.name = url, token, name
+        self.extra_env = dict(env or {})
         self.cache_dir = root / f"agent-{name}"  # same name, same cache dir (and identity)
         n = len(list(root.glob(f"agent-{name}-*.log")))
         self.log_path = root / f"agent-{name}-{n}.log"
@@ -41,6 +43,7 @@ class AgentProcess:
     def start(self) -> AgentProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BNNBENCH_")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH")] if p)
+        env.update(self.extra_env)
         cmd = [*CLI, "agent", "--coordinator", self.url, "--token", self.token,
                "--name", self.name, "--cache-dir", str(self.cache_dir),
                "--heartbeat-seconds", "0.5", "--max-backoff-seconds", "0.5",
