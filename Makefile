@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv toolchain native torch-env test lint demo bench clean
+.PHONY: all venv toolchain system-deps native torch-env test test-fast lint demo bench clean
 
 all: native
 
@@ -16,6 +16,21 @@ toolchain:
 	  echo "installing the C toolchain (gcc, make) with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc make libc6-dev; \
 	fi
+
+# What the fleet tests drive for real: an OpenSSH server, the adb client, qemu-user for the
+# emulated boards, and the ARM cross compilers for the static CLIs. Debian package per tool.
+SYSTEM_TOOLS := /usr/sbin/sshd:openssh-server ssh-keygen:openssh-client adb:adb \
+  qemu-aarch64-static:qemu-user-static qemu-aarch64:qemu-user \
+  aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu /usr/aarch64-linux-gnu/lib/libc.a:libc6-dev-arm64-cross \
+  arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf /usr/arm-linux-gnueabihf/lib/libc.a:libc6-dev-armhf-cross
+system-deps: toolchain
+	@missing=""; for pair in $(SYSTEM_TOOLS); do t=$${pair%%:*}; p=$${pair#*:}; \
+	  if [ "$${t#/}" != "$$t" ]; then [ -e "$$t" ] || missing="$$missing $$p"; \
+	  else command -v "$$t" >/dev/null 2>&1 || missing="$$missing $$p"; fi; done; \
+	if [ -n "$$missing" ]; then echo "installing with apt-get:$$missing"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends $$missing; fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +51,13 @@ torch-env:
 lint: venv
 	$(BIN)/ruff check .
 
-test: venv native torch-env lint
-	$(BIN)/pytest -q
+# everything; a missing sshd/adb/qemu is a failure here, not a skip
+test: venv native system-deps torch-env lint
+	BNNBENCH_REQUIRE_SSHD=1 $(BIN)/pytest -q --durations=25
+
+# the inner loop: no slow, cross-built/emulated, browser or PostgreSQL tests
+test-fast: venv native lint
+	$(BIN)/pytest -q -m "not slow and not cross and not browser and not postgres" --durations=15
 
 demo: venv native
 	$(BIN)/python scripts/demo.py
