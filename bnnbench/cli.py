@@ -26,6 +26,26 @@ app.command("convert")(converters_cli.convert)
 app.command("submit")(client_cli.submit)
 app.command("results")(client_cli.results)
 
+
+
+@app.command("build-native")
+def build_native(
+    force: bool = typer.Option(False, "--force", help="rebuild every object"),
+    jobs: int | None = typer.Option(None, "-j", "--jobs", help="parallel compile jobs"),
+) -> None:
+    """Build the native engine (libbnn.so, bnnbench-native) in the installed package, e.g.
+    after a compiler upgrade; `pip install` already builds it once."""
+    from native import engine
+
+    try:
+        built = engine.build(force=force, jobs=jobs)
+    except engine.NativeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for name, path in built.items():
+        typer.echo(f"{name}: {path}")
+
+
 devices = typer.Typer(help="The fleet: list registered devices, probe and add boards.",
                       no_args_is_help=True)
 devices.command("list")(client_cli.devices_list)
