@@ -98,6 +98,14 @@ def test_campaign_over_local_ssh_and_adb_devices(
         assert local.fingerprint != board.fingerprint
         assert local.attributes["identity"] == board.attributes["identity"]
 
+        # `bnnbench devices list` shows the same fleet
+        listed = subprocess.run([*CLI, "devices", "list", "--coordinator", coord.url, "--token",
+                                 coord.admin_token, "--json"], cwd=REPO, capture_output=True,
+                                text=True, timeout=60, env=env, check=False)
+        assert listed.returncode == 0, listed.stderr
+        assert [d["fingerprint"] for d in json.loads(listed.stdout)] == \
+            [d.fingerprint for d in devs]
+
         # every matching device gets its own jobs; threads are checked against its cores
         fp32 = client.upload_model(make_tiny_onnx(tmp_path / "t_fp32.onnx", "fp32"))
         bnn = client.upload_model(make_tiny_onnx(tmp_path / "t_bnn.onnx", "bnn"))
