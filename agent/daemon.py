@@ -37,7 +37,10 @@ from agent.api import Backoff, CoordinatorApi, Stopped
 from agent.cache import ArtifactCache, ArtifactError
 from agent.fleet import DeviceSpec, open_transport
 from agent.runners import Runner, RunnerError, available_runners
+from agent.runners.dabnn import DabnnRunner
 from agent.runners.device_cli import DeviceCliRunner
+from agent.runners.lce import LceRunner
+from agent.runners.tflite import TFLiteRunner
 from agent.transports import LocalTransport, Transport
 from agent.transports.base import TransportError
 from bnnbench.http import ApiError, error_detail
@@ -211,19 +214,35 @@ class Agent:
         self.jobs_processed = 0
 
     def _default_runners(self) -> dict[str, Runner]:
-        """In-process runners on this machine; the static CLI on a board (or under an exec
-        wrapper here)."""
+        """In-process runners on this machine; on a board (or under an exec wrapper here) the
+        static CLI, plus LCE's and daBNN's benchmark binaries where devices.toml gives their
+        paths on the device (``lce_benchmark``, ``dabnn_benchmark``)."""
         if self.spec.scheme == "local" and not self.spec.exec_wrapper:
             return available_runners()
-        cli = DeviceCliRunner(
-            self.transport, self.device, affinity=self.spec.default_affinity(),
-            exec_wrapper=self.spec.exec_wrapper,
+        affinity, wrapper = self.spec.default_affinity(), self.spec.exec_wrapper
+        candidates: list[Runner] = [DeviceCliRunner(
+            self.transport, self.device, affinity=affinity, exec_wrapper=wrapper,
             cli_dir=Path(self.settings.native_cli_dir) if self.settings.native_cli_dir else None,
-        )
-        if not cli.available():
-            log.warning("%s: %s", self.spec.url, cli.unavailable_reason)
-            return {}
-        return {cli.name: cli}
+        )]
+        if self.spec.lce_benchmark:
+            candidates.append(LceRunner(
+                mode="binary", binary=self.spec.lce_benchmark, transport=self.transport,
+                device=self.device, affinity=affinity, exec_wrapper=wrapper))
+        if "python3" in self.device.tools:  # tflite-runtime there? available() asks the board
+            candidates.append(TFLiteRunner(transport=self.transport, device=self.device,
+                                           affinity=affinity))
+        if self.spec.dabnn_benchmark:
+            candidates.append(DabnnRunner(
+                self.spec.dabnn_benchmark, transport=self.transport, device=self.device,
+                affinity=affinity, exec_wrapper=wrapper))
+        runners: dict[str, Runner] = {}
+        for runner in candidates:
+            if runner.available():
+                runners[runner.name] = runner
+            else:  # the others still serve: one missing binary must not idle the board
+                log.warning("%s: %s: %s", self.spec.url, runner.name,
+                            getattr(runner, "unavailable_reason", "unavailable"))
+        return runners
 
     # -------------------------------------------------------------- identity
 
@@ -469,10 +488,9 @@ class Agent:
 
     @staticmethod
     def _benchmark(runner: Runner, path: Path, lease: JobLease) -> Any:
-        if isinstance(runner, DeviceCliRunner):
-            return runner.benchmark(path, lease.threads, lease.warmup, lease.runs,
-                                    protocol=lease.protocol)
-        return runner.benchmark(path, lease.threads, lease.warmup, lease.runs)
+        # every runner takes the protocol and applies what its tool supports
+        return runner.benchmark(path, lease.threads, lease.warmup, lease.runs,
+                                protocol=lease.protocol)
 
     def deliver(self, job_id: int, result: ResultIn) -> bool:
         """Post a result; True once the coordinator has answered it for good."""

@@ -135,3 +135,28 @@ def test_tflite_runner(models: dict[str, Path]) -> None:
     with pytest.raises(RunnerError, match="'lce' runner") as exc:
         r.benchmark(models["bnn"], threads=1, warmup=0, runs=1)
     assert not exc.value.retryable
+
+
+def test_tflite_runner_on_a_board_with_python(models: dict[str, Path], tmp_path: Path) -> None:
+    """Through a transport the standalone tflite_bench script and the model are pushed into
+    the device's cache and run by the board's python3 with tflite-runtime; its JSON is read."""
+    import sys
+
+    from agent.transports.local import LocalTransport
+    from bnnbench.schemas import MeasurementProtocol
+
+    board = LocalTransport(tmp_path / "board")
+    r = TFLiteRunner(transport=board, python=sys.executable)
+    assert r.available() and r.version().startswith("tflite-runtime 2.14.0")
+    p = MeasurementProtocol(min_time_ms=5.0, max_runs=500)
+    out = r.benchmark(models["fp32"], threads=2, warmup=1, runs=3, protocol=p)
+    n = len(out.samples_ms)
+    assert n >= 3 and (sum(out.samples_ms) >= 5.0 or n == 500)
+    assert out.extra["output_shape"] == [1, 10] and out.extra["warmup_runs"] == 1
+    assert [f.suffix for f in (tmp_path / "board" / "artifacts").iterdir()] == [".tflite"]
+    assert len(list((tmp_path / "board" / "bin").glob("tflite_bench-*.py"))) == 1
+    with pytest.raises(RunnerError, match="'lce' runner") as exc:
+        r.benchmark(models["bnn"], threads=1, warmup=0, runs=1)
+    assert not exc.value.retryable
+    missing = TFLiteRunner(transport=board, python="/nonexistent/python3")
+    assert not missing.available() and "no tflite-runtime" in (missing.unavailable_reason or "")

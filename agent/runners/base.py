@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from bnnbench.schemas import MeasurementProtocol
+
 
 class RunnerError(Exception):
     """The runner could not produce timings (bad artifact, crash, unsupported thread count).
@@ -47,6 +49,13 @@ class Runner(Protocol):
         """Whether this runner can run here now; the agent advertises only available ones."""
         ...
 
-    def benchmark(self, artifact_path: Path, threads: int, warmup: int, runs: int) -> RunOutput:
-        """Load the artifact, run ``warmup`` untimed and ``runs`` timed inferences."""
+    def benchmark(
+        self, artifact_path: Path, threads: int, warmup: int, runs: int,
+        protocol: MeasurementProtocol | None = None,
+    ) -> RunOutput:
+        """Load the artifact, run ``warmup`` untimed and ``runs`` timed inferences.
+
+        ``protocol`` (the job's warm-up time, minimum timed time, run cap, affinity): a runner
+        applies what its tool supports and says in ``extra["protocol_applied"]`` what it did;
+        ``extra["affinity_cpus"]`` names the cores it pinned to (None: not pinned)."""
         ...

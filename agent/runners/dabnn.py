@@ -11,39 +11,53 @@ many.
 Warm-up: google-benchmark runs untimed trial loops before each repetition to size it; with
 ``warmup > 0`` one extra leading repetition is run and discarded as well.
 
-daBNN is single-threaded: any other thread count is refused. The binary is found from the
-constructor, ``$BNNBENCH_DABNN_BENCHMARK``, or ``benchmark_single_model`` on ``PATH``.
+Measurement protocol: ``min_time_ms`` lengthens each repetition (``--benchmark_min_time``,
+seconds, a plain number as the pinned 2019 google-benchmark wants and later ones still accept)
+to ``min_time_ms / runs`` when that exceeds google-benchmark's 0.5 s, so the samples stay
+``runs`` means; ``warmup_ms`` discards as many leading repetitions as it takes to cover it.
+``affinity`` pins with ``taskset``.
+
+daBNN is single-threaded: any other thread count is refused. On this machine the binary is
+found from the constructor, ``$BNNBENCH_DABNN_BENCHMARK``, or ``benchmark_single_model`` on
+``PATH``; on a board behind a transport (ssh, adb) it is the device path given by
+devices.toml's ``dabnn_benchmark`` and the model is staged into the device's sha256-keyed
+cache. Either way it runs through a Transport (this machine: ``LocalTransport``), with the
+device's exec wrapper and pinning built like the native CLI's.
 The tool feeds an uninitialised input buffer (its code, not ours); binary-conv timings do not
 depend on the values.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
+from agent.cache import sha256_file
 from agent.runners.base import RunnerError, RunOutput
 from agent.runners.benchmark_output import BenchmarkOutputError, parse_google_benchmark_json
+from agent.runners.device_command import (
+    device_command,
+    file_id,
+    has_taskset,
+    is_executable,
+    pick_cpus,
+    run_timeout,
+)
+from agent.runners.staging import DeviceFiles
+from agent.transports.base import Transport, TransportError
+from agent.transports.local import LocalTransport
+from bnnbench.schemas import DeviceInfo, MeasurementProtocol
 
 ENV_BINARY = "BNNBENCH_DABNN_BENCHMARK"
 BINARY_NAME = "benchmark_single_model"
 BENCHMARK_NAME = "single_model"  # what benchmark_single_model.cpp registers
+GBENCH_MIN_TIME_S = 0.5  # google-benchmark's default --benchmark_min_time per repetition
 # uncaught exceptions of daBNN's loader that will recur on every try with this model
 _MODEL_ERRORS = re.compile(r"Not supported op|is not satisfied|version|Unknown|Not align")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _reason(stderr: str) -> str:
@@ -58,21 +72,50 @@ def _reason(stderr: str) -> str:
 class DabnnRunner:
     name = "dabnn"
 
-    def __init__(self, binary: str | Path | None = None, timeout_s: float = 3600.0) -> None:
-        found = binary or os.environ.get(ENV_BINARY) or shutil.which(BINARY_NAME) or ""
-        self.binary = Path(found) if found else None
+    def __init__(
+        self, binary: str | Path | None = None, timeout_s: float = 3600.0, *,
+        transport: Transport | None = None, device: DeviceInfo | None = None,
+        affinity: str = "all", exec_wrapper: str | None = None,
+    ) -> None:
+        # a transport given: files live on its device (staged, checked there); none: this
+        # machine, whose files are read where they are
+        self.device_side = transport is not None
+        self.transport: Transport = transport or LocalTransport()
+        if binary:
+            found = str(binary)
+        elif self.device_side:  # the host's environment and PATH say nothing about the device's
+            found = ""
+        else:
+            found = os.environ.get(ENV_BINARY) or shutil.which(BINARY_NAME) or ""
+        self.binary: str | None = found or None
+        self.device = device
+        self.affinity = affinity
+        self.exec_wrapper = exec_wrapper
         self.timeout_s = timeout_s
         self.unavailable_reason: str | None = None
+        self.files = DeviceFiles(self.transport) if self.device_side else None
         self._digest: str | None = None
+        self._binary_seen = False  # the device had the binary once: not asked again per job
+        self._taskset: bool | None = None
 
     def available(self) -> bool:
         b = self.binary
         if b is None:
-            self.unavailable_reason = (f"no {BINARY_NAME}: set ${ENV_BINARY} or put it on PATH")
-        elif not b.is_file() or not os.access(b, os.X_OK):
-            self.unavailable_reason = f"{b} is not an executable file"
+            self.unavailable_reason = (
+                f"no {BINARY_NAME} path for this device (devices.toml: dabnn_benchmark)"
+                if self.device_side else f"no {BINARY_NAME}: set ${ENV_BINARY} or put it on PATH")
+        elif not self.device_side:
+            ok = os.path.isfile(b) and os.access(b, os.X_OK)
+            self.unavailable_reason = None if ok else f"{b} is not an executable file"
         else:
-            self.unavailable_reason = None
+            try:
+                self._binary_seen = self._binary_seen or is_executable(self.transport, b)
+            except TransportError as exc:
+                self.unavailable_reason = f"{self.transport.address} unreachable: {exc}"
+                return False
+            self.unavailable_reason = (None if self._binary_seen else
+                                       f"{b} is not an executable file on "
+                                       f"{self.transport.address}")
         return self.unavailable_reason is None
 
     def version(self) -> str:
@@ -81,38 +124,62 @@ class DabnnRunner:
             raise RunnerError(self.unavailable_reason or "daBNN runner unavailable")
         assert self.binary is not None
         if self._digest is None:
-            self._digest = _sha256(self.binary)
-        return f"dabnn {BINARY_NAME} sha256:{self._digest[:16]}"
+            self._digest = (file_id(self.transport, self.binary, 16) if self.device_side
+                            else f"sha256:{sha256_file(Path(self.binary))[:16]}")
+        return f"dabnn {BINARY_NAME} {self._digest}"
 
-    def command(self, artifact_path: Path, repetitions: int) -> list[str]:
+    def command(self, artifact_path: str | Path, repetitions: int,
+                min_time_s: float | None = None) -> list[str]:
         assert self.binary is not None
         # benchmark_single_model takes the model as argv[1], before google-benchmark's flags
-        return [str(self.binary), str(artifact_path), "--benchmark_format=json",
+        argv = [self.binary, str(artifact_path), "--benchmark_format=json",
                 f"--benchmark_repetitions={repetitions}",
                 "--benchmark_report_aggregates_only=false"]
+        if min_time_s is not None:
+            argv.append(f"--benchmark_min_time={min_time_s:.6g}")
+        return argv
 
-    def benchmark(self, artifact_path: Path, threads: int, warmup: int, runs: int) -> RunOutput:
+    def benchmark(
+        self, artifact_path: Path, threads: int, warmup: int, runs: int,
+        protocol: MeasurementProtocol | None = None,
+    ) -> RunOutput:
         if threads != 1:
             raise RunnerError(f"daBNN is single-threaded; the job asks for {threads} threads",
                               retryable=False)
         if runs < 1:
             raise RunnerError(f"runs must be at least 1, got {runs}", retryable=False)
+        p = protocol or MeasurementProtocol()
         version = self.version()
+        # a repetition lasts >= its min time; stretch it so `runs` of them cover min_time_ms
+        per_rep_s = GBENCH_MIN_TIME_S
+        min_time_flag: float | None = None
+        if p.min_time_ms / 1e3 / runs > GBENCH_MIN_TIME_S:
+            per_rep_s = min_time_flag = p.min_time_ms / 1e3 / runs
         discard = 1 if warmup > 0 else 0
-        cmd = self.command(Path(artifact_path), runs + discard)
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s,
-                                  stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as exc:
-            raise RunnerError(f"{BINARY_NAME} ran past {self.timeout_s:g} s") from exc
-        except OSError as exc:
-            raise RunnerError(f"cannot start {self.binary}: {exc}") from exc
-        if proc.returncode != 0:
-            why = _reason(proc.stderr)
-            raise RunnerError(f"daBNN failed on the model (exit {proc.returncode}): {why}",
+        if p.warmup_ms:
+            discard = max(discard, math.ceil(p.warmup_ms / 1e3 / per_rep_s))
+        model = (self.files.stage_artifact(Path(artifact_path), ".dab") if self.files
+                 else str(artifact_path))
+        affinity = p.affinity or self.affinity
+        cpus = pick_cpus(self.device, affinity, threads)
+        if cpus and self._taskset is None:
+            self._taskset = has_taskset(self.transport, self.device)
+        command, pinned = device_command(
+            self.command(model, runs + discard, min_time_flag), cpus=cpus,
+            exec_wrapper=self.exec_wrapper, taskset=bool(self._taskset))
+        timeout = run_timeout(self.timeout_s, (runs + discard) * per_rep_s)
+        res = self.transport.run(command, timeout=timeout)
+        if res.timed_out:
+            raise RunnerError(f"{BINARY_NAME} ran past {timeout:g} s and was killed: "
+                              f"{res.describe()}")
+        if res.exit_code in (126, 127):  # the shell could not start it: not the model
+            raise RunnerError(f"cannot start {self.binary}: {res.describe()}")
+        if res.exit_code != 0:
+            why = _reason(res.stderr)
+            raise RunnerError(f"daBNN failed on the model (exit {res.exit_code}): {why}",
                               retryable=not _MODEL_ERRORS.search(why))
         try:
-            parsed = parse_google_benchmark_json(proc.stdout)
+            parsed = parse_google_benchmark_json(res.stdout)
             if parsed.errors:
                 r = parsed.errors[0]
                 raise BenchmarkOutputError(f"benchmark {r.run_name or r.name!r} failed: "
@@ -130,14 +197,26 @@ class DabnnRunner:
         timed = got[discard:]
         ctx = parsed.context
         extra: dict[str, Any] = {
-            "binary": str(self.binary),
-            "command": cmd,
+            "binary": self.binary,
+            "model_on_device": model,
+            "command": command,
             "timer": "google-benchmark real_time, mean per inference over each repetition",
             "iterations_per_sample": [it for _, _, it in timed],
             "cpu_time_ms": [cpu for _, cpu, _ in timed],
-            "warmup": (f"{discard} leading repetition discarded" if discard else "none")
+            "warmup": (f"{discard} leading repetition(s) discarded" if discard else "none")
                       + " + google-benchmark's own sizing loops",
             "threads": "1 (daBNN is single-threaded)",
+            "protocol_applied": {
+                "benchmark_min_time_s": min_time_flag,  # None: google-benchmark's 0.5 s
+                "discarded_repetitions": discard,
+                "min_time_ms": p.min_time_ms, "warmup_ms": p.warmup_ms,
+                "max_runs": "not applicable (samples stay `runs`; repetitions lengthen)",
+            },
+            "timeout_s": timeout,
+            "affinity": affinity,
+            "affinity_cpus": cpus,
+            "pinned": pinned,
+            "exec_wrapper": self.exec_wrapper,
             "google_benchmark_context": {k: ctx[k] for k in (
                 "num_cpus", "mhz_per_cpu", "cpu_scaling_enabled", "library_build_type",
                 "library_version") if k in ctx},

@@ -18,8 +18,9 @@ from typing import Any
 
 from agent.cache import sha256_file
 from agent.runners.base import RunnerError, RunOutput, check_run_args
+from agent.runners.device_command import device_command, pick_cpus, run_timeout
 from agent.runners.staging import DeviceFiles
-from agent.transports.base import CommandResult, Transport, TransportError, quote
+from agent.transports.base import CommandResult, Transport, TransportError
 from bnnbench.schemas import DeviceInfo, MeasurementProtocol
 
 NATIVE_DIR = Path(__file__).resolve().parents[2] / "native"
@@ -36,23 +37,6 @@ def cli_for_abi(abi: str, cli_dir: Path | None = None) -> Path:
     build = (cli_dir or NATIVE_DIR / "build")
     sub = _ABI_BUILD.get(abi)
     return build / sub / "bnnbench-native" if sub else build / "bnnbench-native"
-
-
-def pick_cpus(device: DeviceInfo, affinity: str, threads: int) -> list[int] | None:
-    """The cores a run is pinned to: ``big`` = the fastest cluster, grown by the next fastest
-    until it holds ``threads`` cores; ``all`` = no pinning (None); else a CPU list."""
-    if affinity == "all":
-        return None
-    if affinity == "big":
-        cpus: list[int] = []
-        for cluster in device.clusters:  # fastest first
-            if len(cpus) >= threads:
-                break
-            cpus += cluster.cpus
-        return sorted(cpus) or None
-    from agent.probe import _cpu_list
-
-    return _cpu_list(affinity) or None
 
 
 class DeviceCliRunner:
@@ -111,14 +95,11 @@ class DeviceCliRunner:
         if p.min_time_ms:
             argv += ["--min-time-ms", str(math.ceil(p.min_time_ms))]
             argv += ["--max-runs", str(max(p.max_runs or 100 * runs, runs))]
-        prefix: list[str] = []
-        if cpus is not None and "taskset" in self.device.tools:
-            prefix = ["taskset", "-c", ",".join(map(str, cpus))]
-        if self.exec_wrapper:
-            prefix.append(self.exec_wrapper)
-        command = " ".join(quote(a) for a in [*prefix, *argv])
-        res = self.transport.run(command, timeout=self.timeout_s)
-        report = self._parse(res)
+        command, pinned = device_command(argv, cpus=cpus, exec_wrapper=self.exec_wrapper,
+                                         taskset="taskset" in self.device.tools)
+        timeout = run_timeout(self.timeout_s, (p.warmup_ms + p.min_time_ms) / 1000)
+        res = self.transport.run(command, timeout=timeout)
+        report = self._parse(res, timeout)
         samples = [float(x) for x in report.get("samples_ms", [])]
         if not samples:
             raise RunnerError(f"the CLI reported no samples: {res.describe()}")
@@ -136,7 +117,7 @@ class DeviceCliRunner:
                 "command": command,
                 "affinity": p.affinity or self.affinity,
                 "affinity_cpus": cpus,
-                "pinned": bool(prefix and prefix[0] == "taskset"),
+                "pinned": pinned,
                 "exec_wrapper": self.exec_wrapper,
                 "timer": "CLI monotonic clock, inference only",
             },
@@ -144,9 +125,9 @@ class DeviceCliRunner:
 
     # ------------------------------------------------------------------ helpers
 
-    def _parse(self, res: CommandResult) -> dict[str, Any]:
+    def _parse(self, res: CommandResult, timeout: float) -> dict[str, Any]:
         if res.timed_out:
-            raise RunnerError(f"the run did not finish within {self.timeout_s:.0f} s and was "
+            raise RunnerError(f"the run did not finish within {timeout:.0f} s and was "
                               f"killed: {res.describe()}")
         if res.exit_code != 0:
             # exit 2: the CLI refused the arguments; 1: it refused the model; >128: a signal

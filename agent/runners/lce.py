@@ -10,11 +10,21 @@ Two ways to run, chosen by ``mode`` (env ``BNNBENCH_LCE_MODE``: ``auto`` | ``pyt
   sample is ``time.perf_counter_ns`` around one ``predict`` call (the interpreter's only
   entry point: input copy in, invoke, output copy out).
 * ``binary`` — LCE's ``lce_benchmark_model`` (TFLite's ``benchmark_model`` with LCE's ops;
-  release assets ``lce_benchmark_model_aarch64`` / ``_aarch32`` / ``_android_arm64``), path
-  from ``BNNBENCH_LCE_BENCHMARK_MODEL`` or ``lce_benchmark_model`` on PATH. The tool reports
-  only aggregates (avg, std, min, max over its runs), so each sample is one process:
+  release assets ``lce_benchmark_model_aarch64`` / ``_aarch32`` / ``_android_arm64``). On this
+  machine its path comes from ``BNNBENCH_LCE_BENCHMARK_MODEL`` or ``lce_benchmark_model`` on
+  PATH; on a board behind a transport (ssh, adb) it is the device path given by devices.toml's
+  ``lce_benchmark`` and the model is staged into the device's sha256-keyed cache. Either way
+  the tool runs through a Transport (this machine: ``LocalTransport``), pinned with
+  ``taskset`` and prefixed with the device's exec wrapper like the native CLI. The tool
+  reports only aggregates (avg, std, min, max over its runs), so each sample is one process:
   ``--warmup_runs=<warmup> --num_runs=1``, its ``Inference (avg)`` being that one timed run.
   The tool's own aggregate lines are kept in ``extra`` for reference.
+
+Measurement protocol: ``warmup_ms`` is each process's ``--warmup_min_secs`` (each sample's
+process warms up afresh); ``min_time_ms`` adds processes (samples) until the timed runs add up
+to it, capped at ``max_runs`` (default 100 × runs) — ``--min_secs`` would fold several runs
+into one average. The Python mode applies the same rules in-process; ``affinity`` pins only
+the binary (``taskset``).
 
 XNNPACK (float ops only) is off unless ``BNNBENCH_LCE_USE_XNNPACK=1``: the Python
 interpreter's default, passed explicitly to the binary (whose default is on) so both modes
@@ -23,24 +33,37 @@ measure the same thing.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
+import math
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agent.cache import sha256_file
 from agent.runners.base import RunnerError, RunOutput, check_run_args
 from agent.runners.benchmark_output import BenchmarkOutputError, parse_benchmark_model
+from agent.runners.device_command import (
+    device_command,
+    file_id,
+    has_taskset,
+    is_executable,
+    pick_cpus,
+    run_timeout,
+)
 from agent.runners.native import INPUT_SEED, make_input
+from agent.runners.staging import DeviceFiles
+from agent.transports.base import Transport, TransportError
+from agent.transports.local import LocalTransport
+from bnnbench.schemas import DeviceInfo, MeasurementProtocol
 
 MODES = ("auto", "python", "binary")
 BINARY_ENV = "BNNBENCH_LCE_BENCHMARK_MODEL"
 _WRAPPER = "larq_compute_engine.tflite.python.interpreter_wrapper_lite"
+TOOL_MAX_SECS = 150.0  # benchmark_model's --max_secs default: caps the warm-up loop too
 
 
 def _truthy(value: str | None) -> bool:
@@ -95,26 +118,54 @@ def _lce_version() -> str:
 class LceRunner:
     name = "lce"
 
-    def __init__(self, mode: str | None = None, binary: str | os.PathLike | None = None,
-                 use_xnnpack: bool | None = None, timeout_s: float | None = None) -> None:
+    def __init__(
+        self, mode: str | None = None, binary: str | os.PathLike | None = None,
+        use_xnnpack: bool | None = None, timeout_s: float | None = None, *,
+        transport: Transport | None = None, device: DeviceInfo | None = None,
+        affinity: str = "all", exec_wrapper: str | None = None,
+    ) -> None:
         self.mode = mode or os.environ.get("BNNBENCH_LCE_MODE", "auto")
         if self.mode not in MODES:
             raise ValueError(f"LCE runner mode {self.mode!r}; choose from {', '.join(MODES)}")
-        self.binary = str(binary) if binary else os.environ.get(BINARY_ENV) or (
-            shutil.which("lce_benchmark_model") or "")
+        # the interpreter runs in this process: not on a board, nor under an emulator
+        self.python_allowed = transport is None and not exec_wrapper
+        if self.mode == "python" and not self.python_allowed:
+            raise ValueError("LCE's python mode runs on this machine only; a device behind a "
+                             "transport or an exec wrapper runs lce_benchmark_model")
+        # a transport given: files live on its device (staged, checked there); none: this
+        # machine, whose files are read where they are
+        self.device_side = transport is not None
+        self.transport: Transport = transport or LocalTransport()
+        self.device = device
+        self.affinity = affinity
+        self.exec_wrapper = exec_wrapper
+        if binary:
+            self.binary = str(binary)
+        elif self.device_side:  # the host's environment and PATH say nothing about the device's
+            self.binary = ""
+        else:
+            self.binary = os.environ.get(BINARY_ENV) or shutil.which("lce_benchmark_model") or ""
         self.use_xnnpack = (_truthy(os.environ.get("BNNBENCH_LCE_USE_XNNPACK"))
                             if use_xnnpack is None else use_xnnpack)
         self.timeout_s = timeout_s or float(os.environ.get("BNNBENCH_LCE_TIMEOUT_S", "600"))
         self.unavailable_reason: str | None = None
-        self._binary_digest: str | None = None
+        self.files = DeviceFiles(self.transport) if self.device_side else None
+        self._binary_id: str | None = None
+        self._binary_seen = False  # the device had the binary once: not asked again per job
+        self._taskset: bool | None = None
 
     # -- which way --------------------------------------------------------------------
     def _python_ok(self) -> bool:
-        return wrapper_path() is not None
+        return self.python_allowed and wrapper_path() is not None
 
     def _binary_ok(self) -> bool:
-        return bool(self.binary) and os.path.isfile(self.binary) and os.access(self.binary,
-                                                                               os.X_OK)
+        if not self.binary:
+            return False
+        if not self.device_side:
+            return os.path.isfile(self.binary) and os.access(self.binary, os.X_OK)
+        if not self._binary_seen:
+            self._binary_seen = is_executable(self.transport, self.binary)
+        return self._binary_seen
 
     def resolved_mode(self) -> str | None:
         if self.mode in ("auto", "python") and self._python_ok():
@@ -124,13 +175,23 @@ class LceRunner:
         return None
 
     def available(self) -> bool:
-        mode = self.resolved_mode()
+        try:
+            mode = self.resolved_mode()
+        except TransportError as exc:
+            self.unavailable_reason = f"{self.transport.address} unreachable: {exc}"
+            return False
         if mode is None:
-            self.unavailable_reason = {
-                "python": "larq-compute-engine is not installed",
-                "binary": f"no executable lce_benchmark_model (set {BINARY_ENV})",
-            }.get(self.mode, f"neither larq-compute-engine nor lce_benchmark_model "
-                             f"(set {BINARY_ENV}) is here")
+            if self.device_side:
+                self.unavailable_reason = (
+                    f"no executable lce_benchmark_model at {self.binary} on "
+                    f"{self.transport.address}" if self.binary else
+                    "no lce_benchmark_model path for this device (devices.toml: lce_benchmark)")
+            else:
+                self.unavailable_reason = {
+                    "python": "larq-compute-engine is not installed",
+                    "binary": f"no executable lce_benchmark_model (set {BINARY_ENV})",
+                }.get(self.mode, f"neither larq-compute-engine nor lce_benchmark_model "
+                                 f"(set {BINARY_ENV}) is here")
             return False
         self.unavailable_reason = None
         return True
@@ -138,27 +199,28 @@ class LceRunner:
     def version(self) -> str:
         mode = self.resolved_mode()
         if mode == "binary":
-            if self._binary_digest is None:
-                h = hashlib.sha256()
-                with open(self.binary, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
-                self._binary_digest = h.hexdigest()[:12]
-            return f"lce_benchmark_model {Path(self.binary).name} sha256:{self._binary_digest}"
+            if self._binary_id is None:
+                self._binary_id = (file_id(self.transport, self.binary, 12) if self.device_side
+                                   else f"sha256:{sha256_file(Path(self.binary))[:12]}")
+            return f"lce_benchmark_model {Path(self.binary).name} {self._binary_id}"
         return f"larq-compute-engine {_lce_version()} (python interpreter)"
 
     # -- benchmark --------------------------------------------------------------------
-    def benchmark(self, artifact_path: Path, threads: int, warmup: int, runs: int) -> RunOutput:
+    def benchmark(
+        self, artifact_path: Path, threads: int, warmup: int, runs: int,
+        protocol: MeasurementProtocol | None = None,
+    ) -> RunOutput:
         check_run_args(threads, warmup, runs)
         mode = self.resolved_mode()
         if mode is None:
             self.available()
             raise RunnerError(f"LCE runner not available: {self.unavailable_reason}")
         artifact_path = Path(artifact_path)
+        p = protocol or MeasurementProtocol()
         if mode == "python":
-            out = self._benchmark_python(artifact_path, threads, warmup, runs)
+            out = self._benchmark_python(artifact_path, threads, warmup, runs, p)
         else:
-            out = self._benchmark_binary(artifact_path, threads, warmup, runs)
+            out = self._benchmark_binary(artifact_path, threads, warmup, runs, p)
         out.extra.update(self._artifact_info(artifact_path))
         return out
 
@@ -171,8 +233,13 @@ class LceRunner:
             return {"artifact_ops": f"unreadable ({type(exc).__name__})"}
         return {"lce_bconv2d_ops": fb.count("LceBconv2d"), "custom_ops": fb.custom_ops}
 
-    def _benchmark_python(self, path: Path, threads: int, warmup: int,
-                          runs: int) -> RunOutput:
+    @staticmethod
+    def _run_cap(runs: int, p: MeasurementProtocol) -> int:
+        """How many timed runs (samples) ``min_time_ms`` may grow the job to."""
+        return max(p.max_runs or 100 * runs, runs) if p.min_time_ms else runs
+
+    def _benchmark_python(self, path: Path, threads: int, warmup: int, runs: int,
+                          p: MeasurementProtocol) -> RunOutput:
         wrapper = load_wrapper()
         try:
             interp = wrapper.LiteInterpreter(path.read_bytes(), threads, False, False,
@@ -185,12 +252,16 @@ class LceRunner:
             raise RunnerError(f"model has {len(shapes)} inputs; one image input expected",
                               retryable=False)
         x = make_input(shapes[0])  # NHWC, the same deterministic zero-free input as native
+        cap = self._run_cap(runs, p)
         try:
             y = interp.predict([x])  # also proves the graph runs before timing
-            for _ in range(warmup):
+            warm_until = time.perf_counter() + p.warmup_ms / 1e3
+            warmed = 0
+            while warmed < warmup or time.perf_counter() < warm_until:
                 interp.predict([x])
-            samples = []
-            for _ in range(runs):
+                warmed += 1
+            samples: list[float] = []
+            while len(samples) < runs or (sum(samples) < p.min_time_ms and len(samples) < cap):
                 t0 = time.perf_counter_ns()
                 interp.predict([x])
                 samples.append((time.perf_counter_ns() - t0) / 1e6)
@@ -207,60 +278,89 @@ class LceRunner:
                 "output_shape": list(y0.shape),
                 "output_finite": bool(np.isfinite(y0).all()),
                 "use_xnnpack": self.use_xnnpack,
+                "warmup_runs": warmed,
+                "protocol_applied": {"warmup_ms": p.warmup_ms, "min_time_ms": p.min_time_ms,
+                                     "max_runs": cap, "affinity": "not applied (in-process)"},
+                "affinity_cpus": None,
                 "timer": "time.perf_counter_ns around LiteInterpreter.predict "
                          "(input copy, invoke, output copy)",
             },
         )
 
-    def command(self, path: Path, threads: int, warmup: int) -> list[str]:
-        """One ``lce_benchmark_model`` call timing a single run after ``warmup`` runs."""
-        return [
+    def command(self, path: str | Path, threads: int, warmup: int,
+                warmup_s: float = 0.0) -> list[str]:
+        """One ``lce_benchmark_model`` call timing a single run after ``warmup`` runs (and at
+        least ``warmup_s`` seconds of them)."""
+        argv = [
             self.binary, f"--graph={path}", f"--num_threads={threads}",
-            f"--warmup_runs={warmup}", "--warmup_min_secs=0",  # exactly `warmup` runs
+            f"--warmup_runs={warmup}", f"--warmup_min_secs={warmup_s:g}",
             "--num_runs=1", "--min_secs=0",  # exactly one timed run
             f"--use_xnnpack={'true' if self.use_xnnpack else 'false'}",
         ]
+        if warmup_s >= TOOL_MAX_SECS:  # the tool would cut the warm-up short at max_secs
+            argv.append(f"--max_secs={math.ceil(warmup_s) + 60}")
+        return argv
 
-    def _benchmark_binary(self, path: Path, threads: int, warmup: int,
-                          runs: int) -> RunOutput:
-        cmd = self.command(path, threads, warmup)
+    def _benchmark_binary(self, path: Path, threads: int, warmup: int, runs: int,
+                          p: MeasurementProtocol) -> RunOutput:
+        model = self.files.stage_artifact(path, ".tflite") if self.files else str(path)
+        affinity = p.affinity or self.affinity
+        cpus = pick_cpus(self.device, affinity, threads)
+        if cpus and self._taskset is None:
+            self._taskset = has_taskset(self.transport, self.device)
+        warmup_s = p.warmup_ms / 1e3
+        command, pinned = device_command(
+            self.command(model, threads, warmup, warmup_s), cpus=cpus,
+            exec_wrapper=self.exec_wrapper, taskset=bool(self._taskset))
+        timeout = run_timeout(self.timeout_s, warmup_s)
+        cap = self._run_cap(runs, p)
         samples: list[float] = []
         init_us: list[float] = []
         first_us: list[float] = []
-        last_output = ""
-        for _ in range(runs):
+        last = None
+        while len(samples) < runs or (sum(samples) < p.min_time_ms and len(samples) < cap):
+            res = self.transport.run(command, timeout=timeout)
+            if res.timed_out:
+                raise RunnerError(f"lce_benchmark_model ran over {timeout:g} s and was killed: "
+                                  f"{res.describe()}")
+            if res.exit_code in (126, 127):  # the shell could not start it: not the model
+                raise RunnerError(f"cannot run {self.binary}: {res.describe()}")
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True,
-                                      timeout=self.timeout_s, check=False)
-            except subprocess.TimeoutExpired as exc:
-                raise RunnerError(f"lce_benchmark_model ran over {self.timeout_s:g} s") from exc
-            except OSError as exc:
-                raise RunnerError(f"cannot run {self.binary}: {exc}") from exc
-            last_output = proc.stdout + proc.stderr
-            try:
-                parsed = parse_benchmark_model(last_output)
+                last = parse_benchmark_model(res.stdout + res.stderr)
             except BenchmarkOutputError as exc:
-                raise RunnerError(f"lce_benchmark_model exit {proc.returncode}: {exc}",
-                                  retryable=proc.returncode == 0) from exc
-            if proc.returncode != 0:
-                raise RunnerError(f"lce_benchmark_model exit {proc.returncode}")
-            samples.append(parsed.inference_avg_ms)
-            if parsed.init_us is not None:
-                init_us.append(parsed.init_us)
-            if parsed.first_inference_us is not None:
-                first_us.append(parsed.first_inference_us)
+                raise RunnerError(f"lce_benchmark_model exit {res.exit_code}: {exc}",
+                                  retryable=res.exit_code == 0) from exc
+            if res.exit_code != 0:
+                raise RunnerError(f"lce_benchmark_model exit {res.exit_code}")
+            samples.append(last.inference_avg_ms)
+            if last.init_us is not None:
+                init_us.append(last.init_us)
+            if last.first_inference_us is not None:
+                first_us.append(last.first_inference_us)
+        assert last is not None
         return RunOutput(
             samples_ms=samples,
             runtime_version=self.version(),
             extra={
                 "mode": "binary",
-                "command": cmd,
+                "binary": self.binary,
+                "model_on_device": model,
+                "command": command,
                 "use_xnnpack": self.use_xnnpack,
                 "timer": "lce_benchmark_model, one process per sample (warm-up runs, then "
                          "one timed run); its 'Inference (avg)'",
                 "init_ms_median": float(np.median(init_us)) / 1e3 if init_us else None,
                 "first_inference_ms_median": (float(np.median(first_us)) / 1e3
                                               if first_us else None),
-                "last_tool_output": parse_benchmark_model(last_output).to_dict(),
+                "last_tool_output": last.to_dict(),
+                "protocol_applied": {
+                    "warmup_min_secs": warmup_s, "min_time_ms": p.min_time_ms,
+                    "max_runs": cap, "processes": len(samples),
+                },
+                "timeout_s": timeout,
+                "affinity": affinity,
+                "affinity_cpus": cpus,
+                "pinned": pinned,
+                "exec_wrapper": self.exec_wrapper,
             },
         )

@@ -6,23 +6,18 @@ overhead is not part of the samples.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 
 from agent.runners.base import RunnerError, RunOutput
 
-INPUT_SEED = 20240601
+# the input every library is timed on; defined in the standalone script a board may run
+from agent.runners.tflite_bench import INPUT_SEED, make_input
+from bnnbench.schemas import MeasurementProtocol
+
 MAX_THREADS = 16  # BNN_MAX_THREADS in native/include/bnn.h
-
-
-def make_input(shape: tuple[int, ...], seed: int = INPUT_SEED) -> np.ndarray:
-    """Deterministic input without exact zeros: sign(0) differs between engines (FORMAT.md),
-    and a zero-free input keeps the same work on every library."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape).astype(np.float32)
-    x[np.abs(x) < 1e-3] = 1e-3
-    return x
 
 
 class NativeRunner:
@@ -45,7 +40,10 @@ class NativeRunner:
         self.unavailable_reason = None
         return True
 
-    def benchmark(self, artifact_path: Path, threads: int, warmup: int, runs: int) -> RunOutput:
+    def benchmark(
+        self, artifact_path: Path, threads: int, warmup: int, runs: int,
+        protocol: MeasurementProtocol | None = None,
+    ) -> RunOutput:
         from native import engine
 
         if not 1 <= threads <= MAX_THREADS:
@@ -63,11 +61,11 @@ class NativeRunner:
             with eng:
                 x = make_input(tuple(eng.input_shape))
                 y = eng.run(x)  # also validates the graph end-to-end before timing
-                samples = [float(s) for s in eng.benchmark(x, warmup=warmup, runs=runs)]
+                samples = _timed(eng, x, warmup, runs, protocol or MeasurementProtocol())
                 output_shape = list(eng.output_shape)
         except engine.NativeError as exc:
             raise RunnerError(f"native engine: {exc}") from exc
-        if len(samples) != runs:
+        if len(samples) < runs:
             raise RunnerError(f"native engine returned {len(samples)} samples, expected {runs}")
         return RunOutput(
             samples_ms=samples,
@@ -79,5 +77,27 @@ class NativeRunner:
                 "output_finite": bool(np.isfinite(y).all()),
                 "kernel_isa": engine.kernel_isa(),
                 "timer": "engine monotonic clock, inference only",
+                # warm-up and minimum time as the static CLI applies them; not pinned
+                "protocol_applied": (protocol.model_dump(exclude={"affinity", "cooldown_s"})
+                                     if protocol is not None else None),
+                "affinity_cpus": None,
             },
         )
+
+
+def _timed(eng: object, x: np.ndarray, warmup: int, runs: int,
+           p: MeasurementProtocol) -> list[float]:
+    """Warm-up until ``warmup`` runs and ``warmup_ms`` of wall time are done; then timed runs
+    until ``runs`` samples summing to ``min_time_ms`` exist, capped at ``max_runs`` (the
+    rules of the static CLI's --warmup-ms / --min-time-ms / --max-runs)."""
+    bench = eng.benchmark  # type: ignore[attr-defined]
+    start = time.monotonic()
+    if warmup:
+        bench(x, warmup=warmup - 1, runs=1)
+    while (time.monotonic() - start) * 1000 < p.warmup_ms:
+        bench(x, warmup=0, runs=1)
+    samples = [float(s) for s in bench(x, warmup=0, runs=runs)]
+    cap = max(p.max_runs or 100 * runs, runs)
+    while sum(samples) < p.min_time_ms and len(samples) < cap:
+        samples += [float(s) for s in bench(x, warmup=0, runs=min(runs, cap - len(samples)))]
+    return samples

@@ -1,7 +1,9 @@
 """Runner for plain FP32 ``.tflite`` models with tflite-runtime (the FP32 baseline library).
 
-Each sample is ``time.perf_counter_ns`` around ``Interpreter.invoke()`` only; the input is set
-once before (it does not change between runs). tflite-runtime applies its default delegate
+The timing itself is ``runners.tflite_bench`` (standalone: numpy and tflite-runtime only).
+Here it runs in-process; on a board behind a transport whose ``python3`` has tflite-runtime,
+the script and the model are pushed into the device's cache and run there, pinned like the
+other libraries, and its JSON is read back. tflite-runtime applies its default delegate
 (XNNPACK) to float models; ``BNNBENCH_TFLITE_USE_XNNPACK=0`` runs the built-in kernels
 instead. Models with custom ops (LCE's) are refused: they need the ``lce`` runner.
 """
@@ -9,87 +11,133 @@ instead. Models with custom ops (LCE's) are refused: they need the ``lce`` runne
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
-import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
+from agent.runners import tflite_bench
 from agent.runners.base import RunnerError, RunOutput, check_run_args
-from agent.runners.native import INPUT_SEED, make_input
+from agent.runners.device_command import device_command, pick_cpus, run_timeout
+from agent.runners.staging import DeviceFiles
+from agent.transports.base import Transport, quote
+from bnnbench.schemas import DeviceInfo, MeasurementProtocol
+
+SCRIPT = Path(tflite_bench.__file__)
 
 
 class TFLiteRunner:
     name = "tflite"
 
-    def __init__(self, use_xnnpack: bool | None = None) -> None:
+    def __init__(
+        self, use_xnnpack: bool | None = None, *, transport: Transport | None = None,
+        device: DeviceInfo | None = None, affinity: str = "all", python: str = "python3",
+        timeout_s: float = 3600.0,
+    ) -> None:
         env = os.environ.get("BNNBENCH_TFLITE_USE_XNNPACK", "1").strip().lower()
         self.use_xnnpack = env not in ("0", "false", "no", "off") if use_xnnpack is None \
             else use_xnnpack
+        self.transport = transport
+        self.device = device
+        self.affinity = affinity
+        self.python = python
+        self.timeout_s = timeout_s
         self.unavailable_reason: str | None = None
+        self._remote_version: str | None = None
+
+    # ------------------------------------------------------------------ Runner protocol
 
     def available(self) -> bool:
-        if importlib.util.find_spec("tflite_runtime") is None:
-            self.unavailable_reason = "tflite-runtime is not installed"
+        if self.transport is None:
+            ok = importlib.util.find_spec("tflite_runtime") is not None
+            self.unavailable_reason = None if ok else "tflite-runtime is not installed"
+            return ok
+        try:
+            self.version()
+        except RunnerError as exc:
+            self.unavailable_reason = str(exc)
             return False
         self.unavailable_reason = None
         return True
 
     def version(self) -> str:
-        from importlib import metadata
+        if self.transport is None:
+            return f"tflite-runtime {tflite_bench._version()}"
+        if self._remote_version is None:
+            res = self.transport.run(
+                f"{quote(self.python)} -c 'from importlib import metadata as m; "
+                "import tflite_runtime; print(m.version(\"tflite-runtime\"))'", timeout=120)
+            if not res.ok:
+                raise RunnerError(f"no tflite-runtime for {self.python} on the device: "
+                                  f"{res.describe()}")
+            self._remote_version = f"tflite-runtime {res.stdout.strip()} ({self.python})"
+        return self._remote_version
 
-        try:
-            return f"tflite-runtime {metadata.version('tflite-runtime')}"
-        except metadata.PackageNotFoundError:
-            return "tflite-runtime unknown"
-
-    def benchmark(self, artifact_path: Path, threads: int, warmup: int, runs: int) -> RunOutput:
+    def benchmark(
+        self, artifact_path: Path, threads: int, warmup: int, runs: int,
+        protocol: MeasurementProtocol | None = None,
+    ) -> RunOutput:
         check_run_args(threads, warmup, runs)
-        if not self.available():
-            raise RunnerError(f"tflite runner not available: {self.unavailable_reason}")
-        from tflite_runtime.interpreter import Interpreter, OpResolverType
-
-        resolver = (OpResolverType.AUTO if self.use_xnnpack
-                    else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        try:
-            interp = Interpreter(model_path=str(artifact_path), num_threads=threads,
-                                 experimental_op_resolver_type=resolver)
-            interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            hint = (" (a Larq Compute Engine model: run it with the 'lce' runner)"
-                    if "custom op" in str(exc).lower() else "")
-            raise RunnerError(f"tflite-runtime cannot load the model{hint}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}",
-                              retryable=False) from exc
-        inputs = interp.get_input_details()
-        if len(inputs) != 1 or inputs[0]["dtype"] != np.float32:
-            raise RunnerError("expected one float32 input (an FP32 model)", retryable=False)
-        shape = tuple(int(d) for d in inputs[0]["shape"])
-        x = make_input(shape)
-        interp.set_tensor(inputs[0]["index"], x)
-        out = interp.get_output_details()[0]
-        try:
-            interp.invoke()
-            y = np.array(interp.get_tensor(out["index"]))
-            for _ in range(warmup):
-                interp.invoke()
-            samples = []
-            for _ in range(runs):
-                t0 = time.perf_counter_ns()
-                interp.invoke()
-                samples.append((time.perf_counter_ns() - t0) / 1e6)
-        except (ValueError, RuntimeError) as exc:
-            raise RunnerError(f"tflite-runtime failed: {exc}") from exc
+        p = protocol or MeasurementProtocol()
+        if self.transport is None:
+            report, cpus, command = self._local(artifact_path, threads, warmup, runs, p), None, None
+        else:
+            report, cpus, command = self._remote(artifact_path, threads, warmup, runs, p)
+        samples = [float(s) for s in report.pop("samples_ms")]
+        version = report.pop("tflite_runtime", None)
         return RunOutput(
             samples_ms=samples,
-            runtime_version=self.version(),
-            extra={
-                "input_shape": list(shape),
-                "input_seed": INPUT_SEED,
-                "output_shape": list(y.shape),
-                "output_finite": bool(np.isfinite(y).all()),
-                "default_delegates": "XNNPACK (tflite-runtime default)" if self.use_xnnpack
-                else "none",
-                "timer": "time.perf_counter_ns around Interpreter.invoke()",
-            },
+            runtime_version=self.version() if self.transport else f"tflite-runtime {version}",
+            extra={**report, "protocol_applied": p.model_dump(exclude={"cooldown_s"}),
+                   "affinity_cpus": cpus, "command": command},
         )
+
+    # ------------------------------------------------------------------ where it runs
+
+    def _local(self, path: Path, threads: int, warmup: int, runs: int,
+               p: MeasurementProtocol) -> dict[str, Any]:
+        if not self.available():
+            raise RunnerError(f"tflite runner not available: {self.unavailable_reason}")
+        try:
+            return tflite_bench.bench(
+                str(path), threads, warmup, runs, warmup_ms=p.warmup_ms,
+                min_time_ms=p.min_time_ms, max_runs=p.max_runs, use_xnnpack=self.use_xnnpack,
+            )
+        except tflite_bench.BenchError as exc:
+            raise RunnerError(str(exc), retryable=exc.retryable) from exc
+
+    def _remote(self, path: Path, threads: int, warmup: int, runs: int,
+                p: MeasurementProtocol) -> tuple[dict[str, Any], list[int] | None, str]:
+        assert self.transport is not None
+        files = DeviceFiles(self.transport)
+        script = files.stage(SCRIPT, f"bin/tflite_bench-{_short_sha(SCRIPT)}.py")
+        model = files.stage_artifact(path, ".tflite")
+        argv: list[str | Path] = [
+            self.python, script, model, "--threads", str(threads), "--warmup", str(warmup),
+            "--runs", str(runs), "--warmup-ms", str(p.warmup_ms),
+            "--min-time-ms", str(p.min_time_ms),
+        ]
+        if p.max_runs:
+            argv += ["--max-runs", str(p.max_runs)]
+        if not self.use_xnnpack:
+            argv.append("--no-xnnpack")
+        cpus = pick_cpus(self.device, p.affinity or self.affinity, threads)
+        taskset = self.device is None or "taskset" in self.device.tools
+        command, pinned = device_command(argv, cpus=cpus, taskset=taskset)
+        timeout = run_timeout(self.timeout_s, (p.warmup_ms + p.min_time_ms) / 1000)
+        res = self.transport.run(command, timeout=timeout)
+        if res.timed_out:
+            raise RunnerError(f"tflite_bench did not finish within {timeout:.0f} s")
+        try:
+            report = json.loads(res.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise RunnerError(f"tflite_bench failed on the device: {res.describe()}") from None
+        if "error" in report:
+            raise RunnerError(report["error"], retryable=bool(report.get("retryable", True)))
+        return report, cpus if pinned else None, command
+
+
+def _short_sha(path: Path) -> str:
+    from agent.cache import sha256_file
+
+    return sha256_file(path)[:12]

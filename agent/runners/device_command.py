@@ -1,0 +1,116 @@
+"""A benchmark program's command line on a device, built once for every runner that drives one
+through a transport (the static ``bnnbench-native`` CLI, LCE's ``lce_benchmark_model``,
+daBNN's ``benchmark_single_model``), so pinning, exec wrappers, quoting and timeouts cannot
+drift apart between libraries; plus the two questions such a runner asks about its program
+on the device (is it there, which build is it).
+
+Pinning uses ``taskset MASK`` with a hexadecimal mask rather than ``taskset -c LIST``: the mask
+form is the one util-linux, busybox and every toybox release (Android's ``taskset``; ``-c``
+appeared only in recent toybox) all accept.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.runners.base import RunnerError
+from agent.transports.base import Transport, quote
+from bnnbench.schemas import DeviceInfo
+
+# slack on top of the time a protocol asks a command to spend: a tool overshoots its marks
+# (google-benchmark's sizing loops, a run started just before the deadline, process start)
+TIMEOUT_FACTOR = 3.0
+
+
+def pick_cpus(device: DeviceInfo | None, affinity: str, threads: int) -> list[int] | None:
+    """The cores a run is pinned to: ``big`` = the fastest cluster, grown by the next fastest
+    until it holds ``threads`` cores; ``all`` = no pinning (None); else a CPU list. Without a
+    probed device ``big`` cannot be resolved and means no pinning."""
+    if affinity == "all":
+        return None
+    if affinity == "big":
+        cpus: list[int] = []
+        for cluster in device.clusters if device else []:  # fastest first
+            if len(cpus) >= threads:
+                break
+            cpus += cluster.cpus
+        return sorted(cpus) or None
+    from agent.probe import _cpu_list
+
+    return _cpu_list(affinity) or None
+
+
+def cpu_mask(cpus: Sequence[int]) -> str:
+    """``taskset``'s hexadecimal affinity mask for these CPUs (``[4, 5, 6, 7]`` → ``f0``)."""
+    return format(sum(1 << c for c in set(cpus)), "x")
+
+
+def device_command(
+    argv: Sequence[str | Path], *, cpus: Sequence[int] | None = None,
+    exec_wrapper: str | None = None, taskset: bool = True,
+) -> tuple[str, bool]:
+    """``[taskset MASK] [wrapper …] argv…`` quoted for the device's POSIX shell, and whether
+    the pinning prefix is in it (``taskset=False``: the device has no ``taskset``).
+
+    The wrapper may carry its own arguments (``qemu-aarch64 -L /usr/aarch64-linux-gnu``), so
+    it is split like a shell would; taskset comes first so the wrapper and the program it
+    starts both inherit the mask."""
+    prefix: list[str] = []
+    pinned = bool(cpus) and taskset
+    if pinned:
+        assert cpus is not None
+        prefix = ["taskset", cpu_mask(cpus)]
+    if exec_wrapper:
+        prefix += shlex.split(exec_wrapper)
+    return " ".join(quote(a) for a in [*prefix, *argv]), pinned
+
+
+def run_timeout(base_s: float, asked_s: float = 0.0) -> float:
+    """Seconds one device command may run: the runner's own allowance (loading, a slow model)
+    plus a margin over the time the job's protocol asks the command to spend, so a long
+    ``min_time_ms`` or ``warmup_ms`` is not killed by a limit sized for the default."""
+    return base_s + TIMEOUT_FACTOR * max(asked_s, 0.0)
+
+
+def has_taskset(transport: Transport, device: DeviceInfo | None) -> bool:
+    """Whether the device can pin: from the probe when there is one, else asked once here."""
+    if device is not None:
+        return "taskset" in device.tools
+    return "yes" in transport.run("command -v taskset >/dev/null 2>&1 && echo yes",
+                                  timeout=60).stdout
+
+
+def is_executable(transport: Transport, path: str) -> bool:
+    """Whether ``path`` is an executable regular file on the device. A lost connection raises
+    TransportError (the caller says the device is unreachable, not that the file is absent)."""
+    return transport.run(f"test -f {quote(path)} && test -x {quote(path)}", timeout=60).ok
+
+
+def file_id(transport: Transport, path: str, digits: int = 12) -> str:
+    """Which build a program on the device is: ``sha256:<digits hex>`` computed there, or
+    ``bytes:<size>@<path>`` on a device without ``sha256sum`` (pulling a large binary back to
+    hash it would cost more than it tells)."""
+    p = quote(path)
+    res = transport.run(
+        f"[ -f {p} ] || exit 3; if command -v sha256sum >/dev/null 2>&1; then sha256sum {p}; "
+        f"else echo bytes $(wc -c < {p}); fi",
+        timeout=300,
+    )
+    if res.exit_code == 3:
+        raise RunnerError(f"{path} is not a file on the device")
+    m = re.match(r"\s*([0-9a-fA-F]{64})\b", res.stdout)
+    if res.ok and m:
+        return f"sha256:{m.group(1).lower()[:digits]}"
+    m = re.match(r"\s*bytes\s+(\d+)", res.stdout)
+    if res.ok and m:
+        return f"bytes:{m.group(1)}@{path}"
+    raise RunnerError(f"cannot identify {path} on the device: {res.describe()}")
+
+
+__all__ = [
+    "cpu_mask", "device_command", "file_id", "has_taskset", "is_executable", "pick_cpus",
+    "run_timeout",
+]
