@@ -204,6 +204,16 @@ def lease(
     now = now or utcnow()
     requeue_expired(s, settings.max_attempts, now)
     s.commit()
+    # one benchmark per device at a time, even when two agents serve it (a Pi's own agent
+    # and a host agent reaching it over ssh): timings of a shared board would be worthless
+    busy = s.scalar(
+        select(Job.id).join(Agent, Job.leased_by == Agent.id)
+        .where(Job.status == JobStatus.leased, Agent.device_id == agent.device_id,
+               Agent.id != agent.id)
+        .limit(1)
+    )
+    if busy is not None:
+        return None
     q = select(Job.id).where(
         Job.status == JobStatus.queued,
         or_(Job.device_id.is_(None), Job.device_id == agent.device_id),

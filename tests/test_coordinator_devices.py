@@ -72,3 +72,32 @@ def test_one_job_per_matching_device_and_threads_checked(db: Database) -> None:
         assert sorted(j.device_id for j in jobs) == [3, 4]
         with pytest.raises(Unprocessable, match="single-threaded"):
             queue.create_jobs(s, JobCreate(model_id=1, library="dabnn", threads=[2]))
+
+
+def test_one_lease_per_device_even_with_two_agents(db: Database) -> None:
+    """A board served by its own agent and by a host agent over ssh is one device: while one
+    of them holds a lease, the other gets nothing."""
+    from sqlalchemy import select
+
+    from bnnbench.schemas import ResultIn
+    from coordinator.models import Agent, Artifact
+
+    info = _info("board:1", soc="BCM2711", name="pi4-a")
+    d = db
+    agents.register(d, RegisterRequest(name="host/ssh-pi", device=info))
+    settings = CoordinatorSettings(max_remeasures=0)
+    with d.session() as s:
+        own, host = s.scalars(select(Agent).where(Agent.device_id == 1).order_by(Agent.id))
+        jobs, _ = queue.create_jobs(s, JobCreate(model_id=1, threads=[1, 2], devices=["1"]))
+        art = s.get(Artifact, jobs[0].artifact_id)
+        art.status, art.sha256, art.size = "ready", "1" * 64, 1
+        for j in jobs:
+            j.status = "queued"
+        s.flush()
+        first = queue.lease(s, own, settings)
+        assert first is not None
+        assert queue.lease(s, host, settings) is None  # the board is busy
+        queue.submit_result(s, own, first.id, ResultIn(lease_id=first.lease_id,
+                            samples_ms=[1.0] * 10, runtime_version="x"), settings)
+        second = queue.lease(s, host, settings)
+        assert second is not None and second.id != first.id

@@ -89,3 +89,7 @@ async def lease(
         if remaining <= 0 or ctx.should_exit() or await request.is_disconnected():
             return Response(status_code=204)
         await Signal.wait(token, min(remaining, _RECHECK_SECONDS))
+        # an agent that went away while we waited must not be handed the job that woke us
+        # (it would sit leased until the lease expired and count as a failed attempt)
+        if await request.is_disconnected():
+            return Response(status_code=204)
