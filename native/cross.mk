@@ -6,7 +6,8 @@
 #                               run time from HWCAP_NEON, the rest of the binary NEON-free)
 #   make -C native cross-test   the C unit tests cross-built and run under qemu-user (they run
 #                               the grid on every supported kernel set: portable and neon),
-#                               plus a build whose NEON u16->u32 fold runs every 3 chunks
+#                               plus a build whose NEON u16->u32 fold runs every 3 chunks;
+#                               built with -Werror from their own objects (build/<arch>/tobj)
 #   make -C native mca          llvm-mca static analysis of the AArch64 NEON inner loop
 #                               (bench/mca_neon.sh; installs llvm-19 via apt-get when missing)
 #
@@ -63,8 +64,17 @@ $(BUILD)/aarch64/obj/%.o: src/%.c | $(BUILD)/aarch64/obj
 $(BUILD)/armv7/obj/%.o: src/%.c | $(BUILD)/armv7/obj
 	$(ARMV7_CC) $(CROSS_CFLAGS) $(ARMV7_FLAGS) -MMD -MP -c $< -o $@
 
+# The unit tests' objects: the same flags plus -Werror, in their own folders, so a warning
+# fails cross-test while `make cross` (what a fleet host builds with its own compilers)
+# still builds.
+$(BUILD)/aarch64/tobj/%.o: src/%.c | $(BUILD)/aarch64/tobj
+	$(AARCH64_CC) $(CROSS_CFLAGS) $(WERROR) -MMD -MP -c $< -o $@
+
+$(BUILD)/armv7/tobj/%.o: src/%.c | $(BUILD)/armv7/tobj
+	$(ARMV7_CC) $(CROSS_CFLAGS) $(WERROR) $(ARMV7_FLAGS) -MMD -MP -c $< -o $@
+
 # Only the NEON kernel file is built with NEON enabled.
-$(BUILD)/armv7/obj/bconv_neon32.o: ARMV7_FLAGS += -mfpu=neon
+$(BUILD)/armv7/obj/bconv_neon32.o $(BUILD)/armv7/tobj/bconv_neon32.o: ARMV7_FLAGS += -mfpu=neon
 
 $(BUILD)/aarch64/bnnbench-native: $(BUILD)/aarch64/obj/cli.o $(CROSS_SRCS:%.c=$(BUILD)/aarch64/obj/%.o)
 	$(AARCH64_CC) -static -pthread -o $@ $^ -lm
@@ -74,21 +84,22 @@ $(BUILD)/armv7/bnnbench-native: $(BUILD)/armv7/obj/cli.o $(CROSS_SRCS:%.c=$(BUIL
 	$(ARMV7_CC) $(ARMV7_FLAGS) -static -pthread -o $@ $^ -lm
 	$(ARMV7_STRIP) $@
 
-$(BUILD)/aarch64/test_kernels: tests/test_kernels.c $(CROSS_SRCS:%.c=$(BUILD)/aarch64/obj/%.o)
-	$(AARCH64_CC) $(CROSS_CFLAGS) -static -o $@ $^ -lm
+$(BUILD)/aarch64/test_kernels: tests/test_kernels.c $(CROSS_SRCS:%.c=$(BUILD)/aarch64/tobj/%.o)
+	$(AARCH64_CC) $(CROSS_CFLAGS) $(WERROR) -static -o $@ $^ -lm
 
-$(BUILD)/armv7/test_kernels: tests/test_kernels.c $(CROSS_SRCS:%.c=$(BUILD)/armv7/obj/%.o)
-	$(ARMV7_CC) $(CROSS_CFLAGS) $(ARMV7_FLAGS) -static -o $@ $^ -lm
+$(BUILD)/armv7/test_kernels: tests/test_kernels.c $(CROSS_SRCS:%.c=$(BUILD)/armv7/tobj/%.o)
+	$(ARMV7_CC) $(CROSS_CFLAGS) $(WERROR) $(ARMV7_FLAGS) -static -o $@ $^ -lm
 
 # test_kernels_fold: the NEON kernel with U16_CHUNKS=3, so the u16 -> u32 fold (normally
 # every 4095 chunks, far beyond the test shapes) runs several times in every case.
 $(BUILD)/aarch64/test_kernels_fold: tests/test_kernels.c src/bconv_neon64.c \
-    $(filter-out %/bconv_neon64.o,$(CROSS_SRCS:%.c=$(BUILD)/aarch64/obj/%.o))
-	$(AARCH64_CC) $(CROSS_CFLAGS) -DU16_CHUNKS=3u -static -o $@ $^ -lm
+    $(filter-out %/bconv_neon64.o,$(CROSS_SRCS:%.c=$(BUILD)/aarch64/tobj/%.o))
+	$(AARCH64_CC) $(CROSS_CFLAGS) $(WERROR) -DU16_CHUNKS=3u -static -o $@ $^ -lm
 
 $(BUILD)/armv7/test_kernels_fold: tests/test_kernels.c src/bconv_neon32.c \
-    $(filter-out %/bconv_neon32.o,$(CROSS_SRCS:%.c=$(BUILD)/armv7/obj/%.o))
-	$(ARMV7_CC) $(CROSS_CFLAGS) $(ARMV7_FLAGS) -mfpu=neon -DU16_CHUNKS=3u -static -o $@ $^ -lm
+    $(filter-out %/bconv_neon32.o,$(CROSS_SRCS:%.c=$(BUILD)/armv7/tobj/%.o))
+	$(ARMV7_CC) $(CROSS_CFLAGS) $(WERROR) $(ARMV7_FLAGS) -mfpu=neon -DU16_CHUNKS=3u -static \
+	  -o $@ $^ -lm
 
 CROSS_TESTS := $(BUILD)/aarch64/test_kernels $(BUILD)/aarch64/test_kernels_fold \
                $(BUILD)/armv7/test_kernels $(BUILD)/armv7/test_kernels_fold
@@ -99,7 +110,7 @@ cross-test: $(CROSS_TESTS)
 	$(QEMU_ARM) $(BUILD)/armv7/test_kernels
 	$(QEMU_ARM) $(BUILD)/armv7/test_kernels_fold
 
-$(BUILD)/aarch64/obj $(BUILD)/armv7/obj:
+$(BUILD)/aarch64/obj $(BUILD)/armv7/obj $(BUILD)/aarch64/tobj $(BUILD)/armv7/tobj:
 	mkdir -p $@
 
 # Native ARM hosts: link the NEON kernels into the ordinary build (kernels.c references them).
@@ -120,4 +131,5 @@ $(BUILD)/asan/obj/bconv_neon32.o: SAN_CFLAGS += -mfpu=neon
 endif
 endif
 
--include $(wildcard $(BUILD)/aarch64/obj/*.d $(BUILD)/armv7/obj/*.d)
+-include $(wildcard $(BUILD)/aarch64/obj/*.d $(BUILD)/armv7/obj/*.d $(BUILD)/aarch64/tobj/*.d \
+                    $(BUILD)/armv7/tobj/*.d)

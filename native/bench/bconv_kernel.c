@@ -23,27 +23,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bnn.h"
 #include "layers.h"
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "timing.h"
 
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp);
+    qsort(v, (size_t)n, sizeof *v, bnn_cmp_double);
     return v[n / 2];
 }
 
@@ -52,16 +39,16 @@ static double kernel_pass(const bnn_kernel_table *k, const bnn_layer *L, const u
                           int32_t *pop)
 {
     const bnn_bconv *b = &L->p.bconv;
-    const double t0 = now_ms();
+    const double t0 = bnn_now_ms();
     for (size_t n = 0; n < L->out_shape.n; n++)
         for (size_t oy = 0; oy < L->out_shape.h; oy++)
             for (uint32_t o0 = 0; o0 < b->out_c; o0 += BNN_BCONV_OCH) {
                 const uint32_t o1 =
                     o0 + BNN_BCONV_OCH < b->out_c ? o0 + BNN_BCONV_OCH : b->out_c;
-                const bnn_bconv_row_args a = bnn_bconv_row_setup(L, bits, n, oy, o0, o1, pop);
+                const bnn_bconv_row_args a = bnn_bconv_row_setup(k, L, bits, n, oy, o0, o1, pop);
                 k->bconv_row(&a);
             }
-    return now_ms() - t0;
+    return bnn_now_ms() - t0;
 }
 
 int main(int argc, char **argv)
@@ -88,7 +75,9 @@ int main(int argc, char **argv)
                 printf("%-8s not supported here\n", isas[i]);
             continue;
         }
-        bnn_model *m = NULL; /* loaded per set: AVX-512 weights exist only where it runs */
+        /* loaded per set: the context below builds the set's weight layout in it (and only
+         * that set's), which kernel_pass reads */
+        bnn_model *m = NULL;
         if (bnn_model_load_file(argv[1], &m, err, sizeof err)) {
             fprintf(stderr, "%s: %s\n", argv[1], err);
             return 1;

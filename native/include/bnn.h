@@ -1,6 +1,7 @@
 /* bnnbench native inference engine: public C API.
  *
- * A model (bnn_model) is immutable once loaded and may be shared by several contexts; a
+ * A model (bnn_model) is immutable once loaded, but for the kernel sets' weight layouts its
+ * contexts add (thread-safely, see bnn_ctx_create), and may be shared by several contexts; a
  * context (bnn_ctx) owns a thread pool and all scratch memory and runs one inference at a
  * time. The model must outlive every context created from it. The thread count is a
  * property of the context, never a global.
@@ -76,8 +77,16 @@ BNN_API const char *bnn_model_metadata(const bnn_model *model, size_t *len);
 /* Bytes a context with `nthreads` threads will allocate (activations + scratch); lets a
  * caller refuse a model too big for the device before creating a context. 0 on bad args. */
 BNN_API uint64_t bnn_model_workspace_bytes(const bnn_model *model, int nthreads);
+/* Bytes the model's parameters hold now: weights, biases and folded BN as loaded, plus the
+ * binary weights in each kernel set's own layout (AVX2, AVX-512) that a context of that set
+ * has needed so far: the first context of such a set builds them in the model (about 1x or
+ * 2x the binary weights), later ones share them. 0 for NULL. */
+BNN_API uint64_t bnn_model_weight_bytes(const bnn_model *model);
 
-/* Create a context with `nthreads` threads (1..BNN_MAX_THREADS). NULL on error. */
+/* Create a context with `nthreads` threads (1..BNN_MAX_THREADS) for the current kernel set
+ * (bnn_kernel_isa); its first context builds that set's weight layout in the model
+ * (bnn_model_weight_bytes). Contexts of one model may be created concurrently. NULL on
+ * error. */
 BNN_API bnn_ctx *bnn_ctx_create(const bnn_model *model, int nthreads, char *err,
                                 size_t errlen);
 /* bnn_ctx_create with flags: BNN_CTX_NO_FUSION runs every layer as written, without folding

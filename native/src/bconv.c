@@ -96,8 +96,9 @@ static void border_task(void *arg, size_t task, int thread)
     pack_row(j->ex, j->next, NULL, j->nbits, j->nph, j->npw, task);
 }
 
-bnn_bconv_row_args bnn_bconv_row_setup(const bnn_layer *L, const uint64_t *bits, size_t n,
-                                       size_t oy, uint32_t o0, uint32_t o1, int32_t *pop)
+bnn_bconv_row_args bnn_bconv_row_setup(const bnn_kernel_table *k, const bnn_layer *L,
+                                       const uint64_t *bits, size_t n, size_t oy, uint32_t o0,
+                                       uint32_t o1, int32_t *pop)
 {
     const bnn_bconv *b = &L->p.bconv;
     const bnn_geom *g = &b->g;
@@ -107,9 +108,8 @@ bnn_bconv_row_args bnn_bconv_row_setup(const bnn_layer *L, const uint64_t *bits,
         .in = bits + ((n * ph) + oy * g->sh) * pw * words,
         .row_stride = pw * words,
         .x_stride = (size_t)g->sw * words,
-        .w = b->wbits,
-        .w16 = b->wbits16,
-        .wl16 = b->wlane16,
+        .w = b->w[BNN_WLAYOUT_FILE],
+        .wp = b->w[bnn_kernel_wlayout(k)], /* built when the context was (bnn_model_prepack) */
         .w_stride = (size_t)g->kh * g->kw * words,
         .kh = g->kh,
         .tap_words = (uint32_t)(g->kw * words),
@@ -137,7 +137,8 @@ static void row_task(void *arg, size_t task, int thread)
     float *vals = (float *)(pop + (size_t)out->w * OCH); /* one pixel, when packing */
     int32_t *padq = (int32_t *)(vals + OCH);              /* one pixel's corrected counts */
 
-    const bnn_bconv_row_args a = bnn_bconv_row_setup(j->L, j->bits, n, oy, o0, o1, pop);
+    const bnn_bconv_row_args a =
+        bnn_bconv_row_setup(j->ex->k, j->L, j->bits, n, oy, o0, o1, pop);
     j->ex->k->bconv_row(&a);
 
     /* Valid kernel rows [i0, i1) for this output row; columns per output column below. */

@@ -1,15 +1,15 @@
 /* AVX2 row kernel of the binary convolution.
  *
  * Same contract as bnn_bconv_row_portable (kernels.h), but vectorized over output channels:
- * a 256-bit vector holds one 64-bit weight word of 4 channels (a->w16, interleaved by 16
- * channels), the activation word is broadcast, and a lane's popcount is that channel's. So
- * any channel count and stride runs without tails or masked lanes, and no horizontal
- * reduction is ever needed.
+ * a 256-bit vector holds one 64-bit weight word of 4 channels (a->wp, interleaved by 16
+ * channels: bnn_bconv_prepack_avx2 below), the activation word is broadcast, and a lane's
+ * popcount is that channel's. So any channel count and stride runs without tails or masked
+ * lanes, and no horizontal reduction is ever needed.
  *
  * Popcount: vpshufb nibble lookup gives per-byte counts (<= 8) that are summed in byte
  * accumulators (vpaddb); only every 31 words (31 * 8 = 248 < 256) are they widened with
  * vpsadbw, whose 64-bit lane sums are exactly the 4 channels' counts. The weights are
- * stored already split into their low and high nibbles (two planes, model.c), and the
+ * stored already split into their low and high nibbles (two planes, built once per model), and the
  * activation word is split once per word for all 4 vectors, because the XOR of two
  * nibbles is the nibble of the XOR. That leaves 6 vector ops per 256 bit pairs (2 vpxor,
  * 2 vpshufb, 2 vpaddb) plus 3 per word shared by the 4 vectors, against 8 for splitting
@@ -36,6 +36,32 @@
 
 enum { NV = 4, OB = 4 * NV, FLUSH = 31 };
 
+/* The weight layout this kernel reads (BNN_WLAYOUT_NIBBLE16): the file's bits interleaved
+ * by 16 output channels and split into nibble planes, [o/16][i][j][word][plane][o%16], plane
+ * 0 = bits & 0x0f.. and plane 1 = (bits >> 4) & 0x0f.. per byte, out_c padded to a multiple
+ * of 16 with zero words. Twice the file layout's size: built only for a model that an AVX2
+ * context runs (bnn_model_prepack), never on a CPU without AVX2. Plain C, no AVX2 needed. */
+static size_t nibble16_words(uint32_t out_c, size_t kwords)
+{
+    return ((size_t)out_c + OB - 1) / OB * OB * kwords * 2;
+}
+
+static void nibble16_fill(const uint64_t *w, uint32_t out_c, size_t kwords, uint64_t *dst)
+{
+    const uint64_t lo = 0x0f0f0f0f0f0f0f0full;
+    const size_t oc16 = ((size_t)out_c + OB - 1) / OB * OB;
+    for (size_t o = 0; o < oc16; o++)
+        for (size_t k = 0; k < kwords; k++) {
+            const uint64_t v = o < out_c ? w[o * kwords + k] : 0;
+            uint64_t *d = dst + ((o / OB) * kwords + k) * 2 * OB + o % OB;
+            d[0] = v & lo;
+            d[OB] = v >> 4 & lo;
+        }
+}
+
+const bnn_bconv_prepack bnn_bconv_prepack_avx2 = {BNN_WLAYOUT_NIBBLE16, nibble16_words,
+                                                  nibble16_fill};
+
 /* Popcounts of output column x for channels [o, o + 16) into dst[0, 16). off[k]: offset of
  * the window's k-th word from its first (kernel row i, word t of the row), so the word loop
  * has no row/column bookkeeping. */
@@ -48,7 +74,7 @@ INL TGT void tile(const bnn_bconv_row_args *a, const size_t *off, size_t kwords,
     __m256i acc[NV], tot[NV];
     for (int v = 0; v < NV; v++)
         tot[v] = zero;
-    const uint64_t *wk = a->w16 + (size_t)(o / OB) * kwords * 2 * OB;
+    const uint64_t *wk = a->wp + (size_t)(o / OB) * kwords * 2 * OB;
     const uint64_t *in0 = a->in + (size_t)x * a->x_stride;
     /* chunks of FLUSH words (one chunk up to 192 channels at 3x3), widened after each */
     for (size_t k0 = 0; k0 < kwords; k0 += FLUSH) {

@@ -1,12 +1,12 @@
 /* AVX-512 VPOPCNTDQ row kernel of the binary convolution.
  *
  * Same contract as bnn_bconv_row_portable (kernels.h), vectorized over output channels like
- * the AVX2 kernel: a 512-bit vector holds one 64-bit weight word of 8 channels (a->wl16,
- * whole words interleaved by 16 channels), the activation word is broadcast (folded into
- * vpxorq as {1to8}), and vpopcntq gives each lane's, i.e. each channel's, count. Per 512
- * bit pairs that is vpxorq + vpopcntq + vpaddq, with no horizontal reduction and no tails
- * in the word loop for any channel count (the weights are zero-padded to 16 channels; lanes
- * past o_end are computed and not stored).
+ * the AVX2 kernel: a 512-bit vector holds one 64-bit weight word of 8 channels (a->wp,
+ * whole words interleaved by 16 channels: bnn_bconv_prepack_avx512 below), the activation
+ * word is broadcast (folded into vpxorq as {1to8}), and vpopcntq gives each lane's, i.e.
+ * each channel's, count. Per 512 bit pairs that is vpxorq + vpopcntq + vpaddq, with no
+ * horizontal reduction and no tails in the word loop for any channel count (the weights
+ * are zero-padded to 16 channels; lanes past o_end are computed and not stored).
  *
  * Tile: 32 channels (two 16-channel groups, 4 vectors) x 6 output columns = 24 u64
  * accumulators + 4 weight vectors + a temporary within the 32 zmm registers; per word, 4
@@ -37,6 +37,27 @@
 
 enum { OB = 16, NCOL = 6, MAX_KWORDS = 1024 };
 
+/* The weight layout this kernel reads (BNN_WLAYOUT_LANE16): the file's bits interleaved by
+ * 16 output channels as whole words (native 64-bit popcount: no nibble planes),
+ * [o/16][i][j][word][o%16], out_c padded to a multiple of 16 with zero words. Built only for
+ * a model that an AVX-512 context runs (bnn_model_prepack). Plain C: it runs (and the
+ * emulated tests build it) on any CPU. */
+static size_t lane16_words(uint32_t out_c, size_t kwords)
+{
+    return ((size_t)out_c + OB - 1) / OB * OB * kwords;
+}
+
+static void lane16_fill(const uint64_t *w, uint32_t out_c, size_t kwords, uint64_t *dst)
+{
+    const size_t oc16 = ((size_t)out_c + OB - 1) / OB * OB;
+    for (size_t o = 0; o < oc16; o++)
+        for (size_t k = 0; k < kwords; k++)
+            dst[((o / OB) * kwords + k) * OB + o % OB] = o < out_c ? w[o * kwords + k] : 0;
+}
+
+const bnn_bconv_prepack bnn_bconv_prepack_avx512 = {BNN_WLAYOUT_LANE16, lane16_words,
+                                                    lane16_fill};
+
 /* Popcounts of columns [x, x + nc) for channel groups [o, o + 16 * ng) into pop. off[k]:
  * offset of the window's k-th word from its first. mask[g][h]: lanes of group g, half h
  * that exist (o_end cuts the last group). ng and nc are constants after inlining. */
@@ -48,7 +69,7 @@ INL TGT void tile(const bnn_bconv_row_args *a, const size_t *off, size_t kwords,
         for (int h = 0; h < 2; h++)
             for (int n = 0; n < nc; n++)
                 acc[g][h][n] = _mm512_setzero_si512();
-    const uint64_t *w = a->wl16 + (size_t)(o / OB) * kwords * OB;
+    const uint64_t *w = a->wp + (size_t)(o / OB) * kwords * OB;
     const uint64_t *in = a->in + (size_t)x * a->x_stride;
     const size_t xs = a->x_stride, gstride = kwords * OB;
     for (size_t k = 0; k < kwords; k++, w += OB) {

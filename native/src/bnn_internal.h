@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "bnn.h"
+#include "kernels.h"
 
 enum {
     OP_CONV2D_F32 = 1,
@@ -57,16 +58,10 @@ typedef struct {
     uint32_t in_c, out_c, words; /* words = ceil(in_c / 64) per tap */
     bnn_geom g;
     float *threshold;   /* in_c, or NULL for plain sign(x) */
-    uint64_t *wbits;    /* [o][i][j][word], as in the file; tail bits are 0 */
-    uint64_t *wbits16;  /* the same bits interleaved by 16 output channels and split into
-                           nibble planes, for kernels that vectorize over channels:
-                           [o/16][i][j][word][plane][o%16], plane 0 = bits & 0x0f.. and
-                           plane 1 = (bits >> 4) & 0x0f.. per byte; out_c padded to a
-                           multiple of 16 with zero words */
-    uint64_t *wlane16;  /* the same interleaved by 16 output channels as whole words,
-                           [o/16][i][j][word][o%16], zero-padded likewise, for kernels with
-                           a native 64-bit popcount; NULL unless the CPU runs the
-                           AVX-512 kernel set */
+    uint64_t *w[BNN_WLAYOUTS]; /* the weight bits per layout (kernels.h): w[BNN_WLAYOUT_FILE]
+                                  = [o][i][j][word] as in the file, tail bits 0, from load
+                                  time; the others NULL until a context of the kernel set
+                                  that reads one is created (bnn_model_prepack) */
     int32_t *wpop;      /* [i*kw+j][o]: popcount of the tap's weight bits, for padding
                            (channel-minor, so the border correction vectorizes) */
     float *scale, *bias;
@@ -83,6 +78,9 @@ typedef struct {
     uint32_t in[2];
     uint32_t out;
     char *name; /* NUL-terminated copy */
+    uint64_t param_bytes; /* memory its parameters hold, prepacked layouts included
+                             (bnn_model_weight_bytes): the loader's, then bnn_model_prepack's
+                             under its lock */
     bnn_shape in_shape, out_shape;
     union {
         bnn_fconv fconv; /* CONV2D_F32 and GEMM */
@@ -108,6 +106,12 @@ struct bnn_model {
 };
 
 const char *bnn_op_name(uint32_t op);
+
+/* Builds the binary convs' weights in the layout kernel set k reads (its bconv_prepack),
+ * once per model: the first context of a set builds them, later ones find them. Called by
+ * bnn_ctx_create; thread-safe (contexts of one model may be created concurrently, and
+ * running contexts only read the layouts they were created with). BNN_ENOMEM on failure. */
+int bnn_model_prepack(const bnn_model *m, const bnn_kernel_table *k);
 
 /* 64-byte aligned allocation; sizes are rounded up. NULL on failure or size 0 overflow. */
 void *bnn_aligned_alloc(size_t bytes);

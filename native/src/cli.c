@@ -21,9 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bnn.h"
+#include "timing.h" /* the clock bnn_benchmark reads */
 
 static const char *prog = "bnnbench-native";
 
@@ -48,20 +48,6 @@ static int parse_int(const char *s, long lo, long hi, long *out)
         return 0;
     *out = v;
     return 1;
-}
-
-/* The clock bnn_benchmark reads (engine.c now_ms). */
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static void print_dims(FILE *f, const uint32_t *d, int rank)
@@ -211,15 +197,15 @@ int main(int argc, char **argv)
         }
     }
     /* Warm-up, untimed: until `warmup` runs are done and `warmup_ms` ms have passed. */
-    const double w0 = now_ms();
-    while (warmup_done < warmup || (warmup_ms > 0 && now_ms() - w0 < (double)warmup_ms)) {
+    const double w0 = bnn_now_ms();
+    while (warmup_done < warmup || (warmup_ms > 0 && bnn_now_ms() - w0 < (double)warmup_ms)) {
         if (bnn_run(ctx, in, out) != BNN_OK) {
             rc = die(1, "benchmark failed%s%s", NULL, NULL);
             goto done;
         }
         warmup_done++;
     }
-    warmup_elapsed = now_ms() - w0;
+    warmup_elapsed = bnn_now_ms() - w0;
     /* Timed: like bnn_benchmark, a CLOCK_MONOTONIC stamp around each inference only, into
      * the same (warm) output buffer; until `runs` samples and `min_time_ms` ms of samples,
      * never past `max_runs`. */
@@ -233,9 +219,9 @@ int main(int argc, char **argv)
             }
             samples = p, cap = grow;
         }
-        const double t0 = now_ms();
+        const double t0 = bnn_now_ms();
         const int st = bnn_run(ctx, in, out);
-        samples[n] = now_ms() - t0;
+        samples[n] = bnn_now_ms() - t0;
         if (st != BNN_OK) {
             rc = die(1, "benchmark failed%s%s", NULL, NULL);
             goto done;
@@ -274,7 +260,7 @@ int main(int argc, char **argv)
             printf("%s%.6f", i ? ", " : "", samples[i]);
         printf("]}\n");
     } else {
-        qsort(samples, (size_t)n, sizeof *samples, cmp_double);
+        qsort(samples, (size_t)n, sizeof *samples, bnn_cmp_double);
         const double median = n % 2 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2;
         printf("bnnbench-native %s (%s), %s, %u layers\ninput ", bnn_version(),
                bnn_kernel_isa(), model_path, bnn_model_num_layers(m));

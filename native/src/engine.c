@@ -9,12 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bnn_internal.h"
 #include "kernels.h"
 #include "layers.h"
 #include "threadpool.h"
+#include "timing.h"
 
 const char *bnn_version(void)
 {
@@ -260,6 +260,10 @@ bnn_ctx *bnn_ctx_create_ex(const bnn_model *m, int nthreads, unsigned flags, cha
     c->fz = fz;
     c->m = m;
     c->k = k;
+    /* the weights in k's layout, built by the model's first context of k; the layouts of
+     * sets that never run are never built */
+    if (bnn_model_prepack(m, k))
+        return ctx_fail(c, &p, err, errlen, "out of memory for prepacked weights");
     c->nthreads = nthreads;
     c->nbufs = p.nbufs;
     c->bufs = calloc(p.nbufs ? p.nbufs : 1, sizeof *c->bufs);
@@ -304,13 +308,6 @@ int bnn_ctx_layer_fusion(const bnn_ctx *c, uint32_t layer, unsigned *flags)
     return BNN_OK;
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* One inference; with `t` non-NULL, t[l] += milliseconds spent in layer l and
  * t[n_layers] += the time of the two model-boundary layout transposes. */
 static int run(bnn_ctx *c, const float *in, float *out, double *t)
@@ -320,7 +317,7 @@ static int run(bnn_ctx *c, const float *in, float *out, double *t)
     const bnn_shape *is = &m->input_shape;
     /* NCHW -> NHWC: a [C][HW] -> [HW][C] transpose per image (a copy for rank 2), unless
      * the first layer reads the NCHW input itself (fuse.c, pattern 4) */
-    double t0 = t ? now_ms() : 0;
+    double t0 = t ? bnn_now_ms() : 0;
     const int nchw_in = m->n_layers && c->fz[0].nchw_in;
     if (!nchw_in)
         bnn_transpose_batched(&ex, in, c->val[m->input_id], is->n, is->c,
@@ -332,7 +329,7 @@ static int run(bnn_ctx *c, const float *in, float *out, double *t)
         if (fz->skip) /* folded into the layer before: its time stays 0 */
             continue;
         if (t) {
-            const double t1 = now_ms();
+            const double t1 = bnn_now_ms();
             t[prev] += t1 - t0;
             t0 = t1;
             prev = l;
@@ -377,14 +374,14 @@ static int run(bnn_ctx *c, const float *in, float *out, double *t)
         }
     }
     if (t) {
-        const double t1 = now_ms();
+        const double t1 = bnn_now_ms();
         t[prev] += t1 - t0;
         t0 = t1;
     }
     const bnn_shape *os = &m->shapes[m->output_id];
     bnn_transpose_batched(&ex, c->val[m->output_id], out, os->n, (size_t)os->h * os->w, os->c);
     if (t)
-        t[m->n_layers] += now_ms() - t0;
+        t[m->n_layers] += bnn_now_ms() - t0;
     return BNN_OK;
 }
 
@@ -395,29 +392,31 @@ int bnn_run(bnn_ctx *c, const float *in, float *out)
     return run(c, in, out, NULL);
 }
 
+/* The output buffer of timed runs, after `warmup` untimed runs into it; NULL (and no run)
+ * when out of memory. */
+static float *warm_up(bnn_ctx *c, const float *in, int warmup)
+{
+    const size_t n_out = bnn_shape_count(&c->m->shapes[c->m->output_id]);
+    float *out = bnn_aligned_alloc(n_out * sizeof(float));
+    for (int i = 0; out && i < warmup; i++)
+        run(c, in, out, NULL);
+    return out;
+}
+
 int bnn_benchmark(bnn_ctx *c, const float *in, int warmup, int runs, double *samples_ms)
 {
     if (!c || !in || !samples_ms || warmup < 0 || runs < 1)
         return BNN_EARG;
-    const size_t n_out = bnn_shape_count(&c->m->shapes[c->m->output_id]);
-    float *out = bnn_aligned_alloc(n_out * sizeof(float));
+    float *out = warm_up(c, in, warmup);
     if (!out)
         return BNN_ENOMEM;
-    for (int i = 0; i < warmup; i++)
-        run(c, in, out, NULL);
     for (int i = 0; i < runs; i++) {
-        const double t0 = now_ms();
+        const double t0 = bnn_now_ms();
         run(c, in, out, NULL);
-        samples_ms[i] = now_ms() - t0;
+        samples_ms[i] = bnn_now_ms() - t0;
     }
     bnn_aligned_free(out);
     return BNN_OK;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 int bnn_profile(bnn_ctx *c, const float *in, int warmup, int runs, double *layer_ms)
@@ -425,23 +424,19 @@ int bnn_profile(bnn_ctx *c, const float *in, int warmup, int runs, double *layer
     if (!c || !in || !layer_ms || warmup < 0 || runs < 1)
         return BNN_EARG;
     const size_t nl = (size_t)c->m->n_layers + 1;
-    const size_t n_out = bnn_shape_count(&c->m->shapes[c->m->output_id]);
-    float *out = bnn_aligned_alloc(n_out * sizeof(float));
     double *t = calloc((size_t)runs * nl, sizeof *t), *col = malloc((size_t)runs * sizeof *col);
-    if (!out || !t || !col) {
-        bnn_aligned_free(out);
+    float *out = t && col ? warm_up(c, in, warmup) : NULL;
+    if (!out) {
         free(t);
         free(col);
         return BNN_ENOMEM;
     }
-    for (int i = 0; i < warmup; i++)
-        run(c, in, out, NULL);
     for (int i = 0; i < runs; i++)
         run(c, in, out, t + (size_t)i * nl);
     for (size_t l = 0; l < nl; l++) { /* per-layer median over the runs */
         for (int i = 0; i < runs; i++)
             col[i] = t[(size_t)i * nl + l];
-        qsort(col, (size_t)runs, sizeof *col, cmp_double);
+        qsort(col, (size_t)runs, sizeof *col, bnn_cmp_double);
         layer_ms[l] = runs % 2 ? col[runs / 2] : 0.5 * (col[runs / 2 - 1] + col[runs / 2]);
     }
     bnn_aligned_free(out);

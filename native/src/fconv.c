@@ -250,23 +250,20 @@ static inline void pack_a_mr(const fconv_job *j, size_t m0, size_t rows, size_t 
 static void pack_a(const fconv_job *j, size_t m0, size_t rows, size_t k0, size_t kc,
                    size_t mr, float *dst, const float **direct)
 {
-    switch (mr) { /* the MRs of the kernel sets (kernels.h), and 1 for the GEMV */
-    case 1:
-        pack_a_mr(j, m0, rows, k0, kc, 1, dst, direct);
-        break;
-    case 4:
-        pack_a_mr(j, m0, rows, k0, kc, 4, dst, direct);
-        break;
-    case 6:
-        pack_a_mr(j, m0, rows, k0, kc, 6, dst, direct);
-        break;
-    case 8:
-        pack_a_mr(j, m0, rows, k0, kc, 8, dst, direct);
-        break;
-    default:
-        pack_a_mr(j, m0, rows, k0, kc, mr, dst, direct);
-        break;
+    /* one inlined copy per MR of the kernel sets (kernels.h), and 1 for the GEMV, each with
+     * its constant MR; any other MR takes the generic copy */
+#define PACK_MR(m)                                                                           \
+    case m:                                                                                  \
+        pack_a_mr(j, m0, rows, k0, kc, m, dst, direct);                                      \
+        return;
+    switch (mr) {
+        PACK_MR(1)
+        PACK_MR(4)
+        PACK_MR(6)
+        PACK_MR(8)
     }
+#undef PACK_MR
+    pack_a_mr(j, m0, rows, k0, kc, mr, dst, direct);
 }
 
 /* koff[t] for depth k0 + t, t < kc: offset of depth (i, j, c) from a window's top-left in

@@ -17,17 +17,39 @@
 #define BNN_SGEMM_NR 16
 #define BNN_SGEMM_MR_MAX 8
 
+/* Layouts of a binary conv's weight bits that row kernels read (bnn_bconv_row_args.wp).
+ * The loader keeps only the file's layout, [o][i][j][word] (BNN_WLAYOUT_FILE). A kernel set that
+ * reads another one names, in its table, the step that builds it from the file layout
+ * (bnn_bconv_prepack); a model builds it when the first context of that set is created for
+ * it (bnn_model_prepack), so memory and load time go only to the layouts of sets that run:
+ * none on ARM, with the portable and POPCNT kernels, or before a context exists. The file
+ * layout stays: it is what later prepacks start from, and the AVX2 / AVX-512 kernels fall
+ * back to the portable one (which reads it) for windows too long for their tiles. */
+enum {
+    BNN_WLAYOUT_FILE,     /* [o][i][j][word]: portable, POPCNT, NEON */
+    BNN_WLAYOUT_NIBBLE16, /* interleaved by 16 channels, nibble planes: AVX2 (bconv_avx2.c) */
+    BNN_WLAYOUT_LANE16,   /* interleaved by 16 channels, whole words: AVX-512 (bconv_avx512.c) */
+    BNN_WLAYOUTS
+};
+
+/* A kernel set's weight layout: which slot of bnn_bconv.w it fills, its size in u64 words
+ * for out_c channels of kwords words each (kh * kw * words), and how it is filled from the
+ * file layout w ([o][kwords], tail bits 0) into dst (words() words, 64-byte aligned). */
+typedef struct {
+    unsigned slot; /* BNN_WLAYOUT_*, never BNN_WLAYOUT_FILE */
+    size_t (*words)(uint32_t out_c, size_t kwords);
+    void (*fill)(const uint64_t *w, uint32_t out_c, size_t kwords, uint64_t *dst);
+} bnn_bconv_prepack;
+
 /* One output row of a binary conv for output channels [o_begin, o_end): raw popcounts of
  * input XOR weight over all kh*kw taps, padded taps included (they read 0 bits). */
 typedef struct {
     const uint64_t *in; /* padded packed input at the window's top-left for output column 0 */
     size_t row_stride;  /* u64 words between padded input rows */
     size_t x_stride;    /* u64 words between windows of neighbouring output columns */
-    const uint64_t *w;  /* weights [o][i][j][word] */
-    const uint64_t *w16; /* the same interleaved by 16 channels and split into nibble
-                            planes, [o/16][i][j][word][lo, hi][o%16] (bnn_internal.h),
-                            zero past out_c (o_begin is a multiple of 16) */
-    const uint64_t *wl16; /* the same as whole words, [o/16][i][j][word][o%16] (AVX-512) */
+    const uint64_t *w;  /* weights [o][i][j][word] (the file layout) */
+    const uint64_t *wp; /* the same in the kernel set's own layout (its table's
+                           bconv_prepack), or w for a set without one */
     size_t w_stride;    /* u64 words per output channel: kh * kw * words */
     uint32_t kh;
     uint32_t tap_words; /* kw * words: one kernel row, contiguous in input and weights */
@@ -150,7 +172,14 @@ typedef struct {
     bnn_sgemm_ukernel2_fn sgemm_ukernel2;               /* or NULL */
     bnn_sgemm_ukernel2_direct_fn sgemm_ukernel2_direct; /* NULL with sgemm_ukernel2 */
     uint32_t sgemm_mr;
+    const bnn_bconv_prepack *bconv_prepack; /* NULL: bconv_row reads the file layout */
 } bnn_kernel_table;
+
+/* The slot of bnn_bconv.w that kernel set k's bconv_row reads as bnn_bconv_row_args.wp. */
+static inline unsigned bnn_kernel_wlayout(const bnn_kernel_table *k)
+{
+    return k->bconv_prepack ? k->bconv_prepack->slot : BNN_WLAYOUT_FILE;
+}
 
 /* The current kernel set (thread-safe). Selected once from CPU features, or from the
  * environment variable BNNBENCH_ISA; bnn_set_isa (bnn.h) overrides it for contexts created
@@ -222,6 +251,9 @@ void bnn_sgemm_ukernel_direct_avx2(size_t kc, const float *a, const size_t *koff
                                    const float *b, float *c, size_t ldc, const float *bias,
                                    const float *lim); /* the same */
 #define BNN_SGEMM_MR_AVX2 6
+/* The weight layouts of the AVX2 and AVX-512 row kernels (defined next to them). */
+extern const bnn_bconv_prepack bnn_bconv_prepack_avx2;   /* BNN_WLAYOUT_NIBBLE16 */
+extern const bnn_bconv_prepack bnn_bconv_prepack_avx512; /* BNN_WLAYOUT_LANE16 */
 #endif
 
 /* Plain reference binary conv straight from FORMAT.md (NCHW float in/out, file-layout

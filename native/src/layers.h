@@ -49,10 +49,12 @@ void bnn_fconv_forward(const bnn_exec *ex, const bnn_layer *L, const bnn_fusion 
 /* Binary conv (bconv.c) */
 #define BNN_BCONV_OCH 64 /* output channels per row task */
 size_t bnn_bconv_scratch_bytes(const bnn_layer *L);
-/* The row kernel's arguments for output row oy of image n, channels [o0, o1), popcounts
- * to pop, reading the padded packed input image `bits` (bench/bconv_kernel.c uses it too). */
-bnn_bconv_row_args bnn_bconv_row_setup(const bnn_layer *L, const uint64_t *bits, size_t n,
-                                       size_t oy, uint32_t o0, uint32_t o1, int32_t *pop);
+/* Kernel set k's row kernel arguments for output row oy of image n, channels [o0, o1),
+ * popcounts to pop, reading the padded packed input image `bits` (bench/bconv_kernel.c uses
+ * it too). The weights in k's layout must exist: a context of k was created for the model. */
+bnn_bconv_row_args bnn_bconv_row_setup(const bnn_kernel_table *k, const bnn_layer *L,
+                                       const uint64_t *bits, size_t n, size_t oy, uint32_t o0,
+                                       uint32_t o1, int32_t *pop);
 /* Words of the zero-padded packed input; 0 if it does not fit in size_t. */
 uint64_t bnn_bconv_bits_words(const bnn_layer *L);
 /* y: the float output, or NULL when fz->bits_to packs it for `next` (that layer);

@@ -3,10 +3,13 @@
  * Every read goes through a cursor that checks the remaining byte count first, every size
  * is computed in checked 64-bit arithmetic, and every field is validated before use; shapes
  * are propagated through the graph here so the engine never has to re-check anything.
- * Weights are copied into aligned memory and prepacked for the kernels.
+ * Weights are copied into aligned memory and prepacked into the layouts every kernel set
+ * reads (FP32 panels, the binary file layout); a kernel set's own binary weight layout is
+ * built later, for the sets that run (bnn_model_prepack, at context creation).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,16 +18,29 @@
 #include "bnn_internal.h"
 #include "kernels.h"
 
-#define NIBBLE_LO 0x0f0f0f0f0f0f0f0fULL
-
-void *bnn_aligned_alloc(size_t bytes)
+/* What bnn_aligned_alloc allocates for `bytes`; 0 if that does not fit in size_t. */
+static size_t aligned_size(size_t bytes)
 {
     if (bytes == 0)
         bytes = 1;
     if (bytes > SIZE_MAX - BNN_ALIGN)
-        return NULL;
-    bytes = (bytes + BNN_ALIGN - 1) / BNN_ALIGN * BNN_ALIGN;
-    return aligned_alloc(BNN_ALIGN, bytes);
+        return 0;
+    return (bytes + BNN_ALIGN - 1) / BNN_ALIGN * BNN_ALIGN;
+}
+
+void *bnn_aligned_alloc(size_t bytes)
+{
+    const size_t size = aligned_size(bytes);
+    return size ? aligned_alloc(BNN_ALIGN, size) : NULL;
+}
+
+/* A parameter array of layer L: counted in L->param_bytes (bnn_model_weight_bytes). */
+static void *param_alloc(bnn_layer *L, size_t bytes)
+{
+    void *p = bnn_aligned_alloc(bytes);
+    if (p)
+        L->param_bytes += aligned_size(bytes);
+    return p;
 }
 
 void bnn_aligned_free(void *p)
@@ -124,12 +140,12 @@ static void copy_f32(const uint8_t *src, float *dst, size_t n)
     }
 }
 
-static float *read_f32_array(cursor *c, size_t n)
+static float *read_f32_array(cursor *c, bnn_layer *L, size_t n)
 {
     const uint8_t *b;
     if (!cur_bytes(c, n * 4, &b))
         return NULL;
-    float *dst = bnn_aligned_alloc(n * 4);
+    float *dst = param_alloc(L, n * 4);
     if (dst)
         copy_f32(b, dst, n);
     return dst;
@@ -238,11 +254,33 @@ static int read_flag(errctx *e, cursor *c, const char *what, uint32_t *v)
 
 /* ------------------------------------------------------------------ per-op parsing */
 
+/* The leading in/out counts of a conv's or GEMM's parameters (into *in, *out). */
+static int read_io(errctx *e, cursor *c, uint32_t *in, uint32_t *out)
+{
+    if (!cur_u32(c, in) || !cur_u32(c, out))
+        return fail(e, BNN_EFORMAT, "parameter block too short");
+    return BNN_OK;
+}
+
+/* Those counts against layer L's input: `in` must be its channel count (a GEMM's features,
+ * named in_f / out_f in messages), out 1..BNN_MAX_DIM. */
+static int check_io(errctx *e, const bnn_layer *L, uint32_t in, uint32_t out, int gemm)
+{
+    if (in != L->in_shape.c)
+        return fail(e, BNN_EFORMAT, "%s %u does not match input %s %u", gemm ? "in_f" : "in_c",
+                    in, gemm ? "features" : "channels", L->in_shape.c);
+    if (out < 1 || out > BNN_MAX_DIM)
+        return fail(e, BNN_EFORMAT, "%s %u (allowed 1..%u)", gemm ? "out_f" : "out_c", out,
+                    BNN_MAX_DIM);
+    return BNN_OK;
+}
+
 /* Shared by CONV2D_F32 and GEMM: prepack OIHW weights into NR-column panels of the
  * (i, j, c)-ordered GEMM depth used by the NHWC im2col. */
-static int fconv_pack(errctx *e, bnn_fconv *f, const uint8_t *wsrc, cursor *c,
+static int fconv_pack(errctx *e, bnn_layer *L, const uint8_t *wsrc, cursor *c,
                       uint32_t has_bias)
 {
+    bnn_fconv *f = &L->p.fconv;
     const uint32_t kh = f->g.kh, kw = f->g.kw, ic = f->in_c, oc = f->out_c, nr = BNN_SGEMM_NR;
     const size_t k = (size_t)kh * kw * ic;
     const size_t panels = ((size_t)oc + nr - 1) / nr;
@@ -251,8 +289,8 @@ static int fconv_pack(errctx *e, bnn_fconv *f, const uint8_t *wsrc, cursor *c,
         bytes > SIZE_MAX)
         return fail(e, BNN_ENOMEM, "weights too large for this platform");
     f->k = (uint32_t)k;
-    f->wpacked = bnn_aligned_alloc((size_t)bytes);
-    f->bias = bnn_aligned_alloc((size_t)oc * 4);
+    f->wpacked = param_alloc(L, (size_t)bytes);
+    f->bias = param_alloc(L, (size_t)oc * 4);
     if (!f->wpacked || !f->bias)
         return fail(e, BNN_ENOMEM, "out of memory for weights");
     memset(f->wpacked, 0, (size_t)bytes);
@@ -282,17 +320,10 @@ static int parse_conv_f32(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
     bnn_fconv *f = &L->p.fconv;
     uint32_t has_bias = 0;
     int rc;
-    if (!cur_u32(c, &f->in_c) || !cur_u32(c, &f->out_c))
-        return fail(e, BNN_EFORMAT, "parameter block too short");
-    if ((rc = read_geom(e, c, &f->g)) || (rc = read_flag(e, c, "has_bias", &has_bias)))
+    if ((rc = read_io(e, c, &f->in_c, &f->out_c)) || (rc = read_geom(e, c, &f->g)) ||
+        (rc = read_flag(e, c, "has_bias", &has_bias)) || (rc = need_rank4(e, &L->in_shape)) ||
+        (rc = check_io(e, L, f->in_c, f->out_c, 0)))
         return rc;
-    if ((rc = need_rank4(e, &L->in_shape)))
-        return rc;
-    if (f->in_c != L->in_shape.c)
-        return fail(e, BNN_EFORMAT, "in_c %u does not match input channels %u", f->in_c,
-                    L->in_shape.c);
-    if (f->out_c < 1 || f->out_c > BNN_MAX_DIM)
-        return fail(e, BNN_EFORMAT, "out_c %u (allowed 1..%u)", f->out_c, BNN_MAX_DIM);
     uint64_t nw = (uint64_t)f->out_c * f->in_c; /* <= 2^32: no overflow yet */
     if ((rc = expect_len(e, plen, 44, 2, nw * f->g.kh, (uint64_t)4 * f->g.kw,
                          (uint64_t)(has_bias ? f->out_c : 0), (uint64_t)4)))
@@ -306,7 +337,7 @@ static int parse_conv_f32(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
     /* Length already matches param_len, which lies inside the file. */
     if (!cur_bytes(c, (size_t)(nw * f->g.kh * f->g.kw * 4), &w))
         return fail(e, BNN_EFORMAT, "parameter block too short");
-    return fconv_pack(e, f, w, c, has_bias);
+    return fconv_pack(e, L, w, c, has_bias);
 }
 
 static int parse_gemm(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
@@ -314,19 +345,15 @@ static int parse_gemm(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
     bnn_fconv *f = &L->p.fconv;
     uint32_t has_bias = 0;
     int rc;
-    if (!cur_u32(c, &f->in_c) || !cur_u32(c, &f->out_c))
-        return fail(e, BNN_EFORMAT, "parameter block too short");
-    if ((rc = read_flag(e, c, "has_bias", &has_bias)))
+    if ((rc = read_io(e, c, &f->in_c, &f->out_c)) ||
+        (rc = read_flag(e, c, "has_bias", &has_bias)))
         return rc;
     const bnn_shape *in = &L->in_shape;
     if (in->rank == 4 && (in->h != 1 || in->w != 1))
         return fail(e, BNN_EFORMAT, "rank-4 input must have H = W = 1, got %ux%u", in->h,
                     in->w);
-    if (f->in_c != in->c)
-        return fail(e, BNN_EFORMAT, "in_f %u does not match input features %u", f->in_c,
-                    in->c);
-    if (f->out_c < 1 || f->out_c > BNN_MAX_DIM)
-        return fail(e, BNN_EFORMAT, "out_f %u (allowed 1..%u)", f->out_c, BNN_MAX_DIM);
+    if ((rc = check_io(e, L, f->in_c, f->out_c, 1)))
+        return rc;
     if ((rc = expect_len(e, plen, 12, 2, (uint64_t)f->out_c * f->in_c, (uint64_t)4,
                          (uint64_t)(has_bias ? f->out_c : 0), (uint64_t)4)))
         return rc;
@@ -335,7 +362,7 @@ static int parse_gemm(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
     const uint8_t *w;
     if (!cur_bytes(c, (size_t)f->out_c * f->in_c * 4, &w))
         return fail(e, BNN_EFORMAT, "parameter block too short");
-    return fconv_pack(e, f, w, c, has_bias);
+    return fconv_pack(e, L, w, c, has_bias);
 }
 
 static int parse_conv_bin(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
@@ -343,24 +370,16 @@ static int parse_conv_bin(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
     bnn_bconv *b = &L->p.bconv;
     uint32_t pad_mode = 0, has_thr = 0;
     int rc;
-    if (!cur_u32(c, &b->in_c) || !cur_u32(c, &b->out_c))
-        return fail(e, BNN_EFORMAT, "parameter block too short");
-    if ((rc = read_geom(e, c, &b->g)))
+    if ((rc = read_io(e, c, &b->in_c, &b->out_c)) || (rc = read_geom(e, c, &b->g)))
         return rc;
     if (!cur_u32(c, &pad_mode))
         return fail(e, BNN_EFORMAT, "parameter block too short");
     if (pad_mode != 0)
         return fail(e, BNN_EFORMAT, "pad_mode %u unsupported (v1 has only 0 = zero padding)",
                     pad_mode);
-    if ((rc = read_flag(e, c, "has_threshold", &has_thr)))
+    if ((rc = read_flag(e, c, "has_threshold", &has_thr)) ||
+        (rc = need_rank4(e, &L->in_shape)) || (rc = check_io(e, L, b->in_c, b->out_c, 0)))
         return rc;
-    if ((rc = need_rank4(e, &L->in_shape)))
-        return rc;
-    if (b->in_c != L->in_shape.c)
-        return fail(e, BNN_EFORMAT, "in_c %u does not match input channels %u", b->in_c,
-                    L->in_shape.c);
-    if (b->out_c < 1 || b->out_c > BNN_MAX_DIM)
-        return fail(e, BNN_EFORMAT, "out_c %u (allowed 1..%u)", b->out_c, BNN_MAX_DIM);
     b->words = (b->in_c + 63) / 64;
     const uint64_t taps = (uint64_t)b->g.kh * b->g.kw; /* <= 2^32 */
     uint64_t nbits_words;
@@ -374,14 +393,14 @@ static int parse_conv_bin(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
     if ((rc = check_depth(e, taps * b->in_c)))
         return rc;
     L->out_shape.c = b->out_c;
-    if (has_thr && !(b->threshold = read_f32_array(c, b->in_c)))
+    if (has_thr && !(b->threshold = read_f32_array(c, L, b->in_c)))
         return fail(e, BNN_ENOMEM, "out of memory");
     const uint8_t *wb;
     if (!cur_bytes(c, (size_t)nbits_words * 8, &wb))
         return fail(e, BNN_EFORMAT, "parameter block too short");
-    b->wbits = bnn_aligned_alloc((size_t)nbits_words * 8);
-    b->wpop = bnn_aligned_alloc((size_t)(taps * b->out_c) * 4);
-    if (!b->wbits || !b->wpop)
+    uint64_t *wbits = b->w[BNN_WLAYOUT_FILE] = param_alloc(L, (size_t)nbits_words * 8);
+    b->wpop = param_alloc(L, (size_t)(taps * b->out_c) * 4);
+    if (!wbits || !b->wpop)
         return fail(e, BNN_ENOMEM, "out of memory for weights");
     const uint64_t tail_mask = b->in_c % 64 ? ~0ull << (b->in_c % 64) : 0;
     for (size_t t = 0; t < taps * b->out_c; t++) {
@@ -393,32 +412,13 @@ static int parse_conv_bin(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
                 return fail(e, BNN_EFORMAT,
                             "weight bits set beyond in_c (output channel %zu, tap %zu)",
                             (size_t)(t / taps), (size_t)(t % taps));
-            b->wbits[t * b->words + wd] = v;
+            wbits[t * b->words + wd] = v;
             pop += __builtin_popcountll(v);
         }
         b->wpop[(t % taps) * b->out_c + t / taps] = pop; /* t = o * taps + tap */
     }
-    const size_t kwords = taps * b->words, oc16 = ((size_t)b->out_c + 15) / 16 * 16;
-    if (!(b->wbits16 = bnn_aligned_alloc(oc16 * kwords * 16)))
-        return fail(e, BNN_ENOMEM, "out of memory for weights");
-    for (size_t o = 0; o < oc16; o++)
-        for (size_t k = 0; k < kwords; k++) {
-            const uint64_t v = o < b->out_c ? b->wbits[o * kwords + k] : 0;
-            uint64_t *dst = b->wbits16 + ((o / 16) * kwords + k) * 32 + o % 16;
-            dst[0] = v & NIBBLE_LO;
-            dst[16] = v >> 4 & NIBBLE_LO;
-        }
-#if defined(__x86_64__)
-    /* whole words for the AVX-512 kernel (native popcount: no nibble planes); only where
-     * that kernel can run, so other CPUs pay neither the memory nor the load time */
-    if (bnn_isa_supported("avx512") && !(b->wlane16 = bnn_aligned_alloc(oc16 * kwords * 8)))
-        return fail(e, BNN_ENOMEM, "out of memory for weights");
-    for (size_t o = 0; b->wlane16 && o < oc16; o++)
-        for (size_t k = 0; k < kwords; k++)
-            b->wlane16[((o / 16) * kwords + k) * 16 + o % 16] =
-                o < b->out_c ? b->wbits[o * kwords + k] : 0;
-#endif
-    if (!(b->scale = read_f32_array(c, b->out_c)) || !(b->bias = read_f32_array(c, b->out_c)))
+    if (!(b->scale = read_f32_array(c, L, b->out_c)) ||
+        !(b->bias = read_f32_array(c, L, b->out_c)))
         return fail(e, BNN_ENOMEM, "out of memory");
     return BNN_OK;
 }
@@ -434,7 +434,7 @@ static int parse_affine(errctx *e, cursor *c, uint32_t plen, bnn_layer *L)
                     L->in_shape.c);
     if ((rc = expect_len(e, plen, 4, 1, (uint64_t)a->c * 2, (uint64_t)4)))
         return rc;
-    if (!(a->scale = read_f32_array(c, a->c)) || !(a->bias = read_f32_array(c, a->c)))
+    if (!(a->scale = read_f32_array(c, L, a->c)) || !(a->bias = read_f32_array(c, L, a->c)))
         return fail(e, BNN_ENOMEM, "out of memory");
     L->out_shape = L->in_shape;
     return BNN_OK;
@@ -540,9 +540,8 @@ static void free_layer(bnn_layer *L)
         break;
     case OP_CONV2D_BIN:
         bnn_aligned_free(L->p.bconv.threshold);
-        bnn_aligned_free(L->p.bconv.wbits);
-        bnn_aligned_free(L->p.bconv.wbits16);
-        bnn_aligned_free(L->p.bconv.wlane16);
+        for (int i = 0; i < BNN_WLAYOUTS; i++)
+            bnn_aligned_free(L->p.bconv.w[i]);
         bnn_aligned_free(L->p.bconv.wpop);
         bnn_aligned_free(L->p.bconv.scale);
         bnn_aligned_free(L->p.bconv.bias);
@@ -785,6 +784,55 @@ int bnn_model_load_file(const char *path, bnn_model **out, char *err, size_t err
     }
     free(buf);
     return rc;
+}
+
+/* ------------------------------------------------------------------ kernel layouts */
+
+/* One lock for every model: it is taken only at context creation and by
+ * bnn_model_weight_bytes, never on the inference path. */
+static pthread_mutex_t prepack_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int bnn_model_prepack(const bnn_model *m, const bnn_kernel_table *k)
+{
+    const bnn_bconv_prepack *pp = k->bconv_prepack;
+    if (!pp)
+        return BNN_OK; /* the set reads the file layout, which the loader built */
+    int rc = BNN_OK;
+    pthread_mutex_lock(&prepack_lock);
+    /* The layer array is the model's own memory (m->layers points to non-const layers):
+     * the one part of a loaded model that changes, slot by slot, under the lock. A slot
+     * goes from NULL to its final value once, before any context that reads it exists. */
+    for (uint32_t l = 0; l < m->n_layers && rc == BNN_OK; l++) {
+        bnn_layer *L = &m->layers[l];
+        bnn_bconv *b = &L->p.bconv;
+        if (L->op != OP_CONV2D_BIN || b->w[pp->slot])
+            continue;
+        const size_t kwords = (size_t)b->g.kh * b->g.kw * b->words;
+        /* at most twice the file layout's words: < 2^48 (out_c <= 2^16, kwords <= 2^30;
+         * the sets with a layout of their own run on 64-bit CPUs) */
+        const size_t words = pp->words(b->out_c, kwords);
+        uint64_t *dst = param_alloc(L, words * sizeof *dst);
+        if (!dst) {
+            rc = BNN_ENOMEM;
+            break;
+        }
+        pp->fill(b->w[BNN_WLAYOUT_FILE], b->out_c, kwords, dst);
+        b->w[pp->slot] = dst;
+    }
+    pthread_mutex_unlock(&prepack_lock);
+    return rc;
+}
+
+uint64_t bnn_model_weight_bytes(const bnn_model *m)
+{
+    if (!m)
+        return 0;
+    uint64_t total = 0;
+    pthread_mutex_lock(&prepack_lock);
+    for (uint32_t l = 0; l < m->n_layers; l++)
+        total += m->layers[l].param_bytes;
+    pthread_mutex_unlock(&prepack_lock);
+    return total;
 }
 
 /* ------------------------------------------------------------------ queries */

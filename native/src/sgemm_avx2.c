@@ -29,29 +29,24 @@
 #define MR BNN_SGEMM_MR_AVX2
 #define NR BNN_SGEMM_NR
 
-/* One k step: row k of B (b0, b1) times column k of A, whose row i is at a_i[x], into the
- * 12 accumulators. */
+/* Row i of the tile += A(k, i), at a_i[x], times row k of B (b0, b1). */
+#define FMA_ROW(i, x)                                                                       \
+    do {                                                                                    \
+        const __m256 av = _mm256_broadcast_ss(a##i + (x));                                  \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);                                         \
+        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);                                         \
+    } while (0)
+
+/* One k step: row k of B times column k of A into the 12 accumulators, rows in order. */
 #define STEP(k, x)                                                                          \
     do {                                                                                    \
         const __m256 b0 = _mm256_loadu_ps(b + (k) * NR), b1 = _mm256_loadu_ps(b + (k) * NR + 8); \
-        __m256 av = _mm256_broadcast_ss(a0 + (x));                                          \
-        c00 = _mm256_fmadd_ps(av, b0, c00);                                                 \
-        c01 = _mm256_fmadd_ps(av, b1, c01);                                                 \
-        av = _mm256_broadcast_ss(a1 + (x));                                                 \
-        c10 = _mm256_fmadd_ps(av, b0, c10);                                                 \
-        c11 = _mm256_fmadd_ps(av, b1, c11);                                                 \
-        av = _mm256_broadcast_ss(a2 + (x));                                                 \
-        c20 = _mm256_fmadd_ps(av, b0, c20);                                                 \
-        c21 = _mm256_fmadd_ps(av, b1, c21);                                                 \
-        av = _mm256_broadcast_ss(a3 + (x));                                                 \
-        c30 = _mm256_fmadd_ps(av, b0, c30);                                                 \
-        c31 = _mm256_fmadd_ps(av, b1, c31);                                                 \
-        av = _mm256_broadcast_ss(a4 + (x));                                                 \
-        c40 = _mm256_fmadd_ps(av, b0, c40);                                                 \
-        c41 = _mm256_fmadd_ps(av, b1, c41);                                                 \
-        av = _mm256_broadcast_ss(a5 + (x));                                                 \
-        c50 = _mm256_fmadd_ps(av, b0, c50);                                                 \
-        c51 = _mm256_fmadd_ps(av, b1, c51);                                                 \
+        FMA_ROW(0, x);                                                                      \
+        FMA_ROW(1, x);                                                                      \
+        FMA_ROW(2, x);                                                                      \
+        FMA_ROW(3, x);                                                                      \
+        FMA_ROW(4, x);                                                                      \
+        FMA_ROW(5, x);                                                                      \
     } while (0)
 
 /* C row i += (lo, hi): unaligned, C is an NHWC activation row at any channel offset. */

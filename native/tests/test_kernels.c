@@ -10,6 +10,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,7 +130,25 @@ typedef struct {
     int thr;
 } bcase;
 
-static void run_bconv_case(const bcase *t, const int *threads, int nthreads_list)
+/* The leading parameters of a conv layer: in_c, out_c and the kernel geometry. */
+static void put_conv_head(buf *p, uint32_t c, uint32_t oc, uint32_t k, uint32_t s, uint32_t pt,
+                          uint32_t pl, uint32_t pb, uint32_t pr)
+{
+    const uint32_t head[10] = {c, oc, k, k, s, s, pt, pl, pb, pr};
+    for (int i = 0; i < 10; i++)
+        put_u32(p, head[i]);
+}
+
+/* A one-layer binary conv model of case t with random input, weights and parameters, and
+ * its output from the reference implementation. */
+typedef struct {
+    buf file;     /* the .bnn model */
+    float *x;     /* input, NCHW */
+    float *ref;   /* bnn_bconv_reference's output */
+    size_t ny;    /* output elements */
+} bconv_data;
+
+static void bconv_data_make(const bcase *t, bconv_data *d)
 {
     const uint32_t words = (t->c + 63) / 64, taps = t->k * t->k;
     const size_t nx = (size_t)t->n * t->c * t->h * t->w, nwb = (size_t)t->oc * taps * words;
@@ -154,12 +173,9 @@ static void run_bconv_case(const bcase *t, const int *threads, int nthreads_list
         wb[i] = rnd() & (valid == 64 ? ~0ull : (1ull << valid) - 1);
     }
 
-    buf p = {0}, b = {0};
-    put_u32(&p, t->c);
-    put_u32(&p, t->oc);
-    const uint32_t g[8] = {t->k, t->k, t->s, t->s, t->pt, t->pl, t->pb, t->pr};
-    for (int i = 0; i < 8; i++)
-        put_u32(&p, g[i]);
+    buf p = {0};
+    *d = (bconv_data){{0}, x, NULL, 0};
+    put_conv_head(&p, t->c, t->oc, t->k, t->s, t->pt, t->pl, t->pb, t->pr);
     put_u32(&p, 0);
     put_u32(&p, (uint32_t)t->thr);
     if (t->thr)
@@ -172,45 +188,67 @@ static void run_bconv_case(const bcase *t, const int *threads, int nthreads_list
     for (uint32_t o = 0; o < t->oc; o++)
         put_f32(&p, bias[o]);
     const uint32_t dims[4] = {t->n, t->c, t->h, t->w};
-    header(&b, 2, 1, 1, dims);
-    layer(&b, 2, 0, 1, &p);
+    header(&d->file, 2, 1, 1, dims);
+    layer(&d->file, 2, 0, 1, &p);
 
-    char err[BNN_ERR_LEN];
-    bnn_model *m = load(&b, err);
-    CHECK(m, "bconv load failed: %s", err);
-    if (m) {
-        const size_t ny = bnn_model_output_count(m);
-        float *ref = malloc(ny * 4), *y = malloc(ny * 4);
-        bnn_bconv_reference(x, t->n, t->c, t->h, t->w, t->thr ? thr : NULL, wb, t->oc, t->k,
-                            t->k, t->s, t->s, t->pt, t->pl, t->pb, t->pr, scale, bias, ref);
-        for (int ti = 0; ti < nthreads_list; ti++) {
-            bnn_ctx *ctx = bnn_ctx_create(m, threads[ti], err, sizeof err);
-            CHECK(ctx, "ctx: %s", err);
-            if (!ctx)
-                continue;
-            memset(y, 0xff, ny * 4);
-            CHECK(bnn_run(ctx, x, y) == BNN_OK, "run");
-            size_t bad = 0;
-            for (size_t i = 0; i < ny; i++)
-                bad += memcmp(&y[i], &ref[i], 4) != 0;
-            CHECK(bad == 0,
-                  "bconv n=%u c=%u %ux%u oc=%u k=%u s=%u pads=%u,%u,%u,%u thr=%d threads=%d: "
-                  "%zu of %zu outputs differ from the reference",
-                  t->n, t->c, t->h, t->w, t->oc, t->k, t->s, t->pt, t->pl, t->pb, t->pr, t->thr,
-                  threads[ti], bad, ny);
-            bnn_ctx_free(ctx);
-        }
-        free(ref);
-        free(y);
-        bnn_model_free(m);
-    }
+    const uint32_t oh = (t->h + t->pt + t->pb - t->k) / t->s + 1;
+    const uint32_t ow = (t->w + t->pl + t->pr - t->k) / t->s + 1;
+    d->ny = (size_t)t->n * t->oc * oh * ow;
+    d->ref = malloc(d->ny * 4);
+    bnn_bconv_reference(x, t->n, t->c, t->h, t->w, t->thr ? thr : NULL, wb, t->oc, t->k, t->k,
+                        t->s, t->s, t->pt, t->pl, t->pb, t->pr, scale, bias, d->ref);
     free(p.p);
-    free(b.p);
-    free(x);
     free(thr);
     free(scale);
     free(bias);
     free(wb);
+}
+
+static void bconv_data_free(bconv_data *d)
+{
+    free(d->file.p);
+    free(d->x);
+    free(d->ref);
+}
+
+/* Outputs of a context of model m (the current kernel set, `threads` threads) that differ
+ * from d's reference, bit for bit; all of them when the context cannot be created or run. */
+static size_t bconv_mismatches(const bnn_model *m, int threads, const bconv_data *d)
+{
+    char err[BNN_ERR_LEN];
+    bnn_ctx *ctx = bnn_ctx_create(m, threads, err, sizeof err);
+    CHECK(ctx, "ctx: %s", err);
+    if (!ctx)
+        return d->ny;
+    CHECK(bnn_model_output_count(m) == d->ny, "output count");
+    float *y = malloc(d->ny * 4);
+    memset(y, 0xff, d->ny * 4);
+    size_t bad = d->ny;
+    if (bnn_run(ctx, d->x, y) == BNN_OK)
+        for (size_t i = bad = 0; i < d->ny; i++)
+            bad += memcmp(&y[i], &d->ref[i], 4) != 0;
+    free(y);
+    bnn_ctx_free(ctx);
+    return bad;
+}
+
+static void run_bconv_case(const bcase *t, const int *threads, int nthreads_list)
+{
+    bconv_data d;
+    bconv_data_make(t, &d);
+    char err[BNN_ERR_LEN];
+    bnn_model *m = load(&d.file, err);
+    CHECK(m, "bconv load failed: %s", err);
+    for (int ti = 0; m && ti < nthreads_list; ti++) {
+        const size_t bad = bconv_mismatches(m, threads[ti], &d);
+        CHECK(bad == 0,
+              "bconv n=%u c=%u %ux%u oc=%u k=%u s=%u pads=%u,%u,%u,%u thr=%d threads=%d: "
+              "%zu of %zu outputs differ from the reference",
+              t->n, t->c, t->h, t->w, t->oc, t->k, t->s, t->pt, t->pl, t->pb, t->pr, t->thr,
+              threads[ti], bad, d.ny);
+    }
+    bnn_model_free(m);
+    bconv_data_free(&d);
 }
 
 static void test_bconv(void)
@@ -267,11 +305,7 @@ static void run_fconv_case(const fcase *t)
     for (uint32_t o = 0; o < t->oc; o++)
         bias[o] = t->has_bias ? rndf() : 0.0f;
     buf p = {0}, b = {0};
-    put_u32(&p, t->c);
-    put_u32(&p, t->oc);
-    const uint32_t g[8] = {t->k, t->k, t->s, t->s, t->pad, t->pad, t->pad, t->pad};
-    for (int i = 0; i < 8; i++)
-        put_u32(&p, g[i]);
+    put_conv_head(&p, t->c, t->oc, t->k, t->s, t->pad, t->pad, t->pad, t->pad);
     put_u32(&p, t->has_bias);
     for (size_t i = 0; i < nw; i++)
         put_f32(&p, wt[i]);
@@ -514,11 +548,7 @@ static void test_loader(void)
 {
     /* A two-layer model; every prefix must be rejected without reading past it. */
     buf p = {0}, b = {0};
-    put_u32(&p, 65);
-    put_u32(&p, 2);
-    const uint32_t g[8] = {3, 3, 1, 1, 1, 1, 1, 1};
-    for (int i = 0; i < 8; i++)
-        put_u32(&p, g[i]);
+    put_conv_head(&p, 65, 2, 3, 1, 1, 1, 1, 1);
     put_u32(&p, 0);
     put_u32(&p, 0);
     for (int i = 0; i < 2 * 9 * 2; i++)
@@ -561,6 +591,111 @@ static void test_loader(void)
  * run on each one the CPU supports and report the others as not run. */
 static const char *const isas[] = {"portable", "popcnt", "avx2", "avx512", "neon"};
 
+/* ------------------------------------------------------------------ kernel weight layouts */
+
+/* What bnn_aligned_alloc takes for n bytes (the model counts its parameters that way). */
+static uint64_t al64(uint64_t n)
+{
+    return (n + 63) / 64 * 64;
+}
+
+/* Bytes of the weight layout kernel set `isa` reads beyond the file layout (kernels.h),
+ * for out_c channels of kwords words: AVX2 nibble planes, AVX-512 whole words, both
+ * interleaved by 16 channels; none for the others. */
+static uint64_t layout_bytes(const char *isa, uint32_t out_c, uint64_t kwords)
+{
+    const uint64_t oc16 = (out_c + 15) / 16 * 16;
+    if (!strcmp(isa, "avx2"))
+        return al64(oc16 * kwords * 16);
+    if (!strcmp(isa, "avx512"))
+        return al64(oc16 * kwords * 8);
+    return 0;
+}
+
+typedef struct {
+    const bnn_model *m;
+    int ok;
+} ctx_job;
+
+static void *create_and_free(void *arg)
+{
+    ctx_job *j = arg;
+    bnn_ctx *c = bnn_ctx_create(j->m, 1, NULL, 0);
+    j->ok = c != NULL;
+    bnn_ctx_free(c);
+    return NULL;
+}
+
+/* A kernel set's own weight layout is built in the model by the set's first context, never
+ * at load time nor for sets that do not run, once however many contexts follow (also when
+ * they are created at the same time), and a model loaded under one set runs bit-identically
+ * under every other (bnn_set_isa between load and context). */
+static void test_prepack(void)
+{
+    const bcase t = {2, 130, 7, 6, 37, 3, 1, 1, 1, 1, 1, 1};
+    const uint64_t kwords = (uint64_t)t.k * t.k * ((t.c + 63) / 64);
+    /* threshold, file-layout bits, per-tap popcounts, scale, bias */
+    const uint64_t loaded = al64(t.c * 4) + al64(t.oc * kwords * 8) +
+                            al64((uint64_t)t.k * t.k * t.oc * 4) + 2 * al64(t.oc * 4);
+    bconv_data d;
+    bconv_data_make(&t, &d);
+    char err[BNN_ERR_LEN];
+    const char *dflt = bnn_kernel_isa();
+    CHECK(bnn_set_isa("portable") == BNN_OK, "bnn_set_isa(portable)");
+    bnn_model *m = load(&d.file, err);
+    CHECK(m, "prepack model: %s", err);
+    if (!m)
+        goto out;
+    CHECK(bnn_model_weight_bytes(m) == loaded, "after load: %llu weight bytes, want %llu",
+          (unsigned long long)bnn_model_weight_bytes(m), (unsigned long long)loaded);
+    uint64_t want = loaded;
+    size_t ran = 0;
+    for (size_t i = 0; i < sizeof isas / sizeof *isas; i++) {
+        if (bnn_set_isa(isas[i]) != BNN_OK)
+            continue;
+        for (int rep = 0; rep < 2; rep++) { /* the second context finds the layout built */
+            CHECK(bconv_mismatches(m, 1 + rep, &d) == 0, "[%s] model loaded under portable: "
+                  "outputs differ from the reference", isas[i]);
+            if (rep == 0)
+                want += layout_bytes(isas[i], t.oc, kwords);
+            CHECK(bnn_model_weight_bytes(m) == want, "[%s] context %d: %llu weight bytes, "
+                  "want %llu", isas[i], rep + 1, (unsigned long long)bnn_model_weight_bytes(m),
+                  (unsigned long long)want);
+        }
+        ran++;
+    }
+    bnn_model_free(m);
+
+    /* contexts created at once, on a fresh model, by 4 threads: one layout */
+    CHECK(bnn_set_isa(dflt) == BNN_OK, "restoring %s", dflt);
+    m = load(&d.file, err);
+    CHECK(m, "prepack model: %s", err);
+    if (!m)
+        goto out;
+    pthread_t th[4];
+    ctx_job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (ctx_job){m, 0};
+        CHECK(pthread_create(&th[i], NULL, create_and_free, &jobs[i]) == 0, "pthread_create");
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(jobs[i].ok, "concurrent context %d not created", i);
+    }
+    want = loaded + layout_bytes(dflt, t.oc, kwords);
+    CHECK(bnn_model_weight_bytes(m) == want, "[%s] 4 concurrent contexts: %llu weight bytes, "
+          "want %llu", dflt, (unsigned long long)bnn_model_weight_bytes(m),
+          (unsigned long long)want);
+    CHECK(bconv_mismatches(m, 2, &d) == 0, "[%s] after concurrent contexts", dflt);
+    bnn_model_free(m);
+    CHECK(bnn_model_weight_bytes(NULL) == 0, "bnn_model_weight_bytes(NULL)");
+    printf("kernel weight layouts: built at the first context of each of %zu sets, %s: "
+           "%llu bytes loaded\n", ran, dflt, (unsigned long long)loaded);
+out:
+    CHECK(bnn_set_isa(dflt) == BNN_OK, "restoring %s", dflt);
+    bconv_data_free(&d);
+}
+
 int main(void)
 {
     const char *dflt = bnn_kernel_isa();
@@ -590,6 +725,7 @@ int main(void)
           "bnn_set_isa(NULL) gives %s", bnn_kernel_isa());
     CHECK(bnn_set_isa(dflt) == BNN_OK, "restoring %s", dflt);
     test_loader();
+    test_prepack();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }
