@@ -26,13 +26,6 @@ from converters import ir
 
 FLOP_CONVENTION = "MACs of Conv and Gemm layers (1 multiply-accumulate = 1 FLOP)"
 
-# the paper's Table 3 theoretical numbers (ResNet-18) to compare against
-PAPER_TABLE3 = {
-    "bnn": {"speedup": 12.60, "compression": 13.27, "om": 12.94},
-    "react": {"speedup": 12.26, "compression": 13.20, "om": 12.74},
-}
-
-
 def _node_cost(n: ir.Node, in_shapes: list[ir.Shape]) -> dict[str, int]:
     c = {"flops": 0, "bops": 0, "params_fp": 0, "params_bin": 0, "elementwise_ops": 0}
     out_elems = math.prod(n.out_shape[1:]) if n.out_shape else 0  # per image
@@ -135,6 +128,6 @@ def analyze_graph(graph: ir.Graph) -> dict[str, Any]:
 
 
 def analyze_file(onnx_path: str | Path) -> dict[str, Any]:
-    from converters.onnx_frontend import load_ir
+    from converters.frontend import load_ir
 
     return analyze_graph(load_ir(onnx_path))

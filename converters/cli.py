@@ -13,6 +13,8 @@ from pathlib import Path
 
 import typer
 
+from converters.backends import BACKENDS  # the registry only: back ends load on first use
+
 EXIT_MODEL_ERROR = 2
 
 
@@ -86,19 +88,25 @@ def analyze(
 
 def convert(
     model: Path = typer.Argument(..., help="ONNX model"),
-    to: str = typer.Option("native", "--to", help="Target library: native (lce, dabnn: later)"),
+    library: str = typer.Option(
+        "native", help=f"Inference library to convert for: {', '.join(BACKENDS)}"
+    ),
+    # the flag's former name, kept for scripts written before `--library` became the one term
+    # (as `bnnbench run --runtime`)
+    to: str | None = typer.Option(None, "--to", hidden=True),
     output: Path = typer.Option(..., "-o", "--output", help="Output file"),
     as_json: bool = typer.Option(False, "--json", help="Print the full summary as JSON"),
     verify: bool = typer.Option(
         True, "--verify/--no-verify", help="Check the result against onnxruntime"
     ),
 ) -> None:
-    """Convert MODEL for a library and print a summary (size, hashes, binarized layers)."""
+    """Convert MODEL for a library, verify its fidelity and print a summary (size, hashes,
+    binarized layers, fidelity verdict)."""
     from converters import api
     from converters.errors import ConversionError
 
     try:
-        summary = api.convert(model, to, output, verify=verify)
+        summary = api.convert(model, to or library, output, verify=verify)
     except ConversionError as exc:
         raise _fail(exc) from None
     if as_json:

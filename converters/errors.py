@@ -22,3 +22,9 @@ class UnsupportedModelError(ConversionError):
         if node is not None or op is not None:
             message = f"node {node!r} ({op}): {message}"
         super().__init__(message)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (messages to the user are one line)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

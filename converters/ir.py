@@ -1,7 +1,8 @@
 """The converters' internal graph: what the ONNX front end recognises, before any back end.
 
-Nodes mirror the native format's ops (FORMAT.md) but keep names of values instead of ids, the
-ONNX nodes each was made from, and a note saying why it was (or was not) binarized or what was
+The ops are the native format's (``native/format.py``: one ``*Params`` dataclass per op with
+its fields, opcode and ``kind``); an IR node is such an op wired by value *names*, with the
+ONNX nodes it was made from and a note saying why it was (or was not) binarized or what was
 folded into it. Every node knows its output shape; shapes are NCHW (rank 4) or N×F (rank 2).
 """
 
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
+from native import format as nf
 
-Pads = tuple[int, int, int, int]  # top, left, bottom, right
+Pads = nf.Pads  # top, left, bottom, right
 Shape = tuple[int, ...]
 
 
@@ -37,107 +38,57 @@ class Node:
         self.note = f"{self.note}; {text}" if self.note else text
 
 
+# One line per op: the op's fields come from native/format.py, the wiring from Node.
+
+
 @dataclass
-class Conv(Node):
+class Conv(nf.Conv2dF32Params, Node):
     """FP32 convolution, OIHW weights; any BatchNorm already folded in."""
 
-    weight: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 1, 1), np.float32))
-    bias: np.ndarray | None = None
-    strides: tuple[int, int] = (1, 1)
-    pads: Pads = (0, 0, 0, 0)
-    kind = "conv"
-
-    @property
-    def out_c(self) -> int:
-        return int(self.weight.shape[0])
-
-    @property
-    def in_c(self) -> int:
-        return int(self.weight.shape[1])
-
-    @property
-    def kernel(self) -> tuple[int, int]:
-        return int(self.weight.shape[2]), int(self.weight.shape[3])
-
 
 @dataclass
-class BinConv(Node):
+class BinConv(nf.Conv2dBinParams, Node):
     """Binary convolution: ``scale[o]·Σ sign(x − threshold)·w + bias[o]`` with w = ±1."""
 
-    weight_sign: np.ndarray = field(default_factory=lambda: np.ones((1, 1, 1, 1), np.int8))
-    scale: np.ndarray = field(default_factory=lambda: np.ones(1, np.float32))
-    bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
-    threshold: np.ndarray | None = None
-    strides: tuple[int, int] = (1, 1)
-    pads: Pads = (0, 0, 0, 0)
-    kind = "binconv"
 
-    @property
-    def out_c(self) -> int:
-        return int(self.weight_sign.shape[0])
-
-    @property
-    def in_c(self) -> int:
-        return int(self.weight_sign.shape[1])
-
-    @property
-    def kernel(self) -> tuple[int, int]:
-        return int(self.weight_sign.shape[2]), int(self.weight_sign.shape[3])
+@dataclass
+class Affine(nf.AffineParams, Node):
+    pass
 
 
 @dataclass
-class Affine(Node):
-    scale: np.ndarray = field(default_factory=lambda: np.ones(1, np.float32))
-    bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
-    kind = "affine"
+class Clip(nf.ClipParams, Node):
+    pass
 
 
 @dataclass
-class Clip(Node):
-    min: float = -1.0
-    max: float = 1.0
-    kind = "clip"
+class MaxPool(nf.MaxPoolParams, Node):
+    pass
 
 
 @dataclass
-class MaxPool(Node):
-    kernel: tuple[int, int] = (2, 2)
-    strides: tuple[int, int] = (2, 2)
-    pads: Pads = (0, 0, 0, 0)
-    kind = "maxpool"
+class AvgPool(nf.AvgPoolParams, Node):
+    pass
 
 
 @dataclass
-class AvgPool(Node):
-    kernel: tuple[int, int] = (2, 2)
-    strides: tuple[int, int] = (2, 2)
-    pads: Pads = (0, 0, 0, 0)
-    count_include_pad: bool = False
-    kind = "avgpool"
+class GlobalAvgPool(nf.GlobalAvgPoolParams, Node):
+    pass
 
 
 @dataclass
-class GlobalAvgPool(Node):
-    kind = "global_avgpool"
+class Add(nf.AddParams, Node):
+    pass
 
 
 @dataclass
-class Add(Node):
-    kind = "add"
+class Flatten(nf.FlattenParams, Node):
+    pass
 
 
 @dataclass
-class Flatten(Node):
-    kind = "flatten"
-
-
-@dataclass
-class Gemm(Node):
+class Gemm(nf.GemmParams, Node):
     """``y = x·Wᵀ + b`` with W shaped (out, in)."""
-
-    weight: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.float32))
-    bias: np.ndarray | None = None
-    kind = "gemm"
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Plain-numpy NCHW operators shared by the reference interpreters.
 
-converters/reference.py runs native models and the IR with them, converters/dabnn/reference.py
-runs ``.dab`` models with them (transposing daBNN's NHWC buffers), and the tests check the C
-engine against them. They are written for clarity, not speed:
+converters/reference.py runs native models and the IR with them,
+converters/backends/dabnn/reference.py runs ``.dab`` models with them (transposing daBNN's
+NHWC buffers), and the tests check the C engine against them. They are written for clarity,
+not speed:
 
 * convolutions, GEMM and average pools sum in float64 and round to float32 once;
 * a binary conv's dot product of ±1 values is an exact integer, whatever the summation order;

@@ -2,12 +2,13 @@
 
 It is the converter's own check that what it writes means what the ONNX model means, usable
 without the C engine (tests, and verification on machines where the engine is not built), and
-a second opinion when the engine and onnxruntime disagree. Native layers and IR nodes have the
-same fields, so one dispatcher runs both, with the operators of converters/numpy_ops.py.
+a second opinion when the engine and onnxruntime disagree. Native layers and IR nodes are the
+same op classes (native/format.py), so one dispatcher runs both, with the operators of
+converters/numpy_ops.py.
 
 Binary convs follow the format by default (:data:`FORMAT`: sign(0) = +1, padded taps
 contribute 0, ``y = scale·dot + bias``); the other libraries' semantics are parameters:
-:data:`DABNN` (bit = x > 0, padded taps −1; see converters/dabnn/reference.py) and
+:data:`DABNN` (bit = x > 0, padded taps −1; see converters/backends/dabnn/reference.py) and
 :data:`PAD_ONE` (LCE's ``padding="one"``: padded taps +1).
 """
 
@@ -25,31 +26,32 @@ DABNN = BinarySemantics(zero_sign=-1.0, pad_value=-1.0)  # daBNN's BinConv2D
 PAD_ONE = BinarySemantics(zero_sign=1.0, pad_value=1.0)  # LCE with padding="one"
 
 
-def run_layer(layer: nf.Layer | ir.Node, ins: list[np.ndarray],
+def run_layer(layer: nf.OpParams, ins: list[np.ndarray],
               semantics: BinarySemantics = FORMAT) -> np.ndarray:
-    """One native layer or IR node on its input values (NCHW, or N×F after a flatten)."""
+    """One op — a native layer or an IR node, which share their op classes — on its input
+    values (NCHW, or N×F after a flatten)."""
     x = ins[0]
-    if isinstance(layer, nf.Conv2dF32 | ir.Conv):
+    if isinstance(layer, nf.Conv2dF32Params):
         return ops.conv2d_f32(x, layer.weight, layer.bias, layer.strides, layer.pads)
-    if isinstance(layer, nf.Conv2dBin | ir.BinConv):
+    if isinstance(layer, nf.Conv2dBinParams):
         return ops.binary_conv(x, layer.weight_sign, layer.strides, layer.pads,
                                threshold=layer.threshold, scale=layer.scale, bias=layer.bias,
                                semantics=semantics)
-    if isinstance(layer, nf.Affine | ir.Affine):
+    if isinstance(layer, nf.AffineParams):
         return ops.affine(x, layer.scale, layer.bias)
-    if isinstance(layer, nf.Clip | ir.Clip):
+    if isinstance(layer, nf.ClipParams):
         return ops.clip(x, layer.min, layer.max)
-    if isinstance(layer, nf.MaxPool | ir.MaxPool):
+    if isinstance(layer, nf.MaxPoolParams):
         return ops.max_pool(x, layer.kernel, layer.strides, layer.pads)
-    if isinstance(layer, nf.AvgPool | ir.AvgPool):
+    if isinstance(layer, nf.AvgPoolParams):
         return ops.avg_pool(x, layer.kernel, layer.strides, layer.pads, layer.count_include_pad)
-    if isinstance(layer, nf.GlobalAvgPool | ir.GlobalAvgPool):
+    if isinstance(layer, nf.GlobalAvgPoolParams):
         return ops.global_avg_pool(x)
-    if isinstance(layer, nf.Add | ir.Add):
+    if isinstance(layer, nf.AddParams):
         return ops.add(ins[0], ins[1])
-    if isinstance(layer, nf.Flatten | ir.Flatten):
+    if isinstance(layer, nf.FlattenParams):
         return ops.flatten(x)
-    if isinstance(layer, nf.Gemm | ir.Gemm):
+    if isinstance(layer, nf.GemmParams):
         return ops.gemm(x, layer.weight, layer.bias)
     if isinstance(layer, ir.Node):
         raise TypeError(f"IR node {layer.name!r} of kind {layer.kind}")

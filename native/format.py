@@ -1,4 +1,5 @@
-"""Python side of the native model format (see FORMAT.md): layer records, writer and reader.
+"""Python side of the native model format (see FORMAT.md): the op vocabulary (one ``*Params``
+class per op, which the converters' IR nodes share), layer records, writer and reader.
 
 The C loader in ``native/src/model.c`` is the authority on what is accepted; this module
 writes exactly what FORMAT.md describes and can read it back for inspection and tests.
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -35,103 +37,11 @@ class Op(IntEnum):
 Pads = tuple[int, int, int, int]  # top, left, bottom, right
 
 
-@dataclass
-class Layer:
-    inputs: list[int]
-    output: int
-    name: str = ""
-
-
-@dataclass
-class Conv2dF32(Layer):
-    weight: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 1, 1), np.float32))
-    bias: np.ndarray | None = None
-    strides: tuple[int, int] = (1, 1)
-    pads: Pads = (0, 0, 0, 0)
-    op = Op.CONV2D_F32
-
-
-@dataclass
-class Conv2dBin(Layer):
-    """Binary conv. ``weight_sign`` holds ±1 (any numeric dtype), shape OIHW."""
-
-    weight_sign: np.ndarray = field(default_factory=lambda: np.ones((1, 1, 1, 1), np.int8))
-    scale: np.ndarray | None = None  # f32[out_c], defaults to 1
-    bias: np.ndarray | None = None  # f32[out_c], defaults to 0
-    threshold: np.ndarray | None = None  # f32[in_c] (ReActNet shift), None = plain sign
-    strides: tuple[int, int] = (1, 1)
-    pads: Pads = (0, 0, 0, 0)
-    op = Op.CONV2D_BIN
-
-
-@dataclass
-class Affine(Layer):
-    scale: np.ndarray = field(default_factory=lambda: np.ones(1, np.float32))
-    bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
-    op = Op.AFFINE
-
-
-@dataclass
-class Clip(Layer):
-    min: float = -1.0
-    max: float = 1.0
-    op = Op.CLIP
-
-
-@dataclass
-class MaxPool(Layer):
-    kernel: tuple[int, int] = (2, 2)
-    strides: tuple[int, int] = (2, 2)
-    pads: Pads = (0, 0, 0, 0)
-    op = Op.MAXPOOL
-
-
-@dataclass
-class AvgPool(Layer):
-    kernel: tuple[int, int] = (2, 2)
-    strides: tuple[int, int] = (2, 2)
-    pads: Pads = (0, 0, 0, 0)
-    count_include_pad: bool = False
-    op = Op.AVGPOOL
-
-
-@dataclass
-class GlobalAvgPool(Layer):
-    op = Op.GLOBAL_AVGPOOL
-
-
-@dataclass
-class Add(Layer):
-    op = Op.ADD
-
-
-@dataclass
-class Flatten(Layer):
-    op = Op.FLATTEN
-
-
-@dataclass
-class Gemm(Layer):
-    weight: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.float32))  # (out, in)
-    bias: np.ndarray | None = None
-    op = Op.GEMM
-
-
-@dataclass
-class NativeModel:
-    input_shape: tuple[int, ...]  # NCHW or (N, F)
-    layers: list[Layer]
-    n_values: int
-    input_id: int = 0
-    output_id: int = 0
-    metadata: dict = field(default_factory=dict)
-
-
 class FormatError(ValueError):
     """A file or model that does not follow FORMAT.md."""
 
 
-# ---------------------------------------------------------------- writing
+# ---------------------------------------------------------------- byte helpers
 
 
 def _u32(*vals: int) -> bytes:
@@ -145,6 +55,29 @@ def _f32(a: np.ndarray | list[float]) -> bytes:
 def _geometry(kernel: tuple[int, int], strides: tuple[int, int], pads: Pads) -> bytes:
     t, left, b, r = pads
     return _u32(kernel[0], kernel[1], strides[0], strides[1], t, left, b, r)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise FormatError(f"truncated file at byte {self.pos} (need {n} more)")
+        b = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return b
+
+    def u32(self, n: int = 1) -> tuple[int, ...]:
+        return struct.unpack(f"<{n}I", self.take(4 * n))
+
+    def f32(self, n: int) -> np.ndarray:
+        return np.frombuffer(self.take(4 * n), dtype="<f4").astype(np.float32)
+
+    def geometry(self) -> dict[str, Any]:
+        kh, kw, sh, sw, t, left, b, r = self.u32(8)
+        return {"kernel": (kh, kw), "strides": (sh, sw), "pads": (t, left, b, r)}
 
 
 def pack_sign_bits(weight_sign: np.ndarray) -> np.ndarray:
@@ -170,39 +103,331 @@ def unpack_sign_bits(bits: np.ndarray, in_c: int) -> np.ndarray:
     return (1.0 - 2.0 * b).astype(np.float32).transpose(0, 3, 1, 2)
 
 
-def _params(layer: Layer) -> bytes:
-    if isinstance(layer, Conv2dF32):
-        o, c, kh, kw = layer.weight.shape
-        p = _u32(c, o) + _geometry((kh, kw), layer.strides, layer.pads)
-        p += _u32(int(layer.bias is not None)) + _f32(layer.weight)
-        return p + (_f32(layer.bias) if layer.bias is not None else b"")
-    if isinstance(layer, Conv2dBin):
-        o, c, kh, kw = layer.weight_sign.shape
-        scale = np.ones(o, np.float32) if layer.scale is None else layer.scale
-        bias = np.zeros(o, np.float32) if layer.bias is None else layer.bias
-        p = _u32(c, o) + _geometry((kh, kw), layer.strides, layer.pads)
-        p += _u32(0, int(layer.threshold is not None))
-        if layer.threshold is not None:
-            p += _f32(layer.threshold)
-        p += pack_sign_bits(layer.weight_sign).tobytes()
-        return p + _f32(scale) + _f32(bias)
-    if isinstance(layer, Affine):
-        return _u32(len(layer.scale)) + _f32(layer.scale) + _f32(layer.bias)
-    if isinstance(layer, Clip):
-        return struct.pack("<ff", layer.min, layer.max)
-    if isinstance(layer, MaxPool):
-        return _geometry(layer.kernel, layer.strides, layer.pads)
-    if isinstance(layer, AvgPool):
-        return _geometry(layer.kernel, layer.strides, layer.pads) + _u32(
-            int(layer.count_include_pad)
-        )
-    if isinstance(layer, GlobalAvgPool | Add | Flatten):
+# ---------------------------------------------------------------- the op vocabulary
+#
+# One dataclass per op holds the op's parameters, its opcode, its name in the converters'
+# IR and analyses (``kind``) and its parameter block (``encode``/``decode``, FORMAT.md's op
+# table). Native layers below add the file's wiring (value ids); the converters' IR nodes
+# (converters/ir.py) add theirs (value names, ONNX provenance) to the same classes. So an
+# op's fields exist once, and an IR node is written as a layer by copying them
+# (:func:`layer_for`), with no per-op code in between.
+
+
+@dataclass
+class OpParams:
+    """Parameters of one op (subclasses add the fields and name their opcode and kind:
+    ``class GemmParams(OpParams, op=Op.GEMM, kind="gemm")``)."""
+
+    op: ClassVar[Op]
+    kind: ClassVar[str]
+
+    def __init_subclass__(cls, op: Op | None = None, kind: str | None = None,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if op is not None:
+            cls.op = op
+        if kind is not None:
+            cls.kind = kind
+
+    def __post_init__(self) -> None:
+        # cooperative: the wiring class after this one in the MRO (an IR node) may have its own
+        post = getattr(super(), "__post_init__", None)
+        if post is not None:
+            post()
+
+    def encode(self) -> bytes:
+        """The op's parameter block (FORMAT.md); empty for ops without parameters."""
         return b""
-    if isinstance(layer, Gemm):
-        o, i = layer.weight.shape
-        p = _u32(i, o, int(layer.bias is not None)) + _f32(layer.weight)
-        return p + (_f32(layer.bias) if layer.bias is not None else b"")
-    raise FormatError(f"unknown layer type {type(layer).__name__}")
+
+    @classmethod
+    def decode(cls, p: _Reader) -> dict[str, Any]:
+        """The keyword arguments :meth:`encode` wrote, read back."""
+        return {}
+
+
+class _ConvShape:
+    """``out_c``, ``in_c`` and ``kernel`` of a conv, from its OIHW filter."""
+
+    @property
+    def filter(self) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def out_c(self) -> int:
+        return int(self.filter.shape[0])
+
+    @property
+    def in_c(self) -> int:
+        return int(self.filter.shape[1])
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return int(self.filter.shape[2]), int(self.filter.shape[3])
+
+
+@dataclass
+class Conv2dF32Params(_ConvShape, OpParams, op=Op.CONV2D_F32, kind="conv"):
+    """FP32 convolution, OIHW weights, zero padding."""
+
+    weight: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 1, 1), np.float32))
+    bias: np.ndarray | None = None
+    strides: tuple[int, int] = (1, 1)
+    pads: Pads = (0, 0, 0, 0)
+
+    @property
+    def filter(self) -> np.ndarray:
+        return self.weight
+
+    def encode(self) -> bytes:
+        p = _u32(self.in_c, self.out_c) + _geometry(self.kernel, self.strides, self.pads)
+        p += _u32(int(self.bias is not None)) + _f32(self.weight)
+        return p + (_f32(self.bias) if self.bias is not None else b"")
+
+    @classmethod
+    def decode(cls, p: _Reader) -> dict[str, Any]:
+        c, o = p.u32(2)
+        geo = p.geometry()
+        (has_bias,) = p.u32()
+        kh, kw = geo.pop("kernel")
+        w = p.f32(o * c * kh * kw).reshape(o, c, kh, kw)
+        return {"weight": w, "bias": p.f32(o) if has_bias else None, **geo}
+
+
+@dataclass
+class Conv2dBinParams(_ConvShape, OpParams, op=Op.CONV2D_BIN, kind="binconv"):
+    """Binary conv: ``scale[o]·Σ sign(x − threshold)·w + bias[o]``; ``weight_sign`` holds ±1
+    (any numeric dtype), OIHW. ``scale``/``bias`` left out are 1/0 per output channel (filled
+    in on construction, so a constructed op always holds both); ``threshold`` is f32[in_c]
+    (ReActNet's shift) or None for a plain sign."""
+
+    weight_sign: np.ndarray = field(default_factory=lambda: np.ones((1, 1, 1, 1), np.int8))
+    scale: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    threshold: np.ndarray | None = None
+    strides: tuple[int, int] = (1, 1)
+    pads: Pads = (0, 0, 0, 0)
+
+    def __post_init__(self) -> None:
+        if self.scale is None:
+            self.scale = np.ones(self.out_c, np.float32)
+        if self.bias is None:
+            self.bias = np.zeros(self.out_c, np.float32)
+        super().__post_init__()
+
+    @property
+    def filter(self) -> np.ndarray:
+        return self.weight_sign
+
+    def encode(self) -> bytes:
+        p = _u32(self.in_c, self.out_c) + _geometry(self.kernel, self.strides, self.pads)
+        p += _u32(0, int(self.threshold is not None))  # pad_mode 0: zero padding
+        if self.threshold is not None:
+            p += _f32(self.threshold)
+        p += pack_sign_bits(self.weight_sign).tobytes()
+        return p + _f32(self.scale) + _f32(self.bias)
+
+    @classmethod
+    def decode(cls, p: _Reader) -> dict[str, Any]:
+        c, o = p.u32(2)
+        geo = p.geometry()
+        kh, kw = geo.pop("kernel")
+        _pad_mode, has_thr = p.u32(2)
+        thr = p.f32(c) if has_thr else None
+        words = (c + 63) // 64
+        bits = np.frombuffer(p.take(8 * o * kh * kw * words), dtype="<u8")
+        w = unpack_sign_bits(bits.reshape(o, kh, kw, words), c)
+        return {"weight_sign": w, "threshold": thr, "scale": p.f32(o), "bias": p.f32(o), **geo}
+
+
+@dataclass
+class AffineParams(OpParams, op=Op.AFFINE, kind="affine"):
+    """Per-channel ``x·scale + bias`` (an unfolded BatchNorm)."""
+
+    scale: np.ndarray = field(default_factory=lambda: np.ones(1, np.float32))
+    bias: np.ndarray = field(default_factory=lambda: np.zeros(1, np.float32))
+
+    def encode(self) -> bytes:
+        return _u32(len(self.scale)) + _f32(self.scale) + _f32(self.bias)
+
+    @classmethod
+    def decode(cls, p: _Reader) -> dict[str, Any]:
+        (c,) = p.u32()
+        return {"scale": p.f32(c), "bias": p.f32(c)}
+
+
+@dataclass
+class ClipParams(OpParams, op=Op.CLIP, kind="clip"):
+    """Hardtanh is [-1, 1], ReLU [0, inf]."""
+
+    min: float = -1.0
+    max: float = 1.0
+
+    def encode(self) -> bytes:
+        return struct.pack("<ff", self.min, self.max)
+
+    @classmethod
+    def decode(cls, p: _Reader) -> dict[str, Any]:
+        lo, hi = struct.unpack("<ff", p.take(8))
+        return {"min": lo, "max": hi}
+
+
+@dataclass
+class _PoolParams(OpParams):
+    """Pooling geometry (FORMAT.md's block G)."""
+
+    kernel: tuple[int, int] = (2, 2)
+    strides: tuple[int, int] = (2, 2)
+    pads: Pads = (0, 0, 0, 0)
+
+    def encode(self) -> bytes:
+        return _geometry(self.kernel, self.strides, self.pads)
+
+    @classmethod
+    def decode(cls, p: _Reader) -> dict[str, Any]:
+        return p.geometry()
+
+
+@dataclass
+class MaxPoolParams(_PoolParams, op=Op.MAXPOOL, kind="maxpool"):
+    """Padded taps never win (−inf)."""
+
+
+@dataclass
+class AvgPoolParams(_PoolParams, op=Op.AVGPOOL, kind="avgpool"):
+    """Padded taps add 0; the divisor counts them only with ``count_include_pad``."""
+
+    count_include_pad: bool = False
+
+    def encode(self) -> bytes:
+        return super().encode() + _u32(int(self.count_include_pad))
+
+    @classmethod
+    def decode(cls, p: _Reader) -> dict[str, Any]:
+        geo = super().decode(p)
+        (cip,) = p.u32()
+        return {**geo, "count_include_pad": bool(cip)}
+
+
+@dataclass
+class GlobalAvgPoolParams(OpParams, op=Op.GLOBAL_AVGPOOL, kind="global_avgpool"):
+    """Mean over H and W; output N×C×1×1."""
+
+
+@dataclass
+class AddParams(OpParams, op=Op.ADD, kind="add"):
+    """Two inputs of identical shape."""
+
+
+@dataclass
+class FlattenParams(OpParams, op=Op.FLATTEN, kind="flatten"):
+    """N×C×H×W → N×(C·H·W), in C, H, W order."""
+
+
+@dataclass
+class GemmParams(OpParams, op=Op.GEMM, kind="gemm"):
+    """``y = x·Wᵀ + b`` with W shaped (out, in)."""
+
+    weight: np.ndarray = field(default_factory=lambda: np.zeros((1, 1), np.float32))
+    bias: np.ndarray | None = None
+
+    def encode(self) -> bytes:
+        o, i = self.weight.shape
+        p = _u32(i, o, int(self.bias is not None)) + _f32(self.weight)
+        return p + (_f32(self.bias) if self.bias is not None else b"")
+
+    @classmethod
+    def decode(cls, p: _Reader) -> dict[str, Any]:
+        i, o, has_bias = p.u32(3)
+        w = p.f32(o * i).reshape(o, i)
+        return {"weight": w, "bias": p.f32(o) if has_bias else None}
+
+
+# ---------------------------------------------------------------- layers: ops wired by value id
+
+
+@dataclass
+class Layer:
+    inputs: list[int]
+    output: int
+    name: str = ""
+
+
+@dataclass
+class Conv2dF32(Conv2dF32Params, Layer):
+    pass
+
+
+@dataclass
+class Conv2dBin(Conv2dBinParams, Layer):
+    pass
+
+
+@dataclass
+class Affine(AffineParams, Layer):
+    pass
+
+
+@dataclass
+class Clip(ClipParams, Layer):
+    pass
+
+
+@dataclass
+class MaxPool(MaxPoolParams, Layer):
+    pass
+
+
+@dataclass
+class AvgPool(AvgPoolParams, Layer):
+    pass
+
+
+@dataclass
+class GlobalAvgPool(GlobalAvgPoolParams, Layer):
+    pass
+
+
+@dataclass
+class Add(AddParams, Layer):
+    pass
+
+
+@dataclass
+class Flatten(FlattenParams, Layer):
+    pass
+
+
+@dataclass
+class Gemm(GemmParams, Layer):
+    pass
+
+
+#: the layer class of every opcode: each op's class above
+LAYERS: dict[Op, type[Layer]] = {cls.op: cls for cls in Layer.__subclasses__()}
+_WIRING = frozenset(f.name for f in fields(Layer))
+
+
+def layer_for(op: OpParams, inputs: list[int], output: int, name: str = "") -> Layer:
+    """The native layer computing ``op`` (an IR node, another layer, ...) with this wiring:
+    its parameter fields are copied as they are."""
+    cls = LAYERS.get(op.op)
+    if cls is None:
+        raise FormatError(f"{type(op).__name__} has no native layer")
+    params = {f.name: getattr(op, f.name) for f in fields(cls) if f.name not in _WIRING}
+    return cls(inputs, output, name, **params)
+
+
+@dataclass
+class NativeModel:
+    input_shape: tuple[int, ...]  # NCHW or (N, F)
+    layers: list[Layer]
+    n_values: int
+    input_id: int = 0
+    output_id: int = 0
+    metadata: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- writing
 
 
 def dumps(model: NativeModel) -> bytes:
@@ -218,7 +443,9 @@ def dumps(model: NativeModel) -> bytes:
     for layer in model.layers:
         # cut at 1024 bytes (the format's limit) without splitting a UTF-8 sequence
         name = layer.name.encode()[:1024].decode(errors="ignore").encode()
-        params = _params(layer)
+        if not isinstance(layer, OpParams):
+            raise FormatError(f"unknown layer type {type(layer).__name__}")
+        params = layer.encode()
         out += [
             _u32(int(layer.op), len(layer.inputs), *layer.inputs, layer.output, len(name)),
             name,
@@ -236,25 +463,6 @@ def write_model(model: NativeModel, path: str | Path) -> int:
 
 
 # ---------------------------------------------------------------- reading
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise FormatError(f"truncated file at byte {self.pos} (need {n} more)")
-        b = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return b
-
-    def u32(self, n: int = 1) -> tuple[int, ...]:
-        return struct.unpack(f"<{n}I", self.take(4 * n))
-
-    def f32(self, n: int) -> np.ndarray:
-        return np.frombuffer(self.take(4 * n), dtype="<f4").astype(np.float32)
 
 
 def loads(data: bytes) -> NativeModel:
@@ -276,54 +484,12 @@ def loads(data: bytes) -> NativeModel:
         name = r.take(name_len).decode(errors="replace")
         (plen,) = r.u32()
         p = _Reader(r.take(plen))
-        base = {"inputs": inputs, "output": output, "name": name}
         if op not in Op._value2member_map_:
             raise FormatError(f"unknown op code {op}")
-        layers.append(_parse_layer(Op(op), p, base))
+        cls = LAYERS[Op(op)]
+        layers.append(cls(inputs, output, name, **cls.decode(p)))
         if p.pos != plen:
             raise FormatError(f"layer {name!r}: {plen - p.pos} unexpected parameter bytes")
     if r.pos != len(data):
         raise FormatError("trailing bytes after the last layer")
     return NativeModel(tuple(dims[:rank]), layers, n_values, input_id, output_id, metadata)
-
-
-def _parse_layer(op: Op, p: _Reader, base: dict) -> Layer:
-    if op in (Op.CONV2D_F32, Op.CONV2D_BIN):
-        c, o, kh, kw, sh, sw, t, left, b, rr = p.u32(10)
-        geo = {"strides": (sh, sw), "pads": (t, left, b, rr)}
-        if op == Op.CONV2D_F32:
-            (has_bias,) = p.u32()
-            w = p.f32(o * c * kh * kw).reshape(o, c, kh, kw)
-            return Conv2dF32(**base, weight=w, bias=p.f32(o) if has_bias else None, **geo)
-        _pad_mode, has_thr = p.u32(2)
-        thr = p.f32(c) if has_thr else None
-        words = (c + 63) // 64
-        bits = np.frombuffer(p.take(8 * o * kh * kw * words), dtype="<u8")
-        w = unpack_sign_bits(bits.reshape(o, kh, kw, words), c)
-        return Conv2dBin(
-            **base, weight_sign=w, threshold=thr, scale=p.f32(o), bias=p.f32(o), **geo
-        )
-    if op == Op.AFFINE:
-        (c,) = p.u32()
-        return Affine(**base, scale=p.f32(c), bias=p.f32(c))
-    if op == Op.CLIP:
-        lo, hi = struct.unpack("<ff", p.take(8))
-        return Clip(**base, min=lo, max=hi)
-    if op in (Op.MAXPOOL, Op.AVGPOOL):
-        kh, kw, sh, sw, t, left, b, rr = p.u32(8)
-        geo = {"kernel": (kh, kw), "strides": (sh, sw), "pads": (t, left, b, rr)}
-        if op == Op.MAXPOOL:
-            return MaxPool(**base, **geo)
-        (cip,) = p.u32()
-        return AvgPool(**base, count_include_pad=bool(cip), **geo)
-    if op == Op.GLOBAL_AVGPOOL:
-        return GlobalAvgPool(**base)
-    if op == Op.ADD:
-        return Add(**base)
-    if op == Op.FLATTEN:
-        return Flatten(**base)
-    if op == Op.GEMM:
-        i, o, has_bias = p.u32(3)
-        w = p.f32(o * i).reshape(o, i)
-        return Gemm(**base, weight=w, bias=p.f32(o) if has_bias else None)
-    raise FormatError(f"unknown op code {op}")

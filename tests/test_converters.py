@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from converters import api, ir, reference
 from converters.analyze import analyze_graph
+from converters.backends.native import to_native_model
 from converters.errors import ConversionError, MalformedModelError, UnsupportedModelError
-from converters.onnx_frontend import load_ir, to_ir
-from converters.to_native import to_native_model
+from converters.frontend import load_ir, to_ir
 from native import format as nf
 
 RNG = np.random.default_rng(1234)

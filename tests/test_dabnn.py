@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from converters import ir, numpy_ops
-from converters.dabnn import (
+from converters.backends.dabnn import (
     DabFormatError,
     bits,
     check_model,
@@ -24,8 +24,8 @@ from converters.dabnn import (
     schema,
     verify_dabnn,
 )
-from converters.dabnn.model import Layer
-from converters.dabnn.reference import nhwc_to_ir
+from converters.backends.dabnn.model import Layer
+from converters.backends.dabnn.reference import nhwc_to_ir
 from converters.errors import UnsupportedModelError
 from converters.numpy_ops import BinarySemantics
 from converters.reference import DABNN, FORMAT, run_ir
@@ -341,7 +341,7 @@ def zoo_ir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, ir
     import onnx
 
     from converters import zoo
-    from converters.onnx_frontend import load_ir
+    from converters.frontend import load_ir
 
     d = tmp_path_factory.mktemp("dabnn_zoo")
     out = {}

@@ -32,8 +32,9 @@ import pytest
 from test_converters_util import OnnxBuilder, zoo_dir  # noqa: F401  (fixture)
 
 from converters import api, ir
-from converters.onnx_frontend import load_ir
-from converters.verify import E2E_RTOL, LAYER_RTOL, make_inputs, verify_native
+from converters.backends.native import verify_native
+from converters.fidelity import E2E_RTOL, LAYER_RTOL, make_inputs
+from converters.frontend import load_ir
 from converters.zoo import ALGORITHMS, ARCHS
 from native import format as nf
 from native.engine import NativeEngine

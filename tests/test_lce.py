@@ -13,11 +13,12 @@ from test_converters_util import OnnxBuilder, ort_run, zoo_dir  # noqa: F401  (f
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
 
+from converters.backends.lce import check_bconv_count, convert_lce  # noqa: E402
+from converters.backends.lce.verify import infer_padding_mode, verify_lce  # noqa: E402
+from converters.backends.tflite.convert import convert_tflite  # noqa: E402
+from converters.backends.tflite.flatbuffer import inspect_tflite  # noqa: E402
 from converters.errors import UnsupportedModelError  # noqa: E402
-from converters.lce_verify import infer_padding_mode, verify_lce  # noqa: E402
-from converters.onnx_frontend import load_ir  # noqa: E402
-from converters.tflite_inspect import inspect_tflite  # noqa: E402
-from converters.to_lce import check_bconv_count, convert_lce, convert_tflite  # noqa: E402
+from converters.frontend import load_ir  # noqa: E402
 
 ZOO = [f"{a}_{g}" for a in ("vggsmall", "resnet18") for g in ("fp32", "bnn", "react")]
 N_BIN = {"vggsmall": 5, "resnet18": 16}

@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 
 from converters import ir
+from converters.backends.lce.padding import axis_pads, plan_bconv_padding
+from converters.backends.tflite.flatbuffer import (
+    BUILTIN_NAMES,
+    TFLiteFormatError,
+    inspect_tflite,
+)
 from converters.errors import UnsupportedModelError
-from converters.tflite_inspect import BUILTIN_NAMES, TFLiteFormatError, inspect_tflite
-from converters.to_lce import axis_pads, plan_bconv_padding
 
 
 def _schema():

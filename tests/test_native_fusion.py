@@ -160,7 +160,8 @@ def test_fusion_on_the_zoo_resnet(tmp_path, monkeypatch):
     FP32 1x1 conv before the block: to_native.execution_order); the stem reads the NCHW
     input into its padded copy. Same output as unfused and as the graph's own order, where
     the downsampling blocks keep their adds."""
-    from converters import api, to_native, zoo
+    from converters import api, zoo
+    from converters.backends.native import convert as to_native
 
     entry = next(e for e in zoo.write_zoo(tmp_path, archs=("resnet18",))
                  if e.algorithm == "bnn")

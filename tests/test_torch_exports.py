@@ -34,7 +34,7 @@ from conftest import make_tiny_onnx
 
 from converters import api
 from converters.errors import MalformedModelError, UnsupportedModelError
-from converters.onnx_frontend import (
+from converters.frontend import (
     archive_kind,
     check_model_archive,
     external_data_locations,
@@ -175,11 +175,18 @@ DABNN_MODELS = ([f"resnet18_{g}_{e}" for g in ("bnn", "fp32") for e in EXPORTERS
                 + [f"vggsmall_bnn_{e}" for e in EXPORTERS])
 
 
+def _converted(exports: tuple[Path, dict], name: str, library: str,
+               out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Export ``name`` converted for ``library`` (verified on one input), and its manifest
+    entry."""
+    path, e = _model(exports, name)
+    return api.convert(path, library, out, verify_inputs=1), e
+
+
 @pytest.mark.parametrize("name", LCE_MODELS)
 def test_export_converts_to_lce_and_verifies(exports: tuple[Path, dict], name: str,
                                              tmp_path: Path) -> None:
-    path, e = _model(exports, name)
-    summary = api.convert(path, "lce", tmp_path / "m.tflite", verify_inputs=1)
+    summary, e = _converted(exports, name, "lce", tmp_path / "m.tflite")
     assert summary["n_binary_convs"] == e["expected_binary_convs"]
     assert summary["n_lce_bconv2d"] == summary["n_binary_convs"]
     fid = summary["fidelity"]
@@ -192,8 +199,7 @@ def test_export_converts_to_lce_and_verifies(exports: tuple[Path, dict], name: s
 @pytest.mark.parametrize("name", DABNN_MODELS)
 def test_export_converts_to_dabnn_and_verifies(exports: tuple[Path, dict], name: str,
                                                tmp_path: Path) -> None:
-    path, e = _model(exports, name)
-    summary = api.convert(path, "dabnn", tmp_path / "m.dab", verify_inputs=1)
+    summary, e = _converted(exports, name, "dabnn", tmp_path / "m.dab")
     assert summary["n_binary_convs"] == e["expected_binary_convs"]
     assert summary["fidelity"]["passed"], summary["fidelity"]["verdict"]
 

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from converters import ir
-from converters.dabnn import bits, check, schema
-from converters.dabnn.model import DabFormatError, DabModel, Input, Layer, Tensor
+from converters.backends.dabnn import bits, check, schema
+from converters.backends.dabnn.model import DabFormatError, DabModel, Input, Layer, Tensor
 from converters.errors import UnsupportedModelError
 
 CONVERTER_NAME = "bnnbench-dabnn"

@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from converters import numpy_ops as ops
-from converters.dabnn import bits
-from converters.dabnn.check import pair, sym_pads
-from converters.dabnn.model import DabFormatError, DabModel, Layer
+from converters.backends.dabnn import bits
+from converters.backends.dabnn.check import pair, sym_pads
+from converters.backends.dabnn.model import DabFormatError, DabModel, Layer
 from converters.reference import DABNN
 
 

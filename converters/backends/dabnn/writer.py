@@ -1,6 +1,6 @@
-"""Serialise a :class:`~converters.dabnn.model.DabModel` to daBNN's FlatBuffers format with the
-``flatbuffers`` package's Builder (hand-written calls against ``dab.fbs``; slots come from
-:mod:`converters.dabnn.schema`)."""
+"""Serialise a :class:`~converters.backends.dabnn.model.DabModel` to daBNN's FlatBuffers format
+with the ``flatbuffers`` package's Builder (hand-written calls against ``dab.fbs``; slots come from
+:mod:`converters.backends.dabnn.schema`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import flatbuffers
 import numpy as np
 
-from converters.dabnn import schema
-from converters.dabnn.model import DabModel, Input, Layer, Tensor
+from converters.backends.dabnn import schema
+from converters.backends.dabnn.model import DabModel, Input, Layer, Tensor
 
 
 def _vector_of_offsets(b: flatbuffers.Builder, offsets: list[int]) -> int:

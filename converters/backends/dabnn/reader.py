@@ -1,7 +1,7 @@
-"""Read a ``.dab`` file back into a :class:`~converters.dabnn.model.DabModel`.
+"""Read a ``.dab`` file back into a :class:`~converters.backends.dabnn.model.DabModel`.
 
 Hand-written accessors over ``flatbuffers.table.Table`` using the slots in
-:mod:`converters.dabnn.schema`. Every offset is checked against the buffer, so truncated or
+:mod:`converters.backends.dabnn.schema`. Every offset is checked against the buffer, so truncated or
 random bytes raise :class:`DabFormatError` instead of reading out of bounds.
 """
 
@@ -14,8 +14,8 @@ import numpy as np
 from flatbuffers import encode, number_types, packer
 from flatbuffers.table import Table
 
-from converters.dabnn import schema
-from converters.dabnn.model import DabFormatError, DabModel, Input, Layer, Tensor
+from converters.backends.dabnn import schema
+from converters.backends.dabnn.model import DabFormatError, DabModel, Input, Layer, Tensor
 
 
 class _T:

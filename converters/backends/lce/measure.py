@@ -1,9 +1,9 @@
 """Measure the LCE conversion of the zoo: fidelity per padding mode (the numbers in docs/lce.md).
 
-    python -m converters.lce_measure [--out DIR] [--inputs N] [--archs vggsmall,resnet18]
+    python -m converters.backends.lce.measure [--out DIR] [--inputs N] [--archs vggsmall,resnet18]
 
 For every zoo model and padding mode ("exact", "one"; FP32 models only "exact"): convert,
-then verify (converters/lce_verify.py) on N random inputs; prints one JSON line per model
+then verify (converters/backends/lce/verify.py) on N random inputs; prints one JSON line per model
 and a Markdown table. ResNet-34 is slow to convert and verify on two cores (about a minute);
 it is covered here rather than in the test suite.
 """
@@ -19,9 +19,8 @@ from typing import Any
 
 
 def measure(onnx_path: Path, out_dir: Path, padding: str, n_inputs: int) -> dict[str, Any]:
-    from converters.lce_verify import verify_lce
-    from converters.onnx_frontend import load_ir
-    from converters.to_lce import convert_lce
+    from converters.backends.lce import convert_lce, verify_lce
+    from converters.frontend import load_ir
 
     graph = load_ir(onnx_path)
     out = out_dir / f"{onnx_path.stem}_{padding}.tflite"

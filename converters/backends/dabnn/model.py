@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from converters.dabnn import schema
+from converters.backends.dabnn import schema
 
 
 class DabFormatError(ValueError):
     """The bytes are not a daBNN model this package can read, or the model breaks a rule of
-    daBNN's runtime (see :func:`converters.dabnn.check.check_model`)."""
+    daBNN's runtime (see :func:`converters.backends.dabnn.check.check_model`)."""
 
 
 @dataclass

@@ -1,43 +1,19 @@
-"""IR → native ``.bnn`` model (FORMAT.md) through ``native.format``."""
+"""IR → native ``.bnn`` model (FORMAT.md) through ``native.format``.
+
+IR nodes and native layers share their op classes, so a node becomes a layer by copying its
+fields (``nf.layer_for``): this module only numbers the values and picks the layer order."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from converters import ir
 from native import format as nf
 
 CONVERTER_NAME = "bnnbench-converters"
 CONVERTER_VERSION = "0.1.0"
-
-
-def _layer(n: ir.Node, ins: list[int], out: int) -> nf.Layer:
-    base = {"inputs": ins, "output": out, "name": n.name}
-    if isinstance(n, ir.Conv):
-        return nf.Conv2dF32(**base, weight=n.weight, bias=n.bias, strides=n.strides, pads=n.pads)
-    if isinstance(n, ir.BinConv):
-        return nf.Conv2dBin(**base, weight_sign=n.weight_sign, scale=n.scale, bias=n.bias,
-                            threshold=n.threshold, strides=n.strides, pads=n.pads)
-    if isinstance(n, ir.Affine):
-        return nf.Affine(**base, scale=n.scale, bias=n.bias)
-    if isinstance(n, ir.Clip):
-        return nf.Clip(**base, min=float(n.min), max=float(n.max))
-    if isinstance(n, ir.MaxPool):
-        return nf.MaxPool(**base, kernel=n.kernel, strides=n.strides, pads=n.pads)
-    if isinstance(n, ir.AvgPool):
-        return nf.AvgPool(**base, kernel=n.kernel, strides=n.strides, pads=n.pads,
-                          count_include_pad=n.count_include_pad)
-    if isinstance(n, ir.GlobalAvgPool):
-        return nf.GlobalAvgPool(**base)
-    if isinstance(n, ir.Add):
-        return nf.Add(**base)
-    if isinstance(n, ir.Flatten):
-        return nf.Flatten(**base)
-    if isinstance(n, ir.Gemm):
-        return nf.Gemm(**base, weight=n.weight, bias=n.bias)
-    raise TypeError(f"IR node {n.name!r} of kind {n.kind} has no native layer")
 
 
 def execution_order(graph: ir.Graph) -> list[ir.Node]:
@@ -78,7 +54,7 @@ def to_native_model(graph: ir.Graph, metadata: dict | None = None) -> nf.NativeM
     for n in execution_order(graph):
         ins = [ids[i] for i in n.inputs]
         ids[n.output] = len(ids)
-        layers.append(_layer(n, ins, ids[n.output]))
+        layers.append(nf.layer_for(n, ins, ids[n.output], n.name))
     meta = {
         "converter": CONVERTER_NAME,
         "converter_version": CONVERTER_VERSION,
@@ -102,17 +78,13 @@ def write_native(graph: ir.Graph, out_path: str | Path, metadata: dict | None = 
     return data
 
 
-def weight_bytes(graph: ir.Graph) -> dict[str, int]:
-    """Parameter storage in the native file, split by kind (for the summary)."""
-    fp = binary = 0
-    for n in graph.nodes:
-        if isinstance(n, ir.BinConv):
-            words = (n.in_c + 63) // 64
-            binary += 8 * n.out_c * n.kernel[0] * n.kernel[1] * words
-            fp += 4 * (n.scale.size + n.bias.size + (0 if n.threshold is None else n.in_c))
-        else:
-            for attr in ("weight", "bias", "scale"):
-                v = getattr(n, attr, None)
-                if isinstance(v, np.ndarray):
-                    fp += 4 * v.size
-    return {"fp32_bytes": fp, "binary_bytes": binary}
+def convert(graph: ir.Graph, out_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The back-end entry point (converters/backends/__init__.py)."""
+    data = write_native(graph, out_path, meta)
+    return {
+        "size_bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "padding_mode": "zero",
+        "converter": CONVERTER_NAME,
+        "converter_version": CONVERTER_VERSION,
+    }

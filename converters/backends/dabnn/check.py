@@ -7,10 +7,8 @@ bug or a model daBNN cannot run, never something to ship.
 
 from __future__ import annotations
 
-import numpy as np
-
-from converters.dabnn import bits, schema
-from converters.dabnn.model import DabFormatError, DabModel, Layer
+from converters.backends.dabnn import bits, schema
+from converters.backends.dabnn.model import DabFormatError, DabModel, Layer
 
 Shape4 = tuple[int, int, int, int]
 
@@ -225,8 +223,3 @@ def _check_in_place(model: DabModel) -> None:
             version[b] = 0
         buf[layer.output] = b
         seen[layer.output] = version[b]
-
-
-def pad_bits_zero(words: np.ndarray, n_filters: int, n_bits: int) -> bool:
-    """Whether the alignment bits after each filter's ``n_bits`` are all zero."""
-    return not bits.unpack_words(words, n_filters)[:, n_bits:].any()

@@ -1,5 +1,5 @@
-"""daBNN back end: IR → ``.dab`` (daBNN's FlatBuffers format, schema ``dab.fbs``), a reader,
-the runtime's rules, and a numpy reference of what daBNN computes. See docs/dabnn.md."""
+"""IR → ``.dab`` file: lowered (lower.py), serialised (writer.py), read back and checked against
+daBNN's runtime rules (check.py) before it is written."""
 
 from __future__ import annotations
 
@@ -8,13 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from converters import ir
-from converters.dabnn.check import check_model
-from converters.dabnn.convert import CONVERTER_NAME, CONVERTER_VERSION, Lowered, lower
-from converters.dabnn.model import DabFormatError, DabModel
-from converters.dabnn.reader import loads, read_dab
-from converters.dabnn.reference import execute, run_dab
-from converters.dabnn.verify import verify_dabnn
-from converters.dabnn.writer import dumps
+from converters.backends.dabnn.check import check_model
+from converters.backends.dabnn.lower import CONVERTER_NAME, CONVERTER_VERSION, lower
+from converters.backends.dabnn.reader import loads
+from converters.backends.dabnn.writer import dumps
 
 HARDTANH_NOTE = (
     "Hardtanh/Clip has no daBNN layer. Where only its sign is used (all readers are binary "
@@ -51,6 +48,4 @@ def convert_dabnn(graph: ir.Graph, out_path: str | Path, meta: dict[str, Any]) -
     }
 
 
-__all__ = ["CONVERTER_NAME", "CONVERTER_VERSION", "DabFormatError", "DabModel", "Lowered",
-           "check_model", "convert_dabnn", "dumps", "execute", "loads", "lower", "read_dab",
-           "run_dab", "verify_dabnn"]
+convert = convert_dabnn  # the back-end entry point (converters/backends/__init__.py)
