@@ -9,30 +9,20 @@ produce plausible but meaningless timings.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
 from pathlib import Path
 
-from agent.api import CoordinatorApi
-from bnnbench.schemas import ArtifactRef
+from bnnbench.client import BnnbenchClient
+from bnnbench.digest import sha256_file
+from bnnbench.schemas import SHA256_HEADER, ArtifactRef
 
 log = logging.getLogger("bnnbench.agent")
-
-HASH_HEADER = "X-Content-SHA256"
 
 
 class ArtifactError(Exception):
     """The artifact could not be obtained intact; the message says why (for the job failure)."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ArtifactCache:
@@ -57,7 +47,7 @@ class ArtifactCache:
         path.unlink(missing_ok=True)
         return None
 
-    def fetch(self, api: CoordinatorApi, ref: ArtifactRef) -> Path:
+    def fetch(self, client: BnnbenchClient, ref: ArtifactRef) -> Path:
         """Path of the verified artifact, downloading it if needed."""
         expected = ref.sha256.lower()
         cached = self.lookup(expected)
@@ -68,32 +58,19 @@ class ArtifactCache:
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as f:
-                state = {"h": hashlib.sha256(), "n": 0}
-
-                def restart() -> None:
-                    f.seek(0)
-                    f.truncate()
-                    state["h"], state["n"] = hashlib.sha256(), 0
-
-                def write(chunk: bytes) -> None:
-                    f.write(chunk)
-                    state["h"].update(chunk)
-                    state["n"] += len(chunk)
-
-                headers = api.stream_to(ref.download_url, write, on_restart=restart)
+                got = client.download(ref.download_url, f)
                 f.flush()
                 os.fsync(f.fileno())
-            actual, size = state["h"].hexdigest(), state["n"]
-            served = (headers.get(HASH_HEADER) or "").lower()
+            served = got.announced.lower()
             problems = []
-            if actual != expected:
-                problems.append(f"content hashes to {actual}")
+            if got.sha256 != expected:
+                problems.append(f"content hashes to {got.sha256}")
             if served and served != expected:
-                problems.append(f"server announced {HASH_HEADER} {served}")
+                problems.append(f"server announced {SHA256_HEADER} {served}")
             if not served:
-                problems.append(f"server sent no {HASH_HEADER} header")
-            if ref.size and size != ref.size:
-                problems.append(f"got {size} bytes, lease says {ref.size}")
+                problems.append(f"server sent no {SHA256_HEADER} header")
+            if ref.size and got.size != ref.size:
+                problems.append(f"got {got.size} bytes, lease says {ref.size}")
             if problems:
                 raise ArtifactError(
                     f"artifact {ref.id} download rejected: expected sha256 {expected}, but "
@@ -101,7 +78,7 @@ class ArtifactCache:
                     + " (corrupted download or damaged blob on the coordinator; file discarded)"
                 )
             os.replace(tmp, dest)
-            log.info("artifact %s cached (%d bytes, sha256 %s)", ref.id, size, expected)
+            log.info("artifact %s cached (%d bytes, sha256 %s)", ref.id, got.size, expected)
             return dest
         finally:
             tmp.unlink(missing_ok=True)

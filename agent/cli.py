@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-MAX_THREADS = 16
+from bnnbench.schemas import MAX_THREADS
 
 
 def _setup_logging(level: str) -> None:
@@ -92,29 +92,32 @@ def _fail(message: str) -> typer.Exit:
 
 def run(
     artifact: Path = typer.Argument(..., help="Model artifact (e.g. a native .bnn file)"),
-    runtime: str = typer.Option("native", help="Runtime (library) to run it with"),
+    library: str = typer.Option("native", help="Inference library to run it with"),
+    # the flag's former name, kept for scripts written before `submit --library` set the term
+    runtime: str | None = typer.Option(None, "--runtime", hidden=True),
     threads: int = typer.Option(1, help=f"Threads, 1-{MAX_THREADS}"),
     warmup: int = typer.Option(3, min=0, help="Untimed warm-up runs"),
     runs: int = typer.Option(10, min=1, help="Timed runs"),
     json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON"),
 ) -> None:
     """Benchmark one artifact on this machine (no coordinator) and print the timings."""
-    from agent.cache import sha256_file
     from agent.device import collect_device_info, environment
     from agent.runners import RunnerError, get_runner
+    from bnnbench.digest import sha256_file
     from bnnbench.stats import summarize
 
+    library = runtime or library
     if not 1 <= threads <= MAX_THREADS:
         raise _fail(f"--threads must be between 1 and {MAX_THREADS}, got {threads}")
     if not artifact.is_file():
         raise _fail(f"artifact not found: {artifact}")
     try:
-        runner = get_runner(runtime)
+        runner = get_runner(library)
     except RunnerError as exc:
         raise _fail(str(exc)) from None
     if not runner.available():
         reason = getattr(runner, "unavailable_reason", None) or "not available here"
-        raise _fail(f"runtime {runtime!r} is not available: {reason}")
+        raise _fail(f"library {library!r} is not available: {reason}")
     env = environment()
     try:
         out = runner.benchmark(artifact, threads, warmup, runs)
@@ -124,7 +127,7 @@ def run(
     digest = sha256_file(artifact)
     report = {
         "artifact": {"path": str(artifact), "sha256": digest, "size": artifact.stat().st_size},
-        "runtime": runtime,
+        "runtime": library,  # the report's key since its first version: kept for readers
         "runtime_version": out.runtime_version,
         "threads": threads,
         "warmup": warmup,

@@ -5,7 +5,7 @@ Robustness rules:
   agent. A rejected agent token (coordinator lost its database, agent revoked) triggers a fresh
   registration with the enrolment token; a rejected *enrolment* token is a configuration error
   and ends the agent with exit code 2 and a message saying so.
-- Every HTTP call retries through outages (agent.api). A finished result is written to
+- Every HTTP call retries through outages (``bnnbench.http.Retry``). A finished result is written to
   ``cache_dir/outbox/`` before it is posted and removed only once the coordinator has answered
   it, so measurements survive a coordinator outage and even an agent restart.
 - While a job runs, the heartbeat thread keeps its lease alive. A job whose agent dies is
@@ -27,13 +27,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-
 from agent import __version__, probe
-from agent.api import Backoff, CoordinatorApi, Stopped
 from agent.cache import ArtifactCache, ArtifactError
 from agent.fleet import DeviceSpec, open_transport
 from agent.runners import Runner, RunnerError, available_runners
@@ -43,15 +41,9 @@ from agent.runners.lce import LceRunner
 from agent.runners.tflite import TFLiteRunner
 from agent.transports import LocalTransport, Transport
 from agent.transports.base import TransportError
-from bnnbench.http import ApiError, error_detail
-from bnnbench.schemas import (
-    HeartbeatRequest,
-    JobFailure,
-    JobLease,
-    RegisterRequest,
-    RegisterResponse,
-    ResultIn,
-)
+from bnnbench.client import BnnbenchClient
+from bnnbench.http import ApiError, Backoff, Retry, Stopped
+from bnnbench.schemas import JobFailure, JobLease, RegisterRequest, ResultIn
 from bnnbench.settings import AgentSettings
 
 log = logging.getLogger("bnnbench.agent")
@@ -194,14 +186,14 @@ class Agent:
         self.name = base if self.spec.scheme == "local" else f"{base}/{self.spec.slug()}"
         self.stop_event = stop_event or threading.Event()  # graceful stop requested
         self._hb_stop = threading.Event()
-        self.api = CoordinatorApi(
-            settings.coordinator, max_backoff=settings.max_backoff_seconds, stop=self.stop_event
+        # two clients: the heartbeat thread's waits end with its own stop, not the agent's
+        self.api = BnnbenchClient(
+            settings.coordinator, timeout=30.0,
+            retry=Retry(max_backoff=settings.max_backoff_seconds, stop=self.stop_event),
         )
-        self._hb_api = CoordinatorApi(
-            settings.coordinator,
-            max_backoff=settings.max_backoff_seconds,
-            stop=self._hb_stop,
-            timeout=max(5.0, settings.heartbeat_seconds),
+        self._hb_api = BnnbenchClient(
+            settings.coordinator, timeout=max(5.0, settings.heartbeat_seconds),
+            retry=Retry(max_backoff=settings.max_backoff_seconds, stop=self._hb_stop),
         )
         self.identity: Identity | None = None
         self._identity_lock = threading.Lock()
@@ -217,8 +209,9 @@ class Agent:
         """In-process runners on this machine; on a board (or under an exec wrapper here) the
         static CLI, plus LCE's and daBNN's benchmark binaries where devices.toml gives their
         paths on the device (``lce_benchmark``, ``dabnn_benchmark``)."""
+        tuning = self.settings.runners
         if self.spec.scheme == "local" and not self.spec.exec_wrapper:
-            return available_runners()
+            return available_runners(tuning)
         affinity, wrapper = self.spec.default_affinity(), self.spec.exec_wrapper
         candidates: list[Runner] = [DeviceCliRunner(
             self.transport, self.device, affinity=affinity, exec_wrapper=wrapper,
@@ -227,14 +220,14 @@ class Agent:
         if self.spec.lce_benchmark:
             candidates.append(LceRunner(
                 mode="binary", binary=self.spec.lce_benchmark, transport=self.transport,
-                device=self.device, affinity=affinity, exec_wrapper=wrapper))
+                device=self.device, affinity=affinity, exec_wrapper=wrapper, settings=tuning))
         if "python3" in self.device.tools:  # tflite-runtime there? available() asks the board
             candidates.append(TFLiteRunner(transport=self.transport, device=self.device,
-                                           affinity=affinity))
+                                           affinity=affinity, settings=tuning))
         if self.spec.dabnn_benchmark:
             candidates.append(DabnnRunner(
                 self.spec.dabnn_benchmark, transport=self.transport, device=self.device,
-                affinity=affinity, exec_wrapper=wrapper))
+                affinity=affinity, exec_wrapper=wrapper, settings=tuning))
         runners: dict[str, Runner] = {}
         for runner in candidates:
             if runner.available():
@@ -271,7 +264,7 @@ class Agent:
             return None
         return ident
 
-    def register(self, api: CoordinatorApi | None = None) -> Identity:
+    def register(self, api: BnnbenchClient | None = None) -> Identity:
         api = api or self.api
         if not self.settings.token:
             raise AgentConfigError(
@@ -279,19 +272,17 @@ class Agent:
                 "coordinator's admin token to register this agent"
             )
         req = RegisterRequest(name=self.name, device=self.device, runtimes=self._runtimes())
-        resp = api.request(
-            "POST", "/agents/register", json=req.model_dump(mode="json"), token=self.settings.token
-        )
-        if resp.status_code in (401, 403):
+        try:
+            reg = api.register_agent(req, token=self.settings.token)
+        except ApiError as exc:
+            if exc.status_code in (401, 403):
+                raise AgentConfigError(
+                    f"the coordinator at {self.settings.coordinator} rejected the enrolment "
+                    f"token (HTTP {exc.status_code}: {exc.detail}); check --token"
+                ) from None
             raise AgentConfigError(
-                f"the coordinator at {self.settings.coordinator} rejected the enrolment token "
-                f"(HTTP {resp.status_code}: {error_detail(resp)}); check --token"
-            )
-        if resp.status_code >= 400:
-            raise AgentConfigError(
-                f"registration refused (HTTP {resp.status_code}: {error_detail(resp)})"
-            )
-        reg = RegisterResponse.model_validate(resp.json())
+                f"registration refused (HTTP {exc.status_code}: {exc.detail})"
+            ) from None
         ident = Identity(
             coordinator=self.settings.coordinator.rstrip("/"),
             name=self.name,
@@ -309,21 +300,24 @@ class Agent:
         )
         return ident
 
-    def _reregister(self, stale_token: str, api: CoordinatorApi) -> None:
+    def _reregister(self, stale_token: str, api: BnnbenchClient) -> None:
         with self._identity_lock:
             if self.identity is not None and self.identity.token != stale_token:
                 return  # the other thread already did it
             log.warning("the coordinator rejected this agent's token; registering again")
             self.register(api)
 
-    def call(self, api: CoordinatorApi, method: str, path: str, **kw: Any) -> httpx.Response:
-        """An authenticated call; a 401 leads to one re-registration and one retry."""
+    def _authed(self, api: BnnbenchClient, call: Callable[[], T]) -> T:
+        """``call`` (a request through ``api``); a 401 leads to one re-registration and one
+        retry."""
         token = api.token
-        resp = api.request(method, path, **kw)
-        if resp.status_code == 401:
-            self._reregister(token, api)
-            resp = api.request(method, path, **kw)
-        return resp
+        try:
+            return call()
+        except ApiError as exc:
+            if exc.status_code != 401:
+                raise
+        self._reregister(token, api)
+        return call()
 
     # -------------------------------------------------------------- heartbeat
 
@@ -337,37 +331,29 @@ class Agent:
     def _heartbeat_loop(self) -> None:
         while not self._hb_stop.wait(self._heartbeat_interval()):
             job = self._current_job
-            body = HeartbeatRequest(job_id=job).model_dump(mode="json")
             try:
-                resp = self.call(self._hb_api, "POST", "/agents/heartbeat", json=body, retry=False)
-            except httpx.TransportError as exc:
-                log.warning("heartbeat failed, coordinator unreachable (%r)", exc)
-                continue
+                # one try per beat: the next beat is the retry
+                self._authed(self._hb_api, partial(self._hb_api.heartbeat, job, retry=False))
+            except ApiError as exc:
+                if exc.status_code == 0:
+                    log.warning("heartbeat failed, %s", exc.detail)
+                    continue
+                # a 409 racing with our own result post is expected: the job just finished
+                racing = exc.status_code == 409 and job is not None and job == self._posting
+                (log.debug if racing else log.warning)(
+                    "heartbeat (job %s): HTTP %d: %s", job, exc.status_code, exc.detail
+                )
             except AgentConfigError as exc:
                 self._fatal = exc
                 self.stop_event.set()
                 return
             except Exception:  # never let the heartbeat thread die silently
                 log.exception("heartbeat failed")
-                continue
-            if resp.status_code >= 400:
-                # a 409 racing with our own result post is expected: the job just finished
-                racing = resp.status_code == 409 and job is not None and job == self._posting
-                (log.debug if racing else log.warning)(
-                    "heartbeat (job %s): HTTP %d: %s", job, resp.status_code, error_detail(resp)
-                )
 
     # -------------------------------------------------------------- jobs
 
     def lease(self, wait: float) -> JobLease | None:
-        resp = self.call(
-            self.api, "POST", "/agents/lease", params={"wait": round(wait, 1)}, timeout=wait + 30
-        )
-        if resp.status_code == 204:
-            return None
-        if resp.status_code != 200:
-            raise ApiError(resp.status_code, error_detail(resp), "POST", "/agents/lease")
-        return JobLease.model_validate(resp.json())
+        return self._authed(self.api, partial(self.api.lease, wait))
 
     def _run_in_thread(self, fn: Callable[[], T]) -> T:
         """Run a (C-bound) benchmark off the main thread so signals stay deliverable."""
@@ -388,14 +374,7 @@ class Agent:
         return box["out"]
 
     def _fetch(self, lease: JobLease) -> Path:
-        token = self.api.token
-        try:
-            return self.cache.fetch(self.api, lease.artifact)
-        except ApiError as exc:
-            if exc.status_code != 401:
-                raise
-        self._reregister(token, self.api)
-        return self.cache.fetch(self.api, lease.artifact)
+        return self._authed(self.api, partial(self.cache.fetch, self.api, lease.artifact))
 
     def process(self, lease: JobLease) -> None:
         job = lease.job_id
@@ -495,42 +474,35 @@ class Agent:
     def deliver(self, job_id: int, result: ResultIn) -> bool:
         """Post a result; True once the coordinator has answered it for good."""
         try:
-            resp = self.call(
-                self.api, "POST", f"/jobs/{job_id}/result", json=result.model_dump(mode="json")
-            )
+            self._authed(self.api, partial(self.api.post_result, job_id, result))
         except Stopped:
             log.warning("job %d: result kept in %s for the next start", job_id, self.outbox.root)
             return False
-        if resp.status_code < 300:
-            med = sorted(result.samples_ms)[len(result.samples_ms) // 2]
-            log.info("job %d done: %d samples, median %.3f ms", job_id, len(result.samples_ms), med)
+        except ApiError as exc:
+            if not 400 <= exc.status_code < 500:
+                log.error("job %d: result not accepted yet (HTTP %d); kept", job_id,
+                          exc.status_code)
+                return False
+            # the lease was lost (expired and re-leased) or the job is gone: nothing to retry
+            log.error("job %d: coordinator refused the result (HTTP %d: %s); dropping it",
+                      job_id, exc.status_code, exc.detail)
             self.outbox.remove(job_id)
             return True
-        if resp.status_code >= 500:
-            log.error("job %d: result not accepted yet (HTTP %d); kept", job_id, resp.status_code)
-            return False
-        # 4xx: the lease was lost (expired and re-leased) or the job is gone: nothing to retry
-        log.error(
-            "job %d: coordinator refused the result (HTTP %d: %s); dropping it",
-            job_id, resp.status_code, error_detail(resp),
-        )
+        med = sorted(result.samples_ms)[len(result.samples_ms) // 2]
+        log.info("job %d done: %d samples, median %.3f ms", job_id, len(result.samples_ms), med)
         self.outbox.remove(job_id)
         return True
 
     def fail(self, lease: JobLease, error: str, *, retryable: bool = True) -> None:
         log.error("job %d failed: %s", lease.job_id, error)
-        body = JobFailure(
-            lease_id=lease.lease_id, error=error[:10000], retryable=retryable
-        ).model_dump(mode="json")
+        failure = JobFailure(lease_id=lease.lease_id, error=error[:10000], retryable=retryable)
         try:
-            resp = self.call(self.api, "POST", f"/jobs/{lease.job_id}/fail", json=body)
+            self._authed(self.api, partial(self.api.post_failure, lease.job_id, failure))
         except Stopped:
             return  # the lease expires and the job is retried elsewhere
-        if resp.status_code >= 300:
-            log.error(
-                "job %d: failure report refused (HTTP %d: %s)",
-                lease.job_id, resp.status_code, error_detail(resp),
-            )
+        except ApiError as exc:
+            log.error("job %d: failure report refused (HTTP %d: %s)", lease.job_id,
+                      exc.status_code, exc.detail)
 
     def flush_outbox(self) -> None:
         for job_id, result in self.outbox.pending():
@@ -539,9 +511,6 @@ class Agent:
                 return  # coordinator still unhappy; try again next round
 
     # -------------------------------------------------------------- lifecycle
-
-    def request_stop(self) -> None:
-        self.stop_event.set()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._signals += 1

@@ -15,10 +15,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from agent.api import Backoff
 from agent.daemon import EXIT_CONFIG, EXIT_OK, Agent
 from agent.fleet import DeviceSpec, FleetConfigError
 from agent.transports.base import TransportError
+from bnnbench.http import Backoff
 from bnnbench.settings import AgentSettings
 
 log = logging.getLogger("bnnbench.agent.host")

@@ -1,81 +1,45 @@
-"""``BnnbenchClient``: the coordinator's REST API over httpx, for the CLI, scripts and tests.
+"""``BnnbenchClient``: the coordinator's REST API as typed methods, for the CLI, the agent,
+scripts and tests (the one place a caller names an endpoint: ``schemas.Endpoint``).
 
 Construct it with the admin token for user operations (upload, jobs, results) or with an
-agent's token for the agent side (heartbeat, lease, result). Errors raise
-:class:`bnnbench.http.ApiError` with the server's ``detail`` message.
+agent's token for the agent side (register, heartbeat, lease, result, failure, download).
+Errors raise :class:`bnnbench.http.ApiError` with the server's ``detail`` message.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bnnbench.http import ApiError, error_detail
+from bnnbench.http import ApiError, HttpCore
 from bnnbench.schemas import (
-    API_PREFIX,
     ArtifactOut,
     DeviceOut,
+    Endpoint,
+    HeartbeatRequest,
     HeartbeatResponse,
+    JobFailure,
     JobLease,
     JobOut,
     MeasurementProtocol,
     ModelOut,
     RegisterRequest,
     RegisterResponse,
+    ResultIn,
     ResultOut,
 )
 
 TERMINAL = ("done", "failed")
 
 
-class BnnbenchClient:
-    def __init__(
-        self,
-        url: str,
-        token: str = "",
-        *,
-        timeout: float = 60.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.url = url.rstrip("/")
-        self.token = token
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout, transport=transport
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> BnnbenchClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -------------------------------------------------------------- plumbing
-
-    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        """``path`` relative to /api/v1 (or absolute from the server root); raises ApiError
-        for 4xx/5xx."""
-        url = path if path.startswith(API_PREFIX) or path == "/health" else API_PREFIX + path
-        try:
-            resp = self._http.request(method, url, **kw)
-        except httpx.TransportError as exc:
-            # status 0: no HTTP answer at all (refused, timed out, DNS)
-            raise ApiError(0, f"cannot reach the coordinator at {self.url}: {exc}", method,
-                           url) from None
-        if resp.status_code >= 400:
-            raise ApiError(resp.status_code, error_detail(resp), method, url)
-        return resp
+class BnnbenchClient(HttpCore):
+    """Typed calls on the HTTP core; ``retry=Retry(...)`` keeps trying through outages (the
+    agent), without it the first failure raises (the CLI)."""
 
     def health(self) -> dict[str, Any]:
-        return self.request("GET", "/health").json()
+        return self.call("GET", Endpoint.HEALTH).json()
 
     # -------------------------------------------------------------- models
 
@@ -108,50 +72,43 @@ class BnnbenchClient:
     ) -> ModelOut:
         fields = {k: v for k, v in {"name": name, "arch": arch, "algorithm": algorithm}.items()
                   if v}
-        resp = self.request("POST", "/models", files={"file": file}, data=fields)
+        resp = self.call("POST", Endpoint.MODELS, files={"file": file}, data=fields)
         return ModelOut.model_validate(resp.json())
 
     def list_models(self) -> list[ModelOut]:
-        return [ModelOut.model_validate(m) for m in self.request("GET", "/models").json()]
+        return [ModelOut.model_validate(m) for m in self.call("GET", Endpoint.MODELS).json()]
 
     def get_model(self, model_id: int) -> ModelOut:
-        return ModelOut.model_validate(self.request("GET", f"/models/{model_id}").json())
+        resp = self.call("GET", Endpoint.MODEL.format(model_id=model_id))
+        return ModelOut.model_validate(resp.json())
 
     def model_artifacts(self, model_id: int) -> list[ArtifactOut]:
-        resp = self.request("GET", f"/models/{model_id}/artifacts")
+        resp = self.call("GET", Endpoint.MODEL_ARTIFACTS.format(model_id=model_id))
         return [ArtifactOut.model_validate(a) for a in resp.json()]
 
     # -------------------------------------------------------------- artifacts
 
     def list_artifacts(self, status: str | None = None) -> list[ArtifactOut]:
         params = {"status": status} if status else None
-        resp = self.request("GET", "/artifacts", params=params)
+        resp = self.call("GET", Endpoint.ARTIFACTS, params=params)
         return [ArtifactOut.model_validate(a) for a in resp.json()]
 
     def get_artifact(self, artifact_id: int) -> ArtifactOut:
-        return ArtifactOut.model_validate(self.request("GET", f"/artifacts/{artifact_id}").json())
+        resp = self.call("GET", Endpoint.ARTIFACT.format(artifact_id=artifact_id))
+        return ArtifactOut.model_validate(resp.json())
 
     def retry_artifact(self, artifact_id: int) -> ArtifactOut:
-        resp = self.request("POST", f"/artifacts/{artifact_id}/retry")
+        resp = self.call("POST", Endpoint.ARTIFACT_RETRY.format(artifact_id=artifact_id))
         return ArtifactOut.model_validate(resp.json())
 
     def download_artifact(self, artifact_id: int, dest: str | Path) -> str:
-        """Writes the artifact to ``dest``; returns the X-Content-SHA256 header after checking
-        it against the bytes received."""
-        url = f"{API_PREFIX}/artifacts/{artifact_id}/download"
-        h = hashlib.sha256()
-        with self._http.stream("GET", url) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                raise ApiError(resp.status_code, error_detail(resp), "GET", url)
-            claimed = resp.headers.get("X-Content-SHA256", "")
-            with open(dest, "wb") as f:
-                for chunk in resp.iter_bytes(1 << 16):
-                    h.update(chunk)
-                    f.write(chunk)
-        if h.hexdigest() != claimed:
-            raise ApiError(200, f"sha256 mismatch: got {h.hexdigest()}, header {claimed}")
-        return claimed
+        """Writes the artifact to ``dest``; returns the sha256 the server announced after
+        checking it against the bytes received."""
+        with open(dest, "wb") as f:
+            got = self.download(Endpoint.ARTIFACT_DOWNLOAD.format(artifact_id=artifact_id), f)
+        if got.sha256 != got.announced:
+            raise ApiError(200, f"sha256 mismatch: got {got.sha256}, header {got.announced}")
+        return got.announced
 
     def wait_artifact(
         self, artifact_id: int, timeout: float = 120.0, poll: float = 0.2
@@ -188,10 +145,11 @@ class BnnbenchClient:
             body["devices"] = list(devices)
         if protocol is not None:
             body["protocol"] = MeasurementProtocol.model_validate(protocol).model_dump()
-        return [JobOut.model_validate(j) for j in self.request("POST", "/jobs", json=body).json()]
+        resp = self.call("POST", Endpoint.JOBS, json=body)
+        return [JobOut.model_validate(j) for j in resp.json()]
 
     def devices(self) -> list[DeviceOut]:
-        return [DeviceOut.model_validate(d) for d in self.request("GET", "/devices").json()]
+        return [DeviceOut.model_validate(d) for d in self.call("GET", Endpoint.DEVICES).json()]
 
     def list_jobs(
         self, status: str | None = None, ids: Iterable[int] | None = None,
@@ -202,19 +160,19 @@ class BnnbenchClient:
             params.append(("status", status))
         if model_id is not None:
             params.append(("model_id", model_id))
-        ids = list(ids) if ids is not None else None
-        if ids is not None:
-            out: list[JobOut] = []
-            for i in range(0, len(ids), 200):  # keep URLs short
-                chunk = [("id", j) for j in ids[i:i + 200]]
-                resp = self.request("GET", "/jobs", params=params + chunk)
-                out += [JobOut.model_validate(j) for j in resp.json()]
-            return out
-        resp = self.request("GET", "/jobs", params=params)
-        return [JobOut.model_validate(j) for j in resp.json()]
+        if ids is None:
+            resp = self.call("GET", Endpoint.JOBS, params=params)
+            return [JobOut.model_validate(j) for j in resp.json()]
+        wanted = list(ids)
+        out: list[JobOut] = []
+        for i in range(0, len(wanted), 200):  # keep URLs short
+            chunk = [("id", j) for j in wanted[i:i + 200]]
+            resp = self.call("GET", Endpoint.JOBS, params=params + chunk)
+            out += [JobOut.model_validate(j) for j in resp.json()]
+        return out
 
     def get_job(self, job_id: int) -> JobOut:
-        return JobOut.model_validate(self.request("GET", f"/jobs/{job_id}").json())
+        return JobOut.model_validate(self.call("GET", Endpoint.JOB.format(job_id=job_id)).json())
 
     def wait_jobs(
         self,
@@ -242,46 +200,48 @@ class BnnbenchClient:
 
     # -------------------------------------------------------------- agent side
 
-    def register_agent(self, req: RegisterRequest | dict[str, Any]) -> RegisterResponse:
-        body = req.model_dump() if isinstance(req, RegisterRequest) else req
-        resp = self.request("POST", "/agents/register", json=body)
+    def register_agent(
+        self, req: RegisterRequest | dict[str, Any], *, token: str | None = None
+    ) -> RegisterResponse:
+        """Enrol an agent; ``token``: the enrolment (admin) token when this client holds
+        another (an agent registering again)."""
+        body = req.model_dump(mode="json") if isinstance(req, RegisterRequest) else req
+        resp = self.call("POST", Endpoint.AGENT_REGISTER, json=body, token=token)
         return RegisterResponse.model_validate(resp.json())
 
-    def heartbeat(self, job_id: int | None = None) -> HeartbeatResponse:
-        resp = self.request("POST", "/agents/heartbeat", json={"job_id": job_id})
+    def heartbeat(self, job_id: int | None = None, *, retry: bool = True) -> HeartbeatResponse:
+        """``retry=False``: one try; a periodic beat need not wait out an outage."""
+        body = HeartbeatRequest(job_id=job_id).model_dump(mode="json")
+        resp = self.call("POST", Endpoint.AGENT_HEARTBEAT, json=body, retry=retry)
         return HeartbeatResponse.model_validate(resp.json())
 
     def lease(self, wait: float = 0.0) -> JobLease | None:
-        resp = self.request("POST", "/agents/lease", params={"wait": wait},
-                            timeout=wait + 30.0)
+        """A job to run, or None when none came within ``wait`` seconds (a long poll)."""
+        resp = self.call("POST", Endpoint.AGENT_LEASE, params={"wait": round(wait, 1)},
+                         timeout=wait + 30.0)
         if resp.status_code == 204:
             return None
         return JobLease.model_validate(resp.json())
 
-    def post_result(
-        self, job_id: int, lease_id: str, samples_ms: list[float],
-        runtime_version: str = "test", env: dict[str, Any] | None = None,
-    ) -> ResultOut:
-        body = {"lease_id": lease_id, "samples_ms": samples_ms,
-                "runtime_version": runtime_version, "env": env or {}}
-        resp = self.request("POST", f"/jobs/{job_id}/result", json=body)
+    def post_result(self, job_id: int, result: ResultIn) -> ResultOut:
+        resp = self.call("POST", Endpoint.JOB_RESULT.format(job_id=job_id),
+                         json=result.model_dump(mode="json"))
         return ResultOut.model_validate(resp.json())
 
-    def post_failure(
-        self, job_id: int, lease_id: str, error: str, retryable: bool = True
-    ) -> JobOut:
-        body = {"lease_id": lease_id, "error": error, "retryable": retryable}
-        return JobOut.model_validate(self.request("POST", f"/jobs/{job_id}/fail", json=body).json())
+    def post_failure(self, job_id: int, failure: JobFailure) -> JobOut:
+        resp = self.call("POST", Endpoint.JOB_FAILURE.format(job_id=job_id),
+                         json=failure.model_dump(mode="json"))
+        return JobOut.model_validate(resp.json())
 
     # -------------------------------------------------------------- results
 
     def results(self, **filters: Any) -> list[ResultOut]:
         params = {k: v for k, v in filters.items() if v is not None}
-        return [ResultOut.model_validate(r)
-                for r in self.request("GET", "/results", params=params).json()]
+        resp = self.call("GET", Endpoint.RESULTS, params=params)
+        return [ResultOut.model_validate(r) for r in resp.json()]
 
     def table(self) -> dict[str, Any]:
-        return self.request("GET", "/results/table").json()
+        return self.call("GET", Endpoint.RESULTS_TABLE).json()
 
     def table_csv(self) -> str:
-        return self.request("GET", "/results/table.csv").text
+        return self.call("GET", Endpoint.RESULTS_TABLE_CSV).text

@@ -1,4 +1,6 @@
-"""Wire schemas shared by the coordinator and the agent (the REST contract, ``/api/v1``).
+"""Wire schemas shared by the coordinator and the agent (the REST contract, ``/api/v1``),
+and the wire constants both sides read: endpoint paths, the download's hash header, the
+thread limit.
 
 Only pydantic here: the agent imports this module and must stay light.
 """
@@ -12,6 +14,39 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 API_PREFIX = "/api/v1"
+
+# the sha256 of an artifact's bytes, sent with its download so the receiver can check them
+SHA256_HEADER = "X-Content-SHA256"
+
+# threads one job may ask for: the native engine's BNN_MAX_THREADS (native/include/bnn.h);
+# the coordinator refuses more, the CLI and the runners check it again
+MAX_THREADS = 16
+
+
+class Endpoint:
+    """Paths below API_PREFIX: the coordinator's routers declare them, the client fills them
+    in (``Endpoint.JOB_RESULT.format(job_id=3)``)."""
+
+    HEALTH = "/health"
+    MODELS = "/models"
+    MODEL = "/models/{model_id}"
+    MODEL_ARTIFACTS = "/models/{model_id}/artifacts"
+    ARTIFACTS = "/artifacts"
+    ARTIFACT = "/artifacts/{artifact_id}"
+    ARTIFACT_RETRY = "/artifacts/{artifact_id}/retry"
+    ARTIFACT_DOWNLOAD = "/artifacts/{artifact_id}/download"
+    JOBS = "/jobs"
+    JOB = "/jobs/{job_id}"
+    JOB_RESULT = "/jobs/{job_id}/result"
+    JOB_FAILURE = "/jobs/{job_id}/fail"
+    AGENT_REGISTER = "/agents/register"
+    AGENT_HEARTBEAT = "/agents/heartbeat"
+    AGENT_LEASE = "/agents/lease"
+    DEVICES = "/devices"
+    DEVICE = "/devices/{device_id}"
+    RESULTS = "/results"
+    RESULTS_TABLE = "/results/table"
+    RESULTS_TABLE_CSV = "/results/table.csv"
 
 
 class Library(StrEnum):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +44,29 @@ class CoordinatorSettings(BaseSettings):
         return self.database_url or f"sqlite:///{(self.data_dir / 'bnnbench.db').resolve()}"
 
 
+class RunnerSettings(BaseSettings):
+    """How the runners find and drive their libraries on the agent's own machine (a board
+    behind a transport gets its binary paths from devices.toml instead)."""
+
+    # empty values count as unset: an env file may list a variable without a value
+    model_config = SettingsConfigDict(env_prefix="BNNBENCH_", extra="ignore",
+                                      env_ignore_empty=True)
+
+    lce_mode: str = "auto"  # auto | python | binary (agent.runners.lce.MODES)
+    lce_benchmark_model: str = ""  # lce_benchmark_model binary; default: PATH
+    lce_use_xnnpack: bool = False  # LCE's Python interpreter's default, imposed on the binary
+    lce_timeout_s: float = 600.0  # one lce_benchmark_model process
+    dabnn_benchmark: str = ""  # benchmark_single_model binary; default: PATH
+    tflite_use_xnnpack: bool = True  # tflite-runtime's default delegate for float models
+
+    @classmethod
+    def env_var(cls, field: str) -> str:
+        """The environment variable that sets ``field`` (for messages that name it)."""
+        if field not in cls.model_fields:
+            raise KeyError(field)
+        return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+
 class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BNNBENCH_AGENT_", extra="ignore")
 
@@ -55,6 +79,8 @@ class AgentSettings(BaseSettings):
     poll_wait_seconds: float = 20.0  # long-poll wait per lease request (server may cap it)
     devices_file: Path | None = None  # devices.toml: the boards this agent serves (agent.fleet)
     native_cli_dir: Path | None = None  # where the static CLIs per ABI are (native/build)
+    # read from their own BNNBENCH_* variables (e.g. BNNBENCH_LCE_MODE)
+    runners: RunnerSettings = Field(default_factory=RunnerSettings)
 
 
 class ClientSettings(BaseSettings):

@@ -4,6 +4,7 @@ body: the agent imports the CLI module on boards without FastAPI."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -37,7 +38,7 @@ def serve(
     from bnnbench.settings import CoordinatorSettings
     from coordinator.app import create_app
 
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v
         for k, v in {
             "host": host, "port": port, "data_dir": data_dir, "database_url": database_url,

@@ -22,6 +22,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from bnnbench.schemas import (
+    MAX_THREADS,
     ArtifactStatus,
     JobCreate,
     JobFailure,
@@ -30,10 +31,10 @@ from bnnbench.schemas import (
 )
 from bnnbench.settings import CoordinatorSettings
 from bnnbench.stats import summarize
-from coordinator.errors import Conflict, NotFound, Unprocessable
+from coordinator.errors import Conflict, Unprocessable
 from coordinator.models import Agent, Artifact, Device, Job, Model, Result, utcnow
+from coordinator.rows import changed, get_row
 
-MAX_THREADS = 256
 MAX_SAMPLES = 100_000
 
 
@@ -65,15 +66,10 @@ def create_jobs(s: Session, req: JobCreate) -> tuple[list[Job], bool]:
     target's cores. Returns the jobs and whether a new artifact (a conversion) was created."""
     from coordinator.devices import select_devices
 
-    model = s.get(Model, req.model_id)
-    if model is None:
-        raise NotFound(f"model {req.model_id} not found")
+    model = get_row(s, Model, req.model_id)
     targets: list[Device | None] = [None]
     if req.device_id is not None:
-        dev = s.get(Device, req.device_id)
-        if dev is None:
-            raise NotFound(f"device {req.device_id} not found")
-        targets = [dev]
+        targets = [get_row(s, Device, req.device_id)]
     if req.devices:
         targets = [*(t for t in targets if t is not None), *select_devices(s, req.devices)]
     threads: list[int] = []
@@ -123,17 +119,18 @@ def create_jobs(s: Session, req: JobCreate) -> tuple[list[Job], bool]:
 
 def on_artifact_ready(s: Session, artifact_id: int) -> int:
     """Waiting jobs of the artifact become queued; returns how many."""
-    res = s.execute(
+    return changed(
+        s,
         update(Job)
         .where(Job.artifact_id == artifact_id, Job.status == JobStatus.waiting)
         .values(status=JobStatus.queued, updated_at=utcnow())
     )
-    return res.rowcount or 0
 
 
 def on_artifact_failed(s: Session, artifact_id: int, error: str) -> int:
     """Jobs still waiting for the artifact fail with the conversion error."""
-    res = s.execute(
+    return changed(
+        s,
         update(Job)
         .where(Job.artifact_id == artifact_id, Job.status == JobStatus.waiting)
         .values(
@@ -142,7 +139,6 @@ def on_artifact_failed(s: Session, artifact_id: int, error: str) -> int:
             updated_at=utcnow(),
         )
     )
-    return res.rowcount or 0
 
 
 # ------------------------------------------------------------------ leases
@@ -170,13 +166,14 @@ def _give_up_or_requeue(
         values = {"status": JobStatus.failed, "error": error}
     else:
         values = {"status": JobStatus.queued, "error": f"attempt {attempts} failed: {cause}"}
-    res = s.execute(
+    count = changed(
+        s,
         update(Job)
         .where(Job.id == job.id, Job.status == JobStatus.leased, Job.lease_id == job.lease_id)
         .values(**_clear_lease(values), attempts=attempts, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if res.rowcount != 1:
+    if count != 1:
         return False
     s.refresh(job)
     _event(job, cause if cause == "lease expired" else "failure reported", detail=cause)
@@ -223,7 +220,8 @@ def lease(
         q = q.where(Job.library.in_(libraries))
     for job_id in s.scalars(q.order_by(Job.id).limit(20)).all():
         lease_id = secrets.token_hex(16)
-        res = s.execute(
+        count = changed(
+            s,
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.queued)
             .values(
@@ -235,7 +233,7 @@ def lease(
             )
             .execution_options(synchronize_session=False)
         )
-        if res.rowcount == 1:
+        if count == 1:
             job = s.get(Job, job_id)
             assert job is not None
             s.refresh(job)
@@ -247,9 +245,7 @@ def lease(
 
 
 def _held_job(s: Session, agent: Agent, job_id: int) -> Job:
-    job = s.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
+    job = get_row(s, Job, job_id)
     if job.status != JobStatus.leased or job.leased_by != agent.id:
         raise Conflict(
             f"job {job_id} is not leased by this agent (status {job.status}); "
@@ -272,21 +268,20 @@ def heartbeat(
         return None
     job = _held_job(s, agent, job_id)
     until = now + timedelta(seconds=settings.lease_seconds)
-    res = s.execute(
+    count = changed(
+        s,
         update(Job)
         .where(Job.id == job.id, Job.status == JobStatus.leased, Job.leased_by == agent.id)
         .values(lease_expires_at=until)
         .execution_options(synchronize_session=False)
     )
-    if res.rowcount != 1:
+    if count != 1:
         raise Conflict(f"job {job_id} is no longer leased by this agent")
     return until
 
 
 def _check_lease(s: Session, agent: Agent, job_id: int, lease_id: str) -> Job:
-    job = s.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
+    job = get_row(s, Job, job_id)
     if job.status != JobStatus.leased or job.lease_id != lease_id or job.leased_by != agent.id:
         raise Conflict(
             f"stale lease for job {job_id}: the job is {job.status} and lease {lease_id!r} is "
@@ -371,13 +366,14 @@ def submit_result(
     except ValueError:
         raise Unprocessable("env must be plain JSON (no NaN or Infinity values)") from None
     job = _check_lease(s, agent, job_id, body.lease_id)
-    res = s.execute(
+    count = changed(
+        s,
         update(Job)
         .where(Job.id == job.id, Job.status == JobStatus.leased, Job.lease_id == body.lease_id)
         .values(**_clear_lease({"status": JobStatus.done, "error": None}), updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if res.rowcount != 1:
+    if count != 1:
         raise Conflict(f"stale lease for job {job_id}: it changed while the result arrived")
     stats = summarize(samples)
     device = s.get(Device, agent.device_id)

@@ -15,8 +15,9 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from bnnbench.digest import sha256_file
+
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-CHUNK = 1 << 20
 
 
 class TooLarge(Exception):
@@ -131,14 +132,11 @@ class BlobStore:
 
     def put_file(self, src: Path) -> tuple[str, int]:
         """Move ``src`` (a file on the same filesystem, e.g. under ``tmp/``) into the store."""
-        h = hashlib.sha256()
-        size = 0
+        # another process (a converter) wrote it: make it durable before it gets its name
         with open(src, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-                size += len(chunk)
             os.fsync(f.fileno())
-        sha = h.hexdigest()
+        sha = sha256_file(src)
+        size = src.stat().st_size
         self._place(src, sha)
         return sha, size
 

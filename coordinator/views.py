@@ -7,6 +7,7 @@ from bnnbench.schemas import (
     ArtifactOut,
     ArtifactRef,
     ArtifactStatus,
+    Endpoint,
     JobLease,
     JobOut,
     JobStatus,
@@ -47,7 +48,7 @@ def job_out(j: Job) -> JobOut:
 
 
 def download_url(artifact_id: int) -> str:
-    return f"{API_PREFIX}/artifacts/{artifact_id}/download"
+    return API_PREFIX + Endpoint.ARTIFACT_DOWNLOAD.format(artifact_id=artifact_id)
 
 
 def job_lease(j: Job) -> JobLease:

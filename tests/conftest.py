@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from bnnbench.client import BnnbenchClient
-from bnnbench.schemas import RegisterResponse
+from bnnbench.schemas import JobLease, RegisterResponse, ResultIn
 
 if TYPE_CHECKING:
     from helpers.agents import AgentProcess
@@ -54,6 +54,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def result_for(lease: JobLease, samples_ms: list[float],
+               runtime_version: str = "test") -> ResultIn:
+    """A result for ``lease`` with these samples (what a test agent posts)."""
+    return ResultIn(lease_id=lease.lease_id, samples_ms=samples_ms,
+                    runtime_version=runtime_version)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
@@ -197,10 +204,13 @@ class CoordinatorProcess:
         return reg, self.make_client(reg.token)
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Read the server's SQLite file directly (what is really stored)."""
+        """Read the server's SQLite file directly (what is really stored); a statement that
+        changes rows is committed (a state the API cannot make, e.g. one an older version
+        left)."""
         con = sqlite3.connect(self.db_path, timeout=30)
         try:
-            return con.execute(sql, args).fetchall()
+            with con:
+                return con.execute(sql, args).fetchall()
         finally:
             con.close()
 

@@ -1,4 +1,4 @@
-"""Retry policy of the agent's HTTP layer against a real local HTTP server."""
+"""Retry policy of the agent's HTTP layer (bnnbench.http) against a real local HTTP server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agent.api import Backoff, CoordinatorApi, Stopped
+from bnnbench.http import Backoff, HttpCore, Retry, Stopped
 from bnnbench.schemas import API_PREFIX
 
 
@@ -65,8 +65,8 @@ def test_backoff_grows_is_capped_and_never_overflows():
 
 def test_outage_statuses_are_retried_until_success(server: Scripted):
     server.statuses = [503, 502, 504, 503]
-    api = CoordinatorApi(server.url, token="tok", max_backoff=0.02)
-    resp = api.request("POST", "/agents/heartbeat", json={"job_id": None})
+    api = HttpCore(server.url, token="tok", retry=Retry(max_backoff=0.02))
+    resp = api.send("POST", "/agents/heartbeat", json={"job_id": None})
     assert resp.status_code == 200
     assert len(server.seen) == 5
     assert server.seen[-1] == (f"{API_PREFIX}/agents/heartbeat", "Bearer tok")
@@ -74,16 +74,16 @@ def test_outage_statuses_are_retried_until_success(server: Scripted):
 
 def test_persistent_server_error_is_given_up(server: Scripted):
     server.statuses = [500] * 10
-    api = CoordinatorApi(server.url, max_backoff=0.02, max_server_errors=3)
-    resp = api.request("POST", "/agents/lease")
+    api = HttpCore(server.url, retry=Retry(max_backoff=0.02, max_server_errors=3))
+    resp = api.send("POST", "/agents/lease")
     assert resp.status_code == 500
     assert len(server.seen) == 4  # the first try and three retries
 
 
 def test_client_errors_are_returned_at_once(server: Scripted):
     server.statuses = [409]
-    api = CoordinatorApi(server.url, max_backoff=0.02)
-    resp = api.request("POST", "/jobs/1/result", json={})
+    api = HttpCore(server.url, retry=Retry(max_backoff=0.02))
+    resp = api.send("POST", "/jobs/1/result", json={})
     assert resp.status_code == 409 and len(server.seen) == 1
 
 
@@ -92,7 +92,7 @@ def test_a_stop_request_ends_the_retries_of_an_unreachable_coordinator():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     stop = threading.Event()
-    api = CoordinatorApi(f"http://127.0.0.1:{port}", max_backoff=0.05, stop=stop)
+    api = HttpCore(f"http://127.0.0.1:{port}", retry=Retry(max_backoff=0.05, stop=stop))
     threading.Timer(0.3, stop.set).start()
     with pytest.raises(Stopped):
-        api.request("POST", "/agents/heartbeat", json={})
+        api.send("POST", "/agents/heartbeat", json={})

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.api import CoordinatorApi
 from agent.cache import ArtifactCache, ArtifactError
-from bnnbench.http import ApiError
+from bnnbench.client import BnnbenchClient
+from bnnbench.http import ApiError, Retry
 from bnnbench.schemas import API_PREFIX, ArtifactRef
 
 
@@ -96,8 +96,8 @@ def server() -> Iterator[Server]:
 
 
 @pytest.fixture
-def api(server: Server) -> Iterator[CoordinatorApi]:
-    a = CoordinatorApi(server.url, token="t", max_backoff=0.05)
+def api(server: Server) -> Iterator[BnnbenchClient]:
+    a = BnnbenchClient(server.url, token="t", retry=Retry(max_backoff=0.05))
     yield a
     a.close()
 
@@ -106,7 +106,7 @@ def _leftovers(cache: ArtifactCache) -> list[str]:
     return sorted(p.name for p in cache.dir.iterdir())
 
 
-def test_download_once_then_served_from_cache(tmp_path: Path, server: Server, api: CoordinatorApi):
+def test_download_once_then_served_from_cache(tmp_path: Path, server: Server, api: BnnbenchClient):
     body = bytes(range(256)) * 1000
     blob = Blob(body)
     ref = server.add(1, blob)

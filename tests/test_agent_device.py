@@ -71,7 +71,7 @@ def test_agent_imports_stay_light():
     """Importing the agent and running `bnnbench agent --help` loads no server/converter stack."""
     code = f"""
 import json, sys
-import agent, agent.cli, agent.daemon, agent.cache, agent.api, agent.device
+import agent, agent.cli, agent.daemon, agent.cache, agent.device, bnnbench.client
 import agent.runners, agent.runners.native, agent.transports, agent.transports.local
 from typer.testing import CliRunner
 from bnnbench.cli import app

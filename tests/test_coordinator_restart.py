@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from conftest import CoordinatorProcess, make_tiny_onnx, wait_for
+from conftest import CoordinatorProcess, make_tiny_onnx, result_for, wait_for
 
 
 def test_restart_keeps_everything(coordinator: CoordinatorProcess, tiny_onnx: Path,
@@ -20,7 +20,7 @@ def test_restart_keeps_everything(coordinator: CoordinatorProcess, tiny_onnx: Pa
     wait_for(lambda: c.client.get_model(m.id).analysis_status == "done", what="analysis")
     reg, agent = c.register_agent("keeper")
     lease = agent.lease(wait=5)
-    result = agent.post_result(lease.job_id, lease.lease_id, [1.0, 2.0, 3.0])
+    result = agent.post_result(lease.job_id, result_for(lease, [1.0, 2.0, 3.0]))
     before = {
         "models": c.client.list_models(), "artifacts": c.client.list_artifacts(),
         "jobs": c.client.list_jobs(), "results": c.client.results(), "table": c.client.table(),
@@ -95,7 +95,7 @@ def test_crash_loses_nothing_committed(coordinator_factory: Any, tiny_onnx: Path
     job = c.client.get_job(lease.job_id)
     assert job.status == "leased" and job.leased_by == reg.agent_id
     agent = c.make_client(reg.token)
-    res = agent.post_result(lease.job_id, lease.lease_id, [1.0, 1.0, 1.0], "v")
+    res = agent.post_result(lease.job_id, result_for(lease, [1.0, 1.0, 1.0], "v"))
     assert res.job_id == lease.job_id
     assert c.client.get_job(lease.job_id).status == "done"
     assert c.query("PRAGMA integrity_check") == [("ok",)]

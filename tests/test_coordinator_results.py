@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import typer
-from conftest import CoordinatorProcess, make_tiny_onnx
+from conftest import CoordinatorProcess, make_tiny_onnx, result_for
 from typer.testing import CliRunner
 
 from bnnbench import client_cli
@@ -41,7 +41,7 @@ def _serve_jobs(agent: BnnbenchClient, algo_of: dict[int, str], stop: threading.
             continue
         job = lease.job_id
         algo = algo_of[job]
-        agent.post_result(job, lease.lease_id, samples[(algo, lease.threads)], "native-test")
+        agent.post_result(job, result_for(lease, samples[(algo, lease.threads)], "native-test"))
 
 
 @pytest.fixture
@@ -103,14 +103,14 @@ def test_table_uses_latest_valid_result(measured: dict[str, Any]) -> None:
     (j_invalid,) = c.client.create_jobs(bnn.id, "native", [1], runs=3)
     lease = agent.lease(wait=5)
     assert lease.job_id == j_invalid.id
-    r = agent.post_result(lease.job_id, lease.lease_id, [1.0])
+    r = agent.post_result(lease.job_id, result_for(lease, [1.0]))
     assert not r.valid
     row1 = c.client.table()["rows"][0]
     assert row1["latency_ms"]["native"]["bnn"] == 10.0  # invalid results never enter
     # the invalid result sent its job back with twice the runs: the re-measurement counts
     lease = agent.lease(wait=15)
     assert lease.job_id == j_invalid.id and lease.runs == 6
-    assert agent.post_result(lease.job_id, lease.lease_id, [8.0] * 6).valid
+    assert agent.post_result(lease.job_id, result_for(lease, [8.0] * 6)).valid
     assert [x.valid for x in c.client.results(job_id=j_invalid.id)] == [False, True]
     table = c.client.table()
     assert table["rows"][0]["latency_ms"]["native"]["bnn"] == 8.0
@@ -150,7 +150,7 @@ def test_submit_wait(coordinator: CoordinatorProcess, tmp_path: Path) -> None:
         while not stop.is_set():
             lease = agent.lease(wait=1)
             if lease is not None:
-                agent.post_result(lease.job_id, lease.lease_id, [2.0, 2.0, 2.0], "t")
+                agent.post_result(lease.job_id, result_for(lease, [2.0, 2.0, 2.0], "t"))
 
     t = threading.Thread(target=serve)
     t.start()

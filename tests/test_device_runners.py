@@ -345,8 +345,8 @@ def test_lce_python_mode_applies_the_protocol_in_process(tmp_path: Path) -> None
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from conftest import make_tiny_onnx
 
-    from converters.onnx_frontend import load_ir
-    from converters.to_lce import convert_lce
+    from converters.backends.lce import convert_lce
+    from converters.frontend import load_ir
 
     r = LceRunner(mode="python")
     if not r.available():

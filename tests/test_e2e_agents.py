@@ -17,6 +17,8 @@ import pytest
 from conftest import make_tiny_onnx
 from helpers.agents import AgentProcess, ctx_of, result_rows, wait_jobs, wait_until
 
+from bnnbench.http import ApiError
+from bnnbench.schemas import JobOut, ModelOut
 from native import engine
 
 # ~20 ms per inference on one idle core: a job of SLOW_RUNS lasts seconds, long enough to be
@@ -125,33 +127,55 @@ def test_two_agents_run_all_jobs_and_a_killed_agents_job_is_finished_by_the_othe
     assert ("leased", other.agent_id) in events and events[-1] == ("done", other.agent_id)
 
 
-def test_coordinator_restart_during_a_job_keeps_the_measurement(
+Outage = tuple[Any, AgentProcess, JobOut, ModelOut, Callable[[], str]]
+
+
+@pytest.fixture
+def outage_during_a_job(
     coordinator_factory: Callable[..., Any], agents: Callable[..., AgentProcess],
     slow_onnx: Path,
-) -> None:
-    # a lease long enough to outlast the restart: the kept result must be accepted as is
-    coord = coordinator_factory(lease_seconds=60)
-    client = coord.client
-    model = client.upload_model(slow_onnx)
-    agent = agents(coord, "gamma")
-    ctx = ctx_of(coord, agent)
-    [job] = client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
-    agent.wait_log(f"running job {job.id}")
+) -> Callable[..., Outage]:
+    """A slow job of agent ``name`` whose run finishes while the coordinator is away (stopped,
+    or killed -9 with ``crash``): the agent retries posting its result. The lease outlasts the
+    outage: the kept result must be accepted as is."""
+    def start(name: str, *, crash: bool) -> Outage:
+        coord = coordinator_factory(lease_seconds=60)
+        model = coord.client.upload_model(slow_onnx)
+        agent = agents(coord, name)
+        ctx = ctx_of(coord, agent)
+        [job] = coord.client.create_jobs(model.id, "native", threads=[1], warmup=0,
+                                         runs=SLOW_RUNS)
+        agent.wait_log(f"running job {job.id}")
+        if crash:
+            coord.kill()  # the lease was committed: SQLite keeps it
+        else:
+            coord.stop()
+        agent.wait_log(f"/jobs/{job.id}/result: coordinator unreachable")
+        return coord, agent, job, model, ctx
 
-    coord.stop()
-    # the run finishes while the coordinator is away; the result is on disk and retried
-    agent.wait_log(f"/jobs/{job.id}/result: coordinator unreachable")
+    return start
+
+
+def _measured_once(coord: Any, job: JobOut, ctx: Callable[[], str]) -> None:
+    """The kept result was accepted for the first lease: one result, every sample."""
+    [done] = wait_jobs(coord.client, [job.id], ctx)
+    assert done.status == "done" and done.attempts == 0
+    [res] = coord.client.results(job_id=job.id)
+    assert len(res.samples_ms) == SLOW_RUNS
+
+
+def test_coordinator_restart_during_a_job_keeps_the_measurement(
+    outage_during_a_job: Callable[..., Outage],
+) -> None:
+    coord, agent, job, model, ctx = outage_during_a_job("gamma", crash=False)
+    # the result is on disk while it is retried
     assert [p.name for p in agent.outbox()] == [f"job-{job.id}.json"]
     coord.start()
-    client = coord.client
-
-    [done] = wait_jobs(client, [job.id], ctx)
-    assert done.status == "done" and done.attempts == 0
-    [res] = client.results(job_id=job.id)
-    assert len(res.samples_ms) == SLOW_RUNS
+    _measured_once(coord, job, ctx)
     wait_until(lambda: agent.outbox() == [], "the outbox to empty", context=ctx)
 
     # and the same agent process keeps taking work
+    client = coord.client
     [job2] = client.create_jobs(model.id, "native", threads=[2], warmup=0, runs=3)
     [done2] = wait_jobs(client, [job2.id], ctx)
     assert done2.status == "done"
@@ -159,18 +183,9 @@ def test_coordinator_restart_during_a_job_keeps_the_measurement(
 
 
 def test_result_survives_an_agent_stopped_during_an_outage(
-    coordinator_factory: Callable[..., Any], agents: Callable[..., AgentProcess],
-    slow_onnx: Path,
+    outage_during_a_job: Callable[..., Outage], agents: Callable[..., AgentProcess],
 ) -> None:
-    coord = coordinator_factory(lease_seconds=60)
-    client = coord.client
-    model = client.upload_model(slow_onnx)
-    first = agents(coord, "delta")
-    ctx = ctx_of(coord, first)
-    [job] = client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
-    first.wait_log(f"running job {job.id}")
-    coord.kill()  # a crash this time: the lease was committed, SQLite keeps it
-    first.wait_log(f"/jobs/{job.id}/result: coordinator unreachable")
+    coord, first, job, _, ctx = outage_during_a_job("delta", crash=True)
     first.signal(signal.SIGTERM)
     assert first.wait_exit() == 0
     assert "result kept in" in first.log()
@@ -181,10 +196,7 @@ def test_result_survives_an_agent_stopped_during_an_outage(
     assert second.wait_exit() == 0
     assert "re-posting kept result of job" in second.log()
     assert not kept.exists()
-    [done] = wait_jobs(coord.client, [job.id], ctx)
-    assert done.status == "done" and done.attempts == 0
-    [res] = coord.client.results(job_id=job.id)
-    assert len(res.samples_ms) == SLOW_RUNS
+    _measured_once(coord, job, ctx)
 
 
 def test_corrupted_artifact_is_reported_and_nothing_else_is_harmed(
@@ -227,9 +239,16 @@ def test_corrupted_artifact_is_reported_and_nothing_else_is_harmed(
     good_blob = coord.data_dir / "blobs" / good_sha[:2] / good_sha
     assert cached_good.read_bytes() == good_blob.read_bytes()
 
-    # a runner failure is reported too: the coordinator accepts up to 256 threads, the
-    # engine 16; the agent says so and the job fails at once (the failure is not retryable)
-    [t32] = client.create_jobs(good.id, "native", threads=[32], warmup=0, runs=3)
+    # the coordinator refuses thread counts the engine cannot run, naming the limit
+    with pytest.raises(ApiError) as refused:
+        client.create_jobs(good.id, "native", threads=[32], warmup=0, runs=3)
+    assert refused.value.status_code == 422 and "between 1 and 16" in refused.value.detail
+    # a runner failure is reported too: a job queued before that limit (an older coordinator
+    # accepted up to 256 threads) is refused by the engine; the agent says so and the job
+    # fails at once (the failure is not retryable). Parked on the other device until changed.
+    [t32] = client.create_jobs(good.id, "native", threads=[1], warmup=0, runs=3,
+                               device_id=elsewhere.device_id)
+    coord.query("UPDATE jobs SET threads = 32, device_id = NULL WHERE id = ?", t32.id)
     [too_many] = wait_jobs(client, [t32.id], ctx)
     assert too_many.status == "failed" and too_many.attempts == 1
     assert "native engine runs 1-16 threads, the job asks for 32" in too_many.error

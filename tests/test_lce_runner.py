@@ -25,8 +25,8 @@ DATA = Path(__file__).parent / "data" / "benchmark_outputs"
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from converters.onnx_frontend import load_ir
-    from converters.to_lce import convert_lce
+    from converters.backends.lce import convert_lce
+    from converters.frontend import load_ir
 
     d = tmp_path_factory.mktemp("lce_runner")
     out = {}

@@ -47,7 +47,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_json_output(model: Path):
-    out = bnnbench_run(str(model), "--runtime", "native", "--threads", "2", "--warmup", "2",
+    out = bnnbench_run(str(model), "--library", "native", "--threads", "2", "--warmup", "2",
                        "--runs", "7", "--json")
     assert out.returncode == 0, out.stderr
     rep = json.loads(out.stdout)
@@ -102,7 +102,9 @@ def test_corrupt_artifact(model: Path, tmp_path: Path):
         assert "Traceback" not in out.stderr
 
 
-def test_unknown_runtime(model: Path):
-    out = bnnbench_run(str(model), "--runtime", "nosuch")
-    assert out.returncode == 2
-    assert "unknown runtime 'nosuch'" in out.stderr and "native" in out.stderr
+def test_unknown_library(model: Path):
+    # --runtime: the flag's former name, still accepted
+    for flag in ("--library", "--runtime"):
+        out = bnnbench_run(str(model), flag, "nosuch")
+        assert out.returncode == 2
+        assert "unknown library 'nosuch'" in out.stderr and "native" in out.stderr

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.fake_adbd import FakeAdbd, isolated_adb_server, wait_until
+from conftest import wait_for
+from helpers.fake_adbd import FakeAdbd, isolated_adb_server
 
 from agent.transports.adb import AdbTransport
 from agent.transports.base import Transport, TransportError
@@ -163,7 +164,7 @@ def test_timeout_kills_the_remote_process_tree(transport: AdbTransport, phone: F
     assert time.monotonic() - start < 10
     sleeper = int(phone.read_file("/data/local/tmp/sleeper.pid"))
     # the fake runs commands on this host: the background child must be gone, not orphaned
-    wait_until(lambda: not _alive(sleeper), timeout=5)
+    wait_for(lambda: not _alive(sleeper), timeout=5, what="the sleeper to die")
     assert transport.run("echo still usable", timeout=20).stdout == "still usable\n"
 
 
@@ -181,7 +182,8 @@ def test_readings_change_during_a_test(transport: AdbTransport, phone: FakeAdbd)
     zone = "/sys/class/thermal/thermal_zone5/temp"
     assert transport.run(f"cat {zone}", timeout=20).stdout == "38400\n"
     phone.write_file_later(0.3, zone, "61000\n")
-    wait_until(lambda: transport.run(f"cat {zone}", timeout=20).stdout == "61000\n", timeout=5)
+    wait_for(lambda: transport.run(f"cat {zone}", timeout=20).stdout == "61000\n", timeout=5,
+             what="the zone to read 61000")
     phone.set_prop("ro.soc.model", "SM8250-AB")
     assert transport.run("getprop ro.soc.model", timeout=20).stdout == "SM8250-AB\n"
 

@@ -13,29 +13,35 @@ from agent.runners.dabnn import DabnnRunner
 from agent.runners.lce import LceRunner
 from agent.runners.native import NativeRunner
 from agent.runners.tflite import TFLiteRunner
+from bnnbench.settings import RunnerSettings
 
-RUNNERS: dict[str, Callable[[], Runner]] = {
-    "native": NativeRunner,
-    "lce": LceRunner,  # in-process LCE interpreter, or lce_benchmark_model on ARM boards
-    "tflite": TFLiteRunner,  # tflite-runtime, FP32 models
-    "dabnn": DabnnRunner,  # benchmark_single_model from $BNNBENCH_DABNN_BENCHMARK or PATH
+RUNNERS: dict[str, Callable[[RunnerSettings], Runner]] = {
+    "native": lambda _: NativeRunner(),
+    # in-process LCE interpreter, or lce_benchmark_model on ARM boards
+    "lce": lambda tuning: LceRunner(settings=tuning),
+    "tflite": lambda tuning: TFLiteRunner(settings=tuning),  # tflite-runtime, FP32 models
+    # benchmark_single_model from $BNNBENCH_DABNN_BENCHMARK or PATH
+    "dabnn": lambda tuning: DabnnRunner(settings=tuning),
 }
 
 
-def get_runner(library: str) -> Runner:
+def get_runner(library: str, settings: RunnerSettings | None = None) -> Runner:
+    """The runner of ``library``; ``settings`` default to the environment's."""
     try:
-        return RUNNERS[library]()
+        factory = RUNNERS[library]
     except KeyError:
         raise RunnerError(
-            f"unknown runtime {library!r}; known: {', '.join(sorted(RUNNERS))}"
+            f"unknown library {library!r}; known: {', '.join(sorted(RUNNERS))}"
         ) from None
+    return factory(settings or RunnerSettings())
 
 
-def available_runners() -> dict[str, Runner]:
+def available_runners(settings: RunnerSettings | None = None) -> dict[str, Runner]:
     """Runners usable on this machine, keyed by library."""
+    tuning = settings or RunnerSettings()
     out: dict[str, Runner] = {}
     for name, factory in RUNNERS.items():
-        runner = factory()
+        runner = factory(tuning)
         if runner.available():
             out[name] = runner
     return out

@@ -30,29 +30,18 @@ depend on the values.
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
-from agent.cache import sha256_file
 from agent.runners.base import RunnerError, RunOutput
 from agent.runners.benchmark_output import BenchmarkOutputError, parse_google_benchmark_json
-from agent.runners.device_command import (
-    device_command,
-    file_id,
-    has_taskset,
-    is_executable,
-    pick_cpus,
-    run_timeout,
-)
-from agent.runners.staging import DeviceFiles
+from agent.runners.device_command import DeviceProgram, run_timeout
 from agent.transports.base import Transport, TransportError
-from agent.transports.local import LocalTransport
 from bnnbench.schemas import DeviceInfo, MeasurementProtocol
+from bnnbench.settings import RunnerSettings
 
-ENV_BINARY = "BNNBENCH_DABNN_BENCHMARK"
+ENV_BINARY = RunnerSettings.env_var("dabnn_benchmark")
 BINARY_NAME = "benchmark_single_model"
 BENCHMARK_NAME = "single_model"  # what benchmark_single_model.cpp registers
 GBENCH_MIN_TIME_S = 0.5  # google-benchmark's default --benchmark_min_time per repetition
@@ -76,61 +65,47 @@ class DabnnRunner:
         self, binary: str | Path | None = None, timeout_s: float = 3600.0, *,
         transport: Transport | None = None, device: DeviceInfo | None = None,
         affinity: str = "all", exec_wrapper: str | None = None,
+        settings: RunnerSettings | None = None,
     ) -> None:
-        # a transport given: files live on its device (staged, checked there); none: this
-        # machine, whose files are read where they are
-        self.device_side = transport is not None
-        self.transport: Transport = transport or LocalTransport()
-        if binary:
-            found = str(binary)
-        elif self.device_side:  # the host's environment and PATH say nothing about the device's
-            found = ""
-        else:
-            found = os.environ.get(ENV_BINARY) or shutil.which(BINARY_NAME) or ""
-        self.binary: str | None = found or None
-        self.device = device
-        self.affinity = affinity
-        self.exec_wrapper = exec_wrapper
+        configured = (settings or RunnerSettings()).dabnn_benchmark
+        path = DeviceProgram.locate(binary, configured, BINARY_NAME, transport is not None)
+        self.program = DeviceProgram(path, BINARY_NAME, transport=transport, device=device,
+                                     affinity=affinity, exec_wrapper=exec_wrapper)
         self.timeout_s = timeout_s
         self.unavailable_reason: str | None = None
-        self.files = DeviceFiles(self.transport) if self.device_side else None
-        self._digest: str | None = None
-        self._binary_seen = False  # the device had the binary once: not asked again per job
-        self._taskset: bool | None = None
+
+    @property
+    def binary(self) -> str:
+        return self.program.path
 
     def available(self) -> bool:
-        b = self.binary
-        if b is None:
+        b, where = self.binary, self.program.transport.address
+        try:
+            ok = self.program.executable()
+        except TransportError as exc:
+            self.unavailable_reason = f"{where} unreachable: {exc}"
+            return False
+        if ok:
+            self.unavailable_reason = None
+        elif not b:
             self.unavailable_reason = (
                 f"no {BINARY_NAME} path for this device (devices.toml: dabnn_benchmark)"
-                if self.device_side else f"no {BINARY_NAME}: set ${ENV_BINARY} or put it on PATH")
-        elif not self.device_side:
-            ok = os.path.isfile(b) and os.access(b, os.X_OK)
-            self.unavailable_reason = None if ok else f"{b} is not an executable file"
+                if self.program.device_side else
+                f"no {BINARY_NAME}: set ${ENV_BINARY} or put it on PATH")
         else:
-            try:
-                self._binary_seen = self._binary_seen or is_executable(self.transport, b)
-            except TransportError as exc:
-                self.unavailable_reason = f"{self.transport.address} unreachable: {exc}"
-                return False
-            self.unavailable_reason = (None if self._binary_seen else
-                                       f"{b} is not an executable file on "
-                                       f"{self.transport.address}")
-        return self.unavailable_reason is None
+            self.unavailable_reason = (f"{b} is not an executable file on {where}"
+                                       if self.program.device_side
+                                       else f"{b} is not an executable file")
+        return ok
 
     def version(self) -> str:
         # daBNN has no version string: the binary's hash identifies the build
         if not self.available():
             raise RunnerError(self.unavailable_reason or "daBNN runner unavailable")
-        assert self.binary is not None
-        if self._digest is None:
-            self._digest = (file_id(self.transport, self.binary, 16) if self.device_side
-                            else f"sha256:{sha256_file(Path(self.binary))[:16]}")
-        return f"dabnn {BINARY_NAME} {self._digest}"
+        return f"dabnn {BINARY_NAME} {self.program.build_id(16)}"
 
     def command(self, artifact_path: str | Path, repetitions: int,
                 min_time_s: float | None = None) -> list[str]:
-        assert self.binary is not None
         # benchmark_single_model takes the model as argv[1], before google-benchmark's flags
         argv = [self.binary, str(artifact_path), "--benchmark_format=json",
                 f"--benchmark_repetitions={repetitions}",
@@ -158,22 +133,12 @@ class DabnnRunner:
         discard = 1 if warmup > 0 else 0
         if p.warmup_ms:
             discard = max(discard, math.ceil(p.warmup_ms / 1e3 / per_rep_s))
-        model = (self.files.stage_artifact(Path(artifact_path), ".dab") if self.files
-                 else str(artifact_path))
-        affinity = p.affinity or self.affinity
-        cpus = pick_cpus(self.device, affinity, threads)
-        if cpus and self._taskset is None:
-            self._taskset = has_taskset(self.transport, self.device)
-        command, pinned = device_command(
-            self.command(model, runs + discard, min_time_flag), cpus=cpus,
-            exec_wrapper=self.exec_wrapper, taskset=bool(self._taskset))
+        model = self.program.stage(Path(artifact_path), ".dab")
+        affinity = p.affinity or self.program.affinity
+        command, pinned, cpus = self.program.command(
+            self.command(model, runs + discard, min_time_flag), affinity, threads)
         timeout = run_timeout(self.timeout_s, (runs + discard) * per_rep_s)
-        res = self.transport.run(command, timeout=timeout)
-        if res.timed_out:
-            raise RunnerError(f"{BINARY_NAME} ran past {timeout:g} s and was killed: "
-                              f"{res.describe()}")
-        if res.exit_code in (126, 127):  # the shell could not start it: not the model
-            raise RunnerError(f"cannot start {self.binary}: {res.describe()}")
+        res = self.program.run(command, timeout)
         if res.exit_code != 0:
             why = _reason(res.stderr)
             raise RunnerError(f"daBNN failed on the model (exit {res.exit_code}): {why}",
@@ -216,7 +181,7 @@ class DabnnRunner:
             "affinity": affinity,
             "affinity_cpus": cpus,
             "pinned": pinned,
-            "exec_wrapper": self.exec_wrapper,
+            "exec_wrapper": self.program.exec_wrapper,
             "google_benchmark_context": {k: ctx[k] for k in (
                 "num_cpus", "mhz_per_cpu", "cpu_scaling_enabled", "library_build_type",
                 "library_version") if k in ctx},

@@ -16,11 +16,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from agent.cache import sha256_file
 from agent.runners.base import RunnerError, RunOutput, check_run_args
 from agent.runners.device_command import device_command, pick_cpus, run_timeout
+from agent.runners.native import check_threads
 from agent.runners.staging import DeviceFiles
 from agent.transports.base import CommandResult, Transport, TransportError
+from bnnbench.digest import sha256_file
 from bnnbench.schemas import DeviceInfo, MeasurementProtocol
 
 NATIVE_DIR = Path(__file__).resolve().parents[2] / "native"
@@ -29,7 +30,6 @@ _ABI_BUILD = {
     "arm64-v8a": "aarch64", "aarch64": "aarch64", "arm64": "aarch64",
     "armeabi-v7a": "armv7", "armv7l": "armv7", "armv7": "armv7", "armv8l": "armv7",
 }
-MAX_THREADS = 16  # BNN_MAX_THREADS
 
 
 def cli_for_abi(abi: str, cli_dir: Path | None = None) -> Path:
@@ -80,10 +80,10 @@ class DeviceCliRunner:
         self, artifact_path: Path, threads: int, warmup: int, runs: int,
         protocol: MeasurementProtocol | None = None,
     ) -> RunOutput:
+        """Stage the CLI and the model, run the CLI with the protocol's flags (the same rules
+        as the in-process runner), pinned to the chosen cores, and read its JSON report."""
         check_run_args(threads, warmup, runs)
-        if threads > MAX_THREADS:
-            raise RunnerError(f"the native engine runs 1-{MAX_THREADS} threads, the job asks "
-                              f"for {threads}", retryable=False)
+        check_threads(threads)
         p = protocol or MeasurementProtocol()
         cli = self.files.stage(self.cli, f"bin/bnnbench-native-{self.version()[-12:]}", 0o755)
         model = self.files.stage_artifact(artifact_path, ".bnn")

@@ -2,7 +2,8 @@
 through a transport (the static ``bnnbench-native`` CLI, LCE's ``lce_benchmark_model``,
 daBNN's ``benchmark_single_model``), so pinning, exec wrappers, quoting and timeouts cannot
 drift apart between libraries; plus the two questions such a runner asks about its program
-on the device (is it there, which build is it).
+on the device (is it there, which build is it), and ``DeviceProgram``, which asks them for a
+library's own benchmark binary wherever it lives.
 
 Pinning uses ``taskset MASK`` with a hexadecimal mask rather than ``taskset -c LIST``: the mask
 form is the one util-linux, busybox and every toybox release (Android's ``taskset``; ``-c``
@@ -11,13 +12,18 @@ appeared only in recent toybox) all accept.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from agent.runners.base import RunnerError
-from agent.transports.base import Transport, quote
+from agent.runners.staging import DeviceFiles
+from agent.transports.base import CommandResult, Transport, quote
+from agent.transports.local import LocalTransport
+from bnnbench.digest import sha256_file
 from bnnbench.schemas import DeviceInfo
 
 # slack on top of the time a protocol asks a command to spend: a tool overshoots its marks
@@ -110,7 +116,88 @@ def file_id(transport: Transport, path: str, digits: int = 12) -> str:
     raise RunnerError(f"cannot identify {path} on the device: {res.describe()}")
 
 
+class DeviceProgram:
+    """A library's benchmark binary (``lce_benchmark_model``, ``benchmark_single_model``) that
+    a runner starts through a transport. With a transport it lives on that device, at the path
+    devices.toml gives, and models are staged into the device's cache; without one it is on
+    this machine (found from the runner settings or PATH) and files are read where they are.
+    """
+
+    def __init__(
+        self, path: str, name: str, *, transport: Transport | None = None,
+        device: DeviceInfo | None = None, affinity: str = "all",
+        exec_wrapper: str | None = None,
+    ) -> None:
+        self.path = path
+        self.name = name  # the tool's name in messages
+        self.device_side = transport is not None
+        self.transport: Transport = transport or LocalTransport()
+        self.device = device
+        self.affinity = affinity
+        self.exec_wrapper = exec_wrapper
+        self.files = DeviceFiles(self.transport) if self.device_side else None
+        self._seen = False  # the device had the binary once: not asked again per job
+        self._taskset: bool | None = None
+        self._build: str | None = None
+
+    @staticmethod
+    def locate(given: str | os.PathLike[str] | None, configured: str, name: str,
+               device_side: bool) -> str:
+        """The binary's path: the one given, else on this machine the configured one or
+        ``name`` on PATH; "" when there is none. A device's comes only from devices.toml:
+        the host's settings and PATH say nothing about it."""
+        if given:
+            return str(given)
+        if device_side:
+            return ""
+        return configured or shutil.which(name) or ""
+
+    def executable(self) -> bool:
+        """Whether the binary is an executable file where it lives (TransportError: the
+        device cannot be reached)."""
+        if not self.path:
+            return False
+        if not self.device_side:
+            return os.path.isfile(self.path) and os.access(self.path, os.X_OK)
+        if not self._seen:
+            self._seen = is_executable(self.transport, self.path)
+        return self._seen
+
+    def build_id(self, digits: int) -> str:
+        """Which build the binary is (neither tool prints a version): its sha256 prefix."""
+        if self._build is None:
+            self._build = (file_id(self.transport, self.path, digits) if self.device_side
+                           else f"sha256:{sha256_file(self.path)[:digits]}")
+        return self._build
+
+    def stage(self, artifact: Path, suffix: str) -> str:
+        """The artifact's path where the binary runs (pushed once to a device)."""
+        return self.files.stage_artifact(artifact, suffix) if self.files else str(artifact)
+
+    def command(self, argv: Sequence[str | Path], affinity: str,
+                threads: int) -> tuple[str, bool, list[int] | None]:
+        """``device_command`` for this binary: the command, whether it is pinned, and the
+        cores it is pinned to."""
+        cpus = pick_cpus(self.device, affinity, threads)
+        if cpus and self._taskset is None:
+            self._taskset = has_taskset(self.transport, self.device)
+        command, pinned = device_command(argv, cpus=cpus, exec_wrapper=self.exec_wrapper,
+                                         taskset=bool(self._taskset))
+        return command, pinned, cpus
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        """Run it; a run killed at ``timeout`` or one the shell could not start raises (both
+        retryable: neither says anything about the model)."""
+        res = self.transport.run(command, timeout=timeout)
+        if res.timed_out:
+            raise RunnerError(f"{self.name} ran past {timeout:g} s and was killed: "
+                              f"{res.describe()}")
+        if res.exit_code in (126, 127):  # a wrapper or loader missing, not the model
+            raise RunnerError(f"cannot run {self.path}: {res.describe()}")
+        return res
+
+
 __all__ = [
-    "cpu_mask", "device_command", "file_id", "has_taskset", "is_executable", "pick_cpus",
-    "run_timeout",
+    "DeviceProgram", "cpu_mask", "device_command", "file_id", "has_taskset", "is_executable",
+    "pick_cpus", "run_timeout",
 ]

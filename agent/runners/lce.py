@@ -29,6 +29,9 @@ the binary (``taskset``).
 XNNPACK (float ops only) is off unless ``BNNBENCH_LCE_USE_XNNPACK=1``: the Python
 interpreter's default, passed explicitly to the binary (whose default is on) so both modes
 measure the same thing.
+
+The environment variables are read by ``bnnbench.settings.RunnerSettings``; constructor
+arguments override them.
 """
 
 from __future__ import annotations
@@ -36,38 +39,25 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agent.cache import sha256_file
 from agent.runners.base import RunnerError, RunOutput, check_run_args
 from agent.runners.benchmark_output import BenchmarkOutputError, parse_benchmark_model
-from agent.runners.device_command import (
-    device_command,
-    file_id,
-    has_taskset,
-    is_executable,
-    pick_cpus,
-    run_timeout,
-)
-from agent.runners.native import INPUT_SEED, make_input
-from agent.runners.staging import DeviceFiles
+from agent.runners.device_command import DeviceProgram, run_timeout
+from agent.runners.tflite_bench import INPUT_SEED, make_input
 from agent.transports.base import Transport, TransportError
-from agent.transports.local import LocalTransport
 from bnnbench.schemas import DeviceInfo, MeasurementProtocol
+from bnnbench.settings import RunnerSettings
 
 MODES = ("auto", "python", "binary")
-BINARY_ENV = "BNNBENCH_LCE_BENCHMARK_MODEL"
+TOOL = "lce_benchmark_model"
+BINARY_ENV = RunnerSettings.env_var("lce_benchmark_model")
 _WRAPPER = "larq_compute_engine.tflite.python.interpreter_wrapper_lite"
 TOOL_MAX_SECS = 150.0  # benchmark_model's --max_secs default: caps the warm-up loop too
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def wrapper_path() -> Path | None:
@@ -119,12 +109,14 @@ class LceRunner:
     name = "lce"
 
     def __init__(
-        self, mode: str | None = None, binary: str | os.PathLike | None = None,
+        self, mode: str | None = None, binary: str | os.PathLike[str] | None = None,
         use_xnnpack: bool | None = None, timeout_s: float | None = None, *,
         transport: Transport | None = None, device: DeviceInfo | None = None,
         affinity: str = "all", exec_wrapper: str | None = None,
+        settings: RunnerSettings | None = None,
     ) -> None:
-        self.mode = mode or os.environ.get("BNNBENCH_LCE_MODE", "auto")
+        tuning = settings or RunnerSettings()
+        self.mode = mode or tuning.lce_mode
         if self.mode not in MODES:
             raise ValueError(f"LCE runner mode {self.mode!r}; choose from {', '.join(MODES)}")
         # the interpreter runs in this process: not on a board, nor under an emulator
@@ -132,45 +124,34 @@ class LceRunner:
         if self.mode == "python" and not self.python_allowed:
             raise ValueError("LCE's python mode runs on this machine only; a device behind a "
                              "transport or an exec wrapper runs lce_benchmark_model")
-        # a transport given: files live on its device (staged, checked there); none: this
-        # machine, whose files are read where they are
-        self.device_side = transport is not None
-        self.transport: Transport = transport or LocalTransport()
-        self.device = device
-        self.affinity = affinity
-        self.exec_wrapper = exec_wrapper
-        if binary:
-            self.binary = str(binary)
-        elif self.device_side:  # the host's environment and PATH say nothing about the device's
-            self.binary = ""
-        else:
-            self.binary = os.environ.get(BINARY_ENV) or shutil.which("lce_benchmark_model") or ""
-        self.use_xnnpack = (_truthy(os.environ.get("BNNBENCH_LCE_USE_XNNPACK"))
-                            if use_xnnpack is None else use_xnnpack)
-        self.timeout_s = timeout_s or float(os.environ.get("BNNBENCH_LCE_TIMEOUT_S", "600"))
+        path = DeviceProgram.locate(binary, tuning.lce_benchmark_model, TOOL,
+                                    transport is not None)
+        self.program = DeviceProgram(path, TOOL, transport=transport, device=device,
+                                     affinity=affinity, exec_wrapper=exec_wrapper)
+        self.use_xnnpack = tuning.lce_use_xnnpack if use_xnnpack is None else use_xnnpack
+        self.timeout_s = timeout_s or tuning.lce_timeout_s
         self.unavailable_reason: str | None = None
-        self.files = DeviceFiles(self.transport) if self.device_side else None
-        self._binary_id: str | None = None
-        self._binary_seen = False  # the device had the binary once: not asked again per job
-        self._taskset: bool | None = None
+
+    @property
+    def binary(self) -> str:
+        return self.program.path
+
+    @property
+    def transport(self) -> Transport:
+        return self.program.transport
+
+    @property
+    def affinity(self) -> str:
+        return self.program.affinity
 
     # -- which way --------------------------------------------------------------------
     def _python_ok(self) -> bool:
         return self.python_allowed and wrapper_path() is not None
 
-    def _binary_ok(self) -> bool:
-        if not self.binary:
-            return False
-        if not self.device_side:
-            return os.path.isfile(self.binary) and os.access(self.binary, os.X_OK)
-        if not self._binary_seen:
-            self._binary_seen = is_executable(self.transport, self.binary)
-        return self._binary_seen
-
     def resolved_mode(self) -> str | None:
         if self.mode in ("auto", "python") and self._python_ok():
             return "python"
-        if self.mode in ("auto", "binary") and self._binary_ok():
+        if self.mode in ("auto", "binary") and self.program.executable():
             return "binary"
         return None
 
@@ -181,28 +162,24 @@ class LceRunner:
             self.unavailable_reason = f"{self.transport.address} unreachable: {exc}"
             return False
         if mode is None:
-            if self.device_side:
+            if self.program.device_side:
                 self.unavailable_reason = (
-                    f"no executable lce_benchmark_model at {self.binary} on "
-                    f"{self.transport.address}" if self.binary else
-                    "no lce_benchmark_model path for this device (devices.toml: lce_benchmark)")
+                    f"no executable {TOOL} at {self.binary} on {self.transport.address}"
+                    if self.binary else
+                    f"no {TOOL} path for this device (devices.toml: lce_benchmark)")
             else:
                 self.unavailable_reason = {
                     "python": "larq-compute-engine is not installed",
-                    "binary": f"no executable lce_benchmark_model (set {BINARY_ENV})",
-                }.get(self.mode, f"neither larq-compute-engine nor lce_benchmark_model "
+                    "binary": f"no executable {TOOL} (set {BINARY_ENV})",
+                }.get(self.mode, f"neither larq-compute-engine nor {TOOL} "
                                  f"(set {BINARY_ENV}) is here")
             return False
         self.unavailable_reason = None
         return True
 
     def version(self) -> str:
-        mode = self.resolved_mode()
-        if mode == "binary":
-            if self._binary_id is None:
-                self._binary_id = (file_id(self.transport, self.binary, 12) if self.device_side
-                                   else f"sha256:{sha256_file(Path(self.binary))[:12]}")
-            return f"lce_benchmark_model {Path(self.binary).name} {self._binary_id}"
+        if self.resolved_mode() == "binary":
+            return f"{TOOL} {Path(self.binary).name} {self.program.build_id(12)}"
         return f"larq-compute-engine {_lce_version()} (python interpreter)"
 
     # -- benchmark --------------------------------------------------------------------
@@ -303,15 +280,11 @@ class LceRunner:
 
     def _benchmark_binary(self, path: Path, threads: int, warmup: int, runs: int,
                           p: MeasurementProtocol) -> RunOutput:
-        model = self.files.stage_artifact(path, ".tflite") if self.files else str(path)
+        model = self.program.stage(path, ".tflite")
         affinity = p.affinity or self.affinity
-        cpus = pick_cpus(self.device, affinity, threads)
-        if cpus and self._taskset is None:
-            self._taskset = has_taskset(self.transport, self.device)
         warmup_s = p.warmup_ms / 1e3
-        command, pinned = device_command(
-            self.command(model, threads, warmup, warmup_s), cpus=cpus,
-            exec_wrapper=self.exec_wrapper, taskset=bool(self._taskset))
+        command, pinned, cpus = self.program.command(
+            self.command(model, threads, warmup, warmup_s), affinity, threads)
         timeout = run_timeout(self.timeout_s, warmup_s)
         cap = self._run_cap(runs, p)
         samples: list[float] = []
@@ -319,12 +292,7 @@ class LceRunner:
         first_us: list[float] = []
         last = None
         while len(samples) < runs or (sum(samples) < p.min_time_ms and len(samples) < cap):
-            res = self.transport.run(command, timeout=timeout)
-            if res.timed_out:
-                raise RunnerError(f"lce_benchmark_model ran over {timeout:g} s and was killed: "
-                                  f"{res.describe()}")
-            if res.exit_code in (126, 127):  # the shell could not start it: not the model
-                raise RunnerError(f"cannot run {self.binary}: {res.describe()}")
+            res = self.program.run(command, timeout)
             try:
                 last = parse_benchmark_model(res.stdout + res.stderr)
             except BenchmarkOutputError as exc:
@@ -361,6 +329,6 @@ class LceRunner:
                 "affinity": affinity,
                 "affinity_cpus": cpus,
                 "pinned": pinned,
-                "exec_wrapper": self.exec_wrapper,
+                "exec_wrapper": self.program.exec_wrapper,
             },
         )

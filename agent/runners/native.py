@@ -15,9 +15,17 @@ from agent.runners.base import RunnerError, RunOutput
 
 # the input every library is timed on; defined in the standalone script a board may run
 from agent.runners.tflite_bench import INPUT_SEED, make_input
-from bnnbench.schemas import MeasurementProtocol
+from bnnbench.schemas import MAX_THREADS, MeasurementProtocol
 
-MAX_THREADS = 16  # BNN_MAX_THREADS in native/include/bnn.h
+
+def check_threads(threads: int) -> None:
+    """The engine's thread range (BNN_MAX_THREADS), in-process and on a device alike; a job
+    outside it would fail anywhere, so the failure is not retryable."""
+    if not 1 <= threads <= MAX_THREADS:
+        raise RunnerError(
+            f"the native engine runs 1-{MAX_THREADS} threads, the job asks for {threads}",
+            retryable=False,
+        )
 
 
 class NativeRunner:
@@ -46,11 +54,7 @@ class NativeRunner:
     ) -> RunOutput:
         from native import engine
 
-        if not 1 <= threads <= MAX_THREADS:
-            raise RunnerError(
-                f"the native engine runs 1-{MAX_THREADS} threads, the job asks for {threads}",
-                retryable=False,
-            )
+        check_threads(threads)
         try:
             eng = engine.NativeEngine(str(artifact_path), threads=threads)
         except engine.NativeError as exc:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.cache import sha256_file
 from agent.runners.base import RunnerError
 from agent.transports.base import Transport, quote
+from bnnbench.digest import sha256_file
 
 
 class DeviceFiles:

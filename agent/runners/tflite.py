@@ -4,15 +4,14 @@ The timing itself is ``runners.tflite_bench`` (standalone: numpy and tflite-runt
 Here it runs in-process; on a board behind a transport whose ``python3`` has tflite-runtime,
 the script and the model are pushed into the device's cache and run there, pinned like the
 other libraries, and its JSON is read back. tflite-runtime applies its default delegate
-(XNNPACK) to float models; ``BNNBENCH_TFLITE_USE_XNNPACK=0`` runs the built-in kernels
-instead. Models with custom ops (LCE's) are refused: they need the ``lce`` runner.
+(XNNPACK) to float models; ``BNNBENCH_TFLITE_USE_XNNPACK=0`` (``RunnerSettings``) runs the
+built-in kernels instead. Models with custom ops (LCE's) are refused: they need the ``lce`` runner.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,9 @@ from agent.runners.base import RunnerError, RunOutput, check_run_args
 from agent.runners.device_command import device_command, pick_cpus, run_timeout
 from agent.runners.staging import DeviceFiles
 from agent.transports.base import Transport, quote
+from bnnbench.digest import sha256_file
 from bnnbench.schemas import DeviceInfo, MeasurementProtocol
+from bnnbench.settings import RunnerSettings
 
 SCRIPT = Path(tflite_bench.__file__)
 
@@ -32,11 +33,10 @@ class TFLiteRunner:
     def __init__(
         self, use_xnnpack: bool | None = None, *, transport: Transport | None = None,
         device: DeviceInfo | None = None, affinity: str = "all", python: str = "python3",
-        timeout_s: float = 3600.0,
+        timeout_s: float = 3600.0, settings: RunnerSettings | None = None,
     ) -> None:
-        env = os.environ.get("BNNBENCH_TFLITE_USE_XNNPACK", "1").strip().lower()
-        self.use_xnnpack = env not in ("0", "false", "no", "off") if use_xnnpack is None \
-            else use_xnnpack
+        self.use_xnnpack = ((settings or RunnerSettings()).tflite_use_xnnpack
+                            if use_xnnpack is None else use_xnnpack)
         self.transport = transport
         self.device = device
         self.affinity = affinity
@@ -110,7 +110,7 @@ class TFLiteRunner:
                 p: MeasurementProtocol) -> tuple[dict[str, Any], list[int] | None, str]:
         assert self.transport is not None
         files = DeviceFiles(self.transport)
-        script = files.stage(SCRIPT, f"bin/tflite_bench-{_short_sha(SCRIPT)}.py")
+        script = files.stage(SCRIPT, f"bin/tflite_bench-{sha256_file(SCRIPT)[:12]}.py")
         model = files.stage_artifact(path, ".tflite")
         argv: list[str | Path] = [
             self.python, script, model, "--threads", str(threads), "--warmup", str(warmup),
@@ -135,9 +135,3 @@ class TFLiteRunner:
         if "error" in report:
             raise RunnerError(report["error"], retryable=bool(report.get("retryable", True)))
         return report, cpus if pinned else None, command
-
-
-def _short_sha(path: Path) -> str:
-    from agent.cache import sha256_file
-
-    return sha256_file(path)[:12]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from bnnbench.schemas import (
+    Endpoint,
     HeartbeatRequest,
     HeartbeatResponse,
     JobLease,
@@ -30,7 +31,7 @@ _RECHECK_SECONDS = 1.0
 _LAST_SEEN_RESOLUTION = timedelta(seconds=5)
 
 
-@router.post("/agents/register", response_model=RegisterResponse,
+@router.post(Endpoint.AGENT_REGISTER, response_model=RegisterResponse,
              dependencies=[Depends(admin)])
 def register(body: RegisterRequest, request: Request) -> RegisterResponse:
     """Enrol an agent with the admin token; the answer holds the agent's own token (shown
@@ -38,7 +39,7 @@ def register(body: RegisterRequest, request: Request) -> RegisterResponse:
     return agents.register(get_ctx(request).db, body)
 
 
-@router.post("/agents/heartbeat", response_model=HeartbeatResponse,
+@router.post(Endpoint.AGENT_HEARTBEAT, response_model=HeartbeatResponse,
              responses={409: {"description": "the job is no longer leased by this agent"}})
 def heartbeat(
     body: HeartbeatRequest, request: Request, p: Principal = Depends(agent)
@@ -65,7 +66,7 @@ def _try_lease(ctx: AppContext, agent_id: int) -> JobLease | None:
 
 
 @router.post(
-    "/agents/lease",
+    Endpoint.AGENT_LEASE,
     response_model=JobLease,
     responses={204: {"description": "no job for this agent within the wait"}},
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from bnnbench.schemas import DeviceOut
+from bnnbench.schemas import DeviceOut, Endpoint
 from coordinator import devices
 from coordinator.api.deps import admin, get_ctx
 from coordinator.errors import NotFound
@@ -12,7 +12,7 @@ from coordinator.errors import NotFound
 router = APIRouter(tags=["devices"])
 
 
-@router.get("/devices", response_model=list[DeviceOut], dependencies=[Depends(admin)])
+@router.get(Endpoint.DEVICES, response_model=list[DeviceOut], dependencies=[Depends(admin)])
 def list_devices(request: Request) -> list[DeviceOut]:
     """Every device an agent registered: identity, probed attributes (SoC, ABI, clusters,
     RAM, governor), whether it is emulated, online and busy."""
@@ -20,7 +20,7 @@ def list_devices(request: Request) -> list[DeviceOut]:
         return devices.list_devices(s)
 
 
-@router.get("/devices/{device_id}", response_model=DeviceOut, dependencies=[Depends(admin)])
+@router.get(Endpoint.DEVICE, response_model=DeviceOut, dependencies=[Depends(admin)])
 def get_device(device_id: int, request: Request) -> DeviceOut:
     with get_ctx(request).db.session() as s:
         for d in devices.list_devices(s):

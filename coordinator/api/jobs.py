@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import select
+from collections.abc import Callable
+from typing import TypeVar
 
-from bnnbench.schemas import JobCreate, JobFailure, JobOut, JobStatus, ResultIn, ResultOut
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from bnnbench.schemas import (
+    Endpoint,
+    JobCreate,
+    JobFailure,
+    JobOut,
+    JobStatus,
+    ResultIn,
+    ResultOut,
+)
+from bnnbench.settings import CoordinatorSettings
 from coordinator import queue
 from coordinator.api.deps import admin, agent, get_ctx
 from coordinator.auth import Principal
-from coordinator.errors import NotFound
 from coordinator.models import Agent, Job
+from coordinator.rows import get_row, listing
 from coordinator.views import job_out, result_out
 
 router = APIRouter(tags=["jobs"])
 
+Out = TypeVar("Out", JobOut, ResultOut)
 
-@router.post("/jobs", response_model=list[JobOut], status_code=201,
+
+@router.post(Endpoint.JOBS, response_model=list[JobOut], status_code=201,
              dependencies=[Depends(admin)])
 def create_jobs(body: JobCreate, request: Request) -> list[JobOut]:
     """One job per thread count. Jobs wait for the model's artifact for the library (created
@@ -32,7 +46,7 @@ def create_jobs(body: JobCreate, request: Request) -> list[JobOut]:
     return out
 
 
-@router.get("/jobs", response_model=list[JobOut], dependencies=[Depends(admin)])
+@router.get(Endpoint.JOBS, response_model=list[JobOut], dependencies=[Depends(admin)])
 def list_jobs(
     request: Request,
     status: JobStatus | None = None,
@@ -41,60 +55,59 @@ def list_jobs(
     limit: int = Query(1000, ge=1, le=10000),
     offset: int = Query(0, ge=0),
 ) -> list[JobOut]:
-    q = select(Job).order_by(Job.id)
-    if status is not None:
-        q = q.where(Job.status == status)
-    if model_id is not None:
-        q = q.where(Job.model_id == model_id)
+    q = listing(Job, status=status, model_id=model_id)
     if id:
         q = q.where(Job.id.in_(id))
     with get_ctx(request).db.session() as s:
         return [job_out(j) for j in s.scalars(q.limit(limit).offset(offset))]
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, dependencies=[Depends(admin)])
+@router.get(Endpoint.JOB, response_model=JobOut, dependencies=[Depends(admin)])
 def get_job(job_id: int, request: Request) -> JobOut:
     with get_ctx(request).db.session() as s:
-        j = s.get(Job, job_id)
-        if j is None:
-            raise NotFound(f"job {job_id} not found")
-        return job_out(j)
+        return job_out(get_row(s, Job, job_id))
 
 
-def _agent(s, p: Principal) -> Agent:  # noqa: ANN001 - Session
-    a = s.get(Agent, p.agent_id)
-    assert a is not None  # authenticated a moment ago; agents are never deleted
-    return a
+def _agent_report(
+    request: Request, p: Principal,
+    record: Callable[[Session, Agent, CoordinatorSettings], tuple[Out, str]],
+) -> Out:
+    """Record the leasing agent's report (``record`` answers what to send back and the job's
+    new status); a job it sent back to the queue wakes the waiting agents."""
+    ctx = get_ctx(request)
+    with ctx.db.session() as s:
+        a = s.get(Agent, p.agent_id)
+        assert a is not None  # authenticated a moment ago; agents are never deleted
+        out, status = record(s, a, ctx.settings)
+    if status == JobStatus.queued:
+        ctx.jobs_signal.notify()
+    return out
 
 
-@router.post("/jobs/{job_id}/result", response_model=ResultOut,
+@router.post(Endpoint.JOB_RESULT, response_model=ResultOut,
              responses={409: {"description": "stale lease: nothing recorded"}})
 def post_result(
     job_id: int, body: ResultIn, request: Request, p: Principal = Depends(agent)
 ) -> ResultOut:
     """Accepted only with the job's current lease; the server computes the statistics and the
-    validity verdict from the raw samples."""
-    ctx = get_ctx(request)
-    with ctx.db.session() as s:
-        r = queue.submit_result(s, _agent(s, p), job_id, body, ctx.settings)
-        out = result_out(r)
-        requeued = r.job.status == JobStatus.queued  # invalid: sent back to re-measure
-    if requeued:
-        ctx.jobs_signal.notify()
-    return out
+    validity verdict from the raw samples (an invalid result sends the job back to the queue
+    to be measured again)."""
+    def record(s: Session, a: Agent, cfg: CoordinatorSettings) -> tuple[ResultOut, str]:
+        r = queue.submit_result(s, a, job_id, body, cfg)
+        return result_out(r), r.job.status
+
+    return _agent_report(request, p, record)
 
 
-@router.post("/jobs/{job_id}/fail", response_model=JobOut,
+@router.post(Endpoint.JOB_FAILURE, response_model=JobOut,
              responses={409: {"description": "stale lease: nothing recorded"}})
 def post_failure(
     job_id: int, body: JobFailure, request: Request, p: Principal = Depends(agent)
 ) -> JobOut:
     """The job is requeued (attempts + 1) or, after max_attempts or when not retryable,
     failed with the agent's error."""
-    ctx = get_ctx(request)
-    with ctx.db.session() as s:
-        job = queue.report_failure(s, _agent(s, p), job_id, body, ctx.settings)
-        out = job_out(job)
-    if out.status == JobStatus.queued:
-        ctx.jobs_signal.notify()
-    return out
+    def record(s: Session, a: Agent, cfg: CoordinatorSettings) -> tuple[JobOut, str]:
+        job = queue.report_failure(s, a, job_id, body, cfg)
+        return job_out(job), job.status
+
+    return _agent_report(request, p, record)

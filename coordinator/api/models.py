@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from bnnbench.schemas import ArtifactOut, ModelOut
+from bnnbench.schemas import ArtifactOut, Endpoint, ModelOut
 from coordinator import uploads
 from coordinator.api.deps import admin, get_ctx
-from coordinator.errors import NotFound
 from coordinator.models import Artifact, Model
+from coordinator.rows import get_row, listing
 from coordinator.views import artifact_out, model_out
 
 router = APIRouter(tags=["models"], dependencies=[Depends(admin)])
@@ -38,7 +37,7 @@ _UPLOAD_BODY = {
 
 
 @router.post(
-    "/models",
+    Endpoint.MODELS,
     response_model=ModelOut,
     status_code=201,
     openapi_extra=_UPLOAD_BODY,
@@ -60,25 +59,20 @@ async def upload_model(request: Request, response: Response) -> ModelOut:
     return out
 
 
-@router.get("/models", response_model=list[ModelOut])
+@router.get(Endpoint.MODELS, response_model=list[ModelOut])
 def list_models(request: Request) -> list[ModelOut]:
     with get_ctx(request).db.session() as s:
-        return [model_out(m) for m in s.scalars(select(Model).order_by(Model.id))]
+        return [model_out(m) for m in s.scalars(listing(Model))]
 
 
-@router.get("/models/{model_id}", response_model=ModelOut)
+@router.get(Endpoint.MODEL, response_model=ModelOut)
 def get_model(model_id: int, request: Request) -> ModelOut:
     with get_ctx(request).db.session() as s:
-        m = s.get(Model, model_id)
-        if m is None:
-            raise NotFound(f"model {model_id} not found")
-        return model_out(m)
+        return model_out(get_row(s, Model, model_id))
 
 
-@router.get("/models/{model_id}/artifacts", response_model=list[ArtifactOut])
+@router.get(Endpoint.MODEL_ARTIFACTS, response_model=list[ArtifactOut])
 def model_artifacts(model_id: int, request: Request) -> list[ArtifactOut]:
     with get_ctx(request).db.session() as s:
-        if s.get(Model, model_id) is None:
-            raise NotFound(f"model {model_id} not found")
-        q = select(Artifact).where(Artifact.model_id == model_id).order_by(Artifact.id)
-        return [artifact_out(a) for a in s.scalars(q)]
+        get_row(s, Model, model_id)  # 404 for an unknown model, not an empty list
+        return [artifact_out(a) for a in s.scalars(listing(Artifact, model_id=model_id))]

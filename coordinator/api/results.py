@@ -8,16 +8,17 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
-from bnnbench.schemas import ResultOut
+from bnnbench.schemas import Endpoint, ResultOut
 from coordinator import results
 from coordinator.api.deps import admin, get_ctx
 from coordinator.models import Job, Result
+from coordinator.rows import listing
 from coordinator.views import result_out
 
 router = APIRouter(tags=["results"], dependencies=[Depends(admin)])
 
 
-@router.get("/results/table")
+@router.get(Endpoint.RESULTS_TABLE)
 def results_table(request: Request) -> dict[str, Any]:
     """Tables 17–20 layout: rows (device, threads, arch), per library FP32 / BNN / ReAct
     median latency in ms, from the latest valid result per (device, library, model, threads);
@@ -27,7 +28,7 @@ def results_table(request: Request) -> dict[str, Any]:
         return results.table(s)
 
 
-@router.get("/results/table.csv", response_class=PlainTextResponse,
+@router.get(Endpoint.RESULTS_TABLE_CSV, response_class=PlainTextResponse,
             responses={200: {"content": {"text/csv": {}}}})
 def results_table_csv(request: Request) -> PlainTextResponse:
     """The table one cell per line: the reference CSV's columns (device, threads, arch,
@@ -40,7 +41,7 @@ def results_table_csv(request: Request) -> PlainTextResponse:
     )
 
 
-@router.get("/results", response_model=list[ResultOut])
+@router.get(Endpoint.RESULTS, response_model=list[ResultOut])
 def list_results(
     request: Request,
     job_id: int | None = None,
@@ -49,9 +50,7 @@ def list_results(
     limit: int = Query(1000, ge=1, le=10000),
     offset: int = Query(0, ge=0),
 ) -> list[ResultOut]:
-    q = select(Result).order_by(Result.id)
-    if job_id is not None:
-        q = q.where(Result.job_id == job_id)
+    q = listing(Result, job_id=job_id)
     if model_id is not None:
         q = q.where(Result.job_id.in_(select(Job.id).where(Job.model_id == model_id)))
     if valid is not None:

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Request
 from sqlalchemy import text
 
 import bnnbench
+from bnnbench.schemas import Endpoint
 from coordinator.api.deps import get_ctx
 
 router = APIRouter(tags=["system"])
 
 
-@router.get("/health")
+@router.get(Endpoint.HEALTH)
 def health(request: Request) -> dict[str, Any]:
     """No auth. 200 when the database answers."""
     with get_ctx(request).db.session() as s:

@@ -79,7 +79,6 @@ import stat
 import struct
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -856,15 +855,3 @@ def _sync_recv(device: FakeAdbd, stream: _Stream, path: str) -> bool:
             stream.write(SYNC_MSG.pack(b"DATA", len(chunk)) + chunk)
     stream.write(SYNC_MSG.pack(b"DONE", 0))
     return True
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, poll: float = 0.05) -> Any:
-    """Poll ``predicate`` until truthy (returned) or raise TimeoutError: a bound on a hang."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(poll)
