@@ -7,21 +7,13 @@ from the registry (converters/backends/__init__.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from bnnbench.digest import sha256_file
 from converters.backends import Backend, get_backend
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def analyze(onnx_path: str | Path) -> dict[str, Any]:

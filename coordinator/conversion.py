@@ -32,6 +32,7 @@ from bnnbench.settings import CoordinatorSettings
 from coordinator import queue
 from coordinator.db import Database
 from coordinator.models import Artifact, Model, utcnow
+from coordinator.rows import changed
 from coordinator.signals import Signal
 from coordinator.store import BlobStore
 
@@ -59,17 +60,13 @@ class Outcome:
 def recover_interrupted(db: Database) -> int:
     """Work a previous process left half-done goes back to pending (single coordinator)."""
     with db.session() as s:
-        a = s.execute(
-            update(Model)
-            .where(Model.analysis_status == "running")
-            .values(analysis_status="pending")
-        ).rowcount
-        b = s.execute(
-            update(Artifact)
-            .where(Artifact.status == ArtifactStatus.converting)
-            .values(status=ArtifactStatus.pending)
-        ).rowcount
-    return (a or 0) + (b or 0)
+        a = changed(s, update(Model)
+                    .where(Model.analysis_status == "running")
+                    .values(analysis_status="pending"))
+        b = changed(s, update(Artifact)
+                    .where(Artifact.status == ArtifactStatus.converting)
+                    .values(status=ArtifactStatus.pending))
+    return a + b
 
 
 def _fill_labels(model: Model, found: dict[str, Any]) -> None:
@@ -152,12 +149,10 @@ class ConversionDispatcher:
                 .where(Artifact.status == ArtifactStatus.pending)
                 .order_by(Artifact.id)
             ).all():
-                res = s.execute(
-                    update(Artifact)
+                claimed = changed(s, update(Artifact)
                     .where(Artifact.id == art_id, Artifact.status == ArtifactStatus.pending)
-                    .values(status=ArtifactStatus.converting, updated_at=utcnow())
-                )
-                if res.rowcount == 1:
+                    .values(status=ArtifactStatus.converting, updated_at=utcnow()))
+                if claimed == 1:
                     art = s.get(Artifact, art_id)
                     assert art is not None
                     return WorkItem(
@@ -170,12 +165,10 @@ class ConversionDispatcher:
             for model_id in s.scalars(
                 select(Model.id).where(Model.analysis_status == "pending").order_by(Model.id)
             ).all():
-                res = s.execute(
-                    update(Model)
+                claimed = changed(s, update(Model)
                     .where(Model.id == model_id, Model.analysis_status == "pending")
-                    .values(analysis_status="running")
-                )
-                if res.rowcount == 1:
+                    .values(analysis_status="running"))
+                if claimed == 1:
                     model = s.get(Model, model_id)
                     assert model is not None
                     return WorkItem("analyze", model_id, self.store.path(model.sha256))

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from bnnbench.schemas import ModelOut
 from bnnbench.settings import CoordinatorSettings
 from converters.errors import ConversionError
-from converters.onnx_frontend import archive_kind, check_model_archive, external_data_locations
+from converters.frontend.archive import archive_kind, check_model_archive, external_data_locations
 from coordinator.db import Database
 from coordinator.errors import PayloadTooLarge, Unprocessable
 from coordinator.models import Model

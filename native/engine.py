@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bnnbench.schemas import MAX_THREADS
 from native import build_engine
 from native.format import Op
 
@@ -35,7 +36,6 @@ NATIVE_DIR = Path(__file__).resolve().parent
 REPO_DIR = NATIVE_DIR.parent
 _log = logging.getLogger(__name__)
 _ERR_LEN = 256
-_MAX_THREADS = 16
 _NO_FUSION = 1  # BNN_CTX_NO_FUSION
 # BNN_FUSED_* (bnn.h), bit 0 first
 _FUSED = ("skipped", "bits_in", "bits_out", "residual", "clip", "nchw_input")
@@ -263,8 +263,8 @@ class NativeEngine:
         if isinstance(threads, bool):
             raise TypeError("threads must be an int, got bool")
         threads = operator.index(threads)  # ints and numpy integers; TypeError otherwise
-        if not 1 <= threads <= _MAX_THREADS:
-            raise NativeError(f"threads must be 1..{_MAX_THREADS}, got {threads}")
+        if not 1 <= threads <= MAX_THREADS:
+            raise NativeError(f"threads must be 1..{MAX_THREADS}, got {threads}")
         err = ctypes.create_string_buffer(_ERR_LEN)
         handle = ctypes.c_void_p()
         if isinstance(model, bytes | bytearray | memoryview):

@@ -11,6 +11,7 @@ import pytest
 from test_converters_util import OnnxBuilder, ort_run, zoo_dir  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
+from bnnbench.digest import sha256_file
 from converters import api, ir, reference
 from converters.analyze import analyze_graph
 from converters.backends.native import to_native_model
@@ -395,8 +396,8 @@ def test_convert_summary_and_native_file(zoo_dir: Path, tmp_path: Path) -> None:
     s = api.convert(src, "native", out, verify=False)
     data = out.read_bytes()
     assert s["size_bytes"] == len(data) == out.stat().st_size
-    assert s["sha256"] == api.sha256_file(out)
-    assert s["source_sha256"] == api.sha256_file(src)
+    assert s["sha256"] == sha256_file(out)
+    assert s["source_sha256"] == sha256_file(src)
     assert (s["n_binary_convs"], s["n_convs"]) == (16, 20)
     assert s["binarized_nodes"][0] == "/layer1/layer1.0/conv1/Conv"
     assert s["library"] == "native" and s["output"] == str(out) and s["elapsed_s"] >= 0

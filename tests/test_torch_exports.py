@@ -32,6 +32,7 @@ import onnx
 import pytest
 from conftest import make_tiny_onnx
 
+from bnnbench.digest import sha256_file
 from converters import api
 from converters.errors import MalformedModelError, UnsupportedModelError
 from converters.frontend import (
@@ -294,13 +295,13 @@ def test_zip_of_dynamo_export_with_external_data_converts(exports: tuple[Path, d
     assert report["n_binary_convs"] == 16 and report["algorithm"] == "react"
     summary = api.convert(archive, "native", tmp_path / "r18.bnn")
     assert summary["fidelity"]["passed"], summary["fidelity"]["verdict"]
-    assert summary["source_sha256"] == api.sha256_file(archive)
+    assert summary["source_sha256"] == sha256_file(archive)
     direct = api.convert(path, "native", tmp_path / "direct.bnn", verify=False)
     # same network as converting the unpacked files (metadata names the source, so compare
     # the binary layers)
     zipped = (tmp_path / "r18.bnn").read_bytes()
     assert _bin_layers(zipped) == _bin_layers((tmp_path / "direct.bnn").read_bytes())
-    assert nf.loads(zipped).metadata["source_sha256"] == api.sha256_file(archive)
+    assert nf.loads(zipped).metadata["source_sha256"] == sha256_file(archive)
     assert direct["n_layers"] == summary["n_layers"]
 
 

@@ -203,7 +203,7 @@ class LceRunner:
 
     def _artifact_info(self, path: Path) -> dict[str, Any]:
         try:  # provenance only: which LCE ops the timed model has
-            from converters.tflite_inspect import inspect_tflite
+            from converters.backends.tflite.flatbuffer import inspect_tflite
 
             fb = inspect_tflite(path)
         except Exception as exc:  # not fatal: the timings stand without it
