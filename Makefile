@@ -50,14 +50,21 @@ torch-env:
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
-# everything; a missing sshd/adb/qemu is a failure here, not a skip
+# Everything; a missing sshd/adb/qemu is a failure here, not a skip. The builds the tests
+# use come first (their own make calls are then no-ops), then the suite on two workers (files
+# kept whole, native builders on one worker: tests/conftest.py), then the few serial tests.
+PYTEST_PAR := -n 2 --dist loadgroup
 test: venv native system-deps torch-env lint
-	BNNBENCH_REQUIRE_SSHD=1 $(BIN)/pytest -q --durations=25
+	$(MAKE) -C native cross asan
+	BNNBENCH_REQUIRE_SSHD=1 $(BIN)/pytest -q $(PYTEST_PAR) -m "not serial" --durations=25
+	$(BIN)/pytest -q -m serial
 
 # the inner loop: no slow, cross-built/emulated, browser or PostgreSQL tests
 test-fast: venv native lint
-	$(BIN)/pytest -q -m "not slow and not cross and not browser and not postgres" --durations=15
+	$(BIN)/pytest -q $(PYTEST_PAR) -m "not slow and not cross and not browser and not postgres and not serial" --durations=15
 
 demo: venv native
 	$(BIN)/python scripts/demo.py

@@ -63,8 +63,9 @@ class BuildPyWithNative(build_py):
             temp = Path(tempfile.mkdtemp(prefix="bnnbench-native-"))
         self.announce(f"building the native engine with make in {temp}", level=2)
         try:
-            built = eng.make(temp, source_dir=HERE / "native", cflags=eng.RELEASE_CFLAGS,
-                             capture=False)
+            built = eng.make(
+                temp, source_dir=HERE / "native", cflags=eng.RELEASE_CFLAGS, capture=False
+            )
         except eng.BuildError as exc:
             raise SystemExit(
                 f"error: {exc}\n(set BNNBENCH_SKIP_NATIVE=1 to build bnnbench without its "

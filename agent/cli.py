@@ -43,7 +43,8 @@ def agent(
         None, min=0.1, help="Long-poll wait of each lease request"
     ),
     devices: Path | None = typer.Option(
-        None, help="devices.toml: the boards this agent serves over ssh/adb (and local:// for "
+        None,
+        help="devices.toml: the boards this agent serves over ssh/adb (and local:// for "
         "this machine); default: this machine only [env BNNBENCH_AGENT_DEVICES_FILE]",
     ),
     once: bool = typer.Option(False, "--once", help="Process one job, then exit"),
@@ -166,7 +167,6 @@ def _print_summary(report: dict[str, Any]) -> None:
     Console().print(table)
 
 
-
 # ------------------------------------------------------------------ devices add / probe
 
 
@@ -207,11 +207,18 @@ def devices_probe(
     abi: str | None = typer.Option(None, help="override the probed ABI"),
 ) -> None:
     """Probe a device and print what bnnbench sees (SoC, ABI, clusters, identity) as JSON."""
-    spec = _spec_from_options(url, key_file=key_file, known_hosts=known_hosts,
-                              host_key_policy=host_key_policy, exec_wrapper=exec_wrapper, abi=abi)
+    spec = _spec_from_options(
+        url,
+        key_file=key_file,
+        known_hosts=known_hosts,
+        host_key_policy=host_key_policy,
+        exec_wrapper=exec_wrapper,
+        abi=abi,
+    )
     info = _probe_spec(spec)
-    typer.echo(json.dumps({**info.model_dump(mode="json"), "fingerprint": info.fingerprint()},
-                          indent=2))
+    typer.echo(
+        json.dumps({**info.model_dump(mode="json"), "fingerprint": info.fingerprint()}, indent=2)
+    )
 
 
 def devices_add(
@@ -237,9 +244,18 @@ def devices_add(
     from agent.fleet import FleetConfigError, load_devices, save_devices
 
     spec = _spec_from_options(
-        url, name=name, key_file=key_file, password_env=password_env, known_hosts=known_hosts,
-        host_key_policy=host_key_policy, exec_wrapper=exec_wrapper, abi=abi, affinity=affinity,
-        workdir=workdir, lce_benchmark=lce_benchmark, dabnn_benchmark=dabnn_benchmark,
+        url,
+        name=name,
+        key_file=key_file,
+        password_env=password_env,
+        known_hosts=known_hosts,
+        host_key_policy=host_key_policy,
+        exec_wrapper=exec_wrapper,
+        abi=abi,
+        affinity=affinity,
+        workdir=workdir,
+        lce_benchmark=lce_benchmark,
+        dabnn_benchmark=dabnn_benchmark,
     )
     try:
         specs = load_devices(devices_file) if devices_file.exists() else []
@@ -249,7 +265,9 @@ def devices_add(
         raise _fail(f"{spec.url} is already in {devices_file}")
     if not no_probe:
         info = _probe_spec(spec)
-        typer.echo(f"{spec.url}: {info.label()} ({info.abi}, {info.cores} cores, "
-                   f"{info.os}); fingerprint {info.fingerprint()}")
+        typer.echo(
+            f"{spec.url}: {info.label()} ({info.abi}, {info.cores} cores, "
+            f"{info.os}); fingerprint {info.fingerprint()}"
+        )
     save_devices(devices_file, [*specs, spec])
     typer.echo(f"added to {devices_file}; serve it with: bnnbench agent --devices {devices_file}")

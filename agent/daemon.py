@@ -178,7 +178,9 @@ class Agent:
         self.outbox = Outbox(self.state_dir / "outbox")
         self.identity_path = self.state_dir / "agent.json"
         self.device = probe.probe(
-            self.transport, exec_wrapper=self.spec.exec_wrapper, abi=self.spec.abi,
+            self.transport,
+            exec_wrapper=self.spec.exec_wrapper,
+            abi=self.spec.abi,
             name=self.spec.name,
         )
         self.runners = runners if runners is not None else self._default_runners()
@@ -188,11 +190,13 @@ class Agent:
         self._hb_stop = threading.Event()
         # two clients: the heartbeat thread's waits end with its own stop, not the agent's
         self.api = BnnbenchClient(
-            settings.coordinator, timeout=30.0,
+            settings.coordinator,
+            timeout=30.0,
             retry=Retry(max_backoff=settings.max_backoff_seconds, stop=self.stop_event),
         )
         self._hb_api = BnnbenchClient(
-            settings.coordinator, timeout=max(5.0, settings.heartbeat_seconds),
+            settings.coordinator,
+            timeout=max(5.0, settings.heartbeat_seconds),
             retry=Retry(max_backoff=settings.max_backoff_seconds, stop=self._hb_stop),
         )
         self.identity: Identity | None = None
@@ -213,28 +217,57 @@ class Agent:
         if self.spec.scheme == "local" and not self.spec.exec_wrapper:
             return available_runners(tuning)
         affinity, wrapper = self.spec.default_affinity(), self.spec.exec_wrapper
-        candidates: list[Runner] = [DeviceCliRunner(
-            self.transport, self.device, affinity=affinity, exec_wrapper=wrapper,
-            cli_dir=Path(self.settings.native_cli_dir) if self.settings.native_cli_dir else None,
-        )]
+        candidates: list[Runner] = [
+            DeviceCliRunner(
+                self.transport,
+                self.device,
+                affinity=affinity,
+                exec_wrapper=wrapper,
+                cli_dir=Path(self.settings.native_cli_dir)
+                if self.settings.native_cli_dir
+                else None,
+            )
+        ]
         if self.spec.lce_benchmark:
-            candidates.append(LceRunner(
-                mode="binary", binary=self.spec.lce_benchmark, transport=self.transport,
-                device=self.device, affinity=affinity, exec_wrapper=wrapper, settings=tuning))
+            candidates.append(
+                LceRunner(
+                    mode="binary",
+                    binary=self.spec.lce_benchmark,
+                    transport=self.transport,
+                    device=self.device,
+                    affinity=affinity,
+                    exec_wrapper=wrapper,
+                    settings=tuning,
+                )
+            )
         if "python3" in self.device.tools:  # tflite-runtime there? available() asks the board
-            candidates.append(TFLiteRunner(transport=self.transport, device=self.device,
-                                           affinity=affinity, settings=tuning))
+            candidates.append(
+                TFLiteRunner(
+                    transport=self.transport, device=self.device, affinity=affinity, settings=tuning
+                )
+            )
         if self.spec.dabnn_benchmark:
-            candidates.append(DabnnRunner(
-                self.spec.dabnn_benchmark, transport=self.transport, device=self.device,
-                affinity=affinity, exec_wrapper=wrapper, settings=tuning))
+            candidates.append(
+                DabnnRunner(
+                    self.spec.dabnn_benchmark,
+                    transport=self.transport,
+                    device=self.device,
+                    affinity=affinity,
+                    exec_wrapper=wrapper,
+                    settings=tuning,
+                )
+            )
         runners: dict[str, Runner] = {}
         for runner in candidates:
             if runner.available():
                 runners[runner.name] = runner
             else:  # the others still serve: one missing binary must not idle the board
-                log.warning("%s: %s: %s", self.spec.url, runner.name,
-                            getattr(runner, "unavailable_reason", "unavailable"))
+                log.warning(
+                    "%s: %s: %s",
+                    self.spec.url,
+                    runner.name,
+                    getattr(runner, "unavailable_reason", "unavailable"),
+                )
         return runners
 
     # -------------------------------------------------------------- identity
@@ -295,7 +328,9 @@ class Agent:
         _write_private(self.identity_path, json.dumps(asdict(ident), indent=2))
         self._set_identity(ident)
         log.info(
-            "registered as agent %d (device %d) runtimes=%s", reg.agent_id, reg.device_id,
+            "registered as agent %d (device %d) runtimes=%s",
+            reg.agent_id,
+            reg.device_id,
             ident.runtimes,
         )
         return ident
@@ -386,8 +421,13 @@ class Agent:
         self._current_job = job
         log.info(
             "leased job %d: %s artifact %d (sha256 %s), threads=%d warmup=%d runs=%d",
-            job, lease.artifact.library, lease.artifact.id, lease.artifact.sha256[:12],
-            lease.threads, lease.warmup, lease.runs,
+            job,
+            lease.artifact.library,
+            lease.artifact.id,
+            lease.artifact.sha256[:12],
+            lease.threads,
+            lease.warmup,
+            lease.runs,
         )
         try:
             result = self._measure(lease)
@@ -413,8 +453,7 @@ class Agent:
                 log.info("job %d: cooling down %.1f s", lease.job_id, lease.protocol.cooldown_s)
                 if self.stop_event.wait(lease.protocol.cooldown_s):
                     raise Stopped()
-            log.info("running job %d with %s on %s", lease.job_id, runner.name,
-                     self.spec.url)
+            log.info("running job %d with %s on %s", lease.job_id, runner.name, self.spec.url)
             before = probe.readings(self.transport)
             out = self._run_in_thread(lambda: self._benchmark(runner, path, lease))
             after = probe.readings(self.transport)
@@ -441,8 +480,10 @@ class Agent:
             "readings_after": after,
             "affinity_cpus": out.extra.get("affinity_cpus"),
             "device": {
-                "fingerprint": self.device.fingerprint(), "label": self.device.label(),
-                "url": self.spec.url, "emulated": self.device.emulated,
+                "fingerprint": self.device.fingerprint(),
+                "label": self.device.label(),
+                "url": self.spec.url,
+                "emulated": self.device.emulated,
                 "exec_wrapper": self.device.exec_wrapper,
             },
             "protocol": lease.protocol.model_dump(),
@@ -468,8 +509,9 @@ class Agent:
     @staticmethod
     def _benchmark(runner: Runner, path: Path, lease: JobLease) -> Any:
         # every runner takes the protocol and applies what its tool supports
-        return runner.benchmark(path, lease.threads, lease.warmup, lease.runs,
-                                protocol=lease.protocol)
+        return runner.benchmark(
+            path, lease.threads, lease.warmup, lease.runs, protocol=lease.protocol
+        )
 
     def deliver(self, job_id: int, result: ResultIn) -> bool:
         """Post a result; True once the coordinator has answered it for good."""
@@ -480,12 +522,17 @@ class Agent:
             return False
         except ApiError as exc:
             if not 400 <= exc.status_code < 500:
-                log.error("job %d: result not accepted yet (HTTP %d); kept", job_id,
-                          exc.status_code)
+                log.error(
+                    "job %d: result not accepted yet (HTTP %d); kept", job_id, exc.status_code
+                )
                 return False
             # the lease was lost (expired and re-leased) or the job is gone: nothing to retry
-            log.error("job %d: coordinator refused the result (HTTP %d: %s); dropping it",
-                      job_id, exc.status_code, exc.detail)
+            log.error(
+                "job %d: coordinator refused the result (HTTP %d: %s); dropping it",
+                job_id,
+                exc.status_code,
+                exc.detail,
+            )
             self.outbox.remove(job_id)
             return True
         med = sorted(result.samples_ms)[len(result.samples_ms) // 2]
@@ -501,8 +548,12 @@ class Agent:
         except Stopped:
             return  # the lease expires and the job is retried elsewhere
         except ApiError as exc:
-            log.error("job %d: failure report refused (HTTP %d: %s)", lease.job_id,
-                      exc.status_code, exc.detail)
+            log.error(
+                "job %d: failure report refused (HTTP %d: %s)",
+                lease.job_id,
+                exc.status_code,
+                exc.detail,
+            )
 
     def flush_outbox(self) -> None:
         for job_id, result in self.outbox.pending():
@@ -518,13 +569,17 @@ class Agent:
         self.stop_event.set()
         if self._current_job is None or self._signals > 1:
             if self._current_job is not None:
-                log.warning("%s again: abandoning job %d (its lease will expire)", name,
-                            self._current_job)
+                log.warning(
+                    "%s again: abandoning job %d (its lease will expire)", name, self._current_job
+                )
             if self._interruptible or self._current_job is not None:
                 raise _Interrupted(name)
         else:
-            log.info("%s: finishing job %d, then exiting (signal again to abandon)", name,
-                     self._current_job)
+            log.info(
+                "%s: finishing job %d, then exiting (signal again to abandon)",
+                name,
+                self._current_job,
+            )
 
     def run(self) -> int:
         """Run until stopped, ``max_jobs`` processed or idle for ``exit_when_idle`` seconds."""

@@ -69,8 +69,11 @@ class DeviceSpec:
         return self.affinity or ("big" if self.scheme == "adb" else "all")
 
     def to_toml_table(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items()
-                if v not in (None, {}, "") and not (k == "host_key_policy" and v == "strict")}
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if v not in (None, {}, "") and not (k == "host_key_policy" and v == "strict")
+        }
 
 
 def parse_spec(entry: dict[str, Any], where: str = "device") -> DeviceSpec:

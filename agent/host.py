@@ -26,8 +26,12 @@ log = logging.getLogger("bnnbench.agent.host")
 
 class HostAgent:
     def __init__(
-        self, settings: AgentSettings, specs: list[DeviceSpec], *,
-        max_jobs: int | None = None, exit_when_idle: float | None = None,
+        self,
+        settings: AgentSettings,
+        specs: list[DeviceSpec],
+        *,
+        max_jobs: int | None = None,
+        exit_when_idle: float | None = None,
     ) -> None:
         if not specs:
             raise FleetConfigError("no devices to serve")
@@ -46,8 +50,11 @@ class HostAgent:
         while not self.stop_event.is_set():
             try:
                 agent = Agent(
-                    self.settings, spec=spec, state_dir=self._state_dir(spec),
-                    max_jobs=self.max_jobs, exit_when_idle=self.exit_when_idle,
+                    self.settings,
+                    spec=spec,
+                    state_dir=self._state_dir(spec),
+                    max_jobs=self.max_jobs,
+                    exit_when_idle=self.exit_when_idle,
                     stop_event=self.stop_event,
                 )
             except (TransportError, OSError) as exc:
@@ -60,16 +67,20 @@ class HostAgent:
                 log.error("%s: %s", spec.url, exc)
                 self.codes[spec.url] = EXIT_CONFIG
                 return
-            log.info("serving %s: %s (%s, %d cores%s)", spec.url, agent.device.label(),
-                     agent.device.abi, agent.device.cores,
-                     ", emulated" if agent.device.emulated else "")
+            log.info(
+                "serving %s: %s (%s, %d cores%s)",
+                spec.url,
+                agent.device.label(),
+                agent.device.abi,
+                agent.device.cores,
+                ", emulated" if agent.device.emulated else "",
+            )
             self.codes[spec.url] = agent.run()
             return
         self.codes.setdefault(spec.url, EXIT_OK)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        log.info("%s: stopping every device after its current job",
-                 signal.Signals(signum).name)
+        log.info("%s: stopping every device after its current job", signal.Signals(signum).name)
         self.stop_event.set()
 
     def run(self) -> int:
@@ -77,8 +88,7 @@ class HostAgent:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         threads = [
-            threading.Thread(target=self._serve, args=(s,), name=f"device-{s.slug()}",
-                             daemon=True)
+            threading.Thread(target=self._serve, args=(s,), name=f"device-{s.slug()}", daemon=True)
             for s in self.specs
         ]
         for t in threads:

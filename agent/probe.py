@@ -98,10 +98,22 @@ done
 
 # ARM "CPU part" numbers (implementer 0x41) of the cores on BiBench's boards
 CPU_PARTS = {
-    "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
-    "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
-    "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd41": "Cortex-A78", "0xd44": "Cortex-X1",
-    "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd48": "Cortex-X2", "0xc07": "Cortex-A7",
+    "0xd03": "Cortex-A53",
+    "0xd04": "Cortex-A35",
+    "0xd05": "Cortex-A55",
+    "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72",
+    "0xd09": "Cortex-A73",
+    "0xd0a": "Cortex-A75",
+    "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1",
+    "0xd0d": "Cortex-A77",
+    "0xd41": "Cortex-A78",
+    "0xd44": "Cortex-X1",
+    "0xd46": "Cortex-A510",
+    "0xd47": "Cortex-A710",
+    "0xd48": "Cortex-X2",
+    "0xc07": "Cortex-A7",
 }
 
 ANDROID_ABIS = {"aarch64": "arm64-v8a", "armv7l": "armeabi-v7a", "armv8l": "armeabi-v7a"}
@@ -213,8 +225,9 @@ def parse_readings(text: str) -> dict[str, Any]:
         bat: dict[str, Any] = {}
         if (lvl := _int(battery.get("level"))) is not None:
             bat["level"] = lvl
-        powered = [k for k in ("AC powered", "USB powered", "Wireless powered")
-                   if battery.get(k) == "true"]
+        powered = [
+            k for k in ("AC powered", "USB powered", "Wireless powered") if battery.get(k) == "true"
+        ]
         bat["charging_source"] = powered
         if (t := _int(battery.get("temperature"))) is not None:
             bat["temperature_c"] = t / 10.0  # dumpsys reports tenths of a degree
@@ -248,16 +261,25 @@ def _clusters(sec: dict[str, str], parts: dict[int, str], cores: int) -> list[Cp
         cpus = sorted(cpus)
         khz = [max_khz[c] for c in cpus if c in max_khz]
         names = sorted({CPU_PARTS.get(parts[c], parts[c]) for c in cpus if c in parts})
-        out.append(CpuCluster(
-            cpus=cpus, max_freq_khz=max(khz) if khz else None, core=", ".join(names) or None,
-        ))
+        out.append(
+            CpuCluster(
+                cpus=cpus,
+                max_freq_khz=max(khz) if khz else None,
+                core=", ".join(names) or None,
+            )
+        )
     out.sort(key=lambda c: (-(c.max_freq_khz or 0), c.cpus))
     return out
 
 
 def parse_probe(
-    text: str, *, transport: str, serial: str | None = None, exec_wrapper: str | None = None,
-    abi: str | None = None, name: str | None = None,
+    text: str,
+    *,
+    transport: str,
+    serial: str | None = None,
+    exec_wrapper: str | None = None,
+    abi: str | None = None,
+    name: str | None = None,
 ) -> DeviceInfo:
     """DeviceInfo from the probe script's output. ``serial`` is the transport's own id of the
     device (the adb serial); ``abi`` overrides the probed ABI (an exec wrapper's target)."""
@@ -343,8 +365,9 @@ def parse_probe(
         abi=final_abi,
         ram_mb=ram_mb,
         clusters=_clusters(sec, parts, cores),
-        governor=readings.get("governor") if isinstance(readings.get("governor"), str) else
-        (",".join(readings["governor"]) if readings.get("governor") else None),
+        governor=readings.get("governor")
+        if isinstance(readings.get("governor"), str)
+        else (",".join(readings["governor"]) if readings.get("governor") else None),
         tools=runtimes_present,
         emulated=exec_wrapper is not None,
         exec_wrapper=exec_wrapper,
@@ -355,8 +378,12 @@ def _pi_soc(model: str | None) -> str | None:
     """Raspberry Pi boards name their SoC only through the board model."""
     if not model:
         return None
-    for board, soc in (("Pi 5", "BCM2712"), ("Pi 4", "BCM2711"), ("Pi 3", "BCM2837"),
-                       ("Pi Zero 2", "BCM2710A1")):
+    for board, soc in (
+        ("Pi 5", "BCM2712"),
+        ("Pi 4", "BCM2711"),
+        ("Pi 3", "BCM2837"),
+        ("Pi Zero 2", "BCM2710A1"),
+    ):
         if f"Raspberry {board}" in model:
             return soc
     return None
@@ -372,7 +399,10 @@ def _core_names(parts: dict[int, str]) -> str | None:
 
 
 def _identity(
-    props: dict[str, str], cpu: dict[str, str], sec: dict[str, str], sysctl: dict[str, str],
+    props: dict[str, str],
+    cpu: dict[str, str],
+    sec: dict[str, str],
+    sysctl: dict[str, str],
     serial: str | None,
 ) -> tuple[str, str]:
     if props.get("ro.serialno"):
@@ -391,7 +421,10 @@ def _identity(
 
 
 def probe(
-    transport: Transport, *, exec_wrapper: str | None = None, abi: str | None = None,
+    transport: Transport,
+    *,
+    exec_wrapper: str | None = None,
+    abi: str | None = None,
     name: str | None = None,
 ) -> DeviceInfo:
     """Probe a device through its transport (raises TransportError when unreachable)."""
@@ -402,8 +435,12 @@ def probe(
         raise TransportError(f"probing {transport.address} failed: {res.describe()}")
     serial = getattr(transport, "serial", None)
     return parse_probe(
-        res.stdout, transport=transport.name, serial=serial, exec_wrapper=exec_wrapper,
-        abi=abi, name=name,
+        res.stdout,
+        transport=transport.name,
+        serial=serial,
+        exec_wrapper=exec_wrapper,
+        abi=abi,
+        name=name,
     )
 
 

@@ -27,7 +27,6 @@ app.command("submit")(client_cli.submit)
 app.command("results")(client_cli.results)
 
 
-
 @app.command("build-native")
 def build_native(
     force: bool = typer.Option(False, "--force", help="rebuild every object"),
@@ -46,8 +45,9 @@ def build_native(
         typer.echo(f"{name}: {path}")
 
 
-devices = typer.Typer(help="The fleet: list registered devices, probe and add boards.",
-                      no_args_is_help=True)
+devices = typer.Typer(
+    help="The fleet: list registered devices, probe and add boards.", no_args_is_help=True
+)
 devices.command("list")(client_cli.devices_list)
 devices.command("probe")(agent_cli.devices_probe)
 devices.command("add")(agent_cli.devices_add)

@@ -70,8 +70,9 @@ class BnnbenchClient(HttpCore):
     def _upload(
         self, file: tuple[str, Any, str], name: str | None, arch: str | None, algorithm: str | None
     ) -> ModelOut:
-        fields = {k: v for k, v in {"name": name, "arch": arch, "algorithm": algorithm}.items()
-                  if v}
+        fields = {
+            k: v for k, v in {"name": name, "arch": arch, "algorithm": algorithm}.items() if v
+        }
         resp = self.call("POST", Endpoint.MODELS, files={"file": file}, data=fields)
         return ModelOut.model_validate(resp.json())
 
@@ -138,8 +139,12 @@ class BnnbenchClient(HttpCore):
         protocol: MeasurementProtocol | dict[str, Any] | None = None,
     ) -> list[JobOut]:
         body: dict[str, Any] = {
-            "model_id": model_id, "library": library, "threads": list(threads),
-            "device_id": device_id, "warmup": warmup, "runs": runs,
+            "model_id": model_id,
+            "library": library,
+            "threads": list(threads),
+            "device_id": device_id,
+            "warmup": warmup,
+            "runs": runs,
         }
         if devices:
             body["devices"] = list(devices)
@@ -152,7 +157,9 @@ class BnnbenchClient(HttpCore):
         return [DeviceOut.model_validate(d) for d in self.call("GET", Endpoint.DEVICES).json()]
 
     def list_jobs(
-        self, status: str | None = None, ids: Iterable[int] | None = None,
+        self,
+        status: str | None = None,
+        ids: Iterable[int] | None = None,
         model_id: int | None = None,
     ) -> list[JobOut]:
         params: list[tuple[str, Any]] = []
@@ -166,7 +173,7 @@ class BnnbenchClient(HttpCore):
         wanted = list(ids)
         out: list[JobOut] = []
         for i in range(0, len(wanted), 200):  # keep URLs short
-            chunk = [("id", j) for j in wanted[i:i + 200]]
+            chunk = [("id", j) for j in wanted[i : i + 200]]
             resp = self.call("GET", Endpoint.JOBS, params=params + chunk)
             out += [JobOut.model_validate(j) for j in resp.json()]
         return out
@@ -217,20 +224,23 @@ class BnnbenchClient(HttpCore):
 
     def lease(self, wait: float = 0.0) -> JobLease | None:
         """A job to run, or None when none came within ``wait`` seconds (a long poll)."""
-        resp = self.call("POST", Endpoint.AGENT_LEASE, params={"wait": round(wait, 1)},
-                         timeout=wait + 30.0)
+        resp = self.call(
+            "POST", Endpoint.AGENT_LEASE, params={"wait": round(wait, 1)}, timeout=wait + 30.0
+        )
         if resp.status_code == 204:
             return None
         return JobLease.model_validate(resp.json())
 
     def post_result(self, job_id: int, result: ResultIn) -> ResultOut:
-        resp = self.call("POST", Endpoint.JOB_RESULT.format(job_id=job_id),
-                         json=result.model_dump(mode="json"))
+        resp = self.call(
+            "POST", Endpoint.JOB_RESULT.format(job_id=job_id), json=result.model_dump(mode="json")
+        )
         return ResultOut.model_validate(resp.json())
 
     def post_failure(self, job_id: int, failure: JobFailure) -> JobOut:
-        resp = self.call("POST", Endpoint.JOB_FAILURE.format(job_id=job_id),
-                         json=failure.model_dump(mode="json"))
+        resp = self.call(
+            "POST", Endpoint.JOB_FAILURE.format(job_id=job_id), json=failure.model_dump(mode="json")
+        )
         return JobOut.model_validate(resp.json())
 
     # -------------------------------------------------------------- results

@@ -49,18 +49,18 @@ def submit(
     paths: list[Path] = typer.Argument(..., help="ONNX files, or directories (every *.onnx)"),
     coordinator: str | None = typer.Option(None, help="coordinator URL [BNNBENCH_COORDINATOR]"),
     token: str | None = typer.Option(None, help="admin token [BNNBENCH_TOKEN]"),
-    library: list[Library] = typer.Option(
-        [Library.native], help="inference library (repeatable)"
-    ),
+    library: list[Library] = typer.Option([Library.native], help="inference library (repeatable)"),
     threads: list[int] = typer.Option([1], help="thread count (repeatable: one job each)"),
     runs: int = typer.Option(10, help="timed runs per job"),
     warmup: int = typer.Option(3, help="warm-up runs per job"),
     device_id: int | None = typer.Option(None, help="only this device may run the jobs"),
     device: list[str] = typer.Option(
-        [], "--device", "-d",
+        [],
+        "--device",
+        "-d",
         help="device selector, repeatable: an id, a name, 'all', or key=value[,key=value] on "
-             "probed attributes (soc=SM8250, abi=arm64-v8a, transport=ssh, emulated=false); "
-             "one job per matching device and thread count",
+        "probed attributes (soc=SM8250, abi=arm64-v8a, transport=ssh, emulated=false); "
+        "one job per matching device and thread count",
     ),
     warmup_ms: float = typer.Option(0.0, help="warm-up lasts at least this long (ms)"),
     min_time_ms: float = typer.Option(0.0, help="timed runs last at least this long (ms)"),
@@ -79,8 +79,11 @@ def submit(
     files = _model_files(paths)
     try:
         protocol = MeasurementProtocol(
-            warmup_ms=warmup_ms, min_time_ms=min_time_ms, max_runs=max_runs,
-            cooldown_s=cooldown, affinity=affinity,
+            warmup_ms=warmup_ms,
+            min_time_ms=min_time_ms,
+            max_runs=max_runs,
+            cooldown_s=cooldown,
+            affinity=affinity,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -93,8 +96,14 @@ def submit(
                 names[m.id] = m.name
                 for lib in library:
                     created = client.create_jobs(
-                        m.id, lib.value, threads, device_id=device_id, devices=device or None,
-                        warmup=warmup, runs=runs, protocol=protocol,
+                        m.id,
+                        lib.value,
+                        threads,
+                        device_id=device_id,
+                        devices=device or None,
+                        warmup=warmup,
+                        runs=runs,
+                        protocol=protocol,
                     )
                     jobs += created
                     console.print(
@@ -126,8 +135,12 @@ def _follow(
     client: BnnbenchClient, jobs: list[JobOut], console: Console, timeout: float | None
 ) -> list[JobOut]:
     with Progress(
-        TextColumn("[bold]jobs"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+        TextColumn("[bold]jobs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
     ) as progress:
         task = progress.add_task("", total=len(jobs))
 
@@ -136,8 +149,9 @@ def _follow(
             progress.update(
                 task,
                 completed=c.get("done", 0) + c.get("failed", 0),
-                description=" ".join(f"{k} {c[k]}" for k in
-                                     ("waiting", "queued", "leased", "done", "failed") if c[k]),
+                description=" ".join(
+                    f"{k} {c[k]}" for k in ("waiting", "queued", "leased", "done", "failed") if c[k]
+                ),
             )
 
         return client.wait_jobs([j.id for j in jobs], timeout=timeout, on_update=update)
@@ -188,7 +202,9 @@ def latency_rich_table(data: dict[str, Any]) -> Table:
         t.add_column(f"{lib}\n{ALGO_LABELS.get(algo, algo)}", justify="right")
     for r in data["rows"]:
         t.add_row(
-            r["device"], str(r["threads"]), r["arch"],
+            r["device"],
+            str(r["threads"]),
+            r["arch"],
             *(_fmt(r["latency_ms"].get(lib, {}).get(algo)) for lib, algo in cols),
         )
     return t
@@ -196,15 +212,25 @@ def latency_rich_table(data: dict[str, Any]) -> Table:
 
 def om_rich_table(data: dict[str, Any]) -> Table:
     t = Table(title="Hardware track: speedup, compression, OM")
-    for name, justify in (("Library", "left"), ("Algorithm", "left"), ("Speedup", "right"),
-                          ("cells", "right"), ("Compression", "right"), ("archs", "left"),
-                          ("OM", "right")):
+    for name, justify in (
+        ("Library", "left"),
+        ("Algorithm", "left"),
+        ("Speedup", "right"),
+        ("cells", "right"),
+        ("Compression", "right"),
+        ("archs", "left"),
+        ("OM", "right"),
+    ):
         t.add_column(name, justify=justify)  # type: ignore[arg-type]
     for o in data["om"]:
         t.add_row(
-            o["library"], ALGO_LABELS.get(o["algorithm"], o["algorithm"]),
-            _fmt(o["speedup"], 2), str(o["speedup_cells"]), _fmt(o["compression"], 2),
-            ", ".join(o["compression_archs"]), _fmt(o["om"], 2),
+            o["library"],
+            ALGO_LABELS.get(o["algorithm"], o["algorithm"]),
+            _fmt(o["speedup"], 2),
+            str(o["speedup_cells"]),
+            _fmt(o["compression"], 2),
+            ", ".join(o["compression_archs"]),
+            _fmt(o["om"], 2),
         )
     return t
 
@@ -249,8 +275,19 @@ def clusters_text(attrs: dict[str, Any]) -> str:
 
 def devices_rich_table(devs: list[DeviceOut]) -> Table:
     t = Table(title="Devices")
-    for col in ("id", "device", "status", "transport", "SoC / board", "ABI", "cores",
-                "clusters", "RAM", "governor", "fingerprint"):
+    for col in (
+        "id",
+        "device",
+        "status",
+        "transport",
+        "SoC / board",
+        "ABI",
+        "cores",
+        "clusters",
+        "RAM",
+        "governor",
+        "fingerprint",
+    ):
         t.add_column(col)
     for d in devs:
         a = d.attributes
@@ -259,7 +296,17 @@ def devices_rich_table(devs: list[DeviceOut]) -> Table:
             status += " (emulated)"
         soc = " / ".join(x for x in (a.get("soc"), a.get("board")) if x) or d.cpu_model
         ram = f"{a['ram_mb'] / 1024:.1f} GiB" if a.get("ram_mb") else "–"
-        t.add_row(str(d.id), d.label, status, d.transport, soc, a.get("abi") or d.arch,
-                  str(d.cores), clusters_text(a) or "–", ram, a.get("governor") or "–",
-                  d.fingerprint)
+        t.add_row(
+            str(d.id),
+            d.label,
+            status,
+            d.transport,
+            soc,
+            a.get("abi") or d.arch,
+            str(d.cores),
+            clusters_text(a) or "–",
+            ram,
+            a.get("governor") or "–",
+            d.fingerprint,
+        )
     return t

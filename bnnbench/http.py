@@ -197,8 +197,9 @@ class HttpCore:
             except httpx.TransportError as exc:
                 if policy is None:
                     # status 0: no HTTP answer at all (refused, timed out, DNS)
-                    raise ApiError(0, f"cannot reach the coordinator at {self.url}: {exc}",
-                                   method, url) from None
+                    raise ApiError(
+                        0, f"cannot reach the coordinator at {self.url}: {exc}", method, url
+                    ) from None
                 self._wait(policy, backoff, f"{method} {url}: coordinator unreachable ({exc!r})")
                 continue
             if resp.status_code < 500 or policy is None:

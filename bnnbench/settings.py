@@ -49,8 +49,7 @@ class RunnerSettings(BaseSettings):
     behind a transport gets its binary paths from devices.toml instead)."""
 
     # empty values count as unset: an env file may list a variable without a value
-    model_config = SettingsConfigDict(env_prefix="BNNBENCH_", extra="ignore",
-                                      env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="BNNBENCH_", extra="ignore", env_ignore_empty=True)
 
     lce_mode: str = "auto"  # auto | python | binary (agent.runners.lce.MODES)
     lce_benchmark_model: str = ""  # lce_benchmark_model binary; default: PATH

@@ -26,6 +26,7 @@ from converters import ir
 
 FLOP_CONVENTION = "MACs of Conv and Gemm layers (1 multiply-accumulate = 1 FLOP)"
 
+
 def _node_cost(n: ir.Node, in_shapes: list[ir.Shape]) -> dict[str, int]:
     c = {"flops": 0, "bops": 0, "params_fp": 0, "params_bin": 0, "elementwise_ops": 0}
     out_elems = math.prod(n.out_shape[1:]) if n.out_shape else 0  # per image
@@ -81,8 +82,13 @@ def analyze_graph(graph: ir.Graph) -> dict[str, Any]:
             "output_shape": list(n.out_shape),
         }
         if isinstance(n, ir.Conv | ir.BinConv):
-            entry.update(in_c=n.in_c, out_c=n.out_c, kernel=list(n.kernel),
-                         strides=list(n.strides), pads=list(n.pads))
+            entry.update(
+                in_c=n.in_c,
+                out_c=n.out_c,
+                kernel=list(n.kernel),
+                strides=list(n.strides),
+                pads=list(n.pads),
+            )
         entry.update({k: int(v) for k, v in cost.items() if v})
         nodes.append(entry)
 

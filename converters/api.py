@@ -50,8 +50,14 @@ def convert(
 
     backend = get_backend(library)  # an unknown library is refused before any work
     with model_file(onnx_path) as model_path:
-        return _convert_file(model_path, backend, out_path, verify=verify,
-                             verify_inputs=verify_inputs, source=Path(onnx_path))
+        return _convert_file(
+            model_path,
+            backend,
+            out_path,
+            verify=verify,
+            verify_inputs=verify_inputs,
+            source=Path(onnx_path),
+        )
 
 
 def _convert_file(
@@ -98,7 +104,8 @@ def _convert_file(
         "theoretical": {k: analysis["theoretical"][k] for k in ("speedup", "compression", "om")},
     }
     if verify:
-        summary["fidelity"] = backend.verify(onnx_path, out, graph, summary=artifact,
-                                             n_inputs=verify_inputs)
+        summary["fidelity"] = backend.verify(
+            onnx_path, out, graph, summary=artifact, n_inputs=verify_inputs
+        )
     summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return summary

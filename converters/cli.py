@@ -43,16 +43,23 @@ def zoo(
 
     archs = tuple(arch) if arch else zoo_mod.ARCHS
     algos = tuple(algorithm) if algorithm else zoo_mod.ALGORITHMS
-    for value, allowed, what in ((archs, zoo_mod.ARCHS, "arch"),
-                                 (algos, zoo_mod.ALGORITHMS, "algorithm")):
+    for value, allowed, what in (
+        (archs, zoo_mod.ARCHS, "arch"),
+        (algos, zoo_mod.ALGORITHMS, "algorithm"),
+    ):
         bad = [v for v in value if v not in allowed]
         if bad:
-            typer.echo(f"error: unknown {what} {bad[0]!r}; choose from {', '.join(allowed)}",
-                       err=True)
+            typer.echo(
+                f"error: unknown {what} {bad[0]!r}; choose from {', '.join(allowed)}", err=True
+            )
             raise typer.Exit(EXIT_MODEL_ERROR)
     total = len(archs) * len(algos)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  transient=not sys.stderr.isatty()) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        transient=not sys.stderr.isatty(),
+    ) as progress:
         task = progress.add_task("writing zoo", total=total)
         started = [0]
 
@@ -62,8 +69,9 @@ def zoo(
             started[0] += 1
             progress.update(task, description=f"writing {name}")
 
-        entries = zoo_mod.write_zoo(outdir, archs, algos, seed, progress=step,
-                                    binarize_downsample=binarize_downsample)
+        entries = zoo_mod.write_zoo(
+            outdir, archs, algos, seed, progress=step, binarize_downsample=binarize_downsample
+        )
         progress.update(task, completed=total, description="zoo written")
     for e in entries:
         typer.echo(f"{e.path}  {e.size / 1e6:.1f} MB")
@@ -121,6 +129,8 @@ def convert(
     ]
     fid = summary.get("fidelity")
     if fid:
-        lines.append(f"fidelity ({fid['backend']}): {fid['verdict']}; max rel err "
-                     f"{fid.get('max_rel_err', float('nan')):.2e}")
+        lines.append(
+            f"fidelity ({fid['backend']}): {fid['verdict']}; max rel err "
+            f"{fid.get('max_rel_err', float('nan')):.2e}"
+        )
     typer.echo("\n".join(lines))

@@ -67,12 +67,19 @@ def agreement(y: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
     y = np.asarray(y, np.float32).reshape(ref.shape)
     top_ref = ref.reshape(ref.shape[0], -1).argmax(axis=1)
     top_y = y.reshape(y.shape[0], -1).argmax(axis=1)
-    return {"max_abs_err": float(np.abs(y - ref).max()), "max_rel_err": rel_err(y, ref),
-            "top1_agree": bool(np.array_equal(top_ref, top_y))}
+    return {
+        "max_abs_err": float(np.abs(y - ref).max()),
+        "max_rel_err": rel_err(y, ref),
+        "top1_agree": bool(np.array_equal(top_ref, top_y)),
+    }
 
 
-def teacher_forced(graph: ir.Graph, x: np.ndarray, exposed: dict[str, np.ndarray],
-                   semantics: BinarySemantics = reference.FORMAT) -> dict[str, float]:
+def teacher_forced(
+    graph: ir.Graph,
+    x: np.ndarray,
+    exposed: dict[str, np.ndarray],
+    semantics: BinarySemantics = reference.FORMAT,
+) -> dict[str, float]:
     """Relative error of every IR node whose value an artifact exposes (``exposed``, by IR
     value name, in the IR's layout), each recomputed by the numpy reference under
     ``semantics`` from the artifact's own values of its inputs — identical inputs, so identical
@@ -144,8 +151,9 @@ class Artifact:
         """The IR in numpy under the artifact's semantics (``vs_reference``), if it has one."""
         return None
 
-    def layer_errors(self, x: np.ndarray, y: np.ndarray,
-                     onnx: dict[str, np.ndarray]) -> dict[str, float]:
+    def layer_errors(
+        self, x: np.ndarray, y: np.ndarray, onnx: dict[str, np.ndarray]
+    ) -> dict[str, float]:
         """Relative error of every IR node checked on this input (``y``: the artifact's output,
         ``onnx``: onnxruntime's values by name)."""
         return {}
@@ -159,8 +167,9 @@ class Artifact:
         """Back-end keys of every report, failed or not."""
         return {}
 
-    def conclude(self, passed: bool, vs_onnx: EndToEnd | None,
-                 vs_reference: EndToEnd | None) -> tuple[dict[str, Any], list[str]]:
+    def conclude(
+        self, passed: bool, vs_onnx: EndToEnd | None, vs_reference: EndToEnd | None
+    ) -> tuple[dict[str, Any], list[str]]:
         """Back-end keys that depend on the outcome, and notes for a passing verdict."""
         return {}, []
 
@@ -203,21 +212,32 @@ class FidelityReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"backend": self.backend, "n_inputs": self.n_inputs,
-                               "seed": self.seed, "threads": self.threads}
+        out: dict[str, Any] = {
+            "backend": self.backend,
+            "n_inputs": self.n_inputs,
+            "seed": self.seed,
+            "threads": self.threads,
+        }
         if self.has_binary_layers is not None:
             out["has_binary_layers"] = self.has_binary_layers
-            out["tolerance"] = {"end_to_end_rel": E2E_RTOL, "layer_rel": LAYER_RTOL,
-                                "relative_to": "max |onnxruntime output|" if self.gate == "onnx"
-                                else "max |reference output|"}
+            out["tolerance"] = {
+                "end_to_end_rel": E2E_RTOL,
+                "layer_rel": LAYER_RTOL,
+                "relative_to": "max |onnxruntime output|"
+                if self.gate == "onnx"
+                else "max |reference output|",
+            }
         if self.vs_onnx is not None:
             s = self.vs_onnx.summary()
-            out.update({k: s[k] for k in ("max_abs_err", "max_rel_err", "top1_agreement",
-                                          "per_input")})
+            out.update(
+                {k: s[k] for k in ("max_abs_err", "max_rel_err", "top1_agreement", "per_input")}
+            )
             out["vs_onnx"] = s
         if self.vs_reference is not None:
-            out["vs_reference"] = {**self.vs_reference.summary(),
-                                   "semantics": self.reference_semantics}
+            out["vs_reference"] = {
+                **self.vs_reference.summary(),
+                "semantics": self.reference_semantics,
+            }
         if self.layerwise is not None:
             out["layerwise"] = self.layerwise
         if self.note:
@@ -243,8 +263,7 @@ def ort_session(onnx_path: str | Path, extra_outputs: list[str]) -> Any:
             present.add(name)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 class _OnnxRuntime:
@@ -265,12 +284,19 @@ class _Failed(Exception):
         self.verdict = verdict
 
 
-def check(artifact: Artifact, graph: ir.Graph, onnx_path: str | Path | None, *,
-          inputs: list[np.ndarray], seed: int, threads: int, layerwise: bool = True,
-          policy: Policy = Policy()) -> dict[str, Any]:
+def check(
+    artifact: Artifact,
+    graph: ir.Graph,
+    onnx_path: str | Path | None,
+    *,
+    inputs: list[np.ndarray],
+    seed: int,
+    threads: int,
+    layerwise: bool = True,
+    policy: Policy = Policy(),
+) -> dict[str, Any]:
     """Run the comparisons (module docstring) and return the JSON-serialisable report."""
-    report = FidelityReport(artifact.backend, len(inputs), seed, threads,
-                            extra=artifact.details())
+    report = FidelityReport(artifact.backend, len(inputs), seed, threads, extra=artifact.details())
     try:
         _check(artifact, graph, onnx_path, inputs, layerwise, policy, report)
     except _Failed as exc:
@@ -280,9 +306,15 @@ def check(artifact: Artifact, graph: ir.Graph, onnx_path: str | Path | None, *,
     return report.to_dict()
 
 
-def _check(artifact: Artifact, graph: ir.Graph, onnx_path: str | Path | None,
-           inputs: list[np.ndarray], layerwise: bool, policy: Policy,
-           report: FidelityReport) -> None:
+def _check(
+    artifact: Artifact,
+    graph: ir.Graph,
+    onnx_path: str | Path | None,
+    inputs: list[np.ndarray],
+    layerwise: bool,
+    policy: Policy,
+    report: FidelityReport,
+) -> None:
     do_layers = layerwise and not artifact.layers_unavailable
     ort = None
     if onnx_path is not None:
@@ -338,8 +370,13 @@ def _check(artifact: Artifact, graph: ir.Graph, onnx_path: str | Path | None,
     report.gate = policy.gate
     if do_layers:
         name, err = max(worst.items(), key=lambda kv: kv[1], default=("", 0.0))
-        report.layerwise = {"checked": len(worst), "max_rel_err": err, "worst_layer": name,
-                            "failed": failed, **details}
+        report.layerwise = {
+            "checked": len(worst),
+            "max_rel_err": err,
+            "worst_layer": name,
+            "failed": failed,
+            **details,
+        }
     elif layerwise:
         report.layerwise = {"checked": 0, "note": artifact.layers_unavailable}
     extra, notes = artifact.conclude(passed, vs_onnx, vs_ref)
@@ -349,14 +386,23 @@ def _check(artifact: Artifact, graph: ir.Graph, onnx_path: str | Path | None,
     report.verdict = _verdict(passed, failed, problems, n_bad, len(gate.rows), against, notes)
 
 
-def _verdict(passed: bool, failed: list[str], problems: list[str], n_bad: int, n: int,
-             against: str, notes: list[str]) -> str:
+def _verdict(
+    passed: bool,
+    failed: list[str],
+    problems: list[str],
+    n_bad: int,
+    n: int,
+    against: str,
+    notes: list[str],
+) -> str:
     if passed:
         parts = ["passed"]
         if n_bad:
-            parts.append(f"every checked layer within {LAYER_RTOL:g}; {n_bad} of {n} inputs "
-                         "differ end to end, as one sign flip at a threshold (float rounding) "
-                         "propagates through a binary network")
+            parts.append(
+                f"every checked layer within {LAYER_RTOL:g}; {n_bad} of {n} inputs "
+                "differ end to end, as one sign flip at a threshold (float rounding) "
+                "propagates through a binary network"
+            )
         parts += notes
         return parts[0] + (": " + "; ".join(parts[1:]) if len(parts) > 1 else "")
     why = []
@@ -364,6 +410,8 @@ def _verdict(passed: bool, failed: list[str], problems: list[str], n_bad: int, n
         why.append(f"layers beyond {LAYER_RTOL:g}: {', '.join(failed[:5])}")
     why += problems
     if n_bad:
-        why.append(f"{n_bad} of {n} inputs beyond {E2E_RTOL:g} {against} end to end or with a "
-                   "different top-1")
+        why.append(
+            f"{n_bad} of {n} inputs beyond {E2E_RTOL:g} {against} end to end or with a "
+            "different top-1"
+        )
     return "failed: " + "; ".join(why or ["layer-wise check unavailable"])

@@ -108,8 +108,9 @@ class Graph:
         return [n for n in self.nodes if isinstance(n, Conv | BinConv)]
 
 
-def conv_out_hw(h: int, w: int, kernel: tuple[int, int], strides: tuple[int, int],
-                pads: Pads) -> tuple[int, int]:
+def conv_out_hw(
+    h: int, w: int, kernel: tuple[int, int], strides: tuple[int, int], pads: Pads
+) -> tuple[int, int]:
     """Output size with floor rounding (FORMAT.md)."""
     t, left, b, r = pads
     return (h + t + b - kernel[0]) // strides[0] + 1, (w + left + r - kernel[1]) // strides[1] + 1

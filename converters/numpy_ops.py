@@ -44,8 +44,9 @@ def pad(x: np.ndarray, pads: Pads, fill: float = 0.0) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (t, b), (left, r)), constant_values=fill)
 
 
-def windows(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int], pads: Pads,
-            fill: float = 0.0) -> np.ndarray:
+def windows(
+    x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int], pads: Pads, fill: float = 0.0
+) -> np.ndarray:
     """(N, C, kh, kw, OH, OW) read-only view of the padded NCHW input."""
     xp = pad(x, pads, fill)
     n, c, h, w = xp.shape
@@ -53,13 +54,16 @@ def windows(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int], pa
     ow = (w - kernel[1]) // strides[1] + 1
     s = xp.strides
     return np.lib.stride_tricks.as_strided(
-        xp, (n, c, kernel[0], kernel[1], oh, ow),
-        (s[0], s[1], s[2], s[3], s[2] * strides[0], s[3] * strides[1]), writeable=False,
+        xp,
+        (n, c, kernel[0], kernel[1], oh, ow),
+        (s[0], s[1], s[2], s[3], s[2] * strides[0], s[3] * strides[1]),
+        writeable=False,
     )
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, strides: tuple[int, int], pads: Pads,
-           fill: float = 0.0) -> np.ndarray:
+def conv2d(
+    x: np.ndarray, w: np.ndarray, strides: tuple[int, int], pads: Pads, fill: float = 0.0
+) -> np.ndarray:
     """Cross-correlation NCHW × OIHW in float64 (no bias); padded taps hold ``fill``."""
     o, c, kh, kw = w.shape
     win = windows(x.astype(np.float64), (kh, kw), strides, pads, fill)
@@ -68,8 +72,9 @@ def conv2d(x: np.ndarray, w: np.ndarray, strides: tuple[int, int], pads: Pads,
     return (w.reshape(o, -1).astype(np.float64) @ cols).reshape(n, o, oh, ow)
 
 
-def conv2d_f32(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, strides: tuple[int, int],
-               pads: Pads) -> np.ndarray:
+def conv2d_f32(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, strides: tuple[int, int], pads: Pads
+) -> np.ndarray:
     """A float conv with zero padding and an optional bias, rounded to float32 once."""
     y = conv2d(x, w, strides, pads)
     if bias is not None:
@@ -82,19 +87,30 @@ def binarize(v: np.ndarray, zero_sign: float = 1.0) -> np.ndarray:
     return np.where(v >= 0 if zero_sign > 0 else v > 0, 1.0, -1.0)
 
 
-def binary_dot(x: np.ndarray, weight_sign: np.ndarray, strides: tuple[int, int], pads: Pads,
-               threshold: np.ndarray | None = None,
-               semantics: BinarySemantics = BinarySemantics()) -> np.ndarray:
+def binary_dot(
+    x: np.ndarray,
+    weight_sign: np.ndarray,
+    strides: tuple[int, int],
+    pads: Pads,
+    threshold: np.ndarray | None = None,
+    semantics: BinarySemantics = BinarySemantics(),
+) -> np.ndarray:
     """sign(x − threshold) ⊛ weight_sign: exact integers (float64), NCHW."""
     v = x if threshold is None else x - np.asarray(threshold, np.float32).reshape(1, -1, 1, 1)
     a = binarize(v, semantics.zero_sign)
     return conv2d(a, np.asarray(weight_sign, np.float64), strides, pads, semantics.pad_value)
 
 
-def binary_conv(x: np.ndarray, weight_sign: np.ndarray, strides: tuple[int, int], pads: Pads,
-                threshold: np.ndarray | None = None, scale: np.ndarray | None = None,
-                bias: np.ndarray | None = None,
-                semantics: BinarySemantics = BinarySemantics()) -> np.ndarray:
+def binary_conv(
+    x: np.ndarray,
+    weight_sign: np.ndarray,
+    strides: tuple[int, int],
+    pads: Pads,
+    threshold: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    semantics: BinarySemantics = BinarySemantics(),
+) -> np.ndarray:
     """``scale·dot + bias`` in float32 (multiply, then add); scale defaults to 1, bias to 0."""
     dot = binary_dot(x, weight_sign, strides, pads, threshold, semantics).astype(np.float32)
     o = dot.shape[1]
@@ -113,14 +129,20 @@ def clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(x, lo, hi).astype(np.float32)
 
 
-def max_pool(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
-             pads: Pads) -> np.ndarray:
+def max_pool(
+    x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int], pads: Pads
+) -> np.ndarray:
     """Padded taps never win (−inf)."""
     return windows(x, kernel, strides, pads, -np.inf).max(axis=(2, 3))
 
 
-def avg_pool(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int], pads: Pads,
-             count_include_pad: bool) -> np.ndarray:
+def avg_pool(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    pads: Pads,
+    count_include_pad: bool,
+) -> np.ndarray:
     """Padded taps add 0; the divisor counts them only with ``count_include_pad``."""
     total = windows(x.astype(np.float64), kernel, strides, pads).sum(axis=(2, 3))
     if count_include_pad:

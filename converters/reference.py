@@ -26,17 +26,25 @@ DABNN = BinarySemantics(zero_sign=-1.0, pad_value=-1.0)  # daBNN's BinConv2D
 PAD_ONE = BinarySemantics(zero_sign=1.0, pad_value=1.0)  # LCE with padding="one"
 
 
-def run_layer(layer: nf.OpParams, ins: list[np.ndarray],
-              semantics: BinarySemantics = FORMAT) -> np.ndarray:
+def run_layer(
+    layer: nf.OpParams, ins: list[np.ndarray], semantics: BinarySemantics = FORMAT
+) -> np.ndarray:
     """One op — a native layer or an IR node, which share their op classes — on its input
     values (NCHW, or N×F after a flatten)."""
     x = ins[0]
     if isinstance(layer, nf.Conv2dF32Params):
         return ops.conv2d_f32(x, layer.weight, layer.bias, layer.strides, layer.pads)
     if isinstance(layer, nf.Conv2dBinParams):
-        return ops.binary_conv(x, layer.weight_sign, layer.strides, layer.pads,
-                               threshold=layer.threshold, scale=layer.scale, bias=layer.bias,
-                               semantics=semantics)
+        return ops.binary_conv(
+            x,
+            layer.weight_sign,
+            layer.strides,
+            layer.pads,
+            threshold=layer.threshold,
+            scale=layer.scale,
+            bias=layer.bias,
+            semantics=semantics,
+        )
     if isinstance(layer, nf.AffineParams):
         return ops.affine(x, layer.scale, layer.bias)
     if isinstance(layer, nf.ClipParams):
@@ -75,8 +83,9 @@ def run(model: nf.NativeModel | bytes, x: np.ndarray) -> np.ndarray:
     return run_values(model, x)[model.output_id]
 
 
-def run_ir(graph: ir.Graph, x: np.ndarray,
-           semantics: BinarySemantics = FORMAT) -> dict[str, np.ndarray]:
+def run_ir(
+    graph: ir.Graph, x: np.ndarray, semantics: BinarySemantics = FORMAT
+) -> dict[str, np.ndarray]:
     """Every IR value (by name) for one NCHW input, binary convs under ``semantics``."""
     vals = {graph.input: np.asarray(x, np.float32)}
     for n in graph.nodes:

@@ -38,8 +38,9 @@ class ZooEntry:
 class _GraphBuilder:
     """Accumulates nodes and initializers with torch-export-like names."""
 
-    def __init__(self, algorithm: str, rng: np.random.Generator,
-                 binarize_downsample: bool = False) -> None:
+    def __init__(
+        self, algorithm: str, rng: np.random.Generator, binarize_downsample: bool = False
+    ) -> None:
         from onnx import helper
 
         self.helper = helper
@@ -88,17 +89,27 @@ class _GraphBuilder:
         segs = [f"{parts[i - 1]}.{p}" if p.isdigit() and i else p for i, p in enumerate(parts)]
         return "/" + "/".join(segs)
 
-    def conv_fp(self, x: str, module: str, cin: int, cout: int, k: int, stride: int, pad: int,
-                in_sq: float) -> tuple[str, float]:
+    def conv_fp(
+        self, x: str, module: str, cin: int, cout: int, k: int, stride: int, pad: int, in_sq: float
+    ) -> tuple[str, float]:
         fan_in = cin * k * k
         w = self.rng.normal(0.0, np.sqrt(2.0 / fan_in), (cout, cin, k, k))
         wname = self.param(f"{module}.weight", w)
-        y = self.op("Conv", [x, wname], self._scope(module), dilations=[1, 1], group=1,
-                    kernel_shape=[k, k], pads=[pad] * 4, strides=[stride, stride])
+        y = self.op(
+            "Conv",
+            [x, wname],
+            self._scope(module),
+            dilations=[1, 1],
+            group=1,
+            kernel_shape=[k, k],
+            pads=[pad] * 4,
+            strides=[stride, stride],
+        )
         return y, fan_in * (2.0 / fan_in) * in_sq  # expected E[y²]
 
-    def conv_bin(self, x: str, module: str, cin: int, cout: int, k: int, stride: int,
-                 pad: int) -> tuple[str, float]:
+    def conv_bin(
+        self, x: str, module: str, cin: int, cout: int, k: int, stride: int, pad: int
+    ) -> tuple[str, float]:
         scope = self._scope(module)
         fan_in = cin * k * k
         w = self.rng.normal(0.0, np.sqrt(2.0 / fan_in), (cout, cin, k, k))
@@ -107,16 +118,25 @@ class _GraphBuilder:
             t = self.rng.normal(0.0, 0.2, (1, cin, 1, 1))
             tname = self.param(f"{module}.threshold", t)
             xa = self.op("Sign", [self.op("Sub", [x, tname], scope)], scope)
-            alpha = self.op("ReduceMean", [self.op("Abs", [wname], scope)], scope,
-                            axes=[1, 2, 3], keepdims=1)
+            alpha = self.op(
+                "ReduceMean", [self.op("Abs", [wname], scope)], scope, axes=[1, 2, 3], keepdims=1
+            )
             wb = self.op("Mul", [alpha, self.op("Sign", [wname], scope)], scope)
             scale_sq = float(np.mean(np.abs(w).mean(axis=(1, 2, 3)) ** 2))
         else:
             xa = self.op("Sign", [x], scope)
             wb = self.op("Sign", [wname], scope)
             scale_sq = 1.0
-        y = self.op("Conv", [xa, wb], scope, dilations=[1, 1], group=1, kernel_shape=[k, k],
-                    pads=[pad] * 4, strides=[stride, stride])
+        y = self.op(
+            "Conv",
+            [xa, wb],
+            scope,
+            dilations=[1, 1],
+            group=1,
+            kernel_shape=[k, k],
+            pads=[pad] * 4,
+            strides=[stride, stride],
+        )
         return y, fan_in * scale_sq  # ±1 inputs: E[y²] = fan_in·alpha²
 
     def bn(self, x: str, module: str, c: int, expected_sq: float) -> str:
@@ -126,8 +146,13 @@ class _GraphBuilder:
         beta = self.param(f"{module}.bias", rng.normal(0.0, 0.2, c))
         mean = self.param(f"{module}.running_mean", rng.normal(0.0, 0.2 * std, c))
         var = self.param(f"{module}.running_var", (std**2) * rng.uniform(0.5, 2.0, c))
-        return self.op("BatchNormalization", [x, gamma, beta, mean, var], self._scope(module),
-                       epsilon=1e-5, momentum=0.9)
+        return self.op(
+            "BatchNormalization",
+            [x, gamma, beta, mean, var],
+            self._scope(module),
+            epsilon=1e-5,
+            momentum=0.9,
+        )
 
     def hardtanh(self, x: str, module: str) -> str:
         scope = self._scope(module)
@@ -139,8 +164,18 @@ class _GraphBuilder:
         b = self.param(f"{module}.bias", self.rng.normal(0.0, 0.01, fout))
         return self.op("Gemm", [x, w, b], self._scope(module), alpha=1.0, beta=1.0, transB=1)
 
-    def conv(self, x: str, module: str, cin: int, cout: int, k: int, stride: int, pad: int,
-             binary: bool, in_sq: float) -> tuple[str, float]:
+    def conv(
+        self,
+        x: str,
+        module: str,
+        cin: int,
+        cout: int,
+        k: int,
+        stride: int,
+        pad: int,
+        binary: bool,
+        in_sq: float,
+    ) -> tuple[str, float]:
         if binary and self.algorithm != "fp32":
             return self.conv_bin(x, module, cin, cout, k, stride, pad)
         return self.conv_fp(x, module, cin, cout, k, stride, pad, in_sq)
@@ -152,11 +187,19 @@ _ACT_SQ = 0.4  # rough E[x²] after a hardtanh fed by a unit-variance BN output
 def _resnet(g: _GraphBuilder, x: str, arch: str) -> str:
     y, sq = g.conv(x, "conv1", 3, 64, 7, 2, 3, binary=False, in_sq=1.0)
     y = g.hardtanh(g.bn(y, "bn1", 64, sq), "act")
-    y = g.op("MaxPool", [y], "/maxpool", ceil_mode=0, kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-             strides=[2, 2])
+    y = g.op(
+        "MaxPool",
+        [y],
+        "/maxpool",
+        ceil_mode=0,
+        kernel_shape=[3, 3],
+        pads=[1, 1, 1, 1],
+        strides=[2, 2],
+    )
     cin = 64
-    for stage, (n_blocks, cout) in enumerate(zip(_RESNET_BLOCKS[arch], (64, 128, 256, 512),
-                                                 strict=True)):
+    for stage, (n_blocks, cout) in enumerate(
+        zip(_RESNET_BLOCKS[arch], (64, 128, 256, 512), strict=True)
+    ):
         for b in range(n_blocks):
             m = f"layer{stage + 1}.{b}"
             stride = 2 if (b == 0 and stage > 0) else 1
@@ -168,8 +211,9 @@ def _resnet(g: _GraphBuilder, x: str, arch: str) -> str:
             if stride != 1 or cin != cout:
                 # 1×1 downsample stays FP32 in BiBench's models (and most BNN recipes); the
                 # paper's complexity count binarizes it, hence the option
-                s, ssq = g.conv(y, f"{m}.downsample.0", cin, cout, 1, stride, 0,
-                                g.binarize_downsample, _ACT_SQ)
+                s, ssq = g.conv(
+                    y, f"{m}.downsample.0", cin, cout, 1, stride, 0, g.binarize_downsample, _ACT_SQ
+                )
                 shortcut = g.bn(s, f"{m}.downsample.1", cout, ssq)
             h = g.op("Add", [h, shortcut], g._scope(m))
             y = g.hardtanh(h, f"{m}.act")
@@ -185,8 +229,15 @@ def _vgg_small(g: _GraphBuilder, x: str) -> str:
     y, sq_in = x, 1.0
     for v in cfg:
         if v == "M":
-            y = g.op("MaxPool", [y], f"/features/features.{i}", ceil_mode=0,
-                     kernel_shape=[2, 2], pads=[0, 0, 0, 0], strides=[2, 2])
+            y = g.op(
+                "MaxPool",
+                [y],
+                f"/features/features.{i}",
+                ceil_mode=0,
+                kernel_shape=[2, 2],
+                pads=[0, 0, 0, 0],
+                strides=[2, 2],
+            )
             i += 1
             continue
         assert isinstance(v, int)
@@ -215,8 +266,9 @@ def build_model(arch: str, algorithm: str, seed: int = 0, binarize_downsample: b
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
     # one seed per (arch) so the three variants share latent weights where shapes agree
-    g = _GraphBuilder(algorithm, np.random.default_rng([seed, ARCHS.index(arch)]),
-                      binarize_downsample)
+    g = _GraphBuilder(
+        algorithm, np.random.default_rng([seed, ARCHS.index(arch)]), binarize_downsample
+    )
     out = _vgg_small(g, "input") if arch == "vggsmall" else _resnet(g, "input", arch)
     n_classes = 10 if arch == "vggsmall" else 1000
     # torch.onnx.export(output_names=["output"]) renames the last node's output

@@ -18,8 +18,13 @@ def _device(s: Session, req: RegisterRequest) -> Device:
     dev = s.scalar(select(Device).where(Device.fingerprint == fp))
     if dev is None:
         dev = Device(
-            fingerprint=fp, hostname=info.hostname, arch=info.arch, os=info.os,
-            cpu_model=info.cpu_model, cores=info.cores, isa_flags=list(info.isa_flags),
+            fingerprint=fp,
+            hostname=info.hostname,
+            arch=info.arch,
+            os=info.os,
+            cpu_model=info.cpu_model,
+            cores=info.cores,
+            isa_flags=list(info.isa_flags),
             transport=info.transport,
         )
         s.add(dev)
@@ -49,8 +54,12 @@ def _register(s: Session, req: RegisterRequest) -> RegisterResponse:
     token = new_agent_token()
     agent = s.scalar(select(Agent).where(Agent.name == req.name, Agent.device_id == dev.id))
     if agent is None:
-        agent = Agent(name=req.name, device_id=dev.id, token_hash=hash_token(token),
-                      runtimes=dict(req.runtimes))
+        agent = Agent(
+            name=req.name,
+            device_id=dev.id,
+            token_hash=hash_token(token),
+            runtimes=dict(req.runtimes),
+        )
         s.add(agent)
     else:
         agent.token_hash = hash_token(token)

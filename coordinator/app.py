@@ -33,6 +33,7 @@ log = logging.getLogger("bnnbench.coordinator")
 
 async def _reaper(ctx: AppContext) -> None:
     """Requeue jobs whose lease expired (agent died, network gone)."""
+
     def _once() -> int:
         with ctx.db.session() as s:
             return queue.requeue_expired(s, ctx.settings.max_attempts)
@@ -96,8 +97,13 @@ def create_app(settings: CoordinatorSettings | None = None) -> FastAPI:
         description="Benchmark binarized neural networks on real hardware: upload ONNX models, "
         "convert them per library, queue jobs for agents, collect hardware-track tables.",
         lifespan=lifespan,
-        responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
-                   409: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+        responses={
+            401: {"model": ErrorOut},
+            403: {"model": ErrorOut},
+            404: {"model": ErrorOut},
+            409: {"model": ErrorOut},
+            422: {"model": ErrorOut},
+        },
     )
     app.state.ctx = ctx
 

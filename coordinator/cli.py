@@ -25,8 +25,9 @@ def serve(
         None, help="job lease duration without heartbeat [BNNBENCH_LEASE_SECONDS, 60]"
     ),
     conversion_workers: int | None = typer.Option(
-        None, help="concurrent converter processes, 0 pauses conversions "
-        "[BNNBENCH_CONVERSION_WORKERS, 1]"
+        None,
+        help="concurrent converter processes, 0 pauses conversions "
+        "[BNNBENCH_CONVERSION_WORKERS, 1]",
     ),
     log_level: str = typer.Option("info", help="uvicorn/coordinator log level"),
 ) -> None:
@@ -41,8 +42,12 @@ def serve(
     overrides: dict[str, Any] = {
         k: v
         for k, v in {
-            "host": host, "port": port, "data_dir": data_dir, "database_url": database_url,
-            "admin_token": admin_token, "lease_seconds": lease_seconds,
+            "host": host,
+            "port": port,
+            "data_dir": data_dir,
+            "database_url": database_url,
+            "admin_token": admin_token,
+            "lease_seconds": lease_seconds,
             "conversion_workers": conversion_workers,
         }.items()
         if v is not None
@@ -53,15 +58,22 @@ def serve(
     )
     log = logging.getLogger("bnnbench.coordinator")
     if settings.admin_token == CoordinatorSettings.model_fields["admin_token"].default:
-        log.warning("admin token is the default %r: set BNNBENCH_ADMIN_TOKEN",
-                    settings.admin_token)
+        log.warning("admin token is the default %r: set BNNBENCH_ADMIN_TOKEN", settings.admin_token)
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=log_level.lower(),
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level.lower(),
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
     app.state.ctx.should_exit = lambda: server.should_exit
-    log.info("coordinator on http://%s:%d (data in %s, database %s)", settings.host,
-             settings.port, settings.data_dir, settings.resolved_database_url().split("@")[-1])
+    log.info(
+        "coordinator on http://%s:%d (data in %s, database %s)",
+        settings.host,
+        settings.port,
+        settings.data_dir,
+        settings.resolved_database_url().split("@")[-1],
+    )
     server.run()

@@ -60,12 +60,18 @@ class Outcome:
 def recover_interrupted(db: Database) -> int:
     """Work a previous process left half-done goes back to pending (single coordinator)."""
     with db.session() as s:
-        a = changed(s, update(Model)
-                    .where(Model.analysis_status == "running")
-                    .values(analysis_status="pending"))
-        b = changed(s, update(Artifact)
-                    .where(Artifact.status == ArtifactStatus.converting)
-                    .values(status=ArtifactStatus.pending))
+        a = changed(
+            s,
+            update(Model)
+            .where(Model.analysis_status == "running")
+            .values(analysis_status="pending"),
+        )
+        b = changed(
+            s,
+            update(Artifact)
+            .where(Artifact.status == ArtifactStatus.converting)
+            .values(status=ArtifactStatus.pending),
+        )
     return a + b
 
 
@@ -149,9 +155,12 @@ class ConversionDispatcher:
                 .where(Artifact.status == ArtifactStatus.pending)
                 .order_by(Artifact.id)
             ).all():
-                claimed = changed(s, update(Artifact)
+                claimed = changed(
+                    s,
+                    update(Artifact)
                     .where(Artifact.id == art_id, Artifact.status == ArtifactStatus.pending)
-                    .values(status=ArtifactStatus.converting, updated_at=utcnow()))
+                    .values(status=ArtifactStatus.converting, updated_at=utcnow()),
+                )
                 if claimed == 1:
                     art = s.get(Artifact, art_id)
                     assert art is not None
@@ -165,9 +174,12 @@ class ConversionDispatcher:
             for model_id in s.scalars(
                 select(Model.id).where(Model.analysis_status == "pending").order_by(Model.id)
             ).all():
-                claimed = changed(s, update(Model)
+                claimed = changed(
+                    s,
+                    update(Model)
                     .where(Model.id == model_id, Model.analysis_status == "pending")
-                    .values(analysis_status="running"))
+                    .values(analysis_status="running"),
+                )
                 if claimed == 1:
                     model = s.get(Model, model_id)
                     assert model is not None
@@ -205,7 +217,11 @@ class ConversionDispatcher:
         started = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "coordinator.worker", *args, str(result_path),
+                sys.executable,
+                "-m",
+                "coordinator.worker",
+                *args,
+                str(result_path),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -219,10 +235,14 @@ class ConversionDispatcher:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-                return Outcome(False, {}, (
-                    f"converter timed out after {self.settings.conversion_timeout_seconds:g} s "
-                    "(conversion_timeout_seconds)"
-                ))
+                return Outcome(
+                    False,
+                    {},
+                    (
+                        f"converter timed out after {self.settings.conversion_timeout_seconds:g} s "
+                        "(conversion_timeout_seconds)"
+                    ),
+                )
             finally:
                 self._procs.discard(proc)
             text = output.decode(errors="replace")
@@ -232,9 +252,11 @@ class ConversionDispatcher:
                 payload = json.loads(result_path.read_text())
             except (OSError, ValueError):
                 tail = text.strip().splitlines()[-1:] or [""]
-                return Outcome(False, {}, (
-                    f"converter process died (exit code {proc.returncode}) {tail[0]}".strip()
-                ))
+                return Outcome(
+                    False,
+                    {},
+                    (f"converter process died (exit code {proc.returncode}) {tail[0]}".strip()),
+                )
         finally:
             result_path.unlink(missing_ok=True)
         elapsed = time.monotonic() - started
@@ -242,7 +264,9 @@ class ConversionDispatcher:
             result = dict(payload.get("result") or {})
             return Outcome(True, result | {"duration_s": round(elapsed, 3)})
         return Outcome(
-            False, {}, str(payload.get("error") or "conversion failed"),
+            False,
+            {},
+            str(payload.get("error") or "conversion failed"),
             user_error=bool(payload.get("user_error")),
         )
 

@@ -17,18 +17,39 @@ from coordinator.models import Agent, Device, Job, utcnow
 ONLINE_WITHIN = timedelta(seconds=45)
 
 # attributes a selector may name besides the probed DeviceInfo fields
-_COLUMNS = ("id", "name", "hostname", "arch", "os", "cpu_model", "cores", "transport",
-            "fingerprint", "emulated")
+_COLUMNS = (
+    "id",
+    "name",
+    "hostname",
+    "arch",
+    "os",
+    "cpu_model",
+    "cores",
+    "transport",
+    "fingerprint",
+    "emulated",
+)
 
 
 def device_out(d: Device, agents: list[Agent], busy: bool) -> DeviceOut:
     seen = max((a.last_seen for a in agents), default=None)
     return DeviceOut(
-        id=d.id, fingerprint=d.fingerprint, label=d.label(), name=d.name, hostname=d.hostname,
-        arch=d.arch, os=d.os, cpu_model=d.cpu_model, cores=d.cores, transport=d.transport,
-        emulated=bool(d.emulated), attributes=d.attributes or {},
-        agents=sorted(a.name for a in agents), last_seen=seen,
-        online=seen is not None and utcnow() - seen < ONLINE_WITHIN, busy=busy,
+        id=d.id,
+        fingerprint=d.fingerprint,
+        label=d.label(),
+        name=d.name,
+        hostname=d.hostname,
+        arch=d.arch,
+        os=d.os,
+        cpu_model=d.cpu_model,
+        cores=d.cores,
+        transport=d.transport,
+        emulated=bool(d.emulated),
+        attributes=d.attributes or {},
+        agents=sorted(a.name for a in agents),
+        last_seen=seen,
+        online=seen is not None and utcnow() - seen < ONLINE_WITHIN,
+        busy=busy,
     )
 
 
@@ -37,10 +58,13 @@ def list_devices(s: Session) -> list[DeviceOut]:
     agents: dict[int, list[Agent]] = {}
     for a in s.scalars(select(Agent)).all():
         agents.setdefault(a.device_id, []).append(a)
-    busy = set(s.scalars(
-        select(Agent.device_id).join(Job, Job.leased_by == Agent.id)
-        .where(Job.status == JobStatus.leased)
-    ).all())
+    busy = set(
+        s.scalars(
+            select(Agent.device_id)
+            .join(Job, Job.leased_by == Agent.id)
+            .where(Job.status == JobStatus.leased)
+        ).all()
+    )
     return [device_out(d, agents.get(d.id, []), d.id in busy) for d in devices]
 
 

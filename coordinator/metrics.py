@@ -98,11 +98,16 @@ def speedup_cells(
         base = cells.get((dev, thr, arch, lib, baseline))
         if base is None or m.latency_ms <= 0:
             continue
-        out.append({
-            "device": dev, "threads": thr, "arch": arch,
-            "baseline_ms": base.latency_ms, "latency_ms": m.latency_ms,
-            "speedup": base.latency_ms / m.latency_ms,
-        })
+        out.append(
+            {
+                "device": dev,
+                "threads": thr,
+                "arch": arch,
+                "baseline_ms": base.latency_ms,
+                "latency_ms": m.latency_ms,
+                "speedup": base.latency_ms / m.latency_ms,
+            }
+        )
     return out
 
 
@@ -118,10 +123,14 @@ def compression_cells(
         base = by_key.get((lib, arch, baseline))
         if base is None or size <= 0:
             continue
-        out.append({
-            "arch": arch, "baseline_bytes": base, "size_bytes": size,
-            "compression": base / size,
-        })
+        out.append(
+            {
+                "arch": arch,
+                "baseline_bytes": base,
+                "size_bytes": size,
+                "compression": base / size,
+            }
+        )
     return out
 
 
@@ -132,16 +141,13 @@ def overall_metric(speedup: float | None, compression: float | None) -> float | 
     return math.sqrt((speedup**2 + compression**2) / 2)
 
 
-def om_rows(
-    ms: Iterable[Measurement], sizes: Iterable[ArtifactSize] = ()
-) -> list[dict[str, Any]]:
+def om_rows(ms: Iterable[Measurement], sizes: Iterable[ArtifactSize] = ()) -> list[dict[str, Any]]:
     """One row per (library, binarized algorithm) that was measured or whose compression is
     known (artifact sizes of both it and fp32 on that library)."""
     ms, sizes = list(ms), list(sizes)
     pairs = {(m.library, m.algorithm) for m in ms}
     pairs |= {
-        (z.library, z.algorithm) for z in sizes
-        if compression_cells(sizes, z.library, z.algorithm)
+        (z.library, z.algorithm) for z in sizes if compression_cells(sizes, z.library, z.algorithm)
     }
     libs_order = [c["library"] for c in columns(ms)]
     libs_order += sorted({lib for lib, _ in pairs} - set(libs_order))
@@ -154,22 +160,24 @@ def om_rows(
         cp = compression_cells(sizes, lib, algo)
         mean_sp = fmean(c["speedup"] for c in sp) if sp else None
         mean_cp = fmean(c["compression"] for c in cp) if cp else None
-        rows.append({
-            "library": lib,
-            "algorithm": algo,
-            "speedup": mean_sp,
-            "speedup_cells": len(sp),
-            "compression": mean_cp,
-            "compression_archs": [c["arch"] for c in cp],
-            "om": overall_metric(mean_sp, mean_cp),
-            "averaging": (
-                f"speedup: plain mean over {len(sp)} (device, threads, arch) cells measured "
-                f"for both {BASELINE} and {algo} on {lib}; compression: plain mean over "
-                f"{len(cp)} archs"
-            ),
-            "cells": sp,
-            "compression_cells": cp,
-        })
+        rows.append(
+            {
+                "library": lib,
+                "algorithm": algo,
+                "speedup": mean_sp,
+                "speedup_cells": len(sp),
+                "compression": mean_cp,
+                "compression_archs": [c["arch"] for c in cp],
+                "om": overall_metric(mean_sp, mean_cp),
+                "averaging": (
+                    f"speedup: plain mean over {len(sp)} (device, threads, arch) cells measured "
+                    f"for both {BASELINE} and {algo} on {lib}; compression: plain mean over "
+                    f"{len(cp)} archs"
+                ),
+                "cells": sp,
+                "compression_cells": cp,
+            }
+        )
     return rows
 
 
@@ -179,13 +187,21 @@ def long_rows(ms: Iterable[Measurement]) -> list[dict[str, Any]]:
     cells = _cells(ms)
     order = {c["library"]: i for i, c in enumerate(columns(cells.values()))}
     out = []
+
     def key(kv: tuple[tuple[str, int, str, str, str], Measurement]) -> tuple[Any, ...]:
         dev, thr, arch, lib, algo = kv[0]
         return (dev, thr, arch, order[lib], _algo_key(algo))
 
     for (dev, thr, arch, lib, algo), m in sorted(cells.items(), key=key):
-        out.append({
-            "device": dev, "threads": thr, "arch": arch, "library": lib, "algorithm": algo,
-            "latency_ms": m.latency_ms, **m.provenance,
-        })
+        out.append(
+            {
+                "device": dev,
+                "threads": thr,
+                "arch": arch,
+                "library": lib,
+                "algorithm": algo,
+                "latency_ms": m.latency_ms,
+                **m.provenance,
+            }
+        )
     return out

@@ -123,7 +123,7 @@ def on_artifact_ready(s: Session, artifact_id: int) -> int:
         s,
         update(Job)
         .where(Job.artifact_id == artifact_id, Job.status == JobStatus.waiting)
-        .values(status=JobStatus.queued, updated_at=utcnow())
+        .values(status=JobStatus.queued, updated_at=utcnow()),
     )
 
 
@@ -137,7 +137,7 @@ def on_artifact_failed(s: Session, artifact_id: int, error: str) -> int:
             status=JobStatus.failed,
             error=f"artifact conversion failed: {error}",
             updated_at=utcnow(),
-        )
+        ),
     )
 
 
@@ -171,7 +171,7 @@ def _give_up_or_requeue(
         update(Job)
         .where(Job.id == job.id, Job.status == JobStatus.leased, Job.lease_id == job.lease_id)
         .values(**_clear_lease(values), attempts=attempts, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
     if count != 1:
         return False
@@ -204,9 +204,11 @@ def lease(
     # one benchmark per device at a time, even when two agents serve it (a Pi's own agent
     # and a host agent reaching it over ssh): timings of a shared board would be worthless
     busy = s.scalar(
-        select(Job.id).join(Agent, Job.leased_by == Agent.id)
-        .where(Job.status == JobStatus.leased, Agent.device_id == agent.device_id,
-               Agent.id != agent.id)
+        select(Job.id)
+        .join(Agent, Job.leased_by == Agent.id)
+        .where(
+            Job.status == JobStatus.leased, Agent.device_id == agent.device_id, Agent.id != agent.id
+        )
         .limit(1)
     )
     if busy is not None:
@@ -231,7 +233,7 @@ def lease(
                 leased_by=agent.id,
                 updated_at=now,
             )
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
         )
         if count == 1:
             job = s.get(Job, job_id)
@@ -273,7 +275,7 @@ def heartbeat(
         update(Job)
         .where(Job.id == job.id, Job.status == JobStatus.leased, Job.leased_by == agent.id)
         .values(lease_expires_at=until)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
     if count != 1:
         raise Conflict(f"job {job_id} is no longer leased by this agent")
@@ -294,8 +296,12 @@ def _check_lease(s: Session, agent: Agent, job_id: int, lease_id: str) -> Job:
 
 
 def verdict(
-    samples: Sequence[float], runs: int, settings: CoordinatorSettings,
-    env: dict[str, Any] | None = None, *, emulated: bool = False,
+    samples: Sequence[float],
+    runs: int,
+    settings: CoordinatorSettings,
+    env: dict[str, Any] | None = None,
+    *,
+    emulated: bool = False,
 ) -> tuple[bool, str]:
     st = summarize(samples)
     problems = []
@@ -341,8 +347,10 @@ def throttling(env: dict[str, Any], settings: CoordinatorSettings) -> list[str]:
         if rises:
             zone = max(rises, key=lambda k: rises[k])
             if rises[zone] > settings.throttle_max_temp_rise_c:
-                out.append(f"temperature rose {rises[zone]:.1f} °C ({zone}) > "
-                           f"{settings.throttle_max_temp_rise_c}")
+                out.append(
+                    f"temperature rose {rises[zone]:.1f} °C ({zone}) > "
+                    f"{settings.throttle_max_temp_rise_c}"
+                )
     for label, reading in (("before", before), ("after", after)):
         bits = reading.get("throttled")
         if isinstance(bits, str) and bits.startswith("0x") and int(bits, 16) & 0x6:
@@ -358,9 +366,7 @@ def submit_result(
         raise Unprocessable(f"too many samples: {len(samples)} > {MAX_SAMPLES}")
     bad = [x for x in samples if not math.isfinite(x) or x <= 0]
     if bad:
-        raise Unprocessable(
-            f"samples_ms must be finite positive milliseconds; got {bad[0]!r}"
-        )
+        raise Unprocessable(f"samples_ms must be finite positive milliseconds; got {bad[0]!r}")
     try:
         json.dumps(body.env, allow_nan=False)
     except ValueError:
@@ -371,7 +377,7 @@ def submit_result(
         update(Job)
         .where(Job.id == job.id, Job.status == JobStatus.leased, Job.lease_id == body.lease_id)
         .values(**_clear_lease({"status": JobStatus.done, "error": None}), updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
     if count != 1:
         raise Conflict(f"stale lease for job {job_id}: it changed while the result arrived")
@@ -421,8 +427,6 @@ def report_failure(
 ) -> Job:
     job = _check_lease(s, agent, job_id, body.lease_id)
     cause = f"agent {agent.name!r} reported: {body.error}"
-    if not _give_up_or_requeue(
-        s, job, cause, settings.max_attempts, retryable=body.retryable
-    ):
+    if not _give_up_or_requeue(s, job, cause, settings.max_attempts, retryable=body.retryable):
         raise Conflict(f"stale lease for job {job_id}: it changed while the report arrived")
     return job

@@ -15,9 +15,21 @@ from coordinator.metrics import ArtifactSize, Measurement
 from coordinator.models import Artifact, Device, Job, Model, Result
 
 CSV_COLUMNS = [
-    "device", "threads", "arch", "library", "algorithm", "latency_ms",  # the reference layout
-    "n", "stdev_ms", "cpu_model", "device_fingerprint", "artifact_sha256", "runtime_version",
-    "model_id", "result_id", "device_id",
+    "device",
+    "threads",
+    "arch",
+    "library",
+    "algorithm",
+    "latency_ms",  # the reference layout
+    "n",
+    "stdev_ms",
+    "cpu_model",
+    "device_fingerprint",
+    "artifact_sha256",
+    "runtime_version",
+    "model_id",
+    "result_id",
+    "device_id",
 ]
 
 
@@ -48,16 +60,27 @@ def measurements(s: Session) -> list[Measurement]:
         labels[d.label()] = labels.get(d.label(), 0) + 1
     out = []
     for r, j, m, d in sorted(latest.values(), key=lambda t: t[0].id):
-        out.append(Measurement(
-            device=_row_name(d, labels), threads=r.threads, arch=arch_label(m), library=j.library,
-            algorithm=algorithm_label(m), latency_ms=r.median_ms,
-            provenance={
-                "n": r.stats.get("n"), "stdev_ms": r.stats.get("stdev_ms"), "device_id": d.id,
-                "cpu_model": d.cpu_model, "device_fingerprint": r.device_fingerprint,
-                "artifact_sha256": r.artifact_sha256, "runtime_version": r.runtime_version,
-                "model_id": m.id, "result_id": r.id,
-            },
-        ))
+        out.append(
+            Measurement(
+                device=_row_name(d, labels),
+                threads=r.threads,
+                arch=arch_label(m),
+                library=j.library,
+                algorithm=algorithm_label(m),
+                latency_ms=r.median_ms,
+                provenance={
+                    "n": r.stats.get("n"),
+                    "stdev_ms": r.stats.get("stdev_ms"),
+                    "device_id": d.id,
+                    "cpu_model": d.cpu_model,
+                    "device_fingerprint": r.device_fingerprint,
+                    "artifact_sha256": r.artifact_sha256,
+                    "runtime_version": r.runtime_version,
+                    "model_id": m.id,
+                    "result_id": r.id,
+                },
+            )
+        )
     return out
 
 

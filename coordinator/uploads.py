@@ -167,7 +167,17 @@ async def receive_upload(
 
 # (field number, wire type) of onnx.ModelProto's fields: a serialized model starts with one
 _MODEL_PROTO_TAGS = {
-    (1, 0), (2, 2), (3, 2), (4, 2), (5, 0), (6, 2), (7, 2), (8, 2), (14, 2), (20, 2), (25, 2),
+    (1, 0),
+    (2, 2),
+    (3, 2),
+    (4, 2),
+    (5, 0),
+    (6, 2),
+    (7, 2),
+    (8, 2),
+    (14, 2),
+    (20, 2),
+    (25, 2),
 }
 
 

@@ -62,10 +62,15 @@ def run(argv: list[str]) -> int:
         from converters import api
         from converters.errors import ConversionError
     except Exception as exc:  # a broken install is the operator's problem, not the model's
-        _write(result_path, {
-            "ok": False, "user_error": False, "error_type": type(exc).__name__,
-            "error": f"converters unavailable: {exc}",
-        })
+        _write(
+            result_path,
+            {
+                "ok": False,
+                "user_error": False,
+                "error_type": type(exc).__name__,
+                "error": f"converters unavailable: {exc}",
+            },
+        )
         return 1
     try:
         if action == "analyze":
@@ -73,17 +78,27 @@ def run(argv: list[str]) -> int:
         else:
             result = api.convert(argv[1], argv[2], argv[3])
     except ConversionError as exc:
-        _write(result_path, {
-            "ok": False, "user_error": True, "error_type": type(exc).__name__,
-            "error": str(exc) or type(exc).__name__,
-        })
+        _write(
+            result_path,
+            {
+                "ok": False,
+                "user_error": True,
+                "error_type": type(exc).__name__,
+                "error": str(exc) or type(exc).__name__,
+            },
+        )
         return 0
     except Exception as exc:
         traceback.print_exc()
-        _write(result_path, {
-            "ok": False, "user_error": False, "error_type": type(exc).__name__,
-            "error": f"{type(exc).__name__}: {exc}",
-        })
+        _write(
+            result_path,
+            {
+                "ok": False,
+                "user_error": False,
+                "error_type": type(exc).__name__,
+                "error": f"{type(exc).__name__}: {exc}",
+            },
+        )
         return 1
     _write(result_path, {"ok": True, "result": result if isinstance(result, dict) else {}})
     return 0

@@ -75,8 +75,7 @@ def make(
     cc = find_cc()
     if cc is None:
         which = f"$CC ({os.environ['CC']})" if os.environ.get("CC") else "gcc, cc or clang"
-        raise BuildError(f"building the native engine needs a C compiler ({which}): "
-                         f"{INSTALL_HINT}")
+        raise BuildError(f"building the native engine needs a C compiler ({which}): {INSTALL_HINT}")
     # In place, make keeps its relative default BUILD=build, so the targets match the names
     # in the dependency files (*.d) that `make -C native` writes.
     rel = build_dir is None
@@ -117,12 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--force", action="store_true", help="rebuild every object (make -B)")
     ap.add_argument("-j", "--jobs", type=int, default=None, help="parallel make jobs")
-    ap.add_argument("--release", action="store_true",
-                    help=f"portable release flags ({RELEASE_CFLAGS}), ignoring $CFLAGS")
+    ap.add_argument(
+        "--release",
+        action="store_true",
+        help=f"portable release flags ({RELEASE_CFLAGS}), ignoring $CFLAGS",
+    )
     args = ap.parse_args(argv)
     try:
-        built = make(jobs=args.jobs, force=args.force, capture=False,
-                     cflags=RELEASE_CFLAGS if args.release else None)
+        built = make(
+            jobs=args.jobs,
+            force=args.force,
+            capture=False,
+            cflags=RELEASE_CFLAGS if args.release else None,
+        )
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

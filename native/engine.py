@@ -138,8 +138,10 @@ def _dev_build(path: Path, required: bool) -> None:
     error; else a stale library is refreshed when a compiler exists (else kept)."""
     if not build_engine.have_toolchain():
         if required:
-            raise NativeError(f"the native engine library {path} is missing and no C compiler "
-                              f"or make is available. {_how_to_build()}")
+            raise NativeError(
+                f"the native engine library {path} is missing and no C compiler "
+                f"or make is available. {_how_to_build()}"
+            )
         return
     _log.info("development checkout: building %s with make", path)
     try:
@@ -183,13 +185,20 @@ def _lib() -> ctypes.CDLL:
             [c_p, f_p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_double)],
         ),
         "bnn_model_num_layers": (ctypes.c_uint32, [c_p]),
-        "bnn_ctx_layer_fusion": (ctypes.c_int, [c_p, ctypes.c_uint32,
-                                                ctypes.POINTER(ctypes.c_uint)]),
+        "bnn_ctx_layer_fusion": (
+            ctypes.c_int,
+            [c_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint)],
+        ),
         "bnn_model_layer_info": (
             ctypes.c_int,
-            [c_p, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32),
-             ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint32),
-             ctypes.POINTER(ctypes.c_uint32)],
+            [
+                c_p,
+                ctypes.c_uint32,
+                ctypes.POINTER(ctypes.c_uint32),
+                ctypes.POINTER(ctypes.c_uint32),
+                ctypes.POINTER(ctypes.c_uint32),
+                ctypes.POINTER(ctypes.c_uint32),
+            ],
         ),
     }
     for name, (res, args) in sig.items():
@@ -254,8 +263,9 @@ class NativeEngine:
     written (no clip folding, no bit hand-off between binary convs; same results).
     """
 
-    def __init__(self, model: str | Path | bytes, threads: int = 1, isa: str | None = None,
-                 fuse: bool = True) -> None:
+    def __init__(
+        self, model: str | Path | bytes, threads: int = 1, isa: str | None = None, fuse: bool = True
+    ) -> None:
         self._lib = _lib()
         self._model: int | None = None
         self._ctx: int | None = None
@@ -294,8 +304,9 @@ class NativeEngine:
                     f"ISA {isa!r} is unknown or not supported by this CPU "
                     f"(available: {', '.join(available_isas())})"
                 )
-            ctx = self._lib.bnn_ctx_create_ex(self._model, threads, 0 if fuse else _NO_FUSION,
-                                              err, _ERR_LEN)
+            ctx = self._lib.bnn_ctx_create_ex(
+                self._model, threads, 0 if fuse else _NO_FUSION, err, _ERR_LEN
+            )
             self.isa = kernel_isa()
             if prev is not None:
                 self._lib.bnn_set_isa(prev.encode())
@@ -363,11 +374,13 @@ class NativeEngine:
                 op = ctypes.c_uint32()
                 din, dout = (ctypes.c_uint32 * 4)(), (ctypes.c_uint32 * 4)()
                 kernel = (ctypes.c_uint32 * 2)()
-                if self._lib.bnn_model_layer_info(self._model, i, ctypes.byref(op), din, dout,
-                                                  kernel):
+                if self._lib.bnn_model_layer_info(
+                    self._model, i, ctypes.byref(op), din, dout, kernel
+                ):
                     raise NativeError(f"bnn_model_layer_info({i}) failed")
-                out.append(LayerInfo(i, Op(op.value).name.lower(), tuple(din), tuple(dout),
-                                     tuple(kernel)))
+                out.append(
+                    LayerInfo(i, Op(op.value).name.lower(), tuple(din), tuple(dout), tuple(kernel))
+                )
         return out
 
     def fusion(self) -> list[frozenset[str]]:
@@ -382,8 +395,9 @@ class NativeEngine:
                 flags = ctypes.c_uint()
                 if self._lib.bnn_ctx_layer_fusion(self._ctx, i, ctypes.byref(flags)):
                     raise NativeError(f"bnn_ctx_layer_fusion({i}) failed")
-                out.append(frozenset(name for bit, name in enumerate(_FUSED)
-                                     if flags.value >> bit & 1))
+                out.append(
+                    frozenset(name for bit, name in enumerate(_FUSED) if flags.value >> bit & 1)
+                )
         return out
 
     def profile(self, x: np.ndarray, warmup: int, runs: int) -> list[float]:

@@ -121,8 +121,9 @@ class OpParams:
     op: ClassVar[Op]
     kind: ClassVar[str]
 
-    def __init_subclass__(cls, op: Op | None = None, kind: str | None = None,
-                          **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, op: Op | None = None, kind: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
         if op is not None:
             cls.op = op

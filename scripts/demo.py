@@ -73,8 +73,12 @@ def main() -> int:
     token = _admin_token()
     port = int(os.environ.get("BNNBENCH_DEMO_PORT") or _free_port())
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "BNNBENCH_ADMIN_TOKEN": token, "BNNBENCH_COORDINATOR": url,
-           "BNNBENCH_TOKEN": token}
+    env = {
+        **os.environ,
+        "BNNBENCH_ADMIN_TOKEN": token,
+        "BNNBENCH_COORDINATOR": url,
+        "BNNBENCH_TOKEN": token,
+    }
     threads = os.environ.get("BNNBENCH_DEMO_THREADS", "1 2").split()
     libraries = os.environ.get("BNNBENCH_DEMO_LIBRARIES", "native lce").split()
     server = agent = None
@@ -82,21 +86,43 @@ def main() -> int:
         print(f"== coordinator on {url} (data in {VAR}/, log var/logs/coordinator.log)")
         server = _spawn(
             [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(VAR)],
-            "coordinator.log", env)
+            "coordinator.log",
+            env,
+        )
         _wait_healthy(url, server)
         print("== local agent (log var/logs/agent.log)")
         agent = _spawn(
-            [*CLI, "agent", "--coordinator", url, "--token", token,
-             "--cache-dir", str(VAR / "agent-cache")],
-            "agent.log", env)
+            [
+                *CLI,
+                "agent",
+                "--coordinator",
+                url,
+                "--token",
+                token,
+                "--cache-dir",
+                str(VAR / "agent-cache"),
+            ],
+            "agent.log",
+            env,
+        )
         print("== model zoo -> var/zoo")
         subprocess.run([*CLI, "zoo", str(VAR / "zoo")], env=env, check=True)
         print(f"== submitting the zoo for {', '.join(libraries)} at threads {', '.join(threads)}")
         thread_opts = [a for t in threads for a in ("--threads", t)]
         library_opts = [a for lib in libraries for a in ("--library", lib)]
         submit = subprocess.run(
-            [*CLI, "submit", str(VAR / "zoo"), *library_opts, *thread_opts,
-             "--warmup", "2", "--runs", "5", "--wait"],
+            [
+                *CLI,
+                "submit",
+                str(VAR / "zoo"),
+                *library_opts,
+                *thread_opts,
+                "--warmup",
+                "2",
+                "--runs",
+                "5",
+                "--wait",
+            ],
             env=env,
         )
         print("== hardware-track table (median latency, ms) and OM")

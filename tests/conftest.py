@@ -56,15 +56,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def result_for(lease: JobLease, samples_ms: list[float],
-               runtime_version: str = "test") -> ResultIn:
+def result_for(lease: JobLease, samples_ms: list[float], runtime_version: str = "test") -> ResultIn:
     """A result for ``lease`` with these samples (what a test agent posts)."""
-    return ResultIn(lease_id=lease.lease_id, samples_ms=samples_ms,
-                    runtime_version=runtime_version)
+    return ResultIn(lease_id=lease.lease_id, samples_ms=samples_ms, runtime_version=runtime_version)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
-             context: Callable[[], str] = lambda: "", poll: float = 0.1) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 60.0,
+    what: str = "condition",
+    context: Callable[[], str] = lambda: "",
+    poll: float = 0.1,
+) -> Any:
     """Poll ``predicate`` until it returns something truthy (returned); a deadline, not a
     timing assertion: it only bounds a hang. ``context`` adds diagnostics (logs) on timeout."""
     deadline = time.monotonic() + timeout
@@ -74,8 +77,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "c
             return value
         if time.monotonic() > deadline:
             extra = context()
-            raise TimeoutError(f"{what} not reached within {timeout} s" +
-                               (f"\n{extra}" if extra else ""))
+            raise TimeoutError(
+                f"{what} not reached within {timeout} s" + (f"\n{extra}" if extra else "")
+            )
         time.sleep(poll)
 
 
@@ -110,11 +114,24 @@ class CoordinatorProcess:
             raise RuntimeError("coordinator already running")
         self.settings.update(settings)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [*SERVE_CMD, "--host", "127.0.0.1", "--port", str(self.port),
-               "--data-dir", str(self.data_dir), "--log-level", "info"]
+        cmd = [
+            *SERVE_CMD,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "info",
+        ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                cmd, cwd=REPO, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                cmd,
+                cwd=REPO,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: converter children die with it
             )
         deadline = time.monotonic() + timeout
@@ -195,8 +212,15 @@ class CoordinatorProcess:
     ) -> tuple[RegisterResponse, BnnbenchClient]:
         """Register an agent (device fields overridable); returns it and a client with its
         token."""
-        dev = {"hostname": f"host-{name}", "arch": "x86_64", "os": "Linux test",
-               "cpu_model": "Test CPU", "cores": 2, "isa_flags": [], "transport": "local"}
+        dev = {
+            "hostname": f"host-{name}",
+            "arch": "x86_64",
+            "os": "Linux test",
+            "cpu_model": "Test CPU",
+            "cores": 2,
+            "isa_flags": [],
+            "transport": "local",
+        }
         dev.update(device)
         reg = self.client.register_agent(
             {"name": name, "device": dev, "runtimes": runtimes or {"native": "test-1"}}
@@ -277,12 +301,19 @@ def make_tiny_onnx(
         return out
 
     def bn(x: str, m: str, c: int, scale: float) -> str:
-        return node("BatchNormalization", [
-            x, param(f"{m}.weight", rng.uniform(0.5, 1.5, c)),
-            param(f"{m}.bias", rng.normal(0, 0.2, c)),
-            param(f"{m}.running_mean", rng.normal(0, 0.2 * scale, c)),
-            param(f"{m}.running_var", scale**2 * rng.uniform(0.5, 2.0, c)),
-        ], f"/{m}/BatchNormalization", epsilon=1e-5, momentum=0.9)
+        return node(
+            "BatchNormalization",
+            [
+                x,
+                param(f"{m}.weight", rng.uniform(0.5, 1.5, c)),
+                param(f"{m}.bias", rng.normal(0, 0.2, c)),
+                param(f"{m}.running_mean", rng.normal(0, 0.2 * scale, c)),
+                param(f"{m}.running_var", scale**2 * rng.uniform(0.5, 2.0, c)),
+            ],
+            f"/{m}/BatchNormalization",
+            epsilon=1e-5,
+            momentum=0.9,
+        )
 
     def hardtanh(x: str, m: str) -> str:
         lo = param(f"{m}.min", np.array(-1.0))
@@ -300,8 +331,16 @@ def make_tiny_onnx(
             scale = float(np.sqrt(cin * 9))
         else:
             scale = 1.0
-        y = node("Conv", [x, w], f"/{m}/Conv", dilations=[1, 1], group=1, kernel_shape=[3, 3],
-                 pads=[1, 1, 1, 1], strides=[1, 1])
+        y = node(
+            "Conv",
+            [x, w],
+            f"/{m}/Conv",
+            dilations=[1, 1],
+            group=1,
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            strides=[1, 1],
+        )
         return y, scale
 
     y, s = conv("input", "features.0", 3, 8, binary=False)
@@ -312,21 +351,36 @@ def make_tiny_onnx(
     y = hardtanh(bn(y, "features.4", 16, s), "features.5")
     y, s = conv(y, "features.6", 16, 16, binary=True)
     y = hardtanh(bn(y, "features.7", 16, s), "features.8")
-    y = node("MaxPool", [y], "/features.9/MaxPool", kernel_shape=[2, 2], strides=[2, 2],
-             pads=[0, 0, 0, 0], ceil_mode=0)
+    y = node(
+        "MaxPool",
+        [y],
+        "/features.9/MaxPool",
+        kernel_shape=[2, 2],
+        strides=[2, 2],
+        pads=[0, 0, 0, 0],
+        ceil_mode=0,
+    )
     y = node("Flatten", [y], "/Flatten", axis=1)
     w = param("classifier.weight", rng.normal(0, 0.1, (10, 16 * 4 * 4)))
     b = param("classifier.bias", rng.normal(0, 0.01, 10))
-    nodes.append(helper.make_node("Gemm", [y, w, b], ["output"], name="/classifier/Gemm",
-                                  alpha=1.0, beta=1.0, transB=1))
+    nodes.append(
+        helper.make_node(
+            "Gemm", [y, w, b], ["output"], name="/classifier/Gemm", alpha=1.0, beta=1.0, transB=1
+        )
+    )
     graph = helper.make_graph(
-        nodes, f"tiny_{algorithm}",
+        nodes,
+        f"tiny_{algorithm}",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
-                              producer_name="bnnbench-tests", ir_version=8)
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 13)],
+        producer_name="bnnbench-tests",
+        ir_version=8,
+    )
     helper.set_model_props(model, {"bnnbench.arch": arch, "bnnbench.algorithm": algorithm})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -346,13 +400,61 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
 
     from helpers.agents import AgentProcess  # not at the top: helpers import this module
 
-    def make(coord: Any, name: str, *extra: str, token: str | None = None,
-             env: dict[str, str] | None = None) -> AgentProcess:
-        a = AgentProcess(coord.url, coord.admin_token if token is None else token, name,
-                         tmp_path, *extra, env=env)
+    def make(
+        coord: Any,
+        name: str,
+        *extra: str,
+        token: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> AgentProcess:
+        a = AgentProcess(
+            coord.url,
+            coord.admin_token if token is None else token,
+            name,
+            tmp_path,
+            *extra,
+            env=env,
+        )
         started.append(a)
         return a.start()
 
     yield make
     for a in started:
         a.stop()
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All nine zoo models (ResNet-18/34, VGG-Small x FP32/BNN/ReAct), written once per
+    session."""
+    from converters.zoo import write_zoo
+
+    d = tmp_path_factory.mktemp("zoo")
+    write_zoo(d)
+    return d
+
+
+# ------------------------------------------------------------------ parallel runs (xdist)
+
+# Test files that run make on native/ (C tests, sanitizer and cross builds) share one worker,
+# so two makes never write the same build folder at once; every other file stays whole on
+# one worker (its module fixtures are built once), files spread over the workers.
+NATIVE_BUILD_FILES = {
+    "test_native_engine",
+    "test_native_cross",
+    "test_native_fuzz",
+    "test_native_isa",
+    "test_native_cli_protocol",
+    "test_fleet_ssh",
+    "test_fleet_campaign",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        module = item.module.__name__ if item.module else item.nodeid.split("::")[0]
+        group = "native-build" if module in NATIVE_BUILD_FILES else module
+        item.add_marker(pytest.mark.xdist_group(group))

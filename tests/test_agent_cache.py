@@ -79,7 +79,10 @@ class Server:
         path = f"{API_PREFIX}/artifacts/{artifact_id}/download"
         self.blobs[path] = blob
         return ArtifactRef(
-            id=artifact_id, sha256=sha(blob.body), size=len(blob.body), library="native",
+            id=artifact_id,
+            sha256=sha(blob.body),
+            size=len(blob.body),
+            library="native",
             download_url=path,
         )
 
@@ -181,8 +184,13 @@ def test_outage_and_broken_stream_are_retried(tmp_path: Path, server: Server, ap
 
 
 def test_missing_artifact_is_a_clear_api_error(tmp_path: Path, server: Server, api):
-    ref = ArtifactRef(id=99, sha256="a" * 64, size=1, library="native",
-                      download_url=f"{API_PREFIX}/artifacts/99/download")
+    ref = ArtifactRef(
+        id=99,
+        sha256="a" * 64,
+        size=1,
+        library="native",
+        download_url=f"{API_PREFIX}/artifacts/99/download",
+    )
     cache = ArtifactCache(tmp_path)
     with pytest.raises(ApiError) as err:
         cache.fetch(api, ref)
@@ -191,7 +199,12 @@ def test_missing_artifact_is_a_clear_api_error(tmp_path: Path, server: Server, a
 
 
 def test_invalid_sha_is_refused_before_touching_disk(tmp_path: Path, server: Server, api):
-    ref = ArtifactRef(id=1, sha256="../../etc/passwd", size=1, library="native",
-                      download_url=f"{API_PREFIX}/artifacts/1/download")
+    ref = ArtifactRef(
+        id=1,
+        sha256="../../etc/passwd",
+        size=1,
+        library="native",
+        download_url=f"{API_PREFIX}/artifacts/1/download",
+    )
     with pytest.raises(ArtifactError, match="invalid artifact sha256"):
         ArtifactCache(tmp_path).fetch(api, ref)

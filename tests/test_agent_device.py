@@ -49,7 +49,13 @@ def test_isa_flags_from_arm_cpuinfo():
     assert parse_isa_flags(armv7, "armv7l") == ["neon", "vfpv4"]
     x86 = "fpu sse4_2 popcnt avx avx2 avx512f avx512bw avx512_vpopcntdq"
     assert parse_isa_flags(x86, "x86_64") == [
-        "popcnt", "sse4_2", "avx", "avx2", "avx512f", "avx512bw", "avx512_vpopcntdq",
+        "popcnt",
+        "sse4_2",
+        "avx",
+        "avx2",
+        "avx512f",
+        "avx512bw",
+        "avx512_vpopcntdq",
     ]
 
 

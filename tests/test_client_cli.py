@@ -15,7 +15,9 @@ def test_unreachable_coordinator_gives_one_clear_error(tmp_path) -> None:
     for args in (["results"], ["submit", str(model)]):
         proc = subprocess.run(
             [sys.executable, "-m", "bnnbench.cli", *args, "--coordinator", url, "--token", "t"],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert proc.returncode == 2, proc.stderr
         assert "cannot reach the coordinator" in proc.stderr

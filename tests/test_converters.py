@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from test_converters_util import OnnxBuilder, ort_run, zoo_dir  # noqa: F401  (fixture)
+from helpers.onnx_builder import OnnxBuilder, ort_run
 from typer.testing import CliRunner
 
 from bnnbench.digest import sha256_file
@@ -39,10 +39,18 @@ def _conv_w(o: int, i: int, k: int = 3) -> np.ndarray:
 
 
 def _bn(b: OnnxBuilder, x: str, c: int, name: str | None = None) -> str:
-    return b.node("BatchNormalization", [
-        x, b.init(RNG.uniform(0.5, 1.5, c)), b.init(RNG.normal(0, 0.2, c)),
-        b.init(RNG.normal(0, 0.2, c)), b.init(RNG.uniform(0.5, 2, c)),
-    ], name=name, epsilon=1e-5)
+    return b.node(
+        "BatchNormalization",
+        [
+            x,
+            b.init(RNG.uniform(0.5, 1.5, c)),
+            b.init(RNG.normal(0, 0.2, c)),
+            b.init(RNG.normal(0, 0.2, c)),
+            b.init(RNG.uniform(0.5, 2, c)),
+        ],
+        name=name,
+        epsilon=1e-5,
+    )
 
 
 def _x(shape: tuple[int, ...]) -> np.ndarray:
@@ -52,12 +60,21 @@ def _x(shape: tuple[int, ...]) -> np.ndarray:
 # ----------------------------------------------------------------------------- zoo analysis
 
 
-@pytest.mark.parametrize(("name", "n_bin", "n_conv"), [
-    ("resnet18_fp32", 0, 20), ("resnet18_bnn", 16, 20), ("resnet18_react", 16, 20),
-    ("resnet34_fp32", 0, 36), ("resnet34_bnn", 32, 36), ("resnet34_react", 32, 36),
-    ("vggsmall_fp32", 0, 6), ("vggsmall_bnn", 5, 6), ("vggsmall_react", 5, 6),
-])
-def test_zoo_analysis_counts(zoo_dir: Path, name: str, n_bin: int, n_conv: int) -> None:  # noqa: F811
+@pytest.mark.parametrize(
+    ("name", "n_bin", "n_conv"),
+    [
+        ("resnet18_fp32", 0, 20),
+        ("resnet18_bnn", 16, 20),
+        ("resnet18_react", 16, 20),
+        ("resnet34_fp32", 0, 36),
+        ("resnet34_bnn", 32, 36),
+        ("resnet34_react", 32, 36),
+        ("vggsmall_fp32", 0, 6),
+        ("vggsmall_bnn", 5, 6),
+        ("vggsmall_react", 5, 6),
+    ],
+)
+def test_zoo_analysis_counts(zoo_dir: Path, name: str, n_bin: int, n_conv: int) -> None:
     r = api.analyze(zoo_dir / f"{name}.onnx")
     assert r["n_binary_convs"] == n_bin
     assert r["n_convs"] == n_conv
@@ -77,7 +94,7 @@ def test_zoo_analysis_counts(zoo_dir: Path, name: str, n_bin: int, n_conv: int) 
         assert r["theoretical"]["speedup"] > 5 and r["theoretical"]["compression"] > 5
 
 
-def test_resnet18_counts_and_theoretical_track(zoo_dir: Path) -> None:  # noqa: F811
+def test_resnet18_counts_and_theoretical_track(zoo_dir: Path) -> None:
     fp = api.analyze(zoo_dir / "resnet18_fp32.onnx")
     # the classic "1.8 GFLOPs" of ResNet-18 at 224² is its MAC count
     assert fp["totals"]["flops_total"] == 1_814_073_344
@@ -89,8 +106,9 @@ def test_resnet18_counts_and_theoretical_track(zoo_dir: Path) -> None:  # noqa: 
     th = bnn["theoretical"]
     assert th["speedup"] == pytest.approx(11.06, abs=0.01)
     assert th["compression"] == pytest.approx(11.17, abs=0.01)
-    assert th["om"] == pytest.approx(np.sqrt((th["speedup"] ** 2 + th["compression"] ** 2) / 2),
-                                     abs=1e-3)
+    assert th["om"] == pytest.approx(
+        np.sqrt((th["speedup"] ** 2 + th["compression"] ** 2) / 2), abs=1e-3
+    )
     react = api.analyze(zoo_dir / "resnet18_react.onnx")
     # thresholds are extra FP parameters: slightly less compression, same operations
     assert react["theoretical"]["compression"] < th["compression"]
@@ -110,7 +128,7 @@ def test_paper_layer_set_reproduces_table3() -> None:
     assert react["theoretical"]["compression"] == pytest.approx(13.20, abs=0.03)
 
 
-def test_algorithm_inferred_without_metadata(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_algorithm_inferred_without_metadata(zoo_dir: Path, tmp_path: Path) -> None:
     for alg in ("fp32", "bnn", "react"):
         m = onnx.load(str(zoo_dir / f"vggsmall_{alg}.onnx"))
         del m.metadata_props[:]
@@ -136,7 +154,7 @@ def test_random_bytes_are_malformed(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.part"))
 
 
-def test_truncated_protobuf_is_malformed(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_truncated_protobuf_is_malformed(zoo_dir: Path, tmp_path: Path) -> None:
     data = (zoo_dir / "vggsmall_bnn.onnx").read_bytes()
     p = tmp_path / "trunc.onnx"
     p.write_bytes(data[: len(data) // 2])
@@ -188,12 +206,16 @@ def test_lstm_is_refused(tmp_path: Path) -> None:
     assert (err.node, err.op) == ("/rnn/LSTM", "LSTM")
 
 
-@pytest.mark.parametrize(("attrs", "wshape", "needle"), [
-    ({"dilations": [2, 2]}, (4, 3, 3, 3), "dilations=[2, 2]"),
-    ({"group": 3}, (3, 1, 3, 3), "groups=3"),
-])
-def test_dilation_and_groups_refused(tmp_path: Path, attrs: dict, wshape: tuple,
-                                     needle: str) -> None:
+@pytest.mark.parametrize(
+    ("attrs", "wshape", "needle"),
+    [
+        ({"dilations": [2, 2]}, (4, 3, 3, 3), "dilations=[2, 2]"),
+        ({"group": 3}, (3, 1, 3, 3), "groups=3"),
+    ],
+)
+def test_dilation_and_groups_refused(
+    tmp_path: Path, attrs: dict, wshape: tuple, needle: str
+) -> None:
     b = OnnxBuilder([1, 3, 8, 8])
     w = RNG.normal(0, 0.3, wshape).astype(np.float32)
     y = b.node("Conv", ["input", b.init(w)], name="/c/Conv", pads=[1, 1, 1, 1], **attrs)
@@ -239,7 +261,7 @@ def test_broadcasting_batch_dims_refused(tmp_path: Path) -> None:
     assert err.op == "Mul" and "without changing its shape" in str(err)
 
 
-def test_unknown_library(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_unknown_library(zoo_dir: Path, tmp_path: Path) -> None:
     src = zoo_dir / "vggsmall_bnn.onnx"
     with pytest.raises(UnsupportedModelError, match="unknown library 'tvm'"):
         api.convert(src, "tvm", tmp_path / "m.x")
@@ -296,12 +318,20 @@ def test_add_bias_before_sign_becomes_negated_threshold(tmp_path: Path) -> None:
 
 def test_batchnorm_folded_into_fp_and_binary_conv(tmp_path: Path) -> None:
     b = OnnxBuilder([1, 3, 8, 8])
-    y = b.node("Conv", ["input", b.init(_conv_w(8, 3)), b.init(RNG.normal(0, 0.1, 8))],
-               name="/c0/Conv", pads=[1, 1, 1, 1])
+    y = b.node(
+        "Conv",
+        ["input", b.init(_conv_w(8, 3)), b.init(RNG.normal(0, 0.1, 8))],
+        name="/c0/Conv",
+        pads=[1, 1, 1, 1],
+    )
     y = _bn(b, y, 8, name="/bn0/BatchNormalization")
     y = b.node("Clip", [y, b.init(-1.0), b.init(1.0)])
-    y = b.node("Conv", [b.node("Sign", [y]), b.node("Sign", [b.init(_conv_w(8, 8))])],
-               name="/c1/Conv", pads=[1, 1, 1, 1])
+    y = b.node(
+        "Conv",
+        [b.node("Sign", [y]), b.node("Sign", [b.init(_conv_w(8, 8))])],
+        name="/c1/Conv",
+        pads=[1, 1, 1, 1],
+    )
     y = _bn(b, y, 8, name="/bn1/BatchNormalization")
     g = load_ir(b.save(tmp_path / "m.onnx", y))
     kinds = [n.kind for n in g.nodes]
@@ -337,8 +367,13 @@ def test_gemm_transb_matmul_add_and_reshape(tmp_path: Path) -> None:
     b = OnnxBuilder([1, 4, 3, 3])
     y = b.node("Relu", ["input"])
     y = b.node("Reshape", [y, b.init([1, -1], dtype=np.int64)])
-    y = b.node("Gemm", [y, b.init(RNG.normal(0, 0.2, (36, 12))), b.init(RNG.normal(0, 1, 12))],
-               alpha=0.5, beta=2.0, transB=0)
+    y = b.node(
+        "Gemm",
+        [y, b.init(RNG.normal(0, 0.2, (36, 12))), b.init(RNG.normal(0, 1, 12))],
+        alpha=0.5,
+        beta=2.0,
+        transB=0,
+    )
     y = b.node("MatMul", [y, b.init(RNG.normal(0, 0.2, (12, 5)))])
     y = b.node("Add", [y, b.init(RNG.normal(0, 1, 5))])
     g = load_ir(b.save(tmp_path / "m.onnx", y))
@@ -352,8 +387,14 @@ def test_auto_pad_ceil_mode_avgpool_and_symbolic_batch(tmp_path: Path) -> None:
     b = OnnxBuilder(["N", 3, 9, 9])
     y = b.node("Conv", ["input", b.init(_conv_w(4, 3))], auto_pad="SAME_UPPER", strides=[2, 2])
     y = b.node("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
-    y = b.node("AveragePool", [y], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1],
-               count_include_pad=0)
+    y = b.node(
+        "AveragePool",
+        [y],
+        kernel_shape=[3, 3],
+        pads=[1, 1, 1, 1],
+        strides=[1, 1],
+        count_include_pad=0,
+    )
     y = b.node("GlobalAveragePool", [y])
     y = b.node("Flatten", [y])
     g = load_ir(b.save(tmp_path / "m.onnx", y))
@@ -370,14 +411,17 @@ def test_torch_flatten_idiom_via_shape_folds(tmp_path: Path) -> None:
     b = OnnxBuilder([1, 2, 3, 3])
     shp = b.node("Shape", ["input"])
     n0 = b.node("Gather", [shp, b.init(0, dtype=np.int64)], axis=0)
-    dims = b.node("Concat", [b.node("Unsqueeze", [n0, b.init([0], dtype=np.int64)]),
-                             b.init([-1], dtype=np.int64)], axis=0)
+    dims = b.node(
+        "Concat",
+        [b.node("Unsqueeze", [n0, b.init([0], dtype=np.int64)]), b.init([-1], dtype=np.int64)],
+        axis=0,
+    )
     y = b.node("Reshape", ["input", dims])
     g = load_ir(b.save(tmp_path / "m.onnx", y, out_shape=[1, 18]))
     assert [n.kind for n in g.nodes] == ["flatten"]
 
 
-def test_external_data_model(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_external_data_model(zoo_dir: Path, tmp_path: Path) -> None:
     m = onnx.load(str(zoo_dir / "vggsmall_react.onnx"))
     p = tmp_path / "ext" / "model.onnx"
     p.parent.mkdir()
@@ -390,7 +434,7 @@ def test_external_data_model(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F8
 # ----------------------------------------------------------------------------- writer / API
 
 
-def test_convert_summary_and_native_file(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_convert_summary_and_native_file(zoo_dir: Path, tmp_path: Path) -> None:
     src = zoo_dir / "resnet18_react.onnx"
     out = tmp_path / "r18.bnn"
     s = api.convert(src, "native", out, verify=False)
@@ -413,7 +457,7 @@ def test_convert_summary_and_native_file(zoo_dir: Path, tmp_path: Path) -> None:
     assert model.input_shape == (1, 3, 224, 224)
 
 
-def test_reference_matches_onnxruntime_on_zoo_vgg(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_reference_matches_onnxruntime_on_zoo_vgg(zoo_dir: Path, tmp_path: Path) -> None:
     for alg in ("fp32", "bnn", "react"):
         src = zoo_dir / f"vggsmall_{alg}.onnx"
         x = _x((1, 3, 32, 32))
@@ -425,7 +469,7 @@ def test_reference_matches_onnxruntime_on_zoo_vgg(zoo_dir: Path, tmp_path: Path)
 # ----------------------------------------------------------------------------- CLI
 
 
-def test_cli_analyze_and_convert(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_cli_analyze_and_convert(zoo_dir: Path, tmp_path: Path) -> None:
     from bnnbench.cli import app
 
     runner = CliRunner()
@@ -437,8 +481,19 @@ def test_cli_analyze_and_convert(zoo_dir: Path, tmp_path: Path) -> None:  # noqa
     assert {"speedup", "compression", "om"} <= set(r["theoretical"])
 
     out = tmp_path / "v.bnn"
-    res = runner.invoke(app, ["convert", str(zoo_dir / "vggsmall_bnn.onnx"), "--to", "native",
-                              "-o", str(out), "--json", "--no-verify"])
+    res = runner.invoke(
+        app,
+        [
+            "convert",
+            str(zoo_dir / "vggsmall_bnn.onnx"),
+            "--to",
+            "native",
+            "-o",
+            str(out),
+            "--json",
+            "--no-verify",
+        ],
+    )
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout)
     assert s["size_bytes"] == out.stat().st_size > 0
@@ -454,8 +509,9 @@ def test_cli_errors_exit_2_with_one_line(tmp_path: Path) -> None:
     b = OnnxBuilder([1, 3, 8, 8])
     y = b.node("Conv", ["input", b.init(_conv_w(4, 3))], name="/c/Conv", dilations=[2, 2])
     src = b.save(tmp_path / "dil.onnx", y)
-    res = CliRunner().invoke(app, ["convert", str(src), "--to", "native", "-o",
-                                   str(tmp_path / "o.bnn")])
+    res = CliRunner().invoke(
+        app, ["convert", str(src), "--to", "native", "-o", str(tmp_path / "o.bnn")]
+    )
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "'/c/Conv' (Conv)" in lines[0] and "dilations" in lines[0]

@@ -59,8 +59,9 @@ def test_upload_converts_in_background_and_download_matches(
     assert art.report["converter_version"] and art.report["sha256"] == art.sha256
     assert {j.status for j in c.client.list_jobs(ids=[j.id for j in jobs])} == {"queued"}
 
-    model = wait_for(lambda: (x := c.client.get_model(m.id)).analysis_status == "done" and x,
-                     what="analysis")
+    model = wait_for(
+        lambda: (x := c.client.get_model(m.id)).analysis_status == "done" and x, what="analysis"
+    )
     assert model.arch == "TinyVGG" and model.algorithm == "bnn"
     assert model.analysis["n_binary_convs"] == 2
 
@@ -82,8 +83,11 @@ def test_duplicate_upload_returns_the_existing_model(
     c = coordinator
     files = {"file": ("a.onnx", tiny_onnx.read_bytes())}
     r1 = httpx.post(f"{c.url}{API}/models", files=files, headers=_hdr(c.admin_token))
-    r2 = httpx.post(f"{c.url}{API}/models", headers=_hdr(c.admin_token),
-                    files={"file": ("other-name.onnx", tiny_onnx.read_bytes())})
+    r2 = httpx.post(
+        f"{c.url}{API}/models",
+        headers=_hdr(c.admin_token),
+        files={"file": ("other-name.onnx", tiny_onnx.read_bytes())},
+    )
     assert (r1.status_code, r2.status_code) == (201, 200)
     assert r1.json()["id"] == r2.json()["id"] and r2.json()["name"] == "a.onnx"
     assert c.query("SELECT count(*) FROM models") == [(1,)]
@@ -132,8 +136,10 @@ def test_parseable_but_invalid_onnx_fails_in_the_background(
     failed = c.client.list_jobs(ids=[j.id for j in jobs])
     assert {j.status for j in failed} == {"failed"}
     assert all(art.error in j.error for j in failed)
-    m = wait_for(lambda: (x := c.client.get_model(bad.id)).analysis_status == "failed" and x,
-                 what="analysis failure")
+    m = wait_for(
+        lambda: (x := c.client.get_model(bad.id)).analysis_status == "failed" and x,
+        what="analysis failure",
+    )
     assert "invalid ONNX model" in m.analysis_error
     # the other model is untouched
     assert c.client.get_artifact(good_art.id) == good_art
@@ -167,8 +173,10 @@ def test_unsupported_op_fails_artifact_and_jobs_only(
     assert {p.name for p in c.blob_files()} == before_blobs | {m.sha256}
     # an operator may retry a failed conversion (after a converter upgrade): same cause here
     assert c.client.retry_artifact(art.id).status == "pending"
-    again_art = wait_for(lambda: (x := c.client.get_artifact(art.id)).status == "failed" and x,
-                         what="second conversion")
+    again_art = wait_for(
+        lambda: (x := c.client.get_artifact(art.id)).status == "failed" and x,
+        what="second conversion",
+    )
     assert again_art.error == art.error
     with pytest.raises(ApiError) as err:
         c.client.retry_artifact(good_art.id)
@@ -196,8 +204,22 @@ def test_auth_errors(coordinator: CoordinatorProcess, tiny_onnx: Path) -> None:
         ("POST", "/jobs", {"json": {"model_id": 1}}),
         ("GET", "/jobs", {}),
         ("GET", "/results/table", {}),
-        ("POST", "/agents/register", {"json": {"name": "x", "device": {
-            "hostname": "h", "arch": "a", "os": "o", "cpu_model": "c", "cores": 1}}}),
+        (
+            "POST",
+            "/agents/register",
+            {
+                "json": {
+                    "name": "x",
+                    "device": {
+                        "hostname": "h",
+                        "arch": "a",
+                        "os": "o",
+                        "cpu_model": "c",
+                        "cores": 1,
+                    },
+                }
+            },
+        ),
     ]:
         r = httpx.request(method, f"{url}{path}", headers=agent_hdr, **kw)
         assert r.status_code == 403, (method, path, r.text)
@@ -219,8 +241,7 @@ def test_oversized_upload_413_and_no_partial_blob(
 ) -> None:
     size = tiny_onnx.stat().st_size
     # conversions paused: no background work writes to tmp/ while we look at it
-    c: CoordinatorProcess = coordinator_factory(max_upload_bytes=size + 100,
-                                                conversion_workers=0)
+    c: CoordinatorProcess = coordinator_factory(max_upload_bytes=size + 100, conversion_workers=0)
     big_model = make_tiny_onnx(tiny_onnx.parent / "big.onnx", arch="X" * 20_000)
     assert big_model.stat().st_size > size + 100
     # slightly over the cap: caught while streaming

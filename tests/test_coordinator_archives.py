@@ -18,8 +18,14 @@ def _external_data_model(tmp_path: Path) -> tuple[Path, Path]:
     src = make_tiny_onnx(tmp_path / "src.onnx", "bnn")
     model = onnx.load(str(src))
     out = tmp_path / "tiny_ext.onnx"
-    onnx.save_model(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="tiny_ext.onnx.data", size_threshold=0)
+    onnx.save_model(
+        model,
+        str(out),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="tiny_ext.onnx.data",
+        size_threshold=0,
+    )
     data = tmp_path / "tiny_ext.onnx.data"
     assert data.stat().st_size > 0
     return out, data
@@ -37,13 +43,15 @@ def test_zip_with_external_data_converts(coordinator: CoordinatorProcess, tmp_pa
     art = c.client.wait_artifact(jobs[0].artifact_id)
     assert art.status == "ready", art.error
     assert art.report["n_binary_convs"] == 2
-    model = wait_for(lambda: (x := c.client.get_model(m.id)).analysis_status == "done" and x,
-                     what="analysis")
+    model = wait_for(
+        lambda: (x := c.client.get_model(m.id)).analysis_status == "done" and x, what="analysis"
+    )
     assert model.analysis["n_binary_convs"] == 2
 
 
-def test_plain_onnx_with_external_data_is_refused(coordinator: CoordinatorProcess,
-                                                  tmp_path: Path) -> None:
+def test_plain_onnx_with_external_data_is_refused(
+    coordinator: CoordinatorProcess, tmp_path: Path
+) -> None:
     onnx_path, _ = _external_data_model(tmp_path)
     with pytest.raises(ApiError) as err:
         coordinator.client.upload_model(onnx_path)
@@ -52,8 +60,9 @@ def test_plain_onnx_with_external_data_is_refused(coordinator: CoordinatorProces
     assert coordinator.blob_files() == []  # nothing half-stored
 
 
-def test_archive_with_path_traversal_is_refused(coordinator: CoordinatorProcess,
-                                                tmp_path: Path) -> None:
+def test_archive_with_path_traversal_is_refused(
+    coordinator: CoordinatorProcess, tmp_path: Path
+) -> None:
     model = make_tiny_onnx(tmp_path / "m.onnx", "bnn")
     archive = tmp_path / "evil.tar"
     with tarfile.open(archive, "w") as t:

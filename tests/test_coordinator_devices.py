@@ -17,8 +17,16 @@ from coordinator.models import Model
 
 
 def _info(identity: str, **kw: object) -> DeviceInfo:
-    base = dict(hostname="raspberrypi", arch="aarch64", os="Linux", cpu_model="4x Cortex-A72",
-                cores=4, transport="ssh", identity=identity, abi="arm64-v8a")
+    base = dict(
+        hostname="raspberrypi",
+        arch="aarch64",
+        os="Linux",
+        cpu_model="4x Cortex-A72",
+        cores=4,
+        transport="ssh",
+        identity=identity,
+        abi="arm64-v8a",
+    )
     return DeviceInfo(**{**base, **kw})
 
 
@@ -29,8 +37,14 @@ def db(tmp_path: Path) -> Database:
         _info("board:1", soc="BCM2711", name="pi4-a"),
         _info("board:2", soc="BCM2711"),  # same hostname, another board
         _info("android:X", soc="SM8250", cores=8, transport="adb"),
-        _info("android:Y", soc="SM8250", cores=8, transport="adb", exec_wrapper="qemu-aarch64",
-              emulated=True),
+        _info(
+            "android:Y",
+            soc="SM8250",
+            cores=8,
+            transport="adb",
+            exec_wrapper="qemu-aarch64",
+            emulated=True,
+        ),
     ]
     for i, info in enumerate(fleet):
         agents.register(d, RegisterRequest(name=f"a{i}", device=info))
@@ -62,13 +76,15 @@ def test_selectors(db: Database) -> None:
 
 def test_one_job_per_matching_device_and_threads_checked(db: Database) -> None:
     with db.session() as s:
-        jobs, _ = queue.create_jobs(s, JobCreate(model_id=1, threads=[1, 4],
-                                                 devices=["soc=BCM2711"]))
+        jobs, _ = queue.create_jobs(
+            s, JobCreate(model_id=1, threads=[1, 4], devices=["soc=BCM2711"])
+        )
         assert sorted((j.device_id, j.threads) for j in jobs) == [(1, 1), (1, 4), (2, 1), (2, 4)]
         with pytest.raises(Unprocessable, match="threads 8 > the 4 cores of device 1"):
             queue.create_jobs(s, JobCreate(model_id=1, threads=[8], devices=["all"]))
-        jobs, _ = queue.create_jobs(s, JobCreate(model_id=1, threads=[8],
-                                                 devices=["transport=adb"]))
+        jobs, _ = queue.create_jobs(
+            s, JobCreate(model_id=1, threads=[8], devices=["transport=adb"])
+        )
         assert sorted(j.device_id for j in jobs) == [3, 4]
         with pytest.raises(Unprocessable, match="single-threaded"):
             queue.create_jobs(s, JobCreate(model_id=1, library="dabnn", threads=[2]))
@@ -97,7 +113,12 @@ def test_one_lease_per_device_even_with_two_agents(db: Database) -> None:
         first = queue.lease(s, own, settings)
         assert first is not None
         assert queue.lease(s, host, settings) is None  # the board is busy
-        queue.submit_result(s, own, first.id, ResultIn(lease_id=first.lease_id,
-                            samples_ms=[1.0] * 10, runtime_version="x"), settings)
+        queue.submit_result(
+            s,
+            own,
+            first.id,
+            ResultIn(lease_id=first.lease_id, samples_ms=[1.0] * 10, runtime_version="x"),
+            settings,
+        )
         second = queue.lease(s, host, settings)
         assert second is not None and second.id != first.id

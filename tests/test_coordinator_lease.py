@@ -15,8 +15,15 @@ from conftest import CoordinatorProcess, wait_for
 
 API = "/api/v1"
 
-DEVICE = {"hostname": "board", "arch": "aarch64", "os": "Linux 6.1", "cpu_model": "Cortex-A72",
-          "cores": 4, "isa_flags": ["neon"], "transport": "ssh"}
+DEVICE = {
+    "hostname": "board",
+    "arch": "aarch64",
+    "os": "Linux 6.1",
+    "cpu_model": "Cortex-A72",
+    "cores": 4,
+    "isa_flags": ["neon"],
+    "transport": "ssh",
+}
 
 
 class RawAgent:
@@ -24,14 +31,21 @@ class RawAgent:
 
     def __init__(self, c: CoordinatorProcess, name: str, **device: Any) -> None:
         self.base = c.url + API
-        body = {"name": name, "device": {**DEVICE, "hostname": f"board-{name}", **device},
-                "runtimes": {"native": "0.1.0"}}
-        r = httpx.post(f"{self.base}/agents/register", json=body,
-                       headers={"Authorization": f"Bearer {c.admin_token}"})
+        body = {
+            "name": name,
+            "device": {**DEVICE, "hostname": f"board-{name}", **device},
+            "runtimes": {"native": "0.1.0"},
+        }
+        r = httpx.post(
+            f"{self.base}/agents/register",
+            json=body,
+            headers={"Authorization": f"Bearer {c.admin_token}"},
+        )
         assert r.status_code == 200, r.text
         self.reg = r.json()
         self.http = httpx.Client(
-            base_url=self.base, headers={"Authorization": f"Bearer {self.reg['token']}"},
+            base_url=self.base,
+            headers={"Authorization": f"Bearer {self.reg['token']}"},
             timeout=60,
         )
 
@@ -42,14 +56,23 @@ class RawAgent:
         return self.http.post("/agents/heartbeat", json={"job_id": job_id})
 
     def result(self, job_id: int, lease_id: str, samples: list[float]) -> httpx.Response:
-        return self.http.post(f"/jobs/{job_id}/result", json={
-            "lease_id": lease_id, "samples_ms": samples, "runtime_version": "native 0.1.0",
-            "env": {"governor": "performance"}})
+        return self.http.post(
+            f"/jobs/{job_id}/result",
+            json={
+                "lease_id": lease_id,
+                "samples_ms": samples,
+                "runtime_version": "native 0.1.0",
+                "env": {"governor": "performance"},
+            },
+        )
 
-    def fail(self, job_id: int, lease_id: str, error: str, retryable: bool = True
-             ) -> httpx.Response:
-        return self.http.post(f"/jobs/{job_id}/fail", json={
-            "lease_id": lease_id, "error": error, "retryable": retryable})
+    def fail(
+        self, job_id: int, lease_id: str, error: str, retryable: bool = True
+    ) -> httpx.Response:
+        return self.http.post(
+            f"/jobs/{job_id}/fail",
+            json={"lease_id": lease_id, "error": error, "retryable": retryable},
+        )
 
 
 @pytest.fixture
@@ -134,8 +157,11 @@ def test_expired_max_attempts_fails_the_job(coordinator_factory: Any, tiny_onnx:
     assert a.lease(wait=5).json()["job_id"] == job_id
     assert b.lease(wait=10).json()["job_id"] == job_id  # after a's lease expired
     # b never reports either
-    job = wait_for(lambda: (j := c.client.get_job(job_id)).status == "failed" and j,
-                   timeout=30, what="job failure")
+    job = wait_for(
+        lambda: (j := c.client.get_job(job_id)).status == "failed" and j,
+        timeout=30,
+        what="job failure",
+    )
     assert job.attempts == 2
     assert job.error == "lease expired 2 times (max_attempts=2)"
     assert a.lease(wait=0).status_code == 204
@@ -172,8 +198,11 @@ def test_bad_results_are_refused_and_invalid_ones_flagged(
     lease = a.lease().json()
     for bad in ([], [1.0, -2.0], [1.0, float("nan")]):
         body = {"lease_id": lease["lease_id"], "samples_ms": bad, "runtime_version": "x"}
-        r = a.http.post(f"/jobs/{j1}/result", content=json.dumps(body),  # NaN as JS does
-                        headers={"Content-Type": "application/json"})
+        r = a.http.post(
+            f"/jobs/{j1}/result",
+            content=json.dumps(body),  # NaN as JS does
+            headers={"Content-Type": "application/json"},
+        )
         assert r.status_code == 422, (bad, r.text)
     assert c.client.get_job(j1).status == "leased"
     # fewer samples than requested runs: stored, but flagged invalid
@@ -189,9 +218,7 @@ def test_bad_results_are_refused_and_invalid_ones_flagged(
     assert [x.valid for x in c.client.results(job_id=j1)] == [False]
 
 
-def test_long_poll_wakes_when_a_job_is_queued(
-    server: CoordinatorProcess, tiny_onnx: Path
-) -> None:
+def test_long_poll_wakes_when_a_job_is_queued(server: CoordinatorProcess, tiny_onnx: Path) -> None:
     c = server
     a = RawAgent(c, "a")
     m = c.client.upload_model(tiny_onnx)

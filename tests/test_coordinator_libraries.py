@@ -11,8 +11,10 @@ from converters import zoo
 
 
 def test_lce_and_dabnn_artifacts(coordinator: CoordinatorProcess, tmp_path: Path) -> None:
-    entries = {e.algorithm: e for e in zoo.write_zoo(tmp_path, archs=("vggsmall",),
-                                                      algorithms=("bnn", "react"))}
+    entries = {
+        e.algorithm: e
+        for e in zoo.write_zoo(tmp_path, archs=("vggsmall",), algorithms=("bnn", "react"))
+    }
     c = coordinator
     bnn = c.client.upload_model(entries["bnn"].path)
     react = c.client.upload_model(entries["react"].path)

@@ -11,8 +11,9 @@ from typing import Any
 from conftest import CoordinatorProcess, make_tiny_onnx, result_for, wait_for
 
 
-def test_restart_keeps_everything(coordinator: CoordinatorProcess, tiny_onnx: Path,
-                                  tmp_path: Path) -> None:
+def test_restart_keeps_everything(
+    coordinator: CoordinatorProcess, tiny_onnx: Path, tmp_path: Path
+) -> None:
     c = coordinator
     m = c.client.upload_model(tiny_onnx, arch="Tiny", algorithm="bnn")
     jobs = c.client.create_jobs(m.id, "native", [1, 2], runs=3)
@@ -22,8 +23,11 @@ def test_restart_keeps_everything(coordinator: CoordinatorProcess, tiny_onnx: Pa
     lease = agent.lease(wait=5)
     result = agent.post_result(lease.job_id, result_for(lease, [1.0, 2.0, 3.0]))
     before = {
-        "models": c.client.list_models(), "artifacts": c.client.list_artifacts(),
-        "jobs": c.client.list_jobs(), "results": c.client.results(), "table": c.client.table(),
+        "models": c.client.list_models(),
+        "artifacts": c.client.list_artifacts(),
+        "jobs": c.client.list_jobs(),
+        "results": c.client.results(),
+        "table": c.client.table(),
     }
     assert before["table"]["rows"]
 
@@ -32,8 +36,11 @@ def test_restart_keeps_everything(coordinator: CoordinatorProcess, tiny_onnx: Pa
     assert c.log_tail(5).count("Application shutdown complete") == 1
     c.start()
     after = {
-        "models": c.client.list_models(), "artifacts": c.client.list_artifacts(),
-        "jobs": c.client.list_jobs(), "results": c.client.results(), "table": c.client.table(),
+        "models": c.client.list_models(),
+        "artifacts": c.client.list_artifacts(),
+        "jobs": c.client.list_jobs(),
+        "results": c.client.results(),
+        "table": c.client.table(),
     }
     assert after == before
     assert after["results"][0].id == result.id
@@ -77,8 +84,7 @@ def test_pending_and_interrupted_conversions_resume(
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == art.sha256
     assert {j.status for j in c.client.list_jobs()} == {"queued"}
     for m in (m1, m2):
-        wait_for(lambda m=m: c.client.get_model(m.id).analysis_status == "done",
-                 what="analysis")
+        wait_for(lambda m=m: c.client.get_model(m.id).analysis_status == "done", what="analysis")
     assert not partial.exists()
     assert c.client.get_model(m2.id).algorithm == "fp32"
 

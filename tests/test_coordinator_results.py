@@ -20,8 +20,10 @@ from bnnbench.client import BnnbenchClient
 
 # per (algorithm, threads): the samples the fake agent reports (median = middle value)
 SAMPLES = {
-    ("fp32", 1): [40.0, 41.0, 39.0], ("fp32", 2): [21.0, 20.0, 22.0],
-    ("bnn", 1): [10.0, 11.0, 9.0], ("bnn", 2): [5.0, 6.0, 4.0],
+    ("fp32", 1): [40.0, 41.0, 39.0],
+    ("fp32", 2): [21.0, 20.0, 22.0],
+    ("bnn", 1): [10.0, 11.0, 9.0],
+    ("bnn", 2): [5.0, 6.0, 4.0],
 }
 
 
@@ -32,8 +34,12 @@ def _cli() -> typer.Typer:
     return app
 
 
-def _serve_jobs(agent: BnnbenchClient, algo_of: dict[int, str], stop: threading.Event,
-                samples: dict[tuple[str, int], list[float]] = SAMPLES) -> None:
+def _serve_jobs(
+    agent: BnnbenchClient,
+    algo_of: dict[int, str],
+    stop: threading.Event,
+    samples: dict[tuple[str, int], list[float]] = SAMPLES,
+) -> None:
     """A minimal agent loop: lease, report the canned samples."""
     while not stop.is_set():
         lease = agent.lease(wait=1)
@@ -51,8 +57,9 @@ def measured(coordinator_factory: Any, tmp_path: Path) -> dict[str, Any]:
     for algo in ("fp32", "bnn"):
         path = make_tiny_onnx(tmp_path / f"tiny_{algo}.onnx", algo)
         models[algo] = c.client.upload_model(path)
-    jobs = {algo: c.client.create_jobs(m.id, "native", [1, 2], runs=3)
-            for algo, m in models.items()}
+    jobs = {
+        algo: c.client.create_jobs(m.id, "native", [1, 2], runs=3) for algo, m in models.items()
+    }
     algo_of = {j.id: algo for algo, js in jobs.items() for j in js}
     reg, agent = c.register_agent("measurer", hostname="pi4", cpu_model="Cortex-A72")
     stop = threading.Event()
@@ -72,7 +79,9 @@ def test_table_json_csv(measured: dict[str, Any]) -> None:
     table = c.client.table()
     assert table["columns"] == [{"library": "native", "algorithms": ["fp32", "bnn"]}]
     assert [(r["device"], r["threads"], r["arch"]) for r in table["rows"]] == [
-        ("pi4", 1, "TinyVGG"), ("pi4", 2, "TinyVGG")]
+        ("pi4", 1, "TinyVGG"),
+        ("pi4", 2, "TinyVGG"),
+    ]
     assert table["rows"][0]["latency_ms"] == {"native": {"fp32": 40.0, "bnn": 10.0}}
     assert table["rows"][1]["latency_ms"] == {"native": {"fp32": 21.0, "bnn": 5.0}}
     (om,) = table["om"]
@@ -86,10 +95,13 @@ def test_table_json_csv(measured: dict[str, Any]) -> None:
     assert om["om"] == pytest.approx(((om["speedup"] ** 2 + om["compression"] ** 2) / 2) ** 0.5)
 
     rows = list(csv.DictReader(io.StringIO(c.client.table_csv())))
-    assert list(rows[0])[:6] == ["device", "threads", "arch", "library", "algorithm",
-                                 "latency_ms"]
+    assert list(rows[0])[:6] == ["device", "threads", "arch", "library", "algorithm", "latency_ms"]
     assert [(r["threads"], r["algorithm"], float(r["latency_ms"])) for r in rows] == [
-        ("1", "fp32", 40.0), ("1", "bnn", 10.0), ("2", "fp32", 21.0), ("2", "bnn", 5.0)]
+        ("1", "fp32", 40.0),
+        ("1", "bnn", 10.0),
+        ("2", "fp32", 21.0),
+        ("2", "bnn", 5.0),
+    ]
     assert {r["n"] for r in rows} == {"3"}
     assert all(r["artifact_sha256"] in {a.sha256 for a in arts.values()} for r in rows)
     assert {r["runtime_version"] for r in rows} == {"native-test"}
@@ -130,8 +142,20 @@ def test_results_cli_formats(measured: dict[str, Any]) -> None:
     env = {"BNNBENCH_COORDINATOR": c.url, "BNNBENCH_TOKEN": c.admin_token, "COLUMNS": "200"}
     out = runner.invoke(_cli(), ["results"], env=env)
     assert out.exit_code == 0, out.output
-    for text in ("Hardware", "Threads", "Arch.", "FP32", "BNN", "pi4", "TinyVGG", "40.000",
-                 "5.000", "Speedup", "Compression", "OM"):
+    for text in (
+        "Hardware",
+        "Threads",
+        "Arch.",
+        "FP32",
+        "BNN",
+        "pi4",
+        "TinyVGG",
+        "40.000",
+        "5.000",
+        "Speedup",
+        "Compression",
+        "OM",
+    ):
         assert text in out.stdout, text
     out = runner.invoke(_cli(), ["results", "--coordinator", c.url, "--token", "nope"])
     assert out.exit_code == 2 and "invalid token" in out.output
@@ -155,10 +179,28 @@ def test_submit_wait(coordinator: CoordinatorProcess, tmp_path: Path) -> None:
     t = threading.Thread(target=serve)
     t.start()
     try:
-        out = CliRunner().invoke(_cli(), [
-            "submit", str(zoo), "--coordinator", c.url, "--token", c.admin_token,
-            "--threads", "1", "--threads", "2", "--runs", "3", "--warmup", "1", "--wait",
-            "--timeout", "120"])
+        out = CliRunner().invoke(
+            _cli(),
+            [
+                "submit",
+                str(zoo),
+                "--coordinator",
+                c.url,
+                "--token",
+                c.admin_token,
+                "--threads",
+                "1",
+                "--threads",
+                "2",
+                "--runs",
+                "3",
+                "--warmup",
+                "1",
+                "--wait",
+                "--timeout",
+                "120",
+            ],
+        )
         assert out.exit_code == 0, out.output
         assert "4 done, 0 failed" in out.output
         jobs = c.client.list_jobs()
@@ -168,14 +210,35 @@ def test_submit_wait(coordinator: CoordinatorProcess, tmp_path: Path) -> None:
 
         # an unsupported model: its jobs fail, submit says why and exits non-zero
         bad = make_tiny_onnx(tmp_path / "bad.onnx", extra_op="Softplus")
-        out = CliRunner().invoke(_cli(), [
-            "submit", str(bad), "--coordinator", c.url, "--token", c.admin_token, "--wait",
-            "--timeout", "120"])
+        out = CliRunner().invoke(
+            _cli(),
+            [
+                "submit",
+                str(bad),
+                "--coordinator",
+                c.url,
+                "--token",
+                c.admin_token,
+                "--wait",
+                "--timeout",
+                "120",
+            ],
+        )
         assert out.exit_code == 1, out.output
         assert "0 done, 1 failed" in out.output and "Softplus" in out.output
     finally:
         stop.set()
         t.join()
-    out = CliRunner().invoke(_cli(), ["submit", str(tmp_path / "missing.onnx"),
-                                      "--coordinator", c.url, "--token", c.admin_token])
+    out = CliRunner().invoke(
+        _cli(),
+        [
+            "submit",
+            str(tmp_path / "missing.onnx"),
+            "--coordinator",
+            c.url,
+            "--token",
+            c.admin_token,
+        ],
+        env={"COLUMNS": "200"},  # the error box wraps at the terminal width
+    )
     assert out.exit_code != 0 and "no such file" in out.output

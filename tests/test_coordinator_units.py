@@ -94,16 +94,35 @@ def _setup(db: Database, n_agents: int = 2, artifact_status: str = "ready") -> l
         m = Model(name="m", sha256="a" * 64, size=1, analysis_status="done")
         s.add(m)
         s.flush()
-        s.add(Artifact(model_id=m.id, library="native", status=artifact_status,
-                       sha256="b" * 64 if artifact_status == "ready" else None, size=1))
+        s.add(
+            Artifact(
+                model_id=m.id,
+                library="native",
+                status=artifact_status,
+                sha256="b" * 64 if artifact_status == "ready" else None,
+                size=1,
+            )
+        )
         ids = []
         for i in range(n_agents):
-            d = Device(fingerprint=f"dev{i}", hostname=f"h{i}", arch="x86_64", os="L",
-                       cpu_model="c", cores=2, isa_flags=[], transport="local")
+            d = Device(
+                fingerprint=f"dev{i}",
+                hostname=f"h{i}",
+                arch="x86_64",
+                os="L",
+                cpu_model="c",
+                cores=2,
+                isa_flags=[],
+                transport="local",
+            )
             s.add(d)
             s.flush()
-            a = Agent(name=f"a{i}", token_hash=hash_token(f"t{i}"), device_id=d.id,
-                      runtimes={"native": "1"})
+            a = Agent(
+                name=f"a{i}",
+                token_hash=hash_token(f"t{i}"),
+                device_id=d.id,
+                runtimes={"native": "1"},
+            )
             s.add(a)
             s.flush()
             ids.append(a.id)
@@ -204,8 +223,7 @@ def test_stale_lease_cannot_post_results(db: Database) -> None:
         assert s.scalar(select(func.count()).select_from(Result)) == 0
         assert s.get(Job, first.id).status == "leased"
     with db.session() as s:
-        good = ResultIn(lease_id=second.lease_id, samples_ms=[2.0, 1.0, 3.0],
-                        runtime_version="x")
+        good = ResultIn(lease_id=second.lease_id, samples_ms=[2.0, 1.0, 3.0], runtime_version="x")
         r = queue.submit_result(s, _agent(s, a2), first.id, good, SETTINGS)
         assert r.median_ms == 2.0 and r.valid
     with pytest.raises(Conflict), db.session() as s:  # a second post of the same lease
@@ -224,7 +242,10 @@ def test_failure_reports_requeue_then_fail(db: Database) -> None:
             lease_id = job.lease_id
         with db.session() as s:
             job = queue.report_failure(
-                s, _agent(s, a1), 1, JobFailure(lease_id=lease_id, error=f"boom {attempt}"),
+                s,
+                _agent(s, a1),
+                1,
+                JobFailure(lease_id=lease_id, error=f"boom {attempt}"),
                 SETTINGS,
             )
             assert job.attempts == attempt
@@ -237,8 +258,11 @@ def test_failure_reports_requeue_then_fail(db: Database) -> None:
         lease_id = job.lease_id
     with db.session() as s:
         job = queue.report_failure(
-            s, _agent(s, a1), job.id,
-            JobFailure(lease_id=lease_id, error="model rejected", retryable=False), SETTINGS,
+            s,
+            _agent(s, a1),
+            job.id,
+            JobFailure(lease_id=lease_id, error="model rejected", retryable=False),
+            SETTINGS,
         )
         assert job.status == "failed" and job.attempts == 1 and "model rejected" in job.error
 
@@ -276,7 +300,8 @@ def _multipart(data: bytes, fields: dict[str, str]) -> tuple[bytes, str]:
     parts.append(
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
         f'filename="dir/m.onnx"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
-        + data + b"\r\n"
+        + data
+        + b"\r\n"
     )
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), boundary
 
@@ -291,22 +316,33 @@ def _receive(body: bytes, chunks: list[int], tmp_path: Path, **settings):  # noq
 
     pieces, pos = [], 0
     for n in chunks:
-        pieces.append(body[pos:pos + n])
+        pieces.append(body[pos : pos + n])
         pos += n
     pieces.append(body[pos:])
-    messages = [{"type": "http.request", "body": p, "more_body": i < len(pieces) - 1}
-                for i, p in enumerate(pieces)]
+    messages = [
+        {"type": "http.request", "body": p, "more_body": i < len(pieces) - 1}
+        for i, p in enumerate(pieces)
+    ]
 
     async def receive() -> dict:
         return messages.pop(0)
 
     def run(boundary: str) -> object:
-        scope = {"type": "http", "method": "POST", "path": "/", "headers": [
-            (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
-            (b"content-length", str(len(body)).encode())]}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "headers": [
+                (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
         store = BlobStore(tmp_path)
-        return store, asyncio.run(receive_upload(
-            Request(scope, receive), store, CoordinatorSettings(data_dir=tmp_path, **settings)))
+        return store, asyncio.run(
+            receive_upload(
+                Request(scope, receive), store, CoordinatorSettings(data_dir=tmp_path, **settings)
+            )
+        )
 
     return run
 

@@ -35,6 +35,7 @@ DATA = Path(__file__).parent / "data" / "dabnn"
 
 # -- tiny IR graphs ----------------------------------------------------------------------
 
+
 def _signs(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return np.where(rng.random(shape) < 0.5, -1, 1).astype(np.int8)
 
@@ -59,22 +60,39 @@ class _G:
         oh, ow = ir.conv_out_hw(h, w, (k, k), (stride, stride), (pad,) * 4)
         name = f"conv{len(self.nodes)}"
         wt = self.rng.normal(0, np.sqrt(2 / (c * k * k)), (cout, c, k, k)).astype(np.float32)
-        return self._add(ir.Conv(name, [x], f"{name}_out", (n, cout, oh, ow), weight=wt,
-                                 bias=self.rng.normal(0, 0.1, cout).astype(np.float32),
-                                 strides=(stride, stride), pads=(pad,) * 4))
+        return self._add(
+            ir.Conv(
+                name,
+                [x],
+                f"{name}_out",
+                (n, cout, oh, ow),
+                weight=wt,
+                bias=self.rng.normal(0, 0.1, cout).astype(np.float32),
+                strides=(stride, stride),
+                pads=(pad,) * 4,
+            )
+        )
 
-    def binconv(self, x: str, cout: int, k: int = 3, stride: int = 1, pad: int = 1,
-                threshold: bool = False) -> str:
+    def binconv(
+        self, x: str, cout: int, k: int = 3, stride: int = 1, pad: int = 1, threshold: bool = False
+    ) -> str:
         n, c, h, w = self.shapes[x]
         oh, ow = ir.conv_out_hw(h, w, (k, k), (stride, stride), (pad,) * 4)
         name = f"bconv{len(self.nodes)}"
-        return self._add(ir.BinConv(
-            name, [x], f"{name}_out", (n, cout, oh, ow),
-            weight_sign=_signs(self.rng, (cout, c, k, k)),
-            scale=self.rng.uniform(0.5, 1.5, cout).astype(np.float32) / np.sqrt(c * k * k),
-            bias=self.rng.normal(0, 0.2, cout).astype(np.float32),
-            threshold=self.rng.normal(0, 0.1, c).astype(np.float32) if threshold else None,
-            strides=(stride, stride), pads=(pad,) * 4))
+        return self._add(
+            ir.BinConv(
+                name,
+                [x],
+                f"{name}_out",
+                (n, cout, oh, ow),
+                weight_sign=_signs(self.rng, (cout, c, k, k)),
+                scale=self.rng.uniform(0.5, 1.5, cout).astype(np.float32) / np.sqrt(c * k * k),
+                bias=self.rng.normal(0, 0.2, cout).astype(np.float32),
+                threshold=self.rng.normal(0, 0.1, c).astype(np.float32) if threshold else None,
+                strides=(stride, stride),
+                pads=(pad,) * 4,
+            )
+        )
 
     def clip(self, x: str, lo: float = -1.0, hi: float = 1.0) -> str:
         name = f"clip{len(self.nodes)}"
@@ -88,16 +106,33 @@ class _G:
         n, c, h, w = self.shapes[x]
         oh, ow = ir.conv_out_hw(h, w, (k, k), (stride, stride), (pad,) * 4)
         name = f"maxpool{len(self.nodes)}"
-        return self._add(ir.MaxPool(name, [x], f"{name}_out", (n, c, oh, ow), kernel=(k, k),
-                                    strides=(stride, stride), pads=(pad,) * 4))
+        return self._add(
+            ir.MaxPool(
+                name,
+                [x],
+                f"{name}_out",
+                (n, c, oh, ow),
+                kernel=(k, k),
+                strides=(stride, stride),
+                pads=(pad,) * 4,
+            )
+        )
 
     def head(self, x: str, classes: int = 10) -> str:
         n, c, h, w = self.shapes[x]
         gp = self._add(ir.GlobalAvgPool("gap", [x], "gap_out", (n, c, 1, 1)))
         fl = self._add(ir.Flatten("flatten", [gp], "flat_out", (n, c)))
         wt = self.rng.normal(0, np.sqrt(1 / c), (classes, c)).astype(np.float32)
-        return self._add(ir.Gemm("fc", [fl], "output", (n, classes), weight=wt,
-                                 bias=self.rng.normal(0, 0.01, classes).astype(np.float32)))
+        return self._add(
+            ir.Gemm(
+                "fc",
+                [fl],
+                "output",
+                (n, classes),
+                weight=wt,
+                bias=self.rng.normal(0, 0.01, classes).astype(np.float32),
+            )
+        )
 
     def graph(self) -> ir.Graph:
         return ir.Graph("input", self.shapes["input"], self.last, self.nodes, self.shapes)
@@ -127,6 +162,7 @@ def _ir_out(graph: ir.Graph, x: np.ndarray, semantics: BinarySemantics) -> np.nd
 
 
 # -- schema / format ---------------------------------------------------------------------
+
 
 def test_schema_tables_match_the_fbs_file() -> None:
     parsed = schema.parse_fbs(schema.SCHEMA_PATH.read_text())
@@ -211,6 +247,7 @@ def test_check_model_rejects_what_dabnn_rejects(tmp_path: Path) -> None:
 
 # -- the reference against the real runtime --------------------------------------------
 
+
 @pytest.mark.parametrize("run", ["x86_64", "aarch64_qemu"])
 def test_reference_matches_recorded_dabnn_runtime(run: str) -> None:
     """tests/data/dabnn/small_bnn.dab run by daBNN's own runtime (README.md there says how):
@@ -226,6 +263,7 @@ def test_reference_matches_recorded_dabnn_runtime(run: str) -> None:
 
 # -- conversion semantics ----------------------------------------------------------------
 
+
 def test_small_model_equals_ir_under_dabnn_semantics(tmp_path: Path) -> None:
     g = small_bnn()
     convert_dabnn(g, tmp_path / "m.dab", {})
@@ -239,8 +277,7 @@ def test_small_model_equals_ir_under_dabnn_semantics(tmp_path: Path) -> None:
     assert rep["passed"] and rep["layerwise"]["checked"] >= 8, rep
 
 
-def test_padding_minus_one_changes_exactly_the_border_by_the_padded_weights(
-        tmp_path: Path) -> None:
+def test_padding_minus_one_changes_exactly_the_border_by_the_padded_weights(tmp_path: Path) -> None:
     """daBNN's −1 padding: border outputs differ from zero padding by −scale·Σ(padded w)."""
     g = _G((1, 64, 6, 6), seed=4)
     g.binconv("input", 64, k=3, pad=1)
@@ -252,8 +289,9 @@ def test_padding_minus_one_changes_exactly_the_border_by_the_padded_weights(
     got = nhwc_to_ir(run_dab(read_dab(tmp_path / "m.dab"), x), graph.shapes[graph.output])
     zero = _ir_out(graph, x, FORMAT)
     # per output position and channel: the sum of the weights on padded taps
-    padded_w = numpy_ops.conv2d(np.zeros((1, 64, 6, 6)), node.weight_sign.astype(np.float64),
-                                (1, 1), (1, 1, 1, 1), fill=1.0)
+    padded_w = numpy_ops.conv2d(
+        np.zeros((1, 64, 6, 6)), node.weight_sign.astype(np.float64), (1, 1), (1, 1, 1, 1), fill=1.0
+    )
     expect = zero - node.scale.reshape(1, -1, 1, 1) * padded_w
     assert np.abs(got - expect).max() <= 1e-4 * np.abs(got).max()
     assert np.abs(got[..., 1:-1, 1:-1] - zero[..., 1:-1, 1:-1]).max() <= 1e-4 * np.abs(got).max()
@@ -301,6 +339,7 @@ def test_sign_only_clips_are_dropped_and_clip_moves_after_max_pool(tmp_path: Pat
 
 # -- refusals ----------------------------------------------------------------------------
 
+
 def test_binary_conv_input_channels_not_multiple_of_64_refused(tmp_path: Path) -> None:
     g = _G((1, 3, 8, 8))
     x = g.clip(g.conv("input", 32))
@@ -336,6 +375,7 @@ def test_threshold_64ch_1x1_and_asymmetric_padding_refused(tmp_path: Path) -> No
 
 # -- the zoo -----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def zoo_ir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, ir.Graph]]:
     import onnx
@@ -345,8 +385,12 @@ def zoo_ir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, ir
 
     d = tmp_path_factory.mktemp("dabnn_zoo")
     out = {}
-    for arch, alg in (("resnet18", "bnn"), ("resnet18", "fp32"), ("vggsmall", "bnn"),
-                      ("vggsmall", "react")):
+    for arch, alg in (
+        ("resnet18", "bnn"),
+        ("resnet18", "fp32"),
+        ("vggsmall", "bnn"),
+        ("vggsmall", "react"),
+    ):
         p = d / f"{arch}_{alg}.onnx"
         onnx.save(zoo.build_model(arch, alg), str(p))
         out[f"{arch}_{alg}"] = (p, load_ir(p))

@@ -90,7 +90,8 @@ def _stub(tmp_path: Path, stdout: str, stderr: str = "", rc: int = 0) -> Path:
         "(d / 'argv.json').write_text(json.dumps(sys.argv[1:]))\n"
         "sys.stdout.write((d / 'stdout.txt').read_text())\n"
         "sys.stderr.write((d / 'stderr.txt').read_text())\n"
-        f"sys.exit({rc})\n")
+        f"sys.exit({rc})\n"
+    )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return script
 
@@ -101,8 +102,12 @@ def test_runner_command_warmup_and_samples(tmp_path: Path) -> None:
     assert runner.version().startswith("dabnn benchmark_single_model sha256:")
     out = runner.benchmark(tmp_path / "model.dab", threads=1, warmup=5, runs=2)
     argv = json.loads((tmp_path / "argv.json").read_text())
-    assert argv == [str(tmp_path / "model.dab"), "--benchmark_format=json",
-                    "--benchmark_repetitions=3", "--benchmark_report_aggregates_only=false"]
+    assert argv == [
+        str(tmp_path / "model.dab"),
+        "--benchmark_format=json",
+        "--benchmark_repetitions=3",
+        "--benchmark_report_aggregates_only=false",
+    ]
     iters = [b for b in json.loads(OLD.read_text())["benchmarks"] if b["run_type"] == "iteration"]
     # the first repetition is the warm-up and is dropped
     assert out.samples_ms == pytest.approx([b["real_time"] / 1e6 for b in iters[1:]])
@@ -117,8 +122,10 @@ def test_runner_refuses_threads_and_reports_model_errors(tmp_path: Path) -> None
     with pytest.raises(RunnerError, match="reported 3 repetitions, expected 5"):
         runner.benchmark(tmp_path / "m.dab", threads=1, warmup=0, runs=5)
     # what daBNN's benchmark_single_model prints when its loader rejects a layer
-    err = ("terminate called after throwing an instance of 'std::runtime_error'\n"
-           "  what():  Not supported op softmax\n")
+    err = (
+        "terminate called after throwing an instance of 'std::runtime_error'\n"
+        "  what():  Not supported op softmax\n"
+    )
     runner = DabnnRunner(_stub(tmp_path, '{\n  "context": {', err, rc=134))
     with pytest.raises(RunnerError, match="Not supported op softmax") as ei:
         runner.benchmark(tmp_path / "m.dab", threads=1, warmup=0, runs=1)

@@ -92,8 +92,13 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     text = UNIT.read_text().replace("/opt/bnnbench/venv/bin/bnnbench", "/bin/true")
     unit = tmp_path / UNIT.name
     unit.write_text(text)
-    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
-                          text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     for bad in ("Unknown key", "Unknown section", "Invalid", "Failed to parse", "ignoring"):
@@ -107,11 +112,18 @@ def test_env_example_names_real_agent_settings() -> None:
         line = raw.lstrip("#").strip()
         if re.match(r"^[A-Z_]+=", line):
             keys.append(line.split("=", 1)[0])
-    assert {"BNNBENCH_AGENT_COORDINATOR", "BNNBENCH_AGENT_TOKEN", "BNNBENCH_AGENT_CACHE_DIR",
-            "BNNBENCH_AGENT_DEVICES_FILE"} <= set(keys)
+    assert {
+        "BNNBENCH_AGENT_COORDINATOR",
+        "BNNBENCH_AGENT_TOKEN",
+        "BNNBENCH_AGENT_CACHE_DIR",
+        "BNNBENCH_AGENT_DEVICES_FILE",
+    } <= set(keys)
     assert set(keys) <= fields, set(keys) - fields
-    active = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
-                  if line and not line.startswith("#"))
+    active = dict(
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert active["BNNBENCH_AGENT_CACHE_DIR"].startswith("/var/lib/bnnbench/")  # writable
 
 
@@ -124,16 +136,14 @@ def test_script_syntax(script: Path) -> None:
     assert text.startswith("#!/usr/bin/env bash\n")
     assert "\nset -euo pipefail\n" in text
     assert script.stat().st_mode & stat.S_IXUSR, f"{script} is not executable"
-    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_shellcheck(script: Path) -> None:
-    proc = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -232,7 +242,7 @@ def _script_commands(text: str) -> list[list[str]]:
             cmd = re.sub(r"\$\{?\w+\}?|%s", "X", cmd)
             words = _tokens(cmd)
             ops = [i for i, w in enumerate(words) if set(w) <= set("&|;<>()")]
-            found.append(words[:ops[0]] if ops else words)  # up to a redirection or `;`
+            found.append(words[: ops[0]] if ops else words)  # up to a redirection or `;`
     return found
 
 
@@ -277,8 +287,13 @@ def test_docs_boards_commands_parse(tmp_path: Path) -> None:
         commands += _bnnbench_commands(line)
     seen = {tuple(c[:2]) if c[0] == "devices" else (c[0],) for c in commands}
     # the guide's main flows are all there (the extractor is not silently finding nothing)
-    assert {("devices", "add"), ("devices", "probe"), ("devices", "list"), ("agent",),
-            ("submit",)} <= seen, seen
+    assert {
+        ("devices", "add"),
+        ("devices", "probe"),
+        ("devices", "list"),
+        ("agent",),
+        ("submit",),
+    } <= seen, seen
     assert len(commands) >= 12
     for args in commands:
         _check_cli(args, "docs/boards.md", tmp_path)
@@ -356,8 +371,14 @@ def _run_adb_setup(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[st
     bin_dir.mkdir(exist_ok=True)
     _fake(bin_dir, "adb", FAKE_ADB)
     full = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", **env}
-    return subprocess.run(["bash", str(ADB_SETUP), "--no-rules", "--devices", "lab.toml"],
-                          capture_output=True, text=True, env=full, timeout=60, check=False)
+    return subprocess.run(
+        ["bash", str(ADB_SETUP), "--no-rules", "--devices", "lab.toml"],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_adb_setup_lists_phones_and_prints_devices_add(tmp_path: Path) -> None:
@@ -367,9 +388,11 @@ def test_adb_setup_lists_phones_and_prints_devices_add(tmp_path: Path) -> None:
     assert "R58M123ABC: samsung SM-G981B, SoC SM8250, arm64-v8a, Android 13" in out
     assert "192.168.1.23:5555: ? Pixel 7, SoC gs201, arm64-v8a" in out  # ro.board.platform
     adds = re.findall(r"^\s+bnnbench (devices add \S+ --devices \S+)$", out, re.M)
-    assert adds == ["devices add adb://R58M123ABC --devices lab.toml",
-                    "devices add adb://192.168.1.23:5555 --devices lab.toml",
-                    "devices add adb://PHONE_IP:5555 --devices lab.toml"], out  # network hint
+    assert adds == [
+        "devices add adb://R58M123ABC --devices lab.toml",
+        "devices add adb://192.168.1.23:5555 --devices lab.toml",
+        "devices add adb://PHONE_IP:5555 --devices lab.toml",
+    ], out  # network hint
     assert "ZY22ABCD: unauthorized: unlock the phone and accept" in out
     assert "EMU1: offline:" in out and "0123456789ABCDEF: no permissions:" in out
     assert "adb connect PHONE_IP:5555" in out and "2 phone(s) ready" in out
@@ -398,8 +421,9 @@ printf '%q ' scp "$@" >> "$FAKE_LOG"; echo >> "$FAKE_LOG"
 """
 
 
-def _run_install(tmp_path: Path, *args: str, token: str | None) -> tuple[
-        subprocess.CompletedProcess[str], str, str]:
+def _run_install(
+    tmp_path: Path, *args: str, token: str | None
+) -> tuple[subprocess.CompletedProcess[str], str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     _fake(bin_dir, "ssh", FAKE_SSH)
@@ -411,11 +435,20 @@ def _run_install(tmp_path: Path, *args: str, token: str | None) -> tuple[
     env.update(PATH=f"{bin_dir}:{env['PATH']}", FAKE_LOG=str(log), FAKE_SCRIPT=str(script))
     if token is not None:
         env["BNNBENCH_AGENT_TOKEN"] = token
-    proc = subprocess.run(["bash", str(INSTALL), "--sdist", str(sdist), *args],
-                          capture_output=True, text=True, env=env, timeout=60, check=False,
-                          stdin=subprocess.DEVNULL)
-    return (proc, log.read_text() if log.exists() else "",
-            script.read_text() if script.exists() else "")
+    proc = subprocess.run(
+        ["bash", str(INSTALL), "--sdist", str(sdist), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    return (
+        proc,
+        log.read_text() if log.exists() else "",
+        script.read_text() if script.exists() else "",
+    )
 
 
 def test_install_agent_keeps_the_token_off_every_command_line(tmp_path: Path) -> None:
@@ -423,8 +456,15 @@ def test_install_agent_keeps_the_token_off_every_command_line(tmp_path: Path) ->
     key = tmp_path / "id_ed25519"
     key.write_text("a private key\n")
     proc, argv_log, remote = _run_install(
-        tmp_path, "-i", str(key), "--name", "pi4-lab",
-        "pi@pi4.local", "http://coordinator.lan:8321", token=token)
+        tmp_path,
+        "-i",
+        str(key),
+        "--name",
+        "pi4-lab",
+        "pi@pi4.local",
+        "http://coordinator.lan:8321",
+        token=token,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     calls = argv_log.splitlines()
     assert [c.split()[0] for c in calls] == ["ssh", "ssh", "scp", "ssh"], argv_log
@@ -436,18 +476,36 @@ def test_install_agent_keeps_the_token_off_every_command_line(tmp_path: Path) ->
     assert token not in argv_log and token not in proc.stdout + proc.stderr
     assert token in remote
     assert "remote_install ()" in remote
-    call = [line for line in remote.splitlines()
-            if line.startswith("remote_install ") and "()" not in line]
+    call = [
+        line
+        for line in remote.splitlines()
+        if line.startswith("remote_install ") and "()" not in line
+    ]
     assert len(call) == 1 and shlex.split(call[0])[1:] == [
-        "python3", "http://coordinator.lan:8321", token, "pi4-lab", "",
-        "/tmp/bnnbench-install.AbC123", "bnnbench-0.1.0.tar.gz"]
-    syntax = subprocess.run(["bash", "-n"], input=remote, capture_output=True, text=True,
-                            check=False)
+        "python3",
+        "http://coordinator.lan:8321",
+        token,
+        "pi4-lab",
+        "",
+        "/tmp/bnnbench-install.AbC123",
+        "bnnbench-0.1.0.tar.gz",
+    ]
+    syntax = subprocess.run(
+        ["bash", "-n"], input=remote, capture_output=True, text=True, check=False
+    )
     assert syntax.returncode == 0, syntax.stderr
     # what the board is told to do
-    for needle in ("sys.version_info < (3, 11)", "apt-get install", "useradd --system",
-                   "/opt/bnnbench/venv", "chmod 0600", "chown bnnbench:bnnbench",
-                   "/etc/bnnbench/agent.env", "systemctl enable", "journalctl -u"):
+    for needle in (
+        "sys.version_info < (3, 11)",
+        "apt-get install",
+        "useradd --system",
+        "/opt/bnnbench/venv",
+        "chmod 0600",
+        "chown bnnbench:bnnbench",
+        "/etc/bnnbench/agent.env",
+        "systemctl enable",
+        "journalctl -u",
+    ):
         assert needle in remote, needle
 
 
@@ -457,22 +515,30 @@ def test_install_agent_refuses_without_a_token_or_a_terminal(tmp_path: Path) -> 
     assert argv_log == ""  # nothing reached the board
 
 
-@pytest.mark.parametrize("args, message", [
-    (["pi4.local", "http://c:8321"], "USER@HOST"),
-    (["pi@pi4.local", "c:8321"], "http://"),
-    (["--extras", "fleet;rm", "pi@pi4.local", "http://c:8321"], "--extras"),
-])
-def test_install_agent_checks_its_arguments(tmp_path: Path, args: list[str],
-                                            message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["pi4.local", "http://c:8321"], "USER@HOST"),
+        (["pi@pi4.local", "c:8321"], "http://"),
+        (["--extras", "fleet;rm", "pi@pi4.local", "http://c:8321"], "--extras"),
+    ],
+)
+def test_install_agent_checks_its_arguments(tmp_path: Path, args: list[str], message: str) -> None:
     proc, argv_log, _ = _run_install(tmp_path, *args, token="t")
     assert proc.returncode == 1 and message in proc.stderr, proc.stderr
     assert argv_log == ""
 
 
 def test_install_agent_usage(tmp_path: Path) -> None:
-    proc = subprocess.run(["bash", str(INSTALL), "--help"], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        ["bash", str(INSTALL), "--help"], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0 and "USER@HOST COORDINATOR_URL" in proc.stdout
-    proc = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True, check=False,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        ["bash", str(INSTALL)],
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 2

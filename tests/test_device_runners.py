@@ -81,30 +81,44 @@ def fake_taskset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _lce_stand_in(device_dir: Path, recorded: Path = LCE_OUT, rc: int = 0) -> tuple[str, Path]:
     log = device_dir / "lce_args.log"
-    script = _executable(device_dir / "bin" / "lce_benchmark_model",
-                         f'#!/bin/sh\necho "$@" >> "{log}"\ncat "{recorded}"\nexit {rc}\n')
+    script = _executable(
+        device_dir / "bin" / "lce_benchmark_model",
+        f'#!/bin/sh\necho "$@" >> "{log}"\ncat "{recorded}"\nexit {rc}\n',
+    )
     return str(script), log
 
 
 def _dabnn_stand_in(device_dir: Path, stdout: str) -> tuple[str, Path]:
     (device_dir / "stdout.txt").write_text(stdout)
     argv_log = device_dir / "argv.json"
-    script = _executable(device_dir / "bin" / "benchmark_single_model", (
-        f"#!{sys.executable}\n"
-        "import json, pathlib, sys\n"
-        f"d = pathlib.Path({str(device_dir)!r})\n"
-        "(d / 'argv.json').write_text(json.dumps(sys.argv[1:]))\n"
-        "sys.stdout.write((d / 'stdout.txt').read_text())\n"))
+    script = _executable(
+        device_dir / "bin" / "benchmark_single_model",
+        (
+            f"#!{sys.executable}\n"
+            "import json, pathlib, sys\n"
+            f"d = pathlib.Path({str(device_dir)!r})\n"
+            "(d / 'argv.json').write_text(json.dumps(sys.argv[1:]))\n"
+            "sys.stdout.write((d / 'stdout.txt').read_text())\n"
+        ),
+    )
     return str(script), argv_log
 
 
 def _phone(tools: dict[str, str] | None = None) -> DeviceInfo:
     return DeviceInfo(
-        hostname="localhost", arch="aarch64", os="Android 13", cpu_model="SM8250", cores=8,
-        transport="adb", abi="arm64-v8a", tools=tools or {},
-        clusters=[CpuCluster(cpus=[7], max_freq_khz=3_100_000),
-                  CpuCluster(cpus=[4, 5, 6], max_freq_khz=2_400_000),
-                  CpuCluster(cpus=[0, 1, 2, 3], max_freq_khz=1_800_000)],
+        hostname="localhost",
+        arch="aarch64",
+        os="Android 13",
+        cpu_model="SM8250",
+        cores=8,
+        transport="adb",
+        abi="arm64-v8a",
+        tools=tools or {},
+        clusters=[
+            CpuCluster(cpus=[7], max_freq_khz=3_100_000),
+            CpuCluster(cpus=[4, 5, 6], max_freq_khz=2_400_000),
+            CpuCluster(cpus=[0, 1, 2, 3], max_freq_khz=1_800_000),
+        ],
     )
 
 
@@ -121,27 +135,40 @@ def model(tmp_path: Path) -> Path:
 
 def test_device_command_pins_with_a_mask_and_splits_the_wrapper() -> None:
     assert cpu_mask([4, 5, 6, 7]) == "f0" and cpu_mask([0]) == "1" and cpu_mask([9, 0]) == "201"
-    cmd, pinned = device_command(["/d/my tool", "--x=1"], cpus=[4, 5],
-                                 exec_wrapper="qemu-aarch64 -L /usr/aarch64-linux-gnu")
+    cmd, pinned = device_command(
+        ["/d/my tool", "--x=1"], cpus=[4, 5], exec_wrapper="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+    )
     assert pinned
-    assert shlex.split(cmd) == ["taskset", "30", "qemu-aarch64", "-L", "/usr/aarch64-linux-gnu",
-                                "/d/my tool", "--x=1"]
+    assert shlex.split(cmd) == [
+        "taskset",
+        "30",
+        "qemu-aarch64",
+        "-L",
+        "/usr/aarch64-linux-gnu",
+        "/d/my tool",
+        "--x=1",
+    ]
     cmd, pinned = device_command(["a"], cpus=[1], taskset=False)  # the device has no taskset
     assert (cmd, pinned) == ("a", False)
     assert device_command(["a"], cpus=None) == ("a", False)
 
 
 def test_file_id_hashes_on_the_device_or_falls_back_to_the_size(
-        transport: RecordingTransport, device_dir: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    transport: RecordingTransport, device_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     f = device_dir / "tool"
     f.write_bytes(b"x" * 1000)
     assert file_id(transport, str(f), 16) == f"sha256:{_sha(f)[:16]}"
     # a device without sha256sum (old busybox): size and path identify the build
     only_wc = tmp_path / "only-wc"
     only_wc.mkdir()
-    (only_wc / "wc").symlink_to(next(Path(d) / "wc" for d in os.environ["PATH"].split(os.pathsep)
-                                     if (Path(d) / "wc").exists()))
+    (only_wc / "wc").symlink_to(
+        next(
+            Path(d) / "wc"
+            for d in os.environ["PATH"].split(os.pathsep)
+            if (Path(d) / "wc").exists()
+        )
+    )
     monkeypatch.setenv("PATH", str(only_wc))
     assert file_id(transport, str(f)) == f"bytes:1000@{f}"
     with pytest.raises(RunnerError, match="not a file"):
@@ -152,7 +179,8 @@ def test_file_id_hashes_on_the_device_or_falls_back_to_the_size(
 
 
 def test_lce_binary_through_a_transport_stages_once_and_parses(
-        transport: RecordingTransport, device_dir: Path, model: Path) -> None:
+    transport: RecordingTransport, device_dir: Path, model: Path
+) -> None:
     binary, log = _lce_stand_in(device_dir)
     r = LceRunner(mode="binary", binary=binary, transport=transport)
     assert isinstance(r, Runner) and r.available() and r.resolved_mode() == "binary"
@@ -169,9 +197,15 @@ def test_lce_binary_through_a_transport_stages_once_and_parses(
     assert len(calls) == 4  # one process per sample
     for call in calls:
         args = call.split()
-        for flag in (f"--graph={staged}", "--num_threads=2", "--warmup_runs=3",
-                     "--warmup_min_secs=0", "--num_runs=1", "--min_secs=0",
-                     "--use_xnnpack=false"):
+        for flag in (
+            f"--graph={staged}",
+            "--num_threads=2",
+            "--warmup_runs=3",
+            "--warmup_min_secs=0",
+            "--num_runs=1",
+            "--min_secs=0",
+            "--use_xnnpack=false",
+        ):
             assert flag in args
     assert out.extra["command"].startswith(shlex.quote(binary) + " ")
     assert out.extra["model_on_device"] == staged
@@ -186,15 +220,23 @@ def test_lce_binary_through_a_transport_stages_once_and_parses(
 
 
 def test_lce_pinning_wrapper_and_protocol(
-        transport: RecordingTransport, device_dir: Path, model: Path, tmp_path: Path,
-        fake_taskset: Path) -> None:
+    transport: RecordingTransport, device_dir: Path, model: Path, tmp_path: Path, fake_taskset: Path
+) -> None:
     binary, log = _lce_stand_in(device_dir)
     wrapper_log = tmp_path / "wrapper.log"
-    wrapper = _executable(tmp_path / "host-bin" / "fake-qemu",
-                          f'#!/bin/sh\necho "$1" >> "{wrapper_log}"\nshift\nexec "$@"\n')
+    wrapper = _executable(
+        tmp_path / "host-bin" / "fake-qemu",
+        f'#!/bin/sh\necho "$1" >> "{wrapper_log}"\nshift\nexec "$@"\n',
+    )
     phone = _phone({"taskset": "/system/bin/taskset"})
-    r = LceRunner(mode="binary", binary=binary, transport=transport, device=phone,
-                  affinity="big", exec_wrapper=f"{wrapper} -L")
+    r = LceRunner(
+        mode="binary",
+        binary=binary,
+        transport=transport,
+        device=phone,
+        affinity="big",
+        exec_wrapper=f"{wrapper} -L",
+    )
     out = r.benchmark(model, threads=2, warmup=1, runs=1)
     # big: the fastest cluster (cpu7), grown by the next (4-6) to hold 2 threads
     assert out.extra["affinity_cpus"] == [4, 5, 6, 7] and out.extra["pinned"] is True
@@ -208,16 +250,20 @@ def test_lce_pinning_wrapper_and_protocol(
     out = r.benchmark(model, threads=1, warmup=0, runs=1, protocol=p)
     assert out.extra["affinity_cpus"] == [0, 1] and out.extra["command"].startswith("taskset 3 ")
     assert len(out.samples_ms) == 3  # 3 × 249.7 ms ≥ 600 ms
-    assert out.extra["protocol_applied"] == {"warmup_min_secs": 0.25, "min_time_ms": 600,
-                                             "max_runs": 100, "processes": 3}
+    assert out.extra["protocol_applied"] == {
+        "warmup_min_secs": 0.25,
+        "min_time_ms": 600,
+        "max_runs": 100,
+        "processes": 3,
+    }
     assert "--warmup_min_secs=0.25" in log.read_text().splitlines()[-1].split()
-    capped = r.benchmark(model, 1, 0, 1, protocol=MeasurementProtocol(min_time_ms=5000,
-                                                                      max_runs=2))
+    capped = r.benchmark(model, 1, 0, 1, protocol=MeasurementProtocol(min_time_ms=5000, max_runs=2))
     assert len(capped.samples_ms) == 2
 
 
-def test_lce_device_side_failures(transport: RecordingTransport, device_dir: Path,
-                                  model: Path) -> None:
+def test_lce_device_side_failures(
+    transport: RecordingTransport, device_dir: Path, model: Path
+) -> None:
     with pytest.raises(ValueError, match="this machine only"):
         LceRunner(mode="python", transport=transport)
     r = LceRunner(mode="auto", transport=transport)  # a board: the host's PATH is not used
@@ -225,21 +271,27 @@ def test_lce_device_side_failures(transport: RecordingTransport, device_dir: Pat
     r = LceRunner(mode="binary", binary=str(device_dir / "missing"), transport=transport)
     assert not r.available() and "local://" in (r.unavailable_reason or "")
     # the tool refused the model: not retryable
-    binary, _ = _lce_stand_in(device_dir, OUTPUTS / "tflite_benchmark_model_mi11_nnapi_failed.txt",
-                              rc=1)
+    binary, _ = _lce_stand_in(
+        device_dir, OUTPUTS / "tflite_benchmark_model_mi11_nnapi_failed.txt", rc=1
+    )
     with pytest.raises(RunnerError, match="Benchmarking failed") as exc:
         LceRunner(mode="binary", binary=binary, transport=transport).benchmark(model, 1, 0, 1)
     assert not exc.value.retryable
     # the shell could not start it (a wrapper or loader missing on the device): retryable
-    r = LceRunner(mode="binary", binary=binary, transport=transport,
-                  exec_wrapper=str(device_dir / "no-such-qemu"))
+    r = LceRunner(
+        mode="binary",
+        binary=binary,
+        transport=transport,
+        exec_wrapper=str(device_dir / "no-such-qemu"),
+    )
     with pytest.raises(RunnerError, match="cannot run") as exc:
         r.benchmark(model, 1, 0, 1)
     assert exc.value.retryable
 
 
-def test_lce_timeout_kills_the_tool(transport: RecordingTransport, device_dir: Path,
-                                    model: Path) -> None:
+def test_lce_timeout_kills_the_tool(
+    transport: RecordingTransport, device_dir: Path, model: Path
+) -> None:
     slow = _executable(device_dir / "bin" / "slow", "#!/bin/sh\nsleep 30\n")
     r = LceRunner(mode="binary", binary=str(slow), transport=transport, timeout_s=0.5)
     with pytest.raises(RunnerError, match="killed"):
@@ -249,8 +301,9 @@ def test_lce_timeout_kills_the_tool(transport: RecordingTransport, device_dir: P
 # ------------------------------------------------------------------ daBNN
 
 
-def test_dabnn_through_a_transport(transport: RecordingTransport, device_dir: Path,
-                                   tmp_path: Path, fake_taskset: Path) -> None:
+def test_dabnn_through_a_transport(
+    transport: RecordingTransport, device_dir: Path, tmp_path: Path, fake_taskset: Path
+) -> None:
     binary, argv_log = _dabnn_stand_in(device_dir, DABNN_JSON.read_text())
     dab = tmp_path / "m.dab"
     dab.write_bytes(b"\x00dab stand-in" * 10)
@@ -263,10 +316,14 @@ def test_dabnn_through_a_transport(transport: RecordingTransport, device_dir: Pa
     staged = f"{device_dir.resolve()}/artifacts/{_sha(dab)}.dab"
     assert transport.pushed == [staged]
     assert json.loads(argv_log.read_text()) == [
-        staged, "--benchmark_format=json", "--benchmark_repetitions=3",
-        "--benchmark_report_aggregates_only=false"]
-    iters = [b for b in json.loads(DABNN_JSON.read_text())["benchmarks"]
-             if b["run_type"] == "iteration"]
+        staged,
+        "--benchmark_format=json",
+        "--benchmark_repetitions=3",
+        "--benchmark_report_aggregates_only=false",
+    ]
+    iters = [
+        b for b in json.loads(DABNN_JSON.read_text())["benchmarks"] if b["run_type"] == "iteration"
+    ]
     assert out.samples_ms == pytest.approx([b["real_time"] / 1e6 for b in iters[1:]])
     assert out.extra["affinity_cpus"] == [7] and out.extra["pinned"]  # one thread: cpu7
     assert out.extra["command"].startswith("taskset 80 ")
@@ -283,21 +340,25 @@ def test_dabnn_through_a_transport(transport: RecordingTransport, device_dir: Pa
 
 
 def test_dabnn_device_side_availability_and_wrapper(
-        transport: RecordingTransport, device_dir: Path, tmp_path: Path) -> None:
+    transport: RecordingTransport, device_dir: Path, tmp_path: Path
+) -> None:
     assert not DabnnRunner(transport=transport).available()  # no path given for the device
     r = DabnnRunner(str(device_dir / "missing"), transport=transport)
-    assert not r.available() and "not an executable file on local://" in (r.unavailable_reason
-                                                                           or "")
+    assert not r.available() and "not an executable file on local://" in (
+        r.unavailable_reason or ""
+    )
     with pytest.raises(RunnerError):
         r.version()
     binary, argv_log = _dabnn_stand_in(device_dir, DABNN_JSON.read_text())
     wrapper_log = tmp_path / "wrapper.log"
-    wrapper = _executable(tmp_path / "fake-qemu",
-                          f'#!/bin/sh\necho ran >> "{wrapper_log}"\nexec "$@"\n')
+    wrapper = _executable(
+        tmp_path / "fake-qemu", f'#!/bin/sh\necho ran >> "{wrapper_log}"\nexec "$@"\n'
+    )
     dab = tmp_path / "m.dab"
     dab.write_bytes(b"dab")
     out = DabnnRunner(binary, transport=transport, exec_wrapper=str(wrapper)).benchmark(
-        dab, threads=1, warmup=0, runs=3)
+        dab, threads=1, warmup=0, runs=3
+    )
     assert len(out.samples_ms) == 3 and wrapper_log.read_text() == "ran\n"
     assert out.extra["command"].startswith(f"{wrapper} {binary} ")
 
@@ -306,7 +367,8 @@ def test_dabnn_device_side_availability_and_wrapper(
 
 
 def test_board_agent_gets_library_runners_and_passes_the_protocol(
-        transport: RecordingTransport, device_dir: Path, model: Path) -> None:
+    transport: RecordingTransport, device_dir: Path, model: Path
+) -> None:
     from agent.daemon import Agent
     from agent.fleet import DeviceSpec
     from bnnbench.settings import AgentSettings
@@ -328,13 +390,22 @@ def test_board_agent_gets_library_runners_and_passes_the_protocol(
     class Recorder:
         name = "x"
 
-        def benchmark(self, path: Path, threads: int, warmup: int, runs: int,
-                      protocol: MeasurementProtocol | None = None) -> RunOutput:
+        def benchmark(
+            self,
+            path: Path,
+            threads: int,
+            warmup: int,
+            runs: int,
+            protocol: MeasurementProtocol | None = None,
+        ) -> RunOutput:
             self.got = protocol
             return RunOutput([1.0], "v")
 
-    lease = type("Lease", (), {"threads": 1, "warmup": 0, "runs": 1,
-                               "protocol": MeasurementProtocol(min_time_ms=5)})()
+    lease = type(
+        "Lease",
+        (),
+        {"threads": 1, "warmup": 0, "runs": 1, "protocol": MeasurementProtocol(min_time_ms=5)},
+    )()
     rec = Recorder()
     Agent._benchmark(rec, model, lease)  # type: ignore[arg-type]
     assert rec.got == MeasurementProtocol(min_time_ms=5)
@@ -357,6 +428,7 @@ def test_lce_python_mode_applies_the_protocol_in_process(tmp_path: Path) -> None
     out = r.benchmark(tflite, threads=1, warmup=0, runs=2, protocol=p)
     assert out.extra["warmup_runs"] >= 1
     assert len(out.samples_ms) >= 2 and sum(out.samples_ms) >= 30
-    capped = r.benchmark(tflite, 1, 0, 2, protocol=MeasurementProtocol(min_time_ms=60_000,
-                                                                      max_runs=5))
+    capped = r.benchmark(
+        tflite, 1, 0, 2, protocol=MeasurementProtocol(min_time_ms=60_000, max_runs=5)
+    )
     assert len(capped.samples_ms) == 5

@@ -51,11 +51,13 @@ def make_slow_onnx(path: Path) -> Path:
         helper.make_node("Relu", ["c2"], ["r2"], name="/relu2/Relu"),
         helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="/pool/GlobalAveragePool"),
         helper.make_node("Flatten", ["gap"], ["flat"], name="/Flatten", axis=1),
-        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["output"], name="/fc/Gemm",
-                         transB=1),
+        helper.make_node(
+            "Gemm", ["flat", "fc.weight", "fc.bias"], ["output"], name="/fc/Gemm", transB=1
+        ),
     ]
     graph = helper.make_graph(
-        nodes, "slow_fp32",
+        nodes,
+        "slow_fp32",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, 56, 56])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
         initializer=inits,
@@ -79,7 +81,9 @@ def slow_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_two_agents_run_all_jobs_and_a_killed_agents_job_is_finished_by_the_other(
-    coordinator_factory: Any, agents: Callable[..., AgentProcess], tiny_onnx: Path,
+    coordinator_factory: Any,
+    agents: Callable[..., AgentProcess],
+    tiny_onnx: Path,
     slow_onnx: Path,
 ) -> None:
     coordinator = coordinator_factory()
@@ -106,8 +110,11 @@ def test_two_agents_run_all_jobs_and_a_killed_agents_job_is_finished_by_the_othe
     # a slow job; the agent holding it is killed -9 mid-run
     slow = client.upload_model(slow_onnx)
     [job] = client.create_jobs(slow.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
-    leased = wait_until(lambda: (j := client.get_job(job.id)).status == "leased" and j,
-                        "the slow job to be leased", context=ctx)
+    leased = wait_until(
+        lambda: (j := client.get_job(job.id)).status == "leased" and j,
+        "the slow job to be leased",
+        context=ctx,
+    )
     holder = by_id[leased.leased_by]
     other = beta if holder is alpha else alpha
     holder.kill9()
@@ -132,19 +139,20 @@ Outage = tuple[Any, AgentProcess, JobOut, ModelOut, Callable[[], str]]
 
 @pytest.fixture
 def outage_during_a_job(
-    coordinator_factory: Callable[..., Any], agents: Callable[..., AgentProcess],
+    coordinator_factory: Callable[..., Any],
+    agents: Callable[..., AgentProcess],
     slow_onnx: Path,
 ) -> Callable[..., Outage]:
     """A slow job of agent ``name`` whose run finishes while the coordinator is away (stopped,
     or killed -9 with ``crash``): the agent retries posting its result. The lease outlasts the
     outage: the kept result must be accepted as is."""
+
     def start(name: str, *, crash: bool) -> Outage:
         coord = coordinator_factory(lease_seconds=60)
         model = coord.client.upload_model(slow_onnx)
         agent = agents(coord, name)
         ctx = ctx_of(coord, agent)
-        [job] = coord.client.create_jobs(model.id, "native", threads=[1], warmup=0,
-                                         runs=SLOW_RUNS)
+        [job] = coord.client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=SLOW_RUNS)
         agent.wait_log(f"running job {job.id}")
         if crash:
             coord.kill()  # the lease was committed: SQLite keeps it
@@ -183,7 +191,8 @@ def test_coordinator_restart_during_a_job_keeps_the_measurement(
 
 
 def test_result_survives_an_agent_stopped_during_an_outage(
-    outage_during_a_job: Callable[..., Outage], agents: Callable[..., AgentProcess],
+    outage_during_a_job: Callable[..., Outage],
+    agents: Callable[..., AgentProcess],
 ) -> None:
     coord, first, job, _, ctx = outage_during_a_job("delta", crash=True)
     first.signal(signal.SIGTERM)
@@ -200,8 +209,10 @@ def test_result_survives_an_agent_stopped_during_an_outage(
 
 
 def test_corrupted_artifact_is_reported_and_nothing_else_is_harmed(
-    coordinator_factory: Callable[..., Any], agents: Callable[..., AgentProcess],
-    tiny_onnx: Path, tmp_path: Path,
+    coordinator_factory: Callable[..., Any],
+    agents: Callable[..., AgentProcess],
+    tiny_onnx: Path,
+    tmp_path: Path,
 ) -> None:
     coord = coordinator_factory(max_attempts=2)
     client = coord.client
@@ -246,8 +257,9 @@ def test_corrupted_artifact_is_reported_and_nothing_else_is_harmed(
     # a runner failure is reported too: a job queued before that limit (an older coordinator
     # accepted up to 256 threads) is refused by the engine; the agent says so and the job
     # fails at once (the failure is not retryable). Parked on the other device until changed.
-    [t32] = client.create_jobs(good.id, "native", threads=[1], warmup=0, runs=3,
-                               device_id=elsewhere.device_id)
+    [t32] = client.create_jobs(
+        good.id, "native", threads=[1], warmup=0, runs=3, device_id=elsewhere.device_id
+    )
     coord.query("UPDATE jobs SET threads = 32, device_id = NULL WHERE id = ?", t32.id)
     [too_many] = wait_jobs(client, [t32.id], ctx)
     assert too_many.status == "failed" and too_many.attempts == 1
@@ -344,7 +356,10 @@ def test_sigterm_when_idle_exits_and_during_a_job_finishes_it_first(
     quitter.signal(signal.SIGTERM)
     assert quitter.wait_exit() == 0
     assert f"abandoning job {job.id}" in quitter.log()
-    requeued = wait_until(lambda: (j := client.get_job(job.id)).status == "queued" and j,
-                          "the abandoned job to be requeued", context=ctx)
+    requeued = wait_until(
+        lambda: (j := client.get_job(job.id)).status == "queued" and j,
+        "the abandoned job to be requeued",
+        context=ctx,
+    )
     assert requeued.attempts == 1 and "lease expired" in requeued.error
     assert client.results(job_id=job.id) == []

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_converters_util import OnnxBuilder, zoo_dir  # noqa: F401  (fixture)
+from helpers.onnx_builder import OnnxBuilder
 
 from converters import api, ir
 from converters.backends.native import verify_native
@@ -43,7 +43,7 @@ MODELS = [f"{a}_{g}" for a in ARCHS for g in ALGORITHMS]
 
 
 @pytest.fixture(scope="module")
-def converted(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:  # noqa: F811
+def converted(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("native")
     paths = {}
     for name in MODELS:
@@ -92,8 +92,9 @@ class _OnnxReference:
                     if o in key:
                         node.output[i] = f"{o}::computed"
             for name in sorted(key):
-                g.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
-                                                             list(fed[name].shape)))
+                g.input.append(
+                    helper.make_tensor_value_info(name, TensorProto.FLOAT, list(fed[name].shape))
+                )
             present = {o.name for o in g.output}
             for name in self.names:
                 if name not in present and name not in key:
@@ -102,8 +103,9 @@ class _OnnxReference:
             fetch = [self.output] + [n for n in self.names if n != self.output and n not in key]
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
-            sess = ort.InferenceSession(m.SerializeToString(), opts,
-                                        providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(
+                m.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+            )
             self._sessions[key] = (sess, fetch)
         return self._sessions[key]
 
@@ -125,8 +127,9 @@ def _engine_values(model: nf.NativeModel, x: np.ndarray, threads: int) -> dict[i
             continue
         one = copy.copy(layer)
         one.inputs, one.output = [0], 1
-        data = nf.dumps(nf.NativeModel(tuple(ins[0].shape), [one], n_values=2, input_id=0,
-                                       output_id=1))
+        data = nf.dumps(
+            nf.NativeModel(tuple(ins[0].shape), [one], n_values=2, input_id=0, output_id=1)
+        )
         with NativeEngine(data, threads=threads) as eng:
             vals[layer.output] = np.array(eng.run(ins[0]))
     return vals
@@ -137,13 +140,18 @@ def _onnx_values(model: nf.NativeModel, graph: ir.Graph) -> dict[int, str]:
     nodes'); a layer that is no node of the graph has none."""
     nodes = {n.name: n for n in graph.nodes}
     return {model.input_id: graph.input} | {
-        layer.output: nodes[layer.name].onnx_output
-        for layer in model.layers if layer.name in nodes}
+        layer.output: nodes[layer.name].onnx_output for layer in model.layers if layer.name in nodes
+    }
 
 
-def _trace(src: Path, bnn: Path, xs: list[np.ndarray], threads: int = 1,
-           host_rounding: dict[str, np.ndarray] | None = None,
-           graph: ir.Graph | None = None) -> list[dict[str, Any]]:
+def _trace(
+    src: Path,
+    bnn: Path,
+    xs: list[np.ndarray],
+    threads: int = 1,
+    host_rounding: dict[str, np.ndarray] | None = None,
+    graph: ir.Graph | None = None,
+) -> list[dict[str, Any]]:
     """Per input: the engine against onnxruntime, every sign decision of a binary conv checked.
 
     Walks the binary convs in the file's order. Each one's input, as the engine computes it,
@@ -174,15 +182,18 @@ def _trace(src: Path, bnn: Path, xs: list[np.ndarray], threads: int = 1,
     with NativeEngine(data, threads=threads) as eng:
         for x in xs:
             y = np.array(eng.run(x))
-            rep: dict[str, Any] = {"flips": [], "problems": [f"layer {u!r} is no node of the "
-                                                             "source model" for u in unknown]}
+            rep: dict[str, Any] = {
+                "flips": [],
+                "problems": [f"layer {u!r} is no node of the source model" for u in unknown],
+            }
             reports.append(rep)
             if unknown:
                 continue
             nat = _engine_values(model, x, threads)
             if (err := _rel(nat[model.output_id], y)) > E2E_RTOL:
-                rep["problems"].append(f"whole-model run differs from the layers run one by "
-                                       f"one by {err:.3g}")
+                rep["problems"].append(
+                    f"whole-model run differs from the layers run one by one by {err:.3g}"
+                )
             fed = dict(host_rounding or {})
             followed: set[str] = set()
             raw = None
@@ -199,20 +210,29 @@ def _trace(src: Path, bnn: Path, xs: list[np.ndarray], threads: int = 1,
                     if agree > E2E_RTOL:
                         rep["problems"].append(
                             f"{layer.name}: its input differs from onnxruntime's by {agree:.3g} "
-                            f"of max |value|, beyond float rounding ({E2E_RTOL:g})")
+                            f"of max |value|, beyond float rounding ({E2E_RTOL:g})"
+                        )
                         break
-                    t = np.float32(0) if layer.threshold is None else (
-                        layer.threshold.astype(np.float32).reshape(1, -1, 1, 1))
+                    t = (
+                        np.float32(0)
+                        if layer.threshold is None
+                        else (layer.threshold.astype(np.float32).reshape(1, -1, 1, 1))
+                    )
                     # the format's sign(v − t) is +1 at 0; ONNX Sign(0) is 0: a flip too
                     flipped = np.where(v - t >= 0, 1.0, -1.0) != np.sign(r - t)
                     if flipped.any():
                         scale = np.float32(np.abs(r).max())
                         margin = float(np.abs(r - t)[flipped].max())
-                        rep["flips"].append({
-                            "layer": layer.name, "value": name, "count": int(flipped.sum()),
-                            "margin_rel": margin / float(scale),
-                            "margin_ulps": margin / float(np.spacing(scale)),
-                            "agree_rel": agree})
+                        rep["flips"].append(
+                            {
+                                "layer": layer.name,
+                                "value": name,
+                                "count": int(flipped.sum()),
+                                "margin_rel": margin / float(scale),
+                                "margin_ulps": margin / float(np.spacing(scale)),
+                                "agree_rel": agree,
+                            }
+                        )
                         v = v.copy()  # an exact tie: one ULP up, so ONNX Sign gives +1 too
                         tie = (v - t == 0) & flipped
                         v[tie] = np.nextafter(v[tie], np.float32(np.inf))
@@ -224,23 +244,27 @@ def _trace(src: Path, bnn: Path, xs: list[np.ndarray], threads: int = 1,
             out = got[ref.output]
             rep["raw_rel_err"] = _rel(y, raw[ref.output])
             rep["rel_err"] = _rel(y, out)
-            rep["top1_agree"] = bool(np.array_equal(y.reshape(out.shape).argmax(axis=-1),
-                                                    out.argmax(axis=-1)))
+            rep["top1_agree"] = bool(
+                np.array_equal(y.reshape(out.shape).argmax(axis=-1), out.argmax(axis=-1))
+            )
             if not rep["problems"] and (rep["rel_err"] > E2E_RTOL or not rep["top1_agree"]):
                 rep["problems"].append(
                     f"end to end: {rep['rel_err']:.3g} of max |output| (top-1 "
                     f"{'equal' if rep['top1_agree'] else 'differs'}) after following "
-                    f"{len(rep['flips'])} sign flip(s)")
+                    f"{len(rep['flips'])} sign flip(s)"
+                )
     return reports
 
 
-def _fidelity_problems(src: Path, bnn: Path, name: str, n_inputs: int = 2, seed: int = 0,
-                       threads: int = 1) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
+def _fidelity_problems(
+    src: Path, bnn: Path, name: str, n_inputs: int = 2, seed: int = 0, threads: int = 1
+) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
     """What the zoo test asserts, as a list of failures (empty: faithful on this host, and on
     any other): the verifier's report fields and, for binary models, :func:`_trace`."""
     graph = load_ir(src)
-    rep = verify_native(src, bnn, n_inputs=n_inputs, seed=seed, threads=threads,
-                        backend="native", graph=graph)
+    rep = verify_native(
+        src, bnn, n_inputs=n_inputs, seed=seed, threads=threads, backend="native", graph=graph
+    )
     bad: list[str] = []
     if rep.get("backend") != "native" or "per_input" not in rep:
         return [f"verifier: {rep['verdict']}"], rep, []
@@ -263,16 +287,24 @@ def _fidelity_problems(src: Path, bnn: Path, name: str, n_inputs: int = 2, seed:
     # inputs beyond E2E_RTOL end to end (those taken for sign flips; the trace checks that)
     if rep["passed"] != (not bad and off <= len(rep["per_input"]) // 2):
         bad.append(f"verifier verdict inconsistent with its fields: {rep['verdict']}")
-    traces = _trace(src, bnn, make_inputs(tuple(nf.loads(bnn.read_bytes()).input_shape),
-                                          n_inputs, seed), threads=threads, graph=graph)
+    traces = _trace(
+        src,
+        bnn,
+        make_inputs(tuple(nf.loads(bnn.read_bytes()).input_shape), n_inputs, seed),
+        threads=threads,
+        graph=graph,
+    )
     for i, t in enumerate(traces):
         bad += [f"input {i}: {p}" for p in t["problems"]]
     return bad, rep, traces
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_zoo_model_matches_onnxruntime(zoo_dir: Path, converted: dict[str, Path],  # noqa: F811
-                                       name: str) -> None:
+def test_zoo_model_matches_onnxruntime(
+    zoo_dir: Path,
+    converted: dict[str, Path],
+    name: str,
+) -> None:
     bad, rep, traces = _fidelity_problems(zoo_dir / f"{name}.onnx", converted[name], name)
     assert bad == [], (bad, rep.get("verdict"))
     assert rep["backend"] == "native"
@@ -285,12 +317,13 @@ def test_zoo_model_matches_onnxruntime(zoo_dir: Path, converted: dict[str, Path]
         assert t["raw_rel_err"] <= E2E_RTOL or t["flips"]
 
 
-def test_multithreaded_engine_matches(zoo_dir: Path, converted: dict[str, Path]) -> None:  # noqa: F811
+def test_multithreaded_engine_matches(zoo_dir: Path, converted: dict[str, Path]) -> None:
     name = "resnet18_react"
     src, bnn = zoo_dir / f"{name}.onnx", converted[name]
     graph = load_ir(src)
-    rep = verify_native(src, bnn, n_inputs=1, seed=5, threads=2, backend="native",
-                        layerwise=False, graph=graph)
+    rep = verify_native(
+        src, bnn, n_inputs=1, seed=5, threads=2, backend="native", layerwise=False, graph=graph
+    )
     assert rep["threads"] == 2 and "per_input" in rep, rep["verdict"]
     # without the layer-wise check the verifier passes a binary model only if it agrees end
     # to end: a sign flip at a threshold (host rounding) fails it; the trace then explains it
@@ -301,8 +334,10 @@ def test_multithreaded_engine_matches(zoo_dir: Path, converted: dict[str, Path])
     assert t["rel_err"] <= E2E_RTOL and t["top1_agree"]
 
 
-def test_a_flip_from_another_hosts_rounding_is_explained(zoo_dir: Path,  # noqa: F811
-                                                         converted: dict[str, Path]) -> None:
+def test_a_flip_from_another_hosts_rounding_is_explained(
+    zoo_dir: Path,
+    converted: dict[str, Path],
+) -> None:
     """Another host's onnxruntime, modelled: of all binary convs' inputs, it rounds the element
     nearest its threshold (a few ULPs off, where this host's engine and onnxruntime agree on
     the sign) to the other side, mirrored: the same margin. The plain end-to-end comparison
@@ -358,12 +393,18 @@ def _corrupt(model: nf.NativeModel, how: str) -> None:
     elif how == "padding":  # same output shape, windows shifted by one
         target.pads = (0, 0, 2, 2)
     elif how == "residual":  # a block's shortcut read from the wrong (same-shape) value
-        add = next(layer for layer in model.layers
-                   if isinstance(layer, nf.Add) and target.output in _ancestors(model, layer))
+        add = next(
+            layer
+            for layer in model.layers
+            if isinstance(layer, nf.Add) and target.output in _ancestors(model, layer)
+        )
         add.inputs[1] = target.output
     elif how == "dropped_layer":  # a block's last clip left out, its readers rewired
-        i, clip = next((i, layer) for i, layer in enumerate(model.layers)
-                       if isinstance(layer, nf.Clip) and layer.name.endswith("Clip_1"))
+        i, clip = next(
+            (i, layer)
+            for i, layer in enumerate(model.layers)
+            if isinstance(layer, nf.Clip) and layer.name.endswith("Clip_1")
+        )
         for layer in model.layers:
             layer.inputs = [clip.inputs[0] if v == clip.output else v for v in layer.inputs]
         del model.layers[i]
@@ -383,10 +424,15 @@ def _ancestors(model: nf.NativeModel, layer: nf.Layer) -> set[int]:
     return seen
 
 
-@pytest.mark.parametrize("how", ["weight_bit", "folded_bn_scale", "threshold", "padding",
-                                 "residual", "dropped_layer"])
-def test_a_corrupted_artifact_fails(zoo_dir: Path, converted: dict[str, Path],  # noqa: F811
-                                    tmp_path: Path, how: str) -> None:
+@pytest.mark.parametrize(
+    "how", ["weight_bit", "folded_bn_scale", "threshold", "padding", "residual", "dropped_layer"]
+)
+def test_a_corrupted_artifact_fails(
+    zoo_dir: Path,
+    converted: dict[str, Path],
+    tmp_path: Path,
+    how: str,
+) -> None:
     """What passes a rounding flip must not pass a wrong conversion: each corruption fails
     the zoo test's checks, and the sign-flip trace alone (without the layer-wise check)
     already refuses it — no flip, however many, explains it."""
@@ -402,8 +448,11 @@ def test_a_corrupted_artifact_fails(zoo_dir: Path, converted: dict[str, Path],  
     assert tr["problems"]
 
 
-def test_verification_catches_a_wrong_weight_bit(zoo_dir: Path, converted: dict[str, Path],  # noqa: F811
-                                                  tmp_path: Path) -> None:
+def test_verification_catches_a_wrong_weight_bit(
+    zoo_dir: Path,
+    converted: dict[str, Path],
+    tmp_path: Path,
+) -> None:
     model = nf.loads(converted["vggsmall_bnn"].read_bytes())
     target = next(layer for layer in model.layers if isinstance(layer, nf.Conv2dBin))
     target.weight_sign[3, 5, 1, 1] *= -1  # one of 147,456 weights
@@ -415,19 +464,20 @@ def test_verification_catches_a_wrong_weight_bit(zoo_dir: Path, converted: dict[
     assert target.name in rep["verdict"]
 
 
-def test_verification_reports_an_engine_refusal(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_verification_reports_an_engine_refusal(zoo_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "broken.bnn"
     good = tmp_path / "good.bnn"
     api.convert(zoo_dir / "vggsmall_fp32.onnx", "native", good, verify=False)
     model = nf.loads(good.read_bytes())
     model.layers[0].inputs = [7]  # a value nobody defines: the C loader must refuse it
     nf.write_model(model, bad)
-    rep = verify_native(zoo_dir / "vggsmall_fp32.onnx", bad, n_inputs=1, backend="native",
-                        layerwise=False)
+    rep = verify_native(
+        zoo_dir / "vggsmall_fp32.onnx", bad, n_inputs=1, backend="native", layerwise=False
+    )
     assert rep["passed"] is False and "backend error" in rep["verdict"]
 
 
-def test_convert_runs_verification_by_default(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_convert_runs_verification_by_default(zoo_dir: Path, tmp_path: Path) -> None:
     s = api.convert(zoo_dir / "vggsmall_react.onnx", "native", tmp_path / "v.bnn")
     fid = s["fidelity"]
     assert fid["backend"] == "native" and fid["passed"] and fid["n_inputs"] == 2
@@ -454,8 +504,11 @@ def _dyadic_model(path: Path) -> Path:
         return (2.0 ** rng.integers(-3, 2, (1, c, 1, 1))).astype(np.float32)
 
     # FP stem: conv + per-channel Mul/Add (folded into the conv), Hardtanh, max pool
-    y = b.node("Conv", ["input", b.init(dy((8, 4, 3, 3), -4, 5, 16)),
-                        b.init(dy((8,), -8, 8, 256))], pads=[1, 1, 1, 1])
+    y = b.node(
+        "Conv",
+        ["input", b.init(dy((8, 4, 3, 3), -4, 5, 16)), b.init(dy((8,), -8, 8, 256))],
+        pads=[1, 1, 1, 1],
+    )
     y = b.node("Add", [b.node("Mul", [y, b.init(pow2(8))]), b.init(odd((1, 8, 1, 1), 2048))])
     y = b.node("Clip", [y, b.init(-1.0), b.init(1.0)])
     y = b.node("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
@@ -465,8 +518,9 @@ def _dyadic_model(path: Path) -> Path:
     y = b.node("Add", [b.node("Mul", [y, b.init(pow2(8))]), b.init(odd((1, 8, 1, 1), 4096))])
     h = b.node("Clip", [y, b.init(-1.0), b.init(1.0)])
     # ReAct conv: Sign(x − t) ⊛ mean|W|·Sign(W) with |W| = 2^-k per output channel
-    w2 = (np.where(rng.random((8, 8, 3, 3)) < 0.5, -1, 1)
-          * 2.0 ** rng.integers(-3, 1, (8, 1, 1, 1))).astype(np.float32)
+    w2 = (
+        np.where(rng.random((8, 8, 3, 3)) < 0.5, -1, 1) * 2.0 ** rng.integers(-3, 1, (8, 1, 1, 1))
+    ).astype(np.float32)
     wi = b.init(w2)
     alpha = b.node("ReduceMean", [b.node("Abs", [wi])], axes=[1, 2, 3], keepdims=1)
     xs = b.node("Sign", [b.node("Sub", [h, b.init(odd((1, 8, 1, 1), 8192))])])
@@ -474,8 +528,7 @@ def _dyadic_model(path: Path) -> Path:
     y = b.node("Add", [b.node("Mul", [y, b.init(pow2(8))]), b.init(dy((1, 8, 1, 1), -8, 8, 64))])
     y = b.node("Add", [y, h])  # residual
     y = b.node("Flatten", [b.node("GlobalAveragePool", [y])])
-    y = b.node("Gemm", [y, b.init(dy((10, 8), -8, 8, 16)), b.init(dy((10,), -8, 8, 16))],
-               transB=1)
+    y = b.node("Gemm", [y, b.init(dy((10, 8), -8, 8, 16)), b.init(dy((10,), -8, 8, 16))], transB=1)
     return b.save(path, y)
 
 
@@ -486,8 +539,7 @@ def test_dyadic_model_is_bit_exact(tmp_path: Path, backend: str) -> None:
     assert s["n_binary_convs"] == 2
     rng = np.random.default_rng(0)
     # odd multiples of 1/16: dyadic and never exactly 0
-    xs = [((2 * rng.integers(-16, 16, (1, 4, 8, 8)) + 1) / 16).astype(np.float32)
-          for _ in range(3)]
+    xs = [((2 * rng.integers(-16, 16, (1, 4, 8, 8)) + 1) / 16).astype(np.float32) for _ in range(3)]
     rep = verify_native(src, tmp_path / "dyadic.bnn", backend=backend, inputs=xs)
     assert rep["passed"]
     assert rep["max_abs_err"] == 0.0

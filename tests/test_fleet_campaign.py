@@ -36,8 +36,13 @@ WRAPPER = "qemu-aarch64-static"
 
 @pytest.fixture(scope="module")
 def cross_cli() -> None:
-    proc = subprocess.run(["make", "-C", str(NATIVE), "-j2", "cross-deps", "cross", "all"],
-                          capture_output=True, text=True, timeout=900, check=False)
+    proc = subprocess.run(
+        ["make", "-C", str(NATIVE), "-j2", "cross-deps", "cross", "all"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     if shutil.which(WRAPPER) is None:
         pytest.fail(f"{WRAPPER} missing (Debian package qemu-user-static; make test installs it)")
@@ -46,9 +51,15 @@ def cross_cli() -> None:
 
 
 def _devices_add(devices: Path, url: str, *opts: str, env: dict[str, str]) -> None:
-    out = subprocess.run([*CLI, "devices", "add", url, "--devices", str(devices), *opts],
-                         cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
-                         check=False)
+    out = subprocess.run(
+        [*CLI, "devices", "add", url, "--devices", str(devices), *opts],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -64,15 +75,25 @@ def test_campaign_over_local_ssh_and_adb_devices(
     cross_cli: None, coordinator_factory: Any, agents: Any, tmp_path: Path
 ) -> None:
     sshd = start_sshd(tmp_path / "sshd")
-    with isolated_adb_server(tmp_path / "adb") as adb_env, \
-            FakeAdbd(tmp_path / "phone") as phone:
+    with isolated_adb_server(tmp_path / "adb") as adb_env, FakeAdbd(tmp_path / "phone") as phone:
         env = _env(adb_env)
         devices = tmp_path / "devices.toml"
-        _devices_add(devices, "local://", "--name", "host", "--workdir",
-                     str(tmp_path / "local-dev"), env=env)
-        _devices_add(devices, sshd.url, "--key-file", str(sshd.key_file), "--known-hosts",
-                     str(sshd.known_hosts), "--exec-wrapper", WRAPPER, "--workdir",
-                     str(tmp_path / "board"), env=env)
+        _devices_add(
+            devices, "local://", "--name", "host", "--workdir", str(tmp_path / "local-dev"), env=env
+        )
+        _devices_add(
+            devices,
+            sshd.url,
+            "--key-file",
+            str(sshd.key_file),
+            "--known-hosts",
+            str(sshd.known_hosts),
+            "--exec-wrapper",
+            WRAPPER,
+            "--workdir",
+            str(tmp_path / "board"),
+            env=env,
+        )
         _devices_add(devices, f"adb://{phone.serial}", "--exec-wrapper", WRAPPER, env=env)
 
         # three devices share this machine's two cores: noise is expected and not the subject
@@ -80,8 +101,11 @@ def test_campaign_over_local_ssh_and_adb_devices(
         client = coord.client
         host = agents(coord, "host", "--devices", str(devices), env=adb_env)
         ctx = ctx_of(coord, host)
-        devs = wait_until(lambda: d if len(d := client.devices()) == 3 else None,
-                          "three devices to register", context=ctx)
+        devs = wait_until(
+            lambda: d if len(d := client.devices()) == 3 else None,
+            "three devices to register",
+            context=ctx,
+        )
         by_transport = {d.transport: d for d in devs}
         assert set(by_transport) == {"local", "ssh", "adb"}
         local, board, pho = by_transport["local"], by_transport["ssh"], by_transport["adb"]
@@ -100,12 +124,28 @@ def test_campaign_over_local_ssh_and_adb_devices(
         assert local.attributes["identity"] == board.attributes["identity"]
 
         # `bnnbench devices list` shows the same fleet
-        listed = subprocess.run([*CLI, "devices", "list", "--coordinator", coord.url, "--token",
-                                 coord.admin_token, "--json"], cwd=REPO, capture_output=True,
-                                text=True, timeout=60, env=env, check=False)
+        listed = subprocess.run(
+            [
+                *CLI,
+                "devices",
+                "list",
+                "--coordinator",
+                coord.url,
+                "--token",
+                coord.admin_token,
+                "--json",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
         assert listed.returncode == 0, listed.stderr
-        assert [d["fingerprint"] for d in json.loads(listed.stdout)] == \
-            [d.fingerprint for d in devs]
+        assert [d["fingerprint"] for d in json.loads(listed.stdout)] == [
+            d.fingerprint for d in devs
+        ]
 
         # every matching device gets its own jobs; threads are checked against its cores
         fp32 = client.upload_model(make_tiny_onnx(tmp_path / "t_fp32.onnx", "fp32"))
@@ -114,8 +154,7 @@ def test_campaign_over_local_ssh_and_adb_devices(
             client.create_jobs(bnn.id, "native", [16], devices=["all"])
         jobs = []
         for m in (fp32, bnn):
-            jobs += client.create_jobs(m.id, "native", [1, 2], devices=["all"], warmup=2,
-                                       runs=5)
+            jobs += client.create_jobs(m.id, "native", [1, 2], devices=["all"], warmup=2, runs=5)
         assert len(jobs) == 12
         assert {j.device_id for j in jobs} == {local.id, board.id, pho.id}
         final = wait_jobs(client, [j.id for j in jobs], ctx)
@@ -145,8 +184,16 @@ def test_campaign_over_local_ssh_and_adb_devices(
             page = http.get("/", headers={"Authorization": f"Bearer {coord.admin_token}"})
         assert page.status_code == 200
         html = page.text
-        for text in ("SM8250", "arm64-v8a", "Cortex-A77", "schedutil", "android:BNNB865A0001",
-                     "emulated (qemu-aarch64-static)", board.fingerprint, "host"):
+        for text in (
+            "SM8250",
+            "arm64-v8a",
+            "Cortex-A77",
+            "schedutil",
+            "android:BNNB865A0001",
+            "emulated (qemu-aarch64-static)",
+            board.fingerprint,
+            "host",
+        ):
             assert text in html, text
         assert html.count("data-result-id=") == sum(len(r) for r in results.values())
     sshd.stop()
@@ -158,33 +205,49 @@ def test_throttling_on_a_phone_invalidates_and_remeasures(
     # an x86_64 Android device (as the Android emulator's images are): it runs the host
     # build of the CLI for real, so its verdicts count
     cpu7 = "/sys/devices/system/cpu/cpu7/cpufreq/scaling_cur_freq"
-    with isolated_adb_server(tmp_path / "adb") as adb_env, FakeAdbd(
-        tmp_path / "phone", props={"ro.product.cpu.abi": "x86_64", "ro.serialno": "X86PHONE"}
-    ) as phone:
+    with (
+        isolated_adb_server(tmp_path / "adb") as adb_env,
+        FakeAdbd(
+            tmp_path / "phone", props={"ro.product.cpu.abi": "x86_64", "ro.serialno": "X86PHONE"}
+        ) as phone,
+    ):
         devices = tmp_path / "devices.toml"
-        _devices_add(devices, f"adb://{phone.serial}", "--name", "x86-phone",
-                     env=_env(adb_env))
+        _devices_add(devices, f"adb://{phone.serial}", "--name", "x86-phone", env=_env(adb_env))
         # only throttling may make a result invalid here (noise on a shared CI core must not)
         coord = coordinator_factory(max_remeasures=2, remeasure_pause_s=1.0, max_rel_stdev=1e9)
         client = coord.client
         host = agents(coord, "host", "--devices", str(devices), env=adb_env)
         ctx = ctx_of(coord, host)
-        [dev] = wait_until(lambda: client.devices() or None, "the phone to register",
-                           context=ctx)
+        [dev] = wait_until(lambda: client.devices() or None, "the phone to register", context=ctx)
         assert not dev.emulated and dev.attributes["abi"] == "x86_64"
         model = client.upload_model(make_tiny_onnx(tmp_path / "t.onnx", "bnn"))
         full = phone.read_file(cpu7).decode().strip()
-        [job] = client.create_jobs(model.id, "native", [1], devices=["x86-phone"], warmup=1,
-                                   runs=4, protocol={"warmup_ms": 1000.0})
+        [job] = client.create_jobs(
+            model.id,
+            "native",
+            [1],
+            devices=["x86-phone"],
+            warmup=1,
+            runs=4,
+            protocol={"warmup_ms": 1000.0},
+        )
         # the prime core's clock falls while the first run is going on (its warm-up lasts a
         # second: after the readings before it, before the readings after it)
         cli = str(phone.path("/data/local/tmp/bnnbench/bin"))
-        wait_until(lambda: subprocess.run(["pgrep", "-f", cli], capture_output=True,
-                                          check=False).returncode == 0,
-                   "the CLI to run on the phone", context=ctx)
+        wait_until(
+            lambda: (
+                subprocess.run(["pgrep", "-f", cli], capture_output=True, check=False).returncode
+                == 0
+            ),
+            "the CLI to run on the phone",
+            context=ctx,
+        )
         phone.write_file(cpu7, "1200000")
-        wait_until(lambda: client.get_job(job.id).remeasures == 1 or None,
-                   "the throttled result to send the job back", context=ctx)
+        wait_until(
+            lambda: client.get_job(job.id).remeasures == 1 or None,
+            "the throttled result to send the job back",
+            context=ctx,
+        )
         phone.write_file(cpu7, full)  # cooled down: the re-measurement is clean
         [done] = wait_jobs(client, [job.id], ctx)
         assert done.status == "done" and done.runs == 8, done.error

@@ -31,8 +31,13 @@ WRAPPER = "qemu-aarch64-static"
 
 @pytest.fixture(scope="module")
 def aarch64_cli() -> Path:
-    proc = subprocess.run(["make", "-C", str(NATIVE), "-j2", "cross-deps", "cross"],
-                          capture_output=True, text=True, timeout=900, check=False)
+    proc = subprocess.run(
+        ["make", "-C", str(NATIVE), "-j2", "cross-deps", "cross"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     if shutil.which(WRAPPER) is None:
         pytest.fail(f"{WRAPPER} missing (Debian package qemu-user-static; make test installs it)")
@@ -47,14 +52,28 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [*CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _add(sshd: SshServer, devices: Path, workdir: Path, *extra: str) -> Any:
-    return _cli("devices", "add", sshd.url, "--devices", str(devices),
-                "--key-file", str(sshd.key_file), "--known-hosts", str(sshd.known_hosts),
-                "--exec-wrapper", WRAPPER, "--workdir", str(workdir), *extra)
+    return _cli(
+        "devices",
+        "add",
+        sshd.url,
+        "--devices",
+        str(devices),
+        "--key-file",
+        str(sshd.key_file),
+        "--known-hosts",
+        str(sshd.known_hosts),
+        "--exec-wrapper",
+        WRAPPER,
+        "--workdir",
+        str(workdir),
+        *extra,
+    )
 
 
 def test_devices_add_probes_the_board_and_refuses_a_wrong_host_key(
@@ -66,8 +85,17 @@ def test_devices_add_probes_the_board_and_refuses_a_wrong_host_key(
     other = tmp_path / "other_host_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     wrong.write_text(f"[{sshd.host}]:{sshd.port} {other.with_suffix('.pub').read_text()}")
-    out = _cli("devices", "add", sshd.url, "--devices", str(devices),
-               "--key-file", str(sshd.key_file), "--known-hosts", str(wrong))
+    out = _cli(
+        "devices",
+        "add",
+        sshd.url,
+        "--devices",
+        str(devices),
+        "--key-file",
+        str(sshd.key_file),
+        "--known-hosts",
+        str(wrong),
+    )
     assert out.returncode == 2, out.stdout + out.stderr
     assert "host key" in out.stderr.lower() and "known_hosts" in out.stderr, out.stderr
     assert not devices.exists()
@@ -82,7 +110,10 @@ def test_devices_add_probes_the_board_and_refuses_a_wrong_host_key(
 
 
 def test_ssh_board_runs_a_zoo_model_and_a_dropped_connection_is_retried(
-    sshd: SshServer, aarch64_cli: Path, coordinator_factory: Any, tmp_path: Path,
+    sshd: SshServer,
+    aarch64_cli: Path,
+    coordinator_factory: Any,
+    tmp_path: Path,
     agents: Any,
 ) -> None:
     from converters.zoo import write_zoo
@@ -95,16 +126,18 @@ def test_ssh_board_runs_a_zoo_model_and_a_dropped_connection_is_retried(
     host = agents(coord, "host", "--devices", str(devices))
     ctx = ctx_of(coord, host)
 
-    dev = wait_until(lambda: next(iter(client.devices()), None), "the ssh device to register",
-                     context=ctx)
+    dev = wait_until(
+        lambda: next(iter(client.devices()), None), "the ssh device to register", context=ctx
+    )
     assert dev.transport == "ssh" and dev.emulated and dev.label == "pi-emu"
     assert dev.attributes["abi"] == "arm64-v8a" and dev.attributes["exec_wrapper"] == WRAPPER
     assert dev.attributes["identity_source"] == "machine-id"
 
     [bnn] = [e for e in write_zoo(tmp_path / "zoo", archs=("vggsmall",), algorithms=("bnn",))]
     model = client.upload_model(bnn.path, arch="VGG-Small", algorithm="bnn")
-    jobs = client.create_jobs(model.id, "native", [1, 2], devices=["transport=ssh"],
-                              warmup=1, runs=3)
+    jobs = client.create_jobs(
+        model.id, "native", [1, 2], devices=["transport=ssh"], warmup=1, runs=3
+    )
     assert {j.device_id for j in jobs} == {dev.id}
     final = wait_jobs(client, [j.id for j in jobs], ctx)
     assert [j.status for j in final] == ["done", "done"], [j.error for j in final]
@@ -124,8 +157,7 @@ def test_ssh_board_runs_a_zoo_model_and_a_dropped_connection_is_retried(
 
     # a job long enough to be cut: the ssh connection drops mid-run, the job is reported
     # as a retryable failure and the next attempt on a fresh connection completes it
-    [job] = client.create_jobs(model.id, "native", [1], devices=[str(dev.id)], warmup=0,
-                               runs=60)
+    [job] = client.create_jobs(model.id, "native", [1], devices=[str(dev.id)], warmup=0, runs=60)
     wait_until(lambda: _cli_running(workdir), "the CLI to run on the board", context=ctx)
     killed = sshd.kill_sessions()
     assert killed
@@ -142,8 +174,12 @@ def test_ssh_board_runs_a_zoo_model_and_a_dropped_connection_is_retried(
 
 
 def _cli_running(workdir: Path) -> bool:
-    out = subprocess.run(["pgrep", "-f", f"{workdir}/bin/bnnbench-native"],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["pgrep", "-f", f"{workdir}/bin/bnnbench-native"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode == 0:
         time.sleep(0.5)  # let it get into its timed runs
         return True

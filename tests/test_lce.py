@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_converters_util import OnnxBuilder, ort_run, zoo_dir  # noqa: F401  (fixture)
+from helpers.onnx_builder import OnnxBuilder, ort_run
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
 
@@ -25,8 +25,10 @@ N_BIN = {"vggsmall": 5, "resnet18": 16}
 
 
 @pytest.fixture(scope="module")
-def converted(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
-              ) -> dict[str, tuple[dict[str, Any], Path]]:
+def converted(
+    zoo_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[dict[str, Any], Path]]:
     """The six VGG-Small / ResNet-18 models converted once (exact padding)."""
     out = tmp_path_factory.mktemp("lce")
     result = {}
@@ -38,8 +40,7 @@ def converted(zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory  # noqa: F
 
 
 @pytest.mark.parametrize("name", ZOO)
-def test_zoo_converts_with_every_binary_conv_as_lce_bconv2d(
-        converted: dict, name: str) -> None:
+def test_zoo_converts_with_every_binary_conv_as_lce_bconv2d(converted: dict, name: str) -> None:
     summary, path = converted[name]
     arch, algo = name.split("_")
     n_bin = 0 if algo == "fp32" else N_BIN[arch]
@@ -64,12 +65,13 @@ def test_zoo_converts_with_every_binary_conv_as_lce_bconv2d(
         # three stride-2 binary convs read PyTorch's top/left padding: mirrored SAME
         mirrored = [p for p in summary["padding"] if p["mapping"] == "same-zero-mirrored"]
         assert len(mirrored) == 3 and fb.count("REVERSE_V2") == 6
-        assert all(p["onnx_pads"] == (1, 1, 1, 1) and p["read_pads"] == (1, 1, 0, 0)
-                   for p in mirrored)
+        assert all(
+            p["onnx_pads"] == (1, 1, 1, 1) and p["read_pads"] == (1, 1, 0, 0) for p in mirrored
+        )
 
 
 @pytest.mark.parametrize("name", ZOO)
-def test_zoo_verifies(zoo_dir: Path, converted: dict, name: str) -> None:  # noqa: F811
+def test_zoo_verifies(zoo_dir: Path, converted: dict, name: str) -> None:
     _, path = converted[name]
     # ResNet-18: one input (≈3 s each); the layer-wise check is what proves the conversion
     n = 1 if name.startswith("resnet") else 2
@@ -85,27 +87,30 @@ def test_zoo_verifies(zoo_dir: Path, converted: dict, name: str) -> None:  # noq
         assert rep["vs_onnx"]["max_rel_err"] < 1e-5 and rep["top1_agreement"] == 1.0
 
 
-def test_resnet34_converts(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_resnet34_converts(zoo_dir: Path, tmp_path: Path) -> None:
     # ≈15 s; its verification (≈30 s for 8 inputs) is in converters/lce_measure.py
-    summary = convert_lce(load_ir(zoo_dir / "resnet34_react.onnx"), tmp_path / "r34.tflite",
-                          {})
+    summary = convert_lce(load_ir(zoo_dir / "resnet34_react.onnx"), tmp_path / "r34.tflite", {})
     assert summary["n_binary_convs"] == summary["n_lce_bconv2d"] == 32
     assert summary["op_counts"]["REVERSE_V2"] == 6  # three stride-2 binary convs again
 
 
-def test_refuses_binary_convs_lce_does_not_convert(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_refuses_binary_convs_lce_does_not_convert(zoo_dir: Path, tmp_path: Path) -> None:
     graph = load_ir(zoo_dir / "vggsmall_bnn.onnx")
     out = tmp_path / "sign.tflite"
     # plain tf.sign (what ONNX Sign maps to) is not LCE's binary activation
-    with pytest.raises(UnsupportedModelError,
-                       match=r"5 of 5 binarized convs were not converted to LceBconv2d: "
-                             r"/features/features\.3/Conv"):
+    with pytest.raises(
+        UnsupportedModelError,
+        match=r"5 of 5 binarized convs were not converted to LceBconv2d: "
+        r"/features/features\.3/Conv",
+    ):
         convert_lce(graph, out, {}, binary_activation="sign")
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_count_check_on_a_flatbuffer_with_fewer_bconvs(zoo_dir: Path,  # noqa: F811
-                                                       converted: dict) -> None:
+def test_count_check_on_a_flatbuffer_with_fewer_bconvs(
+    zoo_dir: Path,
+    converted: dict,
+) -> None:
     graph = load_ir(zoo_dir / "resnet18_bnn.onnx")
     check_bconv_count(graph, converted["resnet18_bnn"][1].read_bytes())  # 16 of 16: fine
     with pytest.raises(UnsupportedModelError, match="16 of 16 binarized convs") as exc:
@@ -113,23 +118,21 @@ def test_count_check_on_a_flatbuffer_with_fewer_bconvs(zoo_dir: Path,  # noqa: F
     assert "/layer1/layer1.0/conv1/Conv" in str(exc.value)
 
 
-def test_larq_sign_form_is_recognised_too(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_larq_sign_form_is_recognised_too(zoo_dir: Path, tmp_path: Path) -> None:
     graph = load_ir(zoo_dir / "vggsmall_react.onnx")
     summary = convert_lce(graph, tmp_path / "m.tflite", {}, binary_activation="larq_sign")
     assert summary["n_lce_bconv2d"] == 5
 
 
-def test_verification_catches_a_wrong_model(zoo_dir: Path, converted: dict) -> None:  # noqa: F811
+def test_verification_catches_a_wrong_model(zoo_dir: Path, converted: dict) -> None:
     # the ReAct artifact checked against the BNN model: other thresholds and weights
-    rep = verify_lce(zoo_dir / "vggsmall_bnn.onnx", converted["vggsmall_react"][1],
-                     n_inputs=1)
+    rep = verify_lce(zoo_dir / "vggsmall_bnn.onnx", converted["vggsmall_react"][1], n_inputs=1)
     assert not rep["passed"]
     assert rep["verdict"].startswith("failed: layers beyond")
 
 
-def test_fp32_for_tflite_runtime(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
-    summary = convert_tflite(load_ir(zoo_dir / "vggsmall_fp32.onnx"), tmp_path / "m.tflite",
-                             {})
+def test_fp32_for_tflite_runtime(zoo_dir: Path, tmp_path: Path) -> None:
+    summary = convert_tflite(load_ir(zoo_dir / "vggsmall_fp32.onnx"), tmp_path / "m.tflite", {})
     assert summary["library"] == "tflite" and summary["custom_ops"] == []
     with pytest.raises(UnsupportedModelError, match="no binary kernels"):
         convert_tflite(load_ir(zoo_dir / "vggsmall_bnn.onnx"), tmp_path / "b.tflite", {})
@@ -144,15 +147,24 @@ def _stride2_model(path: Path) -> Path:
     rng = np.random.default_rng(3)
     b = OnnxBuilder([1, 32, 8, 8])
     xs = b.node("Sign", ["input"], name="/conv/Sign")
-    ws = b.node("Sign", [b.init(rng.normal(0, 1, (16, 32, 3, 3)), "conv.weight")],
-                name="/conv/Sign_1")
-    y = b.node("Conv", [xs, ws], name="/conv/Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-               strides=[2, 2])
-    y = b.node("BatchNormalization", [y, b.init(rng.uniform(0.5, 1.5, 16)),
-                                      b.init(rng.normal(0, 0.2, 16)),
-                                      b.init(rng.normal(0, 1, 16)),
-                                      b.init(rng.uniform(100, 300, 16))],
-               name="/bn/BatchNormalization", epsilon=1e-5)
+    ws = b.node(
+        "Sign", [b.init(rng.normal(0, 1, (16, 32, 3, 3)), "conv.weight")], name="/conv/Sign_1"
+    )
+    y = b.node(
+        "Conv", [xs, ws], name="/conv/Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]
+    )
+    y = b.node(
+        "BatchNormalization",
+        [
+            y,
+            b.init(rng.uniform(0.5, 1.5, 16)),
+            b.init(rng.normal(0, 0.2, 16)),
+            b.init(rng.normal(0, 1, 16)),
+            b.init(rng.uniform(100, 300, 16)),
+        ],
+        name="/bn/BatchNormalization",
+        epsilon=1e-5,
+    )
     return b.save(path, y)
 
 
@@ -174,8 +186,9 @@ def test_stride2_zero_padding_is_exact(tmp_path: Path) -> None:
     y = _lce_run(out, x)
     assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
     rep = verify_lce(onnx_path, out, n_inputs=2)
-    assert rep["passed"] and rep["matches_onnx"] and infer_padding_mode(inspect_tflite(out)) \
-        == "exact"
+    assert (
+        rep["passed"] and rep["matches_onnx"] and infer_padding_mode(inspect_tflite(out)) == "exact"
+    )
 
 
 def test_one_padding_changes_only_the_padded_border(tmp_path: Path) -> None:
@@ -198,13 +211,12 @@ def test_one_padding_changes_only_the_padded_border(tmp_path: Path) -> None:
     assert not verify_lce(onnx_path, out, n_inputs=1, padding="exact")["passed"]
 
 
-def test_one_padding_on_vggsmall(zoo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_one_padding_on_vggsmall(zoo_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "v_one.tflite"
     summary = convert_lce(load_ir(zoo_dir / "vggsmall_bnn.onnx"), out, {}, padding="one")
     assert {p["mapping"] for p in summary["padding"]} == {"same-one"}
     fb = inspect_tflite(out)
-    assert [o.custom_options["pad_values"] for o in fb.operators if o.op == "LceBconv2d"] \
-        == [1] * 5
+    assert [o.custom_options["pad_values"] for o in fb.operators if o.op == "LceBconv2d"] == [1] * 5
     rep = verify_lce(zoo_dir / "vggsmall_bnn.onnx", out, n_inputs=2)
     assert rep["padding_mode"] == "one" and rep["passed"]
     assert rep["vs_reference"]["n_within_tolerance"] >= 1
@@ -215,15 +227,32 @@ def test_fp32_ops_outside_the_zoo(tmp_path: Path) -> None:
     that is the model output (NCHW order restored): matches onnxruntime."""
     rng = np.random.default_rng(5)
     b = OnnxBuilder([1, 3, 8, 8])
-    y = b.node("Conv", ["input", b.init(rng.normal(0, 0.5, (4, 3, 3, 3))),
-                        b.init(rng.normal(0, 0.1, 4))],
-               kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1])
-    y = b.node("AveragePool", [y], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2],
-               count_include_pad=1)
-    y = b.node("BatchNormalization", [y, b.init(rng.uniform(0.5, 1.5, 4)),
-                                      b.init(rng.normal(0, 0.2, 4)),
-                                      b.init(rng.normal(0, 0.2, 4)),
-                                      b.init(rng.uniform(0.5, 2, 4))], epsilon=1e-5)
+    y = b.node(
+        "Conv",
+        ["input", b.init(rng.normal(0, 0.5, (4, 3, 3, 3))), b.init(rng.normal(0, 0.1, 4))],
+        kernel_shape=[3, 3],
+        pads=[1, 1, 1, 1],
+        strides=[1, 1],
+    )
+    y = b.node(
+        "AveragePool",
+        [y],
+        kernel_shape=[3, 3],
+        pads=[1, 1, 1, 1],
+        strides=[2, 2],
+        count_include_pad=1,
+    )
+    y = b.node(
+        "BatchNormalization",
+        [
+            y,
+            b.init(rng.uniform(0.5, 1.5, 4)),
+            b.init(rng.normal(0, 0.2, 4)),
+            b.init(rng.normal(0, 0.2, 4)),
+            b.init(rng.uniform(0.5, 2, 4)),
+        ],
+        epsilon=1e-5,
+    )
     y = b.node("Flatten", [y], axis=1)
     onnx_path = b.save(tmp_path / "fp.onnx", y)
     graph = load_ir(onnx_path)

@@ -52,13 +52,20 @@ def test_truncated_flatbuffer_is_an_error_not_a_crash() -> None:
 # ----------------------------------------------------------------------------- padding plans
 
 
-def _binconv(c: int, hw: tuple[int, int], stride: int, pads: tuple[int, int, int, int],
-             k: int = 3) -> tuple[ir.BinConv, tuple[int, ...]]:
+def _binconv(
+    c: int, hw: tuple[int, int], stride: int, pads: tuple[int, int, int, int], k: int = 3
+) -> tuple[ir.BinConv, tuple[int, ...]]:
     in_shape = (1, c, *hw)
     oh, ow = ir.conv_out_hw(hw[0], hw[1], (k, k), (stride, stride), pads)
-    n = ir.BinConv("/conv", ["x"], "y", (1, 8, oh, ow),
-                   weight_sign=np.ones((8, c, k, k), np.int8), strides=(stride, stride),
-                   pads=pads)
+    n = ir.BinConv(
+        "/conv",
+        ["x"],
+        "y",
+        (1, 8, oh, ow),
+        weight_sign=np.ones((8, c, k, k), np.int8),
+        strides=(stride, stride),
+        pads=pads,
+    )
     return n, in_shape
 
 
@@ -75,15 +82,23 @@ def test_axis_pads_trims_unread_rows_and_knows_tf_same() -> None:
     assert (a.before, a.after, a.same) == (1, 1, (1, 1))
 
 
-@pytest.mark.parametrize(("hw", "stride", "pads", "mapping", "flip"), [
-    ((32, 32), 1, (1, 1, 1, 1), "same-zero", (False, False)),
-    ((56, 56), 2, (1, 1, 1, 1), "same-zero-mirrored", (True, True)),
-    ((7, 7), 2, (1, 1, 1, 1), "same-zero", (False, False)),
-    ((56, 7), 2, (1, 1, 1, 1), "same-zero-mirrored", (True, False)),
-    ((8, 8), 1, (0, 0, 0, 0), "valid", (False, False)),
-])
-def test_exact_plans(hw: tuple[int, int], stride: int, pads: tuple[int, int, int, int],
-                     mapping: str, flip: tuple[bool, bool]) -> None:
+@pytest.mark.parametrize(
+    ("hw", "stride", "pads", "mapping", "flip"),
+    [
+        ((32, 32), 1, (1, 1, 1, 1), "same-zero", (False, False)),
+        ((56, 56), 2, (1, 1, 1, 1), "same-zero-mirrored", (True, True)),
+        ((7, 7), 2, (1, 1, 1, 1), "same-zero", (False, False)),
+        ((56, 7), 2, (1, 1, 1, 1), "same-zero-mirrored", (True, False)),
+        ((8, 8), 1, (0, 0, 0, 0), "valid", (False, False)),
+    ],
+)
+def test_exact_plans(
+    hw: tuple[int, int],
+    stride: int,
+    pads: tuple[int, int, int, int],
+    mapping: str,
+    flip: tuple[bool, bool],
+) -> None:
     n, in_shape = _binconv(64, hw, stride, pads)
     plan = plan_bconv_padding(n, in_shape, "exact")
     assert (plan.mapping, plan.flip, plan.exact) == (mapping, flip, True)

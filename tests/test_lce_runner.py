@@ -64,8 +64,15 @@ def test_python_mode_does_not_import_tensorflow(models: dict[str, Path]) -> None
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=120, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+        check=True,
+    )
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [3, False]
 
 
@@ -92,8 +99,9 @@ def _stand_in(tmp_path: Path, recorded: str, exit_code: int = 0) -> tuple[Path, 
     """An executable that logs its arguments and prints a real recorded tool output."""
     log = tmp_path / "args.log"
     script = tmp_path / "lce_benchmark_model"
-    script.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\ncat "{DATA / recorded}"\n'
-                      f"exit {exit_code}\n")
+    script.write_text(
+        f'#!/bin/sh\necho "$@" >> "{log}"\ncat "{DATA / recorded}"\nexit {exit_code}\n'
+    )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return script, log
 
@@ -110,8 +118,14 @@ def test_binary_mode_one_process_per_sample(models: dict[str, Path], tmp_path: P
     for call in calls:
         args = call.split()
         assert f"--graph={models['bnn']}" in args
-        for flag in ("--num_threads=2", "--warmup_runs=3", "--warmup_min_secs=0",
-                     "--num_runs=1", "--min_secs=0", "--use_xnnpack=false"):
+        for flag in (
+            "--num_threads=2",
+            "--warmup_runs=3",
+            "--warmup_min_secs=0",
+            "--num_runs=1",
+            "--min_secs=0",
+            "--use_xnnpack=false",
+        ):
             assert flag in args
     assert out.extra["mode"] == "binary"
     assert out.extra["first_inference_ms_median"] == pytest.approx(360.262)

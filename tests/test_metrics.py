@@ -26,8 +26,14 @@ HW_CSV = REFERENCE / "bibench_hardware_latency_ms.csv"
 def _reference() -> list[Measurement]:
     with open(HW_CSV) as f:
         return [
-            Measurement(r["device"], int(r["threads"]), r["arch"], r["library"],
-                        r["algorithm"], float(r["latency_ms"]))
+            Measurement(
+                r["device"],
+                int(r["threads"]),
+                r["arch"],
+                r["library"],
+                r["algorithm"],
+                float(r["latency_ms"]),
+            )
             for r in csv.DictReader(f)
         ]
 
@@ -57,8 +63,7 @@ def test_paper_mean_speedups_over_all_cells(paper: list[Measurement]) -> None:
 
 
 def test_speedup_cell_values(paper: list[Measurement]) -> None:
-    cells = {(c["device"], c["threads"], c["arch"]): c for c in
-             speedup_cells(paper, "larq", "bnn")}
+    cells = {(c["device"], c["threads"], c["arch"]): c for c in speedup_cells(paper, "larq", "bnn")}
     c = cells[("Kirin 970", 1, "ResNet18")]
     assert c["baseline_ms"] == 716.427 and c["latency_ms"] == 123.263
     assert c["speedup"] == pytest.approx(716.427 / 123.263)
@@ -76,25 +81,31 @@ def test_latency_table_layout(paper: list[Measurement]) -> None:
     ]
     keys = [(r["device"], r["threads"], r["arch"]) for r in t["rows"]]
     assert keys == sorted(keys) and len(keys) == len(set(keys))
-    row = next(r for r in t["rows"] if (r["device"], r["threads"], r["arch"]) ==
-               ("Kirin 970", 1, "ResNet18"))
+    row = next(
+        r
+        for r in t["rows"]
+        if (r["device"], r["threads"], r["arch"]) == ("Kirin 970", 1, "ResNet18")
+    )
     assert row["latency_ms"] == {
         "larq": {"fp32": 716.427, "bnn": 123.263, "react": 126.457},
         "dabnn": {"fp32": 427.585, "bnn": 72.585},
     }
-    multi = next(r for r in t["rows"] if (r["device"], r["threads"], r["arch"]) ==
-                 ("Kirin 970", 2, "ResNet18"))
+    multi = next(
+        r
+        for r in t["rows"]
+        if (r["device"], r["threads"], r["arch"]) == ("Kirin 970", 2, "ResNet18")
+    )
     assert "dabnn" not in multi["latency_ms"]  # no daBNN column values beyond 1 thread
 
 
 def test_long_rows_round_trip_the_reference(paper: list[Measurement]) -> None:
     rows = long_rows(paper)
     assert len(rows) == len(paper)
-    assert list(rows[0])[:6] == ["device", "threads", "arch", "library", "algorithm",
-                                 "latency_ms"]
-    assert {(r["device"], r["threads"], r["arch"], r["library"], r["algorithm"],
-             r["latency_ms"]) for r in rows} == {
-        (m.device, m.threads, m.arch, m.library, m.algorithm, m.latency_ms) for m in paper}
+    assert list(rows[0])[:6] == ["device", "threads", "arch", "library", "algorithm", "latency_ms"]
+    assert {
+        (r["device"], r["threads"], r["arch"], r["library"], r["algorithm"], r["latency_ms"])
+        for r in rows
+    } == {(m.device, m.threads, m.arch, m.library, m.algorithm, m.latency_ms) for m in paper}
 
 
 def test_om_formula_matches_table3() -> None:

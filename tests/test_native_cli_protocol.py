@@ -168,7 +168,8 @@ def test_in_process_runner_applies_the_same_protocol(model: Path) -> None:
     out = runner.benchmark(model, 1, 1, 3, protocol=p)
     n = len(out.samples_ms)
     assert n >= 3 and (sum(out.samples_ms) >= 150.0 - EPS or n == 50_000)
-    capped = runner.benchmark(model, 1, 0, 3, protocol=MeasurementProtocol(
-        min_time_ms=1e6, max_runs=7))
+    capped = runner.benchmark(
+        model, 1, 0, 3, protocol=MeasurementProtocol(min_time_ms=1e6, max_runs=7)
+    )
     assert len(capped.samples_ms) == 7
     assert out.extra["protocol_applied"]["min_time_ms"] == 150.0

@@ -36,8 +36,13 @@ FULL = os.environ.get("BNNBENCH_CROSS_FULL") == "1"
 
 # (arch, model): every binarized zoo model on AArch64, a subset on ARMv7.
 ZOO_AARCH64 = [
-    "vggsmall_bnn", "vggsmall_react", "vggsmall_fp32",
-    "resnet18_bnn", "resnet18_react", "resnet34_bnn", "resnet34_react",
+    "vggsmall_bnn",
+    "vggsmall_react",
+    "vggsmall_fp32",
+    "resnet18_bnn",
+    "resnet18_react",
+    "resnet34_bnn",
+    "resnet34_react",
 ] + (["resnet18_fp32", "resnet34_fp32"] if FULL else [])
 ZOO_ARMV7 = ["vggsmall_bnn", "vggsmall_react", "resnet18_react"] + (
     ["resnet18_bnn", "resnet34_bnn", "resnet34_react"] if FULL else []
@@ -48,7 +53,10 @@ CASES = [("aarch64", m) for m in ZOO_AARCH64] + [("armv7", m) for m in ZOO_ARMV7
 def _make(*targets: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["make", "-C", str(NATIVE), "-j2", *targets],
-        capture_output=True, text=True, check=False, timeout=timeout,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
     )
 
 
@@ -57,8 +65,13 @@ def cross_build() -> None:
     deps = _make("cross-deps")
     if deps.returncode != 0:
         pytest.fail(f"make cross-deps failed:\n{deps.stdout}\n{deps.stderr}")
-    proc = _make("cross", "build/aarch64/test_kernels", "build/aarch64/test_kernels_fold",
-                 "build/armv7/test_kernels", "build/armv7/test_kernels_fold")
+    proc = _make(
+        "cross",
+        "build/aarch64/test_kernels",
+        "build/aarch64/test_kernels_fold",
+        "build/armv7/test_kernels",
+        "build/armv7/test_kernels_fold",
+    )
     assert proc.returncode == 0, f"cross build failed:\n{proc.stdout}\n{proc.stderr}"
     size = (BUILD / "aarch64" / "bnnbench-native").stat().st_size
     assert size < 1 << 20, f"aarch64 CLI is {size} bytes (limit 1 MiB)"
@@ -69,7 +82,10 @@ def cross_build() -> None:
 def test_cross_unit_tests(cross_build, arch: str, variant: str) -> None:
     proc = subprocess.run(
         [QEMU[arch], str(BUILD / arch / variant)],
-        capture_output=True, text=True, check=False, timeout=300,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -107,9 +123,27 @@ def _run_cli(arch: str, model: Path, inp: Path, out: Path, isa: str | None) -> d
     if isa:
         env["BNNBENCH_ISA"] = isa
     proc = subprocess.run(
-        [QEMU[arch], str(BUILD / arch / "bnnbench-native"), str(model), "--threads", "1",
-         "--warmup", "0", "--runs", "1", "--input", str(inp), "--output", str(out), "--json"],
-        capture_output=True, text=True, check=False, timeout=600, env=env,
+        [
+            QEMU[arch],
+            str(BUILD / arch / "bnnbench-native"),
+            str(model),
+            "--threads",
+            "1",
+            "--warmup",
+            "0",
+            "--runs",
+            "1",
+            "--input",
+            str(inp),
+            "--output",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -163,10 +197,28 @@ def test_armv7_without_neon_uses_portable(cross_build, zoo: Path) -> None:
     for cpu in ("cortex-r5f", "cortex-a7"):
         out = zoo / f"vggsmall_bnn.armv7.{cpu}.f32"
         proc = subprocess.run(
-            [QEMU["armv7"], "-cpu", cpu, str(BUILD / "armv7" / "bnnbench-native"),
-             str(zoo / "vggsmall_bnn.bnn"), "--threads", "1", "--warmup", "0", "--runs", "1",
-             "--input", str(inp), "--output", str(out), "--json"],
-            capture_output=True, text=True, check=False, timeout=300,
+            [
+                QEMU["armv7"],
+                "-cpu",
+                cpu,
+                str(BUILD / "armv7" / "bnnbench-native"),
+                str(zoo / "vggsmall_bnn.bnn"),
+                "--threads",
+                "1",
+                "--warmup",
+                "0",
+                "--runs",
+                "1",
+                "--input",
+                str(inp),
+                "--output",
+                str(out),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
         )
         assert proc.returncode == 0, proc.stderr
         outs[cpu] = (json.loads(proc.stdout.strip().splitlines()[-1])["isa"], out.read_bytes())
@@ -174,8 +226,20 @@ def test_armv7_without_neon_uses_portable(cross_build, zoo: Path) -> None:
     assert outs["cortex-r5f"][1] == outs["cortex-a7"][1]
     # Asking for NEON where there is none is an error, never a silent fallback.
     proc = subprocess.run(
-        [QEMU["armv7"], "-cpu", "cortex-r5f", str(BUILD / "armv7" / "bnnbench-native"),
-         str(zoo / "vggsmall_bnn.bnn"), "--isa", "neon", "--runs", "1"],
-        capture_output=True, text=True, check=False, timeout=300,
+        [
+            QEMU["armv7"],
+            "-cpu",
+            "cortex-r5f",
+            str(BUILD / "armv7" / "bnnbench-native"),
+            str(zoo / "vggsmall_bnn.bnn"),
+            "--isa",
+            "neon",
+            "--runs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr

@@ -131,8 +131,14 @@ def _op_cases() -> list[tuple[str, F.Layer, tuple[int, ...]]]:
         (
             # padded FP32 convs run on a zero-padded copy of the input (fconv.c)
             "conv_f32_asym_pads_batch2",
-            F.Conv2dF32([0], 1, weight=rand_f32(rng, (19, 5, 3, 2)), bias=rand_f32(rng, (19,)),
-                        strides=(2, 1), pads=(2, 0, 1, 3)),
+            F.Conv2dF32(
+                [0],
+                1,
+                weight=rand_f32(rng, (19, 5, 3, 2)),
+                bias=rand_f32(rng, (19,)),
+                strides=(2, 1),
+                pads=(2, 0, 1, 3),
+            ),
             (2, 5, 9, 8),
         ),
         (
@@ -295,6 +301,7 @@ def test_missing_file_and_env_override(tmp_path, monkeypatch):
     assert library_path() == NATIVE / "build" / "libbnn.so"
 
 
+@pytest.mark.serial  # relinks the shared libbnn.so: no other test process may load it meanwhile
 def test_library_is_rebuilt_when_older_than_its_sources():
     lib = NATIVE / "build" / "libbnn.so"
     past = (NATIVE / "src" / "kernels.c").stat().st_mtime - 10
@@ -475,7 +482,9 @@ def test_c_unit_tests_of_the_avx512_files_on_emulated_intrinsics():
     checked on CPUs without AVX-512 too; the real instructions run in `make test` on an
     AVX-512 machine."""
     proc = subprocess.run(
-        ["make", "-C", str(NATIVE), "test-avx512-emu"], capture_output=True, text=True,
+        ["make", "-C", str(NATIVE), "test-avx512-emu"],
+        capture_output=True,
+        text=True,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

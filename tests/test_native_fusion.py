@@ -53,15 +53,20 @@ def _clips_and_residuals(rng) -> tuple[F.NativeModel, set[int]]:
     add -> clip, and a clip whose range excludes the next conv's threshold."""
     c = 70
     layers = [
-        F.Conv2dF32([0], 1, weight=rand_f32(rng, (c, 3, 3, 3), 0.5), bias=rand_f32(rng, (c,)),
-                    pads=(1, 1, 1, 1)),
-        F.Clip([1], 2, min=-1.0, max=1.0),                       # folds into the conv
+        F.Conv2dF32(
+            [0],
+            1,
+            weight=rand_f32(rng, (c, 3, 3, 3), 0.5),
+            bias=rand_f32(rng, (c,)),
+            pads=(1, 1, 1, 1),
+        ),
+        F.Clip([1], 2, min=-1.0, max=1.0),  # folds into the conv
         _bconv(rng, [2], 3, c, c),
-        F.Clip([3], 4, min=-1.0, max=1.0),                       # folds into the bconv
+        F.Clip([3], 4, min=-1.0, max=1.0),  # folds into the bconv
         F.Add([4, 2], 5),
-        F.Clip([5], 6, min=-1.0, max=1.0),                       # folds into the add
+        F.Clip([5], 6, min=-1.0, max=1.0),  # folds into the add
         _bconv(rng, [6], 7, c, c),
-        F.Clip([7], 8, min=0.25, max=1.0),                       # t = 0 not inside: no hand-off
+        F.Clip([7], 8, min=0.25, max=1.0),  # t = 0 not inside: no hand-off
         _bconv(rng, [8], 9, c, c),
         F.Add([9, 6], 10),
         F.GlobalAvgPool([10], 11),
@@ -79,10 +84,10 @@ def _residuals(rng) -> tuple[F.NativeModel, set[int]]:
     layers = [
         _bconv(rng, [0], 1, c, c),
         _bconv(rng, [1], 2, c, c),
-        F.Add([1, 2], 3),                                        # folds into bconv 1
-        F.Clip([3], 4, min=-1.0, max=1.0),                       # ... and so does this
+        F.Add([1, 2], 3),  # folds into bconv 1
+        F.Clip([3], 4, min=-1.0, max=1.0),  # ... and so does this
         _bconv(rng, [4], 5, c, c, thr=rand_f32(rng, (c,), 0.3)),
-        F.Add([5, 4], 6),                                        # folds into bconv 4
+        F.Add([5, 4], 6),  # folds into bconv 4
     ]
     return F.NativeModel((1, c, 6, 6), layers, n_values=7, output_id=6), {2, 3, 5}
 
@@ -102,8 +107,12 @@ def _exact_ties(rng) -> tuple[F.NativeModel, set[int]]:
     a.bias[18:20] = -1.0  # ... and all -1
     b = _bconv(rng, [1], 2, c, c, thr=np.full(c, 0.5, np.float32))
     b.scale[5] = np.inf
-    layers = [a, b, _bconv(rng, [2], 3, c, c, thr=rand_f32(rng, (c,), 0.3)),
-              F.GlobalAvgPool([3], 4)]
+    layers = [
+        a,
+        b,
+        _bconv(rng, [2], 3, c, c, thr=rand_f32(rng, (c,), 0.3)),
+        F.GlobalAvgPool([3], 4),
+    ]
     return F.NativeModel((1, c, 7, 6), layers, n_values=5, output_id=4), set()
 
 
@@ -114,10 +123,21 @@ def _nchw_inputs(rng) -> tuple[F.NativeModel, set[int]]:
     plain path."""
     c = 5
     layers = [
-        F.Conv2dF32([0], 1, weight=rand_f32(rng, (c, c, 4, 3), 0.5), bias=rand_f32(rng, (c,)),
-                    strides=(2, 1), pads=(2, 1, 1, 0)),
-        F.Conv2dF32([1], 2, weight=rand_f32(rng, (c, c, 3, 3), 0.5), bias=rand_f32(rng, (c,)),
-                    pads=(1, 1, 1, 1)),
+        F.Conv2dF32(
+            [0],
+            1,
+            weight=rand_f32(rng, (c, c, 4, 3), 0.5),
+            bias=rand_f32(rng, (c,)),
+            strides=(2, 1),
+            pads=(2, 1, 1, 0),
+        ),
+        F.Conv2dF32(
+            [1],
+            2,
+            weight=rand_f32(rng, (c, c, 3, 3), 0.5),
+            bias=rand_f32(rng, (c,)),
+            pads=(1, 1, 1, 1),
+        ),
         F.Add([2, 1], 3),
     ]
     return F.NativeModel((2, c, 13, 10), layers, n_values=4, output_id=3), set()
@@ -163,8 +183,7 @@ def test_fusion_on_the_zoo_resnet(tmp_path, monkeypatch):
     from converters import api, zoo
     from converters.backends.native import convert as to_native
 
-    entry = next(e for e in zoo.write_zoo(tmp_path, archs=("resnet18",))
-                 if e.algorithm == "bnn")
+    entry = next(e for e in zoo.write_zoo(tmp_path, archs=("resnet18",)) if e.algorithm == "bnn")
     bnn = tmp_path / "r18.bnn"
     api.convert(entry.path, "native", bnn, verify=False)
     x = np.random.default_rng(0).standard_normal(zoo.input_shape("resnet18")).astype(np.float32)
@@ -181,13 +200,17 @@ def test_fusion_on_the_zoo_resnet(tmp_path, monkeypatch):
     assert [fusion[i] for i in bconvs] == [{"bits_out"}, {"bits_in", "residual", "clip"}] * 8
     assert fusion[0] == {"nchw_input", "clip"}
     folded = [i.index for i in layers if i.op in ("clip", "add")]
-    assert len(folded) == 25 and all(fusion[i] == {"skipped"} and prof[i] == 0.0
-                                     for i in folded)
+    assert len(folded) == 25 and all(fusion[i] == {"skipped"} and prof[i] == 0.0 for i in folded)
 
     # the ONNX graph's own order computes the same, with 3 adds left unfused
     monkeypatch.setattr(to_native, "execution_order", lambda graph: list(graph.nodes))
     api.convert(entry.path, "native", tmp_path / "graph_order.bnn", verify=False)
     with NativeEngine(tmp_path / "graph_order.bnn", threads=2) as eng:
         np.testing.assert_array_equal(eng.run(x), got)
-        assert sum(i.op == "add" and "skipped" not in f
-                   for i, f in zip(eng.layers(), eng.fusion(), strict=True)) == 3
+        assert (
+            sum(
+                i.op == "add" and "skipped" not in f
+                for i, f in zip(eng.layers(), eng.fusion(), strict=True)
+            )
+            == 3
+        )

@@ -174,8 +174,7 @@ def test_zoo_models_bit_identical_across_isas_and_threads(tmp_path, arch):
         bnn = tmp_path / f"{entry.path.stem}.bnn"
         api.convert(entry.path, "native", bnn, verify=False)
         if x is None:
-            x = np.random.default_rng(5).standard_normal(zoo.input_shape(arch)).astype(
-                np.float32)
+            x = np.random.default_rng(5).standard_normal(zoo.input_shape(arch)).astype(np.float32)
         for family in SAME_FLOATS:
             want = None
             for isa in (i for i in family if E.isa_supported(i)):
@@ -185,7 +184,8 @@ def test_zoo_models_bit_identical_across_isas_and_threads(tmp_path, arch):
                     if want is None:
                         want = got
                     np.testing.assert_array_equal(
-                        got, want, err_msg=f"{entry.path.stem} isa={isa} threads={threads}")
+                        got, want, err_msg=f"{entry.path.stem} isa={isa} threads={threads}"
+                    )
 
 
 @pytest.mark.parametrize("isa", X86_ISAS)
@@ -206,8 +206,10 @@ def test_maxpool_kernels_bit_identical_with_nan_and_signed_zeros(isa):
     flat[picks[2]] = 0.0
     flat[picks[3]] = -0.0
     x[1, :, :3, :3] = np.nan  # whole windows of NaN: -inf out
-    for pool in (F.MaxPool([0], 1, kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)),
-                 F.MaxPool([0], 1, kernel=(2, 2), strides=(1, 1))):
+    for pool in (
+        F.MaxPool([0], 1, kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)),
+        F.MaxPool([0], 1, kernel=(2, 2), strides=(1, 1)),
+    ):
         data = F.dumps(F.NativeModel(x.shape, [pool], n_values=2, output_id=1))
         with NativeEngine(data, threads=2, isa="portable") as eng:
             want = eng.run(x)
@@ -221,6 +223,6 @@ def test_maxpool_kernels_bit_identical_with_nan_and_signed_zeros(isa):
         ref = np.full(want.shape, -np.inf, np.float32)
         for i in range(kh):
             for j in range(kw):
-                tap = padded[:, :, i::sh, j::sw][:, :, :want.shape[2], :want.shape[3]]
+                tap = padded[:, :, i::sh, j::sw][:, :, : want.shape[2], : want.shape[3]]
                 ref = np.where(tap > ref, tap, ref)
         np.testing.assert_array_equal(want, ref)

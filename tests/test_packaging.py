@@ -47,12 +47,15 @@ def _build_inputs(tmp_path: Path) -> set[str]:
     header in src/ and include/."""
     proc = subprocess.run(
         ["make", "-C", str(NATIVE), "-n", "-B", f"BUILD={tmp_path}", "all"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     c_files = set(re.findall(r"\s((?:src|bench)/[\w./-]+\.c)\b", proc.stdout))
     assert "src/engine.c" in c_files and "bench/clock.c" in c_files, proc.stdout[:2000]
-    headers = {str(p.relative_to(NATIVE)) for d in ("src", "include") for p in
-               (NATIVE / d).glob("*.[ch]")}
+    headers = {
+        str(p.relative_to(NATIVE)) for d in ("src", "include") for p in (NATIVE / d).glob("*.[ch]")
+    }
     return {*_makefiles(), *c_files, *headers}
 
 
@@ -98,8 +101,9 @@ def _source_copy(dest: Path) -> Path:
     sdist is built from what a commit would hold, not from local build outputs."""
     if not (ROOT / ".git").exists() or shutil.which("git") is None:
         pytest.skip("needs a git checkout")
-    names = _run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others",
-                  "--exclude-standard"]).stdout.split("\0")
+    names = _run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    ).stdout.split("\0")
     for name in filter(None, names):
         src = ROOT / name
         if src.is_file():  # a tracked file deleted in the work tree is skipped
@@ -121,25 +125,37 @@ def test_sdist_installs_and_runs_in_a_clean_venv(tmp_path):
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     needed = {f"native/{n}" for n in _build_inputs(tmp_path / "mk")}
     assert "native/cross.mk" in needed
-    assert needed | {"setup.py", "pyproject.toml", "native/build_engine.py"} <= names, (
-        sorted(needed - names))
+    assert needed | {"setup.py", "pyproject.toml", "native/build_engine.py"} <= names, sorted(
+        needed - names
+    )
     assert not [n for n in names if n.startswith("native/build/")]
 
     # A clean venv (no system site-packages) and its own pip, with an isolated build.
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     py = venv / "bin" / "python"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "BNNBENCH_NATIVE_LIB", "CFLAGS")}
-    _run([str(py), "-m", "pip", "install", "--disable-pip-version-check", str(sdist)],
-         env=env, cwd=tmp_path)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "BNNBENCH_NATIVE_LIB", "CFLAGS")
+    }
+    _run(
+        [str(py), "-m", "pip", "install", "--disable-pip-version-check", str(sdist)],
+        env=env,
+        cwd=tmp_path,
+    )
 
     model = tmp_path / "small.bnn"
     model.write_bytes(F.dumps(small_network(np.random.default_rng(0))))
     out = _run([str(py), "-c", _CHECK, str(model)], env=env, cwd=tmp_path).stdout
     got = json.loads(out.strip().splitlines()[-1])
-    site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('platlib'))"],
-                     env=env, cwd=tmp_path).stdout.strip())
+    site = Path(
+        _run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_path('platlib'))"],
+            env=env,
+            cwd=tmp_path,
+        ).stdout.strip()
+    )
     assert Path(got["lib"]) == site / "native" / "build" / "libbnn.so"  # not the checkout's
     assert Path(got["cli"]) == site / "native" / "build" / "bnnbench-native"
     assert got["version"] and got["isa"]
@@ -147,7 +163,9 @@ def test_sdist_installs_and_runs_in_a_clean_venv(tmp_path):
     assert got["cli_rc"] == 0, got["cli_err"]
     # only the two outputs went into the wheel (no objects), and it is platform-specific
     assert sorted(p.name for p in (site / "native" / "build").iterdir()) == [
-        "bnnbench-native", "libbnn.so"]
+        "bnnbench-native",
+        "libbnn.so",
+    ]
     (wheel_meta,) = site.glob("bnnbench-*.dist-info/WHEEL")
     meta = wheel_meta.read_text()
     assert "Root-Is-Purelib: false" in meta
@@ -155,8 +173,13 @@ def test_sdist_installs_and_runs_in_a_clean_venv(tmp_path):
 
     # The installed package never builds on import: without its library it says how to.
     (site / "native" / "build" / "libbnn.so").unlink()
-    proc = subprocess.run([str(py), "-c", "import native.engine as e; e.version()"],
-                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [str(py), "-c", "import native.engine as e; e.version()"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "NativeError" in proc.stderr and "native.build_engine" in proc.stderr, proc.stderr
     assert not (site / "native" / "build" / "libbnn.so").exists()

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from agent.probe import parse_probe, parse_readings, wrapper_abi
 
-PI4_CPUINFO = "".join(
-    f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
-    f"CPU implementer\t: 0x41\nCPU architecture: 8\nCPU part\t: 0xd08\n\n"
-    for i in range(4)
-) + "Hardware\t: BCM2835\nRevision\t: c03114\nSerial\t\t: {serial}\nModel\t\t: Raspberry Pi 4\n"
+PI4_CPUINFO = (
+    "".join(
+        f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
+        f"CPU implementer\t: 0x41\nCPU architecture: 8\nCPU part\t: 0xd08\n\n"
+        for i in range(4)
+    )
+    + "Hardware\t: BCM2835\nRevision\t: c03114\nSerial\t\t: {serial}\nModel\t\t: Raspberry Pi 4\n"
+)
 
 
 def pi_probe(serial: str, hostname: str = "raspberrypi", temp: str = "48686") -> str:
-    cpufreq = "".join(
-        f"cpu{i} 1800000 600000 ondemand 1800000 0,1,2,3\n" for i in range(4)
-    )
+    cpufreq = "".join(f"cpu{i} 1800000 600000 ondemand 1800000 0,1,2,3\n" for i in range(4))
     return (
         "@@uname\naarch64\n@@kernel\nLinux 6.1.21-v8+\n"
         f"@@hostname\n{hostname}\n"
@@ -38,8 +39,10 @@ def test_two_pis_with_one_hostname_are_two_devices() -> None:
     assert "raspberrypi" not in a.fingerprint()
     assert a.identity == "board:10000000a1b2c3d4" and a.identity_source == "cpuinfo serial"
     # the same board reached another way (its own local agent) is the same device
-    assert parse_probe(pi_probe("10000000a1b2c3d4"), transport="local").fingerprint() == \
-        a.fingerprint()
+    assert (
+        parse_probe(pi_probe("10000000a1b2c3d4"), transport="local").fingerprint()
+        == a.fingerprint()
+    )
 
 
 def test_pi4_attributes() -> None:
@@ -49,7 +52,8 @@ def test_pi4_attributes() -> None:
     assert info.abi == "arm64-v8a" and info.arch == "aarch64" and info.cores == 4
     assert info.cpu_model == "4x Cortex-A72"
     assert [(c.cpus, c.max_freq_khz, c.core) for c in info.clusters] == [
-        ([0, 1, 2, 3], 1800000, "Cortex-A72")]
+        ([0, 1, 2, 3], 1800000, "Cortex-A72")
+    ]
     assert info.ram_mb == 3793 and info.governor == "ondemand"
     assert "neon" in info.isa_flags and info.tools["vcgencmd"] == "/usr/bin/vcgencmd"
     assert info.label() == "BCM2711" and not info.emulated
@@ -71,8 +75,7 @@ def test_exec_wrapper_makes_an_emulated_device_of_its_target() -> None:
     text = pi_probe("x").replace("@@uname\naarch64", "@@uname\nx86_64")
     text = text.replace("@@machine-id\n", "@@machine-id\n" + "ab" * 16 + "\n")
     native = parse_probe(text, transport="ssh")
-    emu = parse_probe(text, transport="ssh", exec_wrapper="qemu-aarch64-static",
-                      abi="arm64-v8a")
+    emu = parse_probe(text, transport="ssh", exec_wrapper="qemu-aarch64-static", abi="arm64-v8a")
     assert emu.emulated and emu.arch == "aarch64" and emu.isa_flags == []
     assert native.identity == emu.identity and native.fingerprint() != emu.fingerprint()
     assert emu.fingerprint().endswith("|emulated:qemu-aarch64-static")
@@ -103,5 +106,8 @@ def test_readings_parse_throttling_and_battery() -> None:
         "@@battery\nCurrent Battery Service state:\n  AC powered: false\n  USB powered: true\n"
         "  level: 87\n  temperature: 312\n@@end\n"
     )
-    assert phone["battery"] == {"level": 87, "charging_source": ["USB powered"],
-                                "temperature_c": 31.2}
+    assert phone["battery"] == {
+        "level": 87,
+        "charging_source": ["USB powered"],
+        "temperature_c": 31.2,
+    }

@@ -23,11 +23,20 @@ def write_small_model(path: Path, channels: int = 64, hw: int = 16, seed: int = 
     rng = np.random.default_rng(seed)
     c = channels
     layers = [
-        F.Conv2dBin(inputs=[0], output=1, name="conv",
-                    weight_sign=np.where(rng.random((c, c, 3, 3)) < 0.5, -1, 1),
-                    pads=(1, 1, 1, 1)),
-        F.Affine(inputs=[1], output=2, name="bn", scale=rng.uniform(0.5, 1.5, c).astype("f4"),
-                 bias=rng.normal(0, 1, c).astype("f4")),
+        F.Conv2dBin(
+            inputs=[0],
+            output=1,
+            name="conv",
+            weight_sign=np.where(rng.random((c, c, 3, 3)) < 0.5, -1, 1),
+            pads=(1, 1, 1, 1),
+        ),
+        F.Affine(
+            inputs=[1],
+            output=2,
+            name="bn",
+            scale=rng.uniform(0.5, 1.5, c).astype("f4"),
+            bias=rng.normal(0, 1, c).astype("f4"),
+        ),
         F.Clip(inputs=[2], output=3, name="hardtanh"),
         F.GlobalAvgPool(inputs=[3], output=4, name="pool"),
         F.Flatten(inputs=[4], output=5, name="flatten"),
@@ -47,8 +56,18 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_json_output(model: Path):
-    out = bnnbench_run(str(model), "--library", "native", "--threads", "2", "--warmup", "2",
-                       "--runs", "7", "--json")
+    out = bnnbench_run(
+        str(model),
+        "--library",
+        "native",
+        "--threads",
+        "2",
+        "--warmup",
+        "2",
+        "--runs",
+        "7",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     rep = json.loads(out.stdout)
     samples = rep["samples_ms"]

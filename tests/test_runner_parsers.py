@@ -100,8 +100,11 @@ def test_json_nanoseconds() -> None:
     out = parse_google_benchmark(_read("gbench_user_guide_example.json"))
     assert out.format == "json"
     assert out.context["num_cpus"] == 40
-    assert [r.name for r in out.runs] == ["BM_SetInsert/1024/1", "BM_SetInsert/1024/8",
-                                          "BM_SetInsert/1024/10"]
+    assert [r.name for r in out.runs] == [
+        "BM_SetInsert/1024/1",
+        "BM_SetInsert/1024/8",
+        "BM_SetInsert/1024/10",
+    ]
     assert out.runs[0].real_time_ms == pytest.approx(29275e-6)
     assert out.runs[0].iterations == 94877
     assert len(out.iterations_of("BM_SetInsert")) == 3
@@ -119,13 +122,15 @@ def test_json_time_unit_is_honoured() -> None:
 def test_json_behind_other_stdout_lines() -> None:
     # the recorded JSON as a run prints it to stdout after the program's own lines
     text = "loading model.dab\nwarning: CPU scaling is enabled\n" + _read(
-        "gbench_user_guide_example.json")
+        "gbench_user_guide_example.json"
+    )
     assert len(parse_google_benchmark(text).runs) == 3
 
 
 def test_json_unknown_unit_is_an_error() -> None:
-    text = _read("gbench_user_guide_example.json").replace('"time_unit": "ns"',
-                                                           '"time_unit": "fortnights"', 1)
+    text = _read("gbench_user_guide_example.json").replace(
+        '"time_unit": "ns"', '"time_unit": "fortnights"', 1
+    )
     run = parse_google_benchmark_json(text).runs[0]
     with pytest.raises(BenchmarkOutputError, match="fortnights"):
         _ = run.real_time_ms

@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 ENV_SCRIPT = REPO / "tools" / "torch_env.sh"
 EXPORT_SCRIPT = REPO / "tools" / "export_torch_models.py"
 TORCH_PYTHON = REPO / ".venv-torch" / "bin" / "python"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bnnbench"
 
 ARCHS = ("resnet18", "resnet34", "vggsmall")
 ALGORITHMS = ("fp32", "bnn", "react")
@@ -57,8 +58,12 @@ MAIN_MODELS = [f"{a}_{g}_{e}" for a in ARCHS for g in ALGORITHMS for e in EXPORT
 BINARY_CONVS = {"resnet18": 16, "resnet34": 32, "vggsmall": 5}
 ALL_CONVS = {"resnet18": 20, "resnet34": 36, "vggsmall": 6}
 EXTRA_CONVERT = ["extra_functions_torchscript", "extra_minmax_torchscript", "extra_minmax_dynamo"]
-EXTRA_REFUSE = ["extra_mean_nokeep_torchscript", "extra_mean_nokeep_dynamo",
-                "extra_sign_pool_torchscript", "extra_sign_pool_dynamo"]
+EXTRA_REFUSE = [
+    "extra_mean_nokeep_torchscript",
+    "extra_mean_nokeep_dynamo",
+    "extra_sign_pool_torchscript",
+    "extra_sign_pool_dynamo",
+]
 EXTRA_ZERO = ["extra_zero_weight_torchscript", "extra_zero_weight_dynamo"]
 
 
@@ -71,8 +76,9 @@ def _export_key() -> str:
 
 @pytest.fixture(scope="session")
 def exports() -> tuple[Path, dict[str, dict[str, Any]]]:
-    """(directory, manifest entries by name) of the torch exports, made once per machine."""
-    root = REPO / "var" / "torch-exports"
+    """(directory, manifest entries by name) of the torch exports, made once per machine and
+    kept outside the clone (``$XDG_CACHE_HOME/bnnbench``), keyed by the scripts' hash."""
+    root = CACHE / "torch-exports"
     out = root / _export_key()
     if not (out / "manifest.json").is_file():
         root.mkdir(parents=True, exist_ok=True)
@@ -84,12 +90,18 @@ def exports() -> tuple[Path, dict[str, dict[str, Any]]]:
         shutil.rmtree(tmp, ignore_errors=True)
         with open(log, "w") as f:
             # creates .venv-torch when missing; a no-op when it is installed
-            env_rc = subprocess.run(["bash", str(ENV_SCRIPT)], stdout=f, stderr=subprocess.STDOUT,
-                                    timeout=1800).returncode
-            rc = env_rc or subprocess.run(
-                [str(TORCH_PYTHON), str(EXPORT_SCRIPT), str(tmp), "--jobs", "2"],
-                stdout=f, stderr=subprocess.STDOUT, timeout=1800,
+            env_rc = subprocess.run(
+                ["bash", str(ENV_SCRIPT)], stdout=f, stderr=subprocess.STDOUT, timeout=1800
             ).returncode
+            rc = (
+                env_rc
+                or subprocess.run(
+                    [str(TORCH_PYTHON), str(EXPORT_SCRIPT), str(tmp), "--jobs", "2"],
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
+                    timeout=1800,
+                ).returncode
+            )
         if rc:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
             pytest.fail(f"torch export failed (rc {rc}), see {log}:\n{tail}")
@@ -120,8 +132,9 @@ def test_exports_are_what_each_exporter_writes(exports: tuple[Path, dict]) -> No
         path, e = _model(exports, name)
         m = onnx.load(str(path), load_external_data=False)
         opset = next(i.version for i in m.opset_import if i.domain in ("", "ai.onnx"))
-        external = [t.name for t in m.graph.initializer
-                    if t.data_location == onnx.TensorProto.EXTERNAL]
+        external = [
+            t.name for t in m.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+        ]
         if e["exporter"] == "dynamo":
             assert opset >= 18
             # the weights really are in the .onnx.data file beside the model
@@ -138,8 +151,9 @@ def test_exports_are_what_each_exporter_writes(exports: tuple[Path, dict]) -> No
 
 
 @pytest.mark.parametrize("name", MAIN_MODELS)
-def test_export_analyzes_and_converts(exports: tuple[Path, dict], name: str,
-                                      tmp_path: Path) -> None:
+def test_export_analyzes_and_converts(
+    exports: tuple[Path, dict], name: str, tmp_path: Path
+) -> None:
     path, e = _model(exports, name)
     arch, algo = e["arch"], e["algorithm"]
     expected_bin = 0 if algo == "fp32" else BINARY_CONVS[arch]
@@ -170,14 +184,17 @@ def test_export_analyzes_and_converts(exports: tuple[Path, dict], name: str,
 
 # a subset, for time: VGG-Small has the unfolded BatchNorm after MaxPool (an affine whose Add
 # LCE fuses with the next Clip), ResNet-18 the residual structure
-LCE_MODELS = ([f"vggsmall_{g}_{e}" for g in ALGORITHMS for e in EXPORTERS]
-              + [f"resnet18_bnn_{e}" for e in EXPORTERS])
-DABNN_MODELS = ([f"resnet18_{g}_{e}" for g in ("bnn", "fp32") for e in EXPORTERS]
-                + [f"vggsmall_bnn_{e}" for e in EXPORTERS])
+LCE_MODELS = [f"vggsmall_{g}_{e}" for g in ALGORITHMS for e in EXPORTERS] + [
+    f"resnet18_bnn_{e}" for e in EXPORTERS
+]
+DABNN_MODELS = [f"resnet18_{g}_{e}" for g in ("bnn", "fp32") for e in EXPORTERS] + [
+    f"vggsmall_bnn_{e}" for e in EXPORTERS
+]
 
 
-def _converted(exports: tuple[Path, dict], name: str, library: str,
-               out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _converted(
+    exports: tuple[Path, dict], name: str, library: str, out: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Export ``name`` converted for ``library`` (verified on one input), and its manifest
     entry."""
     path, e = _model(exports, name)
@@ -185,8 +202,9 @@ def _converted(exports: tuple[Path, dict], name: str, library: str,
 
 
 @pytest.mark.parametrize("name", LCE_MODELS)
-def test_export_converts_to_lce_and_verifies(exports: tuple[Path, dict], name: str,
-                                             tmp_path: Path) -> None:
+def test_export_converts_to_lce_and_verifies(
+    exports: tuple[Path, dict], name: str, tmp_path: Path
+) -> None:
     summary, e = _converted(exports, name, "lce", tmp_path / "m.tflite")
     assert summary["n_binary_convs"] == e["expected_binary_convs"]
     assert summary["n_lce_bconv2d"] == summary["n_binary_convs"]
@@ -198,16 +216,18 @@ def test_export_converts_to_lce_and_verifies(exports: tuple[Path, dict], name: s
 
 
 @pytest.mark.parametrize("name", DABNN_MODELS)
-def test_export_converts_to_dabnn_and_verifies(exports: tuple[Path, dict], name: str,
-                                               tmp_path: Path) -> None:
+def test_export_converts_to_dabnn_and_verifies(
+    exports: tuple[Path, dict], name: str, tmp_path: Path
+) -> None:
     summary, e = _converted(exports, name, "dabnn", tmp_path / "m.dab")
     assert summary["n_binary_convs"] == e["expected_binary_convs"]
     assert summary["fidelity"]["passed"], summary["fidelity"]["verdict"]
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
-def test_react_export_is_refused_by_dabnn_naming_the_node(exports: tuple[Path, dict],
-                                                          exporter: str, tmp_path: Path) -> None:
+def test_react_export_is_refused_by_dabnn_naming_the_node(
+    exports: tuple[Path, dict], exporter: str, tmp_path: Path
+) -> None:
     path, _ = _model(exports, f"vggsmall_react_{exporter}")
     node_names = {n.name for n in onnx.load(str(path), load_external_data=False).graph.node}
     with pytest.raises(UnsupportedModelError, match="threshold") as err:
@@ -251,8 +271,9 @@ def test_exact_zero_binary_weight_converts_with_a_note_and_fails_fidelity(
 
 
 @pytest.mark.parametrize("name", EXTRA_REFUSE)
-def test_unsupported_exports_are_refused_naming_the_node(exports: tuple[Path, dict],
-                                                         name: str, tmp_path: Path) -> None:
+def test_unsupported_exports_are_refused_naming_the_node(
+    exports: tuple[Path, dict], name: str, tmp_path: Path
+) -> None:
     path, e = _model(exports, name)
     node_names = {n.name for n in onnx.load(str(path)).graph.node}
     with pytest.raises(UnsupportedModelError) as err:
@@ -277,19 +298,27 @@ def _zip(path: Path, members: dict[str, Path | bytes]) -> Path:
 
 
 def _bin_layers(data: bytes) -> list[tuple[str, bytes]]:
-    return [(la.name, la.weight_sign.tobytes() + la.scale.tobytes() + la.bias.tobytes())
-            for la in nf.loads(data).layers if isinstance(la, nf.Conv2dBin)]
+    return [
+        (la.name, la.weight_sign.tobytes() + la.scale.tobytes() + la.bias.tobytes())
+        for la in nf.loads(data).layers
+        if isinstance(la, nf.Conv2dBin)
+    ]
 
 
-def test_zip_of_dynamo_export_with_external_data_converts(exports: tuple[Path, dict],
-                                                          tmp_path: Path) -> None:
+def test_zip_of_dynamo_export_with_external_data_converts(
+    exports: tuple[Path, dict], tmp_path: Path
+) -> None:
     path, _ = _model(exports, "resnet18_react_dynamo")
     data = path.with_name(path.name + ".data")
     # in a folder, with the macOS resource-fork copies Finder adds
-    archive = _zip(tmp_path / "upload.bin", {
-        f"export/{path.name}": path, f"export/{data.name}": data,
-        f"__MACOSX/export/._{path.name}": b"\x00\x05\x16\x07junk",
-    })
+    archive = _zip(
+        tmp_path / "upload.bin",
+        {
+            f"export/{path.name}": path,
+            f"export/{data.name}": data,
+            f"__MACOSX/export/._{path.name}": b"\x00\x05\x16\x07junk",
+        },
+    )
     assert archive_kind(archive) == "zip"
     report = api.analyze(archive)
     assert report["n_binary_convs"] == 16 and report["algorithm"] == "react"
@@ -317,15 +346,19 @@ def test_tar_gz_of_dynamo_export_converts(exports: tuple[Path, dict], tmp_path: 
     assert summary["fidelity"]["passed"], summary["fidelity"]["verdict"]
 
 
-def test_dynamo_export_without_its_data_file_is_refused_clearly(exports: tuple[Path, dict],
-                                                                tmp_path: Path) -> None:
+def test_dynamo_export_without_its_data_file_is_refused_clearly(
+    exports: tuple[Path, dict], tmp_path: Path
+) -> None:
     path, _ = _model(exports, "vggsmall_fp32_dynamo")
     assert external_data_locations(path) == [f"{path.name}.data"]
     assert external_data_locations(_model(exports, "vggsmall_fp32_torchscript")[0]) == []
     alone = tmp_path / path.name
     shutil.copy(path, alone)
-    with pytest.raises(MalformedModelError, match=r"external data file .*\.onnx\.data.* not "
-                                                   r"found next to the model"):
+    with pytest.raises(
+        MalformedModelError,
+        match=r"external data file .*\.onnx\.data.* not "
+        r"found next to the model",
+    ):
         api.analyze(alone)
     archive = _zip(tmp_path / "alone.zip", {path.name: path})
     with pytest.raises(MalformedModelError, match="not found next to the model"):

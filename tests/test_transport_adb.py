@@ -46,8 +46,14 @@ def adb_env(adb_server: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict
 
 def _adb(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     assert ADB is not None
-    return subprocess.run([ADB, *args], env={**os.environ, **env}, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=30)
+    return subprocess.run(
+        [ADB, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+    )
 
 
 @pytest.fixture
@@ -66,17 +72,29 @@ def test_reads_the_phone_profile(phone: FakeAdbd, adb_env: dict[str, str]) -> No
     t = AdbTransport.from_url(f"adb://{phone.serial}")  # env inherited from the process
     assert isinstance(t, Transport)
     assert (t.name, t.address, t.workdir) == (
-        "adb", f"adb://{phone.serial}", "/data/local/tmp/bnnbench")
+        "adb",
+        f"adb://{phone.serial}",
+        "/data/local/tmp/bnnbench",
+    )
     assert t.connect_first  # HOST:PORT is adb connect-ed first
     res = t.run("getprop ro.soc.model", timeout=20)
     assert res.ok and res.stdout == "SM8250\n", res.describe()
     assert t.run(f"cat {CPU7}/cpuinfo_max_freq", timeout=20).stdout.strip() == "2841600"
     assert "shell_v2" in t.features()
-    res = t.run("getprop | grep soc; uname -m; nproc; cat /sys/devices/system/cpu/cpu0/cpufreq/"
-                "related_cpus; dumpsys battery | grep level; taskset 80 echo pinned", timeout=20)
+    res = t.run(
+        "getprop | grep soc; uname -m; nproc; cat /sys/devices/system/cpu/cpu0/cpufreq/"
+        "related_cpus; dumpsys battery | grep level; taskset 80 echo pinned",
+        timeout=20,
+    )
     assert res.stdout.splitlines() == [
-        "[ro.soc.manufacturer]: [QTI]", "[ro.soc.model]: [SM8250]", "aarch64", "8", "0 1 2 3",
-        "  level: 87", "pinned"], res.describe()
+        "[ro.soc.manufacturer]: [QTI]",
+        "[ro.soc.model]: [SM8250]",
+        "aarch64",
+        "8",
+        "0 1 2 3",
+        "  level: 87",
+        "pinned",
+    ], res.describe()
     parts = t.run("grep 'CPU part' /proc/cpuinfo | awk '{print $4}'", timeout=20).stdout.split()
     assert parts == ["0xd05"] * 4 + ["0xd0d"] * 4
     assert "model:SM8250_Reference_Phone" in _adb(adb_env, "devices", "-l").stdout
@@ -121,8 +139,9 @@ def test_device_without_shell_v2(tmp_path: Path, adb_env: dict[str, str]) -> Non
     _adb(adb_env, "disconnect", old.serial)
 
 
-def test_push_pull_and_run_a_script(transport: AdbTransport, phone: FakeAdbd,
-                                    tmp_path: Path) -> None:
+def test_push_pull_and_run_a_script(
+    transport: AdbTransport, phone: FakeAdbd, tmp_path: Path
+) -> None:
     transport.run(f"mkdir -p {transport.workdir}", timeout=20)
     script = tmp_path / "hello.sh"
     script.write_bytes(b'#!/bin/sh\necho "hello $1 from $(getprop ro.product.model)"\n')
@@ -157,8 +176,9 @@ def test_push_pull_3mb(transport: AdbTransport, phone: FakeAdbd, tmp_path: Path)
 
 def test_timeout_kills_the_remote_process_tree(transport: AdbTransport, phone: FakeAdbd) -> None:
     start = time.monotonic()
-    res = transport.run("echo started; sleep 30 & echo $! > /data/local/tmp/sleeper.pid; wait",
-                        timeout=2.0)
+    res = transport.run(
+        "echo started; sleep 30 & echo $! > /data/local/tmp/sleeper.pid; wait", timeout=2.0
+    )
     assert res.timed_out and res.exit_code == -1 and not res.ok
     assert res.stdout == "started\n"  # the pid marker line is stripped
     assert time.monotonic() - start < 10
@@ -182,30 +202,37 @@ def test_readings_change_during_a_test(transport: AdbTransport, phone: FakeAdbd)
     zone = "/sys/class/thermal/thermal_zone5/temp"
     assert transport.run(f"cat {zone}", timeout=20).stdout == "38400\n"
     phone.write_file_later(0.3, zone, "61000\n")
-    wait_for(lambda: transport.run(f"cat {zone}", timeout=20).stdout == "61000\n", timeout=5,
-             what="the zone to read 61000")
+    wait_for(
+        lambda: transport.run(f"cat {zone}", timeout=20).stdout == "61000\n",
+        timeout=5,
+        what="the zone to read 61000",
+    )
     phone.set_prop("ro.soc.model", "SM8250-AB")
     assert transport.run("getprop ro.soc.model", timeout=20).stdout == "SM8250-AB\n"
 
 
-def test_pushed_aarch64_binary_runs_under_qemu(transport: AdbTransport, phone: FakeAdbd,
-                                               tmp_path: Path) -> None:
+def test_pushed_aarch64_binary_runs_under_qemu(
+    transport: AdbTransport, phone: FakeAdbd, tmp_path: Path
+) -> None:
     cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64-static")
     if not (cc and qemu):
         pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64-static")
     src = tmp_path / "hello.c"
-    src.write_text('#include <stdio.h>\nint main(int c, char **v) '
-                   '{ printf("hello %s\\n", c > 1 ? v[1] : "?"); return 7; }\n')
-    subprocess.run([cc, "-static", "-O1", str(src), "-o", str(tmp_path / "hello")], check=True,
-                   timeout=60)
+    src.write_text(
+        "#include <stdio.h>\nint main(int c, char **v) "
+        '{ printf("hello %s\\n", c > 1 ? v[1] : "?"); return 7; }\n'
+    )
+    subprocess.run(
+        [cc, "-static", "-O1", str(src), "-o", str(tmp_path / "hello")], check=True, timeout=60
+    )
     transport.push(tmp_path / "hello", "/data/local/tmp/bnnbench/bin/hello", mode=0o755)
-    res = transport.run("qemu-aarch64-static /data/local/tmp/bnnbench/bin/hello phone",
-                        timeout=30)
+    res = transport.run("qemu-aarch64-static /data/local/tmp/bnnbench/bin/hello phone", timeout=30)
     assert (res.exit_code, res.stdout) == (7, "hello phone\n"), res.describe()
 
 
-def test_phone_back_on_the_same_port_reconnects(transport: AdbTransport, phone: FakeAdbd,
-                                                 tmp_path: Path) -> None:
+def test_phone_back_on_the_same_port_reconnects(
+    transport: AdbTransport, phone: FakeAdbd, tmp_path: Path
+) -> None:
     assert transport.run("true", timeout=20).ok
     phone.stop()  # adbd restarted: adb keeps a stale offline entry ("already connected")
     with FakeAdbd(phone.root, port=phone.port):
@@ -216,16 +243,20 @@ def test_phone_back_on_the_same_port_reconnects(transport: AdbTransport, phone: 
 def test_command_rewrite() -> None:
     fake = FakeAdbd("/tmp/phone-root")
     assert fake.rewrite("cat /proc/cpuinfo 2>/dev/null") == (
-        "cat /tmp/phone-root/proc/cpuinfo 2>/dev/null")
+        "cat /tmp/phone-root/proc/cpuinfo 2>/dev/null"
+    )
     assert fake.rewrite("x --out=/data/local/tmp/o /system/bin/sh '/sys/a' /usr/bin/sys/") == (
         "x --out=/tmp/phone-root/data/local/tmp/o /tmp/phone-root/system/bin/sh "
-        "'/tmp/phone-root/sys/a' /usr/bin/sys/")
+        "'/tmp/phone-root/sys/a' /usr/bin/sys/"
+    )
     assert fake.rewrite("ls /sys /systemd /data-x") == "ls /tmp/phone-root/sys /systemd /data-x"
 
 
 def test_two_phones_are_two_serials(tmp_path: Path, adb_env: dict[str, str]) -> None:
-    with FakeAdbd(tmp_path / "a", props={"ro.serialno": "PHONE-A"}) as a, \
-            FakeAdbd(tmp_path / "b", props={"ro.serialno": "PHONE-B"}) as b:
+    with (
+        FakeAdbd(tmp_path / "a", props={"ro.serialno": "PHONE-A"}) as a,
+        FakeAdbd(tmp_path / "b", props={"ro.serialno": "PHONE-B"}) as b,
+    ):
         ta, tb = AdbTransport(a.serial, env=adb_env), AdbTransport(b.serial, env=adb_env)
         assert ta.serial != tb.serial
         assert ta.run("getprop ro.serialno", timeout=20).stdout == "PHONE-A\n"
@@ -236,8 +267,9 @@ def test_two_phones_are_two_serials(tmp_path: Path, adb_env: dict[str, str]) -> 
         _adb(adb_env, "disconnect", fake.serial)
 
 
-def test_gone_device_raises_transport_error(transport: AdbTransport, phone: FakeAdbd,
-                                            tmp_path: Path, adb_env: dict[str, str]) -> None:
+def test_gone_device_raises_transport_error(
+    transport: AdbTransport, phone: FakeAdbd, tmp_path: Path, adb_env: dict[str, str]
+) -> None:
     assert transport.run("true", timeout=20).ok
     # unplugged mid-command: adb 29 itself exits 0 then; the missing status marker tells
     threading.Timer(0.5, phone.stop).start()

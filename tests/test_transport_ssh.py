@@ -63,7 +63,11 @@ def test_address_and_url(sshd: SshServer) -> None:
 def test_run_stdout_stderr_exit_code(ssh: SshTransport) -> None:
     r = ssh.run("echo out; echo 'err  line' >&2; exit 3", timeout=10)
     assert (r.stdout, r.stderr, r.exit_code, r.timed_out, r.ok) == (
-        "out\n", "err  line\n", 3, False, False
+        "out\n",
+        "err  line\n",
+        3,
+        False,
+        False,
     )
     r = ssh.run("printf '%s' \"$0\" | tr -d '\\n'; echo ' ok'", timeout=10)
     assert r.ok and r.stdout.endswith(" ok\n")
@@ -73,8 +77,10 @@ def test_run_stdout_stderr_exit_code(ssh: SshTransport) -> None:
 
 def test_large_output_on_both_streams(ssh: SshTransport) -> None:
     # stderr first: a reader that waited for stdout's EOF would deadlock on a full window
-    r = ssh.run("head -c 3000000 /dev/zero | tr '\\0' e >&2; head -c 3000000 /dev/zero | "
-                "tr '\\0' o", timeout=30)
+    r = ssh.run(
+        "head -c 3000000 /dev/zero | tr '\\0' e >&2; head -c 3000000 /dev/zero | tr '\\0' o",
+        timeout=30,
+    )
     assert r.ok
     assert len(r.stdout) == 3_000_000 and set(r.stdout) == {"o"}
     assert len(r.stderr) == 3_000_000 and set(r.stderr) == {"e"}
@@ -148,8 +154,10 @@ def test_changed_host_key_refused(sshd: SshServer, tmp_path: Path, policy: str) 
 def test_unknown_host_refused_when_strict(sshd: SshServer, tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
     # a file paramiko's own loader chokes on: markers, comments, junk, another host
-    known.write_text(f"# comment\n@cert-authority * {sshd.host_key_line}\ngarbage\n"
-                     f"other.host {sshd.host_key_line}\n")
+    known.write_text(
+        f"# comment\n@cert-authority * {sshd.host_key_line}\ngarbage\n"
+        f"other.host {sshd.host_key_line}\n"
+    )
     t = SshTransport(**sshd.transport_kwargs(known_hosts=known))
     with pytest.raises(TransportError, match="not in known_hosts"):
         t.run(f"touch {tmp_path}/ran", timeout=10)

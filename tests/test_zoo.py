@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers.onnx_builder import ort_run
 from onnx import numpy_helper
-from test_converters_util import ort_run, zoo_dir  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
 from converters.zoo import ALGORITHMS, ARCHS, input_shape
@@ -17,15 +17,17 @@ MODELS = [(a, g) for a in ARCHS for g in ALGORITHMS]
 
 
 @pytest.mark.parametrize(("arch", "algorithm"), MODELS)
-def test_zoo_model_is_valid_and_runs(zoo_dir: Path, arch: str, algorithm: str) -> None:  # noqa: F811
+def test_zoo_model_is_valid_and_runs(zoo_dir: Path, arch: str, algorithm: str) -> None:
     path = zoo_dir / f"{arch}_{algorithm}.onnx"
     onnx.checker.check_model(str(path), full_check=True)
     model = onnx.load(str(path))
     assert model.opset_import[0].version == 13
     props = {p.key: p.value for p in model.metadata_props}
     assert props["bnnbench.algorithm"] == algorithm
-    assert props["bnnbench.arch"] == {"resnet18": "ResNet18", "resnet34": "ResNet34",
-                                      "vggsmall": "VGG-Small"}[arch]
+    assert (
+        props["bnnbench.arch"]
+        == {"resnet18": "ResNet18", "resnet34": "ResNet34", "vggsmall": "VGG-Small"}[arch]
+    )
     x = np.random.default_rng(0).standard_normal(input_shape(arch)).astype(np.float32)
     y = ort_run(path, x)
     assert y.shape == (1, 10 if arch == "vggsmall" else 1000)
@@ -40,7 +42,7 @@ def _by_name(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     return {n.name: n for n in model.graph.node}
 
 
-def test_resnet_bnn_structure_like_torch_export(zoo_dir: Path) -> None:  # noqa: F811
+def test_resnet_bnn_structure_like_torch_export(zoo_dir: Path) -> None:
     model = onnx.load(str(zoo_dir / "resnet18_bnn.onnx"))
     nodes = _by_name(model)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -59,23 +61,30 @@ def test_resnet_bnn_structure_like_torch_export(zoo_dir: Path) -> None:  # noqa:
     assert "/layer2/layer2.0/downsample/downsample.1/BatchNormalization" in nodes
     # Hardtanh as Clip(-1, 1); ResNet head GlobalAveragePool/Flatten/Gemm
     clip = nodes["/layer1/layer1.0/act/Clip"]
-    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t)
-              for n in model.graph.node if n.op_type == "Constant"}
+    consts = {
+        n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+        for n in model.graph.node
+        if n.op_type == "Constant"
+    }
     assert float(consts[clip.input[1]]) == -1.0 and float(consts[clip.input[2]]) == 1.0
     assert {"/avgpool/GlobalAveragePool", "/Flatten", "/fc/Gemm"} <= set(nodes)
     mp = nodes["/maxpool/MaxPool"]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in mp.attribute}
     assert attrs["kernel_shape"] == [3, 3] and attrs["strides"] == [2, 2]
     assert attrs["pads"] == [1, 1, 1, 1]
-    bn_eps = [a.f for n in model.graph.node if n.op_type == "BatchNormalization"
-              for a in n.attribute if a.name == "epsilon"]
+    bn_eps = [
+        a.f
+        for n in model.graph.node
+        if n.op_type == "BatchNormalization"
+        for a in n.attribute
+        if a.name == "epsilon"
+    ]
     assert bn_eps and all(abs(e - 1e-5) < 1e-12 for e in bn_eps)
-    n_weight_signs = sum(1 for n in model.graph.node
-                         if n.op_type == "Sign" and n.input[0] in inits)
+    n_weight_signs = sum(1 for n in model.graph.node if n.op_type == "Sign" and n.input[0] in inits)
     assert n_weight_signs == 16
 
 
-def test_react_weight_and_threshold_pattern(zoo_dir: Path) -> None:  # noqa: F811
+def test_react_weight_and_threshold_pattern(zoo_dir: Path) -> None:
     model = onnx.load(str(zoo_dir / "vggsmall_react.onnx"))
     nodes = _by_name(model)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -97,7 +106,7 @@ def test_react_weight_and_threshold_pattern(zoo_dir: Path) -> None:  # noqa: F81
     assert inits["classifier.weight"].shape == (10, 512 * 4 * 4)
 
 
-def test_fp32_variant_has_no_sign(zoo_dir: Path) -> None:  # noqa: F811
+def test_fp32_variant_has_no_sign(zoo_dir: Path) -> None:
     model = onnx.load(str(zoo_dir / "resnet34_fp32.onnx"))
     ops = {n.op_type for n in model.graph.node}
     assert "Sign" not in ops
@@ -116,11 +125,24 @@ def test_zoo_is_deterministic() -> None:
 def test_zoo_cli_writes_selected_models(tmp_path: Path) -> None:
     from bnnbench.cli import app
 
-    res = CliRunner().invoke(app, ["zoo", str(tmp_path / "z"), "--arch", "vggsmall",
-                                   "--algorithm", "bnn", "--algorithm", "react"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "zoo",
+            str(tmp_path / "z"),
+            "--arch",
+            "vggsmall",
+            "--algorithm",
+            "bnn",
+            "--algorithm",
+            "react",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "z").iterdir()) == [
-        "vggsmall_bnn.onnx", "vggsmall_react.onnx"]
+        "vggsmall_bnn.onnx",
+        "vggsmall_react.onnx",
+    ]
     assert "vggsmall_react.onnx" in res.output
 
     bad = CliRunner().invoke(app, ["zoo", str(tmp_path / "y"), "--arch", "resnet50"])

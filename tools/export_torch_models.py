@@ -35,8 +35,11 @@ ARCHS = ("resnet18", "resnet34", "vggsmall")
 ALGORITHMS = ("fp32", "bnn", "react")
 EXPORTERS = ("torchscript", "dynamo")
 ARCH_NAMES = {"resnet18": "ResNet18", "resnet34": "ResNet34", "vggsmall": "VGG-Small"}
-INPUT_SHAPES = {"resnet18": (1, 3, 224, 224), "resnet34": (1, 3, 224, 224),
-                "vggsmall": (1, 3, 32, 32)}
+INPUT_SHAPES = {
+    "resnet18": (1, 3, 224, 224),
+    "resnet34": (1, 3, 224, 224),
+    "vggsmall": (1, 3, 32, 32),
+}
 NUM_CLASSES = {"resnet18": 1000, "resnet34": 1000, "vggsmall": 10}
 #: expected binary convolutions per binarized model (FP stem, FP 1×1 downsample, FP classifier)
 BINARY_CONVS = {"resnet18": 16, "resnet34": 32, "vggsmall": 5}
@@ -109,8 +112,16 @@ class BinaryConv2d(nn.Conv2d):
     bnn: sign(x) ⊛ sign(W). react: sign(x − t) ⊛ (mean|W|·sign(W)), t a learnable per-channel
     threshold (ReActNet's LearnableBias, written as a subtraction)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, padding: int,
-                 algorithm: str, act_ste: str) -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        algorithm: str,
+        act_ste: str,
+    ) -> None:
         super().__init__(cin, cout, kernel, stride, padding, bias=False)
         self.algorithm = algorithm
         self.act_ste = act_ste
@@ -132,8 +143,16 @@ class BinaryConv2d(nn.Conv2d):
         return nn.functional.conv2d(x, w, None, self.stride, self.padding)
 
 
-def make_conv(cin: int, cout: int, kernel: int, stride: int, padding: int, algorithm: str,
-              act_ste: str, binary: bool) -> nn.Conv2d:
+def make_conv(
+    cin: int,
+    cout: int,
+    kernel: int,
+    stride: int,
+    padding: int,
+    algorithm: str,
+    act_ste: str,
+    binary: bool,
+) -> nn.Conv2d:
     if binary and algorithm != "fp32":
         return BinaryConv2d(cin, cout, kernel, stride, padding, algorithm, act_ste)
     return nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
@@ -156,8 +175,9 @@ class BasicBlock(nn.Module):
         self.downsample: nn.Module | None = None
         if stride != 1 or cin != cout:
             # FP 1×1 downsample, as BiBench deploys it
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                            nn.BatchNorm2d(cout))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -167,8 +187,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, layers: list[int], algorithm: str, act_ste: str,
-                 num_classes: int = 1000) -> None:
+    def __init__(
+        self, layers: list[int], algorithm: str, act_ste: str, num_classes: int = 1000
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -318,12 +339,24 @@ EXTRAS = {
     "extra_functions": ("functions", [("torchscript", 17)], "convert", ""),
     "extra_minmax": ("minmax", [("torchscript", 17), ("dynamo", 18)], "convert", ""),
     # one binary weight exactly 0.0: Sign(0) = 0 makes it ternary
-    "extra_zero_weight": ("zero_weight", [("torchscript", 13), ("dynamo", 18)], "zero_weight",
-                          "exactly 0"),
-    "extra_mean_nokeep": ("mean_nokeep", [("torchscript", 13), ("dynamo", 18)], "refuse",
-                          "keepdims=0"),
-    "extra_sign_pool": ("sign_pool", [("torchscript", 13), ("dynamo", 18)], "refuse",
-                        "Sign on an activation that does not feed a conv"),
+    "extra_zero_weight": (
+        "zero_weight",
+        [("torchscript", 13), ("dynamo", 18)],
+        "zero_weight",
+        "exactly 0",
+    ),
+    "extra_mean_nokeep": (
+        "mean_nokeep",
+        [("torchscript", 13), ("dynamo", 18)],
+        "refuse",
+        "keepdims=0",
+    ),
+    "extra_sign_pool": (
+        "sign_pool",
+        [("torchscript", 13), ("dynamo", 18)],
+        "refuse",
+        "Sign on an activation that does not feed a conv",
+    ),
 }
 EXTRA_INPUT = (1, 3, 16, 16)
 EXTRA_BINARY_CONVS = {"functions": 2, "minmax": 2, "zero_weight": 2}
@@ -343,8 +376,14 @@ def build_extra(variant: str, seed: int = 0) -> nn.Module:
 # ----------------------------------------------------------------------------- export
 
 
-def export_one(model: nn.Module, input_shape: tuple[int, ...], exporter: str, opset: int,
-               path: Path, functions: tuple[type, ...] = ()) -> dict:
+def export_one(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    exporter: str,
+    opset: int,
+    path: Path,
+    functions: tuple[type, ...] = (),
+) -> dict:
     for old in path.parent.glob(path.name + "*"):
         old.unlink()
     x = torch.randn(input_shape, generator=torch.Generator().manual_seed(7))
@@ -352,17 +391,36 @@ def export_one(model: nn.Module, input_shape: tuple[int, ...], exporter: str, op
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's deprecation chatter about the exporters
         if exporter == "torchscript":
-            torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                              export_modules_as_functions=set(functions) or False)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                export_modules_as_functions=set(functions) or False,
+            )
         else:
-            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=opset,
-                              external_data=True, input_names=["input"],
-                              output_names=["output"])
+            torch.onnx.export(
+                model,
+                (x,),
+                str(path),
+                dynamo=True,
+                opset_version=opset,
+                external_data=True,
+                input_names=["input"],
+                output_names=["output"],
+            )
     files = sorted(p.name for p in path.parent.glob(path.name + "*"))
-    return {"exporter": exporter, "opset": opset, "file": path.name, "files": files,
-            "export_s": round(time.perf_counter() - t0, 2)}
+    return {
+        "exporter": exporter,
+        "opset": opset,
+        "file": path.name,
+        "files": files,
+        "export_s": round(time.perf_counter() - t0, 2),
+    }
 
 
 def _export_task(task: tuple, outdir: str, seed: int) -> list[dict]:
@@ -377,13 +435,21 @@ def _export_task(task: tuple, outdir: str, seed: int) -> list[dict]:
             opset = TORCHSCRIPT_OPSET if exporter == "torchscript" else DYNAMO_OPSET
             name = f"{arch}_{algo}_{exporter}"
             info = export_one(model, INPUT_SHAPES[arch], exporter, opset, out / f"{name}.onnx")
-            entries.append({
-                "name": name, "kind": "main", "arch": arch, "arch_name": ARCH_NAMES[arch],
-                "algorithm": algo, "activation_ste": ACT_STE.get((arch, algo)),
-                "input_shape": list(INPUT_SHAPES[arch]), "num_classes": NUM_CLASSES[arch],
-                "expect": "convert",
-                "expected_binary_convs": 0 if algo == "fp32" else BINARY_CONVS[arch], **info,
-            })
+            entries.append(
+                {
+                    "name": name,
+                    "kind": "main",
+                    "arch": arch,
+                    "arch_name": ARCH_NAMES[arch],
+                    "algorithm": algo,
+                    "activation_ste": ACT_STE.get((arch, algo)),
+                    "input_shape": list(INPUT_SHAPES[arch]),
+                    "num_classes": NUM_CLASSES[arch],
+                    "expect": "convert",
+                    "expected_binary_convs": 0 if algo == "fp32" else BINARY_CONVS[arch],
+                    **info,
+                }
+            )
     else:
         _, name = task
         variant, exports, expect, detail = EXTRAS[name]
@@ -391,14 +457,20 @@ def _export_task(task: tuple, outdir: str, seed: int) -> list[dict]:
         functions = (TinyBlock,) if variant == "functions" else ()
         for exporter, opset in exports:
             full = f"{name}_{exporter}"
-            info = export_one(model, EXTRA_INPUT, exporter, opset, out / f"{full}.onnx",
-                              functions)
-            entries.append({
-                "name": full, "kind": "extra", "variant": variant,
-                "input_shape": list(EXTRA_INPUT), "num_classes": 10, "expect": expect,
-                "expect_detail": detail,
-                "expected_binary_convs": EXTRA_BINARY_CONVS.get(variant), **info,
-            })
+            info = export_one(model, EXTRA_INPUT, exporter, opset, out / f"{full}.onnx", functions)
+            entries.append(
+                {
+                    "name": full,
+                    "kind": "extra",
+                    "variant": variant,
+                    "input_shape": list(EXTRA_INPUT),
+                    "num_classes": 10,
+                    "expect": expect,
+                    "expect_detail": detail,
+                    "expected_binary_convs": EXTRA_BINARY_CONVS.get(variant),
+                    **info,
+                }
+            )
     for e in entries:
         print(f"{e['name']}: {e['files']} ({e['export_s']} s)", flush=True)
     return entries
@@ -410,15 +482,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", action="append", choices=ARCHS)
     p.add_argument("--algorithm", action="append", choices=ALGORITHMS)
     p.add_argument("--exporter", action="append", choices=EXPORTERS)
-    p.add_argument("--no-extras", action="store_true",
-                   help="skip the small special-case models (extra_*)")
+    p.add_argument(
+        "--no-extras", action="store_true", help="skip the small special-case models (extra_*)"
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.outdir.mkdir(parents=True, exist_ok=True)
     exporters = tuple(args.exporter or EXPORTERS)
-    tasks: list[tuple] = [("main", arch, algo, exporters)
-                          for arch in args.arch or ARCHS for algo in args.algorithm or ALGORITHMS]
+    tasks: list[tuple] = [
+        ("main", arch, algo, exporters)
+        for arch in args.arch or ARCHS
+        for algo in args.algorithm or ALGORITHMS
+    ]
     # biggest first, so the pool's tail is short
     tasks.sort(key=lambda t: {"resnet34": 0, "resnet18": 1, "vggsmall": 2}[t[1]])
     if not args.no_extras:
@@ -429,8 +505,11 @@ def main(argv: list[str] | None = None) -> int:
 
         # spawn: torch's thread pools do not survive fork
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(_export_task, tasks, [str(args.outdir)] * len(tasks),
-                                    [args.seed] * len(tasks)))
+            results = list(
+                pool.map(
+                    _export_task, tasks, [str(args.outdir)] * len(tasks), [args.seed] * len(tasks)
+                )
+            )
     else:
         results = [_export_task(t, str(args.outdir), args.seed) for t in tasks]
     manifest = {

@@ -50,7 +50,11 @@ class Runner(Protocol):
         ...
 
     def benchmark(
-        self, artifact_path: Path, threads: int, warmup: int, runs: int,
+        self,
+        artifact_path: Path,
+        threads: int,
+        warmup: int,
+        runs: int,
         protocol: MeasurementProtocol | None = None,
     ) -> RunOutput:
         """Load the artifact, run ``warmup`` untimed and ``runs`` timed inferences.

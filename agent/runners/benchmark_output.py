@@ -32,8 +32,11 @@ _SUMMARY_RE = re.compile(r"timings in us:\s*(.*)$")
 _PAIR_RE = re.compile(rf"([A-Za-z][A-Za-z ()]*?):\s*({_NUM})", re.IGNORECASE)
 _SIZE_RE = re.compile(rf"input model file size \(MB\):\s*({_NUM})")
 _SESSION_RE = re.compile(rf"Initialized session in\s*({_NUM})\s*ms")
-_MEMORY_RE = re.compile(rf"((?:Peak )?memory footprint[^:]*)\(MB\):\s*init=({_NUM})\s+"
-                        rf"overall=({_NUM})", re.IGNORECASE)
+_MEMORY_RE = re.compile(
+    rf"((?:Peak )?memory footprint[^:]*)\(MB\):\s*init=({_NUM})\s+"
+    rf"overall=({_NUM})",
+    re.IGNORECASE,
+)
 
 # summary labels → field (2018 builds called the steady-state average "no stats")
 _SUMMARY_FIELDS = {
@@ -91,10 +94,14 @@ class BenchmarkModelOutput:
             return None if s is None else {"count": s.count, **s.values}
 
         return {
-            "init_us": self.init_us, "first_inference_us": self.first_inference_us,
-            "warmup_avg_us": self.warmup_avg_us, "inference_avg_us": self.inference_avg_us,
-            "warmup": stats(self.warmup), "inference": stats(self.inference),
-            "model_size_mb": self.model_size_mb, "memory_mb": dict(self.memory_mb),
+            "init_us": self.init_us,
+            "first_inference_us": self.first_inference_us,
+            "warmup_avg_us": self.warmup_avg_us,
+            "inference_avg_us": self.inference_avg_us,
+            "warmup": stats(self.warmup),
+            "inference": stats(self.inference),
+            "model_size_mb": self.model_size_mb,
+            "memory_mb": dict(self.memory_mb),
             "memory_kind": self.memory_kind,
         }
 
@@ -102,10 +109,10 @@ class BenchmarkModelOutput:
 def _stat_line(line: str) -> LatencyStats | None:
     if not _STAT_RE.search(line):
         return None
-    head = line[:line.index("count=")]
+    head = line[: line.index("count=")]
     if "Timings" in head or "Memory" in head:  # op-profiling tables, not inference runs
         return None
-    pairs = {k.lower(): v for k, v in _KV_RE.findall(line[line.index("count="):])}
+    pairs = {k.lower(): v for k, v in _KV_RE.findall(line[line.index("count=") :])}
     count = int(float(pairs.pop("count")))
     return LatencyStats(count, {k: _num(v) for k, v in pairs.items()})
 
@@ -185,8 +192,9 @@ class GBenchRun:
         try:
             return v * _UNIT_MS[self.time_unit]
         except KeyError:
-            raise BenchmarkOutputError(f"unknown time_unit {self.time_unit!r} of "
-                                       f"{self.name!r}") from None
+            raise BenchmarkOutputError(
+                f"unknown time_unit {self.time_unit!r} of {self.name!r}"
+            ) from None
 
     @property
     def real_time_ms(self) -> float:
@@ -206,8 +214,13 @@ class GBenchOutput:
     def iterations_of(self, name: str) -> list[GBenchRun]:
         """Per-repetition runs of benchmark ``name`` (``name`` or ``name/…``), no aggregates,
         no errored runs."""
-        return [r for r in self.runs if r.run_type != "aggregate" and not r.error
-                and (r.run_name or r.name).split("/")[0] == name]
+        return [
+            r
+            for r in self.runs
+            if r.run_type != "aggregate"
+            and not r.error
+            and (r.run_name or r.name).split("/")[0] == name
+        ]
 
     @property
     def errors(self) -> list[GBenchRun]:
@@ -219,7 +232,7 @@ def _json_object(text: str) -> dict[str, Any]:
     start = re.search(r"^\s*\{", text, re.MULTILINE)
     if not start:
         raise BenchmarkOutputError("no JSON object in google-benchmark output")
-    body = text[start.start():]
+    body = text[start.start() :]
     dec = json.JSONDecoder()
     try:
         return dec.raw_decode(body.lstrip())[0]
@@ -227,8 +240,11 @@ def _json_object(text: str) -> dict[str, Any]:
         pass
     # a benchmark (or the library) may print plain lines into stdout mid-JSON; drop lines that
     # cannot be part of pretty-printed JSON and try once more
-    keep = [ln for ln in body.splitlines()
-            if re.match(r'\s*(?:[{}\[\]"]|$|[-+0-9.]|true|false|null)', ln)]
+    keep = [
+        ln
+        for ln in body.splitlines()
+        if re.match(r'\s*(?:[{}\[\]"]|$|[-+0-9.]|true|false|null)', ln)
+    ]
     try:
         return dec.raw_decode("\n".join(keep).lstrip())[0]
     except json.JSONDecodeError as exc:
@@ -263,29 +279,40 @@ def parse_google_benchmark_json(text: str) -> GBenchOutput:
             run_type = "aggregate" if suffix else "iteration"
             agg = agg or suffix
             if suffix and not run_name:
-                run_name = name[:-len(suffix) - 1]
+                run_name = name[: -len(suffix) - 1]
         elif run_type == "aggregate" and not agg:
             agg = _aggregate_suffix(name)
         try:
-            runs.append(GBenchRun(
-                name=name, real_time=float(b.get("real_time", math.nan)),
-                cpu_time=float(b.get("cpu_time", math.nan)),
-                time_unit=str(b.get("time_unit", "ns")),  # the library's default unit
-                iterations=int(b["iterations"]) if "iterations" in b else None,
-                run_name=run_name, run_type=str(run_type), aggregate_name=agg,
-                threads=int(b.get("threads", 1)), error=err,
-                repetition_index=(int(b["repetition_index"])
-                                  if b.get("repetition_index") is not None else None),
-            ))
+            runs.append(
+                GBenchRun(
+                    name=name,
+                    real_time=float(b.get("real_time", math.nan)),
+                    cpu_time=float(b.get("cpu_time", math.nan)),
+                    time_unit=str(b.get("time_unit", "ns")),  # the library's default unit
+                    iterations=int(b["iterations"]) if "iterations" in b else None,
+                    run_name=run_name,
+                    run_type=str(run_type),
+                    aggregate_name=agg,
+                    threads=int(b.get("threads", 1)),
+                    error=err,
+                    repetition_index=(
+                        int(b["repetition_index"])
+                        if b.get("repetition_index") is not None
+                        else None
+                    ),
+                )
+            )
         except (TypeError, ValueError) as exc:
-            raise BenchmarkOutputError(f"google-benchmark entry {i} ({name!r}) is malformed: "
-                                       f"{exc}") from exc
+            raise BenchmarkOutputError(
+                f"google-benchmark entry {i} ({name!r}) is malformed: {exc}"
+            ) from exc
     return GBenchOutput("json", dict(doc.get("context") or {}), runs)
 
 
 _CONSOLE_RE = re.compile(
     rf"^(?P<name>\S+)\s+(?P<real>{_NUM})\s*(?P<ru>ns|us|ms|s)?\s+(?P<cpu>{_NUM})\s*"
-    rf"(?P<cu>ns|us|ms|s)?\s+(?P<it>\d+)(?:\s|$)")
+    rf"(?P<cu>ns|us|ms|s)?\s+(?P<it>\d+)(?:\s|$)"
+)
 _HEADER_UNIT_RE = re.compile(r"Time\((ns|us|ms|s)\)")
 
 
@@ -308,12 +335,18 @@ def parse_google_benchmark_console(text: str) -> GBenchOutput:
             continue
         name = m.group("name")
         agg = _aggregate_suffix(name)
-        runs.append(GBenchRun(
-            name=name, real_time=_num(m.group("real")), cpu_time=_num(m.group("cpu")),
-            time_unit=m.group("ru") or unit, iterations=int(m.group("it")),
-            run_name=name[:-len(agg) - 1] if agg else name,
-            run_type="aggregate" if agg else "iteration", aggregate_name=agg,
-        ))
+        runs.append(
+            GBenchRun(
+                name=name,
+                real_time=_num(m.group("real")),
+                cpu_time=_num(m.group("cpu")),
+                time_unit=m.group("ru") or unit,
+                iterations=int(m.group("it")),
+                run_name=name[: -len(agg) - 1] if agg else name,
+                run_type="aggregate" if agg else "iteration",
+                aggregate_name=agg,
+            )
+        )
     if not runs:
         raise BenchmarkOutputError("no google-benchmark result rows in the output")
     return GBenchOutput("console", {}, runs)

@@ -62,15 +62,26 @@ class DabnnRunner:
     name = "dabnn"
 
     def __init__(
-        self, binary: str | Path | None = None, timeout_s: float = 3600.0, *,
-        transport: Transport | None = None, device: DeviceInfo | None = None,
-        affinity: str = "all", exec_wrapper: str | None = None,
+        self,
+        binary: str | Path | None = None,
+        timeout_s: float = 3600.0,
+        *,
+        transport: Transport | None = None,
+        device: DeviceInfo | None = None,
+        affinity: str = "all",
+        exec_wrapper: str | None = None,
         settings: RunnerSettings | None = None,
     ) -> None:
         configured = (settings or RunnerSettings()).dabnn_benchmark
         path = DeviceProgram.locate(binary, configured, BINARY_NAME, transport is not None)
-        self.program = DeviceProgram(path, BINARY_NAME, transport=transport, device=device,
-                                     affinity=affinity, exec_wrapper=exec_wrapper)
+        self.program = DeviceProgram(
+            path,
+            BINARY_NAME,
+            transport=transport,
+            device=device,
+            affinity=affinity,
+            exec_wrapper=exec_wrapper,
+        )
         self.timeout_s = timeout_s
         self.unavailable_reason: str | None = None
 
@@ -90,12 +101,15 @@ class DabnnRunner:
         elif not b:
             self.unavailable_reason = (
                 f"no {BINARY_NAME} path for this device (devices.toml: dabnn_benchmark)"
-                if self.program.device_side else
-                f"no {BINARY_NAME}: set ${ENV_BINARY} or put it on PATH")
+                if self.program.device_side
+                else f"no {BINARY_NAME}: set ${ENV_BINARY} or put it on PATH"
+            )
         else:
-            self.unavailable_reason = (f"{b} is not an executable file on {where}"
-                                       if self.program.device_side
-                                       else f"{b} is not an executable file")
+            self.unavailable_reason = (
+                f"{b} is not an executable file on {where}"
+                if self.program.device_side
+                else f"{b} is not an executable file"
+            )
         return ok
 
     def version(self) -> str:
@@ -104,23 +118,33 @@ class DabnnRunner:
             raise RunnerError(self.unavailable_reason or "daBNN runner unavailable")
         return f"dabnn {BINARY_NAME} {self.program.build_id(16)}"
 
-    def command(self, artifact_path: str | Path, repetitions: int,
-                min_time_s: float | None = None) -> list[str]:
+    def command(
+        self, artifact_path: str | Path, repetitions: int, min_time_s: float | None = None
+    ) -> list[str]:
         # benchmark_single_model takes the model as argv[1], before google-benchmark's flags
-        argv = [self.binary, str(artifact_path), "--benchmark_format=json",
-                f"--benchmark_repetitions={repetitions}",
-                "--benchmark_report_aggregates_only=false"]
+        argv = [
+            self.binary,
+            str(artifact_path),
+            "--benchmark_format=json",
+            f"--benchmark_repetitions={repetitions}",
+            "--benchmark_report_aggregates_only=false",
+        ]
         if min_time_s is not None:
             argv.append(f"--benchmark_min_time={min_time_s:.6g}")
         return argv
 
     def benchmark(
-        self, artifact_path: Path, threads: int, warmup: int, runs: int,
+        self,
+        artifact_path: Path,
+        threads: int,
+        warmup: int,
+        runs: int,
         protocol: MeasurementProtocol | None = None,
     ) -> RunOutput:
         if threads != 1:
-            raise RunnerError(f"daBNN is single-threaded; the job asks for {threads} threads",
-                              retryable=False)
+            raise RunnerError(
+                f"daBNN is single-threaded; the job asks for {threads} threads", retryable=False
+            )
         if runs < 1:
             raise RunnerError(f"runs must be at least 1, got {runs}", retryable=False)
         p = protocol or MeasurementProtocol()
@@ -136,29 +160,34 @@ class DabnnRunner:
         model = self.program.stage(Path(artifact_path), ".dab")
         affinity = p.affinity or self.program.affinity
         command, pinned, cpus = self.program.command(
-            self.command(model, runs + discard, min_time_flag), affinity, threads)
+            self.command(model, runs + discard, min_time_flag), affinity, threads
+        )
         timeout = run_timeout(self.timeout_s, (runs + discard) * per_rep_s)
         res = self.program.run(command, timeout)
         if res.exit_code != 0:
             why = _reason(res.stderr)
-            raise RunnerError(f"daBNN failed on the model (exit {res.exit_code}): {why}",
-                              retryable=not _MODEL_ERRORS.search(why))
+            raise RunnerError(
+                f"daBNN failed on the model (exit {res.exit_code}): {why}",
+                retryable=not _MODEL_ERRORS.search(why),
+            )
         try:
             parsed = parse_google_benchmark_json(res.stdout)
             if parsed.errors:
                 r = parsed.errors[0]
-                raise BenchmarkOutputError(f"benchmark {r.run_name or r.name!r} failed: "
-                                           f"{r.error}")
+                raise BenchmarkOutputError(f"benchmark {r.run_name or r.name!r} failed: {r.error}")
             # per-repetition runs (aggregates dropped), times in ms (unknown units raise)
-            got = [(r.real_time_ms, r.cpu_time_ms, r.iterations or 0)
-                   for r in parsed.iterations_of(BENCHMARK_NAME)]
+            got = [
+                (r.real_time_ms, r.cpu_time_ms, r.iterations or 0)
+                for r in parsed.iterations_of(BENCHMARK_NAME)
+            ]
         except BenchmarkOutputError as exc:
             raise RunnerError(f"{BINARY_NAME} output: {exc}") from exc
         if not all(math.isfinite(real) and math.isfinite(cpu) for real, cpu, _ in got):
             raise RunnerError(f"{BINARY_NAME} output: a repetition has no real_time/cpu_time")
         if len(got) != runs + discard:
-            raise RunnerError(f"{BINARY_NAME} reported {len(got)} repetitions, expected "
-                              f"{runs + discard}")
+            raise RunnerError(
+                f"{BINARY_NAME} reported {len(got)} repetitions, expected {runs + discard}"
+            )
         timed = got[discard:]
         ctx = parsed.context
         extra: dict[str, Any] = {
@@ -169,12 +198,13 @@ class DabnnRunner:
             "iterations_per_sample": [it for _, _, it in timed],
             "cpu_time_ms": [cpu for _, cpu, _ in timed],
             "warmup": (f"{discard} leading repetition(s) discarded" if discard else "none")
-                      + " + google-benchmark's own sizing loops",
+            + " + google-benchmark's own sizing loops",
             "threads": "1 (daBNN is single-threaded)",
             "protocol_applied": {
                 "benchmark_min_time_s": min_time_flag,  # None: google-benchmark's 0.5 s
                 "discarded_repetitions": discard,
-                "min_time_ms": p.min_time_ms, "warmup_ms": p.warmup_ms,
+                "min_time_ms": p.min_time_ms,
+                "warmup_ms": p.warmup_ms,
                 "max_runs": "not applicable (samples stay `runs`; repetitions lengthen)",
             },
             "timeout_s": timeout,
@@ -182,11 +212,20 @@ class DabnnRunner:
             "affinity_cpus": cpus,
             "pinned": pinned,
             "exec_wrapper": self.program.exec_wrapper,
-            "google_benchmark_context": {k: ctx[k] for k in (
-                "num_cpus", "mhz_per_cpu", "cpu_scaling_enabled", "library_build_type",
-                "library_version") if k in ctx},
+            "google_benchmark_context": {
+                k: ctx[k]
+                for k in (
+                    "num_cpus",
+                    "mhz_per_cpu",
+                    "cpu_scaling_enabled",
+                    "library_build_type",
+                    "library_version",
+                )
+                if k in ctx
+            },
         }
         if ctx.get("library_build_type") == "debug":
             extra["warning"] = "google-benchmark was built in debug mode"
-        return RunOutput(samples_ms=[real for real, _, _ in timed],
-                         runtime_version=version, extra=extra)
+        return RunOutput(
+            samples_ms=[real for real, _, _ in timed], runtime_version=version, extra=extra
+        )

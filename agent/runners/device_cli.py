@@ -27,14 +27,19 @@ from bnnbench.schemas import DeviceInfo, MeasurementProtocol
 NATIVE_DIR = Path(__file__).resolve().parents[2] / "native"
 # the CLI built for each ABI family; x86-64 boards run the host build
 _ABI_BUILD = {
-    "arm64-v8a": "aarch64", "aarch64": "aarch64", "arm64": "aarch64",
-    "armeabi-v7a": "armv7", "armv7l": "armv7", "armv7": "armv7", "armv8l": "armv7",
+    "arm64-v8a": "aarch64",
+    "aarch64": "aarch64",
+    "arm64": "aarch64",
+    "armeabi-v7a": "armv7",
+    "armv7l": "armv7",
+    "armv7": "armv7",
+    "armv8l": "armv7",
 }
 
 
 def cli_for_abi(abi: str, cli_dir: Path | None = None) -> Path:
     """The host-side CLI binary that runs on devices of this ABI."""
-    build = (cli_dir or NATIVE_DIR / "build")
+    build = cli_dir or NATIVE_DIR / "build"
     sub = _ABI_BUILD.get(abi)
     return build / sub / "bnnbench-native" if sub else build / "bnnbench-native"
 
@@ -45,8 +50,13 @@ class DeviceCliRunner:
     name = "native"
 
     def __init__(
-        self, transport: Transport, device: DeviceInfo, *, affinity: str = "all",
-        exec_wrapper: str | None = None, cli_dir: Path | None = None,
+        self,
+        transport: Transport,
+        device: DeviceInfo,
+        *,
+        affinity: str = "all",
+        exec_wrapper: str | None = None,
+        cli_dir: Path | None = None,
         timeout_s: float = 3600.0,
     ) -> None:
         self.transport = transport
@@ -77,7 +87,11 @@ class DeviceCliRunner:
         return f"bnnbench-native {self.cli.parent.name} static sha256:{self._cli_sha[:12]}"
 
     def benchmark(
-        self, artifact_path: Path, threads: int, warmup: int, runs: int,
+        self,
+        artifact_path: Path,
+        threads: int,
+        warmup: int,
+        runs: int,
         protocol: MeasurementProtocol | None = None,
     ) -> RunOutput:
         """Stage the CLI and the model, run the CLI with the protocol's flags (the same rules
@@ -88,15 +102,25 @@ class DeviceCliRunner:
         cli = self.files.stage(self.cli, f"bin/bnnbench-native-{self.version()[-12:]}", 0o755)
         model = self.files.stage_artifact(artifact_path, ".bnn")
         cpus = pick_cpus(self.device, p.affinity or self.affinity, threads)
-        argv = [cli, model, "--threads", str(threads), "--warmup", str(warmup),
-                "--runs", str(runs), "--json"]
+        argv = [
+            cli,
+            model,
+            "--threads",
+            str(threads),
+            "--warmup",
+            str(warmup),
+            "--runs",
+            str(runs),
+            "--json",
+        ]
         if p.warmup_ms:
             argv += ["--warmup-ms", str(math.ceil(p.warmup_ms))]
         if p.min_time_ms:
             argv += ["--min-time-ms", str(math.ceil(p.min_time_ms))]
             argv += ["--max-runs", str(max(p.max_runs or 100 * runs, runs))]
-        command, pinned = device_command(argv, cpus=cpus, exec_wrapper=self.exec_wrapper,
-                                         taskset="taskset" in self.device.tools)
+        command, pinned = device_command(
+            argv, cpus=cpus, exec_wrapper=self.exec_wrapper, taskset="taskset" in self.device.tools
+        )
         timeout = run_timeout(self.timeout_s, (p.warmup_ms + p.min_time_ms) / 1000)
         res = self.transport.run(command, timeout=timeout)
         report = self._parse(res, timeout)
@@ -106,7 +130,7 @@ class DeviceCliRunner:
         return RunOutput(
             samples_ms=samples,
             runtime_version=f"bnnbench-native {report.get('version', '?')} "
-                            f"({self.cli.parent.name} static)",
+            f"({self.cli.parent.name} static)",
             extra={
                 "kernel_isa": report.get("isa"),
                 "input_shape": report.get("input_shape"),
@@ -127,13 +151,15 @@ class DeviceCliRunner:
 
     def _parse(self, res: CommandResult, timeout: float) -> dict[str, Any]:
         if res.timed_out:
-            raise RunnerError(f"the run did not finish within {timeout:.0f} s and was "
-                              f"killed: {res.describe()}")
+            raise RunnerError(
+                f"the run did not finish within {timeout:.0f} s and was killed: {res.describe()}"
+            )
         if res.exit_code != 0:
             # exit 2: the CLI refused the arguments; 1: it refused the model; >128: a signal
             retry = res.exit_code > 2 or res.exit_code < 0
-            raise RunnerError(f"bnnbench-native failed on the device: {res.describe()}",
-                              retryable=retry)
+            raise RunnerError(
+                f"bnnbench-native failed on the device: {res.describe()}", retryable=retry
+            )
         for line in reversed(res.stdout.strip().splitlines()):
             if line.startswith("{"):
                 try:

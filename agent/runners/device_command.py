@@ -55,8 +55,11 @@ def cpu_mask(cpus: Sequence[int]) -> str:
 
 
 def device_command(
-    argv: Sequence[str | Path], *, cpus: Sequence[int] | None = None,
-    exec_wrapper: str | None = None, taskset: bool = True,
+    argv: Sequence[str | Path],
+    *,
+    cpus: Sequence[int] | None = None,
+    exec_wrapper: str | None = None,
+    taskset: bool = True,
 ) -> tuple[str, bool]:
     """``[taskset MASK] [wrapper …] argv…`` quoted for the device's POSIX shell, and whether
     the pinning prefix is in it (``taskset=False``: the device has no ``taskset``).
@@ -85,8 +88,9 @@ def has_taskset(transport: Transport, device: DeviceInfo | None) -> bool:
     """Whether the device can pin: from the probe when there is one, else asked once here."""
     if device is not None:
         return "taskset" in device.tools
-    return "yes" in transport.run("command -v taskset >/dev/null 2>&1 && echo yes",
-                                  timeout=60).stdout
+    return (
+        "yes" in transport.run("command -v taskset >/dev/null 2>&1 && echo yes", timeout=60).stdout
+    )
 
 
 def is_executable(transport: Transport, path: str) -> bool:
@@ -124,8 +128,13 @@ class DeviceProgram:
     """
 
     def __init__(
-        self, path: str, name: str, *, transport: Transport | None = None,
-        device: DeviceInfo | None = None, affinity: str = "all",
+        self,
+        path: str,
+        name: str,
+        *,
+        transport: Transport | None = None,
+        device: DeviceInfo | None = None,
+        affinity: str = "all",
         exec_wrapper: str | None = None,
     ) -> None:
         self.path = path
@@ -141,8 +150,9 @@ class DeviceProgram:
         self._build: str | None = None
 
     @staticmethod
-    def locate(given: str | os.PathLike[str] | None, configured: str, name: str,
-               device_side: bool) -> str:
+    def locate(
+        given: str | os.PathLike[str] | None, configured: str, name: str, device_side: bool
+    ) -> str:
         """The binary's path: the one given, else on this machine the configured one or
         ``name`` on PATH; "" when there is none. A device's comes only from devices.toml:
         the host's settings and PATH say nothing about it."""
@@ -166,23 +176,28 @@ class DeviceProgram:
     def build_id(self, digits: int) -> str:
         """Which build the binary is (neither tool prints a version): its sha256 prefix."""
         if self._build is None:
-            self._build = (file_id(self.transport, self.path, digits) if self.device_side
-                           else f"sha256:{sha256_file(self.path)[:digits]}")
+            self._build = (
+                file_id(self.transport, self.path, digits)
+                if self.device_side
+                else f"sha256:{sha256_file(self.path)[:digits]}"
+            )
         return self._build
 
     def stage(self, artifact: Path, suffix: str) -> str:
         """The artifact's path where the binary runs (pushed once to a device)."""
         return self.files.stage_artifact(artifact, suffix) if self.files else str(artifact)
 
-    def command(self, argv: Sequence[str | Path], affinity: str,
-                threads: int) -> tuple[str, bool, list[int] | None]:
+    def command(
+        self, argv: Sequence[str | Path], affinity: str, threads: int
+    ) -> tuple[str, bool, list[int] | None]:
         """``device_command`` for this binary: the command, whether it is pinned, and the
         cores it is pinned to."""
         cpus = pick_cpus(self.device, affinity, threads)
         if cpus and self._taskset is None:
             self._taskset = has_taskset(self.transport, self.device)
-        command, pinned = device_command(argv, cpus=cpus, exec_wrapper=self.exec_wrapper,
-                                         taskset=bool(self._taskset))
+        command, pinned = device_command(
+            argv, cpus=cpus, exec_wrapper=self.exec_wrapper, taskset=bool(self._taskset)
+        )
         return command, pinned, cpus
 
     def run(self, command: str, timeout: float) -> CommandResult:
@@ -190,14 +205,21 @@ class DeviceProgram:
         retryable: neither says anything about the model)."""
         res = self.transport.run(command, timeout=timeout)
         if res.timed_out:
-            raise RunnerError(f"{self.name} ran past {timeout:g} s and was killed: "
-                              f"{res.describe()}")
+            raise RunnerError(
+                f"{self.name} ran past {timeout:g} s and was killed: {res.describe()}"
+            )
         if res.exit_code in (126, 127):  # a wrapper or loader missing, not the model
             raise RunnerError(f"cannot run {self.path}: {res.describe()}")
         return res
 
 
 __all__ = [
-    "DeviceProgram", "cpu_mask", "device_command", "file_id", "has_taskset", "is_executable",
-    "pick_cpus", "run_timeout",
+    "DeviceProgram",
+    "cpu_mask",
+    "device_command",
+    "file_id",
+    "has_taskset",
+    "is_executable",
+    "pick_cpus",
+    "run_timeout",
 ]

@@ -68,7 +68,8 @@ def wrapper_path() -> Path | None:
         return None
     folder = Path(list(spec.submodule_search_locations)[0]) / "tflite" / "python"
     found = sorted(folder.glob("interpreter_wrapper_lite*.so")) + sorted(
-        folder.glob("interpreter_wrapper_lite*.pyd"))
+        folder.glob("interpreter_wrapper_lite*.pyd")
+    )
     return found[0] if found else None
 
 
@@ -85,8 +86,9 @@ def load_wrapper() -> Any:
         return sys.modules[_WRAPPER]
     path = wrapper_path()
     if path is None:
-        raise RunnerError("larq-compute-engine is not installed (no interpreter module)",
-                          retryable=False)
+        raise RunnerError(
+            "larq-compute-engine is not installed (no interpreter module)", retryable=False
+        )
     loader = importlib.machinery.ExtensionFileLoader(_WRAPPER, str(path))
     spec = importlib.util.spec_from_loader(_WRAPPER, loader)
     assert spec is not None
@@ -109,10 +111,16 @@ class LceRunner:
     name = "lce"
 
     def __init__(
-        self, mode: str | None = None, binary: str | os.PathLike[str] | None = None,
-        use_xnnpack: bool | None = None, timeout_s: float | None = None, *,
-        transport: Transport | None = None, device: DeviceInfo | None = None,
-        affinity: str = "all", exec_wrapper: str | None = None,
+        self,
+        mode: str | None = None,
+        binary: str | os.PathLike[str] | None = None,
+        use_xnnpack: bool | None = None,
+        timeout_s: float | None = None,
+        *,
+        transport: Transport | None = None,
+        device: DeviceInfo | None = None,
+        affinity: str = "all",
+        exec_wrapper: str | None = None,
         settings: RunnerSettings | None = None,
     ) -> None:
         tuning = settings or RunnerSettings()
@@ -122,12 +130,19 @@ class LceRunner:
         # the interpreter runs in this process: not on a board, nor under an emulator
         self.python_allowed = transport is None and not exec_wrapper
         if self.mode == "python" and not self.python_allowed:
-            raise ValueError("LCE's python mode runs on this machine only; a device behind a "
-                             "transport or an exec wrapper runs lce_benchmark_model")
-        path = DeviceProgram.locate(binary, tuning.lce_benchmark_model, TOOL,
-                                    transport is not None)
-        self.program = DeviceProgram(path, TOOL, transport=transport, device=device,
-                                     affinity=affinity, exec_wrapper=exec_wrapper)
+            raise ValueError(
+                "LCE's python mode runs on this machine only; a device behind a "
+                "transport or an exec wrapper runs lce_benchmark_model"
+            )
+        path = DeviceProgram.locate(binary, tuning.lce_benchmark_model, TOOL, transport is not None)
+        self.program = DeviceProgram(
+            path,
+            TOOL,
+            transport=transport,
+            device=device,
+            affinity=affinity,
+            exec_wrapper=exec_wrapper,
+        )
         self.use_xnnpack = tuning.lce_use_xnnpack if use_xnnpack is None else use_xnnpack
         self.timeout_s = timeout_s or tuning.lce_timeout_s
         self.unavailable_reason: str | None = None
@@ -165,14 +180,16 @@ class LceRunner:
             if self.program.device_side:
                 self.unavailable_reason = (
                     f"no executable {TOOL} at {self.binary} on {self.transport.address}"
-                    if self.binary else
-                    f"no {TOOL} path for this device (devices.toml: lce_benchmark)")
+                    if self.binary
+                    else f"no {TOOL} path for this device (devices.toml: lce_benchmark)"
+                )
             else:
                 self.unavailable_reason = {
                     "python": "larq-compute-engine is not installed",
                     "binary": f"no executable {TOOL} (set {BINARY_ENV})",
-                }.get(self.mode, f"neither larq-compute-engine nor {TOOL} "
-                                 f"(set {BINARY_ENV}) is here")
+                }.get(
+                    self.mode, f"neither larq-compute-engine nor {TOOL} (set {BINARY_ENV}) is here"
+                )
             return False
         self.unavailable_reason = None
         return True
@@ -184,7 +201,11 @@ class LceRunner:
 
     # -- benchmark --------------------------------------------------------------------
     def benchmark(
-        self, artifact_path: Path, threads: int, warmup: int, runs: int,
+        self,
+        artifact_path: Path,
+        threads: int,
+        warmup: int,
+        runs: int,
         protocol: MeasurementProtocol | None = None,
     ) -> RunOutput:
         check_run_args(threads, warmup, runs)
@@ -215,19 +236,23 @@ class LceRunner:
         """How many timed runs (samples) ``min_time_ms`` may grow the job to."""
         return max(p.max_runs or 100 * runs, runs) if p.min_time_ms else runs
 
-    def _benchmark_python(self, path: Path, threads: int, warmup: int, runs: int,
-                          p: MeasurementProtocol) -> RunOutput:
+    def _benchmark_python(
+        self, path: Path, threads: int, warmup: int, runs: int, p: MeasurementProtocol
+    ) -> RunOutput:
         wrapper = load_wrapper()
         try:
-            interp = wrapper.LiteInterpreter(path.read_bytes(), threads, False, False,
-                                             self.use_xnnpack)
+            interp = wrapper.LiteInterpreter(
+                path.read_bytes(), threads, False, False, self.use_xnnpack
+            )
         except Exception as exc:  # the artifact's hash was checked: the runtime rejects it
-            raise RunnerError(f"LCE interpreter cannot load the model: {exc}",
-                              retryable=False) from exc
+            raise RunnerError(
+                f"LCE interpreter cannot load the model: {exc}", retryable=False
+            ) from exc
         shapes = [tuple(int(d) for d in s) for s in interp.input_shapes]
         if len(shapes) != 1:
-            raise RunnerError(f"model has {len(shapes)} inputs; one image input expected",
-                              retryable=False)
+            raise RunnerError(
+                f"model has {len(shapes)} inputs; one image input expected", retryable=False
+            )
         x = make_input(shapes[0])  # NHWC, the same deterministic zero-free input as native
         cap = self._run_cap(runs, p)
         try:
@@ -256,35 +281,46 @@ class LceRunner:
                 "output_finite": bool(np.isfinite(y0).all()),
                 "use_xnnpack": self.use_xnnpack,
                 "warmup_runs": warmed,
-                "protocol_applied": {"warmup_ms": p.warmup_ms, "min_time_ms": p.min_time_ms,
-                                     "max_runs": cap, "affinity": "not applied (in-process)"},
+                "protocol_applied": {
+                    "warmup_ms": p.warmup_ms,
+                    "min_time_ms": p.min_time_ms,
+                    "max_runs": cap,
+                    "affinity": "not applied (in-process)",
+                },
                 "affinity_cpus": None,
                 "timer": "time.perf_counter_ns around LiteInterpreter.predict "
-                         "(input copy, invoke, output copy)",
+                "(input copy, invoke, output copy)",
             },
         )
 
-    def command(self, path: str | Path, threads: int, warmup: int,
-                warmup_s: float = 0.0) -> list[str]:
+    def command(
+        self, path: str | Path, threads: int, warmup: int, warmup_s: float = 0.0
+    ) -> list[str]:
         """One ``lce_benchmark_model`` call timing a single run after ``warmup`` runs (and at
         least ``warmup_s`` seconds of them)."""
         argv = [
-            self.binary, f"--graph={path}", f"--num_threads={threads}",
-            f"--warmup_runs={warmup}", f"--warmup_min_secs={warmup_s:g}",
-            "--num_runs=1", "--min_secs=0",  # exactly one timed run
+            self.binary,
+            f"--graph={path}",
+            f"--num_threads={threads}",
+            f"--warmup_runs={warmup}",
+            f"--warmup_min_secs={warmup_s:g}",
+            "--num_runs=1",
+            "--min_secs=0",  # exactly one timed run
             f"--use_xnnpack={'true' if self.use_xnnpack else 'false'}",
         ]
         if warmup_s >= TOOL_MAX_SECS:  # the tool would cut the warm-up short at max_secs
             argv.append(f"--max_secs={math.ceil(warmup_s) + 60}")
         return argv
 
-    def _benchmark_binary(self, path: Path, threads: int, warmup: int, runs: int,
-                          p: MeasurementProtocol) -> RunOutput:
+    def _benchmark_binary(
+        self, path: Path, threads: int, warmup: int, runs: int, p: MeasurementProtocol
+    ) -> RunOutput:
         model = self.program.stage(path, ".tflite")
         affinity = p.affinity or self.affinity
         warmup_s = p.warmup_ms / 1e3
         command, pinned, cpus = self.program.command(
-            self.command(model, threads, warmup, warmup_s), affinity, threads)
+            self.command(model, threads, warmup, warmup_s), affinity, threads
+        )
         timeout = run_timeout(self.timeout_s, warmup_s)
         cap = self._run_cap(runs, p)
         samples: list[float] = []
@@ -296,8 +332,9 @@ class LceRunner:
             try:
                 last = parse_benchmark_model(res.stdout + res.stderr)
             except BenchmarkOutputError as exc:
-                raise RunnerError(f"lce_benchmark_model exit {res.exit_code}: {exc}",
-                                  retryable=res.exit_code == 0) from exc
+                raise RunnerError(
+                    f"lce_benchmark_model exit {res.exit_code}: {exc}", retryable=res.exit_code == 0
+                ) from exc
             if res.exit_code != 0:
                 raise RunnerError(f"lce_benchmark_model exit {res.exit_code}")
             samples.append(last.inference_avg_ms)
@@ -316,14 +353,17 @@ class LceRunner:
                 "command": command,
                 "use_xnnpack": self.use_xnnpack,
                 "timer": "lce_benchmark_model, one process per sample (warm-up runs, then "
-                         "one timed run); its 'Inference (avg)'",
+                "one timed run); its 'Inference (avg)'",
                 "init_ms_median": float(np.median(init_us)) / 1e3 if init_us else None,
-                "first_inference_ms_median": (float(np.median(first_us)) / 1e3
-                                              if first_us else None),
+                "first_inference_ms_median": (
+                    float(np.median(first_us)) / 1e3 if first_us else None
+                ),
                 "last_tool_output": last.to_dict(),
                 "protocol_applied": {
-                    "warmup_min_secs": warmup_s, "min_time_ms": p.min_time_ms,
-                    "max_runs": cap, "processes": len(samples),
+                    "warmup_min_secs": warmup_s,
+                    "min_time_ms": p.min_time_ms,
+                    "max_runs": cap,
+                    "processes": len(samples),
                 },
                 "timeout_s": timeout,
                 "affinity": affinity,

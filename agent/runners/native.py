@@ -49,7 +49,11 @@ class NativeRunner:
         return True
 
     def benchmark(
-        self, artifact_path: Path, threads: int, warmup: int, runs: int,
+        self,
+        artifact_path: Path,
+        threads: int,
+        warmup: int,
+        runs: int,
         protocol: MeasurementProtocol | None = None,
     ) -> RunOutput:
         from native import engine
@@ -82,15 +86,19 @@ class NativeRunner:
                 "kernel_isa": engine.kernel_isa(),
                 "timer": "engine monotonic clock, inference only",
                 # warm-up and minimum time as the static CLI applies them; not pinned
-                "protocol_applied": (protocol.model_dump(exclude={"affinity", "cooldown_s"})
-                                     if protocol is not None else None),
+                "protocol_applied": (
+                    protocol.model_dump(exclude={"affinity", "cooldown_s"})
+                    if protocol is not None
+                    else None
+                ),
                 "affinity_cpus": None,
             },
         )
 
 
-def _timed(eng: object, x: np.ndarray, warmup: int, runs: int,
-           p: MeasurementProtocol) -> list[float]:
+def _timed(
+    eng: object, x: np.ndarray, warmup: int, runs: int, p: MeasurementProtocol
+) -> list[float]:
     """Warm-up until ``warmup`` runs and ``warmup_ms`` of wall time are done; then timed runs
     until ``runs`` samples summing to ``min_time_ms`` exist, capped at ``max_runs`` (the
     rules of the static CLI's --warmup-ms / --min-time-ms / --max-runs)."""

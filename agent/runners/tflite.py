@@ -31,12 +31,21 @@ class TFLiteRunner:
     name = "tflite"
 
     def __init__(
-        self, use_xnnpack: bool | None = None, *, transport: Transport | None = None,
-        device: DeviceInfo | None = None, affinity: str = "all", python: str = "python3",
-        timeout_s: float = 3600.0, settings: RunnerSettings | None = None,
+        self,
+        use_xnnpack: bool | None = None,
+        *,
+        transport: Transport | None = None,
+        device: DeviceInfo | None = None,
+        affinity: str = "all",
+        python: str = "python3",
+        timeout_s: float = 3600.0,
+        settings: RunnerSettings | None = None,
     ) -> None:
-        self.use_xnnpack = ((settings or RunnerSettings()).tflite_use_xnnpack
-                            if use_xnnpack is None else use_xnnpack)
+        self.use_xnnpack = (
+            (settings or RunnerSettings()).tflite_use_xnnpack
+            if use_xnnpack is None
+            else use_xnnpack
+        )
         self.transport = transport
         self.device = device
         self.affinity = affinity
@@ -66,15 +75,22 @@ class TFLiteRunner:
         if self._remote_version is None:
             res = self.transport.run(
                 f"{quote(self.python)} -c 'from importlib import metadata as m; "
-                "import tflite_runtime; print(m.version(\"tflite-runtime\"))'", timeout=120)
+                'import tflite_runtime; print(m.version("tflite-runtime"))\'',
+                timeout=120,
+            )
             if not res.ok:
-                raise RunnerError(f"no tflite-runtime for {self.python} on the device: "
-                                  f"{res.describe()}")
+                raise RunnerError(
+                    f"no tflite-runtime for {self.python} on the device: {res.describe()}"
+                )
             self._remote_version = f"tflite-runtime {res.stdout.strip()} ({self.python})"
         return self._remote_version
 
     def benchmark(
-        self, artifact_path: Path, threads: int, warmup: int, runs: int,
+        self,
+        artifact_path: Path,
+        threads: int,
+        warmup: int,
+        runs: int,
         protocol: MeasurementProtocol | None = None,
     ) -> RunOutput:
         check_run_args(threads, warmup, runs)
@@ -88,34 +104,56 @@ class TFLiteRunner:
         return RunOutput(
             samples_ms=samples,
             runtime_version=self.version() if self.transport else f"tflite-runtime {version}",
-            extra={**report, "protocol_applied": p.model_dump(exclude={"cooldown_s"}),
-                   "affinity_cpus": cpus, "command": command},
+            extra={
+                **report,
+                "protocol_applied": p.model_dump(exclude={"cooldown_s"}),
+                "affinity_cpus": cpus,
+                "command": command,
+            },
         )
 
     # ------------------------------------------------------------------ where it runs
 
-    def _local(self, path: Path, threads: int, warmup: int, runs: int,
-               p: MeasurementProtocol) -> dict[str, Any]:
+    def _local(
+        self, path: Path, threads: int, warmup: int, runs: int, p: MeasurementProtocol
+    ) -> dict[str, Any]:
         if not self.available():
             raise RunnerError(f"tflite runner not available: {self.unavailable_reason}")
         try:
             return tflite_bench.bench(
-                str(path), threads, warmup, runs, warmup_ms=p.warmup_ms,
-                min_time_ms=p.min_time_ms, max_runs=p.max_runs, use_xnnpack=self.use_xnnpack,
+                str(path),
+                threads,
+                warmup,
+                runs,
+                warmup_ms=p.warmup_ms,
+                min_time_ms=p.min_time_ms,
+                max_runs=p.max_runs,
+                use_xnnpack=self.use_xnnpack,
             )
         except tflite_bench.BenchError as exc:
             raise RunnerError(str(exc), retryable=exc.retryable) from exc
 
-    def _remote(self, path: Path, threads: int, warmup: int, runs: int,
-                p: MeasurementProtocol) -> tuple[dict[str, Any], list[int] | None, str]:
+    def _remote(
+        self, path: Path, threads: int, warmup: int, runs: int, p: MeasurementProtocol
+    ) -> tuple[dict[str, Any], list[int] | None, str]:
         assert self.transport is not None
         files = DeviceFiles(self.transport)
         script = files.stage(SCRIPT, f"bin/tflite_bench-{sha256_file(SCRIPT)[:12]}.py")
         model = files.stage_artifact(path, ".tflite")
         argv: list[str | Path] = [
-            self.python, script, model, "--threads", str(threads), "--warmup", str(warmup),
-            "--runs", str(runs), "--warmup-ms", str(p.warmup_ms),
-            "--min-time-ms", str(p.min_time_ms),
+            self.python,
+            script,
+            model,
+            "--threads",
+            str(threads),
+            "--warmup",
+            str(warmup),
+            "--runs",
+            str(runs),
+            "--warmup-ms",
+            str(p.warmup_ms),
+            "--min-time-ms",
+            str(p.min_time_ms),
         ]
         if p.max_runs:
             argv += ["--max-runs", str(p.max_runs)]

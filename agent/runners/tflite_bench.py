@@ -40,27 +40,40 @@ def make_input(shape: tuple[int, ...], seed: int = INPUT_SEED) -> np.ndarray:
 
 
 def bench(
-    model: str, threads: int, warmup: int, runs: int, *, warmup_ms: float = 0.0,
-    min_time_ms: float = 0.0, max_runs: int | None = None, use_xnnpack: bool = True,
+    model: str,
+    threads: int,
+    warmup: int,
+    runs: int,
+    *,
+    warmup_ms: float = 0.0,
+    min_time_ms: float = 0.0,
+    max_runs: int | None = None,
+    use_xnnpack: bool = True,
 ) -> dict[str, Any]:
     try:
         from tflite_runtime.interpreter import Interpreter, OpResolverType
     except ImportError as exc:
         raise BenchError(f"tflite-runtime is not installed here ({exc})") from None
 
-    resolver = (OpResolverType.AUTO if use_xnnpack
-                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    resolver = (
+        OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     try:
-        interp = Interpreter(model_path=model, num_threads=threads,
-                             experimental_op_resolver_type=resolver)
+        interp = Interpreter(
+            model_path=model, num_threads=threads, experimental_op_resolver_type=resolver
+        )
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         text = str(exc).strip()
-        hint = (" (a Larq Compute Engine model: run it with the 'lce' runner)"
-                if "custom op" in text.lower() else "")
+        hint = (
+            " (a Larq Compute Engine model: run it with the 'lce' runner)"
+            if "custom op" in text.lower()
+            else ""
+        )
         first = text.splitlines()[0] if text else repr(exc)
-        raise BenchError(f"tflite-runtime cannot load the model{hint}: {first}",
-                         retryable=False) from exc
+        raise BenchError(
+            f"tflite-runtime cannot load the model{hint}: {first}", retryable=False
+        ) from exc
     inputs = interp.get_input_details()
     if len(inputs) != 1 or inputs[0]["dtype"] != np.float32:
         raise BenchError("expected one float32 input (an FP32 model)", retryable=False)
@@ -122,9 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-xnnpack", action="store_true")
     a = ap.parse_args(argv)
     try:
-        report = bench(a.model, a.threads, a.warmup, a.runs, warmup_ms=a.warmup_ms,
-                       min_time_ms=a.min_time_ms, max_runs=a.max_runs,
-                       use_xnnpack=not a.no_xnnpack)
+        report = bench(
+            a.model,
+            a.threads,
+            a.warmup,
+            a.runs,
+            warmup_ms=a.warmup_ms,
+            min_time_ms=a.min_time_ms,
+            max_runs=a.max_runs,
+            use_xnnpack=not a.no_xnnpack,
+        )
     except BenchError as exc:
         print(json.dumps({"error": str(exc), "retryable": exc.retryable}))
         return 1

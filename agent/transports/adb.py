@@ -59,8 +59,15 @@ _GONE = re.compile(
 class AdbTransport:
     name = "adb"
 
-    def __init__(self, serial: str, *, adb: str = "adb", workdir: str = DEFAULT_WORKDIR,
-                 connect: bool | None = None, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        serial: str,
+        *,
+        adb: str = "adb",
+        workdir: str = DEFAULT_WORKDIR,
+        connect: bool | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         """``connect``: ``adb connect`` the serial before use; by default when it is HOST:PORT.
         ``env``: variables added to this process's environment for every adb call (a test's
         ``ANDROID_ADB_SERVER_PORT``, ``HOME``...)."""
@@ -76,9 +83,15 @@ class AdbTransport:
         self._connected = False
 
     @classmethod
-    def from_url(cls, url: str, *, adb: str = "adb", workdir: str = DEFAULT_WORKDIR,
-                 connect: bool | None = None,
-                 env: Mapping[str, str] | None = None) -> AdbTransport:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        adb: str = "adb",
+        workdir: str = DEFAULT_WORKDIR,
+        connect: bool | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> AdbTransport:
         """``adb://SERIAL`` (``adb://R58N123ABC``, ``adb://192.168.1.20:5555``)."""
         serial = url.removeprefix("adb://").strip("/")
         if not url.startswith("adb://") or not serial:
@@ -108,8 +121,9 @@ class AdbTransport:
         # the command's status (printf's arguments are expanded before it runs, so `$?` is
         # still sh -c's). adb's own exit code is not trusted: adb 29 exits 0 when the
         # connection drops mid-command, and a shell v1 device has none to give.
-        remote = (f'echo "{pid_mark}$$"\nsh -c {quote(command)}\n'
-                  f"printf '\\n%s%s\\n' {exit_mark} \"$?\"")
+        remote = (
+            f'echo "{pid_mark}$$"\nsh -c {quote(command)}\nprintf \'\\n%s%s\\n\' {exit_mark} "$?"'
+        )
         start = time.monotonic()
         proc, out, err = self._spawn(["shell", remote])
         timed_out = False
@@ -137,11 +151,18 @@ class AdbTransport:
         elif code is None:
             raise TransportError(
                 f"{self.address}: the shell ended without its exit status "
-                f"(connection lost?): {(stderr or stdout).strip()[-300:]}")
+                f"(connection lost?): {(stderr or stdout).strip()[-300:]}"
+            )
         else:
             exit_code = code
-        return CommandResult(command=command, exit_code=exit_code, stdout=stdout, stderr=stderr,
-                             timed_out=timed_out, duration_s=time.monotonic() - start)
+        return CommandResult(
+            command=command,
+            exit_code=exit_code,
+            stdout=stdout,
+            stderr=stderr,
+            timed_out=timed_out,
+            duration_s=time.monotonic() - start,
+        )
 
     def push(self, local: Path, remote: str, mode: int = 0o644) -> None:
         local = Path(local)
@@ -149,8 +170,10 @@ class AdbTransport:
             raise FileNotFoundError(f"no such local file: {local}")
         part = f"{remote}.part"
         self._transfer(["push", str(local), part], f"push {local} to {remote}")
-        res = self.run(f"chmod {mode:o} {quote(part)} && mv -f {quote(part)} {quote(remote)}",
-                       timeout=ADMIN_TIMEOUT_S)
+        res = self.run(
+            f"chmod {mode:o} {quote(part)} && mv -f {quote(part)} {quote(remote)}",
+            timeout=ADMIN_TIMEOUT_S,
+        )
         if not res.ok:
             raise OSError(f"{self.address}: installing {remote} failed: {res.describe()}")
 
@@ -209,8 +232,9 @@ class AdbTransport:
                 return said.removeprefix("error: ") or "not online"
             time.sleep(0.1)
 
-    def _call(self, args: Sequence[str], timeout: float = ADMIN_TIMEOUT_S,
-              what: str = "") -> subprocess.CompletedProcess[str]:
+    def _call(
+        self, args: Sequence[str], timeout: float = ADMIN_TIMEOUT_S, what: str = ""
+    ) -> subprocess.CompletedProcess[str]:
         """``adb -s SERIAL ARGS`` that must succeed; a gone device → TransportError, once
         reconnected first for a network serial."""
         self._ensure_connected()
@@ -239,9 +263,15 @@ class AdbTransport:
 
     def _adb(self, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
         try:
-            return subprocess.run([self.adb, *args], capture_output=True, text=True,
-                                  errors="replace", stdin=subprocess.DEVNULL,
-                                  timeout=timeout, env=self._env())
+            return subprocess.run(
+                [self.adb, *args],
+                capture_output=True,
+                text=True,
+                errors="replace",
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                env=self._env(),
+            )
         except FileNotFoundError as exc:
             raise TransportError(f"adb client {self.adb!r} not found: {exc}") from exc
         except subprocess.TimeoutExpired as exc:
@@ -252,9 +282,13 @@ class AdbTransport:
         marker is needed while the command still runs)."""
         self._ensure_connected()
         try:
-            proc = subprocess.Popen([self.adb, "-s", self.serial, *args], env=self._env(),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE)
+            proc = subprocess.Popen(
+                [self.adb, "-s", self.serial, *args],
+                env=self._env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         except FileNotFoundError as exc:
             raise TransportError(f"adb client {self.adb!r} not found: {exc}") from exc
         assert proc.stdout is not None and proc.stderr is not None

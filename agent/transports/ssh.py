@@ -189,8 +189,9 @@ class SshTransport:
             chan.close()
             self._orphans.append(token)
             self._drop()
-            raise TransportError(f"{self.address}: connection lost while running "
-                                 f"`{command[:200]}`: {_describe(e)}") from e
+            raise TransportError(
+                f"{self.address}: connection lost while running `{command[:200]}`: {_describe(e)}"
+            ) from e
 
         if timed_out:
             try:
@@ -210,9 +211,7 @@ class SshTransport:
             # closed by the transport, not by the server: no EOF, no exit status
             self._orphans.append(token)
             self._drop()
-            raise TransportError(
-                f"{self.address}: connection lost while running `{command[:200]}`"
-            )
+            raise TransportError(f"{self.address}: connection lost while running `{command[:200]}`")
 
         return CommandResult(
             command=command,
@@ -290,7 +289,8 @@ class SshTransport:
         # and AutoAddPolicy would rewrite the whole file
         _load_known_hosts(self.known_hosts, client.get_host_keys())
         client.set_missing_host_key_policy(
-            _AcceptNew(self.known_hosts) if self.host_key_policy == "accept-new"
+            _AcceptNew(self.known_hosts)
+            if self.host_key_policy == "accept-new"
             else _RejectUnknown()
         )
         explicit = self.key_file is not None or self.password is not None
@@ -332,8 +332,7 @@ class SshTransport:
             client.close()
             raise TransportError(
                 f"{self.address}: authentication failed for user {self.user!r} with "
-                f"{self._credentials()}: {_describe(e)}"
-                + _allowed_types(e)
+                f"{self._credentials()}: {_describe(e)}" + _allowed_types(e)
             ) from e
         except (*_CONN_ERRORS, InvalidHostKey) as e:
             client.close()

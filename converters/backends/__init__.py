@@ -37,18 +37,31 @@ class Backend:
     def convert(self, graph: ir.Graph, out_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
         return importlib.import_module(f"{self.package}.convert").convert(graph, out_path, meta)
 
-    def verify(self, onnx_path: Path, artifact_path: Path, graph: ir.Graph, *,
-               summary: dict[str, Any], n_inputs: int) -> dict[str, Any]:
+    def verify(
+        self,
+        onnx_path: Path,
+        artifact_path: Path,
+        graph: ir.Graph,
+        *,
+        summary: dict[str, Any],
+        n_inputs: int,
+    ) -> dict[str, Any]:
         return importlib.import_module(f"{self.package}.verify").verify(
-            onnx_path, artifact_path, graph, summary=summary, n_inputs=n_inputs)
+            onnx_path, artifact_path, graph, summary=summary, n_inputs=n_inputs
+        )
 
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("native", "converters.backends.native", "native engine model (.bnn)"),
-    Backend("lce", "converters.backends.lce", "Larq Compute Engine flatbuffer (.tflite)"),
-    Backend("tflite", "converters.backends.tflite", "plain TFLite flatbuffer, FP32 only (.tflite)"),
-    Backend("dabnn", "converters.backends.dabnn", "daBNN model (.dab)"),
-)}
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("native", "converters.backends.native", "native engine model (.bnn)"),
+        Backend("lce", "converters.backends.lce", "Larq Compute Engine flatbuffer (.tflite)"),
+        Backend(
+            "tflite", "converters.backends.tflite", "plain TFLite flatbuffer, FP32 only (.tflite)"
+        ),
+        Backend("dabnn", "converters.backends.dabnn", "daBNN model (.dab)"),
+    )
+}
 
 
 def get_backend(library: str) -> Backend:
@@ -56,4 +69,5 @@ def get_backend(library: str) -> Backend:
         return BACKENDS[library]
     except KeyError:
         raise UnsupportedModelError(
-            f"unknown library {library!r}; choose from {', '.join(BACKENDS)}") from None
+            f"unknown library {library!r}; choose from {', '.join(BACKENDS)}"
+        ) from None

@@ -66,10 +66,10 @@ def to_ir(model: Any) -> ir.Graph:
         raise UnsupportedModelError(f"graph input {inp.name!r} must be float32")
     in_shape = shapes.get(inp.name)
     if in_shape is None or len(in_shape) not in (2, 4):
-        raise UnsupportedModelError(f"graph input {inp.name!r} must be NCHW or N×F with static "
-                                    f"dims, got {in_shape}")
-    graph = Lowering(inferred.graph, nodes, consts, shapes, opset).build(inp.name,
-                                                                         tuple(in_shape))
+        raise UnsupportedModelError(
+            f"graph input {inp.name!r} must be NCHW or N×F with static dims, got {in_shape}"
+        )
+    graph = Lowering(inferred.graph, nodes, consts, shapes, opset).build(inp.name, tuple(in_shape))
     graph.metadata = {p.key: p.value for p in model.metadata_props}
     graph.notes = notes + [f"{len(folded)} constant node(s) folded"]
     return graph
@@ -80,5 +80,14 @@ def load_ir(path: str | Path) -> ir.Graph:
     return to_ir(load_onnx(path))
 
 
-__all__ = ["MAX_ARCHIVE_BYTES", "archive_kind", "check_model_archive", "external_data_locations",
-           "extract_model_archive", "load_ir", "load_onnx", "model_file", "to_ir"]
+__all__ = [
+    "MAX_ARCHIVE_BYTES",
+    "archive_kind",
+    "check_model_archive",
+    "external_data_locations",
+    "extract_model_archive",
+    "load_ir",
+    "load_onnx",
+    "model_file",
+    "to_ir",
+]

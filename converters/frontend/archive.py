@@ -24,8 +24,12 @@ def archive_kind(path: str | Path) -> str | None:
         head = f.read(512)
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
-    if (head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00"
-            or head[257:262] == b"ustar"):
+    if (
+        head[:2] == b"\x1f\x8b"
+        or head[:3] == b"BZh"
+        or head[:6] == b"\xfd7zXZ\x00"
+        or head[257:262] == b"ustar"
+    ):
         return "tar"
     return None
 
@@ -34,12 +38,17 @@ def _member_path(name: str, archive: str) -> PurePosixPath:
     """A member name as a relative path that stays inside the extraction directory."""
     p = PurePosixPath(name)
     bad = (
-        not name or "\\" in name or "\x00" in name or p.is_absolute()
-        or ".." in p.parts or ":" in (p.parts[0] if p.parts else "")
+        not name
+        or "\\" in name
+        or "\x00" in name
+        or p.is_absolute()
+        or ".." in p.parts
+        or ":" in (p.parts[0] if p.parts else "")
     )
     if bad or not p.parts:
-        raise MalformedModelError(f"{archive}: unsafe member path {name!r} (absolute, '..', "
-                                  "drive or backslash): refused")
+        raise MalformedModelError(
+            f"{archive}: unsafe member path {name!r} (absolute, '..', drive or backslash): refused"
+        )
     return p
 
 
@@ -61,8 +70,10 @@ class _Budget:
             while chunk := src.read(1 << 20):
                 self.left -= len(chunk)
                 if self.left < 0:
-                    raise MalformedModelError(f"{self.archive}: unpacks to more than the limit "
-                                              f"of {self.limit} bytes: refused")
+                    raise MalformedModelError(
+                        f"{self.archive}: unpacks to more than the limit "
+                        f"of {self.limit} bytes: refused"
+                    )
                 out.write(chunk)
 
 
@@ -74,23 +85,26 @@ def _extract_zip(path: Path, dest: Path | None, max_bytes: int) -> list[PurePosi
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_ARCHIVE_MEMBERS:
-            raise MalformedModelError(f"{path.name}: {len(infos)} members, more than "
-                                      f"{MAX_ARCHIVE_MEMBERS}: refused")
+            raise MalformedModelError(
+                f"{path.name}: {len(infos)} members, more than {MAX_ARCHIVE_MEMBERS}: refused"
+            )
         seen: set[PurePosixPath] = set()
         for info in infos:
             p = _member_path(info.filename, path.name)
             mode = (info.external_attr >> 16) & 0o170000
             if mode == 0o120000:
-                raise MalformedModelError(f"{path.name}: member {info.filename!r} is a symbolic "
-                                          "link: refused")
+                raise MalformedModelError(
+                    f"{path.name}: member {info.filename!r} is a symbolic link: refused"
+                )
             if info.is_dir():
                 continue
             if p in seen:
                 raise MalformedModelError(f"{path.name}: member {info.filename!r} appears twice")
             seen.add(p)
         if sum(i.file_size for i in infos) > max_bytes:
-            raise MalformedModelError(f"{path.name}: declares more than the limit of {max_bytes} "
-                                      "bytes unpacked: refused")
+            raise MalformedModelError(
+                f"{path.name}: declares more than the limit of {max_bytes} bytes unpacked: refused"
+            )
         for info in infos:
             if info.is_dir():
                 continue
@@ -115,8 +129,9 @@ def _extract_tar(path: Path, dest: Path | None, max_bytes: int) -> list[PurePosi
         while (m := tf.next()) is not None:  # streaming: one pass, no member list built first
             n += 1
             if n > MAX_ARCHIVE_MEMBERS:
-                raise MalformedModelError(f"{path.name}: more than {MAX_ARCHIVE_MEMBERS} "
-                                          "members: refused")
+                raise MalformedModelError(
+                    f"{path.name}: more than {MAX_ARCHIVE_MEMBERS} members: refused"
+                )
             p = _member_path(m.name, path.name)
             if m.isdir():
                 continue
@@ -131,8 +146,10 @@ def _extract_tar(path: Path, dest: Path | None, max_bytes: int) -> list[PurePosi
             if dest is None:  # listing only: the sizes the headers declare
                 budget.left -= m.size
                 if budget.left < 0:
-                    raise MalformedModelError(f"{path.name}: declares more than the limit of "
-                                              f"{max_bytes} bytes unpacked: refused")
+                    raise MalformedModelError(
+                        f"{path.name}: declares more than the limit of "
+                        f"{max_bytes} bytes unpacked: refused"
+                    )
                 files.append(p)
                 continue
             src = tf.extractfile(m)
@@ -156,11 +173,19 @@ def _scan_archive(p: Path, dest: Path | None, max_bytes: int) -> PurePosixPath:
             files = _extract_tar(p, dest, max_bytes)
         else:
             raise MalformedModelError(f"{p.name}: not a zip or tar archive")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RuntimeError,
-            NotImplementedError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        EOFError,
+        OSError,
+        RuntimeError,
+        NotImplementedError,
+        ValueError,
+    ) as exc:
         # RuntimeError: encrypted zip; NotImplementedError: unknown zip compression
-        raise MalformedModelError(f"{p.name}: unreadable {kind} archive "
-                                  f"({type(exc).__name__}: {first_line(exc)})") from exc
+        raise MalformedModelError(
+            f"{p.name}: unreadable {kind} archive ({type(exc).__name__}: {first_line(exc)})"
+        ) from exc
     models = [f for f in files if f.suffix.lower() == ".onnx"]
     if len(models) != 1:
         listed = ", ".join(str(f) for f in models[:5])
@@ -171,8 +196,9 @@ def _scan_archive(p: Path, dest: Path | None, max_bytes: int) -> PurePosixPath:
     return models[0]
 
 
-def extract_model_archive(path: str | Path, dest: str | Path,
-                          max_bytes: int = MAX_ARCHIVE_BYTES) -> Path:
+def extract_model_archive(
+    path: str | Path, dest: str | Path, max_bytes: int = MAX_ARCHIVE_BYTES
+) -> Path:
     """Unpack a ``.zip``/``.tar[.gz|.bz2|.xz]`` holding exactly one ``.onnx`` (plus its external
     data files) into the directory ``dest``; returns the ``.onnx`` path.
 
@@ -203,7 +229,10 @@ def external_data_locations(path: str | Path) -> list[str]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise MalformedModelError(f"{Path(path).name}: not a parsable ONNX model "
-                                  f"({type(exc).__name__}: {first_line(exc)})") from exc
-    return sorted({ExternalDataInfo(t).location for t in _get_all_tensors(model)
-                   if uses_external_data(t)})
+        raise MalformedModelError(
+            f"{Path(path).name}: not a parsable ONNX model "
+            f"({type(exc).__name__}: {first_line(exc)})"
+        ) from exc
+    return sorted(
+        {ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)}
+    )

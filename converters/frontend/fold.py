@@ -153,8 +153,12 @@ def _constant_value(node: Any) -> np.ndarray:
     a = node_attrs(node)
     if "value" in a:
         return numpy_helper.to_array(a["value"])
-    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
-                       ("value_int", np.int64), ("value_ints", np.int64)):
+    for key, dtype in (
+        ("value_float", np.float32),
+        ("value_floats", np.float32),
+        ("value_int", np.int64),
+        ("value_ints", np.int64),
+    ):
         if key in a:
             return np.array(a[key], dtype=dtype)
     raise _Fallback

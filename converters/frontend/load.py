@@ -31,8 +31,9 @@ def inline_functions(model: Any) -> tuple[Any, list[str]]:
     try:
         inlined = onnx.inliner.inline_local_functions(model)
     except Exception as exc:
-        raise MalformedModelError(f"cannot inline the model's local functions: "
-                                  f"{first_line(exc)}") from exc
+        raise MalformedModelError(
+            f"cannot inline the model's local functions: {first_line(exc)}"
+        ) from exc
     shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
     return inlined, [f"{len(names)} local function(s) inlined ({shown})"]
 
@@ -58,6 +59,7 @@ def model_file(path: str | Path, max_bytes: int = MAX_ARCHIVE_BYTES) -> Iterator
         yield p
         return
     with ExitStack() as stack:
+
         def tmpdir() -> Path:
             return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bnnbench-model-")))
 
@@ -91,12 +93,16 @@ def _load_external_data(model: Any, base: Path, label: str) -> None:
         loc = ExternalDataInfo(t).location
         target = (root / loc).resolve()
         if not loc or Path(loc).is_absolute() or not target.is_relative_to(root):
-            raise MalformedModelError(f"{label}: tensor {t.name!r}: external data location "
-                                      f"{loc!r} is outside the model's directory: refused")
+            raise MalformedModelError(
+                f"{label}: tensor {t.name!r}: external data location "
+                f"{loc!r} is outside the model's directory: refused"
+            )
         if not target.is_file():
-            raise MalformedModelError(f"{label}: tensor {t.name!r}: external data file {loc!r} "
-                                      "not found next to the model (upload the .onnx and its "
-                                      "data file together, e.g. in a .zip)")
+            raise MalformedModelError(
+                f"{label}: tensor {t.name!r}: external data file {loc!r} "
+                "not found next to the model (upload the .onnx and its "
+                "data file together, e.g. in a .zip)"
+            )
     load_external_data_for_model(model, str(root))
 
 
@@ -114,8 +120,9 @@ def _load_plain(p: Path, label: str) -> Any:
     except ConversionError:
         raise
     except Exception as exc:  # truncated data file, bad offsets
-        raise MalformedModelError(f"{label}: cannot read its external data "
-                                  f"({type(exc).__name__}: {first_line(exc)})") from exc
+        raise MalformedModelError(
+            f"{label}: cannot read its external data ({type(exc).__name__}: {first_line(exc)})"
+        ) from exc
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # ValidationError, or oversize protos

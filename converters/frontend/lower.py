@@ -67,8 +67,14 @@ def binary_weights(w: np.ndarray, rtol: float = BINARY_WEIGHT_RTOL):
 
 
 class Lowering:
-    def __init__(self, graph: Any, nodes: list[Any], consts: dict[str, np.ndarray],
-                 onnx_shapes: dict[str, tuple[int, ...] | None], opset: int) -> None:
+    def __init__(
+        self,
+        graph: Any,
+        nodes: list[Any],
+        consts: dict[str, np.ndarray],
+        onnx_shapes: dict[str, tuple[int, ...] | None],
+        opset: int,
+    ) -> None:
         self.graph = graph
         self.onnx_nodes = nodes
         self.consts = consts
@@ -104,8 +110,9 @@ class Lowering:
         if name in self.consts:
             raise self.fail(node, f"input {name!r} is a constant where an activation is expected")
         if name in self.signs or name in self.thresholds:
-            raise self.fail(node, f"input {name!r} is a binarized activation (Sign) that this "
-                                  "op cannot consume")
+            raise self.fail(
+                node, f"input {name!r} is a binarized activation (Sign) that this op cannot consume"
+            )
         raise self.fail(node, f"input {name!r} is not produced by any supported node")
 
     def const(self, node: Any, idx: int, what: str) -> np.ndarray:
@@ -113,8 +120,11 @@ class Lowering:
         if not name:
             raise self.fail(node, f"missing {what}")
         if name not in self.consts:
-            raise self.fail(node, f"{what} {name!r} is not a constant (non-constant weights are "
-                                  "not supported: the native format stores them at conversion)")
+            raise self.fail(
+                node,
+                f"{what} {name!r} is not a constant (non-constant weights are "
+                "not supported: the native format stores them at conversion)",
+            )
         return self.consts[name]
 
     def opt_const(self, node: Any, idx: int, what: str) -> np.ndarray | None:
@@ -146,20 +156,32 @@ class Lowering:
         except ValueError:
             full = None
         if full != tuple(shape):
-            raise self.fail(node, f"{what} of shape {list(c.shape)} does not broadcast onto the "
-                                  f"activation {list(shape)} without changing its shape")
+            raise self.fail(
+                node,
+                f"{what} of shape {list(c.shape)} does not broadcast onto the "
+                f"activation {list(shape)} without changing its shape",
+            )
         c = c.reshape((1,) * (len(shape) - c.ndim) + c.shape)
         for ax in range(c.ndim):
             if ax != 1 and c.shape[ax] > 1:
                 first = np.take(c, [0], axis=ax)
                 if not np.array_equal(np.broadcast_to(first, c.shape), c):
-                    raise self.fail(node, f"{what} varies along axis {ax}; only per-channel "
-                                          "(axis 1) constants are supported")
+                    raise self.fail(
+                        node,
+                        f"{what} varies along axis {ax}; only per-channel "
+                        "(axis 1) constants are supported",
+                    )
                 c = first
         return np.broadcast_to(c.reshape(-1), (shape[1],)).astype(np.float32).copy()
 
-    def pads(self, node: Any, a: dict, hw: tuple[int, ...], kernel: tuple[int, int],
-             strides: tuple[int, int]) -> ir.Pads:
+    def pads(
+        self,
+        node: Any,
+        a: dict,
+        hw: tuple[int, ...],
+        kernel: tuple[int, int],
+        strides: tuple[int, int],
+    ) -> ir.Pads:
         auto = a.get("auto_pad", "NOTSET")
         if auto == "NOTSET":
             p = [int(v) for v in a.get("pads", [0, 0, 0, 0])]
@@ -219,12 +241,25 @@ class Lowering:
                 return
         shape = self.shapes[x]
         if len(shape) != 4:
-            raise self.fail(node, f"a per-channel {what} on a rank-{len(shape)} tensor is only "
-                                  "supported when it can be folded into the preceding Gemm")
-        self.emit(node, ir.Affine(node.name, [x], node.output[0], shape, [node.name],
-                                  f"{what} kept as a per-channel affine (not foldable: its input "
-                                  "is not a conv/Gemm output used only here)",
-                                  scale=scale.astype(np.float32), bias=bias.astype(np.float32)))
+            raise self.fail(
+                node,
+                f"a per-channel {what} on a rank-{len(shape)} tensor is only "
+                "supported when it can be folded into the preceding Gemm",
+            )
+        self.emit(
+            node,
+            ir.Affine(
+                node.name,
+                [x],
+                node.output[0],
+                shape,
+                [node.name],
+                f"{what} kept as a per-channel affine (not foldable: its input "
+                "is not a conv/Gemm output used only here)",
+                scale=scale.astype(np.float32),
+                bias=bias.astype(np.float32),
+            ),
+        )
 
     # -- ops
     def op_Conv(self, node: Any, a: dict) -> None:
@@ -233,8 +268,11 @@ class Lowering:
             raise self.fail(node, f"only 2-D convolutions are supported (weight rank {w.ndim})")
         group = int(a.get("group", 1))
         if group != 1:
-            raise self.fail(node, f"groups={group}: grouped/depthwise convolution is not "
-                                  "supported (the native format has groups = 1)")
+            raise self.fail(
+                node,
+                f"groups={group}: grouped/depthwise convolution is not "
+                "supported (the native format has groups = 1)",
+            )
         kernel = (int(w.shape[2]), int(w.shape[3]))
         if "kernel_shape" in a and tuple(a["kernel_shape"]) != kernel:
             raise self.fail(node, f"kernel_shape {a['kernel_shape']} disagrees with the weight")
@@ -244,8 +282,9 @@ class Lowering:
         shape = self.shapes[src]
         strides, pads = self.spatial(node, a, shape, kernel)
         if shape[1] != w.shape[1]:
-            raise self.fail(node, f"weight expects {w.shape[1]} input channels, input has "
-                                  f"{shape[1]}")
+            raise self.fail(
+                node, f"weight expects {w.shape[1]} input channels, input has {shape[1]}"
+            )
         b = self.opt_const(node, 2, "bias")
         oh, ow = ir.conv_out_hw(shape[2], shape[3], kernel, strides, pads)
         out_shape = (shape[0], int(w.shape[0]), oh, ow)
@@ -253,36 +292,71 @@ class Lowering:
         if sign is not None:
             if bw is None:
                 n_zero = int(np.count_nonzero(w == 0))
-                why = (f"{n_zero} of {w.size} weights are exactly 0 (ternary, not binary)"
-                       if n_zero > MAX_ZERO_WEIGHT_FRACTION * w.size else
-                       "weights are not ±α per output channel")
-                raise self.fail(node, f"conv {node.name!r} has binarized input but float "
-                                      f"weights: not representable ({why})")
+                why = (
+                    f"{n_zero} of {w.size} weights are exactly 0 (ternary, not binary)"
+                    if n_zero > MAX_ZERO_WEIGHT_FRACTION * w.size
+                    else "weights are not ±α per output channel"
+                )
+                raise self.fail(
+                    node,
+                    f"conv {node.name!r} has binarized input but float "
+                    f"weights: not representable ({why})",
+                )
             alpha, ws = bw
             n_zero = int(np.count_nonzero(w == 0))
             src_desc = "sign(x − t) (per-channel threshold)" if sign.t is not None else "sign(x)"
-            scale_desc = ("weights ±1" if np.all(alpha == 1) else
-                          "weights ±α per output channel (α folded into scale)")
+            scale_desc = (
+                "weights ±1"
+                if np.all(alpha == 1)
+                else "weights ±α per output channel (α folded into scale)"
+            )
             bias = np.zeros(w.shape[0], np.float32) if b is None else b.astype(np.float32)
-            self.emit(node, ir.BinConv(
-                node.name, [src], node.output[0], out_shape, sign.nodes + [node.name],
-                f"binarized: input {src_desc}, {scale_desc}" + (
-                    f"; {n_zero} weight(s) exactly 0 (ONNX Sign(0) = 0) stored as +α (the "
-                    "engine's sign(0) = +1): this layer differs from the ONNX model where they "
-                    "are used" if n_zero else ""),
-                weight_sign=ws, scale=alpha, bias=bias, threshold=sign.t,
-                strides=strides, pads=pads,
-            ))
+            self.emit(
+                node,
+                ir.BinConv(
+                    node.name,
+                    [src],
+                    node.output[0],
+                    out_shape,
+                    sign.nodes + [node.name],
+                    f"binarized: input {src_desc}, {scale_desc}"
+                    + (
+                        f"; {n_zero} weight(s) exactly 0 (ONNX Sign(0) = 0) stored as +α (the "
+                        "engine's sign(0) = +1): this layer differs from the ONNX model where they "
+                        "are used"
+                        if n_zero
+                        else ""
+                    ),
+                    weight_sign=ws,
+                    scale=alpha,
+                    bias=bias,
+                    threshold=sign.t,
+                    strides=strides,
+                    pads=pads,
+                ),
+            )
             return
         note = "kept FP32: its input is not binarized (no Sign)"
         if bw is not None:
-            note += ("; weights are ±α (weight-only binarization) but the native binary conv "
-                     "needs binary activations too")
-        self.emit(node, ir.Conv(
-            node.name, [src], node.output[0], out_shape, [node.name], note,
-            weight=w, bias=None if b is None else b.astype(np.float32),
-            strides=strides, pads=pads,
-        ))
+            note += (
+                "; weights are ±α (weight-only binarization) but the native binary conv "
+                "needs binary activations too"
+            )
+        self.emit(
+            node,
+            ir.Conv(
+                node.name,
+                [src],
+                node.output[0],
+                out_shape,
+                [node.name],
+                note,
+                weight=w,
+                bias=None if b is None else b.astype(np.float32),
+                strides=strides,
+                pads=pads,
+            ),
+        )
 
     def op_Sign(self, node: Any, a: dict) -> None:
         xin = self.resolve(node.input[0])
@@ -293,19 +367,27 @@ class Lowering:
             sign = _Sign(self.act(node, xin), None, [node.name])
         out = node.output[0]
         if out in self.graph_outputs:
-            raise self.fail(node, "Sign on an activation that is a graph output; activations "
-                                  "are binarized only inside binary convolutions")
+            raise self.fail(
+                node,
+                "Sign on an activation that is a graph output; activations "
+                "are binarized only inside binary convolutions",
+            )
         for c in self.consumers.get(out, []):
             if c.op_type != "Conv" or list(c.input).index(out) != 0 or list(c.input).count(out) > 1:
-                raise self.fail(node, f"Sign on an activation that does not feed a conv (it "
-                                      f"feeds {c.name!r} ({c.op_type})); activations are "
-                                      "binarized only inside binary convolutions")
+                raise self.fail(
+                    node,
+                    f"Sign on an activation that does not feed a conv (it "
+                    f"feeds {c.name!r} ({c.op_type})); activations are "
+                    "binarized only inside binary convolutions",
+                )
         self.signs[out] = sign
 
     def _feeds_only_sign(self, value: str) -> bool:
         cons = self.consumers.get(value, [])
-        return bool(cons) and value not in self.graph_outputs and all(
-            c.op_type == "Sign" for c in cons
+        return (
+            bool(cons)
+            and value not in self.graph_outputs
+            and all(c.op_type == "Sign" for c in cons)
         )
 
     def _elementwise(self, node: Any, a: dict) -> None:
@@ -316,21 +398,38 @@ class Lowering:
         c0, c1 = n0 in self.consts, n1 in self.consts
         if not c0 and not c1:
             if op != "Add":
-                raise self.fail(node, f"{op} of two activations is not supported (only Add, "
-                                      "for residual connections)")
+                raise self.fail(
+                    node,
+                    f"{op} of two activations is not supported (only Add, "
+                    "for residual connections)",
+                )
             x0, x1 = self.act(node, n0), self.act(node, n1)
             if self.shapes[x0] != self.shapes[x1]:
-                raise self.fail(node, f"Add of shapes {list(self.shapes[x0])} and "
-                                      f"{list(self.shapes[x1])}: broadcasting is not supported")
-            self.emit(node, ir.Add(node.name, [x0, x1], node.output[0], self.shapes[x0],
-                                   [node.name], "residual add"))
+                raise self.fail(
+                    node,
+                    f"Add of shapes {list(self.shapes[x0])} and "
+                    f"{list(self.shapes[x1])}: broadcasting is not supported",
+                )
+            self.emit(
+                node,
+                ir.Add(
+                    node.name,
+                    [x0, x1],
+                    node.output[0],
+                    self.shapes[x0],
+                    [node.name],
+                    "residual add",
+                ),
+            )
             return
         const_first = c0
         x = self.act(node, n1 if const_first else n0)
         c = self.consts[n0 if const_first else n1]
         shape = self.shapes[x]
-        if op in ("Add", "Sub") and not (op == "Sub" and const_first) and self._feeds_only_sign(
-            node.output[0]
+        if (
+            op in ("Add", "Sub")
+            and not (op == "Sub" and const_first)
+            and self._feeds_only_sign(node.output[0])
         ):
             t = self.per_channel(node, c, shape, "threshold")
             # sign(x + b) = sign(x − (−b)) exactly in IEEE arithmetic
@@ -383,15 +482,26 @@ class Lowering:
 
     def _clip(self, node: Any, x: str, lo: float, hi: float, note: str) -> None:
         prod = self.producer.get(x)
-        if (isinstance(prod, ir.Clip) and self.sole_consumer(x, node)
-                and max(prod.min, lo) <= min(prod.max, hi)):
+        if (
+            isinstance(prod, ir.Clip)
+            and self.sole_consumer(x, node)
+            and max(prod.min, lo) <= min(prod.max, hi)
+        ):
             # Min(Max(x, lo), hi), as exporters may write Hardtanh: one clip
             prod.min, prod.max = max(prod.min, lo), min(prod.max, hi)
-            self._fold_into(prod, node, x, f"{node.op_type} {node.name!r} merged: clip "
-                                           f"[{prod.min:g}, {prod.max:g}]")
+            self._fold_into(
+                prod,
+                node,
+                x,
+                f"{node.op_type} {node.name!r} merged: clip [{prod.min:g}, {prod.max:g}]",
+            )
             return
-        self.emit(node, ir.Clip(node.name, [x], node.output[0], self.shapes[x], [node.name],
-                                note, min=lo, max=hi))
+        self.emit(
+            node,
+            ir.Clip(
+                node.name, [x], node.output[0], self.shapes[x], [node.name], note, min=lo, max=hi
+            ),
+        )
 
     def op_Clip(self, node: Any, a: dict) -> None:
         x = self.act(node, node.input[0])
@@ -409,17 +519,26 @@ class Lowering:
 
     def _min_max(self, node: Any, is_max: bool) -> None:
         if len(node.input) != 2:
-            raise self.fail(node, f"{node.op_type} of {len(node.input)} inputs is not supported "
-                                  "(only an activation and a scalar constant, i.e. a clip)")
+            raise self.fail(
+                node,
+                f"{node.op_type} of {len(node.input)} inputs is not supported "
+                "(only an activation and a scalar constant, i.e. a clip)",
+            )
         n0, n1 = (self.resolve(i) for i in node.input)
         cname = n0 if n0 in self.consts else n1 if n1 in self.consts else None
         if cname is None:
-            raise self.fail(node, f"{node.op_type} of two activations is not supported (only "
-                                  "against a scalar constant, i.e. a clip)")
+            raise self.fail(
+                node,
+                f"{node.op_type} of two activations is not supported (only "
+                "against a scalar constant, i.e. a clip)",
+            )
         c = np.asarray(self.consts[cname])
         if c.size != 1:
-            raise self.fail(node, f"{node.op_type} with a constant of shape {list(c.shape)} is not "
-                                  "supported (only a scalar, i.e. a clip)")
+            raise self.fail(
+                node,
+                f"{node.op_type} with a constant of shape {list(c.shape)} is not "
+                "supported (only a scalar, i.e. a clip)",
+            )
         x = self.act(node, n1 if cname == n0 else n0)
         if self.shapes[x] != self.onnx_shapes.get(node.output[0], self.shapes[x]):
             raise self.fail(node, "the constant broadcasts the activation to another shape")
@@ -451,27 +570,46 @@ class Lowering:
         oh, ow = ir.conv_out_hw(shape[2], shape[3], kernel, strides, pads)
         if int(a.get("ceil_mode", 0)):
             extra = []
-            for size, k, s, b, e in zip(shape[2:], kernel, strides, pads[:2], pads[2:],
-                                        strict=True):
+            for size, k, s, b, e in zip(
+                shape[2:], kernel, strides, pads[:2], pads[2:], strict=True
+            ):
                 out = -(-(size + b + e - k) // s) + 1
                 if (out - 1) * s >= size + b:  # the last window must start inside the input
                     out -= 1
                 extra.append((out - 1) * s + k - (size + b + e))
             if any(v > 0 for v in extra):
                 if not is_max and cip:
-                    raise self.fail(node, "ceil_mode=1 with count_include_pad=1 is not "
-                                          "supported")
+                    raise self.fail(node, "ceil_mode=1 with count_include_pad=1 is not supported")
                 # padded taps are ignored by MAXPOOL and by AVGPOOL without count_include_pad,
                 # so ceil mode is extra bottom/right padding
                 pads = (pads[0], pads[1], pads[2] + max(extra[0], 0), pads[3] + max(extra[1], 0))
                 oh, ow = ir.conv_out_hw(shape[2], shape[3], kernel, strides, pads)
         out_shape = (shape[0], shape[1], oh, ow)
         if is_max:
-            n: ir.Node = ir.MaxPool(node.name, [x], node.output[0], out_shape, [node.name],
-                                    "max pool", kernel=kernel, strides=strides, pads=pads)
+            n: ir.Node = ir.MaxPool(
+                node.name,
+                [x],
+                node.output[0],
+                out_shape,
+                [node.name],
+                "max pool",
+                kernel=kernel,
+                strides=strides,
+                pads=pads,
+            )
         else:
-            n = ir.AvgPool(node.name, [x], node.output[0], out_shape, [node.name], "average pool",
-                           kernel=kernel, strides=strides, pads=pads, count_include_pad=cip)
+            n = ir.AvgPool(
+                node.name,
+                [x],
+                node.output[0],
+                out_shape,
+                [node.name],
+                "average pool",
+                kernel=kernel,
+                strides=strides,
+                pads=pads,
+                count_include_pad=cip,
+            )
         self.emit(node, n)
 
     def op_MaxPool(self, node: Any, a: dict) -> None:
@@ -485,8 +623,17 @@ class Lowering:
         shape = self.shapes[x]
         if len(shape) != 4:
             raise self.fail(node, f"expects an NCHW input, got {list(shape)}")
-        self.emit(node, ir.GlobalAvgPool(node.name, [x], node.output[0],
-                                         (shape[0], shape[1], 1, 1), [node.name], "global pool"))
+        self.emit(
+            node,
+            ir.GlobalAvgPool(
+                node.name,
+                [x],
+                node.output[0],
+                (shape[0], shape[1], 1, 1),
+                [node.name],
+                "global pool",
+            ),
+        )
 
     def op_ReduceMean(self, node: Any, a: dict) -> None:
         x = self.act(node, node.input[0])
@@ -500,16 +647,30 @@ class Lowering:
         if not axes and not int(a.get("noop_with_empty_axes", 0)):
             axes = list(range(len(shape)))
         if len(shape) != 4 or sorted(ax % 4 for ax in axes) != [2, 3]:
-            raise self.fail(node, f"ReduceMean over axes {axes} of {list(shape)} is not "
-                                  "supported (only over H and W of NCHW: a global average pool)")
+            raise self.fail(
+                node,
+                f"ReduceMean over axes {axes} of {list(shape)} is not "
+                "supported (only over H and W of NCHW: a global average pool)",
+            )
         if not keep:
-            raise self.fail(node, "ReduceMean over H and W with keepdims=0 is not supported "
-                                  "(the native global pool keeps N×C×1×1: write "
-                                  "mean(dim=(2, 3), keepdim=True) or AdaptiveAvgPool2d(1), then "
-                                  "flatten)")
-        self.emit(node, ir.GlobalAvgPool(node.name, [x], node.output[0],
-                                         (shape[0], shape[1], 1, 1), [node.name],
-                                         "global pool (ReduceMean over H, W)"))
+            raise self.fail(
+                node,
+                "ReduceMean over H and W with keepdims=0 is not supported "
+                "(the native global pool keeps N×C×1×1: write "
+                "mean(dim=(2, 3), keepdim=True) or AdaptiveAvgPool2d(1), then "
+                "flatten)",
+            )
+        self.emit(
+            node,
+            ir.GlobalAvgPool(
+                node.name,
+                [x],
+                node.output[0],
+                (shape[0], shape[1], 1, 1),
+                [node.name],
+                "global pool (ReduceMean over H, W)",
+            ),
+        )
 
     def _to_shape(self, node: Any, x: str, target: tuple[int, ...]) -> None:
         shape = self.shapes[x]
@@ -517,11 +678,23 @@ class Lowering:
             self.alias[node.output[0]] = x
             return
         if len(shape) == 4 and tuple(target) == (shape[0], shape[1] * shape[2] * shape[3]):
-            self.emit(node, ir.Flatten(node.name, [x], node.output[0], tuple(target),
-                                       [node.name], "flatten to N×features"))
+            self.emit(
+                node,
+                ir.Flatten(
+                    node.name,
+                    [x],
+                    node.output[0],
+                    tuple(target),
+                    [node.name],
+                    "flatten to N×features",
+                ),
+            )
             return
-        raise self.fail(node, f"reshaping {list(shape)} to {list(target)} is not supported "
-                              "(only flattening NCHW to N×(C·H·W))")
+        raise self.fail(
+            node,
+            f"reshaping {list(shape)} to {list(target)} is not supported "
+            "(only flattening NCHW to N×(C·H·W))",
+        )
 
     def op_Flatten(self, node: Any, a: dict) -> None:
         x = self.act(node, node.input[0])
@@ -563,9 +736,19 @@ class Lowering:
             raise self.fail(node, f"expects an N×features input, got {list(shape)}")
         if w.shape[1] != shape[1]:
             raise self.fail(node, f"weight expects {w.shape[1]} features, input has {shape[1]}")
-        self.emit(node, ir.Gemm(node.name, [x], node.output[0], (shape[0], int(w.shape[0])),
-                                [node.name], note, weight=w.astype(np.float32),
-                                bias=None if b is None else b.astype(np.float32)))
+        self.emit(
+            node,
+            ir.Gemm(
+                node.name,
+                [x],
+                node.output[0],
+                (shape[0], int(w.shape[0])),
+                [node.name],
+                note,
+                weight=w.astype(np.float32),
+                bias=None if b is None else b.astype(np.float32),
+            ),
+        )
 
     def op_Gemm(self, node: Any, a: dict) -> None:
         if int(a.get("transA", 0)):
@@ -594,8 +777,13 @@ class Lowering:
         if bmat.ndim != 2:
             raise self.fail(node, "only MatMul with a constant matrix is supported")
         # a following Add of a constant is folded into this Gemm's bias by affine()
-        self._fc(node, x, np.asarray(bmat, np.float64).T, None,
-                 "kept FP32: fully connected layer (MatMul)")
+        self._fc(
+            node,
+            x,
+            np.asarray(bmat, np.float64).T,
+            None,
+            "kept FP32: fully connected layer (MatMul)",
+        )
 
     # -- driver
     def build(self, input_name: str, input_shape: ir.Shape) -> ir.Graph:
@@ -605,8 +793,12 @@ class Lowering:
                 raise self.fail(node, f"custom-domain op ({node.domain}) is not supported")
             handler = getattr(self, f"op_{node.op_type}", None)
             if handler is None:
-                raise self.fail(node, "op not supported by the native converter (supported: "
-                                      + ", ".join(SUPPORTED_OPS) + ")")
+                raise self.fail(
+                    node,
+                    "op not supported by the native converter (supported: "
+                    + ", ".join(SUPPORTED_OPS)
+                    + ")",
+                )
             handler(node, node_attrs(node))
         if len(self.graph.output) != 1:
             raise UnsupportedModelError(
@@ -620,8 +812,9 @@ class Lowering:
         if out == input_name:
             raise UnsupportedModelError("graph output is the graph input (empty model)")
         if out not in self.shapes:
-            raise UnsupportedModelError(f"graph output {out_name!r} is not produced by any "
-                                        "supported node")
+            raise UnsupportedModelError(
+                f"graph output {out_name!r} is not produced by any supported node"
+            )
         return ir.Graph(input_name, input_shape, out, self._prune(out), dict(self.shapes))
 
     def _prune(self, out: str) -> list[ir.Node]:
@@ -640,8 +833,14 @@ def check_supported(nodes: list[Any]) -> None:
     an op that cannot be converted at all is the most useful thing to report)."""
     for node in nodes:
         if node.domain not in ("", "ai.onnx"):
-            raise UnsupportedModelError(f"custom-domain op ({node.domain}) is not supported",
-                                        node.name, node.op_type)
+            raise UnsupportedModelError(
+                f"custom-domain op ({node.domain}) is not supported", node.name, node.op_type
+            )
         if node.op_type not in SUPPORTED_OPS:
-            raise UnsupportedModelError("op not supported by the native converter (supported: "
-                                        + ", ".join(SUPPORTED_OPS) + ")", node.name, node.op_type)
+            raise UnsupportedModelError(
+                "op not supported by the native converter (supported: "
+                + ", ".join(SUPPORTED_OPS)
+                + ")",
+                node.name,
+                node.op_type,
+            )

@@ -11,8 +11,14 @@ def _ste_source(node: Any, producer: dict[str, Any]) -> str | None:
     p, q = node.input
     for d, y in ((p, q), (q, p)):
         sub = producer.get(d)
-        if (sub is not None and sub.op_type == "Sub" and sub.domain in ("", "ai.onnx")
-                and len(sub.input) == 2 and sub.input[1] == y and y):
+        if (
+            sub is not None
+            and sub.op_type == "Sub"
+            and sub.domain in ("", "ai.onnx")
+            and len(sub.input) == 2
+            and sub.input[1] == y
+            and y
+        ):
             return sub.input[0]
     return None
 
@@ -34,8 +40,11 @@ def simplify_graph(graph: Any, shapes: dict[str, tuple[int, ...] | None]) -> lis
     may read outer values by name) are left alone: those ops are refused later anyway."""
     from onnx import AttributeProto
 
-    if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS)
-           for n in graph.node for a in n.attribute):
+    if any(
+        a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS)
+        for n in graph.node
+        for a in n.attribute
+    ):
         return []
     outputs = {o.name for o in graph.output}
     init_shapes = {t.name: tuple(int(d) for d in t.dims) for t in graph.initializer}
@@ -77,8 +86,9 @@ def simplify_graph(graph: Any, shapes: dict[str, tuple[int, ...] | None]) -> lis
     graph.node.extend(live)
     notes = []
     if ste:
-        notes.append(f"{len(ste)} straight-through estimator(s) (s − y) + y read as s "
-                     f"(first: {ste[0]!r})")
+        notes.append(
+            f"{len(ste)} straight-through estimator(s) (s − y) + y read as s (first: {ste[0]!r})"
+        )
     if identities:
         notes.append(f"{identities} Identity node(s) removed")
     if dead:

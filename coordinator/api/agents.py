@@ -31,16 +31,20 @@ _RECHECK_SECONDS = 1.0
 _LAST_SEEN_RESOLUTION = timedelta(seconds=5)
 
 
-@router.post(Endpoint.AGENT_REGISTER, response_model=RegisterResponse,
-             dependencies=[Depends(admin)])
+@router.post(
+    Endpoint.AGENT_REGISTER, response_model=RegisterResponse, dependencies=[Depends(admin)]
+)
 def register(body: RegisterRequest, request: Request) -> RegisterResponse:
     """Enrol an agent with the admin token; the answer holds the agent's own token (shown
     once; only its hash is stored)."""
     return agents.register(get_ctx(request).db, body)
 
 
-@router.post(Endpoint.AGENT_HEARTBEAT, response_model=HeartbeatResponse,
-             responses={409: {"description": "the job is no longer leased by this agent"}})
+@router.post(
+    Endpoint.AGENT_HEARTBEAT,
+    response_model=HeartbeatResponse,
+    responses={409: {"description": "the job is no longer leased by this agent"}},
+)
 def heartbeat(
     body: HeartbeatRequest, request: Request, p: Principal = Depends(agent)
 ) -> HeartbeatResponse:
@@ -72,8 +76,11 @@ def _try_lease(ctx: AppContext, agent_id: int) -> JobLease | None:
 )
 async def lease(
     request: Request,
-    wait: float = Query(0.0, ge=0, description="long-poll up to this many seconds "
-                        "(capped by the server's long_poll_seconds)"),
+    wait: float = Query(
+        0.0,
+        ge=0,
+        description="long-poll up to this many seconds (capped by the server's long_poll_seconds)",
+    ),
     p: Principal = Depends(agent),
 ) -> JobLease | Response:
     """The oldest queued job this agent's device (and runtimes) can run, leased for

@@ -32,9 +32,12 @@ def get_artifact(artifact_id: int, request: Request) -> ArtifactOut:
         return artifact_out(get_row(s, Artifact, artifact_id))
 
 
-@router.post(Endpoint.ARTIFACT_RETRY, response_model=ArtifactOut,
-             dependencies=[Depends(admin)],
-             responses={409: {"description": "the artifact has not failed"}})
+@router.post(
+    Endpoint.ARTIFACT_RETRY,
+    response_model=ArtifactOut,
+    dependencies=[Depends(admin)],
+    responses={409: {"description": "the artifact has not failed"}},
+)
 def retry_artifact(artifact_id: int, request: Request) -> ArtifactOut:
     """Convert a failed artifact again (e.g. after a converter upgrade). Jobs that already
     failed stay failed; submit new ones."""
@@ -53,8 +56,12 @@ def retry_artifact(artifact_id: int, request: Request) -> ArtifactOut:
     Endpoint.ARTIFACT_DOWNLOAD,
     dependencies=[Depends(admin_or_agent)],
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}},
-                     "description": f"the artifact's bytes; header {SHA256_HEADER}"}},
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": f"the artifact's bytes; header {SHA256_HEADER}",
+        }
+    },
 )
 def download_artifact(artifact_id: int, request: Request) -> FileResponse:
     ctx = get_ctx(request)

@@ -30,8 +30,9 @@ router = APIRouter(tags=["jobs"])
 Out = TypeVar("Out", JobOut, ResultOut)
 
 
-@router.post(Endpoint.JOBS, response_model=list[JobOut], status_code=201,
-             dependencies=[Depends(admin)])
+@router.post(
+    Endpoint.JOBS, response_model=list[JobOut], status_code=201, dependencies=[Depends(admin)]
+)
 def create_jobs(body: JobCreate, request: Request) -> list[JobOut]:
     """One job per thread count. Jobs wait for the model's artifact for the library (created
     and converted in the background if missing), then are queued for agents."""
@@ -69,7 +70,8 @@ def get_job(job_id: int, request: Request) -> JobOut:
 
 
 def _agent_report(
-    request: Request, p: Principal,
+    request: Request,
+    p: Principal,
     record: Callable[[Session, Agent, CoordinatorSettings], tuple[Out, str]],
 ) -> Out:
     """Record the leasing agent's report (``record`` answers what to send back and the job's
@@ -84,14 +86,18 @@ def _agent_report(
     return out
 
 
-@router.post(Endpoint.JOB_RESULT, response_model=ResultOut,
-             responses={409: {"description": "stale lease: nothing recorded"}})
+@router.post(
+    Endpoint.JOB_RESULT,
+    response_model=ResultOut,
+    responses={409: {"description": "stale lease: nothing recorded"}},
+)
 def post_result(
     job_id: int, body: ResultIn, request: Request, p: Principal = Depends(agent)
 ) -> ResultOut:
     """Accepted only with the job's current lease; the server computes the statistics and the
     validity verdict from the raw samples (an invalid result sends the job back to the queue
     to be measured again)."""
+
     def record(s: Session, a: Agent, cfg: CoordinatorSettings) -> tuple[ResultOut, str]:
         r = queue.submit_result(s, a, job_id, body, cfg)
         return result_out(r), r.job.status
@@ -99,13 +105,17 @@ def post_result(
     return _agent_report(request, p, record)
 
 
-@router.post(Endpoint.JOB_FAILURE, response_model=JobOut,
-             responses={409: {"description": "stale lease: nothing recorded"}})
+@router.post(
+    Endpoint.JOB_FAILURE,
+    response_model=JobOut,
+    responses={409: {"description": "stale lease: nothing recorded"}},
+)
 def post_failure(
     job_id: int, body: JobFailure, request: Request, p: Principal = Depends(agent)
 ) -> JobOut:
     """The job is requeued (attempts + 1) or, after max_attempts or when not retryable,
     failed with the agent's error."""
+
     def record(s: Session, a: Agent, cfg: CoordinatorSettings) -> tuple[JobOut, str]:
         job = queue.report_failure(s, a, job_id, body, cfg)
         return job_out(job), job.status

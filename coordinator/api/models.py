@@ -23,8 +23,11 @@ _UPLOAD_BODY = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary",
-                                 "description": "the ONNX model"},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "the ONNX model",
+                        },
                         "name": {"type": "string"},
                         "arch": {"type": "string", "description": "e.g. ResNet18, VGG-Small"},
                         "algorithm": {"type": "string", "description": "fp32 / bnn / react"},
@@ -41,9 +44,11 @@ _UPLOAD_BODY = {
     response_model=ModelOut,
     status_code=201,
     openapi_extra=_UPLOAD_BODY,
-    responses={200: {"description": "the same bytes were uploaded before: the existing model"},
-               413: {"description": "larger than max_upload_bytes"},
-               422: {"description": "not an ONNX model"}},
+    responses={
+        200: {"description": "the same bytes were uploaded before: the existing model"},
+        413: {"description": "larger than max_upload_bytes"},
+        422: {"description": "not an ONNX model"},
+    },
 )
 async def upload_model(request: Request, response: Response) -> ModelOut:
     """Store the file (content-addressed) and create the model row; analysis and conversions

@@ -28,15 +28,19 @@ def results_table(request: Request) -> dict[str, Any]:
         return results.table(s)
 
 
-@router.get(Endpoint.RESULTS_TABLE_CSV, response_class=PlainTextResponse,
-            responses={200: {"content": {"text/csv": {}}}})
+@router.get(
+    Endpoint.RESULTS_TABLE_CSV,
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
 def results_table_csv(request: Request) -> PlainTextResponse:
     """The table one cell per line: the reference CSV's columns (device, threads, arch,
     library, algorithm, latency_ms), then provenance."""
     with get_ctx(request).db.session() as s:
         text = results.table_csv(s)
     return PlainTextResponse(
-        text, media_type="text/csv",
+        text,
+        media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="bnnbench-hardware.csv"'},
     )
 

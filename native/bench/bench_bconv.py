@@ -43,8 +43,15 @@ from native.bench.machine import assumed_peak, clock_mhz, cpu_model  # noqa: E40
 from native.engine import NativeEngine, available_isas  # noqa: E402
 
 # ResNet-18's binary 3x3 layers (pad 1): (in_c, out_c, input H=W, stride)
-LAYERS = [(64, 64, 56, 1), (64, 128, 56, 2), (128, 128, 28, 1), (128, 256, 28, 2),
-          (256, 256, 14, 1), (256, 512, 14, 2), (512, 512, 7, 1)]
+LAYERS = [
+    (64, 64, 56, 1),
+    (64, 128, 56, 2),
+    (128, 128, 28, 1),
+    (128, 256, 28, 2),
+    (256, 256, 14, 1),
+    (256, 512, 14, 2),
+    (512, 512, 7, 1),
+]
 
 
 def _layer_model(c: int, oc: int, hw: int, stride: int) -> bytes:

@@ -91,18 +91,22 @@ def _time_arch(models: list, x: np.ndarray, args) -> list[dict]:
             for e, bnn_path, lce_path in models:
                 sess = ort_session(e.path, t)
                 feed = {sess.get_inputs()[0].name: x}
-                timers[(e.algorithm, "ort", t)] = (lambda s=sess, f=feed:
-                                                   _timed(lambda: s.run(None, f)))
+                timers[(e.algorithm, "ort", t)] = lambda s=sess, f=feed: _timed(
+                    lambda: s.run(None, f)
+                )
                 if args.lce and lce_path is not None:
-                    interp = load_wrapper().LiteInterpreter(lce_path.read_bytes(), t, False,
-                                                            False, LceRunner().use_xnnpack)
+                    interp = load_wrapper().LiteInterpreter(
+                        lce_path.read_bytes(), t, False, False, LceRunner().use_xnnpack
+                    )
                     xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))  # LCE is NHWC
-                    timers[(e.algorithm, "lce", t)] = (lambda i=interp, v=xl:
-                                                       _timed(lambda: i.predict([v])))
+                    timers[(e.algorithm, "lce", t)] = lambda i=interp, v=xl: _timed(
+                        lambda: i.predict([v])
+                    )
                 for isa in ["-"] if e.algorithm == "fp32" else args.isa:
                     eng = stack.enter_context(
-                        NativeEngine(bnn_path, threads=t, isa=None if isa == "-" else isa))
-                    timers[(e.algorithm, isa, t)] = (lambda g=eng: g.benchmark(x, 0, 1)[0])
+                        NativeEngine(bnn_path, threads=t, isa=None if isa == "-" else isa)
+                    )
+                    timers[(e.algorithm, isa, t)] = lambda g=eng: g.benchmark(x, 0, 1)[0]
         for fn in timers.values():
             for _ in range(args.warmup):
                 fn()
@@ -123,17 +127,29 @@ def _time_arch(models: list, x: np.ndarray, args) -> list[dict]:
             lcet = samples.get((e.algorithm, "lce", t), nan)
             for isa in ["-"] if e.algorithm == "fp32" else args.isa:
                 nat = samples[(e.algorithm, isa, t)]
-                rows.append({
-                    "arch": e.arch, "algorithm": e.algorithm, "threads": t, "isa": isa,
-                    "native_ms": statistics.median(nat), "ort_ms": statistics.median(ortt),
-                    "native_samples_ms": nat, "ort_samples_ms": ortt,
-                    "lce_ms": statistics.median(lcet), "lce_samples_ms": lcet,
-                    "native_size": bnn_path.stat().st_size, "onnx_size": e.size,
-                })
+                rows.append(
+                    {
+                        "arch": e.arch,
+                        "algorithm": e.algorithm,
+                        "threads": t,
+                        "isa": isa,
+                        "native_ms": statistics.median(nat),
+                        "ort_ms": statistics.median(ortt),
+                        "native_samples_ms": nat,
+                        "ort_samples_ms": ortt,
+                        "lce_ms": statistics.median(lcet),
+                        "lce_samples_ms": lcet,
+                        "native_size": bnn_path.stat().st_size,
+                        "onnx_size": e.size,
+                    }
+                )
                 r = rows[-1]
-                print(f"  {e.arch:9s} {e.algorithm:5s} t={t} isa={isa:8s}: native "
-                      f"{r['native_ms']:9.2f} ms   onnxruntime {r['ort_ms']:9.2f} ms"
-                      f"   lce {r['lce_ms']:9.2f} ms", flush=True)
+                print(
+                    f"  {e.arch:9s} {e.algorithm:5s} t={t} isa={isa:8s}: native "
+                    f"{r['native_ms']:9.2f} ms   onnxruntime {r['ort_ms']:9.2f} ms"
+                    f"   lce {r['lce_ms']:9.2f} ms",
+                    flush=True,
+                )
     return rows
 
 
@@ -154,13 +170,16 @@ def _print_layers(profiles: dict[tuple[str, str], tuple]) -> None:
     for (arch, _), (isa, layers, ms, mhz, seq, more, best) in profiles.items():
         total = sum(ms)
         peak = assumed_peak(isa)[0]
-        print(f"\nper-layer median ms, {arch} bnn, isa={isa}, 1 thread; clock {mhz:.0f} MHz "
-              f"(measured), {isa} peak {peak} BOPs/cycle (best: % peak in the layer's "
-              "fastest run)"
-              + "".join(f"; at {t} threads: ms and 1-thread ms / it" for t in more))
-        print(f"{'#':>3s} {'op':14s} {'input':>16s} {'output':>16s} {'ms':>8s} {'%':>5s}"
-              f" {'BOPs/cyc':>9s} {'% peak':>7s} {'best':>6s}"
-              + "".join(f" {f'ms@{t}':>8s} {'x':>5s}" for t in more))
+        print(
+            f"\nper-layer median ms, {arch} bnn, isa={isa}, 1 thread; clock {mhz:.0f} MHz "
+            f"(measured), {isa} peak {peak} BOPs/cycle (best: % peak in the layer's "
+            "fastest run)" + "".join(f"; at {t} threads: ms and 1-thread ms / it" for t in more)
+        )
+        print(
+            f"{'#':>3s} {'op':14s} {'input':>16s} {'output':>16s} {'ms':>8s} {'%':>5s}"
+            f" {'BOPs/cyc':>9s} {'% peak':>7s} {'best':>6s}"
+            + "".join(f" {f'ms@{t}':>8s} {'x':>5s}" for t in more)
+        )
         by_op: dict[str, float] = {}
         for info, t in zip(layers, ms, strict=False):
             by_op[info.op] = by_op.get(info.op, 0.0) + t
@@ -171,28 +190,45 @@ def _print_layers(profiles: dict[tuple[str, str], tuple]) -> None:
                 bops = 2 * n * oc * oh * ow * c * info.kernel[0] * info.kernel[1]
                 per_cyc = bops / (t * 1e-3 * mhz * 1e6)
                 best_cyc = bops / (best[info.index] * 1e-3 * mhz * 1e6)
-                extra = (f" {per_cyc:9.1f} {100 * per_cyc / peak:6.1f}%"
-                         f" {100 * best_cyc / peak:5.1f}%")
+                extra = (
+                    f" {per_cyc:9.1f} {100 * per_cyc / peak:6.1f}% {100 * best_cyc / peak:5.1f}%"
+                )
             for mt in more.values():
                 tk = mt[info.index]
                 extra += f" {tk:8.3f} {t / tk:5.2f}" if tk > 0 else f" {tk:8.3f} {'':5s}"
-            print(f"{info.index:3d} {info.op:14s} {_chw(info.in_shape):>16s}"
-                  f" {_chw(info.out_shape):>16s} {t:8.3f} {100 * t / total:5.1f}"
-                  f"{extra.rstrip()}")
-        print(f"  + model-boundary transposes {ms[-1]:.3f} ms; total {total:.2f} ms"
-              + "".join(f"; at {t} threads {mt[-1]:.3f} ms, total {sum(mt):.2f} ms "
-                        f"({total / sum(mt):.2f}x)" for t, mt in more.items()))
-        print("  by op: " + ", ".join(f"{op} {t:.2f} ms ({100 * t / total:.0f}%)"
-                                     for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])))
+            print(
+                f"{info.index:3d} {info.op:14s} {_chw(info.in_shape):>16s}"
+                f" {_chw(info.out_shape):>16s} {t:8.3f} {100 * t / total:5.1f}"
+                f"{extra.rstrip()}"
+            )
+        print(
+            f"  + model-boundary transposes {ms[-1]:.3f} ms; total {total:.2f} ms"
+            + "".join(
+                f"; at {t} threads {mt[-1]:.3f} ms, total {sum(mt):.2f} ms ({total / sum(mt):.2f}x)"
+                for t, mt in more.items()
+            )
+        )
+        print(
+            "  by op: "
+            + ", ".join(
+                f"{op} {t:.2f} ms ({100 * t / total:.0f}%)"
+                for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])
+            )
+        )
         if seq:
             # ops/ns -> ops/cycle: median (best) before and after the profile
-            said = [f"{when} {s[0] * 1e3 / mhz:.0f} ({s[1] * 1e3 / mhz:.0f})"
-                    for when, s in zip(("before", "after"), seq, strict=True) if s]
-            print("  AVX2 kernel sequence alone on L1 data (bench/peak_avx2.c), BOPs/cycle, "
-                  f"median (best): {', '.join(said)}; on a quiet core "
-                  f"~{0.8 * assumed_peak('avx2')[0]:.0f} (80% of the assumed AVX2 peak): far "
-                  "below it, the core was shared and every % peak "
-                  "above reads low")
+            said = [
+                f"{when} {s[0] * 1e3 / mhz:.0f} ({s[1] * 1e3 / mhz:.0f})"
+                for when, s in zip(("before", "after"), seq, strict=True)
+                if s
+            ]
+            print(
+                "  AVX2 kernel sequence alone on L1 data (bench/peak_avx2.c), BOPs/cycle, "
+                f"median (best): {', '.join(said)}; on a quiet core "
+                f"~{0.8 * assumed_peak('avx2')[0]:.0f} (80% of the assumed AVX2 peak): far "
+                "below it, the core was shared and every % peak "
+                "above reads low"
+            )
 
 
 def main() -> int:
@@ -201,33 +237,59 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--archs", nargs="+", default=list(zoo.ARCHS), choices=zoo.ARCHS)
-    ap.add_argument("--layers", nargs="+", default=["resnet18"],
-                    help="architectures whose binary model gets a per-layer table ('none')")
+    ap.add_argument(
+        "--layers",
+        nargs="+",
+        default=["resnet18"],
+        help="architectures whose binary model gets a per-layer table ('none')",
+    )
     ap.add_argument("--json", type=Path, help="also write all samples to this file")
-    ap.add_argument("--no-lce", dest="lce", action="store_false",
-                    help="don't time the Larq Compute Engine interpreter on the same models")
-    ap.add_argument("--lce-dir", type=Path,
-                    help="take the LCE models from this folder ({arch}_{algorithm}.tflite, "
-                    "converted on a machine with TensorFlow) instead of converting here")
-    ap.add_argument("--isa", nargs="+", default=available_isas(),
-                    help="binary-conv kernel sets to time (default: all this CPU supports)")
-    ap.add_argument("--layers-threads", type=int, nargs="+", default=[],
-                    help="also profile per layer at these thread counts (a scaling column "
-                    "each)")
-    ap.add_argument("--layers-isa", nargs="+",
-                    help="kernel sets to profile per layer (default: the last of --isa)")
+    ap.add_argument(
+        "--no-lce",
+        dest="lce",
+        action="store_false",
+        help="don't time the Larq Compute Engine interpreter on the same models",
+    )
+    ap.add_argument(
+        "--lce-dir",
+        type=Path,
+        help="take the LCE models from this folder ({arch}_{algorithm}.tflite, "
+        "converted on a machine with TensorFlow) instead of converting here",
+    )
+    ap.add_argument(
+        "--isa",
+        nargs="+",
+        default=available_isas(),
+        help="binary-conv kernel sets to time (default: all this CPU supports)",
+    )
+    ap.add_argument(
+        "--layers-threads",
+        type=int,
+        nargs="+",
+        default=[],
+        help="also profile per layer at these thread counts (a scaling column each)",
+    )
+    ap.add_argument(
+        "--layers-isa",
+        nargs="+",
+        help="kernel sets to profile per layer (default: the last of --isa)",
+    )
     args = ap.parse_args()
     bad = [i for i in args.isa if i not in available_isas()]
     if bad:
-        ap.error(f"--isa {' '.join(bad)}: not supported here (available: "
-                 f"{' '.join(available_isas())})")
+        ap.error(
+            f"--isa {' '.join(bad)}: not supported here (available: {' '.join(available_isas())})"
+        )
 
     import onnxruntime as ort
 
     rows = []
     profiles: dict[tuple[str, str], tuple] = {}
-    print(f"machine: {cpu_model()} ({platform.machine()}), native {native_version()}, "
-          f"onnxruntime {ort.__version__}, runs={args.runs} warmup={args.warmup}", flush=True)
+    print(
+        f"machine: {cpu_model()} ({platform.machine()}), native {native_version()}, "
+        f"onnxruntime {ort.__version__}, runs={args.runs} warmup={args.warmup}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         entries = zoo.write_zoo(tmpdir, archs=tuple(args.archs))
@@ -269,48 +331,61 @@ def main() -> int:
                         with NativeEngine(bnn_path, threads=t, isa=isa) as engt:
                             engt.benchmark(x, args.warmup, 1)
                             more[t] = engt.profile(x, 0, args.runs)
-                    profiles[(arch, isa)] = (eng.isa, eng.layers(), prof, mhz, seq, more,
-                                             best)
+                    profiles[(arch, isa)] = (eng.isa, eng.layers(), prof, mhz, seq, more, best)
 
     def cell(arch: str, alg: str, t: int, isa: str = "-") -> dict | None:
-        return next((r for r in rows if (r["arch"], r["algorithm"], r["threads"], r["isa"])
-                     == (arch, alg, t, isa)), None)
+        return next(
+            (
+                r
+                for r in rows
+                if (r["arch"], r["algorithm"], r["threads"], r["isa"]) == (arch, alg, t, isa)
+            ),
+            None,
+        )
 
-    print("\nmedian latency (ms); ratios are medians of per-round ratios (same machine, run "
-          "and round)")
-    hdr = (f"{'arch':9s} {'alg':5s} {'thr':>3s} {'isa':8s} {'native':>9s} {'onnxrt':>9s}"
-           f" {'lce':>9s} {'ort/native':>10s} {'lce/native':>10s} {'vs ort fp32':>11s}"
-           f" {'speedup':>8s} {'vs portable':>11s}"
-           f" {'size MB':>8s}")
+    print(
+        "\nmedian latency (ms); ratios are medians of per-round ratios (same machine, run "
+        "and round)"
+    )
+    hdr = (
+        f"{'arch':9s} {'alg':5s} {'thr':>3s} {'isa':8s} {'native':>9s} {'onnxrt':>9s}"
+        f" {'lce':>9s} {'ort/native':>10s} {'lce/native':>10s} {'vs ort fp32':>11s}"
+        f" {'speedup':>8s} {'vs portable':>11s}"
+        f" {'size MB':>8s}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         fp32 = cell(r["arch"], "fp32", r["threads"])
         port = cell(r["arch"], r["algorithm"], r["threads"], "portable")
         nat = r["native_samples_ms"]
-        ort_fp32 = (f"{_ratio(fp32['ort_samples_ms'], nat):11.2f}" if fp32
-                    else f"{'n/a':>11s}")
-        nat_fp32 = (f"{_ratio(fp32['native_samples_ms'], nat):8.2f}" if fp32
-                    else f"{'n/a':>8s}")
-        vs_port = (f"{_ratio(port['native_samples_ms'], nat):11.2f}" if port
-                   else f"{'-':>11s}")
-        print(f"{r['arch']:9s} {r['algorithm']:5s} {r['threads']:3d} {r['isa']:8s}"
-              f" {r['native_ms']:9.2f} {r['ort_ms']:9.2f} {r['lce_ms']:9.2f}"
-              f" {_ratio(r['ort_samples_ms'], nat):10.2f}"
-              f" {_ratio(r['lce_samples_ms'], nat):10.2f}"
-              f" {ort_fp32} {nat_fp32} {vs_port} {r['native_size'] / 1e6:8.2f}")
+        ort_fp32 = f"{_ratio(fp32['ort_samples_ms'], nat):11.2f}" if fp32 else f"{'n/a':>11s}"
+        nat_fp32 = f"{_ratio(fp32['native_samples_ms'], nat):8.2f}" if fp32 else f"{'n/a':>8s}"
+        vs_port = f"{_ratio(port['native_samples_ms'], nat):11.2f}" if port else f"{'-':>11s}"
+        print(
+            f"{r['arch']:9s} {r['algorithm']:5s} {r['threads']:3d} {r['isa']:8s}"
+            f" {r['native_ms']:9.2f} {r['ort_ms']:9.2f} {r['lce_ms']:9.2f}"
+            f" {_ratio(r['ort_samples_ms'], nat):10.2f}"
+            f" {_ratio(r['lce_samples_ms'], nat):10.2f}"
+            f" {ort_fp32} {nat_fp32} {vs_port} {r['native_size'] / 1e6:8.2f}"
+        )
     more = [t for t in args.threads if t > 1]
     if 1 in args.threads and more:
-        print("\nthread scaling (native, t=1 / t=k): " + " ".join(f"{'k=' + str(t):>7s}"
-                                                                for t in more))
+        print(
+            "\nthread scaling (native, t=1 / t=k): "
+            + " ".join(f"{'k=' + str(t):>7s}" for t in more)
+        )
         for r1 in rows:
             if r1["threads"] != 1:
                 continue
             cells = []
             for t in more:
                 rk = cell(r1["arch"], r1["algorithm"], t, r1["isa"])
-                cells.append(f"{_ratio(r1['native_samples_ms'], rk['native_samples_ms']):6.2f}x"
-                             if rk else f"{'-':>7s}")
+                cells.append(
+                    f"{_ratio(r1['native_samples_ms'], rk['native_samples_ms']):6.2f}x"
+                    if rk
+                    else f"{'-':>7s}"
+                )
             print(f"  {r1['arch']:9s} {r1['algorithm']:5s} {r1['isa']:8s} " + " ".join(cells))
     if profiles:
         _print_layers(profiles)

@@ -41,8 +41,7 @@ PEAKS: dict[str, tuple[float, str]] = {
     ),
     "avx512": (
         683,
-        "per 512 bits: vpxorq + vpopcntq + vpaddq = 3 ops on 2 512-bit pipes: "
-        "341 bit pairs/cycle",
+        "per 512 bits: vpxorq + vpopcntq + vpaddq = 3 ops on 2 512-bit pipes: 341 bit pairs/cycle",
     ),
     "neon": (
         171,
@@ -84,8 +83,9 @@ def clock_mhz(trials: int = 9) -> float:
     """Median measured core clock in MHz (builds ``build/bnn-clock`` when missing)."""
     exe = NATIVE / "build" / "bnn-clock"
     if not exe.exists():
-        subprocess.run(["make", "-C", str(NATIVE), "build/bnn-clock"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["make", "-C", str(NATIVE), "build/bnn-clock"], check=True, capture_output=True
+        )
     out = subprocess.run([str(exe), str(trials)], check=True, capture_output=True, text=True)
     return float(out.stdout.strip())
 
@@ -99,8 +99,9 @@ def avx2_sequence_ops_per_ns(rounds: int = 21) -> tuple[float, float] | None:
         return None
     exe = NATIVE / "build" / "bnn-peak-avx2"
     if not exe.exists():
-        subprocess.run(["make", "-C", str(NATIVE), "build/bnn-peak-avx2"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["make", "-C", str(NATIVE), "build/bnn-peak-avx2"], check=True, capture_output=True
+        )
     out = subprocess.run([str(exe), str(rounds)], check=True, capture_output=True, text=True)
     m = re.search(r"nibble planes (\d+) \((\d+)\)", out.stdout)
     return (float(m.group(1)), float(m.group(2))) if m else None

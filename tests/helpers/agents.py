@@ -22,16 +22,27 @@ CLI = [sys.executable, "-m", "bnnbench.cli"]
 WAIT = 120.0  # deadline of every wait; only reached when something is broken
 
 
-def wait_until(cond: Callable[[], Any], what: str, timeout: float = WAIT,
-               context: Callable[[], str] = lambda: "") -> Any:
+def wait_until(
+    cond: Callable[[], Any],
+    what: str,
+    timeout: float = WAIT,
+    context: Callable[[], str] = lambda: "",
+) -> Any:
     return wait_for(cond, timeout, what, context, poll=0.05)
 
 
 class AgentProcess:
     """`bnnbench agent` in a subprocess with its own cache dir and log file."""
 
-    def __init__(self, url: str, token: str, name: str, root: Path, *extra: str,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        name: str,
+        root: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.url, self.token, self.name = url, token, name
         self.extra_env = dict(env or {})
         self.cache_dir = root / f"agent-{name}"  # same name, same cache dir (and identity)
@@ -44,13 +55,29 @@ class AgentProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BNNBENCH_")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH")] if p)
         env.update(self.extra_env)
-        cmd = [*CLI, "agent", "--coordinator", self.url, "--token", self.token,
-               "--name", self.name, "--cache-dir", str(self.cache_dir),
-               "--heartbeat-seconds", "0.5", "--max-backoff-seconds", "0.5",
-               "--poll-wait-seconds", "2", *self.extra]
+        cmd = [
+            *CLI,
+            "agent",
+            "--coordinator",
+            self.url,
+            "--token",
+            self.token,
+            "--name",
+            self.name,
+            "--cache-dir",
+            str(self.cache_dir),
+            "--heartbeat-seconds",
+            "0.5",
+            "--max-backoff-seconds",
+            "0.5",
+            "--poll-wait-seconds",
+            "2",
+            *self.extra,
+        ]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         return self
 
     def log(self) -> str:
@@ -63,8 +90,9 @@ class AgentProcess:
         return f"--- log of agent {self.name}:\n{self.log()[-6000:]}"
 
     def wait_log(self, text: str, timeout: float = WAIT) -> None:
-        wait_until(lambda: text in self.log(), f"{text!r} in the log of {self.name}", timeout,
-                   self.context)
+        wait_until(
+            lambda: text in self.log(), f"{text!r} in the log of {self.name}", timeout, self.context
+        )
 
     def identity(self) -> dict[str, Any]:
         path = self.cache_dir / "agent.json"
@@ -100,8 +128,12 @@ class AgentProcess:
             self.proc.wait()
 
 
-def wait_jobs(client: BnnbenchClient, ids: list[int], context: Callable[[], str],
-              status: tuple[str, ...] = ("done", "failed")) -> list[JobOut]:
+def wait_jobs(
+    client: BnnbenchClient,
+    ids: list[int],
+    context: Callable[[], str],
+    status: tuple[str, ...] = ("done", "failed"),
+) -> list[JobOut]:
     def check() -> list[JobOut] | None:
         jobs = client.list_jobs(ids=ids)
         return jobs if all(j.status in status for j in jobs) else None
@@ -114,5 +146,6 @@ def result_rows(coord: Any, job_id: int) -> list[tuple[Any, ...]]:
 
 
 def ctx_of(coord: Any, *agents: AgentProcess) -> Callable[[], str]:
-    return lambda: "\n".join([a.context() for a in agents]
-                             + [f"--- coordinator log:\n{coord.log_tail(40)}"])
+    return lambda: "\n".join(
+        [a.context() for a in agents] + [f"--- coordinator log:\n{coord.log_tail(40)}"]
+    )

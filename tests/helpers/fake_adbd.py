@@ -94,7 +94,14 @@ SYNC_PATH_MAX = 1024
 
 DEFAULT_FEATURES: tuple[str, ...] = ("shell_v2", "stat_v2", "fixed_push_mkdir")
 DEVICE_PREFIXES: tuple[str, ...] = (
-    "/data", "/proc", "/sys", "/system", "/vendor", "/sdcard", "/storage", "/etc",
+    "/data",
+    "/proc",
+    "/sys",
+    "/system",
+    "/vendor",
+    "/sdcard",
+    "/storage",
+    "/etc",
 )
 
 
@@ -150,16 +157,27 @@ def isolated_adb_env(tmp: Path) -> dict[str, str]:
 def kill_adb_server(env: Mapping[str, str], adb: str = "adb") -> None:
     """Stop the adb server that ``env`` names (``adb kill-server``; quiet when none runs)."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run([adb, "kill-server"], env={**os.environ, **env}, timeout=15,
-                       capture_output=True, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            [adb, "kill-server"],
+            env={**os.environ, **env},
+            timeout=15,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 @contextlib.contextmanager
 def isolated_adb_server(tmp: Path, adb: str = "adb") -> Iterator[dict[str, str]]:
     """Start an adb server of the test's own (:func:`isolated_adb_env`); killed on exit."""
     env = isolated_adb_env(tmp)
-    subprocess.run([adb, "start-server"], env={**os.environ, **env}, check=True,
-                   capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
+    subprocess.run(
+        [adb, "start-server"],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+    )
     try:
         yield env
     finally:
@@ -185,10 +203,17 @@ class FakeAdbd:
     announces in its CNXN.
     """
 
-    def __init__(self, root: str | Path, profile: str | Path | Mapping[str, Any] = DEFAULT_PROFILE,
-                 *, props: Mapping[str, str] | None = None,
-                 features: Iterable[str] = DEFAULT_FEATURES, max_payload: int = MAX_PAYLOAD,
-                 port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        profile: str | Path | Mapping[str, Any] = DEFAULT_PROFILE,
+        *,
+        props: Mapping[str, str] | None = None,
+        features: Iterable[str] = DEFAULT_FEATURES,
+        max_payload: int = MAX_PAYLOAD,
+        port: int = 0,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.root = Path(root).resolve()
         # the root goes unquoted into command text by the rewrite: keep it shell-inert
         if not re.fullmatch(r"[\w./+-]+", str(self.root)):
@@ -314,8 +339,14 @@ class FakeAdbd:
         return t
 
     def _populate(self) -> None:
-        for sub in ("data/local/tmp", "sdcard", "system/bin", "system/etc", "vendor",
-                    ".fakeadbd/dumpsys"):
+        for sub in (
+            "data/local/tmp",
+            "sdcard",
+            "system/bin",
+            "system/etc",
+            "vendor",
+            ".fakeadbd/dumpsys",
+        ):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         for device_path, content in self.profile.get("files", {}).items():
             self.write_file(device_path, content)
@@ -333,8 +364,14 @@ class FakeAdbd:
         bin_dir = self.root / "system" / "bin"
         fake = self.root / ".fakeadbd"
         sh = shutil.which("sh") or "/bin/sh"
-        uname = {"sysname": "Linux", "nodename": "localhost", "release": "", "version": "",
-                 "machine": "aarch64", **self.profile.get("uname", {})}
+        uname = {
+            "sysname": "Linux",
+            "nodename": "localhost",
+            "release": "",
+            "version": "",
+            "machine": "aarch64",
+            **self.profile.get("uname", {}),
+        }
         q = {k: shlex.quote(str(v)) for k, v in uname.items()}
         cpuinfo = self.root / "proc" / "cpuinfo"
         ncpu = f"grep -c '^processor' {cpuinfo} 2>/dev/null || echo 1"
@@ -384,7 +421,8 @@ exec {shutil.which("getconf") or "getconf"} "$@"
 """,
             "nproc": f"{ncpu}\n",
             "hostname": f"echo {q['nodename']}\n",
-            "taskset": (f"""\
+            "taskset": (
+                f"""\
 # the phone's cores (cpu7 ...) may not exist here: such a mask runs the command unpinned
 t={host_taskset}
 case "$1" in
@@ -393,10 +431,13 @@ case "$1" in
   *) if "$t" "$1" {sh} -c : 2>/dev/null; then exec "$t" "$@"; fi; shift ;;
 esac
 exec "$@"
-""" if host_taskset else """\
+"""
+                if host_taskset
+                else """\
 case "$1" in -c|--cpu-list) shift 2 ;; -*) exit 0 ;; *) shift ;; esac
 exec "$@"
-"""),
+"""
+            ),
         }
         for name, body in tools.items():
             p = bin_dir / name
@@ -442,7 +483,10 @@ exec "$@"
     def _popen(self, command: str, *, merge_stderr: bool) -> subprocess.Popen[bytes]:
         argv = ["/bin/sh", "-c", self.rewrite(command)] if command else ["/bin/sh"]
         proc = subprocess.Popen(
-            argv, cwd=self.root, env=self.shell_env(), stdin=subprocess.PIPE,
+            argv,
+            cwd=self.root,
+            env=self.shell_env(),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
             start_new_session=True,  # adbd's child calls setsid()
@@ -634,7 +678,7 @@ class _Stream:
                     if self.host_closed:
                         raise StreamClosed("host closed the stream")
                     self.can_send = False
-                chunk, view = view[: self.conn.max_send], view[self.conn.max_send:]
+                chunk, view = view[: self.conn.max_send], view[self.conn.max_send :]
                 self.conn.send(WRTE, self.local_id, self.remote_id, bytes(chunk))
 
     def close(self) -> None:
@@ -778,12 +822,24 @@ def _sync_stat(device: FakeAdbd, stream: _Stream, ident: bytes, path: str) -> No
             stream.write(STAT_V2.pack(ident, exc.errno or 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
         return
     if ident == b"STAT":
-        stream.write(STAT_V1.pack(b"STAT", st.st_mode, st.st_size & 0xFFFFFFFF,
-                                  int(st.st_mtime)))
+        stream.write(STAT_V1.pack(b"STAT", st.st_mode, st.st_size & 0xFFFFFFFF, int(st.st_mtime)))
     else:
-        stream.write(STAT_V2.pack(ident, 0, st.st_dev, st.st_ino, st.st_mode, st.st_nlink,
-                                  st.st_uid, st.st_gid, st.st_size, int(st.st_atime),
-                                  int(st.st_mtime), int(st.st_ctime)))
+        stream.write(
+            STAT_V2.pack(
+                ident,
+                0,
+                st.st_dev,
+                st.st_ino,
+                st.st_mode,
+                st.st_nlink,
+                st.st_uid,
+                st.st_gid,
+                st.st_size,
+                int(st.st_atime),
+                int(st.st_mtime),
+                int(st.st_ctime),
+            )
+        )
 
 
 def _sync_list(device: FakeAdbd, stream: _Stream, path: str) -> None:
@@ -795,8 +851,12 @@ def _sync_list(device: FakeAdbd, stream: _Stream, path: str) -> None:
             except OSError:
                 continue
             name = entry.name.encode(errors="surrogateescape")
-            stream.write(DENT_V1.pack(b"DENT", st.st_mode, st.st_size & 0xFFFFFFFF,
-                                      int(st.st_mtime), len(name)) + name)
+            stream.write(
+                DENT_V1.pack(
+                    b"DENT", st.st_mode, st.st_size & 0xFFFFFFFF, int(st.st_mtime), len(name)
+                )
+                + name
+            )
     stream.write(DENT_V1.pack(b"DONE", 0, 0, 0, 0))
 
 

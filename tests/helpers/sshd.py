@@ -220,8 +220,9 @@ def _wait_listening(server: SshServer, timeout: float) -> bool:
         if server.process.poll() is not None:
             return False
         if pid_file.exists():
-            with contextlib.suppress(OSError), socket.create_connection(
-                (server.host, server.port), timeout=1
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((server.host, server.port), timeout=1),
             ):
                 return True
         time.sleep(0.05)

@@ -16,6 +16,19 @@ from converters.backends.dabnn.reference import execute, run_dab
 from converters.backends.dabnn.verify import verify_dabnn
 from converters.backends.dabnn.writer import dumps
 
-__all__ = ["CONVERTER_NAME", "CONVERTER_VERSION", "DabFormatError", "DabModel", "Lowered",
-           "check_model", "convert_dabnn", "dumps", "execute", "loads", "lower",
-           "read_dab", "run_dab", "verify_dabnn"]
+__all__ = [
+    "CONVERTER_NAME",
+    "CONVERTER_VERSION",
+    "DabFormatError",
+    "DabModel",
+    "Lowered",
+    "check_model",
+    "convert_dabnn",
+    "dumps",
+    "execute",
+    "loads",
+    "lower",
+    "read_dab",
+    "run_dab",
+    "verify_dabnn",
+]

@@ -33,31 +33,52 @@ def pair(p: list[int] | None, what: str, default: int) -> tuple[int, int]:
     raise DabFormatError(f"{what}: {p} is not a (h, w) pair")
 
 
-def binconv_constraints(c_in: int, c_out: int, kernel: tuple[int, int],
-                        strides: tuple[int, int], out_hw: tuple[int, int], in_w: int,
-                        pad_w: int) -> list[str]:
+def binconv_constraints(
+    c_in: int,
+    c_out: int,
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    out_hw: tuple[int, int],
+    in_w: int,
+    pad_w: int,
+) -> list[str]:
     """Why daBNN cannot run this binary conv on every target (empty if it can). The AArch64
     rules were confirmed by running daBNN's runtime under qemu-aarch64 (docs/dabnn.md)."""
     why = []
     if c_in % 64:
-        why.append(f"{c_in} input channels: daBNN bit-packs activations 64 channels per word "
-                   "and needs a multiple of 64")
+        why.append(
+            f"{c_in} input channels: daBNN bit-packs activations 64 channels per word "
+            "and needs a multiple of 64"
+        )
         return why
     words = c_in // 64
     if (in_w * words) % 2 or ((in_w + 2 * pad_w) * words) % 2:
-        why.append(f"a {in_w}-wide map of {c_in} channels (plus padding {pad_w}) packs to an odd "
-                   "number of 64-bit words per row; daBNN's bit Mat asserts 16-byte rows")
+        why.append(
+            f"a {in_w}-wide map of {c_in} channels (plus padding {pad_w}) packs to an odd "
+            "number of 64-bit words per row; daBNN's bit Mat asserts 16-byte rows"
+        )
     if c_in == 64 and (kernel != (3, 3) or strides[0] != strides[1]):
-        why.append("64 input channels with a kernel other than 3×3 (or unequal strides): "
-                   "daBNN's AArch64 binary GEMM aborts (k % 2 == 0) on 64-channel filters, "
-                   "which are packed without 128-bit alignment")
+        why.append(
+            "64 input channels with a kernel other than 3×3 (or unequal strides): "
+            "daBNN's AArch64 binary GEMM aborts (k % 2 == 0) on 64-channel filters, "
+            "which are packed without 128-bit alignment"
+        )
     if c_in == 64 and kernel == (3, 3) and (out_hw[0] * out_hw[1] % 2 or c_out % 2):
-        why.append("64-input-channel 3×3 binary conv with an odd output size or channel count "
-                   "(daBNN's AArch64 kernel asserts both even)")
-    if (kernel == (3, 3) and strides[0] == strides[1] and c_in in DIRECT_3X3_CHANNELS[1:]
-            and not (c_in == 128 and c_out == 128) and c_out % 128):
-        why.append(f"{c_out} output channels: daBNN's AArch64 3×3 direct binary conv needs a "
-                   "multiple of 128 here")
+        why.append(
+            "64-input-channel 3×3 binary conv with an odd output size or channel count "
+            "(daBNN's AArch64 kernel asserts both even)"
+        )
+    if (
+        kernel == (3, 3)
+        and strides[0] == strides[1]
+        and c_in in DIRECT_3X3_CHANNELS[1:]
+        and not (c_in == 128 and c_out == 128)
+        and c_out % 128
+    ):
+        why.append(
+            f"{c_out} output channels: daBNN's AArch64 3×3 direct binary conv needs a "
+            "multiple of 128 here"
+        )
     return why
 
 
@@ -85,18 +106,22 @@ def _conv_shape(model: DabModel, layer: Layer, x: Shape4, binary: bool) -> Shape
             raise DabFormatError(f"{layer.name}: daBNN's BinConv2D ignores a bias")
         nwords = o * bits.words_per_filter(kh, kw, c)
         if w.bin_data.size != nwords:
-            raise DabFormatError(f"{layer.name}: {w.bin_data.size} weight words, expected "
-                                 f"{nwords} for {w.shape}")
+            raise DabFormatError(
+                f"{layer.name}: {w.bin_data.size} weight words, expected {nwords} for {w.shape}"
+            )
         if bool(w.align_hwc_to_128) != bits.aligned_to_128(c):
-            raise DabFormatError(f"{layer.name}: align_hwc_to_128 should be "
-                                 f"{bits.aligned_to_128(c)} for {c} input channels")
+            raise DabFormatError(
+                f"{layer.name}: align_hwc_to_128 should be "
+                f"{bits.aligned_to_128(c)} for {c} input channels"
+            )
         why = binconv_constraints(c, o, (kh, kw), (sh, sw), (oh, ow), x[2], pw)
         if why:
             raise DabFormatError(f"{layer.name}: " + "; ".join(why))
     else:
         if w.is_bit or w.float32_data is None or w.float32_data.size != o * kh * kw * c:
-            raise DabFormatError(f"{layer.name}: FpConv2D weight {w.name!r} has no "
-                                 f"{o}×{kh}×{kw}×{c} float data")
+            raise DabFormatError(
+                f"{layer.name}: FpConv2D weight {w.name!r} has no {o}×{kh}×{kw}×{c} float data"
+            )
         if p.get("bias"):
             b = model.tensor(p["bias"])
             if b.float32_data is None or b.float32_data.size != o:
@@ -108,19 +133,25 @@ def _pool_shape(layer: Layer, x: Shape4) -> Shape4:
     p = layer.params
     k = p.get("kernel_shape") or []
     if len(k) != 2 or min(k) < 1:
-        raise DabFormatError(f"{layer.name}: kernel_shape {k} (daBNN's runtime has no "
-                             "global-pool form; give the kernel size)")
+        raise DabFormatError(
+            f"{layer.name}: kernel_shape {k} (daBNN's runtime has no "
+            "global-pool form; give the kernel size)"
+        )
     ph, pw = sym_pads(p.get("pads") or [0, 0], layer.name)
     if layer.type == "AvePool" and (ph or pw):
-        raise DabFormatError(f"{layer.name}: padded average pooling (daBNN's NEON 2×2 path "
-                             "counts padding, its fallback does not)")
+        raise DabFormatError(
+            f"{layer.name}: padded average pooling (daBNN's NEON 2×2 path "
+            "counts padding, its fallback does not)"
+        )
     sh, sw = pair(p.get("strides"), f"{layer.name} strides", 1)
     if sh < 1 or sw < 1:
         raise DabFormatError(f"{layer.name}: strides {sh}, {sw}")
     if layer.type == "MaxPool" and tuple(k) in ((2, 2), (3, 3)) and x[3] % 4:
         # the NEON 2×2/3×3 max pool handles channels four at a time and skips the rest
-        raise DabFormatError(f"{layer.name}: {k[0]}×{k[1]} max pool over {x[3]} channels "
-                             "(daBNN's NEON kernel needs a multiple of 4)")
+        raise DabFormatError(
+            f"{layer.name}: {k[0]}×{k[1]} max pool over {x[3]} channels "
+            "(daBNN's NEON kernel needs a multiple of 4)"
+        )
     return (1, (x[1] + 2 * ph - k[0]) // sh + 1, (x[2] + 2 * pw - k[1]) // sw + 1, x[3])
 
 
@@ -142,8 +173,9 @@ def infer_shapes(model: DabModel) -> dict[str, Shape4]:
     for i, layer in enumerate(model.layers):
         where = f"layer {i} ({layer.type}, {layer.name!r})"
         if layer.type not in schema.RUNTIME_LAYERS:
-            raise DabFormatError(f"{where}: daBNN's runtime rejects {layer.type} layers "
-                                 "(\"Not supported op\")")
+            raise DabFormatError(
+                f'{where}: daBNN\'s runtime rejects {layer.type} layers ("Not supported op")'
+            )
         try:
             ins = [shapes[n] for n in layer.inputs()]
         except KeyError as exc:
@@ -185,8 +217,9 @@ def infer_shapes(model: DabModel) -> dict[str, Shape4]:
 def check_model(model: DabModel) -> dict[str, Shape4]:
     """Every rule above plus daBNN's memory model; returns the shapes."""
     if model.version != schema.MODEL_VERSION:
-        raise DabFormatError(f"version {model.version}: daBNN's runtime requires "
-                             f"{schema.MODEL_VERSION}")
+        raise DabFormatError(
+            f"version {model.version}: daBNN's runtime requires {schema.MODEL_VERSION}"
+        )
     names = [t.name for t in model.initializers]
     if len(set(names)) != len(names):
         raise DabFormatError("initializer names are not unique")
@@ -198,8 +231,10 @@ def check_model(model: DabModel) -> dict[str, Shape4]:
             # are laid out as the NHWC buffer they are
             raise DabFormatError(f"{name!r}: non-square feature map {s[1]}×{s[2]}")
         if name in read and (s[2] * s[3]) % 4:
-            raise DabFormatError(f"{name!r}: a row of {s[2]}×{s[3]} floats is not 16-byte "
-                                 "aligned, which daBNN's Mat requires")
+            raise DabFormatError(
+                f"{name!r}: a row of {s[2]}×{s[3]} floats is not 16-byte "
+                "aligned, which daBNN's Mat requires"
+            )
     _check_in_place(model)
     return shapes
 
@@ -213,8 +248,9 @@ def _check_in_place(model: DabModel) -> None:
     for layer in model.layers:
         for n in layer.inputs():
             if seen[n] != version[buf[n]]:
-                raise DabFormatError(f"layer {layer.name!r} reads {n!r} after an in-place "
-                                     "layer overwrote its buffer")
+                raise DabFormatError(
+                    f"layer {layer.name!r} reads {n!r} after an in-place layer overwrote its buffer"
+                )
         if layer.type in schema.IN_PLACE_LAYERS:
             b = buf[layer.inputs()[0]]
             version[b] += 1

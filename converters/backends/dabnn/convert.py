@@ -18,7 +18,8 @@ HARDTANH_NOTE = (
     "convs) it is dropped, which is exact; elsewhere it is computed exactly as "
     "hi - relu((hi - lo) - relu(x - lo)) with daBNN's Relu and Affine layers (up to 4 extra "
     "element-wise passes per clip, counted in extra_layers; they add latency a fused "
-    "Hardtanh would not).")
+    "Hardtanh would not)."
+)
 
 
 def convert_dabnn(graph: ir.Graph, out_path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -40,8 +41,11 @@ def convert_dabnn(graph: ir.Graph, out_path: str | Path, meta: dict[str, Any]) -
         "converter": CONVERTER_NAME,
         "converter_version": CONVERTER_VERSION,
         "padding_mode": "minus_one",
-        "hardtanh": {"mode": "exact (dropped where sign-only, else Relu/Affine)",
-                     "note": HARDTANH_NOTE, **rep["clips"]},
+        "hardtanh": {
+            "mode": "exact (dropped where sign-only, else Relu/Affine)",
+            "note": HARDTANH_NOTE,
+            **rep["clips"],
+        },
         "threads": "daBNN is single-threaded",
         "source": dict(meta),
         **{k: v for k, v in rep.items() if k != "clips"},

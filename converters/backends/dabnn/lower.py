@@ -43,7 +43,8 @@ PADDING_NOTE = (
     "daBNN pads binary convolutions with -1 (bit 0): each padded tap adds -w to the dot "
     "product where the ONNX model (zero padding) adds 0, so border outputs of every padded "
     "binary conv differ by -scale[o] * (sum of the weights on padded taps); interior outputs "
-    "and FP convs are unchanged. daBNN also binarizes an exact 0 to -1 (ONNX Sign(0) = 0).")
+    "and FP convs are unchanged. daBNN also binarizes an exact 0 to -1 (ONNX Sign(0) = 0)."
+)
 
 
 @dataclass
@@ -109,8 +110,13 @@ class _Lowering:
     def live_after(self, t: str, i: int) -> bool:
         return any(self.last_reader(v) > i for v in self.values_on[self.buffer_of[t]])
 
-    def emit(self, ltype: str, name: str, params: dict[str, Any],
-             arrays: dict[str, np.ndarray] | None = None) -> _Pending:
+    def emit(
+        self,
+        ltype: str,
+        name: str,
+        params: dict[str, Any],
+        arrays: dict[str, np.ndarray] | None = None,
+    ) -> _Pending:
         layer = Layer(ltype, params, self.unique(name))
         for t in layer.inputs():
             self.reads[t] += 1
@@ -141,9 +147,17 @@ class _Lowering:
     def copy(self, t: str, i: int, name: str) -> str:
         """A fresh buffer with ``t``'s value (1×1 max pool), for an in-place op."""
         out = self.unique(f"{t}:copy")
-        self.emit("MaxPool", f"{name}/copy", {"input": t, "kernel_shape": [1, 1],
-                                             "pads": [0, 0, 0, 0], "strides": [1, 1],
-                                             "output": out})
+        self.emit(
+            "MaxPool",
+            f"{name}/copy",
+            {
+                "input": t,
+                "kernel_shape": [1, 1],
+                "pads": [0, 0, 0, 0],
+                "strides": [1, 1],
+                "output": out,
+            },
+        )
         self.tshape[out] = self.tshape[t]
         self.extra["copy (1x1 MaxPool)"] += 1
         self.extra_values += int(np.prod(self.tshape[t]))
@@ -156,8 +170,10 @@ class _Lowering:
         """Only IR nodes in ``allowed`` read ``t``'s value, before or after now."""
         if self.reads[t]:
             return False
-        return all(v != self.out_canon and set(self.readers.get(v, [])) <= allowed
-                   for v in self.values_on[self.buffer_of[t]])
+        return all(
+            v != self.out_canon and set(self.readers.get(v, [])) <= allowed
+            for v in self.values_on[self.buffer_of[t]]
+        )
 
     # -- affine with folding
     def fold_into(self, t: str, a: np.ndarray, b: np.ndarray, allowed: set[int]) -> bool:
@@ -171,7 +187,8 @@ class _Lowering:
             p.arrays["weight"] = p.arrays["weight"] * a[:, None, None, None]
             p.arrays["bias"] = p.arrays.get("bias", np.zeros_like(b)) * a + b
         elif (p.layer.type == "Add" and np.all(a == 1)) or (
-                p.layer.type == "MaxPool" and np.all(a > 0)):
+            p.layer.type == "MaxPool" and np.all(a > 0)
+        ):
             # (u + v) + b = (u + b) + v;  max(a·u + b) = a·max(u) + b for a > 0
             u = p.layer.inputs()[0]
             self.reads[u] -= 1  # this layer itself
@@ -193,15 +210,15 @@ class _Lowering:
         self.tshape[new] = self.tshape[t]
         return new
 
-    def affine(self, t: str, a: np.ndarray, b: np.ndarray, out: str, i: int, name: str,
-               extra: bool) -> str:
+    def affine(
+        self, t: str, a: np.ndarray, b: np.ndarray, out: str, i: int, name: str, extra: bool
+    ) -> str:
         a = np.asarray(a, np.float64)
         b = np.asarray(b, np.float64)
         if self.fold_into(t, a, b, {i}):
             return self.rename_output(t, out)
         src = self.writable(t, i, name)
-        self.emit("Affine", name, {"input": src, "a": "", "b": "", "output": out},
-                  {"a": a, "b": b})
+        self.emit("Affine", name, {"input": src, "a": "", "b": "", "output": out}, {"a": a, "b": b})
         self.tshape[out] = self.tshape[src]
         if extra:
             self.extra["Affine (clip)"] += 1
@@ -226,17 +243,20 @@ class _Lowering:
                 readers[v].append(i)
         # Clip -> MaxPool becomes MaxPool -> Clip (exact: clip is monotone)
         for i, n in enumerate(nodes):
-            if (isinstance(n, ir.Clip) and n.output != g.output
-                    and len(readers[n.output]) == 1
-                    and isinstance(nodes[readers[n.output][0]], ir.MaxPool)):
+            if (
+                isinstance(n, ir.Clip)
+                and n.output != g.output
+                and len(readers[n.output]) == 1
+                and isinstance(nodes[readers[n.output][0]], ir.MaxPool)
+            ):
                 j = readers[n.output][0]
                 mp = nodes[j]
                 assert isinstance(mp, ir.MaxPool)
                 tmp = f"{mp.output}:before_clip"
-                nodes[i] = dataclasses.replace(mp, inputs=[n.inputs[0]], output=tmp,
-                                               onnx_output="")
-                nodes[j] = dataclasses.replace(n, inputs=[tmp], output=mp.output,
-                                               out_shape=mp.out_shape, onnx_output="")
+                nodes[i] = dataclasses.replace(mp, inputs=[n.inputs[0]], output=tmp, onnx_output="")
+                nodes[j] = dataclasses.replace(
+                    n, inputs=[tmp], output=mp.output, out_shape=mp.out_shape, onnx_output=""
+                )
                 self.clips["moved after max pool"] += 1
         readers = defaultdict(list)
         for i, n in enumerate(nodes):
@@ -251,8 +271,11 @@ class _Lowering:
             elif isinstance(n, ir.Clip) and n.output != g.output:
                 if n.min == -np.inf and n.max == np.inf:
                     self.alias[n.output] = n.inputs[0]
-                elif (n.min < 0 < n.max and readers[n.output]
-                      and all(isinstance(nodes[r], ir.BinConv) for r in readers[n.output])):
+                elif (
+                    n.min < 0 < n.max
+                    and readers[n.output]
+                    and all(isinstance(nodes[r], ir.BinConv) for r in readers[n.output])
+                ):
                     self.alias[n.output] = n.inputs[0]
                     self.clips["dropped (only its sign is used)"] += 1
         self.readers: dict[str, list[int]] = defaultdict(list)
@@ -269,8 +292,9 @@ class _Lowering:
         g = self.g
         shp = g.input_shape
         if len(shp) != 4 or shp[0] != 1:
-            raise UnsupportedModelError(f"daBNN: input shape {list(shp)}; daBNN takes one "
-                                        "NCHW image (batch 1)")
+            raise UnsupportedModelError(
+                f"daBNN: input shape {list(shp)}; daBNN takes one NCHW image (batch 1)"
+            )
         nodes = self.prepare()
         self.tshape: dict[str, tuple[int, ...]] = {}
         in_shape = (1, shp[2], shp[3], shp[1])
@@ -282,8 +306,11 @@ class _Lowering:
             if n.output in self.alias:
                 continue
             if len(n.out_shape) == 4 and n.out_shape[2] != n.out_shape[3]:
-                raise self.fail(n, f"non-square output {n.out_shape[2]}×{n.out_shape[3]}: "
-                                   "daBNN's Mat lays out only square maps as NHWC")
+                raise self.fail(
+                    n,
+                    f"non-square output {n.out_shape[2]}×{n.out_shape[3]}: "
+                    "daBNN's Mat lays out only square maps as NHWC",
+                )
             handler = getattr(self, f"op_{type(n).__name__}", None)
             if handler is None:
                 raise self.fail(n, f"{n.kind} has no daBNN equivalent")
@@ -291,21 +318,29 @@ class _Lowering:
             handler(n, i)
         out_t = self.tensor(g.output)
         if not self.pending or self.pending[-1].layer.params["output"] != out_t:
-            raise UnsupportedModelError("daBNN: the model's output is not computed by its "
-                                        "last layer (daBNN has no declared outputs)")
+            raise UnsupportedModelError(
+                "daBNN: the model's output is not computed by its "
+                "last layer (daBNN has no declared outputs)"
+            )
         return self.finish(in_shape)
 
     def _pads(self, n: ir.Node, pads: ir.Pads) -> list[int]:
         t, left, b, r = pads
         if t != b or left != r:
-            raise self.fail(n, f"asymmetric padding {list(pads)} (top, left, bottom, right): "
-                               "daBNN pads both sides of an axis equally")
+            raise self.fail(
+                n,
+                f"asymmetric padding {list(pads)} (top, left, bottom, right): "
+                "daBNN pads both sides of an axis equally",
+            )
         return [t, left, t, left]
 
     def _square(self, n: ir.Node, kernel: tuple[int, int]) -> None:
         if kernel[0] != kernel[1]:
-            raise self.fail(n, f"non-square kernel {kernel[0]}×{kernel[1]} (daBNN's Mat reads "
-                               "a 4-D weight's kh as its width)")
+            raise self.fail(
+                n,
+                f"non-square kernel {kernel[0]}×{kernel[1]} (daBNN's Mat reads "
+                "a 4-D weight's kh as its width)",
+            )
 
     def op_Conv(self, n: ir.Conv, i: int) -> None:
         self._square(n, n.kernel)
@@ -315,46 +350,79 @@ class _Lowering:
         arrays = {"weight": np.transpose(n.weight, (0, 2, 3, 1)).astype(np.float64)}
         if n.bias is not None:
             arrays["bias"] = n.bias.astype(np.float64)
-        self.emit("FpConv2D", n.name, {"input": x, "weight": "", "bias": "",
-                                       "pads": self._pads(n, n.pads),
-                                       "strides": list(n.strides), "dilations": [1, 1],
-                                       "output": n.output}, arrays)
+        self.emit(
+            "FpConv2D",
+            n.name,
+            {
+                "input": x,
+                "weight": "",
+                "bias": "",
+                "pads": self._pads(n, n.pads),
+                "strides": list(n.strides),
+                "dilations": [1, 1],
+                "output": n.output,
+            },
+            arrays,
+        )
         self.tshape[n.output] = (1, n.out_shape[2], n.out_shape[3], n.out_c)
         self.bind(n.output, n.output)
 
     def op_BinConv(self, n: ir.BinConv, i: int) -> None:
         if n.threshold is not None:
-            raise self.fail(n, "binary conv with a per-channel threshold (ReAct-style mean "
-                               "shift sign(x - t)): daBNN binarizes at 0 and has no threshold "
-                               "(BiBench Table 4: daBNN supports no activation mean shift)")
+            raise self.fail(
+                n,
+                "binary conv with a per-channel threshold (ReAct-style mean "
+                "shift sign(x - t)): daBNN binarizes at 0 and has no threshold "
+                "(BiBench Table 4: daBNN supports no activation mean shift)",
+            )
         self._square(n, n.kernel)
         x = self.tensor(n.inputs[0])
         if self.tshape[x][3] != n.in_c:
             raise self.fail(n, "grouped convolution (daBNN has groups = 1)")
-        why = check.binconv_constraints(n.in_c, n.out_c, n.kernel, n.strides,
-                                        (n.out_shape[2], n.out_shape[3]),
-                                        self.tshape[x][2], n.pads[1])
+        why = check.binconv_constraints(
+            n.in_c,
+            n.out_c,
+            n.kernel,
+            n.strides,
+            (n.out_shape[2], n.out_shape[3]),
+            self.tshape[x][2],
+            n.pads[1],
+        )
         if why:
             raise self.fail(n, "; ".join(why))
         src = self.canon(n.inputs[0])
         prod = next((m for m in self.g.nodes if m.output == src), None)
         if isinstance(prod, ir.Clip) and prod.min >= 0:
-            self.warnings.append(f"{n.name}: input comes from a clip at [{prod.min:g}, "
-                                 f"{prod.max:g}]; its exact zeros binarize to -1 in daBNN "
-                                 "and to +1 in the IR")
+            self.warnings.append(
+                f"{n.name}: input comes from a clip at [{prod.min:g}, "
+                f"{prod.max:g}]; its exact zeros binarize to -1 in daBNN "
+                "and to +1 in the IR"
+            )
         w_ohwi = np.transpose(n.weight_sign, (0, 2, 3, 1))
         words, align = bits.pack_weights(w_ohwi)
         pop = self.unique(f"{n.output}:mismatches")
-        self.emit("BinConv2D", n.name, {"input": x, "weight": "", "pads": self._pads(n, n.pads),
-                                        "strides": list(n.strides), "dilations": [1, 1],
-                                        "output": pop},
-                  {"bits": words, "shape": np.array(w_ohwi.shape), "align": np.array(align)})
+        self.emit(
+            "BinConv2D",
+            n.name,
+            {
+                "input": x,
+                "weight": "",
+                "pads": self._pads(n, n.pads),
+                "strides": list(n.strides),
+                "dilations": [1, 1],
+                "output": pop,
+            },
+            {"bits": words, "shape": np.array(w_ohwi.shape), "align": np.array(align)},
+        )
         self.tshape[pop] = (1, n.out_shape[2], n.out_shape[3], n.out_c)
         k = float(n.kernel[0] * n.kernel[1] * n.in_c)
         scale = n.scale.astype(np.float64)
-        self.emit("Affine", f"{n.name}/affine", {"input": pop, "a": "", "b": "",
-                                                 "output": n.output},
-                  {"a": -2.0 * scale, "b": n.bias.astype(np.float64) + k * scale})
+        self.emit(
+            "Affine",
+            f"{n.name}/affine",
+            {"input": pop, "a": "", "b": "", "output": n.output},
+            {"a": -2.0 * scale, "b": n.bias.astype(np.float64) + k * scale},
+        )
         self.tshape[n.output] = self.tshape[pop]
         self.bind(n.output, n.output)
 
@@ -371,21 +439,25 @@ class _Lowering:
         if lo == 0 and hi == np.inf:
             out = self.relu(x, n.output, i, n.name)
         elif hi == np.inf:  # relu(x - lo) + lo
-            t = self.affine(x, one, -lo * one, self.unique(f"{n.output}:shift"), i,
-                            f"{n.name}/shift", True)
+            t = self.affine(
+                x, one, -lo * one, self.unique(f"{n.output}:shift"), i, f"{n.name}/shift", True
+            )
             t = self.relu(t, self.unique(f"{n.output}:relu"), i, f"{n.name}/relu")
             out = self.affine(t, one, lo * one, n.output, i, f"{n.name}/unshift", True)
         elif lo == -np.inf:  # hi - relu(hi - x)
-            t = self.affine(x, -one, hi * one, self.unique(f"{n.output}:flip"), i,
-                            f"{n.name}/flip", True)
+            t = self.affine(
+                x, -one, hi * one, self.unique(f"{n.output}:flip"), i, f"{n.name}/flip", True
+            )
             t = self.relu(t, self.unique(f"{n.output}:relu"), i, f"{n.name}/relu")
             out = self.affine(t, -one, hi * one, n.output, i, f"{n.name}/unflip", True)
         else:  # hi - relu((hi - lo) - relu(x - lo))
-            t = self.affine(x, one, -lo * one, self.unique(f"{n.output}:shift"), i,
-                            f"{n.name}/shift", True)
+            t = self.affine(
+                x, one, -lo * one, self.unique(f"{n.output}:shift"), i, f"{n.name}/shift", True
+            )
             t = self.relu(t, self.unique(f"{n.output}:relu_lo"), i, f"{n.name}/relu_lo")
-            t = self.affine(t, -one, (hi - lo) * one, self.unique(f"{n.output}:flip"), i,
-                            f"{n.name}/flip", True)
+            t = self.affine(
+                t, -one, (hi - lo) * one, self.unique(f"{n.output}:flip"), i, f"{n.name}/flip", True
+            )
             t = self.relu(t, self.unique(f"{n.output}:relu_hi"), i, f"{n.name}/relu_hi")
             out = self.affine(t, -one, hi * one, n.output, i, f"{n.name}/unflip", True)
         self.bind(n.output, out)
@@ -394,10 +466,22 @@ class _Lowering:
         x = self.tensor(n.inputs[0])
         pads = self._pads(n, n.pads)
         if ltype == "AvePool" and any(pads):
-            raise self.fail(n, "padded average pooling (daBNN's NEON 2×2 kernel counts the "
-                               "padding, its fallback does not)")
-        self.emit(ltype, n.name, {"input": x, "kernel_shape": list(n.kernel), "pads": pads,
-                                  "strides": list(n.strides), "output": n.output})
+            raise self.fail(
+                n,
+                "padded average pooling (daBNN's NEON 2×2 kernel counts the "
+                "padding, its fallback does not)",
+            )
+        self.emit(
+            ltype,
+            n.name,
+            {
+                "input": x,
+                "kernel_shape": list(n.kernel),
+                "pads": pads,
+                "strides": list(n.strides),
+                "output": n.output,
+            },
+        )
         self.tshape[n.output] = (1, n.out_shape[2], n.out_shape[3], n.out_shape[1])
         self.bind(n.output, n.output)
 
@@ -412,8 +496,17 @@ class _Lowering:
         _, h, w, c = self.tshape[x]
         # daBNN's converter writes kernel -1 for global pooling, which its runtime's pooling
         # loops do not handle; the explicit map size is the same computation
-        self.emit("AvePool", n.name, {"input": x, "kernel_shape": [h, w], "pads": [0, 0, 0, 0],
-                                      "strides": [1, 1], "output": n.output})
+        self.emit(
+            "AvePool",
+            n.name,
+            {
+                "input": x,
+                "kernel_shape": [h, w],
+                "pads": [0, 0, 0, 0],
+                "strides": [1, 1],
+                "output": n.output,
+            },
+        )
         self.tshape[n.output] = (1, 1, 1, c)
         self.bind(n.output, n.output)
 
@@ -443,9 +536,20 @@ class _Lowering:
         arrays = {"weight": wk.astype(np.float64)}
         if n.bias is not None:
             arrays["bias"] = np.asarray(n.bias, np.float64)
-        self.emit("FpConv2D", n.name, {"input": x, "weight": "", "bias": "",
-                                       "pads": [0, 0, 0, 0], "strides": [1, 1],
-                                       "dilations": [1, 1], "output": n.output}, arrays)
+        self.emit(
+            "FpConv2D",
+            n.name,
+            {
+                "input": x,
+                "weight": "",
+                "bias": "",
+                "pads": [0, 0, 0, 0],
+                "strides": [1, 1],
+                "dilations": [1, 1],
+                "output": n.output,
+            },
+            arrays,
+        )
         self.tshape[n.output] = (1, 1, 1, int(n.weight.shape[0]))
         self.bind(n.output, n.output)
 
@@ -459,9 +563,15 @@ class _Lowering:
             base = layer.name
             if layer.type == "BinConv2D":
                 par["weight"] = self.unique(f"{base}/weight")
-                inits.append(Tensor(par["weight"], schema.BIT,
-                                    tuple(int(s) for s in arr["shape"]),
-                                    bin_data=arr["bits"], align_hwc_to_128=bool(arr["align"])))
+                inits.append(
+                    Tensor(
+                        par["weight"],
+                        schema.BIT,
+                        tuple(int(s) for s in arr["shape"]),
+                        bin_data=arr["bits"],
+                        align_hwc_to_128=bool(arr["align"]),
+                    )
+                )
             elif layer.type == "FpConv2D":
                 par["weight"] = self.unique(f"{base}/weight")
                 w = arr["weight"].astype(np.float32)
@@ -469,8 +579,7 @@ class _Lowering:
                 if "bias" in arr:
                     par["bias"] = self.unique(f"{base}/bias")
                     bias = arr["bias"].astype(np.float32)
-                    inits.append(Tensor(par["bias"], schema.FLOAT32, bias.shape,
-                                        float32_data=bias))
+                    inits.append(Tensor(par["bias"], schema.FLOAT32, bias.shape, float32_data=bias))
                 else:
                     par.pop("bias", None)
             elif layer.type == "Affine":
@@ -501,11 +610,16 @@ def lower(graph: ir.Graph) -> Lowered:
         "clips": dict(lw.clips),
         "extra_layers": dict(lw.extra),
         "extra_elementwise_values": lw.extra_values,
-        "padding": {"mode": "minus_one", "padded_binary_convs": sum(
-            1 for n in graph.nodes if isinstance(n, ir.BinConv) and any(n.pads)),
-            "note": PADDING_NOTE},
+        "padding": {
+            "mode": "minus_one",
+            "padded_binary_convs": sum(
+                1 for n in graph.nodes if isinstance(n, ir.BinConv) and any(n.pads)
+            ),
+            "note": PADDING_NOTE,
+        },
     }
     if lw.warnings:
         report["warnings"] = lw.warnings
-    return Lowered(model, {v: t for v, t in lw.exact.items() if v in graph.shapes
-                           or v == graph.input}, report)
+    return Lowered(
+        model, {v: t for v, t in lw.exact.items() if v in graph.shapes or v == graph.input}, report
+    )

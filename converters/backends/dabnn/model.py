@@ -61,8 +61,13 @@ class Layer:
         return [p["input"]]
 
     def weights(self) -> list[str]:
-        keys = {"FpConv2D": ("weight", "bias"), "BinConv2D": ("weight", "bias"),
-                "FC": ("weight", "bias"), "Affine": ("a", "b"), "PRelu": ("slope",)}
+        keys = {
+            "FpConv2D": ("weight", "bias"),
+            "BinConv2D": ("weight", "bias"),
+            "FC": ("weight", "bias"),
+            "Affine": ("a", "b"),
+            "PRelu": ("slope",),
+        }
         return [self.params[k] for k in keys.get(self.type, ()) if self.params.get(k)]
 
 

@@ -48,8 +48,10 @@ class _T:
 
     def _need(self, start: int, n: int) -> None:
         if start < 0 or n < 0 or start + n > len(self.buf):
-            raise DabFormatError(f"{self.what}: {n} bytes at {start} run past the end of the "
-                                 f"{len(self.buf)}-byte file")
+            raise DabFormatError(
+                f"{self.what}: {n} bytes at {start} run past the end of the "
+                f"{len(self.buf)}-byte file"
+            )
 
     def _vec(self, slot: int, elem: int) -> tuple[int, int] | None:
         o = self._off(slot)
@@ -72,7 +74,7 @@ class _T:
         n = encode.Get(packer.uoffset, self.buf, start)
         self._need(start + 4, n)
         try:
-            return bytes(self.buf[start + 4: start + 4 + n]).decode("utf-8")
+            return bytes(self.buf[start + 4 : start + 4 + n]).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DabFormatError(f"{self.what}: string is not UTF-8") from exc
 
@@ -92,8 +94,7 @@ class _T:
         out = []
         for j in range(n):
             at = start + 4 * j
-            out.append(_T(self.buf, at + encode.Get(packer.uoffset, self.buf, at),
-                          f"{what}[{j}]"))
+            out.append(_T(self.buf, at + encode.Get(packer.uoffset, self.buf, at), f"{what}[{j}]"))
         return out
 
     def strings(self, slot: int) -> list[str] | None:
@@ -108,7 +109,7 @@ class _T:
             self._need(s, 4)
             ln = encode.Get(packer.uoffset, self.buf, s)
             self._need(s + 4, ln)
-            out.append(bytes(self.buf[s + 4: s + 4 + ln]).decode("utf-8", "replace"))
+            out.append(bytes(self.buf[s + 4 : s + 4 + ln]).decode("utf-8", "replace"))
         return out
 
     def table(self, slot: int, what: str) -> _T | None:
@@ -129,8 +130,9 @@ def _layer(t: _T, index: int) -> Layer:
     name = t.string(schema.slot(lf, "name")) or ""
     p = t.table(schema.slot(lf, schema.PARAM_FIELD[ltype]), f"layer {index} ({ltype}) param")
     if p is None:
-        raise DabFormatError(f"layer {index} ({ltype}, {name!r}): its {schema.PARAM_FIELD[ltype]} "
-                             "is missing")
+        raise DabFormatError(
+            f"layer {index} ({ltype}, {name!r}): its {schema.PARAM_FIELD[ltype]} is missing"
+        )
     params: dict[str, Any] = {}
     for i, (fname, kind) in enumerate(schema.PARAM_TABLES[ltype]):
         if kind == "string":
@@ -161,10 +163,14 @@ def _tensor(t: _T) -> Tensor:
         data_type=int(dtype),
         shape=tuple(int(s) for s in shape),
         float32_data=t.numbers(schema.slot(f, "float32_data"), "<f4"),
-        bin_data=(None if (w := t.numbers(schema.slot(f, "bin_data"), "<u8")) is None
-                  else w.astype(np.uint64)),
-        align_hwc_to_128=bool(t.scalar(schema.slot(f, "align_hwc_to_128"),
-                                       number_types.BoolFlags, False)),
+        bin_data=(
+            None
+            if (w := t.numbers(schema.slot(f, "bin_data"), "<u8")) is None
+            else w.astype(np.uint64)
+        ),
+        align_hwc_to_128=bool(
+            t.scalar(schema.slot(f, "align_hwc_to_128"), number_types.BoolFlags, False)
+        ),
     )
 
 
@@ -175,10 +181,10 @@ def loads(data: bytes) -> DabModel:
     root = _T(buf, encode.Get(packer.uoffset, buf, 0), "Model")
     mf = schema.MODEL_FIELDS
     try:
-        layers = [_layer(t, i) for i, t in enumerate(root.tables(schema.slot(mf, "layers"),
-                                                                 "layers"))]
-        tensors = [_tensor(t) for t in root.tables(schema.slot(mf, "initializers"),
-                                                   "initializers")]
+        layers = [
+            _layer(t, i) for i, t in enumerate(root.tables(schema.slot(mf, "layers"), "layers"))
+        ]
+        tensors = [_tensor(t) for t in root.tables(schema.slot(mf, "initializers"), "initializers")]
         inputs = []
         for t in root.tables(schema.slot(mf, "inputs"), "inputs"):
             shape = t.numbers(schema.slot(schema.INPUT_FIELDS, "shape"), "<u4")

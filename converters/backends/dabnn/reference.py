@@ -35,8 +35,13 @@ def _hwc(y: np.ndarray) -> np.ndarray:
     return ops.nchw_to_nhwc(y)[0]
 
 
-def binconv_mismatches(x_hwc: np.ndarray, words: np.ndarray, w_shape: tuple[int, ...],
-                       strides: tuple[int, int], pads: tuple[int, int]) -> np.ndarray:
+def binconv_mismatches(
+    x_hwc: np.ndarray,
+    words: np.ndarray,
+    w_shape: tuple[int, ...],
+    strides: tuple[int, int],
+    pads: tuple[int, int],
+) -> np.ndarray:
     """daBNN's BinConv2D output: mismatch counts as float32 (H', W', O)."""
     o, kh, kw, c = w_shape
     k = kh * kw * c
@@ -55,8 +60,7 @@ def _pool(x: np.ndarray, layer: Layer, is_max: bool) -> np.ndarray:
     ph, pw = sym_pads(p.get("pads") or [0, 0], layer.name)
     if is_max:
         return _hwc(ops.max_pool(_nchw(x), kernel, strides, (ph, pw, ph, pw)))
-    return _hwc(ops.avg_pool(_nchw(x), kernel, strides, (ph, pw, ph, pw),
-                             count_include_pad=False))
+    return _hwc(ops.avg_pool(_nchw(x), kernel, strides, (ph, pw, ph, pw), count_include_pad=False))
 
 
 def _vec(model: DabModel, name: str) -> np.ndarray:
@@ -65,8 +69,9 @@ def _vec(model: DabModel, name: str) -> np.ndarray:
     return t.float32_data.astype(np.float32)
 
 
-def execute(model: DabModel, x_nhwc: np.ndarray,
-            snapshots: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def execute(
+    model: DabModel, x_nhwc: np.ndarray, snapshots: bool = False
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Run the model on one NHWC input; returns the last layer's output (1, H, W, C) and, with
     ``snapshots``, a copy of every layer's output taken right after that layer ran."""
     inp = model.inputs[0]

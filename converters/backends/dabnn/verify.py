@@ -47,47 +47,68 @@ class DabArtifact(Artifact):
         self.snaps: dict[str, np.ndarray] = {}
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        y, self.snaps = reference.execute(self.model, np.transpose(x, (0, 2, 3, 1)),
-                                          snapshots=True)
+        y, self.snaps = reference.execute(self.model, np.transpose(x, (0, 2, 3, 1)), snapshots=True)
         return reference.nhwc_to_ir(y, self.graph.shapes[self.graph.output])
 
     def reference(self, x: np.ndarray) -> np.ndarray:
         return run_ir(self.graph, x, DABNN)[self.graph.output]
 
-    def layer_errors(self, x: np.ndarray, y: np.ndarray,
-                     onnx: dict[str, np.ndarray]) -> dict[str, float]:
-        exposed = {n.output: reference.nhwc_to_ir(self.snaps[t][None], self.graph.shapes[n.output])
-                   for n in self.graph.nodes
-                   if (t := self.exact.get(n.output)) is not None and t in self.snaps}
+    def layer_errors(
+        self, x: np.ndarray, y: np.ndarray, onnx: dict[str, np.ndarray]
+    ) -> dict[str, float]:
+        exposed = {
+            n.output: reference.nhwc_to_ir(self.snaps[t][None], self.graph.shapes[n.output])
+            for n in self.graph.nodes
+            if (t := self.exact.get(n.output)) is not None and t in self.snaps
+        }
         return teacher_forced(self.graph, x, exposed, DABNN)
 
     def layer_coverage(self, worst: dict[str, float]) -> tuple[bool, dict[str, Any], list[str]]:
-        return (bool(worst), {"semantics": self.reference_semantics},
-                [] if worst else ["no layer of the .dab model could be checked"])
+        return (
+            bool(worst),
+            {"semantics": self.reference_semantics},
+            [] if worst else ["no layer of the .dab model could be checked"],
+        )
 
-    def conclude(self, passed: bool, vs_onnx: EndToEnd | None,
-                 vs_reference: EndToEnd | None) -> tuple[dict[str, Any], list[str]]:
+    def conclude(
+        self, passed: bool, vs_onnx: EndToEnd | None, vs_reference: EndToEnd | None
+    ) -> tuple[dict[str, Any], list[str]]:
         extra: dict[str, Any] = {}
         if vs_onnx is not None:
             s = vs_onnx.summary()
             extra["vs_onnxruntime"] = {
-                "max_rel_err": s["max_rel_err"], "top1_agreement": s["top1_agreement"],
+                "max_rel_err": s["max_rel_err"],
+                "top1_agreement": s["top1_agreement"],
                 "note": "expected to differ where binary convs are padded: daBNN pads them "
-                        "with -1, the ONNX model with 0"}
-        return extra, ["the .dab model equals the ONNX model under daBNN's semantics layer by "
-                       "layer"]
+                "with -1, the ONNX model with 0",
+            }
+        return extra, [
+            "the .dab model equals the ONNX model under daBNN's semantics layer by layer"
+        ]
 
 
-def verify_dabnn(onnx_path: str | Path | None, dab_path: str | Path, graph: ir.Graph,
-                 n_inputs: int = 2, seed: int = 0) -> dict[str, Any]:
+def verify_dabnn(
+    onnx_path: str | Path | None,
+    dab_path: str | Path,
+    graph: ir.Graph,
+    n_inputs: int = 2,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The harness's report; ``passed`` is the converter check (see module doc). Without
     ``onnx_path`` there is no onnxruntime comparison."""
-    return check(DabArtifact(dab_path, graph), graph, onnx_path,
-                 inputs=make_inputs(tuple(graph.input_shape), n_inputs, seed), seed=seed,
-                 threads=1, policy=POLICY)
+    return check(
+        DabArtifact(dab_path, graph),
+        graph,
+        onnx_path,
+        inputs=make_inputs(tuple(graph.input_shape), n_inputs, seed),
+        seed=seed,
+        threads=1,
+        policy=POLICY,
+    )
 
 
-def verify(onnx_path: Path, artifact_path: Path, graph: ir.Graph, *, summary: dict[str, Any],
-           n_inputs: int) -> dict[str, Any]:
+def verify(
+    onnx_path: Path, artifact_path: Path, graph: ir.Graph, *, summary: dict[str, Any], n_inputs: int
+) -> dict[str, Any]:
     """The back-end entry point (converters/backends/__init__.py)."""
     return verify_dabnn(onnx_path, artifact_path, graph, n_inputs=n_inputs)

@@ -55,7 +55,8 @@ def _layer(b: flatbuffers.Builder, layer: Layer) -> int:
     b.StartObject(len(schema.LAYER_FIELDS))
     b.PrependInt8Slot(schema.slot(schema.LAYER_FIELDS, "type"), schema.LAYER_TYPE[layer.type], 0)
     b.PrependUOffsetTRelativeSlot(
-        schema.slot(schema.LAYER_FIELDS, schema.PARAM_FIELD[layer.type]), param, 0)
+        schema.slot(schema.LAYER_FIELDS, schema.PARAM_FIELD[layer.type]), param, 0
+    )
     if name is not None:
         b.PrependUOffsetTRelativeSlot(schema.slot(schema.LAYER_FIELDS, "name"), name, 0)
     return b.EndObject()
@@ -92,9 +93,11 @@ def _input(b: flatbuffers.Builder, inp: Input) -> int:
 
 
 def dumps(model: DabModel) -> bytes:
-    size = sum((t.bin_data.nbytes if t.bin_data is not None else 0)
-               + (t.float32_data.nbytes if t.float32_data is not None else 0)
-               for t in model.initializers)
+    size = sum(
+        (t.bin_data.nbytes if t.bin_data is not None else 0)
+        + (t.float32_data.nbytes if t.float32_data is not None else 0)
+        for t in model.initializers
+    )
     b = flatbuffers.Builder(size + 65536)
     layers = _vector_of_offsets(b, [_layer(b, layer) for layer in model.layers])
     tensors = _vector_of_offsets(b, [_tensor(b, t) for t in model.initializers])

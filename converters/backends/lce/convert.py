@@ -68,22 +68,30 @@ def lce_flatbuffer(model: Any) -> bytes:
                 convert_variables_to_constants_v2,
             )
         except ImportError:
-            return bytes(lce.convert_keras_model(model, inference_input_type=tf.float32,
-                                                 inference_output_type=tf.float32,
-                                                 target="arm"))
-        frozen = convert_variables_to_constants_v2(_concrete_function(model),
-                                                   lower_control_flow=False)
+            return bytes(
+                lce.convert_keras_model(
+                    model,
+                    inference_input_type=tf.float32,
+                    inference_output_type=tf.float32,
+                    target="arm",
+                )
+            )
+        frozen = convert_variables_to_constants_v2(
+            _concrete_function(model), lower_control_flow=False
+        )
         inputs = [t for t in frozen.inputs if t.dtype != tf.dtypes.resource]
-        return bytes(convert_graphdef_to_tflite_flatbuffer(
-            frozen.graph.as_graph_def().SerializeToString(),
-            [get_tensor_name(t) for t in inputs],
-            [DataType.Name(t.dtype.as_datatype_enum) for t in inputs],
-            [t.shape.as_list() for t in inputs],
-            [get_tensor_name(t) for t in frozen.outputs],
-            False,  # no training-time quantization ops: float model
-            "arm",
-            None,
-        ))
+        return bytes(
+            convert_graphdef_to_tflite_flatbuffer(
+                frozen.graph.as_graph_def().SerializeToString(),
+                [get_tensor_name(t) for t in inputs],
+                [DataType.Name(t.dtype.as_datatype_enum) for t in inputs],
+                [t.shape.as_list() for t in inputs],
+                [get_tensor_name(t) for t in frozen.outputs],
+                False,  # no training-time quantization ops: float model
+                "arm",
+                None,
+            )
+        )
 
 
 def check_bconv_count(graph: ir.Graph, flatbuffer: bytes | TFLiteSummary) -> int:
@@ -97,16 +105,22 @@ def check_bconv_count(graph: ir.Graph, flatbuffer: bytes | TFLiteSummary) -> int
     if got == len(bins):
         return got
     index = {id(n): i for i, n in enumerate(graph.nodes)}
-    converted = {tensor_owner(nm, outputs_only=False) for o in summary.operators
-                 if o.op == LCE_BCONV2D for nm in o.output_names}
+    converted = {
+        tensor_owner(nm, outputs_only=False)
+        for o in summary.operators
+        if o.op == LCE_BCONV2D
+        for nm in o.output_names
+    }
     missing = [n.name for n in bins if index[id(n)] not in converted]
     if len(missing) != len(bins) - got:  # names unavailable: report the count only
         missing = missing or ["(names not recoverable from the flatbuffer)"]
     k = len(bins) - got
     raise UnsupportedModelError(
         f"{k} of {len(bins)} binarized convs were not converted to {LCE_BCONV2D}: "
-        f"{', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}" if k > 0 else
-        f"the flatbuffer has {got} {LCE_BCONV2D} ops for {len(bins)} binarized convs")
+        f"{', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}"
+        if k > 0
+        else f"the flatbuffer has {got} {LCE_BCONV2D} ops for {len(bins)} binarized convs"
+    )
 
 
 def release(model: Any) -> None:
@@ -132,8 +146,16 @@ def write_atomic(data: bytes, out_path: str | Path) -> Path:
     return out
 
 
-def artifact_summary(library: str, graph: ir.Graph, data: bytes, out: Path, meta: dict,
-             fb: TFLiteSummary, padding: str, plans: list[BconvPadding]) -> dict[str, Any]:
+def artifact_summary(
+    library: str,
+    graph: ir.Graph,
+    data: bytes,
+    out: Path,
+    meta: dict,
+    fb: TFLiteSummary,
+    padding: str,
+    plans: list[BconvPadding],
+) -> dict[str, Any]:
     n_, c, h, w = (int(d) for d in graph.input_shape)
     return {
         "library": library,
@@ -156,8 +178,14 @@ def artifact_summary(library: str, graph: ir.Graph, data: bytes, out: Path, meta
     }
 
 
-def convert_lce(graph: ir.Graph, out_path: str | Path, meta: dict, *, padding: str = "exact",
-                binary_activation: str = "where") -> dict[str, Any]:
+def convert_lce(
+    graph: ir.Graph,
+    out_path: str | Path,
+    meta: dict,
+    *,
+    padding: str = "exact",
+    binary_activation: str = "where",
+) -> dict[str, Any]:
     """Convert the IR with LCE's converter (target arm) and write the ``.tflite`` atomically.
 
     FP32 graphs go through the same converter (plain TFLite ops, no LCE ops), so a binary

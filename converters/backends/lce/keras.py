@@ -41,11 +41,14 @@ def import_tf() -> tuple[Any, Any]:
         import tensorflow as tf
         import tf_keras
     except ImportError as exc:
-        raise ConversionError(f"LCE conversion needs tensorflow and tf-keras "
-                              f"(pip install 'bnnbench[lce]'): {exc}") from exc
+        raise ConversionError(
+            f"LCE conversion needs tensorflow and tf-keras (pip install 'bnnbench[lce]'): {exc}"
+        ) from exc
     if tf.keras.Model is not tf_keras.Model:
-        raise ConversionError("TensorFlow was imported with Keras 3 before the LCE converter: "
-                              "set TF_USE_LEGACY_KERAS=1 before anything imports tensorflow")
+        raise ConversionError(
+            "TensorFlow was imported with Keras 3 before the LCE converter: "
+            "set TF_USE_LEGACY_KERAS=1 before anything imports tensorflow"
+        )
     return tf, tf_keras
 
 
@@ -74,15 +77,19 @@ def flatten_order(graph: ir.Graph, n: ir.Flatten) -> str:
 class _Builder:
     def __init__(self, graph: ir.Graph, padding: str, binary_activation: str) -> None:
         if binary_activation not in BINARY_ACTIVATIONS:
-            raise ValueError(f"binary_activation {binary_activation!r}; choose from "
-                             f"{', '.join(BINARY_ACTIVATIONS)}")
+            raise ValueError(
+                f"binary_activation {binary_activation!r}; choose from "
+                f"{', '.join(BINARY_ACTIVATIONS)}"
+            )
         self.tf, self.keras = import_tf()
         self.graph = graph
         self.padding = padding
         self.binary_activation = binary_activation
         # by node identity: ONNX node names need not be unique (or present)
-        self.plans = {id(n): p for n, p in zip(graph.binary_convs(),
-                                               plan_graph_padding(graph, padding), strict=True)}
+        self.plans = {
+            id(n): p
+            for n, p in zip(graph.binary_convs(), plan_graph_padding(graph, padding), strict=True)
+        }
         self.values: dict[str, Any] = {}
         self.hwc_flat: dict[str, tuple[int, int, int]] = {}  # flattened in NHWC order: (C,H,W)
         self.weights: list[tuple[Any, list[np.ndarray]]] = []
@@ -96,13 +103,15 @@ class _Builder:
     def op(self, fn: Any, name: str) -> Any:
         """A named Keras layer around a TF function (names survive into the flatbuffer)."""
         # straight-line TF calls: keep autograph from rewriting their source when traced
-        return self.keras.layers.Lambda(self.tf.autograph.experimental.do_not_convert(fn),
-                                        name=name)
+        return self.keras.layers.Lambda(
+            self.tf.autograph.experimental.do_not_convert(fn), name=name
+        )
 
     def binarize(self, x: Any, t: np.ndarray | None, i: int) -> Any:
         tf = self.tf
         thr = 0.0 if t is None else np.asarray(t, np.float32)
         if self.binary_activation == "where":
+
             def fn(v: Any) -> Any:
                 return tf.where(v >= thr, 1.0, -1.0)
         elif self.binary_activation == "larq_sign":
@@ -110,12 +119,21 @@ class _Builder:
             def fn(v: Any) -> Any:
                 return tf.sign(tf.sign(v - thr) + 0.1)
         else:  # plain sign, which LCE does not recognise (exists to test the bconv count)
+
             def fn(v: Any) -> Any:
                 return tf.sign(v - thr)
+
         return self.op(fn, layer_name(i, "binarize", False))(x)
 
-    def channel_affine(self, x: Any, scale: np.ndarray, bias: np.ndarray | None, i: int,
-                       name: str, final: bool = True) -> Any:
+    def channel_affine(
+        self,
+        x: Any,
+        scale: np.ndarray,
+        bias: np.ndarray | None,
+        i: int,
+        name: str,
+        final: bool = True,
+    ) -> Any:
         """``x · scale (+ bias)``. With a bias the Mul is a helper layer of its own and only
         the Add carries the node's output name: one Lambda holding both would name the Mul's
         tensor after the node too, and where the Add is fused into the next node's op (an
@@ -128,23 +146,41 @@ class _Builder:
         y = self.op(lambda v: v * s, layer_name(i, f"{name}_mul", False))(x)
         return self.op(lambda v: v + b, layer_name(i, name, final))(y)
 
-    def pad(self, x: Any, hw: tuple[tuple[int, int], tuple[int, int]], value: float,
-            i: int, what: str, final: bool = True) -> Any:
+    def pad(
+        self,
+        x: Any,
+        hw: tuple[tuple[int, int], tuple[int, int]],
+        value: float,
+        i: int,
+        what: str,
+        final: bool = True,
+    ) -> Any:
         tf = self.tf
         paddings = [[0, 0], list(hw[0]), list(hw[1]), [0, 0]]
-        return self.op(lambda v: tf.pad(v, paddings, constant_values=value),
-                       layer_name(i, what, final))(x)
+        return self.op(
+            lambda v: tf.pad(v, paddings, constant_values=value), layer_name(i, what, final)
+        )(x)
 
-    def reverse(self, x: Any, flip: tuple[bool, bool], i: int, what: str,
-                final: bool = True) -> Any:
+    def reverse(
+        self, x: Any, flip: tuple[bool, bool], i: int, what: str, final: bool = True
+    ) -> Any:
         axes = [a for a, f in zip((1, 2), flip, strict=True) if f]
         tf = self.tf
         return self.op(lambda v: tf.reverse(v, axis=axes), layer_name(i, what, final))(x)
 
-    def conv_layer(self, filters: int, kernel: tuple[int, int], strides: tuple[int, int],
-                   padding: str, use_bias: bool, name: str, weights: list[np.ndarray]) -> Any:
-        layer = self.keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding,
-                                         use_bias=use_bias, name=name)
+    def conv_layer(
+        self,
+        filters: int,
+        kernel: tuple[int, int],
+        strides: tuple[int, int],
+        padding: str,
+        use_bias: bool,
+        name: str,
+        weights: list[np.ndarray],
+    ) -> Any:
+        layer = self.keras.layers.Conv2D(
+            filters, kernel, strides=strides, padding=padding, use_bias=use_bias, name=name
+        )
         self.weights.append((layer, weights))
         return layer
 
@@ -169,16 +205,23 @@ class _Builder:
             # LCE turns PadV2(value 1) of the binarized input + VALID into SAME pad_values=1
             a = self.pad(a, ((t, b), (left, r)), 1.0, i, "pad_one", False)
         conv_padding = "same" if plan.mapping.startswith("same-zero") else "valid"
-        conv = self.conv_layer(n.out_c, n.kernel, n.strides, conv_padding, False,
-                               layer_name(i, "bconv", False), [_hwio(w)])
-        y = self.channel_affine(conv(a), n.scale, n.bias, i, "scale_bias",
-                                final=not any(plan.flip))
+        conv = self.conv_layer(
+            n.out_c,
+            n.kernel,
+            n.strides,
+            conv_padding,
+            False,
+            layer_name(i, "bconv", False),
+            [_hwio(w)],
+        )
+        y = self.channel_affine(conv(a), n.scale, n.bias, i, "scale_bias", final=not any(plan.flip))
         if any(plan.flip):
             y = self.reverse(y, plan.flip, i, "reverse_out")
         return y
 
-    def fp_padding(self, n: ir.Node, kernel: tuple[int, int], strides: tuple[int, int],
-                   pads: ir.Pads) -> tuple[str, tuple[tuple[int, int], tuple[int, int]] | None]:
+    def fp_padding(
+        self, n: ir.Node, kernel: tuple[int, int], strides: tuple[int, int], pads: ir.Pads
+    ) -> tuple[str, tuple[tuple[int, int], tuple[int, int]] | None]:
         ah, aw = spatial_pads(n, self.graph.shapes[n.inputs[0]], kernel, strides, pads)
         if not any((ah.before, ah.after, aw.before, aw.after)):
             return "valid", None
@@ -194,34 +237,45 @@ class _Builder:
         weights = [_hwio(n.weight)]
         if n.bias is not None:
             weights.append(np.asarray(n.bias, np.float32))
-        return self.conv_layer(n.out_c, n.kernel, n.strides, padding, n.bias is not None,
-                               layer_name(i, "conv"), weights)(x)
+        return self.conv_layer(
+            n.out_c,
+            n.kernel,
+            n.strides,
+            padding,
+            n.bias is not None,
+            layer_name(i, "conv"),
+            weights,
+        )(x)
 
     def maxpool(self, n: ir.MaxPool, i: int) -> Any:
         x = self.values[n.inputs[0]]
         padding, explicit = self.fp_padding(n, n.kernel, n.strides, n.pads)
         if explicit is not None:
             x = self.pad(x, explicit, _F32_LOWEST, i, "pad", False)
-        return self.keras.layers.MaxPooling2D(n.kernel, n.strides, padding=padding,
-                                              name=layer_name(i, "maxpool"))(x)
+        return self.keras.layers.MaxPooling2D(
+            n.kernel, n.strides, padding=padding, name=layer_name(i, "maxpool")
+        )(x)
 
     def avgpool(self, n: ir.AvgPool, i: int) -> Any:
         x = self.values[n.inputs[0]]
         padding, explicit = self.fp_padding(n, n.kernel, n.strides, n.pads)
         if padding == "same" and n.count_include_pad:
             # TF SAME leaves padding out of the count: pad zeros explicitly instead
-            ah, aw = spatial_pads(n, self.graph.shapes[n.inputs[0]], n.kernel, n.strides,
-                                   n.pads)
+            ah, aw = spatial_pads(n, self.graph.shapes[n.inputs[0]], n.kernel, n.strides, n.pads)
             explicit = ((ah.before, ah.after), (aw.before, aw.after))
         if explicit is not None:
             if not n.count_include_pad:
                 raise UnsupportedModelError(
                     f"average pool with pads {list(n.pads)} that exclude padding from the "
-                    "count and are not TF SAME: no TFLite equivalent", n.name, "AveragePool")
+                    "count and are not TF SAME: no TFLite equivalent",
+                    n.name,
+                    "AveragePool",
+                )
             x = self.pad(x, explicit, 0.0, i, "pad", False)
             padding = "valid"
-        return self.keras.layers.AveragePooling2D(n.kernel, n.strides, padding=padding,
-                                                  name=layer_name(i, "avgpool"))(x)
+        return self.keras.layers.AveragePooling2D(
+            n.kernel, n.strides, padding=padding, name=layer_name(i, "avgpool")
+        )(x)
 
     def flatten(self, n: ir.Flatten, i: int) -> Any:
         x = self.values[n.inputs[0]]
@@ -231,8 +285,7 @@ class _Builder:
             # the Gemm's weight columns are permuted instead: no transpose at run time
             self.hwc_flat[n.output] = (int(shape[1]), int(shape[2]), int(shape[3]))
         elif len(shape) == 4 and shape[2] * shape[3] > 1:
-            x = self.op(lambda v: tf.transpose(v, [0, 3, 1, 2]),
-                        layer_name(i, "nchw", False))(x)
+            x = self.op(lambda v: tf.transpose(v, [0, 3, 1, 2]), layer_name(i, "nchw", False))(x)
         return self.keras.layers.Flatten(name=layer_name(i, "flatten"))(x)
 
     def gemm(self, n: ir.Gemm, i: int) -> Any:
@@ -241,10 +294,16 @@ class _Builder:
         if n.inputs[0] in self.hwc_flat:
             c, h, wd = self.hwc_flat[n.inputs[0]]
             w = w.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
-        layer = self.keras.layers.Dense(w.shape[0], use_bias=n.bias is not None,
-                                        name=layer_name(i, "dense"))
-        self.weights.append((layer, [np.ascontiguousarray(w.T)]
-                             + ([np.asarray(n.bias, np.float32)] if n.bias is not None else [])))
+        layer = self.keras.layers.Dense(
+            w.shape[0], use_bias=n.bias is not None, name=layer_name(i, "dense")
+        )
+        self.weights.append(
+            (
+                layer,
+                [np.ascontiguousarray(w.T)]
+                + ([np.asarray(n.bias, np.float32)] if n.bias is not None else []),
+            )
+        )
         return layer(x)
 
     def node(self, n: ir.Node, i: int) -> Any:
@@ -264,11 +323,11 @@ class _Builder:
         if isinstance(n, ir.AvgPool):
             return self.avgpool(n, i)
         if isinstance(n, ir.GlobalAvgPool):
-            return self.keras.layers.GlobalAveragePooling2D(keepdims=True,
-                                                            name=layer_name(i, "gap"))(x)
+            return self.keras.layers.GlobalAveragePooling2D(
+                keepdims=True, name=layer_name(i, "gap")
+            )(x)
         if isinstance(n, ir.Add):
-            return self.keras.layers.Add(name=layer_name(i, "add"))(
-                [x, self.values[n.inputs[1]]])
+            return self.keras.layers.Add(name=layer_name(i, "add"))([x, self.values[n.inputs[1]]])
         if isinstance(n, ir.Flatten):
             return self.flatten(n, i)
         if isinstance(n, ir.Gemm):
@@ -278,8 +337,9 @@ class _Builder:
     def build(self) -> Any:
         shape = tuple(int(d) for d in self.graph.input_shape)
         if len(shape) != 4:
-            raise UnsupportedModelError(f"input shape {list(shape)}: LCE models take NCHW "
-                                        "images (converted to NHWC)")
+            raise UnsupportedModelError(
+                f"input shape {list(shape)}: LCE models take NCHW images (converted to NHWC)"
+            )
         n_, c, h, w = shape
         inp = self.keras.Input((h, w, c), batch_size=n_, name="input")
         self.values[self.graph.input] = inp
@@ -293,8 +353,9 @@ class _Builder:
         return model
 
 
-def build_keras_model(graph: ir.Graph, padding: str = "exact",
-                      binary_activation: str = "where") -> Any:
+def build_keras_model(
+    graph: ir.Graph, padding: str = "exact", binary_activation: str = "where"
+) -> Any:
     """The tf-keras model (NHWC) that LCE converts; see the module docstring."""
     return _Builder(graph, padding, binary_activation).build()
 

@@ -31,16 +31,24 @@ def measure(onnx_path: Path, out_dir: Path, padding: str, n_inputs: int) -> dict
     rep = verify_lce(onnx_path, out, n_inputs=n_inputs, padding=padding, graph=graph)
     t_ver = time.perf_counter() - t0
     return {
-        "model": onnx_path.stem, "padding": padding, "size_bytes": summary["size_bytes"],
-        "n_binary_convs": summary["n_binary_convs"], "n_lce_bconv2d": summary["n_lce_bconv2d"],
+        "model": onnx_path.stem,
+        "padding": padding,
+        "size_bytes": summary["size_bytes"],
+        "n_binary_convs": summary["n_binary_convs"],
+        "n_lce_bconv2d": summary["n_lce_bconv2d"],
         "mappings": sorted({p["mapping"] for p in summary["padding"]}),
         "op_counts": summary["op_counts"],
-        "convert_s": round(t_conv, 1), "verify_s": round(t_ver, 1),
-        "passed": rep["passed"], "verdict": rep["verdict"],
-        "vs_onnx": {k: rep["vs_onnx"][k] for k in ("max_abs_err", "max_rel_err",
-                                                   "top1_agreement", "n_within_tolerance")},
-        "vs_reference": {k: rep["vs_reference"][k] for k in ("max_abs_err", "max_rel_err",
-                                                             "top1_agreement")},
+        "convert_s": round(t_conv, 1),
+        "verify_s": round(t_ver, 1),
+        "passed": rep["passed"],
+        "verdict": rep["verdict"],
+        "vs_onnx": {
+            k: rep["vs_onnx"][k]
+            for k in ("max_abs_err", "max_rel_err", "top1_agreement", "n_within_tolerance")
+        },
+        "vs_reference": {
+            k: rep["vs_reference"][k] for k in ("max_abs_err", "max_rel_err", "top1_agreement")
+        },
         "layer_max_rel_err": rep.get("layerwise", {}).get("max_rel_err"),
         "layers_checked": rep.get("layerwise", {}).get("checked"),
     }
@@ -65,15 +73,19 @@ def main(argv: list[str] | None = None) -> None:
             row = measure(e.path, out_dir, padding, args.inputs)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| model | padding | LceBconv2d | size (bytes) | vs ONNX max abs / rel err | "
-          "top-1 agreement | vs reference max rel | worst layer rel | verdict |")
+    print(
+        "\n| model | padding | LceBconv2d | size (bytes) | vs ONNX max abs / rel err | "
+        "top-1 agreement | vs reference max rel | worst layer rel | verdict |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         o, ref = r["vs_onnx"], r["vs_reference"]
-        print(f"| {r['model']} | {r['padding']} | {r['n_lce_bconv2d']}/{r['n_binary_convs']} | "
-              f"{r['size_bytes']} | {o['max_abs_err']:.3g} / {o['max_rel_err']:.3g} | "
-              f"{o['top1_agreement']:.0%} | {ref['max_rel_err']:.3g} | "
-              f"{(r['layer_max_rel_err'] or 0):.2g} | {'pass' if r['passed'] else 'FAIL'} |")
+        print(
+            f"| {r['model']} | {r['padding']} | {r['n_lce_bconv2d']}/{r['n_binary_convs']} | "
+            f"{r['size_bytes']} | {o['max_abs_err']:.3g} / {o['max_rel_err']:.3g} | "
+            f"{o['top1_agreement']:.0%} | {ref['max_rel_err']:.3g} | "
+            f"{(r['layer_max_rel_err'] or 0):.2g} | {'pass' if r['passed'] else 'FAIL'} |"
+        )
 
 
 if __name__ == "__main__":

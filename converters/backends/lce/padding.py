@@ -49,12 +49,15 @@ def axis_pads(size: int, kernel: int, stride: int, before: int, out: int) -> Axi
     return AxisPads(before, after, same)
 
 
-def spatial_pads(n: ir.Node, in_shape: ir.Shape, kernel: tuple[int, int],
-                  strides: tuple[int, int], pads: ir.Pads) -> tuple[AxisPads, AxisPads]:
+def spatial_pads(
+    n: ir.Node, in_shape: ir.Shape, kernel: tuple[int, int], strides: tuple[int, int], pads: ir.Pads
+) -> tuple[AxisPads, AxisPads]:
     t, left, _b, _r = pads
     oh, ow = int(n.out_shape[2]), int(n.out_shape[3])
-    return (axis_pads(int(in_shape[2]), kernel[0], strides[0], t, oh),
-            axis_pads(int(in_shape[3]), kernel[1], strides[1], left, ow))
+    return (
+        axis_pads(int(in_shape[2]), kernel[0], strides[0], t, oh),
+        axis_pads(int(in_shape[3]), kernel[1], strides[1], left, ow),
+    )
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,7 @@ class BconvPadding:
     exact: bool  # padded taps contribute 0, as in PyTorch
 
 
-def plan_bconv_padding(node: ir.BinConv, in_shape: ir.Shape, mode: str = "exact"
-                       ) -> BconvPadding:
+def plan_bconv_padding(node: ir.BinConv, in_shape: ir.Shape, mode: str = "exact") -> BconvPadding:
     if mode not in PADDING_MODES:
         raise ValueError(f"padding mode {mode!r}; choose from {', '.join(PADDING_MODES)}")
     ah, aw = spatial_pads(node, in_shape, node.kernel, node.strides, node.pads)
@@ -89,7 +91,9 @@ def plan_bconv_padding(node: ir.BinConv, in_shape: ir.Shape, mode: str = "exact"
             f"binary conv padding {list(node.pads)} (stride {list(node.strides)}, input "
             f"{list(in_shape[2:])}) is neither TF SAME nor mirrored SAME: LCE cannot express "
             "its zero padding exactly (convert with padding='one' to pad with +1 instead)",
-            node.name, "Conv")
+            node.name,
+            "Conv",
+        )
     if all(same_ok):
         return BconvPadding(**base, mapping="same-one", flip=(False, False), exact=False)
     return BconvPadding(**base, mapping="explicit-one", flip=(False, False), exact=False)

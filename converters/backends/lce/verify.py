@@ -80,10 +80,11 @@ def reference_graph(graph: ir.Graph, mode: str) -> tuple[ir.Graph, reference.Bin
     ones it does not read change nothing)."""
     if mode != "one":
         return graph, reference.FORMAT
-    read = {id(n): p.read_pads for n, p in zip(graph.binary_convs(),
-                                                 plan_graph_padding(graph, mode), strict=True)}
-    nodes = [dataclasses.replace(n, pads=read[id(n)]) if id(n) in read else n
-             for n in graph.nodes]
+    read = {
+        id(n): p.read_pads
+        for n, p in zip(graph.binary_convs(), plan_graph_padding(graph, mode), strict=True)
+    }
+    nodes = [dataclasses.replace(n, pads=read[id(n)]) if id(n) in read else n for n in graph.nodes]
     return dataclasses.replace(graph, nodes=nodes), reference.PAD_ONE
 
 
@@ -170,13 +171,15 @@ def _predict(interp: Any, x_nchw: np.ndarray) -> list[np.ndarray]:
 class LceArtifact(Artifact):
     backend = "lce-interpreter"
 
-    def __init__(self, data: bytes, graph: ir.Graph, mode: str, threads: int,
-                 layerwise: bool) -> None:
+    def __init__(
+        self, data: bytes, graph: ir.Graph, mode: str, threads: int, layerwise: bool
+    ) -> None:
         self.data, self.graph, self.mode, self.threads = data, graph, mode, threads
         self.fb = inspect_tflite(data)
         self.ref_graph, self.semantics = reference_graph(graph, mode)
-        self.reference_semantics = ("zero padding" if mode == "exact"
-                                    else "binary convs padded with +1 (as converted)")
+        self.reference_semantics = (
+            "zero padding" if mode == "exact" else "binary convs padded with +1 (as converted)"
+        )
         probes = _probe_tensors(graph, self.fb) if layerwise else {}
         probes.pop(graph.output, None)  # the model output is the interpreter's output anyway
         self.probes = sorted(probes, key=lambda v: probes[v])
@@ -186,8 +189,11 @@ class LceArtifact(Artifact):
     def open(self) -> None:
         try:
             self.interp = _interpreter(self.data, self.threads)
-            self.probe_interp = (_interpreter(with_extra_outputs(self.data, self.probe_tensors),
-                                              self.threads) if self.probes else None)
+            self.probe_interp = (
+                _interpreter(with_extra_outputs(self.data, self.probe_tensors), self.threads)
+                if self.probes
+                else None
+            )
         except Exception as exc:  # the interpreter rejects the file
             raise ArtifactError(f"LCE interpreter cannot load the model: {exc}") from exc
 
@@ -197,14 +203,17 @@ class LceArtifact(Artifact):
     def reference(self, x: np.ndarray) -> np.ndarray:
         return reference.run_ir(self.ref_graph, x, self.semantics)[self.graph.output]
 
-    def layer_errors(self, x: np.ndarray, y: np.ndarray,
-                     onnx: dict[str, np.ndarray]) -> dict[str, float]:
+    def layer_errors(
+        self, x: np.ndarray, y: np.ndarray, onnx: dict[str, np.ndarray]
+    ) -> dict[str, float]:
         got: dict[str, np.ndarray] = {}
         if self.probe_interp is not None:
             outs = _predict(self.probe_interp, x)
             self.probe_same &= bool(np.array_equal(_to_nchw(outs[0]), y))
-            got = {v: _probe_to_ir(self.graph, v, o)
-                   for v, o in zip(self.probes, outs[1:], strict=True)}
+            got = {
+                v: _probe_to_ir(self.graph, v, o)
+                for v, o in zip(self.probes, outs[1:], strict=True)
+            }
         # the model output too: its node is then checked from the artifact's inputs to it
         got[self.graph.output] = y.reshape(self.graph.shapes[self.graph.output])
         return teacher_forced(self.ref_graph, x, got, self.semantics)
@@ -214,18 +223,25 @@ class LceArtifact(Artifact):
         # of its own is recomputed inside the check of a later one: all nodes are covered
         out_node = next((n.name for n in self.graph.nodes if n.output == self.graph.output), "")
         unchecked = [n.name for n in self.graph.nodes if n.name not in worst]
-        problems = [] if self.probe_same else [
-            "the model with probe outputs computes a different output"]
-        return (out_node in worst and self.probe_same,
-                {"no_own_tensor": unchecked, "probe_model_output_identical": self.probe_same},
-                problems)
+        problems = (
+            [] if self.probe_same else ["the model with probe outputs computes a different output"]
+        )
+        return (
+            out_node in worst and self.probe_same,
+            {"no_own_tensor": unchecked, "probe_model_output_identical": self.probe_same},
+            problems,
+        )
 
     def details(self) -> dict[str, Any]:
-        return {"padding_mode": self.mode, "exact_padding": self.mode == "exact",
-                "n_lce_bconv2d": self.fb.count(LCE_BCONV2D)}
+        return {
+            "padding_mode": self.mode,
+            "exact_padding": self.mode == "exact",
+            "n_lce_bconv2d": self.fb.count(LCE_BCONV2D),
+        }
 
-    def conclude(self, passed: bool, vs_onnx: EndToEnd | None,
-                 vs_reference: EndToEnd | None) -> tuple[dict[str, Any], list[str]]:
+    def conclude(
+        self, passed: bool, vs_onnx: EndToEnd | None, vs_reference: EndToEnd | None
+    ) -> tuple[dict[str, Any], list[str]]:
         # in exact mode the reference has the ONNX model's semantics
         if self.graph.binary_convs():
             matches_onnx = passed and self.mode == "exact"
@@ -234,9 +250,11 @@ class LceArtifact(Artifact):
         notes = []
         if passed and not matches_onnx and self.mode == "one" and vs_onnx is not None:
             o = vs_onnx.summary()
-            notes.append(f"differs from the ONNX model as expected for +1 padding of binary "
-                         f"convs (max rel err {o['max_rel_err']:.3g}, top-1 agreement "
-                         f"{o['top1_agreement']:.0%}; see docs/lce.md)")
+            notes.append(
+                f"differs from the ONNX model as expected for +1 padding of binary "
+                f"convs (max rel err {o['max_rel_err']:.3g}, top-1 agreement "
+                f"{o['top1_agreement']:.0%}; see docs/lce.md)"
+            )
         return {"matches_onnx": bool(matches_onnx)}, notes
 
 
@@ -264,14 +282,27 @@ def verify_lce(
     if mode not in PADDING_MODES:
         raise ValueError(f"padding mode {mode!r}; choose from {', '.join(PADDING_MODES)}")
     artifact = LceArtifact(data, graph, mode, threads, layerwise)
-    return check(artifact, graph, onnx_path,
-                 inputs=make_inputs(tuple(graph.input_shape), n_inputs, seed), seed=seed,
-                 threads=threads, layerwise=layerwise, policy=POLICY)
+    return check(
+        artifact,
+        graph,
+        onnx_path,
+        inputs=make_inputs(tuple(graph.input_shape), n_inputs, seed),
+        seed=seed,
+        threads=threads,
+        layerwise=layerwise,
+        policy=POLICY,
+    )
 
 
-def verify(onnx_path: Path, artifact_path: Path, graph: ir.Graph, *, summary: dict[str, Any],
-           n_inputs: int) -> dict[str, Any]:
+def verify(
+    onnx_path: Path, artifact_path: Path, graph: ir.Graph, *, summary: dict[str, Any], n_inputs: int
+) -> dict[str, Any]:
     """The back-end entry point (converters/backends/__init__.py), also the tflite back end's:
     the padding the conversion used is in its summary."""
-    return verify_lce(onnx_path, artifact_path, n_inputs=n_inputs,
-                      padding=summary.get("padding_mode"), graph=graph)
+    return verify_lce(
+        onnx_path,
+        artifact_path,
+        n_inputs=n_inputs,
+        padding=summary.get("padding_mode"),
+        graph=graph,
+    )

@@ -10,5 +10,11 @@ from converters.backends.native.convert import (
 )
 from converters.backends.native.verify import verify_native
 
-__all__ = ["CONVERTER_NAME", "CONVERTER_VERSION", "execution_order", "to_native_model",
-           "verify_native", "write_native"]
+__all__ = [
+    "CONVERTER_NAME",
+    "CONVERTER_VERSION",
+    "execution_order",
+    "to_native_model",
+    "verify_native",
+    "write_native",
+]

@@ -52,10 +52,13 @@ class NativeArtifact(Artifact):
         # the file's layers are the graph's nodes, possibly reordered (convert.execution_order)
         self.layers = {layer.name: layer for layer in model.layers}
         aligned = len(graph.nodes) == len(model.layers) == len(self.layers) and all(
-            n.name in self.layers for n in graph.nodes)
+            n.name in self.layers for n in graph.nodes
+        )
         if not aligned:
-            self.layers_unavailable = ("native file's layers do not match this ONNX model's "
-                                       "conversion; layer-wise check skipped")
+            self.layers_unavailable = (
+                "native file's layers do not match this ONNX model's "
+                "conversion; layer-wise check skipped"
+            )
         # which ONNX value holds each IR value (a folded BatchNorm's output, not the conv's)
         self.onnx_name = {graph.input: graph.input}
         self.onnx_name.update({n.output: n.onnx_output for n in graph.nodes})
@@ -84,8 +87,9 @@ class NativeArtifact(Artifact):
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._exec(self.data, x)
 
-    def layer_errors(self, x: np.ndarray, y: np.ndarray,
-                     onnx: dict[str, np.ndarray]) -> dict[str, float]:
+    def layer_errors(
+        self, x: np.ndarray, y: np.ndarray, onnx: dict[str, np.ndarray]
+    ) -> dict[str, float]:
         errs = {}
         for n in self.graph.nodes:
             if len(n.inputs) != 1:
@@ -125,11 +129,20 @@ def verify_native(
         inputs = make_inputs(tuple(nf.loads(data).input_shape), n_inputs, seed)
     else:
         seed = -1
-    return check(artifact, graph, onnx_path, inputs=inputs, seed=seed, threads=threads,
-                 layerwise=layerwise, policy=POLICY)
+    return check(
+        artifact,
+        graph,
+        onnx_path,
+        inputs=inputs,
+        seed=seed,
+        threads=threads,
+        layerwise=layerwise,
+        policy=POLICY,
+    )
 
 
-def verify(onnx_path: Path, artifact_path: Path, graph: ir.Graph, *, summary: dict[str, Any],
-           n_inputs: int) -> dict[str, Any]:
+def verify(
+    onnx_path: Path, artifact_path: Path, graph: ir.Graph, *, summary: dict[str, Any], n_inputs: int
+) -> dict[str, Any]:
     """The back-end entry point (converters/backends/__init__.py)."""
     return verify_native(onnx_path, artifact_path, n_inputs=n_inputs, graph=graph)

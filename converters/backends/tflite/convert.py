@@ -29,7 +29,8 @@ def convert_tflite(graph: ir.Graph, out_path: str | Path, meta: dict) -> dict[st
     if bins:
         raise UnsupportedModelError(
             f"tflite-runtime has no binary kernels: {len(bins)} binarized convs (first "
-            f"{bins[0].name!r}); convert this model for library 'lce'")
+            f"{bins[0].name!r}); convert this model for library 'lce'"
+        )
     model = build_keras_model(graph)
     try:
         data = lce_flatbuffer(model)

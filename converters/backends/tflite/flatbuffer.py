@@ -21,14 +21,46 @@ FILE_IDENTIFIER = b"TFL3"
 # BuiltinOperator values of the ops a converted CNN uses (schema.fbs; checked against the
 # schema shipped with LCE in tests/test_lce_inspect.py). Others are reported as BUILTIN_<n>.
 BUILTIN_NAMES: dict[int, str] = {
-    0: "ADD", 1: "AVERAGE_POOL_2D", 2: "CONCATENATION", 3: "CONV_2D", 4: "DEPTHWISE_CONV_2D",
-    6: "DEQUANTIZE", 9: "FULLY_CONNECTED", 14: "LOGISTIC", 17: "MAX_POOL_2D", 18: "MUL",
-    19: "RELU", 20: "RELU_N1_TO_1", 21: "RELU6", 22: "RESHAPE", 25: "SOFTMAX", 28: "TANH",
-    32: "CUSTOM", 34: "PAD", 39: "TRANSPOSE", 40: "MEAN", 41: "SUB", 42: "DIV", 43: "SQUEEZE",
-    45: "STRIDED_SLICE", 53: "CAST", 55: "MAXIMUM", 57: "MINIMUM", 60: "PADV2",
-    61: "GREATER", 62: "GREATER_EQUAL", 64: "SELECT", 65: "SLICE", 74: "SUM", 83: "PACK",
-    105: "REVERSE_V2", 114: "QUANTIZE", 123: "SELECT_V2", 126: "BATCH_MATMUL",
-    130: "BROADCAST_TO", 158: "SIGN",
+    0: "ADD",
+    1: "AVERAGE_POOL_2D",
+    2: "CONCATENATION",
+    3: "CONV_2D",
+    4: "DEPTHWISE_CONV_2D",
+    6: "DEQUANTIZE",
+    9: "FULLY_CONNECTED",
+    14: "LOGISTIC",
+    17: "MAX_POOL_2D",
+    18: "MUL",
+    19: "RELU",
+    20: "RELU_N1_TO_1",
+    21: "RELU6",
+    22: "RESHAPE",
+    25: "SOFTMAX",
+    28: "TANH",
+    32: "CUSTOM",
+    34: "PAD",
+    39: "TRANSPOSE",
+    40: "MEAN",
+    41: "SUB",
+    42: "DIV",
+    43: "SQUEEZE",
+    45: "STRIDED_SLICE",
+    53: "CAST",
+    55: "MAXIMUM",
+    57: "MINIMUM",
+    60: "PADV2",
+    61: "GREATER",
+    62: "GREATER_EQUAL",
+    64: "SELECT",
+    65: "SLICE",
+    74: "SUM",
+    83: "PACK",
+    105: "REVERSE_V2",
+    114: "QUANTIZE",
+    123: "SELECT_V2",
+    126: "BATCH_MATMUL",
+    130: "BROADCAST_TO",
+    158: "SIGN",
 }
 _CUSTOM = 32
 LCE_BCONV2D = "LceBconv2d"
@@ -47,8 +79,10 @@ class _Buf:
     def _unpack(self, fmt: str, pos: int) -> Any:
         size = struct.calcsize(fmt)
         if pos < 0 or pos + size > len(self.data):
-            raise TFLiteFormatError(f"read of {size} bytes at offset {pos} is out of bounds "
-                                    f"(file has {len(self.data)} bytes)")
+            raise TFLiteFormatError(
+                f"read of {size} bytes at offset {pos} is out of bounds "
+                f"(file has {len(self.data)} bytes)"
+            )
         return struct.unpack_from(fmt, self.data, pos)[0]
 
     def u32(self, pos: int) -> int:
@@ -95,7 +129,7 @@ class _Buf:
         start, n = self.vector(table, index)
         if start + n > len(self.data):
             raise TFLiteFormatError("byte vector runs past the end of the file")
-        return self.data[start:start + n] if n else b""
+        return self.data[start : start + n] if n else b""
 
     def string(self, table: int, index: int) -> str | None:
         pos = self.ref(table, index)
@@ -104,7 +138,7 @@ class _Buf:
         n = self.u32(pos)
         if pos + 4 + n > len(self.data):
             raise TFLiteFormatError("string runs past the end of the file")
-        return self.data[pos + 4:pos + 4 + n].decode("utf-8", errors="replace")
+        return self.data[pos + 4 : pos + 4 + n].decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -186,15 +220,26 @@ def inspect_tflite(model: bytes | str | Path) -> TFLiteSummary:
             raise TFLiteFormatError(f"operator {i} uses opcode {idx} of {len(codes)}")
         name, custom = codes[idx]
         outs = b.ints(op, 2)
-        ops.append(Operator(
-            index=i, op=name, custom=custom, inputs=b.ints(op, 1), outputs=outs,
-            output_names=[names[t] if 0 <= t < len(names) else "" for t in outs],
-            custom_options=_decode_custom_options(b.bytes_(op, 5)) if custom else None,
-        ))
+        ops.append(
+            Operator(
+                index=i,
+                op=name,
+                custom=custom,
+                inputs=b.ints(op, 1),
+                outputs=outs,
+                output_names=[names[t] if 0 <= t < len(names) else "" for t in outs],
+                custom_options=_decode_custom_options(b.bytes_(op, 5)) if custom else None,
+            )
+        )
 
     def shapes_of(ids: list[int]) -> list[list[int]]:
         return [shapes[t] for t in ids if 0 <= t < len(shapes)]
 
-    return TFLiteSummary(version=version, operators=ops, tensor_names=names,
-                         tensor_shapes=shapes, input_shapes=shapes_of(b.ints(sg, 1)),
-                         output_shapes=shapes_of(b.ints(sg, 2)))
+    return TFLiteSummary(
+        version=version,
+        operators=ops,
+        tensor_names=names,
+        tensor_shapes=shapes,
+        input_shapes=shapes_of(b.ints(sg, 1)),
+        output_shapes=shapes_of(b.ints(sg, 2)),
+    )
