@@ -54,9 +54,9 @@ lint: venv
 	$(BIN)/mypy
 
 # Everything; a missing sshd/adb/qemu is a failure here, not a skip. The builds the tests
-# use come first (their own make calls are then no-ops), then the suite on two workers (files
+# use come first (their own make calls are then no-ops), then the suite on three workers (files
 # kept whole, native builders on one worker: tests/conftest.py), then the few serial tests.
-PYTEST_PAR := -n 2 --dist loadgroup
+PYTEST_PAR := -n 3 --dist loadgroup
 test: venv native system-deps torch-env lint
 	$(MAKE) -C native cross asan
 	BNNBENCH_REQUIRE_SSHD=1 $(BIN)/pytest -q $(PYTEST_PAR) -m "not serial" --durations=25

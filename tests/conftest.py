@@ -436,17 +436,17 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ------------------------------------------------------------------ parallel runs (xdist)
 
-# Test files that run make on native/ (C tests, sanitizer and cross builds) share one worker,
-# so two makes never write the same build folder at once; every other file stays whole on
-# one worker (its module fixtures are built once), files spread over the workers.
+# Test files that build host targets of their own in native/build (C unit tests under ASan,
+# emulated AVX-512) or rely on the host build share one worker, so two makes never write one
+# build folder at once; `make test` builds the library, the CLIs (host, aarch64, armv7) and
+# the ASan CLI first, so the other files' make calls are no-ops (the cross test binaries
+# have their own folders). Every other file stays whole on one
+# worker (its module fixtures are built once) and files spread over the workers.
 NATIVE_BUILD_FILES = {
     "test_native_engine",
     "test_native_cross",
-    "test_native_fuzz",
     "test_native_isa",
     "test_native_cli_protocol",
-    "test_fleet_ssh",
-    "test_fleet_campaign",
 }
 
 

@@ -74,6 +74,7 @@ def _x(shape: tuple[int, ...]) -> np.ndarray:
         ("vggsmall_react", 5, 6),
     ],
 )
+@pytest.mark.slow  # writes the whole zoo
 def test_zoo_analysis_counts(zoo_dir: Path, name: str, n_bin: int, n_conv: int) -> None:
     r = api.analyze(zoo_dir / f"{name}.onnx")
     assert r["n_binary_convs"] == n_bin
@@ -94,6 +95,7 @@ def test_zoo_analysis_counts(zoo_dir: Path, name: str, n_bin: int, n_conv: int) 
         assert r["theoretical"]["speedup"] > 5 and r["theoretical"]["compression"] > 5
 
 
+@pytest.mark.slow  # writes the whole zoo
 def test_resnet18_counts_and_theoretical_track(zoo_dir: Path) -> None:
     fp = api.analyze(zoo_dir / "resnet18_fp32.onnx")
     # the classic "1.8 GFLOPs" of ResNet-18 at 224² is its MAC count
@@ -128,6 +130,7 @@ def test_paper_layer_set_reproduces_table3() -> None:
     assert react["theoretical"]["compression"] == pytest.approx(13.20, abs=0.03)
 
 
+@pytest.mark.slow  # writes the whole zoo
 def test_algorithm_inferred_without_metadata(zoo_dir: Path, tmp_path: Path) -> None:
     for alg in ("fp32", "bnn", "react"):
         m = onnx.load(str(zoo_dir / f"vggsmall_{alg}.onnx"))
@@ -154,6 +157,7 @@ def test_random_bytes_are_malformed(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.part"))
 
 
+@pytest.mark.slow  # writes the whole zoo
 def test_truncated_protobuf_is_malformed(zoo_dir: Path, tmp_path: Path) -> None:
     data = (zoo_dir / "vggsmall_bnn.onnx").read_bytes()
     p = tmp_path / "trunc.onnx"
@@ -261,6 +265,7 @@ def test_broadcasting_batch_dims_refused(tmp_path: Path) -> None:
     assert err.op == "Mul" and "without changing its shape" in str(err)
 
 
+@pytest.mark.slow  # writes the whole zoo
 def test_unknown_library(zoo_dir: Path, tmp_path: Path) -> None:
     src = zoo_dir / "vggsmall_bnn.onnx"
     with pytest.raises(UnsupportedModelError, match="unknown library 'tvm'"):
@@ -421,6 +426,7 @@ def test_torch_flatten_idiom_via_shape_folds(tmp_path: Path) -> None:
     assert [n.kind for n in g.nodes] == ["flatten"]
 
 
+@pytest.mark.slow  # writes the whole zoo
 def test_external_data_model(zoo_dir: Path, tmp_path: Path) -> None:
     m = onnx.load(str(zoo_dir / "vggsmall_react.onnx"))
     p = tmp_path / "ext" / "model.onnx"
@@ -434,6 +440,7 @@ def test_external_data_model(zoo_dir: Path, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- writer / API
 
 
+@pytest.mark.slow  # writes the whole zoo
 def test_convert_summary_and_native_file(zoo_dir: Path, tmp_path: Path) -> None:
     src = zoo_dir / "resnet18_react.onnx"
     out = tmp_path / "r18.bnn"
@@ -457,6 +464,7 @@ def test_convert_summary_and_native_file(zoo_dir: Path, tmp_path: Path) -> None:
     assert model.input_shape == (1, 3, 224, 224)
 
 
+@pytest.mark.slow  # writes the whole zoo
 def test_reference_matches_onnxruntime_on_zoo_vgg(zoo_dir: Path, tmp_path: Path) -> None:
     for alg in ("fp32", "bnn", "react"):
         src = zoo_dir / f"vggsmall_{alg}.onnx"
@@ -469,6 +477,7 @@ def test_reference_matches_onnxruntime_on_zoo_vgg(zoo_dir: Path, tmp_path: Path)
 # ----------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow  # writes the whole zoo
 def test_cli_analyze_and_convert(zoo_dir: Path, tmp_path: Path) -> None:
     from bnnbench.cli import app
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import CoordinatorProcess
 
 from converters import zoo
+
+pytestmark = pytest.mark.slow
 
 
 def test_lce_and_dabnn_artifacts(coordinator: CoordinatorProcess, tmp_path: Path) -> None:

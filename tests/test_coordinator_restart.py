@@ -8,7 +8,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import CoordinatorProcess, make_tiny_onnx, result_for, wait_for
+
+pytestmark = pytest.mark.slow  # real processes, seconds each: not for the inner loop
 
 
 def test_restart_keeps_everything(

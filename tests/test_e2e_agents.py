@@ -21,6 +21,8 @@ from bnnbench.http import ApiError
 from bnnbench.schemas import JobOut, ModelOut
 from native import engine
 
+pytestmark = pytest.mark.slow  # real processes, seconds each: not for the inner loop
+
 # ~20 ms per inference on one idle core: a job of SLOW_RUNS lasts seconds, long enough to be
 # observed "leased" and interrupted, short enough to be run again by another agent
 SLOW_RUNS = 120

@@ -39,6 +39,8 @@ from converters.zoo import ALGORITHMS, ARCHS
 from native import format as nf
 from native.engine import NativeEngine
 
+pytestmark = pytest.mark.slow
+
 MODELS = [f"{a}_{g}" for a in ARCHS for g in ALGORITHMS]
 
 

@@ -20,6 +20,8 @@ from converters.backends.tflite.flatbuffer import inspect_tflite  # noqa: E402
 from converters.errors import UnsupportedModelError  # noqa: E402
 from converters.frontend import load_ir  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 ZOO = [f"{a}_{g}" for a in ("vggsmall", "resnet18") for g in ("fp32", "bnn", "react")]
 N_BIN = {"vggsmall": 5, "resnet18": 16}
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.cross
+
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = ROOT / "native"
 BUILD = NATIVE / "build"

@@ -466,6 +466,7 @@ def test_cli_rejects_bad_model_with_one_line(tmp_path):
 # ---------------------------------------------------------------- C unit tests
 
 
+@pytest.mark.slow
 def test_c_unit_tests_pass_under_sanitizers():
     proc = subprocess.run(
         ["make", "-C", str(NATIVE), "test"], capture_output=True, text=True, check=False
@@ -475,6 +476,7 @@ def test_c_unit_tests_pass_under_sanitizers():
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 kernels")
+@pytest.mark.slow
 def test_c_unit_tests_of_the_avx512_files_on_emulated_intrinsics():
     """The AVX-512 kernel files (binary conv, SGEMM, packing, epilogues, max pool) compiled
     against plain C stand-ins for their intrinsics (native/tests/avx512_emu.h) and run

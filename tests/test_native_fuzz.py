@@ -22,6 +22,8 @@ from native_helpers import NATIVE, make_native, small_network
 from native import format as F
 from native.engine import NativeEngine, NativeError
 
+pytestmark = pytest.mark.slow
+
 ASAN_CLI = NATIVE / "build" / "asan" / "bnnbench-native"
 SAN_ENV = {
     **os.environ,

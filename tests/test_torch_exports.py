@@ -45,6 +45,8 @@ from converters.frontend import (
 )
 from native import format as nf
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 ENV_SCRIPT = REPO / "tools" / "torch_env.sh"
 EXPORT_SCRIPT = REPO / "tools" / "export_torch_models.py"

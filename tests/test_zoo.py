@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from converters.zoo import ALGORITHMS, ARCHS, input_shape
 
+pytestmark = pytest.mark.slow  # real processes, seconds each: not for the inner loop
+
 MODELS = [(a, g) for a in ARCHS for g in ALGORITHMS]
 
 
