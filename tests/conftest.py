@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -458,3 +459,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         module = item.module.__name__ if item.module else item.nodeid.split("::")[0]
         group = "native-build" if module in NATIVE_BUILD_FILES else module
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+EMULATOR = "qemu-aarch64-static"  # the exec wrapper of the emulated boards in the fleet tests
+
+
+@pytest.fixture(scope="session")
+def arm_clis() -> Path:
+    """The static aarch64/armv7 CLIs the agent pushes to boards (built here when missing) and
+    the tools the fleet tests drive; ``make test`` installs them (``make system-deps``)."""
+    native = Path(__file__).resolve().parents[1] / "native"
+    proc = subprocess.run(
+        ["make", "-C", str(native), "-j2", "cross-deps", "cross", "all"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for tool, package in ((EMULATOR, "qemu-user-static"), ("adb", "adb")):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} missing (Debian package {package}; make test installs it)")
+    return native / "build"

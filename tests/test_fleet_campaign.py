@@ -15,14 +15,13 @@ after a run makes the result invalid, and the job is measured again with more ru
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import make_tiny_onnx
+from conftest import EMULATOR, make_tiny_onnx
 from helpers.agents import CLI, ctx_of, wait_jobs, wait_until
 from helpers.fake_adbd import FakeAdbd, isolated_adb_server
 from helpers.sshd import start_sshd
@@ -30,24 +29,6 @@ from helpers.sshd import start_sshd
 pytestmark = [pytest.mark.cross, pytest.mark.fleet]
 
 REPO = Path(__file__).resolve().parents[1]
-NATIVE = REPO / "native"
-WRAPPER = "qemu-aarch64-static"
-
-
-@pytest.fixture(scope="module")
-def cross_cli() -> None:
-    proc = subprocess.run(
-        ["make", "-C", str(NATIVE), "-j2", "cross-deps", "cross", "all"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    if shutil.which(WRAPPER) is None:
-        pytest.fail(f"{WRAPPER} missing (Debian package qemu-user-static; make test installs it)")
-    if shutil.which("adb") is None:
-        pytest.fail("adb missing (Debian package adb; make test installs it)")
 
 
 def _devices_add(devices: Path, url: str, *opts: str, env: dict[str, str]) -> None:
@@ -72,7 +53,7 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def test_campaign_over_local_ssh_and_adb_devices(
-    cross_cli: None, coordinator_factory: Any, agents: Any, tmp_path: Path
+    arm_clis: Path, coordinator_factory: Any, agents: Any, tmp_path: Path
 ) -> None:
     sshd = start_sshd(tmp_path / "sshd")
     with isolated_adb_server(tmp_path / "adb") as adb_env, FakeAdbd(tmp_path / "phone") as phone:
@@ -89,12 +70,12 @@ def test_campaign_over_local_ssh_and_adb_devices(
             "--known-hosts",
             str(sshd.known_hosts),
             "--exec-wrapper",
-            WRAPPER,
+            EMULATOR,
             "--workdir",
             str(tmp_path / "board"),
             env=env,
         )
-        _devices_add(devices, f"adb://{phone.serial}", "--exec-wrapper", WRAPPER, env=env)
+        _devices_add(devices, f"adb://{phone.serial}", "--exec-wrapper", EMULATOR, env=env)
 
         # three devices share this machine's two cores: noise is expected and not the subject
         coord = coordinator_factory(max_rel_stdev=1e9)
@@ -200,7 +181,7 @@ def test_campaign_over_local_ssh_and_adb_devices(
 
 
 def test_throttling_on_a_phone_invalidates_and_remeasures(
-    cross_cli: None, coordinator_factory: Any, agents: Any, tmp_path: Path
+    arm_clis: Path, coordinator_factory: Any, agents: Any, tmp_path: Path
 ) -> None:
     # an x86_64 Android device (as the Android emulator's images are): it runs the host
     # build of the CLI for real, so its verdicts count

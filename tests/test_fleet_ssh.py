@@ -10,13 +10,13 @@ wrapper, which is also why its numbers never enter a table.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import EMULATOR
 from helpers.agents import CLI, ctx_of, wait_jobs, wait_until
 from helpers.sshd import SshServer, start_sshd
 
@@ -25,23 +25,6 @@ from agent.fleet import load_devices
 pytestmark = pytest.mark.cross
 
 REPO = Path(__file__).resolve().parents[1]
-NATIVE = REPO / "native"
-WRAPPER = "qemu-aarch64-static"
-
-
-@pytest.fixture(scope="module")
-def aarch64_cli() -> Path:
-    proc = subprocess.run(
-        ["make", "-C", str(NATIVE), "-j2", "cross-deps", "cross"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    if shutil.which(WRAPPER) is None:
-        pytest.fail(f"{WRAPPER} missing (Debian package qemu-user-static; make test installs it)")
-    return NATIVE / "build" / "aarch64" / "bnnbench-native"
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +52,7 @@ def _add(sshd: SshServer, devices: Path, workdir: Path, *extra: str) -> Any:
         "--known-hosts",
         str(sshd.known_hosts),
         "--exec-wrapper",
-        WRAPPER,
+        EMULATOR,
         "--workdir",
         str(workdir),
         *extra,
@@ -104,14 +87,14 @@ def test_devices_add_probes_the_board_and_refuses_a_wrong_host_key(
     assert out.returncode == 0, out.stdout + out.stderr
     assert "pi-emu (arm64-v8a" in out.stdout and "emulated:" in out.stdout, out.stdout
     [spec] = load_devices(devices)
-    assert spec.url == sshd.url and spec.exec_wrapper == WRAPPER and spec.name == "pi-emu"
+    assert spec.url == sshd.url and spec.exec_wrapper == EMULATOR and spec.name == "pi-emu"
     again = _add(sshd, devices, tmp_path / "board")
     assert again.returncode == 2 and "already in" in again.stderr
 
 
 def test_ssh_board_runs_a_zoo_model_and_a_dropped_connection_is_retried(
     sshd: SshServer,
-    aarch64_cli: Path,
+    arm_clis: Path,
     coordinator_factory: Any,
     tmp_path: Path,
     agents: Any,
@@ -130,7 +113,7 @@ def test_ssh_board_runs_a_zoo_model_and_a_dropped_connection_is_retried(
         lambda: next(iter(client.devices()), None), "the ssh device to register", context=ctx
     )
     assert dev.transport == "ssh" and dev.emulated and dev.label == "pi-emu"
-    assert dev.attributes["abi"] == "arm64-v8a" and dev.attributes["exec_wrapper"] == WRAPPER
+    assert dev.attributes["abi"] == "arm64-v8a" and dev.attributes["exec_wrapper"] == EMULATOR
     assert dev.attributes["identity_source"] == "machine-id"
 
     [bnn] = [e for e in write_zoo(tmp_path / "zoo", archs=("vggsmall",), algorithms=("bnn",))]
@@ -146,7 +129,7 @@ def test_ssh_board_runs_a_zoo_model_and_a_dropped_connection_is_retried(
         assert res.emulated and res.device_id == dev.id and len(res.samples_ms) >= 3
         assert "aarch64 static" in res.runtime_version
         runner = res.env["runner"]
-        assert runner["kernel_isa"] == "neon" and runner["exec_wrapper"] == WRAPPER
+        assert runner["kernel_isa"] == "neon" and runner["exec_wrapper"] == EMULATOR
         assert res.env["transport"] == "ssh" and res.env["device"]["emulated"] is True
         assert "readings_before" in res.env and "readings_after" in res.env
     # the CLI and the model were pushed once each into the device's sha256-keyed cache
