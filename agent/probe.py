@@ -149,7 +149,7 @@ def _int(s: str | None) -> int | None:
     return int(s) if s.isdigit() else None
 
 
-def _cpu_list(spec: str) -> list[int]:
+def cpu_list(spec: str) -> list[int]:
     """``0-3,7`` or ``0,1,2`` -> [0, 1, 2, 3, 7]."""
     out: list[int] = []
     for part in spec.replace(" ", ",").split(","):

@@ -44,9 +44,9 @@ def pick_cpus(device: DeviceInfo | None, affinity: str, threads: int) -> list[in
                 break
             cpus += cluster.cpus
         return sorted(cpus) or None
-    from agent.probe import _cpu_list
+    from agent.probe import cpu_list
 
-    return _cpu_list(affinity) or None
+    return cpu_list(affinity) or None
 
 
 def cpu_mask(cpus: Sequence[int]) -> str:
