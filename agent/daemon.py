@@ -475,7 +475,6 @@ class Agent:
             self.fail(lease, f"{type(exc).__name__}: {exc}")
             return None
         env = {
-            **before,
             "readings_before": before,
             "readings_after": after,
             "affinity_cpus": out.extra.get("affinity_cpus"),

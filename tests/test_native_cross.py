@@ -119,7 +119,11 @@ def _input(d: Path, model: str) -> tuple[Path, np.ndarray]:
     return path, x
 
 
-def _run_cli(arch: str, model: Path, inp: Path, out: Path, isa: str | None) -> dict:
+def _run_cli(
+    arch: str, model: Path, inp: Path, out: Path, isa: str | None, cpu: str | None = None
+) -> dict:
+    """One inference of ``model`` by the static CLI under qemu (emulating ``cpu`` if given);
+    the CLI's JSON report."""
     env = dict(os.environ)
     env.pop("BNNBENCH_ISA", None)
     if isa:
@@ -127,6 +131,7 @@ def _run_cli(arch: str, model: Path, inp: Path, out: Path, isa: str | None) -> d
     proc = subprocess.run(
         [
             QEMU[arch],
+            *(["-cpu", cpu] if cpu else []),
             str(BUILD / arch / "bnnbench-native"),
             str(model),
             "--threads",
@@ -198,32 +203,8 @@ def test_armv7_without_neon_uses_portable(cross_build, zoo: Path) -> None:
     outs = {}
     for cpu in ("cortex-r5f", "cortex-a7"):
         out = zoo / f"vggsmall_bnn.armv7.{cpu}.f32"
-        proc = subprocess.run(
-            [
-                QEMU["armv7"],
-                "-cpu",
-                cpu,
-                str(BUILD / "armv7" / "bnnbench-native"),
-                str(zoo / "vggsmall_bnn.bnn"),
-                "--threads",
-                "1",
-                "--warmup",
-                "0",
-                "--runs",
-                "1",
-                "--input",
-                str(inp),
-                "--output",
-                str(out),
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stderr
-        outs[cpu] = (json.loads(proc.stdout.strip().splitlines()[-1])["isa"], out.read_bytes())
+        report = _run_cli("armv7", zoo / "vggsmall_bnn.bnn", inp, out, None, cpu)
+        outs[cpu] = (report["isa"], out.read_bytes())
     assert outs["cortex-r5f"][0] == "portable" and outs["cortex-a7"][0] == "neon"
     assert outs["cortex-r5f"][1] == outs["cortex-a7"][1]
     # Asking for NEON where there is none is an error, never a silent fallback.

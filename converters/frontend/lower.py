@@ -623,17 +623,13 @@ class Lowering:
         shape = self.shapes[x]
         if len(shape) != 4:
             raise self.fail(node, f"expects an NCHW input, got {list(shape)}")
-        self.emit(
-            node,
-            ir.GlobalAvgPool(
-                node.name,
-                [x],
-                node.output[0],
-                (shape[0], shape[1], 1, 1),
-                [node.name],
-                "global pool",
-            ),
-        )
+        self._global_pool(node, x, "global pool")
+
+    def _global_pool(self, node: Any, x: str, how: str) -> None:
+        """N×C×H×W -> N×C×1×1 mean: GlobalAveragePool and ReduceMean over H, W alike."""
+        shape = self.shapes[x]
+        out = (shape[0], shape[1], 1, 1)
+        self.emit(node, ir.GlobalAvgPool(node.name, [x], node.output[0], out, [node.name], how))
 
     def op_ReduceMean(self, node: Any, a: dict) -> None:
         x = self.act(node, node.input[0])
@@ -660,17 +656,7 @@ class Lowering:
                 "mean(dim=(2, 3), keepdim=True) or AdaptiveAvgPool2d(1), then "
                 "flatten)",
             )
-        self.emit(
-            node,
-            ir.GlobalAvgPool(
-                node.name,
-                [x],
-                node.output[0],
-                (shape[0], shape[1], 1, 1),
-                [node.name],
-                "global pool (ReduceMean over H, W)",
-            ),
-        )
+        self._global_pool(node, x, "global pool (ReduceMean over H, W)")
 
     def _to_shape(self, node: Any, x: str, target: tuple[int, ...]) -> None:
         shape = self.shapes[x]
