@@ -103,7 +103,7 @@ def run(
 ) -> None:
     """Benchmark one artifact on this machine (no coordinator) and print the timings."""
     from agent.device import collect_device_info, environment
-    from agent.runners import RunnerError, get_runner
+    from agent.runners import RunnerError, RunPlan, get_runner
     from bnnbench.digest import sha256_file
     from bnnbench.stats import summarize
 
@@ -121,7 +121,7 @@ def run(
         raise _fail(f"library {library!r} is not available: {reason}")
     env = environment()
     try:
-        out = runner.benchmark(artifact, threads, warmup, runs)
+        out = runner.benchmark(artifact, RunPlan(threads, warmup, runs))
     except RunnerError as exc:
         raise _fail(f"cannot run {artifact}: {exc}") from None
     stats = summarize(out.samples_ms)

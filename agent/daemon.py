@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from agent import __version__, probe
 from agent.cache import ArtifactCache, ArtifactError
 from agent.fleet import DeviceSpec, open_transport
-from agent.runners import Runner, RunnerError, available_runners
+from agent.runners import Runner, RunnerError, RunPlan, available_runners
 from agent.runners.dabnn import DabnnRunner
 from agent.runners.device_cli import DeviceCliRunner
 from agent.runners.lce import LceRunner
@@ -455,7 +455,8 @@ class Agent:
                     raise Stopped()
             log.info("running job %d with %s on %s", lease.job_id, runner.name, self.spec.url)
             before = probe.readings(self.transport)
-            out = self._run_in_thread(lambda: self._benchmark(runner, path, lease))
+            # every runner takes the protocol and applies what its tool supports
+            out = self._run_in_thread(lambda: runner.benchmark(path, RunPlan.of(lease)))
             after = probe.readings(self.transport)
         except Stopped:
             raise
@@ -503,13 +504,6 @@ class Agent:
             samples_ms=out.samples_ms,
             runtime_version=out.runtime_version,
             env=env,
-        )
-
-    @staticmethod
-    def _benchmark(runner: Runner, path: Path, lease: JobLease) -> Any:
-        # every runner takes the protocol and applies what its tool supports
-        return runner.benchmark(
-            path, lease.threads, lease.warmup, lease.runs, protocol=lease.protocol
         )
 
     def deliver(self, job_id: int, result: ResultIn) -> bool:

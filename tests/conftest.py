@@ -453,6 +453,8 @@ NATIVE_BUILD_FILES = {
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return  # -p no:xdist: no groups to form (and the mark would be unknown)
     for item in items:
         if item.get_closest_marker("xdist_group"):
             continue

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.runners.base import Runner, RunnerError
+from agent.runners.base import Runner, RunnerError, RunPlan
 from agent.runners.benchmark_output import BenchmarkOutputError, parse_google_benchmark_json
 from agent.runners.dabnn import ENV_BINARY, DabnnRunner
 
@@ -75,7 +75,7 @@ def test_runner_reports_a_failed_run(tmp_path: Path) -> None:
     doc["benchmarks"][0]["error_message"] = "boom"
     runner = DabnnRunner(_stub(tmp_path, json.dumps(doc)))
     with pytest.raises(RunnerError, match="boom"):
-        runner.benchmark(tmp_path / "m.dab", threads=1, warmup=0, runs=3)
+        runner.benchmark(tmp_path / "m.dab", RunPlan(threads=1, warmup=0, runs=3))
 
 
 def _stub(tmp_path: Path, stdout: str, stderr: str = "", rc: int = 0) -> Path:
@@ -100,7 +100,7 @@ def test_runner_command_warmup_and_samples(tmp_path: Path) -> None:
     runner = DabnnRunner(_stub(tmp_path, OLD.read_text()))
     assert isinstance(runner, Runner) and runner.available()
     assert runner.version().startswith("dabnn benchmark_single_model sha256:")
-    out = runner.benchmark(tmp_path / "model.dab", threads=1, warmup=5, runs=2)
+    out = runner.benchmark(tmp_path / "model.dab", RunPlan(threads=1, warmup=5, runs=2))
     argv = json.loads((tmp_path / "argv.json").read_text())
     assert argv == [
         str(tmp_path / "model.dab"),
@@ -117,10 +117,10 @@ def test_runner_command_warmup_and_samples(tmp_path: Path) -> None:
 def test_runner_refuses_threads_and_reports_model_errors(tmp_path: Path) -> None:
     runner = DabnnRunner(_stub(tmp_path, OLD.read_text()))
     with pytest.raises(RunnerError, match="single-threaded") as ei:
-        runner.benchmark(tmp_path / "m.dab", threads=4, warmup=0, runs=3)
+        runner.benchmark(tmp_path / "m.dab", RunPlan(threads=4, warmup=0, runs=3))
     assert ei.value.retryable is False
     with pytest.raises(RunnerError, match="reported 3 repetitions, expected 5"):
-        runner.benchmark(tmp_path / "m.dab", threads=1, warmup=0, runs=5)
+        runner.benchmark(tmp_path / "m.dab", RunPlan(threads=1, warmup=0, runs=5))
     # what daBNN's benchmark_single_model prints when its loader rejects a layer
     err = (
         "terminate called after throwing an instance of 'std::runtime_error'\n"
@@ -128,7 +128,7 @@ def test_runner_refuses_threads_and_reports_model_errors(tmp_path: Path) -> None
     )
     runner = DabnnRunner(_stub(tmp_path, '{\n  "context": {', err, rc=134))
     with pytest.raises(RunnerError, match="Not supported op softmax") as ei:
-        runner.benchmark(tmp_path / "m.dab", threads=1, warmup=0, runs=1)
+        runner.benchmark(tmp_path / "m.dab", RunPlan(threads=1, warmup=0, runs=1))
     assert ei.value.retryable is False
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.runners.base import Runner, RunnerError, RunOutput
+from agent.runners.base import Runner, RunnerError, RunPlan
 from agent.runners.dabnn import DabnnRunner
 from agent.runners.device_command import cpu_mask, device_command, file_id
 from agent.runners.lce import LceRunner
@@ -188,7 +188,7 @@ def test_lce_binary_through_a_transport_stages_once_and_parses(
     assert r.version() == f"lce_benchmark_model lce_benchmark_model sha256:{digest[:12]}"
     assert any(c.startswith("[ -f ") and "sha256sum" in c for c in transport.commands)
 
-    out = r.benchmark(model, threads=2, warmup=3, runs=4)
+    out = r.benchmark(model, RunPlan(threads=2, warmup=3, runs=4))
     staged = f"{device_dir.resolve()}/artifacts/{_sha(model)}.tflite"
     assert transport.pushed == [staged]
     assert Path(staged).read_bytes() == model.read_bytes()
@@ -212,10 +212,11 @@ def test_lce_binary_through_a_transport_stages_once_and_parses(
     assert out.extra["affinity_cpus"] is None and out.extra["pinned"] is False
     assert out.extra["first_inference_ms_median"] == pytest.approx(360.262)
 
-    r.benchmark(model, threads=1, warmup=0, runs=1)  # the device has it now: no second push
+    # the device has it now: no second push
+    r.benchmark(model, RunPlan(threads=1, warmup=0, runs=1))
     assert transport.pushed == [staged]
     fresh = LceRunner(mode="binary", binary=binary, transport=transport)
-    fresh.benchmark(model, threads=1, warmup=0, runs=1)  # a new agent finds it there too
+    fresh.benchmark(model, RunPlan(threads=1, warmup=0, runs=1))  # a new agent finds it there too
     assert transport.pushed == [staged]
 
 
@@ -237,7 +238,7 @@ def test_lce_pinning_wrapper_and_protocol(
         affinity="big",
         exec_wrapper=f"{wrapper} -L",
     )
-    out = r.benchmark(model, threads=2, warmup=1, runs=1)
+    out = r.benchmark(model, RunPlan(threads=2, warmup=1, runs=1))
     # big: the fastest cluster (cpu7), grown by the next (4-6) to hold 2 threads
     assert out.extra["affinity_cpus"] == [4, 5, 6, 7] and out.extra["pinned"] is True
     assert out.extra["command"].startswith(f"taskset f0 {wrapper} -L {binary} ")
@@ -247,7 +248,7 @@ def test_lce_pinning_wrapper_and_protocol(
 
     # the job's protocol: its affinity wins; warm-up time per process; min time adds samples
     p = MeasurementProtocol(affinity="0-1", warmup_ms=250, min_time_ms=600)
-    out = r.benchmark(model, threads=1, warmup=0, runs=1, protocol=p)
+    out = r.benchmark(model, RunPlan(threads=1, warmup=0, runs=1, protocol=p))
     assert out.extra["affinity_cpus"] == [0, 1] and out.extra["command"].startswith("taskset 3 ")
     assert len(out.samples_ms) == 3  # 3 × 249.7 ms ≥ 600 ms
     assert out.extra["protocol_applied"] == {
@@ -257,7 +258,9 @@ def test_lce_pinning_wrapper_and_protocol(
         "processes": 3,
     }
     assert "--warmup_min_secs=0.25" in log.read_text().splitlines()[-1].split()
-    capped = r.benchmark(model, 1, 0, 1, protocol=MeasurementProtocol(min_time_ms=5000, max_runs=2))
+    capped = r.benchmark(
+        model, RunPlan(1, 0, 1, protocol=MeasurementProtocol(min_time_ms=5000, max_runs=2))
+    )
     assert len(capped.samples_ms) == 2
 
 
@@ -275,7 +278,9 @@ def test_lce_device_side_failures(
         device_dir, OUTPUTS / "tflite_benchmark_model_mi11_nnapi_failed.txt", rc=1
     )
     with pytest.raises(RunnerError, match="Benchmarking failed") as exc:
-        LceRunner(mode="binary", binary=binary, transport=transport).benchmark(model, 1, 0, 1)
+        LceRunner(mode="binary", binary=binary, transport=transport).benchmark(
+            model, RunPlan(1, 0, 1)
+        )
     assert not exc.value.retryable
     # the shell could not start it (a wrapper or loader missing on the device): retryable
     r = LceRunner(
@@ -285,7 +290,7 @@ def test_lce_device_side_failures(
         exec_wrapper=str(device_dir / "no-such-qemu"),
     )
     with pytest.raises(RunnerError, match="cannot run") as exc:
-        r.benchmark(model, 1, 0, 1)
+        r.benchmark(model, RunPlan(1, 0, 1))
     assert exc.value.retryable
 
 
@@ -295,7 +300,7 @@ def test_lce_timeout_kills_the_tool(
     slow = _executable(device_dir / "bin" / "slow", "#!/bin/sh\nsleep 30\n")
     r = LceRunner(mode="binary", binary=str(slow), transport=transport, timeout_s=0.5)
     with pytest.raises(RunnerError, match="killed"):
-        r.benchmark(model, 1, 0, 1)
+        r.benchmark(model, RunPlan(1, 0, 1))
 
 
 # ------------------------------------------------------------------ daBNN
@@ -312,7 +317,7 @@ def test_dabnn_through_a_transport(
     assert isinstance(r, Runner) and r.available()
     digest = _sha(Path(binary))
     assert r.version() == f"dabnn benchmark_single_model sha256:{digest[:16]}"
-    out = r.benchmark(dab, threads=1, warmup=2, runs=2)
+    out = r.benchmark(dab, RunPlan(threads=1, warmup=2, runs=2))
     staged = f"{device_dir.resolve()}/artifacts/{_sha(dab)}.dab"
     assert transport.pushed == [staged]
     assert json.loads(argv_log.read_text()) == [
@@ -332,7 +337,7 @@ def test_dabnn_through_a_transport(
     # protocol: 3 s over 2 samples stretches each repetition to 1.5 s; 1 s of warm-up is
     # one discarded repetition of that length
     p = MeasurementProtocol(min_time_ms=3000, warmup_ms=1000, affinity="all")
-    out = r.benchmark(dab, threads=1, warmup=0, runs=2, protocol=p)
+    out = r.benchmark(dab, RunPlan(threads=1, warmup=0, runs=2, protocol=p))
     assert json.loads(argv_log.read_text())[-1] == "--benchmark_min_time=1.5"
     assert out.extra["protocol_applied"]["discarded_repetitions"] == 1
     assert out.extra["affinity_cpus"] is None and not out.extra["pinned"]
@@ -357,7 +362,7 @@ def test_dabnn_device_side_availability_and_wrapper(
     dab = tmp_path / "m.dab"
     dab.write_bytes(b"dab")
     out = DabnnRunner(binary, transport=transport, exec_wrapper=str(wrapper)).benchmark(
-        dab, threads=1, warmup=0, runs=3
+        dab, RunPlan(threads=1, warmup=0, runs=3)
     )
     assert len(out.samples_ms) == 3 and wrapper_log.read_text() == "ran\n"
     assert out.extra["command"].startswith(f"{wrapper} {binary} ")
@@ -387,28 +392,14 @@ def test_board_agent_gets_library_runners_and_passes_the_protocol(
     agent.spec = DeviceSpec(url="ssh://pi@board", lce_benchmark=str(device_dir / "missing"))
     assert agent._default_runners() == {}
 
-    class Recorder:
-        name = "x"
-
-        def benchmark(
-            self,
-            path: Path,
-            threads: int,
-            warmup: int,
-            runs: int,
-            protocol: MeasurementProtocol | None = None,
-        ) -> RunOutput:
-            self.got = protocol
-            return RunOutput([1.0], "v")
-
+    # the lease's protocol reaches the runner with its numbers
     lease = type(
         "Lease",
         (),
         {"threads": 1, "warmup": 0, "runs": 1, "protocol": MeasurementProtocol(min_time_ms=5)},
     )()
-    rec = Recorder()
-    Agent._benchmark(rec, model, lease)  # type: ignore[arg-type]
-    assert rec.got == MeasurementProtocol(min_time_ms=5)
+    plan = RunPlan.of(lease)  # type: ignore[arg-type]
+    assert plan == RunPlan(1, 0, 1, MeasurementProtocol(min_time_ms=5))
 
 
 def test_lce_python_mode_applies_the_protocol_in_process(tmp_path: Path) -> None:
@@ -425,10 +416,10 @@ def test_lce_python_mode_applies_the_protocol_in_process(tmp_path: Path) -> None
     tflite = tmp_path / "tiny.tflite"
     convert_lce(load_ir(make_tiny_onnx(tmp_path / "tiny.onnx", "bnn")), tflite, {})
     p = MeasurementProtocol(warmup_ms=20, min_time_ms=30, max_runs=100_000)
-    out = r.benchmark(tflite, threads=1, warmup=0, runs=2, protocol=p)
+    out = r.benchmark(tflite, RunPlan(threads=1, warmup=0, runs=2, protocol=p))
     assert out.extra["warmup_runs"] >= 1
     assert len(out.samples_ms) >= 2 and sum(out.samples_ms) >= 30
     capped = r.benchmark(
-        tflite, 1, 0, 2, protocol=MeasurementProtocol(min_time_ms=60_000, max_runs=5)
+        tflite, RunPlan(1, 0, 2, protocol=MeasurementProtocol(min_time_ms=60_000, max_runs=5))
     )
     assert len(capped.samples_ms) == 5

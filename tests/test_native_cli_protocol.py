@@ -158,18 +158,19 @@ def test_help_lists_the_protocol_flags(model):
 def test_in_process_runner_applies_the_same_protocol(model: Path) -> None:
     """The local agent's in-process runner follows the CLI's rules: at least `runs` samples
     summing to `min_time_ms`, capped at `max_runs`; warm-up for at least `warmup_ms`."""
+    from agent.runners import RunPlan
     from agent.runners.native import NativeRunner
     from bnnbench.schemas import MeasurementProtocol
 
     runner = NativeRunner()
-    plain = runner.benchmark(model, 1, 1, 3)
+    plain = runner.benchmark(model, RunPlan(1, 1, 3))
     assert len(plain.samples_ms) == 3
     p = MeasurementProtocol(min_time_ms=150.0, max_runs=50_000, warmup_ms=20.0)
-    out = runner.benchmark(model, 1, 1, 3, protocol=p)
+    out = runner.benchmark(model, RunPlan(1, 1, 3, protocol=p))
     n = len(out.samples_ms)
     assert n >= 3 and (sum(out.samples_ms) >= 150.0 - EPS or n == 50_000)
     capped = runner.benchmark(
-        model, 1, 0, 3, protocol=MeasurementProtocol(min_time_ms=1e6, max_runs=7)
+        model, RunPlan(1, 0, 3, protocol=MeasurementProtocol(min_time_ms=1e6, max_runs=7))
     )
     assert len(capped.samples_ms) == 7
     assert out.extra["protocol_applied"]["min_time_ms"] == 150.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.runners.base import Runner, RunnerError, RunOutput
+from agent.runners.base import Runner, RunnerError, RunOutput, RunPlan
 from agent.runners.dabnn import DabnnRunner
 from agent.runners.lce import LceRunner
 from agent.runners.native import NativeRunner
@@ -47,4 +47,12 @@ def available_runners(settings: RunnerSettings | None = None) -> dict[str, Runne
     return out
 
 
-__all__ = ["RUNNERS", "Runner", "RunnerError", "RunOutput", "available_runners", "get_runner"]
+__all__ = [
+    "RUNNERS",
+    "Runner",
+    "RunnerError",
+    "RunOutput",
+    "RunPlan",
+    "available_runners",
+    "get_runner",
+]

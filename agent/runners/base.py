@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from bnnbench.schemas import MeasurementProtocol
+from bnnbench.schemas import JobLease, MeasurementProtocol
 
 
 class RunnerError(Exception):
@@ -21,13 +21,36 @@ class RunnerError(Exception):
         self.retryable = retryable
 
 
-def check_run_args(threads: int, warmup: int, runs: int) -> None:
-    """The job's numbers every runner needs: threads >= 1, warmup >= 0, runs >= 1 (a runner
-    with a narrower thread range checks that itself). Not retryable: the job is wrong."""
-    if threads < 1:
-        raise RunnerError(f"threads must be ≥ 1, the job asks for {threads}", retryable=False)
-    if runs < 1 or warmup < 0:
-        raise RunnerError(f"invalid warmup={warmup} runs={runs}", retryable=False)
+@dataclass(frozen=True)
+class RunPlan:
+    """One benchmark run as its job asks for it: ``threads``, ``warmup`` untimed and ``runs``
+    timed inferences, and the measurement protocol (warm-up time, minimum timed time, run
+    cap, affinity). The numbers are checked once, here (a runner with a narrower thread range
+    checks that itself); a wrong one is not retryable: the job is wrong."""
+
+    threads: int
+    warmup: int
+    runs: int
+    protocol: MeasurementProtocol = field(default_factory=MeasurementProtocol)
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise RunnerError(
+                f"threads must be ≥ 1, the job asks for {self.threads}", retryable=False
+            )
+        if self.runs < 1 or self.warmup < 0:
+            raise RunnerError(f"invalid warmup={self.warmup} runs={self.runs}", retryable=False)
+
+    @classmethod
+    def of(cls, lease: JobLease) -> RunPlan:
+        return cls(lease.threads, lease.warmup, lease.runs, lease.protocol)
+
+    @property
+    def run_cap(self) -> int:
+        """How many timed runs ``min_time_ms`` may grow the job to (``max_runs``, else 100×
+        the runs asked for); without a minimum time, exactly ``runs``."""
+        p = self.protocol
+        return max(p.max_runs or 100 * self.runs, self.runs) if p.min_time_ms else self.runs
 
 
 @dataclass
@@ -49,17 +72,10 @@ class Runner(Protocol):
         """Whether this runner can run here now; the agent advertises only available ones."""
         ...
 
-    def benchmark(
-        self,
-        artifact_path: Path,
-        threads: int,
-        warmup: int,
-        runs: int,
-        protocol: MeasurementProtocol | None = None,
-    ) -> RunOutput:
-        """Load the artifact, run ``warmup`` untimed and ``runs`` timed inferences.
+    def benchmark(self, artifact_path: Path, plan: RunPlan) -> RunOutput:
+        """Load the artifact, run ``plan.warmup`` untimed and ``plan.runs`` timed inferences.
 
-        ``protocol`` (the job's warm-up time, minimum timed time, run cap, affinity): a runner
-        applies what its tool supports and says in ``extra["protocol_applied"]`` what it did;
-        ``extra["affinity_cpus"]`` names the cores it pinned to (None: not pinned)."""
+        A runner applies what its tool supports of ``plan.protocol`` and says in
+        ``extra["protocol_applied"]`` what it did; ``extra["affinity_cpus"]`` names the cores
+        it pinned to (None: not pinned)."""
         ...

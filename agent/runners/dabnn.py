@@ -34,11 +34,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from agent.runners.base import RunnerError, RunOutput
+from agent.runners.base import RunnerError, RunOutput, RunPlan
 from agent.runners.benchmark_output import BenchmarkOutputError, parse_google_benchmark_json
 from agent.runners.device_command import DeviceProgram, run_timeout
 from agent.transports.base import Transport, TransportError
-from bnnbench.schemas import DeviceInfo, MeasurementProtocol
+from bnnbench.schemas import DeviceInfo
 from bnnbench.settings import RunnerSettings
 
 ENV_BINARY = RunnerSettings.env_var("dabnn_benchmark")
@@ -133,21 +133,13 @@ class DabnnRunner:
             argv.append(f"--benchmark_min_time={min_time_s:.6g}")
         return argv
 
-    def benchmark(
-        self,
-        artifact_path: Path,
-        threads: int,
-        warmup: int,
-        runs: int,
-        protocol: MeasurementProtocol | None = None,
-    ) -> RunOutput:
-        if threads != 1:
+    def benchmark(self, artifact_path: Path, plan: RunPlan) -> RunOutput:
+        if plan.threads != 1:
             raise RunnerError(
-                f"daBNN is single-threaded; the job asks for {threads} threads", retryable=False
+                f"daBNN is single-threaded; the job asks for {plan.threads} threads",
+                retryable=False,
             )
-        if runs < 1:
-            raise RunnerError(f"runs must be at least 1, got {runs}", retryable=False)
-        p = protocol or MeasurementProtocol()
+        warmup, runs, p = plan.warmup, plan.runs, plan.protocol
         version = self.version()
         # a repetition lasts >= its min time; stretch it so `runs` of them cover min_time_ms
         per_rep_s = GBENCH_MIN_TIME_S
@@ -160,7 +152,7 @@ class DabnnRunner:
         model = self.program.stage(Path(artifact_path), ".dab")
         affinity = p.affinity or self.program.affinity
         command, pinned, cpus = self.program.command(
-            self.command(model, runs + discard, min_time_flag), affinity, threads
+            self.command(model, runs + discard, min_time_flag), affinity, plan.threads
         )
         timeout = run_timeout(self.timeout_s, (runs + discard) * per_rep_s)
         res = self.program.run(command, timeout)

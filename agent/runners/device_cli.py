@@ -16,13 +16,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from agent.runners.base import RunnerError, RunOutput, check_run_args
+from agent.runners.base import RunnerError, RunOutput, RunPlan
 from agent.runners.device_command import device_command, pick_cpus, run_timeout
 from agent.runners.native import check_threads
 from agent.runners.staging import DeviceFiles
 from agent.transports.base import CommandResult, Transport, TransportError
 from bnnbench.digest import sha256_file
-from bnnbench.schemas import DeviceInfo, MeasurementProtocol
+from bnnbench.schemas import DeviceInfo
 
 NATIVE_DIR = Path(__file__).resolve().parents[2] / "native"
 # the CLI built for each ABI family; x86-64 boards run the host build
@@ -86,38 +86,30 @@ class DeviceCliRunner:
             self._cli_sha = sha256_file(self.cli)
         return f"bnnbench-native {self.cli.parent.name} static sha256:{self._cli_sha[:12]}"
 
-    def benchmark(
-        self,
-        artifact_path: Path,
-        threads: int,
-        warmup: int,
-        runs: int,
-        protocol: MeasurementProtocol | None = None,
-    ) -> RunOutput:
+    def benchmark(self, artifact_path: Path, plan: RunPlan) -> RunOutput:
         """Stage the CLI and the model, run the CLI with the protocol's flags (the same rules
         as the in-process runner), pinned to the chosen cores, and read its JSON report."""
-        check_run_args(threads, warmup, runs)
-        check_threads(threads)
-        p = protocol or MeasurementProtocol()
+        check_threads(plan.threads)
+        p = plan.protocol
         cli = self.files.stage(self.cli, f"bin/bnnbench-native-{self.version()[-12:]}", 0o755)
         model = self.files.stage_artifact(artifact_path, ".bnn")
-        cpus = pick_cpus(self.device, p.affinity or self.affinity, threads)
+        cpus = pick_cpus(self.device, p.affinity or self.affinity, plan.threads)
         argv = [
             cli,
             model,
             "--threads",
-            str(threads),
+            str(plan.threads),
             "--warmup",
-            str(warmup),
+            str(plan.warmup),
             "--runs",
-            str(runs),
+            str(plan.runs),
             "--json",
         ]
         if p.warmup_ms:
             argv += ["--warmup-ms", str(math.ceil(p.warmup_ms))]
         if p.min_time_ms:
             argv += ["--min-time-ms", str(math.ceil(p.min_time_ms))]
-            argv += ["--max-runs", str(max(p.max_runs or 100 * runs, runs))]
+            argv += ["--max-runs", str(plan.run_cap)]
         command, pinned = device_command(
             argv, cpus=cpus, exec_wrapper=self.exec_wrapper, taskset="taskset" in self.device.tools
         )
@@ -135,7 +127,7 @@ class DeviceCliRunner:
                 "kernel_isa": report.get("isa"),
                 "input_shape": report.get("input_shape"),
                 "output_shape": report.get("output_shape"),
-                "warmup_runs": report.get("warmup_runs", warmup),
+                "warmup_runs": report.get("warmup_runs", plan.warmup),
                 "warmup_ms": report.get("warmup_ms"),
                 "timed_ms": report.get("timed_ms"),
                 "command": command,

@@ -45,12 +45,12 @@ from typing import Any
 
 import numpy as np
 
-from agent.runners.base import RunnerError, RunOutput, check_run_args
+from agent.runners.base import RunnerError, RunOutput, RunPlan
 from agent.runners.benchmark_output import BenchmarkOutputError, parse_benchmark_model
 from agent.runners.device_command import DeviceProgram, run_timeout
 from agent.runners.tflite_bench import INPUT_SEED, make_input
 from agent.transports.base import Transport, TransportError
-from bnnbench.schemas import DeviceInfo, MeasurementProtocol
+from bnnbench.schemas import DeviceInfo
 from bnnbench.settings import RunnerSettings
 
 MODES = ("auto", "python", "binary")
@@ -200,25 +200,16 @@ class LceRunner:
         return f"larq-compute-engine {_lce_version()} (python interpreter)"
 
     # -- benchmark --------------------------------------------------------------------
-    def benchmark(
-        self,
-        artifact_path: Path,
-        threads: int,
-        warmup: int,
-        runs: int,
-        protocol: MeasurementProtocol | None = None,
-    ) -> RunOutput:
-        check_run_args(threads, warmup, runs)
+    def benchmark(self, artifact_path: Path, plan: RunPlan) -> RunOutput:
         mode = self.resolved_mode()
         if mode is None:
             self.available()
             raise RunnerError(f"LCE runner not available: {self.unavailable_reason}")
         artifact_path = Path(artifact_path)
-        p = protocol or MeasurementProtocol()
         if mode == "python":
-            out = self._benchmark_python(artifact_path, threads, warmup, runs, p)
+            out = self._benchmark_python(artifact_path, plan)
         else:
-            out = self._benchmark_binary(artifact_path, threads, warmup, runs, p)
+            out = self._benchmark_binary(artifact_path, plan)
         out.extra.update(self._artifact_info(artifact_path))
         return out
 
@@ -231,14 +222,8 @@ class LceRunner:
             return {"artifact_ops": f"unreadable ({type(exc).__name__})"}
         return {"lce_bconv2d_ops": fb.count("LceBconv2d"), "custom_ops": fb.custom_ops}
 
-    @staticmethod
-    def _run_cap(runs: int, p: MeasurementProtocol) -> int:
-        """How many timed runs (samples) ``min_time_ms`` may grow the job to."""
-        return max(p.max_runs or 100 * runs, runs) if p.min_time_ms else runs
-
-    def _benchmark_python(
-        self, path: Path, threads: int, warmup: int, runs: int, p: MeasurementProtocol
-    ) -> RunOutput:
+    def _benchmark_python(self, path: Path, plan: RunPlan) -> RunOutput:
+        threads, warmup, runs, p = plan.threads, plan.warmup, plan.runs, plan.protocol
         wrapper = load_wrapper()
         try:
             interp = wrapper.LiteInterpreter(
@@ -254,7 +239,7 @@ class LceRunner:
                 f"model has {len(shapes)} inputs; one image input expected", retryable=False
             )
         x = make_input(shapes[0])  # NHWC, the same deterministic zero-free input as native
-        cap = self._run_cap(runs, p)
+        cap = plan.run_cap
         try:
             y = interp.predict([x])  # also proves the graph runs before timing
             warm_until = time.perf_counter() + p.warmup_ms / 1e3
@@ -312,9 +297,8 @@ class LceRunner:
             argv.append(f"--max_secs={math.ceil(warmup_s) + 60}")
         return argv
 
-    def _benchmark_binary(
-        self, path: Path, threads: int, warmup: int, runs: int, p: MeasurementProtocol
-    ) -> RunOutput:
+    def _benchmark_binary(self, path: Path, plan: RunPlan) -> RunOutput:
+        threads, warmup, runs, p = plan.threads, plan.warmup, plan.runs, plan.protocol
         model = self.program.stage(path, ".tflite")
         affinity = p.affinity or self.affinity
         warmup_s = p.warmup_ms / 1e3
@@ -322,7 +306,7 @@ class LceRunner:
             self.command(model, threads, warmup, warmup_s), affinity, threads
         )
         timeout = run_timeout(self.timeout_s, warmup_s)
-        cap = self._run_cap(runs, p)
+        cap = plan.run_cap
         samples: list[float] = []
         init_us: list[float] = []
         first_us: list[float] = []

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.runners.base import RunnerError, RunOutput
+from agent.runners.base import RunnerError, RunOutput, RunPlan
 
 # the input every library is timed on; defined in the standalone script a board may run
 from agent.runners.tflite_bench import INPUT_SEED, make_input
-from bnnbench.schemas import MAX_THREADS, MeasurementProtocol
+from bnnbench.schemas import MAX_THREADS
 
 
 def check_threads(threads: int) -> None:
@@ -48,19 +48,12 @@ class NativeRunner:
         self.unavailable_reason = None
         return True
 
-    def benchmark(
-        self,
-        artifact_path: Path,
-        threads: int,
-        warmup: int,
-        runs: int,
-        protocol: MeasurementProtocol | None = None,
-    ) -> RunOutput:
+    def benchmark(self, artifact_path: Path, plan: RunPlan) -> RunOutput:
         from native import engine
 
-        check_threads(threads)
+        check_threads(plan.threads)
         try:
-            eng = engine.NativeEngine(str(artifact_path), threads=threads)
+            eng = engine.NativeEngine(str(artifact_path), threads=plan.threads)
         except engine.NativeError as exc:
             # the artifact's hash was verified: the engine rejects this model for good
             msg = f"native engine cannot load the model: {exc}"
@@ -69,12 +62,14 @@ class NativeRunner:
             with eng:
                 x = make_input(tuple(eng.input_shape))
                 y = eng.run(x)  # also validates the graph end-to-end before timing
-                samples = _timed(eng, x, warmup, runs, protocol or MeasurementProtocol())
+                samples = _timed(eng, x, plan)
                 output_shape = list(eng.output_shape)
         except engine.NativeError as exc:
             raise RunnerError(f"native engine: {exc}") from exc
-        if len(samples) < runs:
-            raise RunnerError(f"native engine returned {len(samples)} samples, expected {runs}")
+        if len(samples) < plan.runs:
+            raise RunnerError(
+                f"native engine returned {len(samples)} samples, expected {plan.runs}"
+            )
         return RunOutput(
             samples_ms=samples,
             runtime_version=engine.version(),
@@ -86,30 +81,25 @@ class NativeRunner:
                 "kernel_isa": engine.kernel_isa(),
                 "timer": "engine monotonic clock, inference only",
                 # warm-up and minimum time as the static CLI applies them; not pinned
-                "protocol_applied": (
-                    protocol.model_dump(exclude={"affinity", "cooldown_s"})
-                    if protocol is not None
-                    else None
-                ),
+                "protocol_applied": plan.protocol.model_dump(exclude={"affinity", "cooldown_s"}),
                 "affinity_cpus": None,
             },
         )
 
 
-def _timed(
-    eng: object, x: np.ndarray, warmup: int, runs: int, p: MeasurementProtocol
-) -> list[float]:
+def _timed(eng: object, x: np.ndarray, plan: RunPlan) -> list[float]:
     """Warm-up until ``warmup`` runs and ``warmup_ms`` of wall time are done; then timed runs
     until ``runs`` samples summing to ``min_time_ms`` exist, capped at ``max_runs`` (the
     rules of the static CLI's --warmup-ms / --min-time-ms / --max-runs)."""
     bench = eng.benchmark  # type: ignore[attr-defined]
+    warmup, runs, p = plan.warmup, plan.runs, plan.protocol
     start = time.monotonic()
     if warmup:
         bench(x, warmup=warmup - 1, runs=1)
     while (time.monotonic() - start) * 1000 < p.warmup_ms:
         bench(x, warmup=0, runs=1)
     samples = [float(s) for s in bench(x, warmup=0, runs=runs)]
-    cap = max(p.max_runs or 100 * runs, runs)
+    cap = plan.run_cap
     while sum(samples) < p.min_time_ms and len(samples) < cap:
         samples += [float(s) for s in bench(x, warmup=0, runs=min(runs, cap - len(samples)))]
     return samples

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.runners import tflite_bench
-from agent.runners.base import RunnerError, RunOutput, check_run_args
+from agent.runners.base import RunnerError, RunOutput, RunPlan
 from agent.runners.device_command import device_command, pick_cpus, run_timeout
 from agent.runners.staging import DeviceFiles
 from agent.transports.base import Transport, quote
 from bnnbench.digest import sha256_file
-from bnnbench.schemas import DeviceInfo, MeasurementProtocol
+from bnnbench.schemas import DeviceInfo
 from bnnbench.settings import RunnerSettings
 
 SCRIPT = Path(tflite_bench.__file__)
@@ -85,20 +85,11 @@ class TFLiteRunner:
             self._remote_version = f"tflite-runtime {res.stdout.strip()} ({self.python})"
         return self._remote_version
 
-    def benchmark(
-        self,
-        artifact_path: Path,
-        threads: int,
-        warmup: int,
-        runs: int,
-        protocol: MeasurementProtocol | None = None,
-    ) -> RunOutput:
-        check_run_args(threads, warmup, runs)
-        p = protocol or MeasurementProtocol()
+    def benchmark(self, artifact_path: Path, plan: RunPlan) -> RunOutput:
         if self.transport is None:
-            report, cpus, command = self._local(artifact_path, threads, warmup, runs, p), None, None
+            report, cpus, command = self._local(artifact_path, plan), None, None
         else:
-            report, cpus, command = self._remote(artifact_path, threads, warmup, runs, p)
+            report, cpus, command = self._remote(artifact_path, plan)
         samples = [float(s) for s in report.pop("samples_ms")]
         version = report.pop("tflite_runtime", None)
         return RunOutput(
@@ -106,7 +97,7 @@ class TFLiteRunner:
             runtime_version=self.version() if self.transport else f"tflite-runtime {version}",
             extra={
                 **report,
-                "protocol_applied": p.model_dump(exclude={"cooldown_s"}),
+                "protocol_applied": plan.protocol.model_dump(exclude={"cooldown_s"}),
                 "affinity_cpus": cpus,
                 "command": command,
             },
@@ -114,9 +105,8 @@ class TFLiteRunner:
 
     # ------------------------------------------------------------------ where it runs
 
-    def _local(
-        self, path: Path, threads: int, warmup: int, runs: int, p: MeasurementProtocol
-    ) -> dict[str, Any]:
+    def _local(self, path: Path, plan: RunPlan) -> dict[str, Any]:
+        threads, warmup, runs, p = plan.threads, plan.warmup, plan.runs, plan.protocol
         if not self.available():
             raise RunnerError(f"tflite runner not available: {self.unavailable_reason}")
         try:
@@ -133,9 +123,8 @@ class TFLiteRunner:
         except tflite_bench.BenchError as exc:
             raise RunnerError(str(exc), retryable=exc.retryable) from exc
 
-    def _remote(
-        self, path: Path, threads: int, warmup: int, runs: int, p: MeasurementProtocol
-    ) -> tuple[dict[str, Any], list[int] | None, str]:
+    def _remote(self, path: Path, plan: RunPlan) -> tuple[dict[str, Any], list[int] | None, str]:
+        threads, warmup, runs, p = plan.threads, plan.warmup, plan.runs, plan.protocol
         assert self.transport is not None
         files = DeviceFiles(self.transport)
         script = files.stage(SCRIPT, f"bin/tflite_bench-{sha256_file(SCRIPT)[:12]}.py")
