@@ -6,11 +6,9 @@ from bnnbench.schemas import (
     API_PREFIX,
     ArtifactOut,
     ArtifactRef,
-    ArtifactStatus,
     Endpoint,
     JobLease,
     JobOut,
-    JobStatus,
     Library,
     MeasurementProtocol,
     ModelOut,
@@ -21,53 +19,16 @@ from coordinator.models import Artifact, Job, Model, Result
 
 
 def model_out(m: Model) -> ModelOut:
-    return ModelOut(
-        id=m.id,
-        name=m.name,
-        sha256=m.sha256,
-        size=m.size,
-        arch=m.arch,
-        algorithm=m.algorithm,
-        analysis=m.analysis,
-        analysis_status=m.analysis_status,
-        analysis_error=m.analysis_error,
-        created_at=m.created_at,
-    )
+    return ModelOut.model_validate(m, from_attributes=True)
 
 
 def artifact_out(a: Artifact) -> ArtifactOut:
-    return ArtifactOut(
-        id=a.id,
-        model_id=a.model_id,
-        library=Library(a.library),
-        status=ArtifactStatus(a.status),
-        sha256=a.sha256,
-        size=a.size,
-        error=a.error,
-        report=a.report,
-        created_at=a.created_at,
-    )
+    return ArtifactOut.model_validate(a, from_attributes=True)
 
 
 def job_out(j: Job) -> JobOut:
-    return JobOut(
-        id=j.id,
-        model_id=j.model_id,
-        artifact_id=j.artifact_id,
-        library=Library(j.library),
-        threads=j.threads,
-        device_id=j.device_id,
-        status=JobStatus(j.status),
-        attempts=j.attempts,
-        error=j.error,
-        created_at=j.created_at,
-        warmup=j.warmup,
-        runs=j.runs,
-        leased_by=j.leased_by,
-        lease_expires_at=j.lease_expires_at,
-        protocol=MeasurementProtocol(**j.protocol) if j.protocol else None,
-        remeasures=j.remeasures or 0,
-    )
+    # the stored protocol is a dict, validated into MeasurementProtocol like any other field
+    return JobOut.model_validate(j, from_attributes=True)
 
 
 def download_url(artifact_id: int) -> str:
