@@ -1,8 +1,11 @@
 """Hostile and corrupted models must be rejected with an error or load fine, never crash.
 
-Every mutation runs through the CLI built with AddressSanitizer + UndefinedBehaviorSanitizer
-(`make -C native asan`), where any out-of-bounds read, overflow or leak is a failure; a
-subset also goes through ctypes in this process. Mutations use a fixed seed.
+Everything runs built with AddressSanitizer + UndefinedBehaviorSanitizer (`make -C native
+asan`), where any out-of-bounds read, overflow or leak is a failure: the hostile headers
+through the CLI, one process each; the thousands of truncations and mutations through the
+corpus runner (native/tests/fuzz_load.c: the CLI's load-check-run path, many files per
+process, leaks checked at its exit). A subset also goes through ctypes in this process.
+Mutations use a fixed seed.
 """
 
 from __future__ import annotations
@@ -25,14 +28,12 @@ from native.engine import NativeEngine, NativeError
 pytestmark = pytest.mark.slow
 
 ASAN_CLI = NATIVE / "build" / "asan" / "bnnbench-native"
+CORPUS_RUNNER = NATIVE / "build" / "asan" / "fuzz_load"
 SAN_ENV = {
     **os.environ,
     "ASAN_OPTIONS": "detect_leaks=1:exitcode=99:abort_on_error=0",
     "UBSAN_OPTIONS": "halt_on_error=1:exitcode=99:print_stacktrace=1",
 }
-# The exit-time leak scan doubles the cost of a run; random mutations check leaks on every
-# second run, truncations and hostile headers (the error paths) on every run.
-SAN_ENV_NO_LEAKS = {**SAN_ENV, "ASAN_OPTIONS": "detect_leaks=0:exitcode=99:abort_on_error=0"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,12 +57,11 @@ class Outcome:
     stderr: str
 
 
-def run_sanitized(
-    cases: list[tuple[str, bytes]], tmp: Path, leak_check_every: int = 1
-) -> list[Outcome]:
+def run_sanitized(cases: list[tuple[str, bytes]], tmp: Path) -> list[Outcome]:
+    """Each case through the sanitized CLI, one process each."""
+
     def one(item: tuple[int, tuple[str, bytes]]) -> Outcome:
         i, (label, data) = item
-        env = SAN_ENV if i % leak_check_every == 0 else SAN_ENV_NO_LEAKS
         path = tmp / f"m{i}.bnn"
         path.write_bytes(data)
         try:
@@ -80,7 +80,7 @@ def run_sanitized(
                 ],
                 capture_output=True,
                 text=True,
-                env=env,
+                env=SAN_ENV,
                 timeout=120,
                 check=False,
             )
@@ -92,6 +92,55 @@ def run_sanitized(
 
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         return list(pool.map(one, enumerate(cases)))
+
+
+def run_corpus(cases: list[tuple[str, bytes]], tmp: Path, processes: int = 2) -> list[Outcome]:
+    """Every case through the sanitized corpus runner, ``processes`` runners side by side;
+    outcomes in the CLI's terms (0: ran, 1: one "error:" line). A sanitizer abort is charged
+    to the input the runner was on (its last, unfinished line); inputs after it in that
+    runner are reported as not run."""
+    paths = []
+    for i, (_, data) in enumerate(cases):
+        paths.append(tmp / f"m{i}.bnn")
+        paths[-1].write_bytes(data)
+    chunks = [list(range(k, len(cases), processes)) for k in range(processes)]
+
+    def run(chunk: list[int]) -> list[Outcome]:
+        try:
+            proc = subprocess.run(
+                [str(CORPUS_RUNNER), *(str(paths[i]) for i in chunk)],
+                capture_output=True,
+                text=True,
+                env=SAN_ENV,
+                timeout=600,
+                check=False,
+            )
+            stdout, stderr, rc = proc.stdout, proc.stderr, proc.returncode
+        except subprocess.TimeoutExpired as exc:
+            stdout, stderr, rc = str(exc.stdout or ""), "timed out (hang?)", -999
+        lines = stdout.splitlines()
+        out = []
+        for n, i in enumerate(chunk):
+            label = cases[i][0]
+            complete = n < len(lines) - 1 or (n == len(lines) - 1 and stdout.endswith("\n"))
+            verdict = lines[n].partition("\t")[2] if n < len(lines) else ""
+            if complete and verdict == "ok":
+                out.append(Outcome(label, 0, ""))
+            elif complete and verdict.startswith("error: "):
+                out.append(Outcome(label, 1, verdict + "\n"))
+            elif n < len(lines):  # its line never finished: this input stopped the runner
+                out.append(Outcome(label, rc or -998, stderr or f"runner printed {verdict!r}"))
+            else:
+                out.append(Outcome(label, -997, "not run: the runner stopped before it"))
+        if rc != 0 or stderr:  # e.g. a leak, reported at exit: not charged to one input
+            out.append(Outcome(f"runner exit ({len(chunk)} inputs)", rc or -996, stderr))
+        return out
+
+    with ThreadPoolExecutor(max_workers=processes) as pool:
+        outcomes = [o for part in pool.map(run, chunks) for o in part]
+    for path in paths:
+        path.unlink()
+    return outcomes
 
 
 def assert_no_crash(outcomes: list[Outcome]) -> tuple[int, int]:
@@ -116,7 +165,7 @@ def test_seed_model_is_valid(tmp_path):
 
 def test_every_truncation_is_rejected(tmp_path):
     data = seed_model()
-    outcomes = run_sanitized([(f"prefix {n}", data[:n]) for n in range(len(data))], tmp_path)
+    outcomes = run_corpus([(f"prefix {n}", data[:n]) for n in range(len(data))], tmp_path)
     ok, rejected = assert_no_crash(outcomes)
     assert ok == 0 and rejected == len(data)
     # and in-process through ctypes: every prefix raises NativeError with a message
@@ -167,7 +216,7 @@ def mutations(data: bytes, count: int, seed: int) -> list[tuple[str, bytes]]:
 def test_random_mutations_never_crash(tmp_path):
     data = seed_model()
     cases = mutations(data, 2000, seed=1234)
-    ok, rejected = assert_no_crash(run_sanitized(cases, tmp_path, leak_check_every=2))
+    ok, rejected = assert_no_crash(run_corpus(cases, tmp_path))
     # both paths must be exercised: weight/float flips load fine, header flips are rejected
     assert ok > 50 and rejected > 500, (ok, rejected)
     # a subset in-process through ctypes (not sanitized, but a crash would kill pytest)
