@@ -118,6 +118,18 @@ class EndToEnd:
         }
 
 
+@dataclass(frozen=True)
+class Policy:
+    """How a back end's verdict weighs end-to-end misses.
+
+    ``gate``: the end-to-end comparison that must hold (``onnx``, ``reference``, or None where
+    the layer-wise check alone decides). ``binary_misses``: the share of inputs that may miss it
+    in a model with binary convs whose every layer passes (sign flips at thresholds)."""
+
+    gate: Literal["onnx", "reference"] | None = "onnx"
+    binary_misses: float = 0.5
+
+
 class ArtifactError(Exception):
     """The runtime refused the artifact or failed running it: a verdict, not a crash."""
 
@@ -135,6 +147,10 @@ class Artifact:
     layers_unavailable: str = ""
     #: whether the artifact has binary layers, where its file says so (else: the IR's)
     has_binary_layers: bool | None = None
+    #: how the back end's verdict weighs end-to-end misses
+    policy: Policy = Policy()
+    #: the threads its runtime runs with
+    threads: int = 1
 
     def open(self) -> None:
         """Load the artifact into its runtime; raise :class:`ArtifactError` if refused."""
@@ -172,18 +188,6 @@ class Artifact:
     ) -> tuple[dict[str, Any], list[str]]:
         """Back-end keys that depend on the outcome, and notes for a passing verdict."""
         return {}, []
-
-
-@dataclass(frozen=True)
-class Policy:
-    """How a back end's verdict weighs end-to-end misses.
-
-    ``gate``: the end-to-end comparison that must hold (``onnx``, ``reference``, or None where
-    the layer-wise check alone decides). ``binary_misses``: the share of inputs that may miss it
-    in a model with binary convs whose every layer passes (sign flips at thresholds)."""
-
-    gate: Literal["onnx", "reference"] | None = "onnx"
-    binary_misses: float = 0.5
 
 
 @dataclass
@@ -291,14 +295,15 @@ def check(
     *,
     inputs: list[np.ndarray],
     seed: int,
-    threads: int,
     layerwise: bool = True,
-    policy: Policy = Policy(),
 ) -> dict[str, Any]:
-    """Run the comparisons (module docstring) and return the JSON-serialisable report."""
-    report = FidelityReport(artifact.backend, len(inputs), seed, threads, extra=artifact.details())
+    """Run the comparisons (module docstring) under the artifact's policy and return the
+    JSON-serialisable report."""
+    report = FidelityReport(
+        artifact.backend, len(inputs), seed, artifact.threads, extra=artifact.details()
+    )
     try:
-        _check(artifact, graph, onnx_path, inputs, layerwise, policy, report)
+        _check(artifact, graph, onnx_path, inputs, layerwise, report)
     except _Failed as exc:
         report.verdict = exc.verdict
     report.backend = artifact.backend
@@ -312,9 +317,9 @@ def _check(
     onnx_path: str | Path | None,
     inputs: list[np.ndarray],
     layerwise: bool,
-    policy: Policy,
     report: FidelityReport,
 ) -> None:
+    policy = artifact.policy
     do_layers = layerwise and not artifact.layers_unavailable
     ort = None
     if onnx_path is not None:

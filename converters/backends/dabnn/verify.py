@@ -39,6 +39,7 @@ POLICY = Policy(gate=None)
 class DabArtifact(Artifact):
     backend = "numpy reference of daBNN's runtime (no daBNN here)"
     reference_semantics = "daBNN (bit = x > 0, binary-conv padding -1)"
+    policy = POLICY
 
     def __init__(self, dab_path: str | Path, graph: ir.Graph) -> None:
         self.model = read_dab(dab_path)
@@ -96,15 +97,8 @@ def verify_dabnn(
 ) -> dict[str, Any]:
     """The harness's report; ``passed`` is the converter check (see module doc). Without
     ``onnx_path`` there is no onnxruntime comparison."""
-    return check(
-        DabArtifact(dab_path, graph),
-        graph,
-        onnx_path,
-        inputs=make_inputs(tuple(graph.input_shape), n_inputs, seed),
-        seed=seed,
-        threads=1,
-        policy=POLICY,
-    )
+    inputs = make_inputs(tuple(graph.input_shape), n_inputs, seed)
+    return check(DabArtifact(dab_path, graph), graph, onnx_path, inputs=inputs, seed=seed)
 
 
 def verify(

@@ -170,6 +170,7 @@ def _predict(interp: Any, x_nchw: np.ndarray) -> list[np.ndarray]:
 
 class LceArtifact(Artifact):
     backend = "lce-interpreter"
+    policy = POLICY
 
     def __init__(
         self, data: bytes, graph: ir.Graph, mode: str, threads: int, layerwise: bool
@@ -282,16 +283,8 @@ def verify_lce(
     if mode not in PADDING_MODES:
         raise ValueError(f"padding mode {mode!r}; choose from {', '.join(PADDING_MODES)}")
     artifact = LceArtifact(data, graph, mode, threads, layerwise)
-    return check(
-        artifact,
-        graph,
-        onnx_path,
-        inputs=make_inputs(tuple(graph.input_shape), n_inputs, seed),
-        seed=seed,
-        threads=threads,
-        layerwise=layerwise,
-        policy=POLICY,
-    )
+    inputs = make_inputs(tuple(graph.input_shape), n_inputs, seed)
+    return check(artifact, graph, onnx_path, inputs=inputs, seed=seed, layerwise=layerwise)
 
 
 def verify(

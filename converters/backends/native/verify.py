@@ -42,6 +42,8 @@ def _single_layer(layer: nf.Layer, in_shape: tuple[int, ...]) -> bytes:
 
 
 class NativeArtifact(Artifact):
+    policy = POLICY
+
     def __init__(self, data: bytes, graph: ir.Graph, backend: str, threads: int) -> None:
         self.data = data
         self.graph = graph
@@ -129,16 +131,7 @@ def verify_native(
         inputs = make_inputs(tuple(nf.loads(data).input_shape), n_inputs, seed)
     else:
         seed = -1
-    return check(
-        artifact,
-        graph,
-        onnx_path,
-        inputs=inputs,
-        seed=seed,
-        threads=threads,
-        layerwise=layerwise,
-        policy=POLICY,
-    )
+    return check(artifact, graph, onnx_path, inputs=inputs, seed=seed, layerwise=layerwise)
 
 
 def verify(
