@@ -136,6 +136,20 @@ class Lowering:
         cons = self.consumers.get(value, [])
         return len(cons) == 1 and cons[0] is node and value not in self.graph_outputs
 
+    @staticmethod
+    def wiring(node: Any, inputs: str | list[str], out_shape: ir.Shape, note: str) -> dict:
+        """The ir.Node fields of a node made from the ONNX ``node`` alone: its name, inputs,
+        first output, shape, source and note (the op's own fields come on top)."""
+        ins = [inputs] if isinstance(inputs, str) else inputs
+        return {
+            "name": node.name,
+            "inputs": ins,
+            "output": node.output[0],
+            "out_shape": out_shape,
+            "sources": [node.name],
+            "note": note,
+        }
+
     def emit(self, node: Any, n: ir.Node) -> ir.Node:
         expected = self.onnx_shapes.get(node.output[0])
         if expected is not None and tuple(expected) != tuple(n.out_shape):
@@ -249,13 +263,13 @@ class Lowering:
         self.emit(
             node,
             ir.Affine(
-                node.name,
-                [x],
-                node.output[0],
-                shape,
-                [node.name],
-                f"{what} kept as a per-channel affine (not foldable: its input "
-                "is not a conv/Gemm output used only here)",
+                **self.wiring(
+                    node,
+                    x,
+                    shape,
+                    f"{what} kept as a per-channel affine (not foldable: its input "
+                    "is not a conv/Gemm output used only here)",
+                ),
                 scale=scale.astype(np.float32),
                 bias=bias.astype(np.float32),
             ),
@@ -345,12 +359,7 @@ class Lowering:
         self.emit(
             node,
             ir.Conv(
-                node.name,
-                [src],
-                node.output[0],
-                out_shape,
-                [node.name],
-                note,
+                **self.wiring(node, src, out_shape, note),
                 weight=w,
                 bias=None if b is None else b.astype(np.float32),
                 strides=strides,
@@ -412,14 +421,7 @@ class Lowering:
                 )
             self.emit(
                 node,
-                ir.Add(
-                    node.name,
-                    [x0, x1],
-                    node.output[0],
-                    self.shapes[x0],
-                    [node.name],
-                    "residual add",
-                ),
+                ir.Add(**self.wiring(node, [x0, x1], self.shapes[x0], "residual add")),
             )
             return
         const_first = c0
@@ -498,9 +500,7 @@ class Lowering:
             return
         self.emit(
             node,
-            ir.Clip(
-                node.name, [x], node.output[0], self.shapes[x], [node.name], note, min=lo, max=hi
-            ),
+            ir.Clip(**self.wiring(node, x, self.shapes[x], note), min=lo, max=hi),
         )
 
     def op_Clip(self, node: Any, a: dict) -> None:
@@ -585,31 +585,12 @@ class Lowering:
                 pads = (pads[0], pads[1], pads[2] + max(extra[0], 0), pads[3] + max(extra[1], 0))
                 oh, ow = ir.conv_out_hw(shape[2], shape[3], kernel, strides, pads)
         out_shape = (shape[0], shape[1], oh, ow)
+        window = {"kernel": kernel, "strides": strides, "pads": pads}
         if is_max:
-            n: ir.Node = ir.MaxPool(
-                node.name,
-                [x],
-                node.output[0],
-                out_shape,
-                [node.name],
-                "max pool",
-                kernel=kernel,
-                strides=strides,
-                pads=pads,
-            )
+            n: ir.Node = ir.MaxPool(**self.wiring(node, x, out_shape, "max pool"), **window)
         else:
-            n = ir.AvgPool(
-                node.name,
-                [x],
-                node.output[0],
-                out_shape,
-                [node.name],
-                "average pool",
-                kernel=kernel,
-                strides=strides,
-                pads=pads,
-                count_include_pad=cip,
-            )
+            wiring = self.wiring(node, x, out_shape, "average pool")
+            n = ir.AvgPool(**wiring, **window, count_include_pad=cip)
         self.emit(node, n)
 
     def op_MaxPool(self, node: Any, a: dict) -> None:
@@ -629,7 +610,7 @@ class Lowering:
         """N×C×H×W -> N×C×1×1 mean: GlobalAveragePool and ReduceMean over H, W alike."""
         shape = self.shapes[x]
         out = (shape[0], shape[1], 1, 1)
-        self.emit(node, ir.GlobalAvgPool(node.name, [x], node.output[0], out, [node.name], how))
+        self.emit(node, ir.GlobalAvgPool(**self.wiring(node, x, out, how)))
 
     def op_ReduceMean(self, node: Any, a: dict) -> None:
         x = self.act(node, node.input[0])
@@ -666,14 +647,7 @@ class Lowering:
         if len(shape) == 4 and tuple(target) == (shape[0], shape[1] * shape[2] * shape[3]):
             self.emit(
                 node,
-                ir.Flatten(
-                    node.name,
-                    [x],
-                    node.output[0],
-                    tuple(target),
-                    [node.name],
-                    "flatten to N×features",
-                ),
+                ir.Flatten(**self.wiring(node, x, tuple(target), "flatten to N×features")),
             )
             return
         raise self.fail(
@@ -725,12 +699,7 @@ class Lowering:
         self.emit(
             node,
             ir.Gemm(
-                node.name,
-                [x],
-                node.output[0],
-                (shape[0], int(w.shape[0])),
-                [node.name],
-                note,
+                **self.wiring(node, x, (shape[0], int(w.shape[0])), note),
                 weight=w.astype(np.float32),
                 bias=None if b is None else b.astype(np.float32),
             ),
