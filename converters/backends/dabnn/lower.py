@@ -347,25 +347,21 @@ class _Lowering:
         x = self.tensor(n.inputs[0])
         if self.tshape[x][3] != n.in_c:
             raise self.fail(n, "grouped convolution (daBNN has groups = 1)")
-        arrays = {"weight": np.transpose(n.weight, (0, 2, 3, 1)).astype(np.float64)}
-        if n.bias is not None:
-            arrays["bias"] = n.bias.astype(np.float64)
-        self.emit(
-            "FpConv2D",
-            n.name,
-            {
-                "input": x,
-                "weight": "",
-                "bias": "",
-                "pads": self._pads(n, n.pads),
-                "strides": list(n.strides),
-                "dilations": [1, 1],
-                "output": n.output,
-            },
-            arrays,
-        )
+        weight_ohwi = np.transpose(n.weight, (0, 2, 3, 1))
+        self._fp_conv(n, x, weight_ohwi, self._pads(n, n.pads), list(n.strides))
         self.tshape[n.output] = (1, n.out_shape[2], n.out_shape[3], n.out_c)
         self.bind(n.output, n.output)
+
+    def _fp_conv(
+        self, n: ir.Conv | ir.Gemm, x: str, weight_ohwi: np.ndarray, pads: list, strides: list
+    ) -> None:
+        """An FpConv2D layer (daBNN's float conv; also what a Gemm becomes), its weights and
+        bias as float64 arrays."""
+        arrays = {"weight": weight_ohwi.astype(np.float64)}
+        if n.bias is not None:
+            arrays["bias"] = np.asarray(n.bias, np.float64)
+        fields = {"input": x, "weight": "", "bias": "", "pads": pads, "strides": strides}
+        self.emit("FpConv2D", n.name, {**fields, "dilations": [1, 1], "output": n.output}, arrays)
 
     def op_BinConv(self, n: ir.BinConv, i: int) -> None:
         if n.threshold is not None:
@@ -533,23 +529,7 @@ class _Lowering:
             raise self.fail(n, "Gemm on a value that is not a flattened NCHW map")
         # NCHW flatten order is c·H·W + h·W + w: a kernel over the whole map, OHWI
         wk = n.weight.reshape(n.weight.shape[0], c, h, w).transpose(0, 2, 3, 1)
-        arrays = {"weight": wk.astype(np.float64)}
-        if n.bias is not None:
-            arrays["bias"] = np.asarray(n.bias, np.float64)
-        self.emit(
-            "FpConv2D",
-            n.name,
-            {
-                "input": x,
-                "weight": "",
-                "bias": "",
-                "pads": [0, 0, 0, 0],
-                "strides": [1, 1],
-                "dilations": [1, 1],
-                "output": n.output,
-            },
-            arrays,
-        )
+        self._fp_conv(n, x, wk, [0, 0, 0, 0], [1, 1])
         self.tshape[n.output] = (1, 1, 1, int(n.weight.shape[0]))
         self.bind(n.output, n.output)
 
