@@ -17,16 +17,8 @@ def _device(s: Session, req: RegisterRequest) -> Device:
     fp = info.fingerprint()
     dev = s.scalar(select(Device).where(Device.fingerprint == fp))
     if dev is None:
-        dev = Device(
-            fingerprint=fp,
-            hostname=info.hostname,
-            arch=info.arch,
-            os=info.os,
-            cpu_model=info.cpu_model,
-            cores=info.cores,
-            isa_flags=list(info.isa_flags),
-            transport=info.transport,
-        )
+        columns = {"hostname", "arch", "os", "cpu_model", "cores", "isa_flags", "transport"}
+        dev = Device(fingerprint=fp, **info.model_dump(include=columns))
         s.add(dev)
     # fields outside the fingerprint may change (kernel update, governor, a new name)
     dev.os, dev.isa_flags = info.os, list(info.isa_flags)

@@ -33,17 +33,11 @@ _COLUMNS = (
 
 def device_out(d: Device, agents: list[Agent], busy: bool) -> DeviceOut:
     seen = max((a.last_seen for a in agents), default=None)
+    columns = ("id", "fingerprint", "name", "hostname", "arch", "os", "cpu_model", "cores")
     return DeviceOut(
-        id=d.id,
-        fingerprint=d.fingerprint,
-        label=d.label(),
-        name=d.name,
-        hostname=d.hostname,
-        arch=d.arch,
-        os=d.os,
-        cpu_model=d.cpu_model,
-        cores=d.cores,
+        **{c: getattr(d, c) for c in columns},
         transport=d.transport,
+        label=d.label(),
         emulated=bool(d.emulated),
         attributes=d.attributes or {},
         agents=sorted(a.name for a in agents),

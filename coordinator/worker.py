@@ -58,19 +58,16 @@ def run(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     result_path = Path(argv[-1])
+
+    def failed(exc: Exception, error: str, user_error: bool = False) -> None:
+        payload = {"user_error": user_error, "error_type": type(exc).__name__, "error": error}
+        _write(result_path, {"ok": False, **payload})
+
     try:
         from converters import api
         from converters.errors import ConversionError
     except Exception as exc:  # a broken install is the operator's problem, not the model's
-        _write(
-            result_path,
-            {
-                "ok": False,
-                "user_error": False,
-                "error_type": type(exc).__name__,
-                "error": f"converters unavailable: {exc}",
-            },
-        )
+        failed(exc, f"converters unavailable: {exc}")
         return 1
     try:
         if action == "analyze":
@@ -78,27 +75,11 @@ def run(argv: list[str]) -> int:
         else:
             result = api.convert(argv[1], argv[2], argv[3])
     except ConversionError as exc:
-        _write(
-            result_path,
-            {
-                "ok": False,
-                "user_error": True,
-                "error_type": type(exc).__name__,
-                "error": str(exc) or type(exc).__name__,
-            },
-        )
+        failed(exc, str(exc) or type(exc).__name__, user_error=True)
         return 0
     except Exception as exc:
         traceback.print_exc()
-        _write(
-            result_path,
-            {
-                "ok": False,
-                "user_error": False,
-                "error_type": type(exc).__name__,
-                "error": f"{type(exc).__name__}: {exc}",
-            },
-        )
+        failed(exc, f"{type(exc).__name__}: {exc}")
         return 1
     _write(result_path, {"ok": True, "result": result if isinstance(result, dict) else {}})
     return 0
