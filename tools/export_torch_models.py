@@ -143,19 +143,11 @@ class BinaryConv2d(nn.Conv2d):
         return nn.functional.conv2d(x, w, None, self.stride, self.padding)
 
 
-def make_conv(
-    cin: int,
-    cout: int,
-    kernel: int,
-    stride: int,
-    padding: int,
-    algorithm: str,
-    act_ste: str,
-    binary: bool,
-) -> nn.Conv2d:
-    if binary and algorithm != "fp32":
-        return BinaryConv2d(cin, cout, kernel, stride, padding, algorithm, act_ste)
-    return nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
+def make_conv(cin: int, cout: int, stride: int, algorithm: str, act_ste: str) -> nn.Conv2d:
+    """A block's 3×3 conv: binarized for bnn/react, FP for the fp32 baseline."""
+    if algorithm == "fp32":
+        return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+    return BinaryConv2d(cin, cout, 3, stride, 1, algorithm, act_ste)
 
 
 # ----------------------------------------------------------------------------- networks
@@ -166,10 +158,10 @@ class BasicBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int, algorithm: str, act_ste: str) -> None:
         super().__init__()
-        self.conv1 = make_conv(cin, cout, 3, stride, 1, algorithm, act_ste, True)
+        self.conv1 = make_conv(cin, cout, stride, algorithm, act_ste)
         self.bn1 = nn.BatchNorm2d(cout)
         self.nonlinear1 = nn.Hardtanh(inplace=True)
-        self.conv2 = make_conv(cout, cout, 3, 1, 1, algorithm, act_ste, True)
+        self.conv2 = make_conv(cout, cout, 1, algorithm, act_ste)
         self.bn2 = nn.BatchNorm2d(cout)
         self.nonlinear2 = nn.Hardtanh(inplace=True)
         self.downsample: nn.Module | None = None
@@ -223,7 +215,7 @@ class VGGSmall(nn.Module):
         self.nonlinear0 = nn.Hardtanh(inplace=True)
         chans = [(128, 128), (128, 256), (256, 256), (256, 512), (512, 512)]
         for i, (cin, cout) in enumerate(chans, start=1):
-            setattr(self, f"conv{i}", make_conv(cin, cout, 3, 1, 1, algorithm, act_ste, True))
+            setattr(self, f"conv{i}", make_conv(cin, cout, 1, algorithm, act_ste))
             setattr(self, f"bn{i}", nn.BatchNorm2d(cout))
             setattr(self, f"nonlinear{i}", nn.Hardtanh(inplace=True))
         self.pooling = nn.MaxPool2d(2, 2)
