@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import EMULATOR, make_tiny_onnx
-from helpers.agents import CLI, ctx_of, wait_jobs, wait_until
+from helpers.agents import ctx_of, run_cli, wait_jobs, wait_until
 from helpers.fake_adbd import FakeAdbd, isolated_adb_server
 from helpers.sshd import start_sshd
 
@@ -32,15 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _devices_add(devices: Path, url: str, *opts: str, env: dict[str, str]) -> None:
-    out = subprocess.run(
-        [*CLI, "devices", "add", url, "--devices", str(devices), *opts],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    out = run_cli("devices", "add", url, "--devices", str(devices), *opts, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -62,19 +54,8 @@ def test_campaign_over_local_ssh_and_adb_devices(
         _devices_add(
             devices, "local://", "--name", "host", "--workdir", str(tmp_path / "local-dev"), env=env
         )
-        _devices_add(
-            devices,
-            sshd.url,
-            "--key-file",
-            str(sshd.key_file),
-            "--known-hosts",
-            str(sshd.known_hosts),
-            "--exec-wrapper",
-            EMULATOR,
-            "--workdir",
-            str(tmp_path / "board"),
-            env=env,
-        )
+        on_board = ["--exec-wrapper", EMULATOR, "--workdir", str(tmp_path / "board")]
+        _devices_add(devices, sshd.url, *sshd.cli_options(), *on_board, env=env)
         _devices_add(devices, f"adb://{phone.serial}", "--exec-wrapper", EMULATOR, env=env)
 
         # three devices share this machine's two cores: noise is expected and not the subject
@@ -105,24 +86,8 @@ def test_campaign_over_local_ssh_and_adb_devices(
         assert local.attributes["identity"] == board.attributes["identity"]
 
         # `bnnbench devices list` shows the same fleet
-        listed = subprocess.run(
-            [
-                *CLI,
-                "devices",
-                "list",
-                "--coordinator",
-                coord.url,
-                "--token",
-                coord.admin_token,
-                "--json",
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
+        token = ["--token", coord.admin_token]
+        listed = run_cli("devices", "list", "--coordinator", coord.url, *token, "--json", env=env)
         assert listed.returncode == 0, listed.stderr
         assert [d["fingerprint"] for d in json.loads(listed.stdout)] == [
             d.fingerprint for d in devs

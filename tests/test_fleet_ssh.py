@@ -17,14 +17,13 @@ from typing import Any
 
 import pytest
 from conftest import EMULATOR
-from helpers.agents import CLI, ctx_of, wait_jobs, wait_until
+from helpers.agents import ctx_of, run_cli, wait_jobs, wait_until
 from helpers.sshd import SshServer, start_sshd
 
 from agent.fleet import load_devices
 
 pytestmark = pytest.mark.cross
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -34,29 +33,10 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Any:
     server.stop()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 def _add(sshd: SshServer, devices: Path, workdir: Path, *extra: str) -> Any:
-    return _cli(
-        "devices",
-        "add",
-        sshd.url,
-        "--devices",
-        str(devices),
-        "--key-file",
-        str(sshd.key_file),
-        "--known-hosts",
-        str(sshd.known_hosts),
-        "--exec-wrapper",
-        EMULATOR,
-        "--workdir",
-        str(workdir),
-        *extra,
-    )
+    login = sshd.cli_options()
+    board = ["--exec-wrapper", EMULATOR, "--workdir", str(workdir), *extra]
+    return run_cli("devices", "add", sshd.url, "--devices", str(devices), *login, *board)
 
 
 def test_devices_add_probes_the_board_and_refuses_a_wrong_host_key(
@@ -68,17 +48,8 @@ def test_devices_add_probes_the_board_and_refuses_a_wrong_host_key(
     other = tmp_path / "other_host_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     wrong.write_text(f"[{sshd.host}]:{sshd.port} {other.with_suffix('.pub').read_text()}")
-    out = _cli(
-        "devices",
-        "add",
-        sshd.url,
-        "--devices",
-        str(devices),
-        "--key-file",
-        str(sshd.key_file),
-        "--known-hosts",
-        str(wrong),
-    )
+    login = sshd.cli_options(known_hosts=wrong)
+    out = run_cli("devices", "add", sshd.url, "--devices", str(devices), *login)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "host key" in out.stderr.lower() and "known_hosts" in out.stderr, out.stderr
     assert not devices.exists()

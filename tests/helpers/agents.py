@@ -19,6 +19,17 @@ from bnnbench.schemas import JobOut
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "bnnbench.cli"]
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``bnnbench ARGS`` from the repository root, output captured, exit status kept."""
+    return subprocess.run(
+        [*CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
 WAIT = 120.0  # deadline of every wait; only reached when something is broken
 
 

@@ -112,6 +112,11 @@ class SshServer:
         kw.update(overrides)
         return kw
 
+    def cli_options(self, known_hosts: Path | None = None) -> list[str]:
+        """``bnnbench devices add`` options that log in to this server."""
+        hosts = known_hosts or self.known_hosts
+        return ["--key-file", str(self.key_file), "--known-hosts", str(hosts)]
+
     def session_pids(self) -> list[int]:
         """The per-connection sshd processes (monitor and session child), not user commands."""
         found: list[int] = []
