@@ -39,18 +39,7 @@ def _conv_w(o: int, i: int, k: int = 3) -> np.ndarray:
 
 
 def _bn(b: OnnxBuilder, x: str, c: int, name: str | None = None) -> str:
-    return b.node(
-        "BatchNormalization",
-        [
-            x,
-            b.init(RNG.uniform(0.5, 1.5, c)),
-            b.init(RNG.normal(0, 0.2, c)),
-            b.init(RNG.normal(0, 0.2, c)),
-            b.init(RNG.uniform(0.5, 2, c)),
-        ],
-        name=name,
-        epsilon=1e-5,
-    )
+    return b.batchnorm(x, RNG, c, name=name)
 
 
 def _x(shape: tuple[int, ...]) -> np.ndarray:

@@ -155,18 +155,7 @@ def _stride2_model(path: Path) -> Path:
     y = b.node(
         "Conv", [xs, ws], name="/conv/Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]
     )
-    y = b.node(
-        "BatchNormalization",
-        [
-            y,
-            b.init(rng.uniform(0.5, 1.5, 16)),
-            b.init(rng.normal(0, 0.2, 16)),
-            b.init(rng.normal(0, 1, 16)),
-            b.init(rng.uniform(100, 300, 16)),
-        ],
-        name="/bn/BatchNormalization",
-        epsilon=1e-5,
-    )
+    y = b.batchnorm(y, rng, 16, "/bn/BatchNormalization", mean_std=1, var_range=(100, 300))
     return b.save(path, y)
 
 
@@ -236,25 +225,9 @@ def test_fp32_ops_outside_the_zoo(tmp_path: Path) -> None:
         pads=[1, 1, 1, 1],
         strides=[1, 1],
     )
-    y = b.node(
-        "AveragePool",
-        [y],
-        kernel_shape=[3, 3],
-        pads=[1, 1, 1, 1],
-        strides=[2, 2],
-        count_include_pad=1,
-    )
-    y = b.node(
-        "BatchNormalization",
-        [
-            y,
-            b.init(rng.uniform(0.5, 1.5, 4)),
-            b.init(rng.normal(0, 0.2, 4)),
-            b.init(rng.normal(0, 0.2, 4)),
-            b.init(rng.uniform(0.5, 2, 4)),
-        ],
-        epsilon=1e-5,
-    )
+    window = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]}
+    y = b.node("AveragePool", [y], **window, count_include_pad=1)
+    y = b.batchnorm(y, rng, 4)
     y = b.node("Flatten", [y], axis=1)
     onnx_path = b.save(tmp_path / "fp.onnx", y)
     graph = load_ir(onnx_path)

@@ -27,6 +27,22 @@ class OnnxBuilder:
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype), name))
         return name
 
+    def batchnorm(
+        self,
+        x: str,
+        rng: np.random.Generator,
+        c: int,
+        name: str | None = None,
+        mean_std: float = 0.2,
+        var_range: tuple[float, float] = (0.5, 2.0),
+    ) -> str:
+        """BatchNormalization over ``c`` channels, gamma, beta, mean and var drawn from ``rng``
+        in that order."""
+        gamma, beta = rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c)
+        mean, var = rng.normal(0, mean_std, c), rng.uniform(*var_range, c)
+        params = [self.init(v) for v in (gamma, beta, mean, var)]
+        return self.node("BatchNormalization", [x, *params], name=name, epsilon=1e-5)
+
     def node(
         self, op: str, inputs: list[str], name: str | None = None, n_out: int = 1, **attrs: Any
     ) -> str:
