@@ -15,19 +15,19 @@ from coordinator.devices import list_devices, select_devices
 from coordinator.errors import Unprocessable
 from coordinator.models import Model
 
+PI4: dict[str, object] = {
+    "hostname": "raspberrypi",
+    "arch": "aarch64",
+    "os": "Linux",
+    "cpu_model": "4x Cortex-A72",
+    "cores": 4,
+    "transport": "ssh",
+    "abi": "arm64-v8a",
+}
+
 
 def _info(identity: str, **kw: object) -> DeviceInfo:
-    base = dict(
-        hostname="raspberrypi",
-        arch="aarch64",
-        os="Linux",
-        cpu_model="4x Cortex-A72",
-        cores=4,
-        transport="ssh",
-        identity=identity,
-        abi="arm64-v8a",
-    )
-    return DeviceInfo(**{**base, **kw})
+    return DeviceInfo.model_validate({**PI4, "identity": identity, **kw})
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.runners import lce_sample_flags
 
 from agent.runners.base import Runner, RunnerError, RunPlan
 from agent.runners.dabnn import DabnnRunner
@@ -196,17 +197,7 @@ def test_lce_binary_through_a_transport_stages_once_and_parses(
     calls = log.read_text().splitlines()
     assert len(calls) == 4  # one process per sample
     for call in calls:
-        args = call.split()
-        for flag in (
-            f"--graph={staged}",
-            "--num_threads=2",
-            "--warmup_runs=3",
-            "--warmup_min_secs=0",
-            "--num_runs=1",
-            "--min_secs=0",
-            "--use_xnnpack=false",
-        ):
-            assert flag in args
+        assert {f"--graph={staged}", *lce_sample_flags(threads=2, warmup=3)} <= set(call.split())
     assert out.extra["command"].startswith(shlex.quote(binary) + " ")
     assert out.extra["model_on_device"] == staged
     assert out.extra["affinity_cpus"] is None and out.extra["pinned"] is False

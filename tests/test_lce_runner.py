@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, make_tiny_onnx
+from helpers.runners import lce_sample_flags
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -117,17 +118,8 @@ def test_binary_mode_one_process_per_sample(models: dict[str, Path], tmp_path: P
     calls = log.read_text().splitlines()
     assert len(calls) == 4
     for call in calls:
-        args = call.split()
-        assert f"--graph={models['bnn']}" in args
-        for flag in (
-            "--num_threads=2",
-            "--warmup_runs=3",
-            "--warmup_min_secs=0",
-            "--num_runs=1",
-            "--min_secs=0",
-            "--use_xnnpack=false",
-        ):
-            assert flag in args
+        expected = {f"--graph={models['bnn']}", *lce_sample_flags(threads=2, warmup=3)}
+        assert expected <= set(call.split())
     assert out.extra["mode"] == "binary"
     assert out.extra["first_inference_ms_median"] == pytest.approx(360.262)
 
