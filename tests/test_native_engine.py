@@ -255,12 +255,16 @@ def test_identity_model_and_rank2_input():
 # ---------------------------------------------------------------- Python API behaviour
 
 
-def test_engine_api(tmp_path):
-    rng = np.random.default_rng(2)
+def _saved_small_network(tmp_path, seed):
+    """small_network written to m.bnn, and an input for it."""
+    rng = np.random.default_rng(seed)
     model = small_network(rng)
-    path = tmp_path / "m.bnn"
-    F.write_model(model, path)
-    x = input_for(rng, model.input_shape)
+    F.write_model(model, tmp_path / "m.bnn")
+    return model, tmp_path / "m.bnn", input_for(rng, model.input_shape)
+
+
+def test_engine_api(tmp_path):
+    model, path, x = _saved_small_network(tmp_path, seed=2)
     assert version() == "0.1.0"
     with NativeEngine(path, threads=2) as eng, NativeEngine(str(path)) as eng2:
         assert eng.input_shape == (1, 3, 9, 9)
@@ -375,11 +379,7 @@ def test_loader_rejects_with_clear_message(name, data, message):
 
 
 def test_cli_json_and_io_files(tmp_path):
-    rng = np.random.default_rng(4)
-    model = small_network(rng)
-    path = tmp_path / "m.bnn"
-    F.write_model(model, path)
-    x = input_for(rng, model.input_shape)
+    model, path, x = _saved_small_network(tmp_path, seed=4)
     (tmp_path / "x.f32").write_bytes(x.astype("<f4").tobytes())
     proc = subprocess.run(
         [

@@ -194,25 +194,23 @@ DABNN_MODELS = [f"resnet18_{g}_{e}" for g in ("bnn", "fp32") for e in EXPORTERS]
 ]
 
 
-def _converted(
-    exports: tuple[Path, dict], name: str, library: str, out: Path
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Export ``name`` converted for ``library`` (verified on one input), and its manifest
-    entry."""
+def _converted(exports: tuple[Path, dict], name: str, library: str, out: Path) -> dict[str, Any]:
+    """Export ``name`` converted for ``library`` and verified on one input: every binary conv
+    of the export converted, and the fidelity check passed."""
     path, e = _model(exports, name)
-    return api.convert(path, library, out, verify_inputs=1), e
+    summary = api.convert(path, library, out, verify_inputs=1)
+    assert summary["n_binary_convs"] == e["expected_binary_convs"]
+    assert summary["fidelity"]["passed"], summary["fidelity"]["verdict"]
+    return summary
 
 
 @pytest.mark.parametrize("name", LCE_MODELS)
 def test_export_converts_to_lce_and_verifies(
     exports: tuple[Path, dict], name: str, tmp_path: Path
 ) -> None:
-    summary, e = _converted(exports, name, "lce", tmp_path / "m.tflite")
-    assert summary["n_binary_convs"] == e["expected_binary_convs"]
+    summary = _converted(exports, name, "lce", tmp_path / "m.tflite")
     assert summary["n_lce_bconv2d"] == summary["n_binary_convs"]
-    fid = summary["fidelity"]
-    assert fid["passed"], fid["verdict"]
-    lw = fid["layerwise"]
+    lw = summary["fidelity"]["layerwise"]
     assert lw["checked"] > 0 and not lw["failed"]
     assert lw["checked"] + len(lw["no_own_tensor"]) == summary["n_layers"]
 
@@ -221,9 +219,7 @@ def test_export_converts_to_lce_and_verifies(
 def test_export_converts_to_dabnn_and_verifies(
     exports: tuple[Path, dict], name: str, tmp_path: Path
 ) -> None:
-    summary, e = _converted(exports, name, "dabnn", tmp_path / "m.dab")
-    assert summary["n_binary_convs"] == e["expected_binary_convs"]
-    assert summary["fidelity"]["passed"], summary["fidelity"]["verdict"]
+    _converted(exports, name, "dabnn", tmp_path / "m.dab")
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
