@@ -21,15 +21,19 @@ import logging
 import operator
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from bnnbench.schemas import MAX_THREADS
 from native import build_engine
 from native.format import Op
+
+T = TypeVar("T")
 
 NATIVE_DIR = Path(__file__).resolve().parent
 #: A development checkout: only there does library_path() run make (see _dev_checkout).
@@ -364,41 +368,38 @@ class NativeEngine:
             raise NativeError(f"bnn_benchmark failed with code {rc}")
         return list(samples)
 
-    def layers(self) -> list[LayerInfo]:
-        """Every layer in file order: op name and input / output shapes (N, C, H, W)."""
+    def _each_layer(self, read: Callable[[int], T]) -> list[T]:
+        """``read(i)`` for every layer index in file order, under the context's lock."""
         self._check_open()
-        out = []
         with self._lock:
             self._check_open()
-            for i in range(int(self._lib.bnn_model_num_layers(self._model))):
-                op = ctypes.c_uint32()
-                din, dout = (ctypes.c_uint32 * 4)(), (ctypes.c_uint32 * 4)()
-                kernel = (ctypes.c_uint32 * 2)()
-                if self._lib.bnn_model_layer_info(
-                    self._model, i, ctypes.byref(op), din, dout, kernel
-                ):
-                    raise NativeError(f"bnn_model_layer_info({i}) failed")
-                out.append(
-                    LayerInfo(i, Op(op.value).name.lower(), tuple(din), tuple(dout), tuple(kernel))
-                )
-        return out
+            return [read(i) for i in range(int(self._lib.bnn_model_num_layers(self._model)))]
+
+    def layers(self) -> list[LayerInfo]:
+        """Every layer in file order: op name and input / output shapes (N, C, H, W)."""
+
+        def info(i: int) -> LayerInfo:
+            op = ctypes.c_uint32()
+            din, dout = (ctypes.c_uint32 * 4)(), (ctypes.c_uint32 * 4)()
+            kernel = (ctypes.c_uint32 * 2)()
+            if self._lib.bnn_model_layer_info(self._model, i, ctypes.byref(op), din, dout, kernel):
+                raise NativeError(f"bnn_model_layer_info({i}) failed")
+            return LayerInfo(i, Op(op.value).name.lower(), tuple(din), tuple(dout), tuple(kernel))
+
+        return self._each_layer(info)
 
     def fusion(self) -> list[frozenset[str]]:
         """How this engine runs each layer, in file order: the fusion patterns that apply to
         it (``bnn.h``, ``BNN_FUSED_*``: "skipped", "bits_in", "bits_out", "residual",
         "clip", "nchw_input"); empty for a layer run as written."""
-        self._check_open()
-        out = []
-        with self._lock:
-            self._check_open()
-            for i in range(int(self._lib.bnn_model_num_layers(self._model))):
-                flags = ctypes.c_uint()
-                if self._lib.bnn_ctx_layer_fusion(self._ctx, i, ctypes.byref(flags)):
-                    raise NativeError(f"bnn_ctx_layer_fusion({i}) failed")
-                out.append(
-                    frozenset(name for bit, name in enumerate(_FUSED) if flags.value >> bit & 1)
-                )
-        return out
+
+        def patterns(i: int) -> frozenset[str]:
+            flags = ctypes.c_uint()
+            if self._lib.bnn_ctx_layer_fusion(self._ctx, i, ctypes.byref(flags)):
+                raise NativeError(f"bnn_ctx_layer_fusion({i}) failed")
+            return frozenset(name for bit, name in enumerate(_FUSED) if flags.value >> bit & 1)
+
+        return self._each_layer(patterns)
 
     def profile(self, x: np.ndarray, warmup: int, runs: int) -> list[float]:
         """Per-layer median milliseconds over ``runs`` runs (after ``warmup``): one entry per

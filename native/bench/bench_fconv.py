@@ -225,11 +225,11 @@ def main() -> int:
                     cm = "" if is_ort else f"{conv_ms[n]:8.3f}"
                     cratio = "" if is_ort else f"{conv_ms[n] / med['onnxruntime']:8.2f}"
                     err = "" if is_ort else f"{errs[n]:8.1e}"
-                    print(
+                    row = (
                         f"{name:>5s} {shape:>22s} {t:3d} {n:>15s} {ms:8.3f} {cm:>8s} {best:8.3f}"
-                        f" {2 * macs / ms / 1e6:8.1f} {ratio:>7s} {cratio:>8s} {err:>8s}",
-                        flush=True,
+                        f" {2 * macs / ms / 1e6:8.1f} {ratio:>7s} {cratio:>8s} {err:>8s}"
                     )
+                    print(row, flush=True)
     return 0
 
 
