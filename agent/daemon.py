@@ -37,6 +37,7 @@ from agent.fleet import DeviceSpec, open_transport
 from agent.runners import Runner, RunnerError, RunPlan, available_runners
 from agent.runners.dabnn import DabnnRunner
 from agent.runners.device_cli import DeviceCliRunner
+from agent.runners.device_command import DeviceTarget
 from agent.runners.lce import LceRunner
 from agent.runners.tflite import TFLiteRunner
 from agent.transports import LocalTransport, Transport
@@ -217,29 +218,14 @@ class Agent:
         if self.spec.scheme == "local" and not self.spec.exec_wrapper:
             return available_runners(tuning)
         affinity, wrapper = self.spec.default_affinity(), self.spec.exec_wrapper
+        target = DeviceTarget(self.transport, self.device, affinity, wrapper)
+        cli_dir = self.settings.native_cli_dir
         candidates: list[Runner] = [
-            DeviceCliRunner(
-                self.transport,
-                self.device,
-                affinity=affinity,
-                exec_wrapper=wrapper,
-                cli_dir=Path(self.settings.native_cli_dir)
-                if self.settings.native_cli_dir
-                else None,
-            )
+            DeviceCliRunner(target, cli_dir=Path(cli_dir) if cli_dir else None)
         ]
         if self.spec.lce_benchmark:
-            candidates.append(
-                LceRunner(
-                    mode="binary",
-                    binary=self.spec.lce_benchmark,
-                    transport=self.transport,
-                    device=self.device,
-                    affinity=affinity,
-                    exec_wrapper=wrapper,
-                    settings=tuning,
-                )
-            )
+            lce = LceRunner("binary", self.spec.lce_benchmark, target=target, settings=tuning)
+            candidates.append(lce)
         if "python3" in self.device.tools:  # tflite-runtime there? available() asks the board
             candidates.append(
                 TFLiteRunner(
@@ -247,16 +233,8 @@ class Agent:
                 )
             )
         if self.spec.dabnn_benchmark:
-            candidates.append(
-                DabnnRunner(
-                    self.spec.dabnn_benchmark,
-                    transport=self.transport,
-                    device=self.device,
-                    affinity=affinity,
-                    exec_wrapper=wrapper,
-                    settings=tuning,
-                )
-            )
+            dab = DabnnRunner(self.spec.dabnn_benchmark, target=target, settings=tuning)
+            candidates.append(dab)
         runners: dict[str, Runner] = {}
         for runner in candidates:
             if runner.available():

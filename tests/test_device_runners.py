@@ -19,7 +19,7 @@ from helpers.runners import lce_sample_flags
 
 from agent.runners.base import Runner, RunnerError, RunPlan
 from agent.runners.dabnn import DabnnRunner
-from agent.runners.device_command import cpu_mask, device_command, file_id
+from agent.runners.device_command import DeviceTarget, cpu_mask, device_command, file_id
 from agent.runners.lce import LceRunner
 from agent.transports.local import LocalTransport
 from bnnbench.schemas import CpuCluster, DeviceInfo, MeasurementProtocol
@@ -183,7 +183,7 @@ def test_lce_binary_through_a_transport_stages_once_and_parses(
     transport: RecordingTransport, device_dir: Path, model: Path
 ) -> None:
     binary, log = _lce_stand_in(device_dir)
-    r = LceRunner(mode="binary", binary=binary, transport=transport)
+    r = LceRunner(mode="binary", binary=binary, target=DeviceTarget(transport))
     assert isinstance(r, Runner) and r.available() and r.resolved_mode() == "binary"
     digest = _sha(Path(binary))
     assert r.version() == f"lce_benchmark_model lce_benchmark_model sha256:{digest[:12]}"
@@ -206,7 +206,7 @@ def test_lce_binary_through_a_transport_stages_once_and_parses(
     # the device has it now: no second push
     r.benchmark(model, RunPlan(threads=1, warmup=0, runs=1))
     assert transport.pushed == [staged]
-    fresh = LceRunner(mode="binary", binary=binary, transport=transport)
+    fresh = LceRunner(mode="binary", binary=binary, target=DeviceTarget(transport))
     fresh.benchmark(model, RunPlan(threads=1, warmup=0, runs=1))  # a new agent finds it there too
     assert transport.pushed == [staged]
 
@@ -221,14 +221,8 @@ def test_lce_pinning_wrapper_and_protocol(
         f'#!/bin/sh\necho "$1" >> "{wrapper_log}"\nshift\nexec "$@"\n',
     )
     phone = _phone({"taskset": "/system/bin/taskset"})
-    r = LceRunner(
-        mode="binary",
-        binary=binary,
-        transport=transport,
-        device=phone,
-        affinity="big",
-        exec_wrapper=f"{wrapper} -L",
-    )
+    on_phone = DeviceTarget(transport, phone, affinity="big", exec_wrapper=f"{wrapper} -L")
+    r = LceRunner(mode="binary", binary=binary, target=on_phone)
     out = r.benchmark(model, RunPlan(threads=2, warmup=1, runs=1))
     # big: the fastest cluster (cpu7), grown by the next (4-6) to hold 2 threads
     assert out.extra["affinity_cpus"] == [4, 5, 6, 7] and out.extra["pinned"] is True
@@ -259,27 +253,24 @@ def test_lce_device_side_failures(
     transport: RecordingTransport, device_dir: Path, model: Path
 ) -> None:
     with pytest.raises(ValueError, match="this machine only"):
-        LceRunner(mode="python", transport=transport)
-    r = LceRunner(mode="auto", transport=transport)  # a board: the host's PATH is not used
+        LceRunner(mode="python", target=DeviceTarget(transport))
+    on_device = DeviceTarget(transport)
+    r = LceRunner(mode="auto", target=on_device)  # a board: the host's PATH is not used
     assert not r.available() and "lce_benchmark" in (r.unavailable_reason or "")
-    r = LceRunner(mode="binary", binary=str(device_dir / "missing"), transport=transport)
+    r = LceRunner(mode="binary", binary=str(device_dir / "missing"), target=on_device)
     assert not r.available() and "local://" in (r.unavailable_reason or "")
     # the tool refused the model: not retryable
     binary, _ = _lce_stand_in(
         device_dir, OUTPUTS / "tflite_benchmark_model_mi11_nnapi_failed.txt", rc=1
     )
     with pytest.raises(RunnerError, match="Benchmarking failed") as exc:
-        LceRunner(mode="binary", binary=binary, transport=transport).benchmark(
+        LceRunner(mode="binary", binary=binary, target=DeviceTarget(transport)).benchmark(
             model, RunPlan(1, 0, 1)
         )
     assert not exc.value.retryable
     # the shell could not start it (a wrapper or loader missing on the device): retryable
-    r = LceRunner(
-        mode="binary",
-        binary=binary,
-        transport=transport,
-        exec_wrapper=str(device_dir / "no-such-qemu"),
-    )
+    no_wrapper = DeviceTarget(transport, exec_wrapper=str(device_dir / "no-such-qemu"))
+    r = LceRunner(mode="binary", binary=binary, target=no_wrapper)
     with pytest.raises(RunnerError, match="cannot run") as exc:
         r.benchmark(model, RunPlan(1, 0, 1))
     assert exc.value.retryable
@@ -289,7 +280,7 @@ def test_lce_timeout_kills_the_tool(
     transport: RecordingTransport, device_dir: Path, model: Path
 ) -> None:
     slow = _executable(device_dir / "bin" / "slow", "#!/bin/sh\nsleep 30\n")
-    r = LceRunner(mode="binary", binary=str(slow), transport=transport, timeout_s=0.5)
+    r = LceRunner(mode="binary", binary=str(slow), target=DeviceTarget(transport), timeout_s=0.5)
     with pytest.raises(RunnerError, match="killed"):
         r.benchmark(model, RunPlan(1, 0, 1))
 
@@ -304,7 +295,7 @@ def test_dabnn_through_a_transport(
     dab = tmp_path / "m.dab"
     dab.write_bytes(b"\x00dab stand-in" * 10)
     phone = _phone({"taskset": "/system/bin/taskset"})
-    r = DabnnRunner(binary, transport=transport, device=phone, affinity="big")
+    r = DabnnRunner(binary, target=DeviceTarget(transport, phone, affinity="big"))
     assert isinstance(r, Runner) and r.available()
     digest = _sha(Path(binary))
     assert r.version() == f"dabnn benchmark_single_model sha256:{digest[:16]}"
@@ -338,8 +329,9 @@ def test_dabnn_through_a_transport(
 def test_dabnn_device_side_availability_and_wrapper(
     transport: RecordingTransport, device_dir: Path, tmp_path: Path
 ) -> None:
-    assert not DabnnRunner(transport=transport).available()  # no path given for the device
-    r = DabnnRunner(str(device_dir / "missing"), transport=transport)
+    on_device = DeviceTarget(transport)
+    assert not DabnnRunner(target=on_device).available()  # no path given for the device
+    r = DabnnRunner(str(device_dir / "missing"), target=on_device)
     assert not r.available() and "not an executable file on local://" in (
         r.unavailable_reason or ""
     )
@@ -352,7 +344,7 @@ def test_dabnn_device_side_availability_and_wrapper(
     )
     dab = tmp_path / "m.dab"
     dab.write_bytes(b"dab")
-    out = DabnnRunner(binary, transport=transport, exec_wrapper=str(wrapper)).benchmark(
+    out = DabnnRunner(binary, target=DeviceTarget(transport, exec_wrapper=str(wrapper))).benchmark(
         dab, RunPlan(threads=1, warmup=0, runs=3)
     )
     assert len(out.samples_ms) == 3 and wrapper_log.read_text() == "ran\n"

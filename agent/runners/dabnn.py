@@ -36,9 +36,8 @@ from typing import Any
 
 from agent.runners.base import RunnerError, RunOutput, RunPlan
 from agent.runners.benchmark_output import BenchmarkOutputError, parse_google_benchmark_json
-from agent.runners.device_command import DeviceProgram, run_timeout
-from agent.transports.base import Transport, TransportError
-from bnnbench.schemas import DeviceInfo
+from agent.runners.device_command import DeviceProgram, DeviceTarget, run_timeout
+from agent.transports.base import TransportError
 from bnnbench.settings import RunnerSettings
 
 ENV_BINARY = RunnerSettings.env_var("dabnn_benchmark")
@@ -66,22 +65,12 @@ class DabnnRunner:
         binary: str | Path | None = None,
         timeout_s: float = 3600.0,
         *,
-        transport: Transport | None = None,
-        device: DeviceInfo | None = None,
-        affinity: str = "all",
-        exec_wrapper: str | None = None,
+        target: DeviceTarget = DeviceTarget(),
         settings: RunnerSettings | None = None,
     ) -> None:
         configured = (settings or RunnerSettings()).dabnn_benchmark
-        path = DeviceProgram.locate(binary, configured, BINARY_NAME, transport is not None)
-        self.program = DeviceProgram(
-            path,
-            BINARY_NAME,
-            transport=transport,
-            device=device,
-            affinity=affinity,
-            exec_wrapper=exec_wrapper,
-        )
+        path = DeviceProgram.locate(binary, configured, BINARY_NAME, target.device_side)
+        self.program = DeviceProgram(path, BINARY_NAME, target)
         self.timeout_s = timeout_s
         self.unavailable_reason: str | None = None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.runners.base import RunnerError, RunOutput, RunPlan
-from agent.runners.device_command import device_command, pick_cpus, run_timeout
+from agent.runners.device_command import DeviceTarget, device_command, pick_cpus, run_timeout
 from agent.runners.native import check_threads
 from agent.runners.staging import DeviceFiles
 from agent.transports.base import CommandResult, Transport, TransportError
@@ -50,24 +50,19 @@ class DeviceCliRunner:
     name = "native"
 
     def __init__(
-        self,
-        transport: Transport,
-        device: DeviceInfo,
-        *,
-        affinity: str = "all",
-        exec_wrapper: str | None = None,
-        cli_dir: Path | None = None,
-        timeout_s: float = 3600.0,
+        self, target: DeviceTarget, *, cli_dir: Path | None = None, timeout_s: float = 3600.0
     ) -> None:
-        self.transport = transport
-        self.device = device
-        self.affinity = affinity
-        self.exec_wrapper = exec_wrapper
-        self.cli = cli_for_abi(device.abi or device.arch, cli_dir)
+        if target.transport is None or target.device is None:
+            raise ValueError("the static CLI runs on a device: give its transport and probe")
+        self.transport: Transport = target.transport
+        self.device: DeviceInfo = target.device
+        self.affinity = target.affinity
+        self.exec_wrapper = target.exec_wrapper
+        self.cli = cli_for_abi(self.device.abi or self.device.arch, cli_dir)
         self.timeout_s = timeout_s
         self.unavailable_reason: str | None = None
         self._cli_sha: str | None = None
-        self.files = DeviceFiles(transport)
+        self.files = DeviceFiles(self.transport)
 
     # ------------------------------------------------------------------ Runner protocol
 

@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.runners.base import RunnerError
@@ -120,6 +121,23 @@ def file_id(transport: Transport, path: str, digits: int = 12) -> str:
     raise RunnerError(f"cannot identify {path} on the device: {res.describe()}")
 
 
+@dataclass(frozen=True)
+class DeviceTarget:
+    """Where a runner starts its tool: through ``transport`` on a device (None: on this
+    machine, files read where they are), the device's probe (cores and clusters, for pinning),
+    the default ``affinity`` of its runs, and an ``exec_wrapper`` its commands start under
+    (e.g. ``qemu-aarch64-static`` for an emulated board)."""
+
+    transport: Transport | None = None
+    device: DeviceInfo | None = None
+    affinity: str = "all"
+    exec_wrapper: str | None = None
+
+    @property
+    def device_side(self) -> bool:
+        return self.transport is not None
+
+
 class DeviceProgram:
     """A library's benchmark binary (``lce_benchmark_model``, ``benchmark_single_model``) that
     a runner starts through a transport. With a transport it lives on that device, at the path
@@ -127,23 +145,14 @@ class DeviceProgram:
     this machine (found from the runner settings or PATH) and files are read where they are.
     """
 
-    def __init__(
-        self,
-        path: str,
-        name: str,
-        *,
-        transport: Transport | None = None,
-        device: DeviceInfo | None = None,
-        affinity: str = "all",
-        exec_wrapper: str | None = None,
-    ) -> None:
+    def __init__(self, path: str, name: str, target: DeviceTarget) -> None:
         self.path = path
         self.name = name  # the tool's name in messages
-        self.device_side = transport is not None
-        self.transport: Transport = transport or LocalTransport()
-        self.device = device
-        self.affinity = affinity
-        self.exec_wrapper = exec_wrapper
+        self.device_side = target.device_side
+        self.transport: Transport = target.transport or LocalTransport()
+        self.device = target.device
+        self.affinity = target.affinity
+        self.exec_wrapper = target.exec_wrapper
         self.files = DeviceFiles(self.transport) if self.device_side else None
         self._seen = False  # the device had the binary once: not asked again per job
         self._taskset: bool | None = None
@@ -215,6 +224,7 @@ class DeviceProgram:
 
 __all__ = [
     "DeviceProgram",
+    "DeviceTarget",
     "cpu_mask",
     "device_command",
     "file_id",

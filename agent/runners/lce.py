@@ -47,10 +47,9 @@ import numpy as np
 
 from agent.runners.base import RunnerError, RunOutput, RunPlan
 from agent.runners.benchmark_output import BenchmarkOutputError, parse_benchmark_model
-from agent.runners.device_command import DeviceProgram, run_timeout
+from agent.runners.device_command import DeviceProgram, DeviceTarget, run_timeout
 from agent.runners.tflite_bench import INPUT_SEED, make_input
 from agent.transports.base import Transport, TransportError
-from bnnbench.schemas import DeviceInfo
 from bnnbench.settings import RunnerSettings
 
 MODES = ("auto", "python", "binary")
@@ -117,10 +116,7 @@ class LceRunner:
         use_xnnpack: bool | None = None,
         timeout_s: float | None = None,
         *,
-        transport: Transport | None = None,
-        device: DeviceInfo | None = None,
-        affinity: str = "all",
-        exec_wrapper: str | None = None,
+        target: DeviceTarget = DeviceTarget(),
         settings: RunnerSettings | None = None,
     ) -> None:
         tuning = settings or RunnerSettings()
@@ -128,21 +124,14 @@ class LceRunner:
         if self.mode not in MODES:
             raise ValueError(f"LCE runner mode {self.mode!r}; choose from {', '.join(MODES)}")
         # the interpreter runs in this process: not on a board, nor under an emulator
-        self.python_allowed = transport is None and not exec_wrapper
+        self.python_allowed = not target.device_side and not target.exec_wrapper
         if self.mode == "python" and not self.python_allowed:
             raise ValueError(
                 "LCE's python mode runs on this machine only; a device behind a "
                 "transport or an exec wrapper runs lce_benchmark_model"
             )
-        path = DeviceProgram.locate(binary, tuning.lce_benchmark_model, TOOL, transport is not None)
-        self.program = DeviceProgram(
-            path,
-            TOOL,
-            transport=transport,
-            device=device,
-            affinity=affinity,
-            exec_wrapper=exec_wrapper,
-        )
+        located = DeviceProgram.locate(binary, tuning.lce_benchmark_model, TOOL, target.device_side)
+        self.program = DeviceProgram(located, TOOL, target)
         self.use_xnnpack = tuning.lce_use_xnnpack if use_xnnpack is None else use_xnnpack
         self.timeout_s = timeout_s or tuning.lce_timeout_s
         self.unavailable_reason: str | None = None
