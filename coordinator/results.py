@@ -1,36 +1,27 @@
-"""Database → metrics records → the hardware-track table (JSON and CSV)."""
+"""Database → metrics records → the hardware-track table (JSON, CSV, Markdown, LaTeX).
+
+The same code reads a running coordinator's database (the API) and a database file opened
+read-only with no coordinator at all (``bnnbench results --db PATH``)."""
 
 from __future__ import annotations
 
-import csv
-import io
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bnnbench.schemas import ArtifactStatus
-from coordinator import metrics
+from coordinator import exports, metrics, reference
+from coordinator.exports import CSV_COLUMNS
 from coordinator.metrics import ArtifactSize, Measurement
 from coordinator.models import Artifact, Device, Job, Model, Result
 
-CSV_COLUMNS = [
-    "device",
-    "threads",
-    "arch",
-    "library",
-    "algorithm",
-    "latency_ms",  # the reference layout
-    "n",
-    "stdev_ms",
-    "cpu_model",
-    "device_fingerprint",
-    "artifact_sha256",
-    "runtime_version",
-    "model_id",
-    "result_id",
-    "device_id",
-]
+__all__ = ["CSV_COLUMNS", "measurements", "table", "table_csv", "read_table"]
 
 
 def arch_label(m: Model) -> str:
@@ -42,7 +33,8 @@ def algorithm_label(m: Model) -> str:
 
 
 def measurements(s: Session) -> list[Measurement]:
-    """The latest valid result per (device, library, model, threads), oldest first."""
+    """The latest valid result per (device, library, model, threads), oldest first; each
+    keyed by its device's id (cells pair within one device), named by its label."""
     rows = s.execute(
         select(Result, Job, Model, Device)
         .join(Job, Result.job_id == Job.id)
@@ -60,6 +52,7 @@ def measurements(s: Session) -> list[Measurement]:
         labels[d.label()] = labels.get(d.label(), 0) + 1
     out = []
     for r, j, m, d in sorted(latest.values(), key=lambda t: t[0].id):
+        attrs = d.attributes or {}
         out.append(
             Measurement(
                 device=_row_name(d, labels),
@@ -79,6 +72,10 @@ def measurements(s: Session) -> list[Measurement]:
                     "model_id": m.id,
                     "result_id": r.id,
                 },
+                device_id=d.id,
+                # rows only: with --reference a board sorts next to the paper's same board
+                group=reference.paper_device_for(d.label(), attrs.get("soc"), attrs.get("board"))
+                or "",
             )
         )
     return out
@@ -104,21 +101,59 @@ def artifact_sizes(s: Session) -> list[ArtifactSize]:
     ]
 
 
-def table(s: Session) -> dict[str, Any]:
+def table(s: Session, with_reference: bool = False) -> dict[str, Any]:
+    """The hardware-track table of this fleet; ``with_reference`` adds the paper's rows
+    (labelled "(paper)") to the latency table and cells, and its OM and Table 3 as
+    ``reference``. ``om`` is always this fleet's own: the two are never averaged together."""
     ms = measurements(s)
-    t = metrics.latency_table(ms)
-    return {
-        **t,
+    ref = reference.measurements() if with_reference else []
+    out: dict[str, Any] = {
+        **metrics.latency_table([*ref, *ms]),
         "unit": "ms (median)",
+        "averaging": metrics.AVERAGING,
         "om": metrics.om_rows(ms, artifact_sizes(s)),
-        "cells": metrics.long_rows(ms),
+        "cells": metrics.long_rows([*ref, *ms]),
     }
+    if with_reference:
+        out["reference"] = reference.summary(ref)
+    return out
 
 
-def table_csv(s: Session) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for row in metrics.long_rows(measurements(s)):
-        w.writerow(row)
-    return buf.getvalue()
+def table_csv(s: Session, with_reference: bool = False) -> str:
+    return exports.to_csv(table(s, with_reference))
+
+
+class DatabaseError(Exception):
+    """A database file that cannot be read as a coordinator's (missing, not SQLite, other
+    schema)."""
+
+
+@contextmanager
+def open_readonly(path: Path) -> Iterator[Session]:
+    """A session on a coordinator's SQLite file, opened read-only (``mode=ro``): the file is
+    never written, not even the WAL/journal pragmas ``coordinator.db.make_engine`` sets, and
+    no schema upgrade runs (an older file is reported, not changed). SQLite may still create
+    the empty ``-wal``/``-shm`` companions of a WAL database beside it to read it safely
+    while a coordinator writes; ``immutable=1`` would avoid them but misread a live file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatabaseError(f"{path}: no such database file")
+    uri = path.resolve().as_uri().replace("file://", "file:", 1) + "?mode=ro"
+    engine = create_engine(
+        "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
+    )
+    try:
+        with Session(engine) as s:
+            yield s
+    finally:
+        engine.dispose()
+
+
+def read_table(path: Path, with_reference: bool = False) -> dict[str, Any]:
+    """``table`` from a database file, with no coordinator running."""
+    try:
+        with open_readonly(path) as s:
+            return table(s, with_reference)
+    except SQLAlchemyError as exc:
+        detail = getattr(exc, "orig", None) or exc
+        raise DatabaseError(f"{path}: not a readable bnnbench database ({detail})") from None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from coordinator import reference
 from coordinator.metrics import (
     ArtifactSize,
     Measurement,
@@ -19,8 +20,9 @@ from coordinator.metrics import (
     speedup_cells,
 )
 
-REFERENCE = Path(__file__).parent / "data" / "bibench"
-HW_CSV = REFERENCE / "bibench_hardware_latency_ms.csv"
+# the paper's cells ship with the package (coordinator/reference/): the one copy in the repo
+REFERENCE = Path(reference.__file__).parent
+HW_CSV = REFERENCE / reference.HARDWARE_CSV
 
 
 def _reference() -> list[Measurement]:
@@ -109,7 +111,7 @@ def test_long_rows_round_trip_the_reference(paper: list[Measurement]) -> None:
 
 
 def test_om_formula_matches_table3() -> None:
-    with open(REFERENCE / "bibench_table3_efficiency.csv") as f:
+    with open(REFERENCE / reference.TABLE3_CSV) as f:
         for r in csv.DictReader(f):
             if not r["hardware_om"]:
                 continue

@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
 from bnnbench.schemas import Endpoint, ResultOut
-from coordinator import results
+from coordinator import exports, results
 from coordinator.api.deps import admin, get_ctx
 from coordinator.models import Job, Result
 from coordinator.rows import listing
@@ -18,14 +18,33 @@ from coordinator.views import result_out
 router = APIRouter(tags=["results"], dependencies=[Depends(admin)])
 
 
+REFERENCE = Query(
+    False,
+    description='add the BiBench paper\'s rows (Tables 17-20, labelled "(paper)") and its '
+    "Table 3 figures; the OM rows stay this fleet's own",
+)
+
+
 @router.get(Endpoint.RESULTS_TABLE)
-def results_table(request: Request) -> dict[str, Any]:
+def results_table(request: Request, reference: bool = REFERENCE) -> dict[str, Any]:
     """Tables 17–20 layout: rows (device, threads, arch), per library FP32 / BNN / ReAct
     median latency in ms, from the latest valid result per (device, library, model, threads);
-    ``om``: speedup, compression and OM per (library, algorithm) with the cells averaged;
-    ``cells``: the same numbers one per line with provenance."""
+    ``om``: speedup, compression and OM per (library, algorithm), per variant and over the
+    common set, with the cells averaged and those left out (and why); ``cells``: the same
+    numbers one per line with provenance; ``reference``: the paper's (with ``reference``)."""
     with get_ctx(request).db.session() as s:
-        return results.table(s)
+        return results.table(s, reference)
+
+
+def _text(request: Request, fmt: str, reference: bool) -> PlainTextResponse:
+    with get_ctx(request).db.session() as s:
+        text = exports.render(results.table(s, reference), fmt)
+    name = f"bnnbench-hardware.{exports.SUFFIXES[fmt]}"
+    return PlainTextResponse(
+        text,
+        media_type=exports.MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.get(
@@ -33,16 +52,33 @@ def results_table(request: Request) -> dict[str, Any]:
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/csv": {}}}},
 )
-def results_table_csv(request: Request) -> PlainTextResponse:
+def results_table_csv(request: Request, reference: bool = REFERENCE) -> PlainTextResponse:
     """The table one cell per line: the reference CSV's columns (device, threads, arch,
-    library, algorithm, latency_ms), then provenance."""
-    with get_ctx(request).db.session() as s:
-        text = results.table_csv(s)
-    return PlainTextResponse(
-        text,
-        media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="bnnbench-hardware.csv"'},
-    )
+    library, algorithm, latency_ms), then provenance and source (measured / paper)."""
+    return _text(request, "csv", reference)
+
+
+@router.get(
+    Endpoint.RESULTS_TABLE_MD,
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/markdown": {}}}},
+)
+def results_table_markdown(request: Request, reference: bool = REFERENCE) -> PlainTextResponse:
+    """The latency table, OM rows (per variant and common set), the averaging and the cells
+    left out, as Markdown."""
+    return _text(request, "markdown", reference)
+
+
+@router.get(
+    Endpoint.RESULTS_TABLE_TEX,
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"application/x-latex": {}}}},
+)
+def results_table_latex(request: Request, reference: bool = REFERENCE) -> PlainTextResponse:
+    """LaTeX tabulars (booktabs) in the paper's layout: rows device / threads / arch, a
+    column group per library with FP32 / BNN / ReAct; then the OM rows, the averaging
+    stated in comments."""
+    return _text(request, "latex", reference)
 
 
 @router.get(Endpoint.RESULTS, response_model=list[ResultOut])
