@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,68 +56,45 @@ class _G:
         self.last = node.output
         return node.output
 
-    def conv(self, x: str, cout: int, k: int = 3, stride: int = 1, pad: int = 1) -> str:
+    def _node(
+        self, cls: type[ir.Node], prefix: str, inputs: list[str], shape: tuple, **fields: Any
+    ) -> str:
+        """A ``cls`` node named ``<prefix><index>`` with output ``<name>_out``."""
+        name = f"{prefix}{len(self.nodes)}"
+        return self._add(cls(name, inputs, f"{name}_out", shape, **fields))
+
+    def _window(self, x: str, k: int, stride: int, pad: int) -> tuple[int, int, int, int, dict]:
+        """N, C, OH, OW of a k×k window over ``x``, and its strides and pads as node fields."""
         n, c, h, w = self.shapes[x]
         oh, ow = ir.conv_out_hw(h, w, (k, k), (stride, stride), (pad,) * 4)
-        name = f"conv{len(self.nodes)}"
+        return n, c, oh, ow, {"strides": (stride, stride), "pads": (pad,) * 4}
+
+    def conv(self, x: str, cout: int, k: int = 3, stride: int = 1, pad: int = 1) -> str:
+        n, c, oh, ow, window = self._window(x, k, stride, pad)
         wt = self.rng.normal(0, np.sqrt(2 / (c * k * k)), (cout, c, k, k)).astype(np.float32)
-        return self._add(
-            ir.Conv(
-                name,
-                [x],
-                f"{name}_out",
-                (n, cout, oh, ow),
-                weight=wt,
-                bias=self.rng.normal(0, 0.1, cout).astype(np.float32),
-                strides=(stride, stride),
-                pads=(pad,) * 4,
-            )
-        )
+        b = self.rng.normal(0, 0.1, cout).astype(np.float32)
+        return self._node(ir.Conv, "conv", [x], (n, cout, oh, ow), weight=wt, bias=b, **window)
 
     def binconv(
         self, x: str, cout: int, k: int = 3, stride: int = 1, pad: int = 1, threshold: bool = False
     ) -> str:
-        n, c, h, w = self.shapes[x]
-        oh, ow = ir.conv_out_hw(h, w, (k, k), (stride, stride), (pad,) * 4)
-        name = f"bconv{len(self.nodes)}"
-        return self._add(
-            ir.BinConv(
-                name,
-                [x],
-                f"{name}_out",
-                (n, cout, oh, ow),
-                weight_sign=_signs(self.rng, (cout, c, k, k)),
-                scale=self.rng.uniform(0.5, 1.5, cout).astype(np.float32) / np.sqrt(c * k * k),
-                bias=self.rng.normal(0, 0.2, cout).astype(np.float32),
-                threshold=self.rng.normal(0, 0.1, c).astype(np.float32) if threshold else None,
-                strides=(stride, stride),
-                pads=(pad,) * 4,
-            )
-        )
+        n, c, oh, ow, window = self._window(x, k, stride, pad)
+        ws = _signs(self.rng, (cout, c, k, k))
+        scale = self.rng.uniform(0.5, 1.5, cout).astype(np.float32) / np.sqrt(c * k * k)
+        b = self.rng.normal(0, 0.2, cout).astype(np.float32)
+        t = self.rng.normal(0, 0.1, c).astype(np.float32) if threshold else None
+        fields = {"weight_sign": ws, "scale": scale, "bias": b, "threshold": t}
+        return self._node(ir.BinConv, "bconv", [x], (n, cout, oh, ow), **fields, **window)
 
     def clip(self, x: str, lo: float = -1.0, hi: float = 1.0) -> str:
-        name = f"clip{len(self.nodes)}"
-        return self._add(ir.Clip(name, [x], f"{name}_out", self.shapes[x], min=lo, max=hi))
+        return self._node(ir.Clip, "clip", [x], self.shapes[x], min=lo, max=hi)
 
     def add(self, a: str, b: str) -> str:
-        name = f"add{len(self.nodes)}"
-        return self._add(ir.Add(name, [a, b], f"{name}_out", self.shapes[a]))
+        return self._node(ir.Add, "add", [a, b], self.shapes[a])
 
     def maxpool(self, x: str, k: int = 2, stride: int = 2, pad: int = 0) -> str:
-        n, c, h, w = self.shapes[x]
-        oh, ow = ir.conv_out_hw(h, w, (k, k), (stride, stride), (pad,) * 4)
-        name = f"maxpool{len(self.nodes)}"
-        return self._add(
-            ir.MaxPool(
-                name,
-                [x],
-                f"{name}_out",
-                (n, c, oh, ow),
-                kernel=(k, k),
-                strides=(stride, stride),
-                pads=(pad,) * 4,
-            )
-        )
+        n, c, oh, ow, window = self._window(x, k, stride, pad)
+        return self._node(ir.MaxPool, "maxpool", [x], (n, c, oh, ow), kernel=(k, k), **window)
 
     def head(self, x: str, classes: int = 10) -> str:
         n, c, h, w = self.shapes[x]
