@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from agent.transports.base import CommandResult, TransportError, quote
 
@@ -83,20 +83,13 @@ class AdbTransport:
         self._connected = False
 
     @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        adb: str = "adb",
-        workdir: str = DEFAULT_WORKDIR,
-        connect: bool | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> AdbTransport:
-        """``adb://SERIAL`` (``adb://R58N123ABC``, ``adb://192.168.1.20:5555``)."""
+    def from_url(cls, url: str, **options: Any) -> AdbTransport:
+        """``adb://SERIAL`` (``adb://R58N123ABC``, ``adb://192.168.1.20:5555``); ``options``
+        are the constructor's."""
         serial = url.removeprefix("adb://").strip("/")
         if not url.startswith("adb://") or not serial:
             raise ValueError(f"not an adb:// address: {url!r}")
-        return cls(serial, adb=adb, workdir=workdir, connect=connect, env=env)
+        return cls(serial, **options)
 
     # ---- the Transport protocol -----------------------------------------------------------------
 
