@@ -24,7 +24,7 @@ SYSTEM_TOOLS := /usr/sbin/sshd:openssh-server ssh-keygen:openssh-client adb:adb 
   qemu-aarch64-static:qemu-user-static qemu-aarch64:qemu-user \
   aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu /usr/aarch64-linux-gnu/lib/libc.a:libc6-dev-arm64-cross \
   arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf /usr/arm-linux-gnueabihf/lib/libc.a:libc6-dev-armhf-cross \
-  shellcheck:shellcheck
+  shellcheck:shellcheck chromium:chromium
 system-deps: toolchain
 	@missing=""; for pair in $(SYSTEM_TOOLS); do t=$${pair%%:*}; p=$${pair#*:}; \
 	  if [ "$${t#/}" != "$$t" ]; then [ -e "$$t" ] || missing="$$missing $$p"; \
@@ -58,7 +58,7 @@ lint: venv
 # Everything; a missing sshd/adb/qemu is a failure here, not a skip. The builds the tests
 # use come first (their own make calls are then no-ops), then the suite on three workers (files
 # kept whole, native builders on one worker: tests/conftest.py), then the few serial tests.
-PYTEST_PAR := -n 3 --dist loadgroup
+PYTEST_PAR := -n 3 --dist loadfile
 test: venv native system-deps torch-env lint
 	$(MAKE) -C native cross asan
 	BNNBENCH_REQUIRE_SSHD=1 $(BIN)/pytest -q $(PYTEST_PAR) -m "not serial" --durations=25

@@ -7,7 +7,7 @@ from __future__ import annotations
 import typer
 
 from agent import cli as agent_cli
-from bnnbench import client_cli
+from bnnbench import client_cli, compare_cli, plot_cli
 from converters import cli as converters_cli
 from coordinator import cli as coordinator_cli
 
@@ -25,6 +25,8 @@ app.command("analyze")(converters_cli.analyze)
 app.command("convert")(converters_cli.convert)
 app.command("submit")(client_cli.submit)
 app.command("results")(client_cli.results)
+app.command("compare")(compare_cli.compare)
+app.command("plot")(plot_cli.plot)
 
 
 @app.command("build-native")

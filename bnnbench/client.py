@@ -31,7 +31,7 @@ from bnnbench.schemas import (
     ResultOut,
 )
 
-TERMINAL = ("done", "failed")
+TERMINAL = ("done", "failed", "cancelled")
 
 
 class BnnbenchClient(HttpCore):
@@ -181,6 +181,21 @@ class BnnbenchClient(HttpCore):
     def get_job(self, job_id: int) -> JobOut:
         return JobOut.model_validate(self.call("GET", Endpoint.JOB.format(job_id=job_id)).json())
 
+    def cancel_job(self, job_id: int) -> JobOut:
+        """Waiting, queued or leased -> cancelled (409 otherwise)."""
+        resp = self.call("POST", Endpoint.JOB_CANCEL.format(job_id=job_id))
+        return JobOut.model_validate(resp.json())
+
+    def retry_job(self, job_id: int) -> JobOut:
+        """Failed or cancelled -> queued again, attempts reset (409 otherwise)."""
+        resp = self.call("POST", Endpoint.JOB_RETRY.format(job_id=job_id))
+        return JobOut.model_validate(resp.json())
+
+    def rerun_job(self, job_id: int) -> JobOut:
+        """A new job with the same model, artifact, device, threads and protocol."""
+        resp = self.call("POST", Endpoint.JOB_RERUN.format(job_id=job_id))
+        return JobOut.model_validate(resp.json())
+
     def wait_jobs(
         self,
         ids: Iterable[int],
@@ -250,8 +265,37 @@ class BnnbenchClient(HttpCore):
         resp = self.call("GET", Endpoint.RESULTS, params=params)
         return [ResultOut.model_validate(r) for r in resp.json()]
 
-    def table(self) -> dict[str, Any]:
-        return self.call("GET", Endpoint.RESULTS_TABLE).json()
+    def table(self, reference: bool = False) -> dict[str, Any]:
+        """The hardware-track table; ``reference`` adds the paper's rows and figures."""
+        return self.call("GET", Endpoint.RESULTS_TABLE, params=_ref(reference)).json()
 
-    def table_csv(self) -> str:
-        return self.call("GET", Endpoint.RESULTS_TABLE_CSV).text
+    def table_csv(self, reference: bool = False) -> str:
+        return self.call("GET", Endpoint.RESULTS_TABLE_CSV, params=_ref(reference)).text
+
+    def table_markdown(self, reference: bool = False) -> str:
+        return self.call("GET", Endpoint.RESULTS_TABLE_MD, params=_ref(reference)).text
+
+    def table_latex(self, reference: bool = False) -> str:
+        return self.call("GET", Endpoint.RESULTS_TABLE_TEX, params=_ref(reference)).text
+
+    def plot(self, kind: str, fmt: str = "png") -> bytes:
+        """A chart of the results (``coordinator.plots.KINDS``) as PNG or SVG bytes."""
+        return self.call("GET", Endpoint.RESULTS_PLOT.format(kind=kind, fmt=fmt)).content
+
+    def compare(
+        self,
+        a: str,
+        b: str,
+        *,
+        alpha: float | None = None,
+        resamples: int | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Two selectors' cells side by side with a significance test (bnnbench.compare)."""
+        extra = {"alpha": alpha, "resamples": resamples, "seed": seed}
+        params = {"a": a, "b": b, **{k: v for k, v in extra.items() if v is not None}}
+        return self.call("GET", Endpoint.RESULTS_COMPARE, params=params).json()
+
+
+def _ref(reference: bool) -> dict[str, str]:
+    return {"reference": "true"} if reference else {}

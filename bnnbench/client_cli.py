@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,8 +22,6 @@ from bnnbench.client import BnnbenchClient
 from bnnbench.http import ApiError
 from bnnbench.schemas import DeviceOut, JobOut, Library, MeasurementProtocol
 from bnnbench.settings import ClientSettings
-
-ALGO_LABELS = {"fp32": "FP32", "bnn": "BNN", "react": "ReAct"}
 
 
 def _client(coordinator: str | None, token: str | None) -> BnnbenchClient:
@@ -157,35 +156,120 @@ def _follow(
         return client.wait_jobs([j.id for j in jobs], timeout=timeout, on_update=update)
 
 
+RESULT_FORMATS = ("table", "json", "csv", "markdown", "latex")
+
+
 def results(
     coordinator: str | None = typer.Option(None, help="coordinator URL [BNNBENCH_COORDINATOR]"),
     token: str | None = typer.Option(None, help="admin token [BNNBENCH_TOKEN]"),
-    format: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
+    format: str = typer.Option(
+        "table", "--format", "-f", help="table | json | csv | markdown | latex"
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="write to this file instead of stdout"
+    ),
+    db: Path | None = typer.Option(
+        None,
+        "--db",
+        help="read a coordinator's SQLite database file directly, read-only (no coordinator "
+        "running; --coordinator and --token are not used)",
+    ),
+    reference: bool = typer.Option(
+        False,
+        "--reference",
+        help="add the BiBench paper's reference fleet: its Tables 17-20 rows, labelled "
+        "'(paper)', its speedups and OM recomputed from its cells, and its Table 3",
+    ),
+    reference_only: bool = typer.Option(
+        False,
+        "--reference-only",
+        help="the paper's reference fleet alone (no coordinator or database needed)",
+    ),
 ) -> None:
-    """The hardware-track table (Tables 17–20 layout: median latency in ms) and OM rows."""
-    if format not in ("table", "csv", "json"):
-        raise typer.BadParameter("--format must be table, csv or json")
-    with _client(coordinator, token) as client:
-        try:
-            if format == "csv":
-                sys.stdout.write(client.table_csv())
-                return
-            data = client.table()
-        except ApiError as exc:
-            Console(stderr=True).print(_error_line(exc))
-            raise typer.Exit(2) from None
-    if format == "json":
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    """The hardware-track table (Tables 17–20 layout: median latency in ms) and OM rows, per
+    variant and over the cells common to all variants, with the averaging stated."""
+    if format not in RESULT_FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(RESULT_FORMATS)}")
+    if reference_only and db is not None:
+        raise typer.BadParameter("--reference-only reads no database: drop --db")
+    err = Console(stderr=True)
+    data: dict[str, Any] | None = None
+    text: str | None = None
+    if reference_only or db is not None:
+        # computed here, with the coordinator's own code: nothing to ask a server
+        from coordinator import exports
+        from coordinator import reference as paper
+
+        data = paper.table() if db is None else _read_db(db, reference, err)
+        if format != "table":
+            text = exports.render(data, format)
+    else:
+        with _client(coordinator, token) as client:
+            try:
+                if format == "csv":
+                    text = client.table_csv(reference)
+                elif format == "markdown":
+                    text = client.table_markdown(reference)
+                elif format == "latex":
+                    text = client.table_latex(reference)
+                else:
+                    data = client.table(reference)
+                    if format == "json":
+                        text = json.dumps(data, indent=2) + "\n"
+            except ApiError as exc:
+                err.print(_error_line(exc))
+                raise typer.Exit(2) from None
+    if text is not None:
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.write_text(text, encoding="utf-8")
         return
-    # piped output (make demo, logs) has no terminal width: don't squeeze the table to 80 cols
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    assert data is not None
+    if output is None:
+        # piped output (make demo, logs) has no terminal width: don't squeeze the table
+        print_results(Console() if sys.stdout.isatty() else Console(width=160), data)
+    else:
+        with output.open("w", encoding="utf-8") as f:
+            print_results(Console(file=f, width=200, color_system=None), data)
+
+
+def _read_db(db: Path, reference: bool, err: Console) -> dict[str, Any]:
+    try:
+        from coordinator import results as db_results  # SQLAlchemy: the coordinator extra
+    except ImportError as exc:
+        err.print(f"[red]error:[/red] --db needs bnnbench[coordinator] installed ({exc})")
+        raise typer.Exit(2) from None
+    try:
+        return db_results.read_table(db, reference)
+    except db_results.DatabaseError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def print_results(console: Console, data: dict[str, Any]) -> None:
+    """The table format: latency table, OM tables (this fleet's, the paper's), the averaging
+    and the cells left out, Table 3 against the paper's cells."""
+    from coordinator.exports import averaging_lines, excluded_lines
+
     if not data["rows"]:
         console.print("no valid results yet")
         return
     console.print(latency_rich_table(data))
-    console.print(om_rich_table(data))
-    for o in data["om"]:
-        console.print(f"[dim]{o['library']} {o['algorithm']}: {o['averaging']}[/dim]")
+    ref = data.get("reference")
+    sections = [("Hardware track: speedup, compression, OM", data["om"])] if data["om"] else []
+    if ref:
+        sections.append(("The paper's cells: speedup and OM (this tool's averaging)", ref["om"]))
+    for title, om in sections:
+        console.print(om_rich_table(om, title))
+        for line in averaging_lines(om):
+            console.print(f"[dim]{escape(line)}[/dim]")
+        for line in excluded_lines(om):
+            console.print(f"[yellow]left out:[/yellow] {escape(line)}")
+    if ref:
+        console.print(table3_rich_table(ref["table3"]))
+        console.print(f"[dim]{escape(ref['note'])}[/dim]")
+    console.print(f"[dim]{escape(data.get('averaging', ''))}[/dim]")
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -193,45 +277,47 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def latency_rich_table(data: dict[str, Any]) -> Table:
+    from coordinator.metrics import algorithm_label, library_label
+
     t = Table(title="Hardware inference: median latency (ms)")
     t.add_column("Hardware")
     t.add_column("Threads", justify="right")
     t.add_column("Arch.")
     cols = [(c["library"], a) for c in data["columns"] for a in c["algorithms"]]
     for lib, algo in cols:
-        t.add_column(f"{lib}\n{ALGO_LABELS.get(algo, algo)}", justify="right")
+        t.add_column(f"{library_label(lib)}\n{algorithm_label(algo)}", justify="right")
     for r in data["rows"]:
         t.add_row(
-            r["device"],
+            escape(r["device"]),
             str(r["threads"]),
-            r["arch"],
+            escape(r["arch"]),
             *(_fmt(r["latency_ms"].get(lib, {}).get(algo)) for lib, algo in cols),
+            style="dim" if r.get("source") == "paper" else None,
         )
     return t
 
 
-def om_rich_table(data: dict[str, Any]) -> Table:
-    t = Table(title="Hardware track: speedup, compression, OM")
-    for name, justify in (
-        ("Library", "left"),
-        ("Algorithm", "left"),
-        ("Speedup", "right"),
-        ("cells", "right"),
-        ("Compression", "right"),
-        ("archs", "left"),
-        ("OM", "right"),
-    ):
-        t.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for o in data["om"]:
-        t.add_row(
-            o["library"],
-            ALGO_LABELS.get(o["algorithm"], o["algorithm"]),
-            _fmt(o["speedup"], 2),
-            str(o["speedup_cells"]),
-            _fmt(o["compression"], 2),
-            ", ".join(o["compression_archs"]),
-            _fmt(o["om"], 2),
-        )
+def om_rich_table(om: list[dict[str, Any]], title: str) -> Table:
+    from coordinator.exports import om_table
+
+    head, body = om_table(om)
+    t = Table(title=title)
+    for i, name in enumerate(head):
+        t.add_column(name, justify="left" if i < 2 or name == "archs" else "right")
+    for row in body:
+        t.add_row(*row)
+    return t
+
+
+def table3_rich_table(rows: list[dict[str, Any]]) -> Table:
+    from coordinator.exports import table3_table
+
+    head, body = table3_table(rows)
+    t = Table(title="The paper's Table 3 against its Tables 17–20 cells")
+    for i, name in enumerate(head):
+        t.add_column(name, justify="left" if i < 1 else "right")
+    for row in body:
+        t.add_row(*row)
     return t
 
 

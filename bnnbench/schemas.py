@@ -39,6 +39,9 @@ class Endpoint:
     JOB = "/jobs/{job_id}"
     JOB_RESULT = "/jobs/{job_id}/result"
     JOB_FAILURE = "/jobs/{job_id}/fail"
+    JOB_CANCEL = "/jobs/{job_id}/cancel"
+    JOB_RETRY = "/jobs/{job_id}/retry"
+    JOB_RERUN = "/jobs/{job_id}/rerun"
     AGENT_REGISTER = "/agents/register"
     AGENT_HEARTBEAT = "/agents/heartbeat"
     AGENT_LEASE = "/agents/lease"
@@ -47,6 +50,10 @@ class Endpoint:
     RESULTS = "/results"
     RESULTS_TABLE = "/results/table"
     RESULTS_TABLE_CSV = "/results/table.csv"
+    RESULTS_TABLE_MD = "/results/table.md"  # Markdown
+    RESULTS_TABLE_TEX = "/results/table.tex"  # LaTeX (booktabs, the paper's layout)
+    RESULTS_PLOT = "/results/plots/{kind}.{fmt}"  # kind: coordinator.plots.KINDS; png | svg
+    RESULTS_COMPARE = "/results/compare"  # ?a=SELECTOR&b=SELECTOR (bnnbench.compare)
 
 
 class Library(StrEnum):
@@ -71,6 +78,7 @@ class JobStatus(StrEnum):
     leased = "leased"
     done = "done"
     failed = "failed"
+    cancelled = "cancelled"  # by an operator; never leased again (retry queues it anew)
 
 
 # ------------------------------------------------------------------ devices / agents
@@ -251,6 +259,13 @@ class Stats(BaseModel):
     max_ms: float
     stdev_ms: float
     p90_ms: float
+    # bnnbench.stats: cv = stdev/mean; a distribution-free (order-statistic) confidence
+    # interval of the median and its exact coverage (95 % from 6 samples on, less below);
+    # None in results stored before they existed
+    cv: float | None = None
+    ci_low_ms: float | None = None
+    ci_high_ms: float | None = None
+    ci_level: float | None = None
 
 
 class ResultIn(BaseModel):

@@ -12,23 +12,97 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 import bnnbench
 from bnnbench.schemas import API_PREFIX, ErrorOut
 from bnnbench.settings import CoordinatorSettings
 from coordinator import queue, web
-from coordinator.api import agents, artifacts, devices, jobs, models, results, system
+from coordinator.api import (
+    agents,
+    artifacts,
+    compare,
+    devices,
+    jobs,
+    models,
+    plots,
+    results,
+    system,
+)
 from coordinator.context import AppContext
 from coordinator.conversion import ConversionDispatcher, recover_interrupted
 from coordinator.db import Database
 from coordinator.errors import CoordinatorError
 from coordinator.store import BlobStore
+from coordinator.web.session import Sessions
 
 log = logging.getLogger("bnnbench.coordinator")
+
+STATIC_DIR = Path(__file__).parent / "static"
+DOCS_STATIC = "/static/apidocs"  # Swagger UI and ReDoc, served from the installed package
+# the docs pages reach nothing but this server: ReDoc's footer logo (a CDN image) is refused
+# and hidden, and no spec or font leaves for a third party
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+def docs_assets_dir() -> Path:
+    """Swagger UI (swagger-ui-bundle.js, swagger-ui.css) and ReDoc (redoc.standalone.js) as
+    shipped by the fastapi-offline package: /docs and /redoc work without the internet."""
+    import fastapi_offline
+
+    return Path(fastapi_offline.__file__).parent / "static"
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc load their scripts from this server, not a CDN."""
+    app.mount(DOCS_STATIC, StaticFiles(directory=docs_assets_dir()), name="apidocs")
+    openapi_url = app.openapi_url or "/openapi.json"
+    oauth2_redirect = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        page = get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=oauth2_redirect,
+            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png",
+            # no spec validation badge: it would send the spec to validator.swagger.io
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    @app.get(oauth2_redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_STATIC}/favicon.png",
+            with_google_fonts=False,
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
 
 async def _reaper(ctx: AppContext) -> None:
@@ -97,6 +171,8 @@ def create_app(settings: CoordinatorSettings | None = None) -> FastAPI:
         description="Benchmark binarized neural networks on real hardware: upload ONNX models, "
         "convert them per library, queue jobs for agents, collect hardware-track tables.",
         lifespan=lifespan,
+        docs_url=None,  # _mount_docs serves them with local assets
+        redoc_url=None,
         responses={
             401: {"model": ErrorOut},
             403: {"model": ErrorOut},
@@ -106,6 +182,7 @@ def create_app(settings: CoordinatorSettings | None = None) -> FastAPI:
         },
     )
     app.state.ctx = ctx
+    app.state.web_sessions = Sessions(settings.admin_token)  # dashboard sign-ins
 
     @app.exception_handler(CoordinatorError)
     async def _coordinator_error(_: Request, exc: CoordinatorError) -> JSONResponse:
@@ -124,9 +201,11 @@ def create_app(settings: CoordinatorSettings | None = None) -> FastAPI:
             status_code=500,
         )
 
-    for r in (system, models, artifacts, jobs, agents, devices, results):
+    for r in (system, models, artifacts, jobs, agents, devices, results, plots, compare):
         app.include_router(r.router, prefix=API_PREFIX)
     # /health too, for load balancers and scripts
     app.include_router(system.router, include_in_schema=False)
+    _mount_docs(app)  # before /static: the more specific mount must match first
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(web.router)
     return app

@@ -8,7 +8,10 @@ up after a restart; items interrupted mid-way (``running``/``converting``) are r
 ``pending`` at startup and at shutdown.
 
 A :class:`converters.errors.ConversionError` marks the artifact failed with its message and
-fails the jobs waiting for it; the model and every other row and blob stay as they are.
+fails the jobs waiting for it; the model and every other row and blob stay as they are. So does
+a conversion whose fidelity check did not pass (:func:`fidelity_gate`): such an artifact is
+never benchmarked, its report (``fidelity``, ``fidelity_gate``) stays on it for inspection.
+While a device on this machine measures, no item starts (coordinator.colocation).
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from typing import Any
 from sqlalchemy import select, update
 
 import coordinator
-from bnnbench.schemas import ArtifactStatus
+from bnnbench.schemas import ArtifactStatus, JobStatus
 from bnnbench.settings import CoordinatorSettings
-from coordinator import queue
+from coordinator import colocation, queue
 from coordinator.db import Database
-from coordinator.models import Artifact, Model, utcnow
+from coordinator.models import Artifact, Job, Model, utcnow
 from coordinator.rows import changed
 from coordinator.signals import Signal
 from coordinator.store import BlobStore
@@ -72,7 +75,51 @@ def recover_interrupted(db: Database) -> int:
             .where(Artifact.status == ArtifactStatus.converting)
             .values(status=ArtifactStatus.pending),
         )
+    fail_unfaithful(db)  # a database an older version left: no unverified artifact runs
     return a + b
+
+
+def fail_unfaithful(db: Database) -> int:
+    """Artifacts an older version marked ready although their stored report says the fidelity
+    check failed (there was no gate) become failed, and so do their jobs that have not run;
+    returns how many artifacts."""
+    with db.session() as s:
+        rows = s.execute(
+            select(Artifact.id, Artifact.report).where(Artifact.status == ArtifactStatus.ready)
+        ).all()
+        n = 0
+        for art_id, report in rows:
+            fid = (report or {}).get("fidelity")
+            if not isinstance(fid, dict) or fid.get("passed") is not False:
+                continue
+            gate = fidelity_gate(report)
+            error = f"fidelity check failed: {gate['verdict']}"
+            n += changed(
+                s,
+                update(Artifact)
+                .where(Artifact.id == art_id, Artifact.status == ArtifactStatus.ready)
+                # updated_at kept: it dates conversions (coordinator.colocation.overlap)
+                .values(
+                    status=ArtifactStatus.failed,
+                    error=error,
+                    report={**report, "fidelity_gate": gate},
+                    updated_at=Artifact.updated_at,
+                ),
+            )
+            s.execute(
+                update(Job)
+                .where(
+                    Job.artifact_id == art_id,
+                    Job.status.in_((JobStatus.waiting, JobStatus.queued)),
+                )
+                .values(
+                    status=JobStatus.failed,
+                    error=f"artifact conversion failed: {error}",
+                    updated_at=utcnow(),
+                )
+            )
+            log.warning("artifact %d: %s (was ready)", art_id, error)
+    return n
 
 
 def _fill_labels(model: Model, found: dict[str, Any]) -> None:
@@ -82,6 +129,55 @@ def _fill_labels(model: Model, found: dict[str, Any]) -> None:
         model.arch = found["arch"]
     if not model.algorithm and isinstance(found.get("algorithm"), str) and found["algorithm"]:
         model.algorithm = found["algorithm"].lower()
+
+
+def fidelity_gate(summary: dict[str, Any]) -> dict[str, Any]:
+    """The coordinator's decision on a converted artifact, from its converter summary: only an
+    artifact whose fidelity check passed is benchmarked (DESIGN: an artifact that failed its
+    fidelity check never produces a number in a table or OM); no report counts as failed.
+
+    ``deviations``: how a passing artifact knowingly computes something other than the ONNX
+    model — the back end's own list (``fidelity.deviations``) and a binary-conv padding that
+    is not the ONNX model's zero padding (``padding_mode``, which every back end reports:
+    daBNN pads with −1, LCE without exact padding with +1). Shown, with the measured
+    difference from onnxruntime, never hidden; they do not block."""
+    fid = summary.get("fidelity")
+    if not isinstance(fid, dict):
+        return {
+            "passed": False,
+            "verdict": "no fidelity report: the converter did not verify the artifact",
+            "deviations": [],
+        }
+    passed = fid.get("passed") is True
+    verdict = str(fid.get("verdict") or "")
+    if verdict.startswith("failed: "):
+        verdict = verdict[len("failed: ") :]
+    verdict = verdict or ("passed" if passed else "failed without a verdict")
+    deviations = [str(d) for d in fid.get("deviations") or [] if d]
+    short = list(deviations)  # for the verdict: without the long explanations
+    mode = summary.get("padding_mode")
+    raw_padding = summary.get("padding")
+    padding: dict[str, Any] = raw_padding if isinstance(raw_padding, dict) else {}
+    padded = padding.get("padded_binary_convs")
+    if isinstance(mode, str) and mode != "zero" and padded != 0:
+        value = {"minus_one": "-1", "one": "+1"}.get(mode, mode)
+        text = f"binary convs padded with {value} (padding_mode {mode}), "
+        text += "where the ONNX model pads with 0"
+        if isinstance(padded, int):
+            text += f" ({padded} padded binary conv{'s' if padded != 1 else ''})"
+        raw_vs = fid.get("vs_onnx")
+        vs: dict[str, Any] = raw_vs if isinstance(raw_vs, dict) else fid
+        err, top1 = vs.get("max_rel_err"), vs.get("top1_agreement")
+        if isinstance(err, int | float) and isinstance(top1, int | float):
+            text += f": differs from onnxruntime by max rel err {err:.3g}, top-1 agreement "
+            text += f"{top1:.0%}"
+        short.append(text)
+        if isinstance(padding.get("note"), str):
+            text += f". {padding['note']}"
+        deviations.append(text)
+    if passed and short:
+        verdict += f"; deviates from the ONNX model by design: {'; '.join(short)}"
+    return {"passed": passed, "verdict": verdict, "deviations": deviations}
 
 
 class ConversionDispatcher:
@@ -145,6 +241,10 @@ class ConversionDispatcher:
             task.add_done_callback(self._running.discard)
 
     def _claim(self) -> WorkItem | None:
+        if colocation.isolating(self.settings):
+            with self.db.session() as s:
+                if colocation.measuring_here(s, self.settings):
+                    return None  # a device on this machine measures: convert after it
         # conversions first: they unblock waiting jobs; an analysis is informational
         return self._claim_artifact() or self._claim_analysis()
 
@@ -207,6 +307,8 @@ class ConversionDispatcher:
         finally:
             slots.release()
             self.work_signal.notify()
+            # devices on this machine may have waited for this item (coordinator.colocation)
+            self.jobs_signal.notify()
 
     async def _run_worker(self, args: list[str]) -> Outcome:
         result_path = self.store.tmp_path("result-", ".json")
@@ -290,8 +392,14 @@ class ConversionDispatcher:
     def _finish_conversion(self, item: WorkItem, outcome: Outcome, out: Path) -> None:
         error = outcome.error
         sha = size = None
+        report: dict[str, Any] = {"user_error": outcome.user_error}
         if outcome.ok:
-            if not out.is_file() or out.stat().st_size == 0:
+            gate = fidelity_gate(outcome.result)
+            # the whole summary stays on the artifact, passed or not: the report says why
+            report = {**outcome.result, "fidelity_gate": gate}
+            if not gate["passed"]:  # never served, so not stored (the report keeps its hash)
+                error = f"fidelity check failed: {gate['verdict']}"
+            elif not out.is_file() or out.stat().st_size == 0:
                 error = "converter reported success but wrote no output file"
             else:
                 sha, size = self.store.put_file(out)
@@ -302,17 +410,16 @@ class ConversionDispatcher:
             art = s.get(Artifact, item.id)
             if art is None:
                 return
+            art.report = report
             if not error:
                 _fill_labels(art.model, outcome.result)
                 art.status = ArtifactStatus.ready
                 art.sha256, art.size = sha, size
                 art.error = None
-                art.report = outcome.result
                 queued = queue.on_artifact_ready(s, art.id)
             else:
                 art.status = ArtifactStatus.failed
                 art.error = error
-                art.report = {"user_error": outcome.user_error}
                 queued = 0
                 queue.on_artifact_failed(s, art.id, error)
         log.info("artifact %d (%s): %s", item.id, item.library, error or f"ready, sha256 {sha}")

@@ -30,7 +30,8 @@ from bnnbench.schemas import (
     ResultIn,
 )
 from bnnbench.settings import CoordinatorSettings
-from bnnbench.stats import summarize
+from bnnbench.stats import CI_CONFIDENCE, rel_ci_halfwidth, summarize
+from coordinator import colocation
 from coordinator.errors import Conflict, Unprocessable
 from coordinator.models import Agent, Artifact, Device, Job, Model, Result, utcnow
 from coordinator.rows import changed, get_row
@@ -213,6 +214,9 @@ def lease(
     )
     if busy is not None:
         return None
+    # a device on the coordinator's machine waits while conversions run (coordinator.colocation)
+    if colocation.hold_lease(s, agent.device, settings):
+        return None
     q = select(Job.id).where(
         Job.status == JobStatus.queued,
         or_(Job.device_id.is_(None), Job.device_id == agent.device_id),
@@ -246,8 +250,15 @@ def lease(
     return None
 
 
+def _cancelled(job: Job) -> None:
+    # an operator cancelled the job under the agent: say so, not "stale lease"
+    if job.status == JobStatus.cancelled:
+        raise Conflict(f"job {job.id} was cancelled: nothing was recorded; stop working on it")
+
+
 def _held_job(s: Session, agent: Agent, job_id: int) -> Job:
     job = get_row(s, Job, job_id)
+    _cancelled(job)
     if job.status != JobStatus.leased or job.leased_by != agent.id:
         raise Conflict(
             f"job {job_id} is not leased by this agent (status {job.status}); "
@@ -284,6 +295,7 @@ def heartbeat(
 
 def _check_lease(s: Session, agent: Agent, job_id: int, lease_id: str) -> Job:
     job = get_row(s, Job, job_id)
+    _cancelled(job)
     if job.status != JobStatus.leased or job.lease_id != lease_id or job.leased_by != agent.id:
         raise Conflict(
             f"stale lease for job {job_id}: the job is {job.status} and lease {lease_id!r} is "
@@ -302,23 +314,47 @@ def verdict(
     env: dict[str, Any] | None = None,
     *,
     emulated: bool = False,
+    extra_problems: Sequence[str] = (),
 ) -> tuple[bool, str]:
+    """Valid or not, and why: enough samples, a precise median (its confidence interval within
+    ±``max_rel_ci``; settings.py says why that bar), optionally stdev/median within
+    ``max_rel_stdev``, no throttling, and no ``extra_problems`` (e.g. a conversion overlapped)."""
     st = summarize(samples)
     problems = []
     if st.n < runs:
         problems.append(f"{st.n} of {runs} requested runs")
     if st.n < settings.min_valid_samples:
         problems.append(f"fewer than {settings.min_valid_samples} samples")
-    rel = st.stdev_ms / st.median_ms if st.median_ms > 0 else math.inf
-    if rel > settings.max_rel_stdev:
-        problems.append(f"too noisy: stdev/median {rel:.2f} > {settings.max_rel_stdev}")
+    rel_ci = rel_ci_halfwidth(st)
+    level = st.ci_level or 0.0
+    ci_text = f"median {level:.0%} CI ±{rel_ci:.1%}"
+    # below 6 samples no order-statistic interval reaches 95 %: [min, max] is the widest
+    small = f" ([min, max] of {st.n}; {CI_CONFIDENCE:.0%} needs 6 samples)"
+    small = small if level < CI_CONFIDENCE else ""
+    if rel_ci > settings.max_rel_ci:
+        problems.append(f"too noisy: {ci_text} > ±{settings.max_rel_ci:.1%}{small}")
+    rel_sd = st.stdev_ms / st.median_ms if st.median_ms > 0 else math.inf
+    if settings.max_rel_stdev is not None and rel_sd > settings.max_rel_stdev:
+        problems.append(f"too noisy: stdev/median {rel_sd:.2f} > {settings.max_rel_stdev}")
     problems += throttling(env or {}, settings)
+    problems += extra_problems
     if problems:
         return False, "invalid: " + "; ".join(problems)
-    text = f"ok: {st.n} samples, stdev/median {rel:.3f}"
+    text = f"ok: {st.n} samples, {ci_text}{small}, cv {st.cv or 0.0:.3f}"
     if emulated:
         text += " (emulated device: correctness only, never in tables or OM)"
     return True, text
+
+
+def _leased_at(job: Job) -> datetime | None:
+    """When the current lease began (its history event)."""
+    for e in reversed(job.history or []):
+        if e.get("event") == "leased" and e.get("lease_id") == job.lease_id:
+            try:
+                return datetime.fromisoformat(e["at"])
+            except (KeyError, TypeError, ValueError):
+                return None
+    return None
 
 
 def throttling(env: dict[str, Any], settings: CoordinatorSettings) -> list[str]:
@@ -372,6 +408,7 @@ def submit_result(
     except ValueError:
         raise Unprocessable("env must be plain JSON (no NaN or Infinity values)") from None
     job = _check_lease(s, agent, job_id, body.lease_id)
+    leased_at = _leased_at(job)
     count = changed(
         s,
         update(Job)
@@ -384,7 +421,20 @@ def submit_result(
     stats = summarize(samples)
     device = s.get(Device, agent.device_id)
     assert device is not None
-    valid, text = verdict(samples, job.runs, settings, body.env, emulated=bool(device.emulated))
+    extra = []
+    if (why := colocation.overlap(s, device, settings, leased_at)) is not None:
+        extra.append(f"shared cores: {why}")
+    unfaithful = job.artifact.status == ArtifactStatus.failed
+    if unfaithful:  # failed since the lease (e.g. an older version had let it through)
+        extra.append(f"artifact {job.artifact_id} failed: {job.artifact.error}")
+    valid, text = verdict(
+        samples,
+        job.runs,
+        settings,
+        body.env,
+        emulated=bool(device.emulated),
+        extra_problems=extra,
+    )
     result = Result(
         job_id=job.id,
         agent_id=agent.id,
@@ -403,7 +453,12 @@ def submit_result(
     s.add(result)
     s.refresh(job)
     _event(job, "done", agent=agent.id)
-    if not valid and not device.emulated and (job.remeasures or 0) < settings.max_remeasures:
+    if (
+        not valid
+        and not device.emulated
+        and not unfaithful
+        and (job.remeasures or 0) < settings.max_remeasures
+    ):
         _remeasure(job, text, settings)
     s.flush()
     return result

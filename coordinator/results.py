@@ -40,8 +40,11 @@ def measurements(s: Session) -> list[Measurement]:
         .join(Job, Result.job_id == Job.id)
         .join(Model, Job.model_id == Model.id)
         .join(Device, Result.device_id == Device.id)
+        .join(Artifact, Job.artifact_id == Artifact.id)
         .where(Result.valid.is_(True))
         .where(Device.emulated.is_not(True))  # emulated runs prove correctness, not speed
+        # an artifact failed later (e.g. its fidelity check, gated at startup) counts no more
+        .where(Artifact.status == ArtifactStatus.ready)
         .order_by(Result.id)
     ).all()
     latest: dict[tuple[int, str, int, int], tuple[Result, Job, Model, Device]] = {}

@@ -437,30 +437,10 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ------------------------------------------------------------------ parallel runs (xdist)
 
-# Test files that build host targets of their own in native/build (C unit tests under ASan,
-# emulated AVX-512) or rely on the host build share one worker, so two makes never write one
-# build folder at once; `make test` builds the library, the CLIs (host, aarch64, armv7) and
-# the ASan CLI first, so the other files' make calls are no-ops (the cross test binaries
-# have their own folders). Every other file stays whole on one
-# worker (its module fixtures are built once) and files spread over the workers.
-NATIVE_BUILD_FILES = {
-    "test_native_engine",
-    "test_native_cross",
-    "test_native_isa",
-    "test_native_cli_protocol",
-}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return  # -p no:xdist: no groups to form (and the mark would be unknown)
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        module = item.module.__name__ if item.module else item.nodeid.split("::")[0]
-        group = "native-build" if module in NATIVE_BUILD_FILES else module
-        item.add_marker(pytest.mark.xdist_group(group))
+# `make test` runs the files on three workers with ``--dist loadfile``: a file stays whole on
+# one worker (its module fixtures are built once). It builds the library, the CLIs (host,
+# aarch64, armv7) and the ASan objects first, so the tests' own make calls are no-ops and two
+# workers never compile into one build folder (the cross test binaries have their own).
 
 
 EMULATOR = "qemu-aarch64-static"  # the exec wrapper of the emulated boards in the fleet tests

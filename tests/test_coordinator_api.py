@@ -281,10 +281,11 @@ def test_dashboard(coordinator: CoordinatorProcess, tiny_onnx: Path) -> None:
     r = httpx.get(c.url + "/")
     assert r.status_code == 401 and "Admin token" in r.text
     with httpx.Client(base_url=c.url, follow_redirects=True) as browser:
-        r = browser.get("/", params={"token": c.admin_token})
-        assert r.status_code == 200
-        assert "tiny_bnn.onnx" in r.text and "ready" in r.text and "queued 1" in r.text
-        browser.cookies.set("bnnbench_token", "wrong")
+        r = browser.post("/login", data={"token": c.admin_token})
+        assert r.status_code == 200 and "queued 1" in r.text
+        models = browser.get("/models").text
+        assert "tiny_bnn.onnx" in models and "ready" in models
+        browser.cookies.set("bnnbench_session", "wrong")
         assert browser.get("/").status_code == 401
 
 

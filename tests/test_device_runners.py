@@ -385,6 +385,7 @@ def test_board_agent_gets_library_runners_and_passes_the_protocol(
     assert plan == RunPlan(1, 0, 1, MeasurementProtocol(min_time_ms=5))
 
 
+@pytest.mark.slow  # converts with LCE's converter (TensorFlow)
 def test_lce_python_mode_applies_the_protocol_in_process(tmp_path: Path) -> None:
     """The local interpreter keeps running until the protocol's warm-up and timed spans pass."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -59,7 +59,7 @@ def test_campaign_over_local_ssh_and_adb_devices(
         _devices_add(devices, f"adb://{phone.serial}", "--exec-wrapper", EMULATOR, env=env)
 
         # three devices share this machine's two cores: noise is expected and not the subject
-        coord = coordinator_factory(max_rel_stdev=1e9)
+        coord = coordinator_factory(max_rel_ci=1e9)
         client = coord.client
         host = agents(coord, "host", "--devices", str(devices), env=adb_env)
         ctx = ctx_of(coord, host)
@@ -160,7 +160,7 @@ def test_throttling_on_a_phone_invalidates_and_remeasures(
         devices = tmp_path / "devices.toml"
         _devices_add(devices, f"adb://{phone.serial}", "--name", "x86-phone", env=_env(adb_env))
         # only throttling may make a result invalid here (noise on a shared CI core must not)
-        coord = coordinator_factory(max_remeasures=2, remeasure_pause_s=1.0, max_rel_stdev=1e9)
+        coord = coordinator_factory(max_remeasures=2, remeasure_pause_s=1.0, max_rel_ci=1e9)
         client = coord.client
         host = agents(coord, "host", "--devices", str(devices), env=adb_env)
         ctx = ctx_of(coord, host)

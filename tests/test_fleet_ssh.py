@@ -25,7 +25,6 @@ from agent.fleet import load_devices
 pytestmark = pytest.mark.cross
 
 
-
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Any:
     server = start_sshd(tmp_path_factory.mktemp("sshd"))

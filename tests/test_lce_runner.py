@@ -21,6 +21,9 @@ from agent.runners.base import Runner, RunnerError, RunPlan  # noqa: E402
 from agent.runners.lce import LceRunner  # noqa: E402
 from agent.runners.tflite import TFLiteRunner  # noqa: E402
 
+# the models are converted with LCE's converter: TensorFlow, seconds per worker
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).parent / "data" / "benchmark_outputs"
 
 

@@ -16,6 +16,7 @@ convert the same way, and unsafe archives must be refused.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -82,40 +83,43 @@ def exports() -> tuple[Path, dict[str, dict[str, Any]]]:
     kept outside the clone (``$XDG_CACHE_HOME/bnnbench``), keyed by the scripts' hash."""
     root = CACHE / "torch-exports"
     out = root / _export_key()
-    if not (out / "manifest.json").is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.iterdir():  # exports of older scripts (~0.9 GB each)
-            if stale.is_dir() and not stale.name.startswith(out.name):
-                shutil.rmtree(stale, ignore_errors=True)
-        log = root / "export.log"
-        tmp = root / f"{out.name}.tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        with open(log, "w") as f:
-            # creates .venv-torch when missing; a no-op when it is installed
-            env_rc = subprocess.run(
-                ["bash", str(ENV_SCRIPT)], stdout=f, stderr=subprocess.STDOUT, timeout=1800
-            ).returncode
-            rc = (
-                env_rc
-                or subprocess.run(
-                    [str(TORCH_PYTHON), str(EXPORT_SCRIPT), str(tmp), "--jobs", "2"],
-                    stdout=f,
-                    stderr=subprocess.STDOUT,
-                    timeout=1800,
-                ).returncode
-            )
-        if rc:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-            pytest.fail(f"torch export failed (rc {rc}), see {log}:\n{tail}")
-        shutil.rmtree(out, ignore_errors=True)  # a partial one, without its manifest
-        try:
-            os.replace(tmp, out)
-        except OSError:  # another session finished the same export first
-            if not (out / "manifest.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    # one exporter at a time (xdist workers, two sessions): the others wait, then find it
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "manifest.json").is_file():
+            _export(root, out)
     manifest = json.loads((out / "manifest.json").read_text())
     return out, {e["name"]: e for e in manifest["models"]}
+
+
+def _export(root: Path, out: Path) -> None:
+    """Export every model into ``out`` (under the lock); exports of older scripts go."""
+    for stale in root.iterdir():  # exports of older scripts (~0.9 GB each)
+        if stale.is_dir() and stale.name != out.name:
+            shutil.rmtree(stale, ignore_errors=True)
+    log = root / "export.log"
+    tmp = root / f"{out.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with open(log, "w") as f:
+        # creates .venv-torch when missing; a no-op when it is installed
+        env_rc = subprocess.run(
+            ["bash", str(ENV_SCRIPT)], stdout=f, stderr=subprocess.STDOUT, timeout=1800
+        ).returncode
+        rc = (
+            env_rc
+            or subprocess.run(
+                [str(TORCH_PYTHON), str(EXPORT_SCRIPT), str(tmp), "--jobs", "2"],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                timeout=1800,
+            ).returncode
+        )
+    if rc:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+        pytest.fail(f"torch export failed (rc {rc}), see {log}:\n{tail}")
+    shutil.rmtree(out, ignore_errors=True)  # a partial one, without its manifest
+    os.replace(tmp, out)
 
 
 def _model(exports: tuple[Path, dict], name: str) -> tuple[Path, dict[str, Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
@@ -18,7 +18,7 @@ from bnnbench.schemas import (
     ResultOut,
 )
 from bnnbench.settings import CoordinatorSettings
-from coordinator import queue
+from coordinator import job_actions, queue
 from coordinator.api.deps import admin, agent, get_ctx
 from coordinator.auth import Principal
 from coordinator.models import Agent, Job
@@ -121,3 +121,50 @@ def post_failure(
         return job_out(job), job.status
 
     return _agent_report(request, p, record)
+
+
+# ------------------------------------------------------------------ operator actions
+
+
+def _job_action(request: Request, action: Callable[[Session, int], Job], job_id: int) -> JobOut:
+    ctx = get_ctx(request)
+    with ctx.db.session() as s:
+        out = job_out(action(s, job_id))
+    if out.status == JobStatus.queued:
+        ctx.jobs_signal.notify()
+    return out
+
+
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"description": "the job's status does not allow it"}
+}
+
+
+@router.post(
+    Endpoint.JOB_CANCEL, response_model=JobOut, dependencies=[Depends(admin)], responses=_CONFLICT
+)
+def cancel_job(job_id: int, request: Request) -> JobOut:
+    """A waiting, queued or leased job becomes cancelled: never leased again; the agent running
+    it gets 409 on its next heartbeat or result, and nothing it sends is recorded."""
+    return _job_action(request, job_actions.cancel, job_id)
+
+
+@router.post(
+    Endpoint.JOB_RETRY, response_model=JobOut, dependencies=[Depends(admin)], responses=_CONFLICT
+)
+def retry_job(job_id: int, request: Request) -> JobOut:
+    """A failed or cancelled job is queued again (waiting while its artifact converts) with its
+    attempts reset."""
+    return _job_action(request, job_actions.retry, job_id)
+
+
+@router.post(
+    Endpoint.JOB_RERUN,
+    response_model=JobOut,
+    status_code=201,
+    dependencies=[Depends(admin)],
+    responses=_CONFLICT,
+)
+def rerun_job(job_id: int, request: Request) -> JobOut:
+    """A new job with the job's model, artifact, device, threads, runs and protocol."""
+    return _job_action(request, job_actions.rerun, job_id)
