@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import CoordinatorProcess, wait_for
+from helpers.campaign import module_coordinator
 
 API = "/api/v1"
 
@@ -75,15 +77,21 @@ class RawAgent:
         )
 
 
-@pytest.fixture
-def server(coordinator_factory: Any) -> CoordinatorProcess:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoordinatorProcess]:
+    """One coordinator for the tests below: each registers agents of its own and binds its
+    jobs to their devices, so no test leases another's job."""
     # leases long enough never to expire by accident on a loaded machine
-    return coordinator_factory(lease_seconds=60, max_attempts=2, max_remeasures=2)
+    settings = {"lease_seconds": 60, "max_attempts": 2, "max_remeasures": 2}
+    with module_coordinator(tmp_path_factory, "test-admin-token", **settings) as c:
+        yield c
 
 
-def _queued_job(c: CoordinatorProcess, model_path: Path, threads: list[int]) -> list[int]:
+def _queued_job(
+    c: CoordinatorProcess, model_path: Path, threads: list[int], device_id: int | None = None
+) -> list[int]:
     m = c.client.upload_model(model_path)
-    jobs = c.client.create_jobs(m.id, "native", threads, warmup=1, runs=3)
+    jobs = c.client.create_jobs(m.id, "native", threads, device_id=device_id, warmup=1, runs=3)
     ids = [j.id for j in jobs]
     c.client.wait_jobs(ids, until=lambda j: j.status == "queued", timeout=60)
     return ids
@@ -169,8 +177,8 @@ def test_expired_max_attempts_fails_the_job(coordinator_factory: Any, tiny_onnx:
 
 def test_failure_reports_requeue_or_fail(server: CoordinatorProcess, tiny_onnx: Path) -> None:
     c = server  # max_attempts=2
-    a = RawAgent(c, "a")
-    j1, j2 = _queued_job(c, tiny_onnx, [1, 2])
+    a = RawAgent(c, "failing")
+    j1, j2 = _queued_job(c, tiny_onnx, [1, 2], a.reg["device_id"])
     lease = a.lease().json()
     assert lease["job_id"] == j1  # oldest first
     r = a.fail(j1, lease["lease_id"], "device busy")
@@ -193,8 +201,8 @@ def test_bad_results_are_refused_and_invalid_ones_flagged(
     server: CoordinatorProcess, tiny_onnx: Path
 ) -> None:
     c = server
-    a = RawAgent(c, "a")
-    j1, j2 = _queued_job(c, tiny_onnx, [1, 2])
+    a = RawAgent(c, "reporting")
+    j1, j2 = _queued_job(c, tiny_onnx, [1, 2], a.reg["device_id"])
     lease = a.lease().json()
     for bad in ([], [1.0, -2.0], [1.0, float("nan")]):
         body = {"lease_id": lease["lease_id"], "samples_ms": bad, "runtime_version": "x"}
@@ -220,16 +228,17 @@ def test_bad_results_are_refused_and_invalid_ones_flagged(
 
 def test_long_poll_wakes_when_a_job_is_queued(server: CoordinatorProcess, tiny_onnx: Path) -> None:
     c = server
-    a = RawAgent(c, "a")
+    a = RawAgent(c, "waiting")
+    here = a.reg["device_id"]
     m = c.client.upload_model(tiny_onnx)
-    (first,) = c.client.create_jobs(m.id, "native", [1])
+    (first,) = c.client.create_jobs(m.id, "native", [1], device_id=here)
     c.client.wait_artifact(first.artifact_id)
     assert a.lease().json()["job_id"] == first.id  # take the only job
 
     got: dict[str, httpx.Response] = {}
     waiting = threading.Thread(target=lambda: got.setdefault("r", a.lease(wait=10)))
     waiting.start()
-    (new,) = c.client.create_jobs(m.id, "native", [2])  # artifact ready: queued at once
+    (new,) = c.client.create_jobs(m.id, "native", [2], device_id=here)  # ready: queued at once
     assert new.status == "queued"
     waiting.join()
     assert got["r"].status_code == 200 and got["r"].json()["job_id"] == new.id
@@ -237,14 +246,14 @@ def test_long_poll_wakes_when_a_job_is_queued(server: CoordinatorProcess, tiny_o
 
 def test_device_filter(server: CoordinatorProcess, tiny_onnx: Path) -> None:
     c = server
-    a, b = RawAgent(c, "a"), RawAgent(c, "b")
+    a, b = RawAgent(c, "filter-a"), RawAgent(c, "filter-b")
     m = c.client.upload_model(tiny_onnx)
     (job,) = c.client.create_jobs(m.id, "native", [1], device_id=b.reg["device_id"])
     c.client.wait_jobs([job.id], until=lambda j: j.status == "queued", timeout=60)
     assert a.lease().status_code == 204
     assert b.lease().json()["job_id"] == job.id
     # re-registering the same name on the same device keeps the agent, rotates the token
-    again = RawAgent(c, "b")
+    again = RawAgent(c, "filter-b")
     assert again.reg["agent_id"] == b.reg["agent_id"]
     assert b.heartbeat(None).status_code == 401
     assert again.heartbeat(job.id).status_code == 200

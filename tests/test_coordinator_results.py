@@ -7,12 +7,14 @@ import csv
 import io
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
 from conftest import CoordinatorProcess, make_tiny_onnx, result_for
+from helpers.campaign import module_coordinator
 from typer.testing import CliRunner
 
 from bnnbench import client_cli
@@ -50,12 +52,11 @@ def _serve_jobs(
         agent.post_result(job, result_for(lease, samples[(algo, lease.threads)], "native-test"))
 
 
-@pytest.fixture
-def measured(coordinator_factory: Any, tmp_path: Path) -> dict[str, Any]:
-    c = coordinator_factory(max_remeasures=2)
+def _measure(c: CoordinatorProcess, model_dir: Path) -> dict[str, Any]:
+    """Two tiny models measured at 1 and 2 threads by a fake agent reporting SAMPLES."""
     models = {}
     for algo in ("fp32", "bnn"):
-        path = make_tiny_onnx(tmp_path / f"tiny_{algo}.onnx", algo)
+        path = make_tiny_onnx(model_dir / f"tiny_{algo}.onnx", algo)
         models[algo] = c.client.upload_model(path)
     jobs = {
         algo: c.client.create_jobs(m.id, "native", [1, 2], runs=3) for algo, m in models.items()
@@ -72,6 +73,19 @@ def measured(coordinator_factory: Any, tmp_path: Path) -> dict[str, Any]:
         t.join()
     assert {j.status for j in done} == {"done"}
     return {"c": c, "models": models, "jobs": jobs, "agent": agent, "reg": reg}
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One measured campaign for the tests that only read it."""
+    with module_coordinator(tmp_path_factory, "test-admin-token", max_remeasures=2) as c:
+        yield _measure(c, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def measured_here(coordinator_factory: Any, tmp_path: Path) -> dict[str, Any]:
+    """A campaign of the test's own, for a test that posts more results."""
+    return _measure(coordinator_factory(max_remeasures=2), tmp_path)
 
 
 def test_table_json_csv(measured: dict[str, Any]) -> None:
@@ -107,10 +121,10 @@ def test_table_json_csv(measured: dict[str, Any]) -> None:
     assert {r["runtime_version"] for r in rows} == {"native-test"}
 
 
-def test_table_uses_latest_valid_result(measured: dict[str, Any]) -> None:
-    c: CoordinatorProcess = measured["c"]
-    agent: BnnbenchClient = measured["agent"]
-    bnn = measured["models"]["bnn"]
+def test_table_uses_latest_valid_result(measured_here: dict[str, Any]) -> None:
+    c: CoordinatorProcess = measured_here["c"]
+    agent: BnnbenchClient = measured_here["agent"]
+    bnn = measured_here["models"]["bnn"]
     # re-measure bnn at 1 thread: first an invalid (too few samples) result, then a valid one
     (j_invalid,) = c.client.create_jobs(bnn.id, "native", [1], runs=3)
     lease = agent.lease(wait=5)
