@@ -4,6 +4,7 @@ uploads, background conversion, bad input, auth, size cap, the dashboard."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 import onnx
 import pytest
 from conftest import CoordinatorProcess, make_tiny_onnx, wait_for
+from helpers.campaign import module_coordinator
 
 from bnnbench.http import ApiError
 
@@ -30,6 +32,14 @@ def _snapshot(c: CoordinatorProcess) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoordinatorProcess]:
+    """One coordinator for the tests that look only at their own models, jobs and agents;
+    a test that compares everything stored, or counts queued jobs, starts its own."""
+    with module_coordinator(tmp_path_factory, "test-admin-token") as c:
+        yield c
+
+
 def _ready_model(c: CoordinatorProcess, path: Path, threads: tuple[int, ...] = (1,)) -> Any:
     m = c.client.upload_model(path)
     jobs = c.client.create_jobs(m.id, "native", threads)
@@ -41,9 +51,9 @@ def _ready_model(c: CoordinatorProcess, path: Path, threads: tuple[int, ...] = (
 
 
 def test_upload_converts_in_background_and_download_matches(
-    coordinator: CoordinatorProcess, tiny_onnx: Path, tmp_path: Path
+    shared: CoordinatorProcess, tiny_onnx: Path, tmp_path: Path
 ) -> None:
-    c = coordinator
+    c = shared
     m = c.client.upload_model(tiny_onnx)
     assert m.sha256 == hashlib.sha256(tiny_onnx.read_bytes()).hexdigest()
     assert m.size == tiny_onnx.stat().st_size and m.name == tiny_onnx.name
@@ -78,22 +88,24 @@ def test_upload_converts_in_background_and_download_matches(
 
 
 def test_duplicate_upload_returns_the_existing_model(
-    coordinator: CoordinatorProcess, tiny_onnx: Path
+    shared: CoordinatorProcess, tmp_path: Path
 ) -> None:
-    c = coordinator
-    files = {"file": ("a.onnx", tiny_onnx.read_bytes())}
+    c = shared
+    models, blobs = c.query("SELECT count(*) FROM models"), len(c.blob_files())
+    new = make_tiny_onnx(tmp_path / "new.onnx", seed=7)  # bytes no other test uploads
+    files = {"file": ("a.onnx", new.read_bytes())}
     r1 = httpx.post(f"{c.url}{API}/models", files=files, headers=_hdr(c.admin_token))
     r2 = httpx.post(
         f"{c.url}{API}/models",
         headers=_hdr(c.admin_token),
-        files={"file": ("other-name.onnx", tiny_onnx.read_bytes())},
+        files={"file": ("other-name.onnx", new.read_bytes())},
     )
     assert (r1.status_code, r2.status_code) == (201, 200)
     assert r1.json()["id"] == r2.json()["id"] and r2.json()["name"] == "a.onnx"
-    assert c.query("SELECT count(*) FROM models") == [(1,)]
-    other = make_tiny_onnx(tiny_onnx.parent / "other.onnx", seed=1)
+    assert c.query("SELECT count(*) FROM models") == [(models[0][0] + 1,)]
+    other = make_tiny_onnx(tmp_path / "other.onnx", seed=8)
     assert c.client.upload_model(other).id != r1.json()["id"]
-    assert len(c.blob_files()) == 2
+    assert len(c.blob_files()) == blobs + 2
 
 
 def test_malformed_uploads_are_rejected_and_nothing_stored_changes(
@@ -120,9 +132,9 @@ def test_malformed_uploads_are_rejected_and_nothing_stored_changes(
 
 
 def test_parseable_but_invalid_onnx_fails_in_the_background(
-    coordinator: CoordinatorProcess, tiny_onnx: Path, tmp_path: Path
+    shared: CoordinatorProcess, tiny_onnx: Path, tmp_path: Path
 ) -> None:
-    c = coordinator
+    c = shared
     good, good_jobs, good_art = _ready_model(c, tiny_onnx)
     # a node reading a tensor nothing produces: parses, but the ONNX checker rejects it
     model = onnx.load(str(tiny_onnx))
@@ -183,9 +195,10 @@ def test_unsupported_op_fails_artifact_and_jobs_only(
     assert err.value.status_code == 409 and "not failed" in err.value.detail
 
 
-def test_auth_errors(coordinator: CoordinatorProcess, tiny_onnx: Path) -> None:
-    c = coordinator
+def test_auth_errors(shared: CoordinatorProcess, tiny_onnx: Path) -> None:
+    c = shared
     url = c.url + API
+    models = c.query("SELECT count(*) FROM models")
     r = httpx.get(f"{url}/models")
     assert r.status_code == 401 and "missing bearer token" in r.json()["detail"]
     assert r.headers["WWW-Authenticate"] == "Bearer"
@@ -196,7 +209,8 @@ def test_auth_errors(coordinator: CoordinatorProcess, tiny_onnx: Path) -> None:
     assert httpx.get(f"{c.url}/health").status_code == 200  # no auth needed
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
 
-    reg, agent = c.register_agent("a")
+    # a runtime no job here asks for: its lease finds nothing whatever other tests queued
+    reg, agent = c.register_agent("auth", runtimes={"tflite": "2.14"})
     agent_hdr = _hdr(reg.token)
     for method, path, kw in [
         ("GET", "/models", {}),
@@ -230,10 +244,10 @@ def test_auth_errors(coordinator: CoordinatorProcess, tiny_onnx: Path) -> None:
     # the agent token works where it should
     assert httpx.post(f"{url}/agents/lease", headers=agent_hdr).status_code == 204
     # only the token's hash is stored
-    stored = c.query("SELECT token_hash FROM agents")
+    stored = c.query("SELECT token_hash FROM agents WHERE id = ?", reg.agent_id)
     assert stored == [(hashlib.sha256(reg.token.encode()).hexdigest(),)]
     assert reg.token not in c.db_path.read_bytes().decode(errors="replace")
-    assert c.query("SELECT count(*) FROM models") == [(0,)]
+    assert c.query("SELECT count(*) FROM models") == models  # the agent's upload was refused
 
 
 def test_oversized_upload_413_and_no_partial_blob(
@@ -259,17 +273,17 @@ def test_oversized_upload_413_and_no_partial_blob(
     assert len(c.blob_files()) == 1 and c.tmp_files() == []
 
 
-def test_request_errors_are_json_strings(coordinator: CoordinatorProcess) -> None:
-    c = coordinator
+def test_request_errors_are_json_strings(shared: CoordinatorProcess) -> None:
+    c = shared
     hdr = _hdr(c.admin_token)
     r = httpx.post(f"{c.url}{API}/jobs", json={"model_id": 1, "threads": []}, headers=hdr)
     assert r.status_code == 422 and isinstance(r.json()["detail"], str)
     assert "threads" in r.json()["detail"]
-    r = httpx.post(f"{c.url}{API}/jobs", json={"model_id": 999}, headers=hdr)
-    assert r.status_code == 404 and r.json()["detail"] == "model 999 not found"
+    r = httpx.post(f"{c.url}{API}/jobs", json={"model_id": 99999}, headers=hdr)
+    assert r.status_code == 404 and r.json()["detail"] == "model 99999 not found"
     r = httpx.post(f"{c.url}{API}/jobs", json={"model_id": 1, "library": "caffe"}, headers=hdr)
     assert r.status_code == 422 and "library" in r.json()["detail"]
-    for path in ("/jobs/5", "/models/5", "/artifacts/5", "/artifacts/5/download"):
+    for path in ("/jobs/99999", "/models/99999", "/artifacts/99999", "/artifacts/99999/download"):
         r = httpx.get(f"{c.url}{API}{path}", headers=hdr)
         assert r.status_code == 404 and "not found" in r.json()["detail"]
     assert httpx.get(f"{c.url}/openapi.json").json()["info"]["title"] == "bnnbench coordinator"
