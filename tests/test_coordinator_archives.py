@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
 import pytest
 from conftest import CoordinatorProcess, make_tiny_onnx, wait_for
+from helpers.campaign import module_coordinator
 
 from bnnbench.http import ApiError
 
@@ -29,6 +31,13 @@ def _external_data_model(tmp_path: Path) -> tuple[Path, Path]:
     data = tmp_path / "tiny_ext.onnx.data"
     assert data.stat().st_size > 0
     return out, data
+
+
+@pytest.fixture(scope="module")
+def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CoordinatorProcess]:
+    """One coordinator for the module: the refusals compare the blobs stored before and after."""
+    with module_coordinator(tmp_path_factory, "test-admin-token") as c:
+        yield c
 
 
 def test_zip_with_external_data_converts(coordinator: CoordinatorProcess, tmp_path: Path) -> None:
@@ -53,11 +62,12 @@ def test_plain_onnx_with_external_data_is_refused(
     coordinator: CoordinatorProcess, tmp_path: Path
 ) -> None:
     onnx_path, _ = _external_data_model(tmp_path)
+    blobs = coordinator.blob_files()
     with pytest.raises(ApiError) as err:
         coordinator.client.upload_model(onnx_path)
     assert err.value.status_code == 422
     assert "upload a .zip or .tar" in err.value.detail
-    assert coordinator.blob_files() == []  # nothing half-stored
+    assert coordinator.blob_files() == blobs  # nothing half-stored
 
 
 def test_archive_with_path_traversal_is_refused(
@@ -71,8 +81,9 @@ def test_archive_with_path_traversal_is_refused(
         payload = b"x" * 16
         info.size = len(payload)
         t.addfile(info, io.BytesIO(payload))
+    blobs = coordinator.blob_files()
     with pytest.raises(ApiError) as err:
         coordinator.client.upload_model(archive)
     assert err.value.status_code == 422
     assert "archive" in err.value.detail
-    assert coordinator.blob_files() == []
+    assert coordinator.blob_files() == blobs
