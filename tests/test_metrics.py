@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers.paper import paper_cells
 
 from coordinator import reference
 from coordinator.metrics import (
@@ -22,27 +23,11 @@ from coordinator.metrics import (
 
 # the paper's cells ship with the package (coordinator/reference/): the one copy in the repo
 REFERENCE = Path(reference.__file__).parent
-HW_CSV = REFERENCE / reference.HARDWARE_CSV
-
-
-def _reference() -> list[Measurement]:
-    with open(HW_CSV) as f:
-        return [
-            Measurement(
-                r["device"],
-                int(r["threads"]),
-                r["arch"],
-                r["library"],
-                r["algorithm"],
-                float(r["latency_ms"]),
-            )
-            for r in csv.DictReader(f)
-        ]
 
 
 @pytest.fixture(scope="module")
 def paper() -> list[Measurement]:
-    ms = _reference()
+    ms = paper_cells()
     assert len(ms) > 400  # the whole appendix, not a stub
     return ms
 

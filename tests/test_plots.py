@@ -4,7 +4,6 @@ whose text names the data, identical data give identical bytes; the API serves t
 
 from __future__ import annotations
 
-import csv
 import struct
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import httpx
 import pytest
 from conftest import REPO
 from helpers.campaign import Campaign, module_coordinator, run_campaign
+from helpers.paper import paper_cells
 from typer.testing import CliRunner
 
 from bnnbench import plot_cli
@@ -23,26 +23,13 @@ from bnnbench.cli import app
 from coordinator import metrics, plots
 from coordinator.plots import PlotData, PlotError
 
-PAPER_CSV = REPO / "coordinator" / "reference" / "bibench_hardware_latency_ms.csv"
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
 
 def _paper_data(devices: tuple[str, ...] = ()) -> PlotData:
     """The paper's Tables 17-20 (``devices`` only, if named), made-up artifact sizes and
     theoretical speedups."""
-    with open(PAPER_CSV) as f:
-        ms = [
-            metrics.Measurement(
-                r["device"],
-                int(r["threads"]),
-                r["arch"],
-                r["library"],
-                r["algorithm"],
-                float(r["latency_ms"]),
-            )
-            for r in csv.DictReader(f)
-            if not devices or r["device"] in devices
-        ]
+    ms = paper_cells(devices)
     models, artifacts = [], []
     for i, (arch, algo, theory) in enumerate(
         [("ResNet18", "fp32", 1.0), ("ResNet18", "bnn", 12.6), ("ResNet18", "react", 12.4)], 1
