@@ -17,7 +17,13 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import REPO
-from helpers.campaign import FAILURE, Campaign, module_coordinator, run_campaign
+from helpers.campaign import (
+    FAILURE,
+    Campaign,
+    dashboard_cells,
+    module_coordinator,
+    run_campaign,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Response
@@ -174,12 +180,7 @@ def test_every_page_shows_the_apis_numbers(signed_in: Session, campaign: Campaig
         cell.get_attribute("data-cell"): cell.inner_text()
         for cell in page.locator("#latency td[data-cell]").all()
     }
-    want = {
-        f"{r['device']}|{r['threads']}|{r['arch']}|{lib}|{algo}": f"{v:.3f}"
-        for r in table["rows"]
-        for lib, algos in r["latency_ms"].items()
-        for algo, v in algos.items()
-    }
+    want = dashboard_cells(table)
     assert shown == want and len(want) == 4
     [om] = table["om"]
     row = page.locator(f"#om tr[data-om='{om['library']}|{om['algorithm']}']")

@@ -11,7 +11,13 @@ from html.parser import HTMLParser
 
 import httpx
 import pytest
-from helpers.campaign import FAILURE, Campaign, module_coordinator, run_campaign
+from helpers.campaign import (
+    FAILURE,
+    Campaign,
+    dashboard_cells,
+    module_coordinator,
+    run_campaign,
+)
 
 ADMIN = "dash-admin-token-3f9a"
 PAGES = [
@@ -193,12 +199,7 @@ def test_pages_show_the_apis_numbers(campaign: Campaign) -> None:
         table = c.client.table()
         html = b.get("/tables").text
         cells = dict(re.findall(r'data-cell="([^"]+)">([^<]*)<', html))
-        want = {
-            f"{row['device']}|{row['threads']}|{row['arch']}|{lib}|{algo}": f"{v:.3f}"
-            for row in table["rows"]
-            for lib, algos in row["latency_ms"].items()
-            for algo, v in algos.items()
-        }
+        want = dashboard_cells(table)
         assert cells == want and len(want) == 4
         for kind in ("latency", "speedup", "storage", "theoretical"):
             assert f'src="/charts/{kind}.svg"' in html

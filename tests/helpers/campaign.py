@@ -130,3 +130,14 @@ def run_campaign(c: CoordinatorProcess, model_dir: Path) -> Campaign:
     )
     models = {algo: client.get_model(m.id) for algo, m in models.items()}
     return Campaign(c, models, jobs, agent, reg, phone, failed, queued)
+
+
+def dashboard_cells(table: dict[str, Any]) -> dict[str, str]:
+    """The API table's latency cells as the dashboard's /tables page shows them: the
+    ``data-cell`` key (device|threads|arch|library|algorithm) and the milliseconds to 3 places."""
+    return {
+        f"{r['device']}|{r['threads']}|{r['arch']}|{lib}|{algo}": f"{v:.3f}"
+        for r in table["rows"]
+        for lib, algos in r["latency_ms"].items()
+        for algo, v in algos.items()
+    }
