@@ -6,16 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from bnnbench import compare as logic
 from bnnbench.compare import Selector
-from bnnbench.schemas import ArtifactStatus
 from coordinator.db import Database
 from coordinator.errors import Unprocessable
-from coordinator.models import Artifact, Device, Job, Model, Result
-from coordinator.results import algorithm_label, arch_label
+from coordinator.models import Device, Job, Result
+from coordinator.results import algorithm_label, arch_label, latest_valid
 
 
 def _devices(s: Session, sel: Selector) -> set[int] | None:
@@ -32,33 +31,24 @@ def _devices(s: Session, sel: Selector) -> set[int] | None:
 
 
 def cells(s: Session, sel: Selector) -> list[dict[str, Any]]:
-    q = (
-        select(Result, Job, Model, Device)
-        .join(Job, Result.job_id == Job.id)
-        .join(Model, Job.model_id == Model.id)
-        .join(Device, Result.device_id == Device.id)
-        .join(Artifact, Job.artifact_id == Artifact.id)
-        .where(Result.valid.is_(True))
-        .where(Device.emulated.is_not(True))  # emulated runs prove correctness, not speed
-        # an artifact that failed its fidelity check never produces a number
-        .where(Artifact.status == ArtifactStatus.ready)
-    )
+    """The cells ``sel`` names: the latest valid result per (device, library, model, threads)
+    among its results, oldest first."""
+    where: list[ColumnElement[bool]] = []
     if sel.library is not None:
-        q = q.where(Job.library == sel.library)
+        where.append(Job.library == sel.library)
     if sel.model is not None:
-        q = q.where(Job.model_id == sel.model)
+        where.append(Job.model_id == sel.model)
     if sel.jobs is not None:
-        q = q.where(Job.id >= sel.jobs[0], Job.id <= sel.jobs[1])
+        where += [Job.id >= sel.jobs[0], Job.id <= sel.jobs[1]]
     if sel.after is not None:
-        q = q.where(Result.created_at >= sel.after)
+        where.append(Result.created_at >= sel.after)
     if sel.before is not None:
-        q = q.where(Result.created_at < sel.before)
+        where.append(Result.created_at < sel.before)
     devices = _devices(s, sel)
     if devices is not None:
-        q = q.where(Device.id.in_(devices))
-    latest: dict[tuple[int, str, int, int], dict[str, Any]] = {}
-    for r, j, m, d in s.execute(q.order_by(Result.id)).all():
-        latest[(d.id, j.library, m.id, r.threads)] = {
+        where.append(Device.id.in_(devices))
+    return [
+        {
             "device": d.label(),
             "device_id": d.id,
             "library": j.library,
@@ -68,7 +58,8 @@ def cells(s: Session, sel: Selector) -> list[dict[str, Any]]:
             "samples_ms": [float(x) for x in r.samples_ms],
             "result_id": r.id,
         }
-    return sorted(latest.values(), key=lambda c: c["result_id"])
+        for r, j, m, d in latest_valid(s, *where)
+    ]
 
 
 def compare(

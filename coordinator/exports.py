@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from coordinator.metrics import algorithm_label, library_label
 
@@ -91,61 +91,59 @@ def row_values(data: dict[str, Any], row: dict[str, Any]) -> list[str]:
     return [fmt_ms(row["latency_ms"].get(lib, {}).get(a)) for lib, a in value_columns(data)]
 
 
+class Column(NamedTuple):
+    """A column of a table of records: its header, the record's field, how a value prints
+    (ratios by default: speedup, compression, OM)."""
+
+    header: str
+    key: str
+    show: Callable[[Any], str] = fmt_ratio
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) or DASH
+
+
+# an OM row per variant and over the common set (metrics.om_rows)
+OM_COLUMNS = [
+    Column("Library", "library", library_label),
+    Column("Algorithm", "algorithm", algorithm_label),
+    Column("Speedup", "speedup"),
+    Column("cells", "speedup_cells", str),
+    Column("Speedup (common set)", "common_speedup"),
+    Column("cells", "common_speedup_cells", str),
+    Column("Compression", "compression"),
+    Column("archs", "compression_archs", _names),
+    Column("OM", "om"),
+    Column("OM (common set)", "common_om"),
+]
+# the paper's Table 3 against its Tables 17-20 (reference.table3)
+TABLE3_COLUMNS = [
+    Column("Algorithm", "algorithm", str),
+    Column("Table 3 speedup", "speedup"),
+    Column("from the cells", "speedup_from_cells"),
+    Column("Table 3 compression", "compression"),
+    Column("Table 3 OM", "om"),
+    Column("OM recomputed", "om_recomputed"),
+    Column("OM from the cells", "om_from_cells"),
+]
+
+
+def _records_table(
+    columns: list[Column], rows: list[dict[str, Any]]
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of ``rows`` in ``columns``."""
+    head = [c.header for c in columns]
+    return head, [[c.show(r[c.key]) for c in columns] for r in rows]
+
+
 def om_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of an OM table: per variant and over the common set."""
-    head = [
-        "Library",
-        "Algorithm",
-        "Speedup",
-        "cells",
-        "Speedup (common set)",
-        "cells",
-        "Compression",
-        "archs",
-        "OM",
-        "OM (common set)",
-    ]
-    body = [
-        [
-            library_label(o["library"]),
-            algorithm_label(o["algorithm"]),
-            fmt_ratio(o["speedup"]),
-            str(o["speedup_cells"]),
-            fmt_ratio(o["common_speedup"]),
-            str(o["common_speedup_cells"]),
-            fmt_ratio(o["compression"]),
-            ", ".join(o["compression_archs"]) or DASH,
-            fmt_ratio(o["om"]),
-            fmt_ratio(o["common_om"]),
-        ]
-        for o in rows
-    ]
-    return head, body
+    return _records_table(OM_COLUMNS, rows)
 
 
 def table3_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    head = [
-        "Algorithm",
-        "Table 3 speedup",
-        "from the cells",
-        "Table 3 compression",
-        "Table 3 OM",
-        "OM recomputed",
-        "OM from the cells",
-    ]
-    body = [
-        [
-            t["algorithm"],
-            fmt_ratio(t["speedup"]),
-            fmt_ratio(t["speedup_from_cells"]),
-            fmt_ratio(t["compression"]),
-            fmt_ratio(t["om"]),
-            fmt_ratio(t["om_recomputed"]),
-            fmt_ratio(t["om_from_cells"]),
-        ]
-        for t in rows
-    ]
-    return head, body
+    return _records_table(TABLE3_COLUMNS, rows)
 
 
 def averaging_lines(om: list[dict[str, Any]]) -> list[str]:

@@ -27,6 +27,8 @@ from coordinator.rows import changed, get_row
 
 CANCELLABLE = (JobStatus.waiting, JobStatus.queued, JobStatus.leased)
 RETRYABLE = (JobStatus.failed, JobStatus.cancelled)
+# what a re-run takes over from the old job as it stands (and a copy of its protocol)
+RERUN_COPIES = ("model_id", "library", "artifact_id", "threads", "device_id", "warmup", "runs")
 
 
 def _event(job: Job, event: str, **kw: Any) -> None:
@@ -104,13 +106,7 @@ def retry(s: Session, job_id: int) -> Job:
 def rerun(s: Session, job_id: int) -> Job:
     old = get_row(s, Job, job_id)
     new = Job(
-        model_id=old.model_id,
-        library=old.library,
-        artifact_id=old.artifact_id,
-        threads=old.threads,
-        device_id=old.device_id,
-        warmup=old.warmup,
-        runs=old.runs,
+        **{name: getattr(old, name) for name in RERUN_COPIES},
         protocol=dict(old.protocol) if old.protocol else None,
         status=_status_after_artifact(old),
         attempts=0,

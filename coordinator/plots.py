@@ -29,6 +29,7 @@ import json
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
@@ -209,8 +210,11 @@ def _draw(kind: str, data: PlotData, fmt: str) -> bytes:
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=(8.0, 4.5), dpi=100, layout="constrained")
         FigureCanvasAgg(fig)
-        drawn = _DRAW[kind](fig, data)
-        if not drawn:
+        series, draw = _CHARTS[kind]
+        shown = series(data)
+        if shown:
+            draw(fig, data, shown)
+        else:
             fig.text(0.5, 0.5, "no data yet", ha="center", va="center", fontsize=14)
         fig.suptitle(KINDS[kind])
         buf = io.BytesIO()
@@ -243,10 +247,9 @@ def _shared_legend(fig: Figure, axes: list[Axes]) -> None:
     fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=3, fontsize=7)
 
 
-def _draw_latency(fig: Figure, data: PlotData) -> bool:
-    series = latency_series(data)
-    if not series:
-        return False
+def _draw_latency(
+    fig: Figure, data: PlotData, series: dict[str, dict[str, list[tuple[int, float]]]]
+) -> None:
     cells = data.table.get("cells", [])
     # colour: library and algorithm; line style and marker: arch (same in every panel)
     pairs = list(dict.fromkeys((c["library"], algo_label(c["algorithm"])) for c in cells))
@@ -274,7 +277,6 @@ def _draw_latency(fig: Figure, data: PlotData) -> bool:
             ax.set_yscale("log")
         ax.set(title=device, xlabel="threads", ylabel="median latency (ms)")
     _shared_legend(fig, axes)
-    return True
 
 
 def _grouped_bars(
@@ -297,10 +299,7 @@ def _grouped_bars(
     ax.set_xticks(range(len(groups)), groups)
 
 
-def _draw_speedup(fig: Figure, data: PlotData) -> bool:
-    series = speedup_series(data)
-    if not series:
-        return False
+def _draw_speedup(fig: Figure, data: PlotData, series: dict[str, list[dict[str, Any]]]) -> None:
     labels = list(
         dict.fromkeys(
             f"{c['library']} {algo_label(c['algorithm'])}" for cs in series.values() for c in cs
@@ -321,13 +320,9 @@ def _draw_speedup(fig: Figure, data: PlotData) -> bool:
         ax.tick_params(axis="x", labelsize=7)
         ax.set(title=device, ylabel="speedup (t_fp32 / t_bin)")
     _shared_legend(fig, axes)
-    return True
 
 
-def _draw_storage(fig: Figure, data: PlotData) -> bool:
-    rows = storage_series(data)
-    if not rows:
-        return False
+def _draw_storage(fig: Figure, data: PlotData, rows: list[dict[str, Any]]) -> None:
     ax = fig.subplots()
     biggest = max(r["size_bytes"] for r in rows)
     unit, scale = ("MiB", 2**20) if biggest >= 10 * 2**20 else ("KiB", 2**10)
@@ -341,13 +336,9 @@ def _draw_storage(fig: Figure, data: PlotData) -> bool:
     if _wide_range([r["size_bytes"] for r in rows]):
         ax.set_yscale("log")
     ax.set(ylabel=f"artifact size ({unit})", xlabel="arch")
-    return True
 
 
-def _draw_theoretical(fig: Figure, data: PlotData) -> bool:
-    rows = theoretical_series(data)
-    if not rows:
-        return False
+def _draw_theoretical(fig: Figure, data: PlotData, rows: list[dict[str, Any]]) -> None:
     ax = fig.subplots()
     groups = [f"{r['arch']} {algo_label(r['algorithm'])}" for r in rows]
     bars: dict[str, dict[str, float]] = {"theoretical": {}}
@@ -361,12 +352,12 @@ def _draw_theoretical(fig: Figure, data: PlotData) -> bool:
     if _wide_range([v for b in bars.values() for v in b.values()]):
         ax.set_yscale("log")
     ax.set(ylabel="speedup over FP32")
-    return True
 
 
-_DRAW = {
-    "latency": _draw_latency,
-    "speedup": _draw_speedup,
-    "storage": _draw_storage,
-    "theoretical": _draw_theoretical,
+# per kind: its series, and how a figure draws them when there are any ("no data yet" else)
+_CHARTS: dict[str, tuple[Callable[[PlotData], Any], Callable[[Figure, PlotData, Any], None]]] = {
+    "latency": (latency_series, _draw_latency),
+    "speedup": (speedup_series, _draw_speedup),
+    "storage": (storage_series, _draw_storage),
+    "theoretical": (theoretical_series, _draw_theoretical),
 }

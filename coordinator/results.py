@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import ColumnElement, Select, create_engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -32,29 +32,48 @@ def algorithm_label(m: Model) -> str:
     return (m.algorithm or "unknown").lower()
 
 
-def measurements(s: Session) -> list[Measurement]:
-    """The latest valid result per (device, library, model, threads), oldest first; each
-    keyed by its device's id (cells pair within one device), named by its label."""
-    rows = s.execute(
+Cell = tuple[Result, Job, Model, Device]
+
+
+def joined_results() -> Select[Result, Job, Model, Device]:
+    """Each result with its job, model and device."""
+    return (
         select(Result, Job, Model, Device)
         .join(Job, Result.job_id == Job.id)
         .join(Model, Job.model_id == Model.id)
         .join(Device, Result.device_id == Device.id)
+    )
+
+
+def latest_valid(s: Session, *where: ColumnElement[bool]) -> list[Cell]:
+    """The latest valid result per (device, library, model, threads) among those ``where``
+    admits, oldest first: the numbers the tables and ``compare`` take. Valid: the result
+    passed its verdict, its device is not emulated and its artifact is still ready."""
+    rows = s.execute(
+        joined_results()
         .join(Artifact, Job.artifact_id == Artifact.id)
         .where(Result.valid.is_(True))
         .where(Device.emulated.is_not(True))  # emulated runs prove correctness, not speed
         # an artifact failed later (e.g. its fidelity check, gated at startup) counts no more
         .where(Artifact.status == ArtifactStatus.ready)
+        .where(*where)
         .order_by(Result.id)
     ).all()
-    latest: dict[tuple[int, str, int, int], tuple[Result, Job, Model, Device]] = {}
+    latest: dict[tuple[int, str, int, int], Cell] = {}
     for r, j, m, d in rows:
         latest[(d.id, j.library, m.id, r.threads)] = (r, j, m, d)
+    return sorted(latest.values(), key=lambda t: t[0].id)
+
+
+def measurements(s: Session) -> list[Measurement]:
+    """The latest valid result per (device, library, model, threads), oldest first; each
+    keyed by its device's id (cells pair within one device), named by its label."""
+    latest = latest_valid(s)
     labels: dict[str, int] = {}
-    for d in {d.id: d for _, _, _, d in latest.values()}.values():
+    for d in {d.id: d for _, _, _, d in latest}.values():
         labels[d.label()] = labels.get(d.label(), 0) + 1
     out = []
-    for r, j, m, d in sorted(latest.values(), key=lambda t: t[0].id):
+    for r, j, m, d in latest:
         attrs = d.attributes or {}
         out.append(
             Measurement(

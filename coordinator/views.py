@@ -13,7 +13,6 @@ from bnnbench.schemas import (
     MeasurementProtocol,
     ModelOut,
     ResultOut,
-    Stats,
 )
 from coordinator.models import Artifact, Job, Model, Result
 
@@ -57,19 +56,7 @@ def job_lease(j: Job) -> JobLease:
 
 
 def result_out(r: Result) -> ResultOut:
-    return ResultOut(
-        id=r.id,
-        job_id=r.job_id,
-        stats=Stats(**r.stats),
-        samples_ms=r.samples_ms,
-        runtime_version=r.runtime_version,
-        device_fingerprint=r.device_fingerprint,
-        artifact_sha256=r.artifact_sha256,
-        threads=r.threads,
-        env=r.env,
-        valid=r.valid,
-        verdict=r.verdict,
-        created_at=r.created_at,
-        device_id=r.device_id,
-        emulated=bool(r.device.emulated) if r.device is not None else False,
-    )
+    # the stored stats are a dict, validated into Stats like any other field
+    out = ResultOut.model_validate(r, from_attributes=True)
+    out.emulated = bool(r.device.emulated) if r.device is not None else False
+    return out

@@ -233,38 +233,29 @@ def test_stale_lease_cannot_post_results(db: Database) -> None:
         assert s.get(Job, first.id).status == "done"
 
 
+def _lease_and_fail(db: Database, agent_id: int, error: str, retryable: bool = True) -> Job:
+    """The agent leases the next job and reports it failed: the job as the report left it."""
+    with db.session() as s:
+        job = queue.lease(s, _agent(s, agent_id), SETTINGS)
+        assert job is not None
+        job_id, lease_id = job.id, job.lease_id
+    with db.session() as s:
+        failure = JobFailure(lease_id=lease_id, error=error, retryable=retryable)
+        return queue.report_failure(s, _agent(s, agent_id), job_id, failure, SETTINGS)
+
+
 def test_failure_reports_requeue_then_fail(db: Database) -> None:
     (a1,) = _setup(db, n_agents=1)
     _jobs(db, [1])
     for attempt in (1, 2, 3):
-        with db.session() as s:
-            job = queue.lease(s, _agent(s, a1), SETTINGS)
-            lease_id = job.lease_id
-        with db.session() as s:
-            job = queue.report_failure(
-                s,
-                _agent(s, a1),
-                1,
-                JobFailure(lease_id=lease_id, error=f"boom {attempt}"),
-                SETTINGS,
-            )
-            assert job.attempts == attempt
-            assert job.status == ("failed" if attempt == 3 else "queued")
+        job = _lease_and_fail(db, a1, f"boom {attempt}")
+        assert job.attempts == attempt
+        assert job.status == ("failed" if attempt == 3 else "queued")
     assert "boom 3" in job.error and "failed 3 times" in job.error
     # not retryable: fails at once
     _jobs(db, [2])
-    with db.session() as s:
-        job = queue.lease(s, _agent(s, a1), SETTINGS)
-        lease_id = job.lease_id
-    with db.session() as s:
-        job = queue.report_failure(
-            s,
-            _agent(s, a1),
-            job.id,
-            JobFailure(lease_id=lease_id, error="model rejected", retryable=False),
-            SETTINGS,
-        )
-        assert job.status == "failed" and job.attempts == 1 and "model rejected" in job.error
+    job = _lease_and_fail(db, a1, "model rejected", retryable=False)
+    assert job.status == "failed" and job.attempts == 1 and "model rejected" in job.error
 
 
 def test_agents_get_only_their_device_and_runtimes(db: Database) -> None:

@@ -138,19 +138,20 @@ def test_paper_device_for() -> None:
 # ------------------------------------------------------------------ like with like
 
 
-def _m(
-    dev: str, dev_id: int | None, thr: int, algo: str, ms: float, lib: str = "lce"
-) -> Measurement:
-    return Measurement(dev, thr, "ResNet18", lib, algo, ms, device_id=dev_id)
+def _board(dev: str, dev_id: int, latencies: dict[int, dict[str, float]]) -> list[Measurement]:
+    """One board's Larq ResNet18 cells: threads -> algorithm -> median ms."""
+    return [
+        Measurement(dev, thr, "ResNet18", "lce", algo, ms, device_id=dev_id)
+        for thr, by_algo in latencies.items()
+        for algo, ms in by_algo.items()
+    ]
 
 
 def test_cells_pair_within_one_device_not_one_name() -> None:
     # two boards with one name: pairing on the name would mix board 1's fp32 with board 2's
     ms = [
-        _m("pi4", 1, 1, "fp32", 100.0),
-        _m("pi4", 1, 1, "bnn", 20.0),
-        _m("pi4", 2, 1, "fp32", 60.0),
-        _m("pi4", 2, 1, "bnn", 30.0),
+        *_board("pi4", 1, {1: {"fp32": 100.0, "bnn": 20.0}}),
+        *_board("pi4", 2, {1: {"fp32": 60.0, "bnn": 30.0}}),
     ]
     t = metrics.latency_table(ms)
     assert [(r["device"], r["device_id"]) for r in t["rows"]] == [("pi4", 1), ("pi4", 2)]
@@ -164,18 +165,15 @@ def test_cells_pair_within_one_device_not_one_name() -> None:
 
 
 def test_left_out_cells_and_the_common_set() -> None:
-    ms = [
+    latencies = {
         # 1 thread: fp32, bnn, react — in both averages
-        _m("Pi 4B", 7, 1, "fp32", 100.0),
-        _m("Pi 4B", 7, 1, "bnn", 20.0),
-        _m("Pi 4B", 7, 1, "react", 25.0),
+        1: {"fp32": 100.0, "bnn": 20.0, "react": 25.0},
         # 2 threads: no react — in bnn's per-variant average, not in the common set
-        _m("Pi 4B", 7, 2, "fp32", 60.0),
-        _m("Pi 4B", 7, 2, "bnn", 20.0),
+        2: {"fp32": 60.0, "bnn": 20.0},
         # 4 threads: no fp32 — in no average
-        _m("Pi 4B", 7, 4, "bnn", 9.0),
-        _m("Pi 4B", 7, 4, "react", 10.0),
-    ]
+        4: {"bnn": 9.0, "react": 10.0},
+    }
+    ms = _board("Pi 4B", 7, latencies)
     sizes = [
         ArtifactSize("lce", "ResNet18", "fp32", 4000),
         ArtifactSize("lce", "ResNet18", "bnn", 400),

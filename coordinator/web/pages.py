@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
 from bnnbench.schemas import JobStatus
 from coordinator import plots
@@ -27,19 +31,9 @@ def devices(request: Request) -> Response:
     return signed_in_page(request, "devices.html", lambda s: {"device_rows": list_devices(s)})
 
 
-@router.get("/devices/{device_id}")
-def device(request: Request, device_id: int) -> Response:
-    return signed_in_page(request, "device.html", lambda s: queries.device_page(s, device_id))
-
-
 @router.get("/jobs")
 def jobs(request: Request, status: JobStatus | None = None) -> Response:
     return signed_in_page(request, "jobs.html", lambda s: queries.jobs_page(s, status))
-
-
-@router.get("/jobs/{job_id}")
-def job(request: Request, job_id: int) -> Response:
-    return signed_in_page(request, "job.html", lambda s: queries.job_page(s, job_id))
 
 
 @router.get("/models")
@@ -47,19 +41,29 @@ def models(request: Request) -> Response:
     return signed_in_page(request, "models.html", queries.models_page)
 
 
-@router.get("/models/{model_id}")
-def model(request: Request, model_id: int) -> Response:
-    return signed_in_page(request, "model.html", lambda s: queries.model_page(s, model_id))
-
-
 @router.get("/results")
 def results(request: Request, valid: bool | None = None) -> Response:
     return signed_in_page(request, "results.html", lambda s: queries.results_page(s, valid))
 
 
-@router.get("/results/{result_id}")
-def result(request: Request, result_id: int) -> Response:
-    return signed_in_page(request, "result.html", lambda s: queries.result_page(s, result_id))
+def _row_page(name: str, path: str, read: Callable[[Session, int], dict[str, Any]]) -> None:
+    """GET ``path`` (one row's page, ``/jobs/{job_id}``): template ``{name}.html`` with what
+    ``read`` reads of that row. The route is named ``name``."""
+    param = path.rsplit("{", 1)[1].rstrip("}")
+
+    def show(request: Request, row_id: int = Path(alias=param)) -> Response:
+        return signed_in_page(request, f"{name}.html", lambda s: read(s, row_id))
+
+    router.add_api_route(path, show, methods=["GET"], name=name)
+
+
+for _name, _path, _read in [
+    ("device", "/devices/{device_id}", queries.device_page),
+    ("job", "/jobs/{job_id}", queries.job_page),
+    ("model", "/models/{model_id}", queries.model_page),
+    ("result", "/results/{result_id}", queries.result_page),
+]:
+    _row_page(_name, _path, _read)
 
 
 @router.get("/tables")

@@ -54,15 +54,7 @@ def job_rows(s: Session, *where: ColumnElement[bool], limit: int = PAGE) -> list
 
 
 def result_rows(s: Session, *where: ColumnElement[bool], limit: int = PAGE) -> list[ResultRow]:
-    q = (
-        select(Result, Job, Model, Device)
-        .join(Job, Result.job_id == Job.id)
-        .join(Model, Job.model_id == Model.id)
-        .join(Device, Result.device_id == Device.id)
-        .where(*where)
-        .order_by(Result.id.desc())
-        .limit(limit)
-    )
+    q = results.joined_results().where(*where).order_by(Result.id.desc()).limit(limit)
     return [ResultRow(r, j, m, d) for r, j, m, d in s.execute(q).all()]
 
 
