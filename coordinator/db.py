@@ -1,15 +1,20 @@
 """Engine and sessions. SQLite (WAL) by default at ``data_dir/bnnbench.db``; any SQLAlchemy URL
-through ``BNNBENCH_DATABASE_URL`` (e.g. ``postgresql+psycopg://…``)."""
+through ``BNNBENCH_DATABASE_URL`` (e.g. ``postgresql+psycopg://…``). The schema comes from the
+Alembic migrations in coordinator/migrations, run when a :class:`Database` opens."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from bnnbench.settings import CoordinatorSettings
+from coordinator.migrations import MigrationReport, SchemaVersionError, migrate
+
+log = logging.getLogger("bnnbench.coordinator.db")
 
 
 def make_engine(settings: CoordinatorSettings) -> Engine:
@@ -38,33 +43,10 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def init_db(engine: Engine) -> None:
-    from coordinator.models import Base
-
-    Base.metadata.create_all(engine)
-    _add_missing_columns(engine)
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """A database made by an older version gets the columns added since (all nullable or
-    with a server default), so it opens in place with nothing lost. A stop-gap until the
-    schema has real migrations."""
-    from coordinator.models import Base
-
-    insp = inspect(engine)
-    with engine.begin() as conn:
-        for table in Base.metadata.sorted_tables:
-            have = {c["name"] for c in insp.get_columns(table.name)}
-            for col in table.columns:
-                if col.name in have:
-                    continue
-                ddl = col.type.compile(dialect=engine.dialect)
-                default = ""
-                if col.server_default is not None:
-                    default = f" DEFAULT {col.server_default.arg}"  # type: ignore[attr-defined]
-                conn.execute(
-                    text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {ddl}{default}')
-                )
+def init_db(engine: Engine) -> MigrationReport:
+    """Bring the schema to the newest migration (coordinator.migrations); a database made by
+    a newer version raises SchemaVersionError."""
+    return migrate(engine)
 
 
 class Database:
@@ -73,7 +55,16 @@ class Database:
     def __init__(self, settings: CoordinatorSettings) -> None:
         self.engine = make_engine(settings)
         self.sessionmaker = make_sessionmaker(self.engine)
-        init_db(self.engine)
+        try:
+            self.schema = init_db(self.engine)
+        except SchemaVersionError as e:
+            log.error("refusing to start: %s", e)
+            self.engine.dispose()
+            raise
+        except BaseException:
+            self.engine.dispose()
+            raise
+        log.info("%s", self.schema.describe())
 
     @contextmanager
     def session(self) -> Iterator[Session]:
