@@ -29,7 +29,19 @@ def agent(
         None, help="Coordinator URL [env BNNBENCH_AGENT_COORDINATOR]"
     ),
     token: str | None = typer.Option(
-        None, help="Enrolment (admin) token used to register [env BNNBENCH_AGENT_TOKEN]"
+        None,
+        help="Enrolment token used to register [env BNNBENCH_AGENT_TOKEN]; visible in `ps`: "
+        "prefer the env variable or --token-file",
+    ),
+    token_file: Path | None = typer.Option(
+        None,
+        help="File holding the enrolment token, mode 0600 [env BNNBENCH_AGENT_TOKEN_FILE]",
+    ),
+    replace: bool = typer.Option(
+        False,
+        "--replace",
+        help="Replace a live agent of the same name on this device (admin token only; its "
+        "leased jobs go back to the queue); for this start only",
     ),
     name: str | None = typer.Option(None, help="Agent name (default: hostname)"),
     cache_dir: Path | None = typer.Option(
@@ -60,11 +72,17 @@ def agent(
     from agent.fleet import FleetConfigError, load_devices
     from agent.host import HostAgent
     from bnnbench.settings import AgentSettings
+    from bnnbench.tokenfile import warn_command_line_token
 
+    if token is not None and token_file is not None:
+        raise _fail("give --token or --token-file, not both")
+    if token is not None:
+        warn_command_line_token("--token", "BNNBENCH_AGENT_TOKEN or --token-file")
     _setup_logging(log_level)
     overrides: dict[str, Any] = {
         "coordinator": coordinator,
         "token": token,
+        "token_file": token_file,
         "name": name,
         "cache_dir": cache_dir,
         "heartbeat_seconds": heartbeat_seconds,
@@ -72,15 +90,26 @@ def agent(
         "poll_wait_seconds": poll_wait_seconds,
         "devices_file": devices,
     }
-    settings = AgentSettings(**{k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    # an option beats the environment: --token-file beats BNNBENCH_AGENT_TOKEN, --token
+    # beats BNNBENCH_AGENT_TOKEN_FILE
+    if token is not None:
+        overrides["token_file"] = None
+    if token_file is not None:
+        overrides["token"] = ""
+    settings = AgentSettings(**overrides)
+    if settings.token and settings.token_file:
+        raise _fail("both BNNBENCH_AGENT_TOKEN and BNNBENCH_AGENT_TOKEN_FILE are set: give one")
     if once:
         max_jobs = 1
     if settings.devices_file is None:
-        code = Agent(settings, max_jobs=max_jobs, exit_when_idle=exit_when_idle).run()
-        raise typer.Exit(code)
+        worker = Agent(settings, max_jobs=max_jobs, exit_when_idle=exit_when_idle, replace=replace)
+        raise typer.Exit(worker.run())
     try:
         specs = load_devices(settings.devices_file)
-        host = HostAgent(settings, specs, max_jobs=max_jobs, exit_when_idle=exit_when_idle)
+        host = HostAgent(
+            settings, specs, max_jobs=max_jobs, exit_when_idle=exit_when_idle, replace=replace
+        )
     except FleetConfigError as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(host.run())

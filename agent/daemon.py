@@ -2,9 +2,12 @@
 
 Robustness rules:
 - Identity (agent id + token) lives in ``cache_dir/agent.json`` so a restarted agent is the same
-  agent. A rejected agent token (coordinator lost its database, agent revoked) triggers a fresh
-  registration with the enrolment token; a rejected *enrolment* token is a configuration error
-  and ends the agent with exit code 2 and a message saying so.
+  agent: at start it registers again with that token (the proof the coordinator asks of a name
+  already registered), which keeps its id, token and leases and refreshes runtimes and device.
+  A rejected agent token (coordinator lost its database, agent replaced) triggers a fresh
+  registration with the enrolment token; a rejected *enrolment* token, or a refusal because a
+  live agent already has this name on this device (409), is a configuration error and ends the
+  agent with exit code 2 and a message saying so: two agents never fight over one identity.
 - Every HTTP call retries through outages (``bnnbench.http.Retry``). A finished result is written to
   ``cache_dir/outbox/`` before it is posted and removed only once the coordinator has answered
   it, so measurements survive a coordinator outage and even an agent restart.
@@ -44,8 +47,9 @@ from agent.transports import LocalTransport, Transport
 from agent.transports.base import TransportError
 from bnnbench.client import BnnbenchClient
 from bnnbench.http import ApiError, Backoff, Retry, Stopped
-from bnnbench.schemas import JobFailure, JobLease, RegisterRequest, ResultIn
+from bnnbench.schemas import JobFailure, JobLease, RegisterRequest, RegisterResponse, ResultIn
 from bnnbench.settings import AgentSettings
+from bnnbench.tokenfile import TokenFileError, read_token_file
 
 log = logging.getLogger("bnnbench.agent")
 
@@ -162,8 +166,12 @@ class Agent:
         spec: DeviceSpec | None = None,
         state_dir: Path | None = None,
         stop_event: threading.Event | None = None,
+        replace: bool = False,
     ) -> None:
         self.settings = settings
+        # the first registration of this process replaces a live agent of the same name
+        # (admin token only; `bnnbench agent --replace`); never a re-registration after a 401
+        self._replace = replace
         self.spec = spec or DeviceSpec(url="local://")
         self.transport = transport or (
             open_transport(spec) if spec is not None else LocalTransport()
@@ -271,29 +279,61 @@ class Agent:
             log.info("stored identity is for another coordinator/name/device; registering anew")
             return None
         if ident.runtimes != self._runtimes():
-            log.info("runtimes changed since registration; registering anew to advertise them")
-            return None
+            log.info("runtimes changed since registration; registering again to advertise them")
         return ident
 
-    def register(self, api: BnnbenchClient | None = None) -> Identity:
-        api = api or self.api
-        if not self.settings.token:
+    def _enrolment_token(self) -> str:
+        """The token to register with: ``token`` or the contents of ``token_file`` (read now,
+        so a file replaced since the start is honoured)."""
+        s = self.settings
+        if s.token and s.token_file:
             raise AgentConfigError(
-                "no enrolment token: pass --token (or BNNBENCH_AGENT_TOKEN) with the "
-                "coordinator's admin token to register this agent"
+                "both an enrolment token (--token, BNNBENCH_AGENT_TOKEN) and a token file "
+                "(--token-file, BNNBENCH_AGENT_TOKEN_FILE) are given: give one"
             )
-        req = RegisterRequest(name=self.name, device=self.device, runtimes=self._runtimes())
+        if s.token_file:
+            try:
+                return read_token_file(s.token_file)
+            except TokenFileError as exc:
+                raise AgentConfigError(f"{exc} (--token-file, BNNBENCH_AGENT_TOKEN_FILE)") from None
+        if not s.token:
+            raise AgentConfigError(
+                "no enrolment token: pass --token-file FILE (or set BNNBENCH_AGENT_TOKEN) with "
+                "an enrolment token (`bnnbench tokens create` on the coordinator) to register "
+                "this agent"
+            )
+        return s.token
+
+    def _request(self, *, replace: bool = False) -> RegisterRequest:
+        return RegisterRequest(
+            name=self.name, device=self.device, runtimes=self._runtimes(), replace=replace
+        )
+
+    def register(self, api: BnnbenchClient | None = None) -> Identity:
+        """Register with the enrolment token (a new agent, or one whose token the coordinator
+        no longer knows)."""
+        api = api or self.api
+        token = self._enrolment_token()
+        replace, self._replace = self._replace, False
         try:
-            reg = api.register_agent(req, token=self.settings.token)
+            reg = api.register_agent(self._request(replace=replace), token=token)
         except ApiError as exc:
             if exc.status_code in (401, 403):
                 raise AgentConfigError(
                     f"the coordinator at {self.settings.coordinator} rejected the enrolment "
-                    f"token (HTTP {exc.status_code}: {exc.detail}); check --token"
+                    f"token (HTTP {exc.status_code}: {exc.detail}); check --token-file / "
+                    "BNNBENCH_AGENT_TOKEN"
+                ) from None
+            if exc.status_code == 409:
+                raise AgentConfigError(
+                    f"registration of {self.name!r} refused (HTTP 409): {exc.detail}"
                 ) from None
             raise AgentConfigError(
                 f"registration refused (HTTP {exc.status_code}: {exc.detail})"
             ) from None
+        return self._store(reg, "registered as agent")
+
+    def _store(self, reg: RegisterResponse, what: str) -> Identity:
         ident = Identity(
             coordinator=self.settings.coordinator.rstrip("/"),
             name=self.name,
@@ -305,12 +345,40 @@ class Agent:
         )
         _write_private(self.identity_path, json.dumps(asdict(ident), indent=2))
         self._set_identity(ident)
-        log.info(
-            "registered as agent %d (device %d) runtimes=%s",
-            reg.agent_id,
-            reg.device_id,
-            ident.runtimes,
-        )
+        log.info("%s %d (device %d) runtimes=%s", what, reg.agent_id, reg.device_id, ident.runtimes)
+        return ident
+
+    def resume(self, ident: Identity) -> Identity:
+        """Register again with the stored identity's own token: the same agent (id, token and
+        leases kept), its runtimes and device attributes refreshed. A token the coordinator
+        no longer knows leads to a fresh registration with the enrolment token."""
+        try:
+            reg = self.api.register_agent(self._request(), token=ident.token)
+        except ApiError as exc:
+            if exc.status_code == 401:
+                log.warning("the coordinator rejected this agent's token; registering again")
+                return self.register()
+            if exc.status_code == 403:
+                log.warning("%s; registering again", exc.detail)
+                return self.register()
+            if exc.status_code in (404, 405, 422) and ident.runtimes == self._runtimes():
+                # a coordinator from before re-registration by proof: the identity stands
+                log.warning(
+                    "could not refresh the registration (HTTP %d: %s); keeping the identity",
+                    exc.status_code,
+                    exc.detail,
+                )
+                self._set_identity(ident)
+                return ident
+            raise AgentConfigError(
+                f"registration with this agent's own token refused (HTTP {exc.status_code}: "
+                f"{exc.detail})"
+            ) from None
+        if reg.agent_id != ident.agent_id or reg.token != ident.token:
+            return self._store(reg, "registered as agent")
+        self._set_identity(ident)
+        if ident.runtimes != self._runtimes():
+            return self._store(reg, "runtimes updated: agent")
         return ident
 
     def _reregister(self, stale_token: str, api: BnnbenchClient) -> None:
@@ -568,10 +636,11 @@ class Agent:
                 )
             ident = self._load_identity()
             if ident is not None:
-                self._set_identity(ident)
                 log.info("reusing identity: agent %d (%s)", ident.agent_id, self.identity_path)
+                self.resume(ident)
             else:
                 self.register()
+            self._replace = False  # a later re-registration (after a 401) never replaces
             heartbeat = threading.Thread(
                 target=self._heartbeat_loop, name="bnnbench-heartbeat", daemon=True
             )

@@ -32,6 +32,7 @@ class HostAgent:
         *,
         max_jobs: int | None = None,
         exit_when_idle: float | None = None,
+        replace: bool = False,
     ) -> None:
         if not specs:
             raise FleetConfigError("no devices to serve")
@@ -39,6 +40,7 @@ class HostAgent:
         self.specs = specs
         self.max_jobs = max_jobs
         self.exit_when_idle = exit_when_idle
+        self.replace = replace  # each device's first registration replaces a live namesake
         self.stop_event = threading.Event()
         self.codes: dict[str, int] = {}
 
@@ -56,6 +58,7 @@ class HostAgent:
                     max_jobs=self.max_jobs,
                     exit_when_idle=self.exit_when_idle,
                     stop_event=self.stop_event,
+                    replace=self.replace,
                 )
             except (TransportError, OSError) as exc:
                 delay = backoff.next()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import typer
 
 from agent import cli as agent_cli
-from bnnbench import client_cli, compare_cli, plot_cli
+from bnnbench import client_cli, compare_cli, plot_cli, tokens_cli
 from converters import cli as converters_cli
 from coordinator import cli as coordinator_cli
 
@@ -54,6 +54,7 @@ devices.command("list")(client_cli.devices_list)
 devices.command("probe")(agent_cli.devices_probe)
 devices.command("add")(agent_cli.devices_add)
 app.add_typer(devices, name="devices")
+app.add_typer(tokens_cli.app, name="tokens")
 
 if __name__ == "__main__":
     app()

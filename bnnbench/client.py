@@ -11,13 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from bnnbench.http import ApiError, HttpCore
 from bnnbench.schemas import (
     ArtifactOut,
     DeviceOut,
     Endpoint,
+    EnrolmentTokenCreate,
+    EnrolmentTokenCreated,
+    EnrolmentTokenOut,
     HeartbeatRequest,
     HeartbeatResponse,
     JobFailure,
@@ -33,10 +38,20 @@ from bnnbench.schemas import (
 
 TERMINAL = ("done", "failed", "cancelled")
 
+S = TypeVar("S", bound=BaseModel)
+
 
 class BnnbenchClient(HttpCore):
     """Typed calls on the HTTP core; ``retry=Retry(...)`` keeps trying through outages (the
     agent), without it the first failure raises (the CLI)."""
+
+    def _one(self, schema: type[S], method: str, path: str, **kw: Any) -> S:
+        """The call's answer as one ``schema``."""
+        return schema.model_validate(self.call(method, path, **kw).json())
+
+    def _many(self, schema: type[S], method: str, path: str, **kw: Any) -> list[S]:
+        """The call's answer, a list, as ``schema`` items."""
+        return [schema.model_validate(x) for x in self.call(method, path, **kw).json()]
 
     def health(self) -> dict[str, Any]:
         return self.call("GET", Endpoint.HEALTH).json()
@@ -73,34 +88,29 @@ class BnnbenchClient(HttpCore):
         fields = {
             k: v for k, v in {"name": name, "arch": arch, "algorithm": algorithm}.items() if v
         }
-        resp = self.call("POST", Endpoint.MODELS, files={"file": file}, data=fields)
-        return ModelOut.model_validate(resp.json())
+        return self._one(ModelOut, "POST", Endpoint.MODELS, files={"file": file}, data=fields)
 
     def list_models(self) -> list[ModelOut]:
-        return [ModelOut.model_validate(m) for m in self.call("GET", Endpoint.MODELS).json()]
+        return self._many(ModelOut, "GET", Endpoint.MODELS)
 
     def get_model(self, model_id: int) -> ModelOut:
-        resp = self.call("GET", Endpoint.MODEL.format(model_id=model_id))
-        return ModelOut.model_validate(resp.json())
+        return self._one(ModelOut, "GET", Endpoint.MODEL.format(model_id=model_id))
 
     def model_artifacts(self, model_id: int) -> list[ArtifactOut]:
-        resp = self.call("GET", Endpoint.MODEL_ARTIFACTS.format(model_id=model_id))
-        return [ArtifactOut.model_validate(a) for a in resp.json()]
+        return self._many(ArtifactOut, "GET", Endpoint.MODEL_ARTIFACTS.format(model_id=model_id))
 
     # -------------------------------------------------------------- artifacts
 
     def list_artifacts(self, status: str | None = None) -> list[ArtifactOut]:
         params = {"status": status} if status else None
-        resp = self.call("GET", Endpoint.ARTIFACTS, params=params)
-        return [ArtifactOut.model_validate(a) for a in resp.json()]
+        return self._many(ArtifactOut, "GET", Endpoint.ARTIFACTS, params=params)
 
     def get_artifact(self, artifact_id: int) -> ArtifactOut:
-        resp = self.call("GET", Endpoint.ARTIFACT.format(artifact_id=artifact_id))
-        return ArtifactOut.model_validate(resp.json())
+        return self._one(ArtifactOut, "GET", Endpoint.ARTIFACT.format(artifact_id=artifact_id))
 
     def retry_artifact(self, artifact_id: int) -> ArtifactOut:
-        resp = self.call("POST", Endpoint.ARTIFACT_RETRY.format(artifact_id=artifact_id))
-        return ArtifactOut.model_validate(resp.json())
+        path = Endpoint.ARTIFACT_RETRY.format(artifact_id=artifact_id)
+        return self._one(ArtifactOut, "POST", path)
 
     def download_artifact(self, artifact_id: int, dest: str | Path) -> str:
         """Writes the artifact to ``dest``; returns the sha256 the server announced after
@@ -150,11 +160,10 @@ class BnnbenchClient(HttpCore):
             body["devices"] = list(devices)
         if protocol is not None:
             body["protocol"] = MeasurementProtocol.model_validate(protocol).model_dump()
-        resp = self.call("POST", Endpoint.JOBS, json=body)
-        return [JobOut.model_validate(j) for j in resp.json()]
+        return self._many(JobOut, "POST", Endpoint.JOBS, json=body)
 
     def devices(self) -> list[DeviceOut]:
-        return [DeviceOut.model_validate(d) for d in self.call("GET", Endpoint.DEVICES).json()]
+        return self._many(DeviceOut, "GET", Endpoint.DEVICES)
 
     def list_jobs(
         self,
@@ -168,33 +177,28 @@ class BnnbenchClient(HttpCore):
         if model_id is not None:
             params.append(("model_id", model_id))
         if ids is None:
-            resp = self.call("GET", Endpoint.JOBS, params=params)
-            return [JobOut.model_validate(j) for j in resp.json()]
+            return self._many(JobOut, "GET", Endpoint.JOBS, params=params)
         wanted = list(ids)
         out: list[JobOut] = []
         for i in range(0, len(wanted), 200):  # keep URLs short
             chunk = [("id", j) for j in wanted[i : i + 200]]
-            resp = self.call("GET", Endpoint.JOBS, params=params + chunk)
-            out += [JobOut.model_validate(j) for j in resp.json()]
+            out += self._many(JobOut, "GET", Endpoint.JOBS, params=params + chunk)
         return out
 
     def get_job(self, job_id: int) -> JobOut:
-        return JobOut.model_validate(self.call("GET", Endpoint.JOB.format(job_id=job_id)).json())
+        return self._one(JobOut, "GET", Endpoint.JOB.format(job_id=job_id))
 
     def cancel_job(self, job_id: int) -> JobOut:
         """Waiting, queued or leased -> cancelled (409 otherwise)."""
-        resp = self.call("POST", Endpoint.JOB_CANCEL.format(job_id=job_id))
-        return JobOut.model_validate(resp.json())
+        return self._one(JobOut, "POST", Endpoint.JOB_CANCEL.format(job_id=job_id))
 
     def retry_job(self, job_id: int) -> JobOut:
         """Failed or cancelled -> queued again, attempts reset (409 otherwise)."""
-        resp = self.call("POST", Endpoint.JOB_RETRY.format(job_id=job_id))
-        return JobOut.model_validate(resp.json())
+        return self._one(JobOut, "POST", Endpoint.JOB_RETRY.format(job_id=job_id))
 
     def rerun_job(self, job_id: int) -> JobOut:
         """A new job with the same model, artifact, device, threads and protocol."""
-        resp = self.call("POST", Endpoint.JOB_RERUN.format(job_id=job_id))
-        return JobOut.model_validate(resp.json())
+        return self._one(JobOut, "POST", Endpoint.JOB_RERUN.format(job_id=job_id))
 
     def wait_jobs(
         self,
@@ -220,22 +224,45 @@ class BnnbenchClient(HttpCore):
                 raise TimeoutError(f"jobs not finished after {timeout} s ({states})")
             time.sleep(poll)
 
+    # -------------------------------------------------------------- enrolment tokens
+
+    def create_enrolment_token(
+        self,
+        *,
+        note: str | None = None,
+        max_uses: int | None = None,
+        expires_in_seconds: float | None = None,
+    ) -> EnrolmentTokenCreated:
+        """A token that may only register agents (admin); ``.token`` is shown this once."""
+        body = EnrolmentTokenCreate(
+            note=note, max_uses=max_uses, expires_in_seconds=expires_in_seconds
+        ).model_dump(mode="json")
+        return self._one(EnrolmentTokenCreated, "POST", Endpoint.ENROLMENT_TOKENS, json=body)
+
+    def enrolment_tokens(self) -> list[EnrolmentTokenOut]:
+        return self._many(EnrolmentTokenOut, "GET", Endpoint.ENROLMENT_TOKENS)
+
+    def revoke_enrolment_token(self, token_id: int) -> EnrolmentTokenOut:
+        path = Endpoint.ENROLMENT_TOKEN.format(token_id=token_id)
+        return self._one(EnrolmentTokenOut, "DELETE", path)
+
     # -------------------------------------------------------------- agent side
 
     def register_agent(
         self, req: RegisterRequest | dict[str, Any], *, token: str | None = None
     ) -> RegisterResponse:
-        """Enrol an agent; ``token``: the enrolment (admin) token when this client holds
-        another (an agent registering again)."""
+        """Register an agent; ``token``: the token to register with when this client holds
+        another: an enrolment token (or the admin token), or the agent's own token to
+        register itself again (same identity, same token)."""
         body = req.model_dump(mode="json") if isinstance(req, RegisterRequest) else req
-        resp = self.call("POST", Endpoint.AGENT_REGISTER, json=body, token=token)
-        return RegisterResponse.model_validate(resp.json())
+        return self._one(RegisterResponse, "POST", Endpoint.AGENT_REGISTER, json=body, token=token)
 
     def heartbeat(self, job_id: int | None = None, *, retry: bool = True) -> HeartbeatResponse:
         """``retry=False``: one try; a periodic beat need not wait out an outage."""
         body = HeartbeatRequest(job_id=job_id).model_dump(mode="json")
-        resp = self.call("POST", Endpoint.AGENT_HEARTBEAT, json=body, retry=retry)
-        return HeartbeatResponse.model_validate(resp.json())
+        return self._one(
+            HeartbeatResponse, "POST", Endpoint.AGENT_HEARTBEAT, json=body, retry=retry
+        )
 
     def lease(self, wait: float = 0.0) -> JobLease | None:
         """A job to run, or None when none came within ``wait`` seconds (a long poll)."""
@@ -247,23 +274,18 @@ class BnnbenchClient(HttpCore):
         return JobLease.model_validate(resp.json())
 
     def post_result(self, job_id: int, result: ResultIn) -> ResultOut:
-        resp = self.call(
-            "POST", Endpoint.JOB_RESULT.format(job_id=job_id), json=result.model_dump(mode="json")
-        )
-        return ResultOut.model_validate(resp.json())
+        path, body = Endpoint.JOB_RESULT.format(job_id=job_id), result.model_dump(mode="json")
+        return self._one(ResultOut, "POST", path, json=body)
 
     def post_failure(self, job_id: int, failure: JobFailure) -> JobOut:
-        resp = self.call(
-            "POST", Endpoint.JOB_FAILURE.format(job_id=job_id), json=failure.model_dump(mode="json")
-        )
-        return JobOut.model_validate(resp.json())
+        path, body = Endpoint.JOB_FAILURE.format(job_id=job_id), failure.model_dump(mode="json")
+        return self._one(JobOut, "POST", path, json=body)
 
     # -------------------------------------------------------------- results
 
     def results(self, **filters: Any) -> list[ResultOut]:
         params = {k: v for k, v in filters.items() if v is not None}
-        resp = self.call("GET", Endpoint.RESULTS, params=params)
-        return [ResultOut.model_validate(r) for r in resp.json()]
+        return self._many(ResultOut, "GET", Endpoint.RESULTS, params=params)
 
     def table(self, reference: bool = False) -> dict[str, Any]:
         """The hardware-track table; ``reference`` adds the paper's rows and figures."""

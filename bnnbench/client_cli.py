@@ -22,11 +22,23 @@ from bnnbench.client import BnnbenchClient
 from bnnbench.http import ApiError
 from bnnbench.schemas import DeviceOut, JobOut, Library, MeasurementProtocol
 from bnnbench.settings import ClientSettings
+from bnnbench.tokenfile import client_token
+
+TOKEN_FILE_HELP = "file holding the admin token, instead of --token [BNNBENCH_TOKEN_FILE]"
 
 
-def _client(coordinator: str | None, token: str | None) -> BnnbenchClient:
+def client_from_options(
+    coordinator: str | None, token: str | None, token_file: Path | None = None
+) -> BnnbenchClient:
+    """A client for the command's options, else BNNBENCH_COORDINATOR and BNNBENCH_TOKEN /
+    BNNBENCH_TOKEN_FILE; a token file that cannot be used ends the command with exit 2."""
     cfg = ClientSettings()
-    return BnnbenchClient(coordinator or cfg.coordinator, token if token is not None else cfg.token)
+    try:
+        tok = client_token(token, token_file, cfg.token, cfg.token_file)
+    except ValueError as exc:  # TokenFileError too
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return BnnbenchClient(coordinator or cfg.coordinator, tok)
 
 
 def _model_files(paths: list[Path]) -> list[Path]:
@@ -48,6 +60,7 @@ def submit(
     paths: list[Path] = typer.Argument(..., help="ONNX files, or directories (every *.onnx)"),
     coordinator: str | None = typer.Option(None, help="coordinator URL [BNNBENCH_COORDINATOR]"),
     token: str | None = typer.Option(None, help="admin token [BNNBENCH_TOKEN]"),
+    token_file: Path | None = typer.Option(None, help=TOKEN_FILE_HELP),
     library: list[Library] = typer.Option([Library.native], help="inference library (repeatable)"),
     threads: list[int] = typer.Option([1], help="thread count (repeatable: one job each)"),
     runs: int = typer.Option(10, help="timed runs per job"),
@@ -88,7 +101,7 @@ def submit(
         raise typer.BadParameter(str(exc)) from None
     jobs: list[JobOut] = []
     names: dict[int, str] = {}
-    with _client(coordinator, token) as client:
+    with client_from_options(coordinator, token, token_file) as client:
         try:
             for f in files:
                 m = client.upload_model(f, arch=arch, algorithm=algorithm)
@@ -162,6 +175,7 @@ RESULT_FORMATS = ("table", "json", "csv", "markdown", "latex")
 def results(
     coordinator: str | None = typer.Option(None, help="coordinator URL [BNNBENCH_COORDINATOR]"),
     token: str | None = typer.Option(None, help="admin token [BNNBENCH_TOKEN]"),
+    token_file: Path | None = typer.Option(None, help=TOKEN_FILE_HELP),
     format: str = typer.Option(
         "table", "--format", "-f", help="table | json | csv | markdown | latex"
     ),
@@ -204,7 +218,7 @@ def results(
         if format != "table":
             text = exports.render(data, format)
     else:
-        with _client(coordinator, token) as client:
+        with client_from_options(coordinator, token, token_file) as client:
             try:
                 if format == "csv":
                     text = client.table_csv(reference)
@@ -332,10 +346,11 @@ def _error_line(exc: ApiError) -> str:
 def devices_list(
     coordinator: str | None = typer.Option(None, help="coordinator URL [BNNBENCH_COORDINATOR]"),
     token: str | None = typer.Option(None, help="admin token [BNNBENCH_TOKEN]"),
+    token_file: Path | None = typer.Option(None, help=TOKEN_FILE_HELP),
     json_out: bool = typer.Option(False, "--json", help="print the devices as JSON"),
 ) -> None:
     """The fleet: every registered device with its probed attributes and live status."""
-    with _client(coordinator, token) as client:
+    with client_from_options(coordinator, token, token_file) as client:
         try:
             devs = client.devices()
         except ApiError as exc:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bnnbench.schemas import Library
+from bnnbench.schemas import INT64_MAX, Library
 from bnnbench.stats import median_sorted
 
 SELECTOR_KEYS = ("device", "library", "model", "jobs", "after", "before")
@@ -81,9 +81,12 @@ def _when(key: str, value: str) -> datetime:
 
 
 def _int(key: str, value: str) -> int:
-    if not value.isdigit():
-        raise ValueError(f"{key}={value!r}: expected a positive integer id")
-    return int(value)
+    # ASCII digits only (int() refuses other Unicode digits) and a 64-bit id: a bigger one
+    # cannot be sent to the database
+    digits = value.lstrip("0") or "0"
+    if not (value.isascii() and value.isdigit()) or len(digits) > 19 or int(digits) > INT64_MAX:
+        raise ValueError(f"{key}={value!r}: expected a positive integer id up to {INT64_MAX}")
+    return int(digits)
 
 
 def parse_selector(text: str) -> Selector:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -14,9 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from bnnbench import compare as logic
-from bnnbench.client import BnnbenchClient
+from bnnbench.client_cli import TOKEN_FILE_HELP, client_from_options
 from bnnbench.http import ApiError
-from bnnbench.settings import ClientSettings
 
 _SELECTOR_HELP = (
     "comma-separated key=value: device=ID|NAME, library=native|lce|tflite|dabnn, model=ID, "
@@ -29,6 +29,7 @@ def compare(
     b: str = typer.Argument(..., help="side B, e.g. device=5 or library=lce"),
     coordinator: str | None = typer.Option(None, help="coordinator URL [BNNBENCH_COORDINATOR]"),
     token: str | None = typer.Option(None, help="admin token [BNNBENCH_TOKEN]"),
+    token_file: Path | None = typer.Option(None, help=TOKEN_FILE_HELP),
     alpha: float = typer.Option(logic.ALPHA, help="significance level (Holm-adjusted)"),
     resamples: int = typer.Option(logic.RESAMPLES, help="permutation resamples of the test"),
     seed: int = typer.Option(logic.SEED, help="permutation seed (fixed: reproducible)"),
@@ -47,11 +48,8 @@ def compare(
             raise typer.BadParameter(str(exc), param_hint=f"selector {side}") from None
     if not 0 < alpha < 1:
         raise typer.BadParameter("--alpha must be between 0 and 1")
-    cfg = ClientSettings()
     try:
-        with BnnbenchClient(
-            coordinator or cfg.coordinator, token if token is not None else cfg.token
-        ) as client:
+        with client_from_options(coordinator, token, token_file) as client:
             data = client.compare(a, b, alpha=alpha, resamples=resamples, seed=seed)
     except ApiError as exc:
         http = f" (HTTP {exc.status_code})" if exc.status_code else ""

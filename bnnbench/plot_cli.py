@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 
 from bnnbench.client import BnnbenchClient
+from bnnbench.client_cli import TOKEN_FILE_HELP, client_from_options
 from bnnbench.http import ApiError
-from bnnbench.settings import ClientSettings
 
 KINDS = ("latency", "speedup", "storage", "theoretical")  # coordinator.plots.KINDS
 FORMATS = ("png", "svg")
@@ -33,6 +33,7 @@ def plot(
     output: Path | None = typer.Option(None, "--output", "-o", help="file to write [KIND.FORMAT]"),
     coordinator: str | None = typer.Option(None, help="coordinator URL [BNNBENCH_COORDINATOR]"),
     token: str | None = typer.Option(None, help="admin token [BNNBENCH_TOKEN]"),
+    token_file: Path | None = typer.Option(None, help=TOKEN_FILE_HELP),
 ) -> None:
     """Draw a chart of the results (the numbers of `bnnbench results`) to a PNG or SVG file."""
     if kind not in KINDS:
@@ -41,11 +42,8 @@ def plot(
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be png or svg, got {fmt!r}")
     out = output or Path(f"{kind}.{fmt}")
-    cfg = ClientSettings()
     err = Console(stderr=True)
-    with BnnbenchClient(
-        coordinator or cfg.coordinator, token if token is not None else cfg.token
-    ) as c:
+    with client_from_options(coordinator, token, token_file) as c:
         try:
             data = _draw_here(c, kind, fmt)
             if data is None:

@@ -7,11 +7,13 @@ Only pydantic here: the agent imports this module and must stay light.
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 API_PREFIX = "/api/v1"
 
@@ -21,6 +23,84 @@ SHA256_HEADER = "X-Content-SHA256"
 # threads one job may ask for: the native engine's BNN_MAX_THREADS (native/include/bnn.h);
 # the coordinator refuses more, the CLI and the runners check it again
 MAX_THREADS = 16
+
+# ------------------------------------------------------------------ input bounds
+# Bad input gets a 422 naming the field and the limit before it reaches the database, and
+# nothing is stored that would break a later read.
+
+# SQLite and PostgreSQL integers are 64-bit: a bigger id or offset made SQLite raise
+# OverflowError (a 500); every integer a request carries is bounded to this or tighter
+INT64_MAX = 2**63 - 1
+MAX_CORES = 4096  # above any board's core count; bounds `cores` and CPU indices
+MAX_LIST_LIMIT = 10_000  # rows one listing request may ask for
+MAX_SAMPLES = 100_000  # samples in one result (a job's runs are capped far below)
+# a latency sample the coordinator accepts, in ms: 1 ns (the native CLI's resolution) to
+# about 2.8 hours. Outside it a sample is no measurement, and a stored one broke the tables
+# for everyone (a speedup of 1e200 / 1 overflows when OM squares it)
+MIN_SAMPLE_MS = 1e-6
+MAX_SAMPLE_MS = 1e7
+# free-form JSON (a result's env) is stored and served back as is: without bounds one
+# request could store a row that breaks every later listing (serialisers recurse, so deep
+# nesting fails on the way out) or slows it (a huge object is sent with each result)
+MAX_JSON_DEPTH = 32
+MAX_FREE_JSON_BYTES = 256 * 1024
+# columns of the device table (coordinator/models.py): longer strings are refused by
+# PostgreSQL (a 500 there), so the schema refuses them first
+FINGERPRINT_MAX = 512
+
+# an id in a path, a query or a body: 0 is merely not found, never out of range
+RowId = Annotated[int, Field(ge=0, le=INT64_MAX)]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text and jsonb cannot hold NUL: refused here rather than failing at INSERT
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (\\x00)")
+    return value
+
+
+def _first_error(exc: ValueError) -> str:
+    """``loc: message`` of a nested validation's first errors (a ValueError of its own)."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return str(exc)
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in errors()[:3])
+
+
+# a string stored as text: no NUL (its length is bounded where it is used); the bounded
+# ones check their length first (a 1 MB string is refused for its length, unscanned)
+Str = Annotated[str, AfterValidator(_no_nul)]
+ShortStr = Annotated[str, Field(max_length=64), AfterValidator(_no_nul)]  # a key, a flag
+LineStr = Annotated[str, Field(max_length=255), AfterValidator(_no_nul)]  # a version
+PathStr = Annotated[str, Field(max_length=4096), AfterValidator(_no_nul)]  # a device's file
+
+
+def check_free_json(value: dict[str, Any]) -> dict[str, Any]:
+    """A free-form JSON object within the bounds above: at most MAX_JSON_DEPTH levels,
+    MAX_FREE_JSON_BYTES serialized, finite numbers, no NUL in keys or strings. Walked with
+    an explicit stack: a deep object must not exhaust the recursion limit here either."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list) and depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels (the limit)")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(k, str) or "\x00" in k:
+                    raise ValueError(f"keys must be strings without NUL, got {str(k)[:40]!r}")
+                stack.append((v, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+        elif isinstance(node, str):
+            _no_nul(node)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ValueError(f"numbers must be finite (no NaN or Infinity), got {node!r}")
+        elif node is not None and not isinstance(node, bool | int | float):
+            raise ValueError(f"not JSON: a {type(node).__name__}")
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_FREE_JSON_BYTES:
+        raise ValueError(f"{size} bytes of JSON exceed the limit of {MAX_FREE_JSON_BYTES}")
+    return value
 
 
 class Endpoint:
@@ -45,6 +125,8 @@ class Endpoint:
     AGENT_REGISTER = "/agents/register"
     AGENT_HEARTBEAT = "/agents/heartbeat"
     AGENT_LEASE = "/agents/lease"
+    ENROLMENT_TOKENS = "/enrolment-tokens"
+    ENROLMENT_TOKEN = "/enrolment-tokens/{token_id}"
     DEVICES = "/devices"
     DEVICE = "/devices/{device_id}"
     RESULTS = "/results"
@@ -87,34 +169,50 @@ class JobStatus(StrEnum):
 class CpuCluster(BaseModel):
     """Cores sharing one frequency policy (a big.LITTLE cluster)."""
 
-    cpus: list[int]
-    max_freq_khz: int | None = None
-    core: str | None = None  # e.g. "Cortex-A77" from /proc/cpuinfo "CPU part"
+    cpus: list[Annotated[int, Field(ge=0, lt=MAX_CORES)]] = Field(max_length=MAX_CORES)
+    max_freq_khz: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    core: Str | None = Field(default=None, max_length=255)  # e.g. "Cortex-A77" (CPU part)
 
 
 class DeviceInfo(BaseModel):
     """What an agent reports about a device it benchmarks (probed through its transport)."""
 
-    hostname: str
-    arch: str  # uname -m: x86_64, aarch64, armv7l (the emulated target's under a wrapper)
-    os: str  # e.g. "Linux 6.1.0 (Debian 12)", "Android 13 (Linux 4.19.157)"
-    cpu_model: str
-    cores: int
-    isa_flags: list[str] = Field(default_factory=list)  # avx2, avx512_vpopcntdq, neon, ...
-    transport: str = "local"  # local | ssh | adb
+    # string bounds: the device table's column widths (coordinator/models.py)
+    hostname: Str = Field(max_length=255)
+    # uname -m: x86_64, aarch64, armv7l (the emulated target's under a wrapper)
+    arch: Str = Field(max_length=64)
+    os: Str = Field(max_length=255)  # e.g. "Linux 6.1.0 (Debian 12)", "Android 13 (Linux …)"
+    cpu_model: Str = Field(max_length=255)
+    cores: int = Field(ge=1, le=MAX_CORES)
+    # avx2, avx512_vpopcntdq, neon, ...
+    isa_flags: list[ShortStr] = Field(default_factory=list, max_length=1024)
+    transport: Str = Field(default="local", max_length=32)  # local | ssh | adb
     # stable identity: android:<ro.serialno>, board:<cpuinfo serial>, machine-id:<id>, ...
-    identity: str = ""
-    identity_source: str = "hostname"  # which reading gave the identity
-    name: str | None = None  # the operator's name for it (devices.toml / devices add)
-    soc: str | None = None  # SM8250, BCM2711, Apple M1, ...
-    board: str | None = None  # ro.product.model / device-tree model / hw.model
-    abi: str | None = None  # arm64-v8a, armeabi-v7a, x86_64, arm64
-    ram_mb: int | None = None
-    clusters: list[CpuCluster] = Field(default_factory=list)  # fastest first
-    governor: str | None = None
-    tools: dict[str, str] = Field(default_factory=dict)  # taskset, python3, ... -> path
+    identity: Str = Field(default="", max_length=255)
+    identity_source: Str = Field(default="hostname", max_length=64)  # the reading it came from
+    # the operator's name for it (devices.toml / devices add)
+    name: Str | None = Field(default=None, max_length=200)
+    soc: Str | None = Field(default=None, max_length=255)  # SM8250, BCM2711, Apple M1, ...
+    # ro.product.model / device-tree model / hw.model
+    board: Str | None = Field(default=None, max_length=255)
+    abi: Str | None = Field(default=None, max_length=64)  # arm64-v8a, armeabi-v7a, x86_64, arm64
+    ram_mb: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    clusters: list[CpuCluster] = Field(default_factory=list, max_length=MAX_CORES)  # fastest 1st
+    governor: Str | None = Field(default=None, max_length=255)
+    # taskset, python3, ... -> path
+    tools: dict[ShortStr, PathStr] = Field(default_factory=dict, max_length=256)
     emulated: bool = False  # runs through an exec wrapper (qemu): correctness only, no timings
-    exec_wrapper: str | None = None
+    exec_wrapper: PathStr | None = None
+
+    @model_validator(mode="after")
+    def _fingerprint_fits(self) -> DeviceInfo:
+        n = len(self.fingerprint())
+        if n > FINGERPRINT_MAX:
+            raise ValueError(
+                f"the device fingerprint would be {n} characters, over the limit of "
+                f"{FINGERPRINT_MAX}: shorten identity (or hostname and cpu_model without one)"
+            )
+        return self
 
     def fingerprint(self) -> str:
         """Stable identity of a benchmark target (same board ⇒ same fingerprint). The
@@ -133,9 +231,13 @@ class DeviceInfo(BaseModel):
 
 
 class RegisterRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Str = Field(min_length=1, max_length=200)
     device: DeviceInfo
-    runtimes: dict[str, str] = Field(default_factory=dict)  # library -> runtime version
+    # library -> runtime version
+    runtimes: dict[ShortStr, LineStr] = Field(default_factory=dict, max_length=64)
+    # admin token only: replace a live agent of this name on this device (a new token; the
+    # jobs it leased go back to the queue). Without it such a registration is a 409
+    replace: bool = False
 
 
 class RegisterResponse(BaseModel):
@@ -145,12 +247,41 @@ class RegisterResponse(BaseModel):
 
 
 class HeartbeatRequest(BaseModel):
-    job_id: int | None = None  # job in progress, extends its lease
+    job_id: RowId | None = None  # job in progress, extends its lease
 
 
 class HeartbeatResponse(BaseModel):
     ok: bool = True
     lease_extended_until: datetime | None = None
+
+
+# a year in seconds, ten times over: the longest an enrolment token may be valid
+MAX_TOKEN_LIFETIME_S = 10 * 366 * 24 * 3600
+
+
+class EnrolmentTokenCreate(BaseModel):
+    """A token that may only register agents; ``max_uses`` registrations (None: unlimited),
+    valid ``expires_in_seconds`` from now (None: until revoked)."""
+
+    note: Str | None = Field(default=None, max_length=200)
+    max_uses: int | None = Field(default=None, ge=1, le=1_000_000)
+    expires_in_seconds: float | None = Field(default=None, gt=0, le=MAX_TOKEN_LIFETIME_S)
+
+
+class EnrolmentTokenOut(BaseModel):
+    id: int
+    note: str | None = None
+    max_uses: int | None = None
+    uses: int = 0
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    usable: bool = True  # not revoked, not expired, uses left
+
+
+class EnrolmentTokenCreated(EnrolmentTokenOut):
+    token: str  # shown once: only its sha256 is stored
 
 
 # ------------------------------------------------------------------ models / artifacts
@@ -197,17 +328,22 @@ class MeasurementProtocol(BaseModel):
     min_time_ms: float = Field(default=0.0, ge=0, le=3_600_000)
     max_runs: int | None = Field(default=None, ge=1, le=100_000)
     cooldown_s: float = Field(default=0.0, ge=0, le=3600)
-    affinity: str | None = Field(default=None, pattern=r"^(big|all|[0-9]+([-,][0-9]+)*)$")
+    affinity: str | None = Field(
+        default=None, max_length=1000, pattern=r"^(big|all|[0-9]+([-,][0-9]+)*)$"
+    )
 
 
 class JobCreate(BaseModel):
-    model_id: int
+    model_id: RowId
     library: Library = Library.native
-    threads: list[int] = Field(default=[1], min_length=1)
-    device_id: int | None = None  # None: any agent may take it
+    # each checked against 1..MAX_THREADS and the devices' cores by the queue (one message)
+    threads: list[int] = Field(default=[1], min_length=1, max_length=1000)
+    device_id: RowId | None = None  # None: any agent may take it
     # device selectors (id, name, "all", or "key=value[,key=value]" on probed attributes such
     # as soc, abi, arch, transport, board); one job per matching device and thread count
-    devices: list[str] | None = None
+    devices: (
+        list[Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(_no_nul)]] | None
+    ) = Field(default=None, max_length=1000)
     warmup: int = Field(default=3, ge=0, le=1000)
     runs: int = Field(default=10, ge=1, le=10000)
     protocol: MeasurementProtocol = Field(default_factory=MeasurementProtocol)
@@ -268,16 +404,50 @@ class Stats(BaseModel):
     ci_level: float | None = None
 
 
+class _Readings(BaseModel):
+    """The parts of a reading (agent.probe.parse_readings) the coordinator interprets (its
+    throttling check); anything else in a reading is kept as sent."""
+
+    cur_freq_khz: dict[str, float] | None = None
+    temperatures_c: dict[str, float] | None = None
+    throttled: str | None = Field(default=None, max_length=64, pattern=r"^0x[0-9a-fA-F]+$")
+
+
+class _EnvShape(BaseModel):
+    """The keys of a result's env the coordinator interprets, with the types it reads them
+    as (coordinator.queue.throttling): a wrong shape is a 422 naming the key, not a crash."""
+
+    readings_before: _Readings | None = None
+    readings_after: _Readings | None = None
+    affinity_cpus: list[Annotated[int, Field(ge=0, lt=MAX_CORES)]] | None = None
+
+
 class ResultIn(BaseModel):
-    lease_id: str
-    samples_ms: list[float] = Field(min_length=1)
-    runtime_version: str
+    lease_id: Str = Field(max_length=64)
+    # numbers (strict: true or "1.5" is not a latency); finite and positive: checked by the
+    # coordinator (coordinator.queue.submit_result)
+    samples_ms: list[Annotated[float, Field(strict=True)]] = Field(
+        min_length=1, max_length=MAX_SAMPLES
+    )
+    runtime_version: Str = Field(max_length=255)
     env: dict[str, Any] = Field(default_factory=dict)  # governor, affinity, load, temps ...
+
+    @field_validator("env")
+    @classmethod
+    def _bounded_env(cls, env: dict[str, Any]) -> dict[str, Any]:
+        check_free_json(env)
+        # strict: a temperature sent as a string must not pass as a number; the env itself
+        # is stored as sent
+        try:
+            _EnvShape.model_validate(env, strict=True)
+        except ValueError as exc:
+            raise ValueError(_first_error(exc)) from None
+        return env
 
 
 class JobFailure(BaseModel):
-    lease_id: str
-    error: str = Field(max_length=10000)
+    lease_id: Str = Field(max_length=64)
+    error: Str = Field(max_length=10000)
     # False: the failure will recur (e.g. the runtime rejects the model): fail the job now
     # instead of requeueing it until max_attempts
     retryable: bool = True

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bnnbench.tokenfile import read_token_file
 
 
 class CoordinatorSettings(BaseSettings):
@@ -16,12 +18,20 @@ class CoordinatorSettings(BaseSettings):
     data_dir: Path = Path("var")
     # default: SQLite (WAL) file inside data_dir; any SQLAlchemy URL works (postgresql+psycopg://…)
     database_url: str | None = None
-    admin_token: str = "change-me"
+    # the admin/user bearer token; the coordinator refuses to start without one of at least
+    # 16 characters that is no placeholder (coordinator.auth.admin_token_problem). Or
+    # admin_token_file: a file holding it (not both), read at start: no token in `ps`
+    admin_token: str = ""
+    admin_token_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8321
     lease_seconds: float = 60.0  # a job lease not renewed by heartbeat within this is requeued
     max_attempts: int = 3
     max_upload_bytes: int = 512 * 1024 * 1024
+    # every other request body (JSON: results, registrations, jobs; dashboard forms) is read
+    # whole before it is parsed: a bigger one is refused with 413 before it is read. 4 MiB: a
+    # result with MAX_SAMPLES (100 000) samples is about 2.4 MB of JSON
+    max_json_bytes: int = Field(4 * 1024 * 1024, gt=0)
     long_poll_seconds: float = 20.0
     conversion_workers: int = 1  # concurrent converter processes; 0 = conversions paused
     conversion_timeout_seconds: float = 1800.0  # a converter process running longer is killed
@@ -54,6 +64,18 @@ class CoordinatorSettings(BaseSettings):
     max_remeasures: int = 2
     remeasure_pause_s: float = 5.0
 
+    @model_validator(mode="after")
+    def _read_admin_token_file(self) -> CoordinatorSettings:
+        if self.admin_token_file is not None:
+            if self.admin_token:
+                raise ValueError(
+                    "both an admin token and an admin token file are given "
+                    "(BNNBENCH_ADMIN_TOKEN / --admin-token and BNNBENCH_ADMIN_TOKEN_FILE / "
+                    "--admin-token-file): give one"
+                )
+            self.admin_token = read_token_file(self.admin_token_file)
+        return self
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'bnnbench.db').resolve()}"
 
@@ -84,7 +106,10 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BNNBENCH_AGENT_", extra="ignore")
 
     coordinator: str = "http://127.0.0.1:8321"
-    token: str = ""  # admin/enrol token used to register; the agent then keeps its own
+    # enrolment token (`bnnbench tokens create`; the admin token works too) used to register,
+    # or a file holding it (not both); the agent then keeps its own token in cache_dir
+    token: str = ""
+    token_file: Path | None = None
     name: str | None = None
     cache_dir: Path = Path("var/agent-cache")
     heartbeat_seconds: float = 10.0
@@ -104,3 +129,4 @@ class ClientSettings(BaseSettings):
 
     coordinator: str = "http://127.0.0.1:8321"
     token: str = ""
+    token_file: Path | None = None  # BNNBENCH_TOKEN_FILE: a file holding the token instead

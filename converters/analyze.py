@@ -14,6 +14,9 @@ Conventions (also in docs/converters.md):
   FP32: every binary weight counted as an FP32 parameter and every BOP as a FLOP.
 * compression = params_total / (params_bin/32 + params_fp);
   speedup = flops_total / (bops/64 + flops_fp); OM = sqrt((speedup² + compression²)/2).
+  A valid model may have no parameters (a lone Relu or Flatten) or no Conv/Gemm work: a
+  ratio whose denominator is 0 is undefined, reported as None (and OM with it), and
+  ``theoretical["undefined"]`` says why.
 """
 
 from __future__ import annotations
@@ -59,6 +62,15 @@ def _om(a: float, b: float) -> float:
     return math.sqrt((a * a + b * b) / 2.0)
 
 
+def _ratio(num: float, den: float) -> float | None:
+    """``num / den``; None where it is undefined (nothing to compare)."""
+    return num / den if den > 0 else None
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
 def infer_algorithm(graph: ir.Graph) -> str:
     bins = graph.binary_convs()
     if not bins:
@@ -94,8 +106,17 @@ def analyze_graph(graph: ir.Graph) -> dict[str, Any]:
 
     params_total = tot["params_fp"] + tot["params_bin"]
     flops_total = tot["flops"] + tot["bops"]
-    compression = params_total / (tot["params_bin"] / 32 + tot["params_fp"])
-    speedup = flops_total / (tot["bops"] / 64 + tot["flops"])
+    compression = _ratio(params_total, tot["params_bin"] / 32 + tot["params_fp"])
+    speedup = _ratio(flops_total, tot["bops"] / 64 + tot["flops"])
+    undefined = [
+        why
+        for ratio, why in (
+            (compression, "no parameters: compression is undefined"),
+            (speedup, "no Conv or Gemm work (FLOPs or BOPs): speedup is undefined"),
+        )
+        if ratio is None
+    ]
+    om = None if speedup is None or compression is None else _om(speedup, compression)
     convs = graph.convs()
     bins = graph.binary_convs()
     algorithm = graph.metadata.get("bnnbench.algorithm") or infer_algorithm(graph)
@@ -119,11 +140,12 @@ def analyze_graph(graph: ir.Graph) -> dict[str, Any]:
         },
         "flop_convention": FLOP_CONVENTION,
         "theoretical": {
-            "speedup": round(speedup, 4),
-            "compression": round(compression, 4),
-            "om": round(_om(speedup, compression), 4),
+            "speedup": _round(speedup),
+            "compression": _round(compression),
+            "om": _round(om),
             "formula": "compression = params_total/(params_bin/32 + params_fp); "
             "speedup = flops_total/(bops/64 + flops_fp); OM = sqrt((speedup²+compression²)/2)",
+            **({"undefined": "; ".join(undefined)} if undefined else {}),
         },
         "notes": list(graph.notes),
         "nodes": nodes,

@@ -18,6 +18,11 @@ from converters.backends import BACKENDS  # the registry only: back ends load on
 EXIT_MODEL_ERROR = 2
 
 
+def _ratio_text(x: float | None) -> str:
+    # None: undefined for this model (no parameters or no Conv/Gemm work: converters.analyze)
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def _fail(exc: Exception) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(EXIT_MODEL_ERROR)
@@ -124,8 +129,8 @@ def convert(
         f"wrote {summary['output']} ({summary['size_bytes']} bytes, sha256 "
         f"{summary['sha256'][:16]}…)",
         f"binary convs: {summary['n_binary_convs']} / {summary['n_convs']} convs; "
-        f"theoretical speedup {summary['theoretical']['speedup']:.2f}, compression "
-        f"{summary['theoretical']['compression']:.2f}",
+        f"theoretical speedup {_ratio_text(summary['theoretical']['speedup'])}, compression "
+        f"{_ratio_text(summary['theoretical']['compression'])}",
     ]
     fid = summary.get("fidelity")
     if fid:

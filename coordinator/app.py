@@ -23,9 +23,10 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import bnnbench
-from bnnbench.schemas import API_PREFIX, ErrorOut
+from bnnbench.schemas import API_PREFIX, Endpoint, ErrorOut
 from bnnbench.settings import CoordinatorSettings
 from coordinator import queue, web
 from coordinator.api import (
@@ -38,7 +39,9 @@ from coordinator.api import (
     plots,
     results,
     system,
+    tokens,
 )
+from coordinator.auth import check_admin_token
 from coordinator.context import AppContext
 from coordinator.conversion import ConversionDispatcher, recover_interrupted
 from coordinator.db import Database
@@ -124,16 +127,76 @@ async def _reaper(ctx: AppContext) -> None:
             ctx.jobs_signal.notify()
 
 
-def _validation_detail(exc: RequestValidationError) -> str:
+class BodyLimit:
+    """Refuses a request body over ``limit`` bytes with 413 before the app parses it: FastAPI
+    reads a JSON body whole into memory, then parses and validates it. A declared
+    Content-Length over the limit is refused unread; a chunked body is counted as it arrives.
+    The routes in ``exempt`` ((method, path): the model upload, which streams to disk under
+    its own max_upload_bytes) are passed through untouched."""
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: frozenset[tuple[str, str]]) -> None:
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # the route's path below any root_path the server is mounted at
+        path = scope.get("path", "").removeprefix(scope.get("root_path", ""))
+        if scope["type"] != "http" or (scope["method"], path) in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit():
+            n = int(declared) if len(declared) <= 18 else None  # None: past any limit
+            if n is None or n > self.limit:
+                await self._refuse(scope, receive, send, n)
+                return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: nobody to answer
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await self._refuse(scope, receive, send, None)
+                return
+            more = message.get("more_body", False)
+        body: Message | None = {"type": "http.request", "body": b"".join(chunks)}
+
+        async def replay() -> Message:
+            nonlocal body
+            if body is not None:
+                message, body = body, None
+                return message
+            return await receive()  # later calls: disconnect detection (the long poll)
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int | None) -> None:
+        what = f"request body of {size} bytes" if size is not None else "request body"
+        detail = f"{what} exceeds the limit of {self.limit} bytes (max_json_bytes)"
+        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+
+
+def _loc_part(x: object) -> str:
+    # a location may be a client's dict key of any length: the answer names it, briefly
+    s = str(x)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def _validation_detail(exc: RequestValidationError, most: int = 10) -> str:
+    errors = exc.errors()
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+    for err in errors[:most]:  # a list of 100 000 bad items answers with a few, and the count
+        loc = ".".join(_loc_part(x) for x in err.get("loc", ()) if x != "body") or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    if len(errors) > most:
+        parts.append(f"and {len(errors) - most} more")
     return "invalid request: " + "; ".join(parts)
 
 
 def create_app(settings: CoordinatorSettings | None = None) -> FastAPI:
     settings = settings or CoordinatorSettings()
+    check_admin_token(settings.admin_token)  # a missing, short or placeholder one: refused
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ctx = AppContext(settings=settings, db=Database(settings), store=BlobStore(settings.data_dir))
 
@@ -178,10 +241,13 @@ def create_app(settings: CoordinatorSettings | None = None) -> FastAPI:
             403: {"model": ErrorOut},
             404: {"model": ErrorOut},
             409: {"model": ErrorOut},
+            413: {"model": ErrorOut},
             422: {"model": ErrorOut},
         },
     )
     app.state.ctx = ctx
+    upload = ("POST", API_PREFIX + Endpoint.MODELS)  # streamed to disk, capped on its own
+    app.add_middleware(BodyLimit, limit=settings.max_json_bytes, exempt=frozenset({upload}))
     app.state.web_sessions = Sessions(settings.admin_token)  # dashboard sign-ins
 
     @app.exception_handler(CoordinatorError)
@@ -201,7 +267,7 @@ def create_app(settings: CoordinatorSettings | None = None) -> FastAPI:
             status_code=500,
         )
 
-    for r in (system, models, artifacts, jobs, agents, devices, results, plots, compare):
+    for r in (system, models, artifacts, jobs, agents, tokens, devices, results, plots, compare):
         app.include_router(r.router, prefix=API_PREFIX)
     # /health too, for load balancers and scripts
     app.include_router(system.router, include_in_schema=False)

@@ -19,7 +19,13 @@ def serve(
         None, help="SQLAlchemy URL instead of SQLite in data_dir [BNNBENCH_DATABASE_URL]"
     ),
     admin_token: str | None = typer.Option(
-        None, help="admin/user bearer token [BNNBENCH_ADMIN_TOKEN]; prefer the env variable"
+        None,
+        help="admin/user bearer token [BNNBENCH_ADMIN_TOKEN]; visible in `ps`: prefer the "
+        "env variable or --admin-token-file",
+    ),
+    admin_token_file: Path | None = typer.Option(
+        None,
+        help="file holding the admin token (mode 0600) [BNNBENCH_ADMIN_TOKEN_FILE]",
     ),
     lease_seconds: float | None = typer.Option(
         None, help="job lease duration without heartbeat [BNNBENCH_LEASE_SECONDS, 60]"
@@ -35,10 +41,17 @@ def serve(
     import logging
 
     import uvicorn
+    from pydantic import ValidationError
 
     from bnnbench.settings import CoordinatorSettings
+    from bnnbench.tokenfile import warn_command_line_token
     from coordinator.app import create_app
+    from coordinator.auth import InsecureAdminToken, check_admin_token
 
+    if admin_token is not None and admin_token_file is not None:
+        raise _fail("give --admin-token or --admin-token-file, not both")
+    if admin_token is not None:
+        warn_command_line_token("--admin-token", "BNNBENCH_ADMIN_TOKEN or --admin-token-file")
     overrides: dict[str, Any] = {
         k: v
         for k, v in {
@@ -52,13 +65,24 @@ def serve(
         }.items()
         if v is not None
     }
-    settings = CoordinatorSettings(**overrides)
+    # an option beats the environment: --admin-token-file beats BNNBENCH_ADMIN_TOKEN,
+    # --admin-token beats BNNBENCH_ADMIN_TOKEN_FILE
+    if admin_token is not None:
+        overrides["admin_token_file"] = None
+    if admin_token_file is not None:
+        overrides.update(admin_token="", admin_token_file=admin_token_file)
+    try:
+        settings = CoordinatorSettings(**overrides)
+        check_admin_token(settings.admin_token)
+    except ValidationError as exc:
+        msgs = (str(e.get("msg", "")).removeprefix("Value error, ") for e in exc.errors())
+        raise _fail("; ".join(msgs)) from None
+    except InsecureAdminToken as exc:
+        raise _fail(str(exc)) from None
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     log = logging.getLogger("bnnbench.coordinator")
-    if settings.admin_token == CoordinatorSettings.model_fields["admin_token"].default:
-        log.warning("admin token is the default %r: set BNNBENCH_ADMIN_TOKEN", settings.admin_token)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -77,3 +101,8 @@ def serve(
         settings.resolved_database_url().split("@")[-1],
     )
     server.run()
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)

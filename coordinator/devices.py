@@ -72,7 +72,7 @@ def _matches(d: Device, selector: str) -> bool:
     sel = selector.strip()
     if sel == "all":
         return True
-    if sel.isdigit():
+    if sel.isascii() and sel.isdigit():  # int() refuses other Unicode digits, e.g. "²"
         return d.id == int(sel)
     if "=" not in sel:  # a bare word: the device's name, label or fingerprint
         return sel in (d.name, d.label(), d.fingerprint)

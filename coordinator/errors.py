@@ -39,7 +39,8 @@ class Conflict(CoordinatorError, status=HTTPStatus.CONFLICT):
 
 
 class PayloadTooLarge(CoordinatorError, status=HTTPStatus.REQUEST_ENTITY_TOO_LARGE):
-    """An upload above max_upload_bytes."""
+    """An upload above max_upload_bytes (any other body above max_json_bytes is refused
+    before it is read, by coordinator.app.BodyLimit)."""
 
 
 class Unprocessable(CoordinatorError, status=HTTPStatus.UNPROCESSABLE_ENTITY):

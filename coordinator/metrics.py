@@ -248,7 +248,7 @@ def overall_metric(speedup: float | None, compression: float | None) -> float | 
     """OM = sqrt((speedup² + compression²) / 2); None unless both are known."""
     if speedup is None or compression is None:
         return None
-    return math.sqrt((speedup**2 + compression**2) / 2)
+    return math.hypot(speedup, compression) / math.sqrt(2)  # no overflow where squares would
 
 
 def _mean(cells: list[dict[str, Any]], key: str) -> float | None:

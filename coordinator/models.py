@@ -128,6 +128,24 @@ class Agent(Base):
     device: Mapped[Device] = relationship()
 
 
+class EnrolmentToken(Base):
+    """A token that may only register agents (``POST /enrolment-tokens``, ``bnnbench tokens
+    create``), optionally limited in uses and time: a board holds one instead of the admin
+    token. Only its sha256 is stored; revoking keeps the row (who enrolled with what)."""
+
+    __tablename__ = "enrolment_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    note: Mapped[str | None] = mapped_column(String(200))  # the admin's words: "lab Pis"
+    max_uses: Mapped[int | None] = mapped_column(Integer)  # None: unlimited
+    uses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column()  # None: never
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
 class Job(Base):
     """One benchmark run: model × library × threads (× optional device)."""
 

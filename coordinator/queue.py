@@ -22,6 +22,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from bnnbench.schemas import (
+    MAX_SAMPLES,
     MAX_THREADS,
     ArtifactStatus,
     JobCreate,
@@ -35,8 +36,6 @@ from coordinator import colocation
 from coordinator.errors import Conflict, Unprocessable
 from coordinator.models import Agent, Artifact, Device, Job, Model, Result, utcnow
 from coordinator.rows import changed, get_row
-
-MAX_SAMPLES = 100_000
 
 
 def _event(job: Job, event: str, **kw: Any) -> None:

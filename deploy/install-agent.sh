@@ -5,9 +5,10 @@
 #   deploy/install-agent.sh [-i KEY] [-p PORT] [--python python3] [--name NAME]
 #                           [--extras LIST] [--sdist FILE] USER@HOST COORDINATOR_URL
 #
-# The enrolment token (the coordinator's admin token) is read from $BNNBENCH_AGENT_TOKEN or
-# prompted for; it never appears on a command line (here or on the board), so `ps` does not
-# show it. It travels inside the script fed to the board's bash through ssh's stdin.
+# The enrolment token (`bnnbench tokens create --uses 1`: it may only register agents; never
+# give a board the admin token) is read from $BNNBENCH_AGENT_TOKEN or prompted for; it never
+# appears on a command line (here or on the board), so `ps` does not show it. It travels
+# inside the script fed to the board's bash through ssh's stdin.
 #
 # Steps: build the sdist here (python -m build --sdist), copy it and the unit over scp, then
 # on the board: check Python >= 3.11, venv and a C compiler; create the user bnnbench;
@@ -25,7 +26,7 @@ set -euo pipefail
 UNIT_NAME=bnnbench-agent.service
 
 usage() {
-  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -126,9 +127,9 @@ remote_install() {
   as_root install -m 0644 "$tmp/$UNIT_NAME" "/etc/systemd/system/$UNIT_NAME"
   as_root install -d -m 0755 /etc/bnnbench
   # lines of an earlier agent.env that are replaced; any other line is kept
-  local drop='^(BNNBENCH_AGENT_(COORDINATOR|TOKEN|CACHE_DIR)=|# written by install-agent)'
+  local drop='^(BNNBENCH_AGENT_(COORDINATOR|TOKEN|TOKEN_FILE|CACHE_DIR)=|# written by install-agent)'
   if [ -n "$name" ]; then
-    drop='^(BNNBENCH_AGENT_(COORDINATOR|TOKEN|CACHE_DIR|NAME)=|# written by install-agent)'
+    drop='^(BNNBENCH_AGENT_(COORDINATOR|TOKEN|TOKEN_FILE|CACHE_DIR|NAME)=|# written by install-agent)'
   fi
   local new
   new=$(as_root mktemp /etc/bnnbench/.agent.env.XXXXXX)
@@ -164,8 +165,9 @@ except Exception as exc:
   echo
   as_root journalctl -u "$UNIT_NAME" -n 25 --no-pager || true
   if ! as_root systemctl is-active --quiet "$UNIT_NAME"; then
-    fail "bnnbench-agent is not running (exit code 2 = enrolment token rejected, cache dir" \
-      "in use, or no runtime); see: sudo journalctl -u bnnbench-agent"
+    fail "bnnbench-agent is not running (exit code 2 = enrolment token rejected, another" \
+      "agent of this name is live, cache dir in use, or no runtime); see:" \
+      "sudo journalctl -u bnnbench-agent"
   fi
   say "bnnbench-agent is running; logs: sudo journalctl -u bnnbench-agent -f"
 }
@@ -213,7 +215,7 @@ token=${BNNBENCH_AGENT_TOKEN:-}
 unset BNNBENCH_AGENT_TOKEN  # not handed on to ssh, scp or the build
 if [ -z "$token" ]; then
   [ -t 0 ] || die "set BNNBENCH_AGENT_TOKEN or run this in a terminal to be asked for the token"
-  read -r -s -p "Enrolment token (the coordinator's admin token): " token
+  read -r -s -p "Enrolment token (bnnbench tokens create --uses 1): " token
   echo
 fi
 [ -n "$token" ] || die "empty token"

@@ -39,6 +39,10 @@ REPO = Path(__file__).resolve().parent.parent
 # parts' CLI modules, should one of them ever be broken
 SERVE_CMD = [sys.executable, "-m", "bnnbench.cli", "serve"]
 
+# the admin token of the test coordinators: the coordinator refuses to start with one that is
+# shorter than 16 characters or a placeholder (coordinator.auth.admin_token_problem)
+ADMIN_TOKEN = "test-admin-token"
+
 TEST_SETTINGS: dict[str, Any] = {
     "lease_seconds": 3,
     "reaper_interval_seconds": 0.5,
@@ -253,7 +257,7 @@ def coordinator_factory(
 ) -> Iterator[Callable[..., CoordinatorProcess]]:
     started: list[CoordinatorProcess] = []
 
-    def make(admin_token: str = "test-admin-token", **settings: Any) -> CoordinatorProcess:
+    def make(admin_token: str = ADMIN_TOKEN, **settings: Any) -> CoordinatorProcess:
         data_dir = tmp_path_factory.mktemp("coordinator")
         proc = CoordinatorProcess(data_dir, {**TEST_SETTINGS, **settings}, admin_token)
         started.append(proc)

@@ -80,8 +80,10 @@ def test_upload_converts_in_background_and_download_matches(
     assert sha == art.sha256 == hashlib.sha256(dest.read_bytes()).hexdigest()
     assert dest.stat().st_size == art.size
     assert (c.data_dir / "blobs" / sha[:2] / sha).is_file()
-    # agents download with their own token
+    # agents download with their own token (the artifact of a job they lease)
     _, agent = c.register_agent("dl")
+    lease = agent.lease(wait=5)
+    assert lease is not None and lease.artifact.id == art.id
     resp = httpx.get(f"{c.url}{API}/artifacts/{art.id}/download", headers=_hdr(agent.token))
     assert resp.status_code == 200 and resp.headers["X-Content-SHA256"] == sha
     assert hashlib.sha256(resp.content).hexdigest() == sha

@@ -31,12 +31,15 @@ DEVICE = {
 class RawAgent:
     """An agent built on nothing but httpx and the documented endpoints."""
 
-    def __init__(self, c: CoordinatorProcess, name: str, **device: Any) -> None:
+    def __init__(
+        self, c: CoordinatorProcess, name: str, *, replace: bool = False, **device: Any
+    ) -> None:
         self.base = c.url + API
         body = {
             "name": name,
             "device": {**DEVICE, "hostname": f"board-{name}", **device},
             "runtimes": {"native": "0.1.0"},
+            "replace": replace,
         }
         r = httpx.post(
             f"{self.base}/agents/register",
@@ -252,8 +255,11 @@ def test_device_filter(server: CoordinatorProcess, tiny_onnx: Path) -> None:
     c.client.wait_jobs([job.id], until=lambda j: j.status == "queued", timeout=60)
     assert a.lease().status_code == 204
     assert b.lease().json()["job_id"] == job.id
-    # re-registering the same name on the same device keeps the agent, rotates the token
-    again = RawAgent(c, "filter-b")
+    # the admin replacing the agent of a name on a device keeps the agent id and rotates the
+    # token; the job it leased goes back to the queue (tests/test_security.py: without
+    # replace, a live agent's name is refused)
+    again = RawAgent(c, "filter-b", replace=True)
     assert again.reg["agent_id"] == b.reg["agent_id"]
     assert b.heartbeat(None).status_code == 401
-    assert again.heartbeat(job.id).status_code == 200
+    assert again.heartbeat(job.id).status_code == 409
+    assert again.lease().json()["job_id"] == job.id

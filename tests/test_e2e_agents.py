@@ -312,9 +312,13 @@ def test_identity_is_reused_and_a_rejected_agent_token_leads_to_reregistration(
     assert second.identity() == ident
     assert f"reusing identity: agent {ident['agent_id']}" in second.log()
 
-    # the coordinator no longer knows the stored token (e.g. its database was restored)
+    # the coordinator no longer knows the stored token (e.g. its database was restored from
+    # a backup, which also holds an old last_seen: a live agent's name would be refused)
     path = first.cache_dir / "agent.json"
     path.write_text(json.dumps({**ident, "token": "revoked-token"}))
+    coordinator.query(
+        "UPDATE agents SET last_seen = '2000-01-01 00:00:00' WHERE id = ?", ident["agent_id"]
+    )
     model = coordinator.client.upload_model(tiny_onnx)
     [job] = coordinator.client.create_jobs(model.id, "native", threads=[1], warmup=0, runs=2)
     third = agents(coordinator, "eta", "--once")

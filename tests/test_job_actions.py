@@ -24,7 +24,7 @@ SAMPLES = [10.0, 10.1, 9.9]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    with module_coordinator(tmp_path_factory, "actions-admin") as c:
+    with module_coordinator(tmp_path_factory, "actions-admin-token-9e4c") as c:
         path = make_tiny_onnx(tmp_path_factory.mktemp("models") / "tiny_bnn.onnx", "bnn")
         model = c.client.upload_model(path)
         (first,) = c.client.create_jobs(model.id, "native", [1], runs=3)

@@ -160,7 +160,7 @@ def test_matplotlib_is_imported_only_to_draw() -> None:
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Campaign]:
-    with module_coordinator(tmp_path_factory, "plots-admin", conversion_workers=2) as c:
+    with module_coordinator(tmp_path_factory, "plots-admin-token-5b1d", conversion_workers=2) as c:
         yield run_campaign(c, tmp_path_factory.mktemp("models"))
 
 

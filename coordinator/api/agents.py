@@ -1,4 +1,5 @@
-"""Agents: registration (admin token), heartbeat and long-poll lease (agent token)."""
+"""Agents: registration (enrolment or admin token; an agent's own token to register itself
+again), heartbeat and long-poll lease (agent token)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from bnnbench.schemas import (
     RegisterResponse,
 )
 from coordinator import agents, queue
-from coordinator.api.deps import admin, agent, get_ctx
-from coordinator.auth import Principal
+from coordinator.api.deps import agent, get_ctx, principal
+from coordinator.auth import ADMIN, AGENT, ENROL, Principal, bearer_token, hash_token, require
 from coordinator.context import AppContext
+from coordinator.errors import Unauthorized
 from coordinator.models import Agent, utcnow
 from coordinator.signals import Signal
 from coordinator.views import job_lease
@@ -32,12 +34,28 @@ _LAST_SEEN_RESOLUTION = timedelta(seconds=5)
 
 
 @router.post(
-    Endpoint.AGENT_REGISTER, response_model=RegisterResponse, dependencies=[Depends(admin)]
+    Endpoint.AGENT_REGISTER,
+    response_model=RegisterResponse,
+    responses={
+        403: {"description": "an agent token of another agent, or replace without admin"},
+        409: {"description": "a live agent of this name is registered on this device"},
+    },
 )
-def register(body: RegisterRequest, request: Request) -> RegisterResponse:
-    """Enrol an agent with the admin token; the answer holds the agent's own token (shown
-    once; only its hash is stored)."""
-    return agents.register(get_ctx(request).db, body)
+def register(
+    body: RegisterRequest, request: Request, p: Principal = Depends(principal)
+) -> RegisterResponse:
+    """Enrol an agent with an enrolment token (or the admin token); the answer holds the
+    agent's own token (shown once; only its hash is stored). A name already registered on
+    the device needs proof: the agent's own token (a restart: identity, token and leases
+    kept) or the admin token with ``replace`` (new token, its leases back to the queue);
+    otherwise a live agent of that name answers 409 (coordinator/agents.py)."""
+    require(p, ADMIN, ENROL, AGENT)
+    ctx = get_ctx(request)
+    own = bearer_token(request.headers.get("authorization")) if p.kind == AGENT else None
+    out, requeued = agents.register(ctx.db, body, p, own)
+    if requeued:
+        ctx.jobs_signal.notify()
+    return out
 
 
 @router.post(
@@ -57,10 +75,12 @@ def heartbeat(
     return HeartbeatResponse(ok=True, lease_extended_until=until)
 
 
-def _try_lease(ctx: AppContext, agent_id: int) -> JobLease | None:
+def _try_lease(ctx: AppContext, agent_id: int, token_hash: str) -> JobLease | None:
     with ctx.db.session() as s:
         a = s.get(Agent, agent_id)
         assert a is not None
+        if a.token_hash != token_hash:  # replaced by the admin while this poll waited
+            raise Unauthorized("this agent's token was replaced while it waited for a job")
         now = utcnow()
         if now - a.last_seen > _LAST_SEEN_RESOLUTION:  # not a write per poll per agent
             a.last_seen = now
@@ -87,10 +107,11 @@ async def lease(
     lease_seconds; renew with heartbeats. 204 when none arrived within ``wait``."""
     ctx = get_ctx(request)
     assert p.agent_id is not None
+    token_hash = hash_token(bearer_token(request.headers.get("authorization")))
     deadline = time.monotonic() + min(wait, ctx.settings.long_poll_seconds)
     while True:
         token = ctx.jobs_signal.token()  # before the query: no missed wake-up
-        got = await run_in_threadpool(_try_lease, ctx, p.agent_id)
+        got = await run_in_threadpool(_try_lease, ctx, p.agent_id, token_hash)
         if got is not None:
             return got
         remaining = deadline - time.monotonic()

@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
-from bnnbench.schemas import SHA256_HEADER, ArtifactOut, ArtifactStatus, Endpoint
+from bnnbench.schemas import SHA256_HEADER, ArtifactOut, ArtifactStatus, Endpoint, RowId
+from coordinator.agents import check_download
 from coordinator.api.deps import admin, admin_or_agent, get_ctx
+from coordinator.auth import Principal
 from coordinator.errors import Conflict, NotFound
 from coordinator.models import Artifact
 from coordinator.rows import get_row, listing
@@ -19,7 +21,7 @@ _SUFFIX = {"native": ".bnn", "lce": ".tflite", "tflite": ".tflite", "dabnn": ".d
 
 @router.get(Endpoint.ARTIFACTS, response_model=list[ArtifactOut], dependencies=[Depends(admin)])
 def list_artifacts(
-    request: Request, status: ArtifactStatus | None = None, model_id: int | None = None
+    request: Request, status: ArtifactStatus | None = None, model_id: RowId | None = None
 ) -> list[ArtifactOut]:
     q = listing(Artifact, status=status, model_id=model_id)
     with get_ctx(request).db.session() as s:
@@ -27,7 +29,7 @@ def list_artifacts(
 
 
 @router.get(Endpoint.ARTIFACT, response_model=ArtifactOut, dependencies=[Depends(admin)])
-def get_artifact(artifact_id: int, request: Request) -> ArtifactOut:
+def get_artifact(artifact_id: RowId, request: Request) -> ArtifactOut:
     with get_ctx(request).db.session() as s:
         return artifact_out(get_row(s, Artifact, artifact_id))
 
@@ -38,7 +40,7 @@ def get_artifact(artifact_id: int, request: Request) -> ArtifactOut:
     dependencies=[Depends(admin)],
     responses={409: {"description": "the artifact has not failed"}},
 )
-def retry_artifact(artifact_id: int, request: Request) -> ArtifactOut:
+def retry_artifact(artifact_id: RowId, request: Request) -> ArtifactOut:
     """Convert a failed artifact again (e.g. after a converter upgrade). Jobs that already
     failed stay failed; submit new ones."""
     ctx = get_ctx(request)
@@ -54,19 +56,23 @@ def retry_artifact(artifact_id: int, request: Request) -> ArtifactOut:
 
 @router.get(
     Endpoint.ARTIFACT_DOWNLOAD,
-    dependencies=[Depends(admin_or_agent)],
     response_class=FileResponse,
     responses={
         200: {
             "content": {"application/octet-stream": {}},
             "description": f"the artifact's bytes; header {SHA256_HEADER}",
-        }
+        },
+        403: {"description": "an agent that leases no job of this artifact"},
     },
 )
-def download_artifact(artifact_id: int, request: Request) -> FileResponse:
+def download_artifact(
+    artifact_id: RowId, request: Request, p: Principal = Depends(admin_or_agent)
+) -> FileResponse:
+    """The admin downloads any artifact; an agent only the artifact of a job it leases."""
     ctx = get_ctx(request)
     with ctx.db.session() as s:
         a = get_row(s, Artifact, artifact_id)
+        check_download(s, p, artifact_id)
         if a.status != ArtifactStatus.ready or not a.sha256:
             raise Conflict(f"artifact {artifact_id} is not ready (status {a.status})")
         sha, library = a.sha256, a.library

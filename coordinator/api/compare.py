@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from bnnbench import compare as logic
-from bnnbench.schemas import Endpoint
+from bnnbench.schemas import INT64_MAX, Endpoint
 from coordinator import compare
 from coordinator.api.deps import admin, get_ctx
 
@@ -21,7 +21,7 @@ def compare_results(
     b: str = Query(..., description="selector of side B, e.g. device=5 or library=lce"),
     alpha: float = Query(logic.ALPHA, gt=0, lt=1, description="significance level (Holm)"),
     resamples: int = Query(logic.RESAMPLES, ge=99, le=100_000),
-    seed: int = Query(logic.SEED, ge=0),
+    seed: int = Query(logic.SEED, ge=0, le=INT64_MAX),
 ) -> dict[str, Any]:
     """Per cell both sides match (arch, algorithm, threads, and device / library unless both
     selectors name one): both medians, their ratio B/A and the p-value of the difference

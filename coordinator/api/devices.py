@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from bnnbench.schemas import DeviceOut, Endpoint
+from bnnbench.schemas import DeviceOut, Endpoint, RowId
 from coordinator import devices
 from coordinator.api.deps import admin, get_ctx
 from coordinator.errors import NotFound
@@ -21,7 +21,7 @@ def list_devices(request: Request) -> list[DeviceOut]:
 
 
 @router.get(Endpoint.DEVICE, response_model=DeviceOut, dependencies=[Depends(admin)])
-def get_device(device_id: int, request: Request) -> DeviceOut:
+def get_device(device_id: RowId, request: Request) -> DeviceOut:
     with get_ctx(request).db.session() as s:
         for d in devices.list_devices(s):
             if d.id == device_id:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from bnnbench.schemas import (
+    INT64_MAX,
+    MAX_LIST_LIMIT,
+    MAX_SAMPLE_MS,
+    MIN_SAMPLE_MS,
     Endpoint,
     JobCreate,
     JobFailure,
@@ -16,11 +21,13 @@ from bnnbench.schemas import (
     JobStatus,
     ResultIn,
     ResultOut,
+    RowId,
 )
 from bnnbench.settings import CoordinatorSettings
 from coordinator import job_actions, queue
 from coordinator.api.deps import admin, agent, get_ctx
 from coordinator.auth import Principal
+from coordinator.errors import Unprocessable
 from coordinator.models import Agent, Job
 from coordinator.rows import get_row, listing
 from coordinator.views import job_out, result_out
@@ -28,6 +35,15 @@ from coordinator.views import job_out, result_out
 router = APIRouter(tags=["jobs"])
 
 Out = TypeVar("Out", JobOut, ResultOut)
+
+
+def _conflict(why: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route that answers 409 ``why``."""
+    return {409: {"description": why}}
+
+
+_STALE_LEASE = _conflict("stale lease: nothing recorded")  # an agent's report
+_CONFLICT = _conflict("the job's status does not allow it")  # an operator's action
 
 
 @router.post(
@@ -51,10 +67,12 @@ def create_jobs(body: JobCreate, request: Request) -> list[JobOut]:
 def list_jobs(
     request: Request,
     status: JobStatus | None = None,
-    model_id: int | None = None,
-    id: list[int] | None = Query(None, description="only these job ids (repeatable)"),
-    limit: int = Query(1000, ge=1, le=10000),
-    offset: int = Query(0, ge=0),
+    model_id: RowId | None = None,
+    id: list[RowId] | None = Query(
+        None, max_length=MAX_LIST_LIMIT, description="only these job ids (repeatable)"
+    ),
+    limit: int = Query(1000, ge=1, le=MAX_LIST_LIMIT),
+    offset: int = Query(0, ge=0, le=INT64_MAX),
 ) -> list[JobOut]:
     q = listing(Job, status=status, model_id=model_id)
     if id:
@@ -64,7 +82,7 @@ def list_jobs(
 
 
 @router.get(Endpoint.JOB, response_model=JobOut, dependencies=[Depends(admin)])
-def get_job(job_id: int, request: Request) -> JobOut:
+def get_job(job_id: RowId, request: Request) -> JobOut:
     with get_ctx(request).db.session() as s:
         return job_out(get_row(s, Job, job_id))
 
@@ -86,17 +104,27 @@ def _agent_report(
     return out
 
 
-@router.post(
-    Endpoint.JOB_RESULT,
-    response_model=ResultOut,
-    responses={409: {"description": "stale lease: nothing recorded"}},
-)
+def _check_samples(samples: Sequence[float]) -> None:
+    """422 for a sample that is no latency: not finite, or outside [MIN_SAMPLE_MS,
+    MAX_SAMPLE_MS] (schemas.py says why). Checked here, not in ResultIn: the agent builds
+    ResultIn from what its runner measured and must still be able to send it."""
+    for i, x in enumerate(samples):
+        if not (math.isfinite(x) and MIN_SAMPLE_MS <= x <= MAX_SAMPLE_MS):
+            raise Unprocessable(
+                f"samples_ms[{i}] is {x!r}: a latency must be a finite number of milliseconds "
+                f"from {MIN_SAMPLE_MS:g} to {MAX_SAMPLE_MS:g}"
+            )
+
+
+@router.post(Endpoint.JOB_RESULT, response_model=ResultOut, responses=_STALE_LEASE)
 def post_result(
-    job_id: int, body: ResultIn, request: Request, p: Principal = Depends(agent)
+    job_id: RowId, body: ResultIn, request: Request, p: Principal = Depends(agent)
 ) -> ResultOut:
     """Accepted only with the job's current lease; the server computes the statistics and the
     validity verdict from the raw samples (an invalid result sends the job back to the queue
     to be measured again)."""
+
+    _check_samples(body.samples_ms)
 
     def record(s: Session, a: Agent, cfg: CoordinatorSettings) -> tuple[ResultOut, str]:
         r = queue.submit_result(s, a, job_id, body, cfg)
@@ -105,13 +133,9 @@ def post_result(
     return _agent_report(request, p, record)
 
 
-@router.post(
-    Endpoint.JOB_FAILURE,
-    response_model=JobOut,
-    responses={409: {"description": "stale lease: nothing recorded"}},
-)
+@router.post(Endpoint.JOB_FAILURE, response_model=JobOut, responses=_STALE_LEASE)
 def post_failure(
-    job_id: int, body: JobFailure, request: Request, p: Principal = Depends(agent)
+    job_id: RowId, body: JobFailure, request: Request, p: Principal = Depends(agent)
 ) -> JobOut:
     """The job is requeued (attempts + 1) or, after max_attempts or when not retryable,
     failed with the agent's error."""
@@ -135,15 +159,10 @@ def _job_action(request: Request, action: Callable[[Session, int], Job], job_id:
     return out
 
 
-_CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"description": "the job's status does not allow it"}
-}
-
-
 @router.post(
     Endpoint.JOB_CANCEL, response_model=JobOut, dependencies=[Depends(admin)], responses=_CONFLICT
 )
-def cancel_job(job_id: int, request: Request) -> JobOut:
+def cancel_job(job_id: RowId, request: Request) -> JobOut:
     """A waiting, queued or leased job becomes cancelled: never leased again; the agent running
     it gets 409 on its next heartbeat or result, and nothing it sends is recorded."""
     return _job_action(request, job_actions.cancel, job_id)
@@ -152,7 +171,7 @@ def cancel_job(job_id: int, request: Request) -> JobOut:
 @router.post(
     Endpoint.JOB_RETRY, response_model=JobOut, dependencies=[Depends(admin)], responses=_CONFLICT
 )
-def retry_job(job_id: int, request: Request) -> JobOut:
+def retry_job(job_id: RowId, request: Request) -> JobOut:
     """A failed or cancelled job is queued again (waiting while its artifact converts) with its
     attempts reset."""
     return _job_action(request, job_actions.retry, job_id)
@@ -165,6 +184,6 @@ def retry_job(job_id: int, request: Request) -> JobOut:
     dependencies=[Depends(admin)],
     responses=_CONFLICT,
 )
-def rerun_job(job_id: int, request: Request) -> JobOut:
+def rerun_job(job_id: RowId, request: Request) -> JobOut:
     """A new job with the job's model, artifact, device, threads, runs and protocol."""
     return _job_action(request, job_actions.rerun, job_id)

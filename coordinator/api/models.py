@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from bnnbench.schemas import ArtifactOut, Endpoint, ModelOut
+from bnnbench.schemas import ArtifactOut, Endpoint, ModelOut, RowId
 from coordinator import uploads
 from coordinator.api.deps import admin, get_ctx
 from coordinator.models import Artifact, Model
@@ -71,13 +71,13 @@ def list_models(request: Request) -> list[ModelOut]:
 
 
 @router.get(Endpoint.MODEL, response_model=ModelOut)
-def get_model(model_id: int, request: Request) -> ModelOut:
+def get_model(model_id: RowId, request: Request) -> ModelOut:
     with get_ctx(request).db.session() as s:
         return model_out(get_row(s, Model, model_id))
 
 
 @router.get(Endpoint.MODEL_ARTIFACTS, response_model=list[ArtifactOut])
-def model_artifacts(model_id: int, request: Request) -> list[ArtifactOut]:
+def model_artifacts(model_id: RowId, request: Request) -> list[ArtifactOut]:
     with get_ctx(request).db.session() as s:
         get_row(s, Model, model_id)  # 404 for an unknown model, not an empty list
         return [artifact_out(a) for a in s.scalars(listing(Artifact, model_id=model_id))]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
-from bnnbench.schemas import Endpoint, ResultOut
+from bnnbench.schemas import INT64_MAX, MAX_LIST_LIMIT, Endpoint, ResultOut, RowId
 from coordinator import exports, results
 from coordinator.api.deps import admin, get_ctx
 from coordinator.models import Job, Result
@@ -36,59 +36,62 @@ def results_table(request: Request, reference: bool = REFERENCE) -> dict[str, An
         return results.table(s, reference)
 
 
-def _text(request: Request, fmt: str, reference: bool) -> PlainTextResponse:
-    with get_ctx(request).db.session() as s:
-        text = exports.render(results.table(s, reference), fmt)
-    name = f"bnnbench-hardware.{exports.SUFFIXES[fmt]}"
-    return PlainTextResponse(
-        text,
-        media_type=exports.MEDIA_TYPES[fmt],
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+def _table_file(path: str, fmt: str, name: str, description: str) -> None:
+    """GET ``path``: the table as a ``fmt`` file (``exports.render``), an attachment."""
+
+    def table_file(request: Request, reference: bool = REFERENCE) -> PlainTextResponse:
+        with get_ctx(request).db.session() as s:
+            text = exports.render(results.table(s, reference), fmt)
+        filename = f"bnnbench-hardware.{exports.SUFFIXES[fmt]}"
+        return PlainTextResponse(
+            text,
+            media_type=exports.MEDIA_TYPES[fmt],
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    router.add_api_route(
+        path,
+        table_file,
+        methods=["GET"],
+        name=name,
+        description=description,
+        response_class=PlainTextResponse,
+        responses={200: {"content": {exports.MEDIA_TYPES[fmt]: {}}}},
     )
 
 
-@router.get(
+_table_file(
     Endpoint.RESULTS_TABLE_CSV,
-    response_class=PlainTextResponse,
-    responses={200: {"content": {"text/csv": {}}}},
+    "csv",
+    "results_table_csv",
+    "The table one cell per line: the reference CSV's columns (device, threads, arch, "
+    "library, algorithm, latency_ms), then provenance and source (measured / paper).",
 )
-def results_table_csv(request: Request, reference: bool = REFERENCE) -> PlainTextResponse:
-    """The table one cell per line: the reference CSV's columns (device, threads, arch,
-    library, algorithm, latency_ms), then provenance and source (measured / paper)."""
-    return _text(request, "csv", reference)
-
-
-@router.get(
+_table_file(
     Endpoint.RESULTS_TABLE_MD,
-    response_class=PlainTextResponse,
-    responses={200: {"content": {"text/markdown": {}}}},
+    "markdown",
+    "results_table_markdown",
+    "The latency table, OM rows (per variant and common set), the averaging and the cells "
+    "left out, as Markdown.",
 )
-def results_table_markdown(request: Request, reference: bool = REFERENCE) -> PlainTextResponse:
-    """The latency table, OM rows (per variant and common set), the averaging and the cells
-    left out, as Markdown."""
-    return _text(request, "markdown", reference)
-
-
-@router.get(
+_table_file(
     Endpoint.RESULTS_TABLE_TEX,
-    response_class=PlainTextResponse,
-    responses={200: {"content": {"application/x-latex": {}}}},
+    "latex",
+    "results_table_latex",
+    "LaTeX tabulars (booktabs) in the paper's layout: rows device / threads / arch, a column "
+    "group per library with FP32 / BNN / ReAct; then the OM rows, the averaging stated in "
+    "comments.",
 )
-def results_table_latex(request: Request, reference: bool = REFERENCE) -> PlainTextResponse:
-    """LaTeX tabulars (booktabs) in the paper's layout: rows device / threads / arch, a
-    column group per library with FP32 / BNN / ReAct; then the OM rows, the averaging
-    stated in comments."""
-    return _text(request, "latex", reference)
 
 
 @router.get(Endpoint.RESULTS, response_model=list[ResultOut])
 def list_results(
     request: Request,
-    job_id: int | None = None,
-    model_id: int | None = None,
+    job_id: RowId | None = None,
+    model_id: RowId | None = None,
     valid: bool | None = None,
-    limit: int = Query(1000, ge=1, le=10000),
-    offset: int = Query(0, ge=0),
+    limit: int = Query(1000, ge=1, le=MAX_LIST_LIMIT),
+    offset: int = Query(0, ge=0, le=INT64_MAX),
 ) -> list[ResultOut]:
     q = listing(Result, job_id=job_id)
     if model_id is not None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from bnnbench.schemas import JobStatus
+from bnnbench.schemas import INT64_MAX, JobStatus
 from coordinator import plots
 from coordinator.api.deps import get_ctx
 from coordinator.web import queries
@@ -51,7 +51,7 @@ def _row_page(name: str, path: str, read: Callable[[Session, int], dict[str, Any
     ``read`` reads of that row. The route is named ``name``."""
     param = path.rsplit("{", 1)[1].rstrip("}")
 
-    def show(request: Request, row_id: int = Path(alias=param)) -> Response:
+    def show(request: Request, row_id: int = Path(alias=param, ge=0, le=INT64_MAX)) -> Response:
         return signed_in_page(request, f"{name}.html", lambda s: read(s, row_id))
 
     router.add_api_route(path, show, methods=["GET"], name=name)

@@ -43,12 +43,13 @@ def wait_until(
 
 
 class AgentProcess:
-    """`bnnbench agent` in a subprocess with its own cache dir and log file."""
+    """`bnnbench agent` in a subprocess with its own cache dir and log file; ``token`` None
+    passes no ``--token`` (give ``--token-file`` in ``extra``, or the variable in ``env``)."""
 
     def __init__(
         self,
         url: str,
-        token: str,
+        token: str | None,
         name: str,
         root: Path,
         *extra: str,
@@ -71,8 +72,7 @@ class AgentProcess:
             "agent",
             "--coordinator",
             self.url,
-            "--token",
-            self.token,
+            *(["--token", self.token] if self.token is not None else []),
             "--name",
             self.name,
             "--cache-dir",

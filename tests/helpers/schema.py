@@ -12,6 +12,7 @@ from sqlalchemy.pool import NullPool
 from coordinator.models import Base
 
 # columns added after the first release: a database made then lacks them
+LATER_TABLES = ("enrolment_tokens",)  # made by migration 0002
 ADDED = {"devices": ("name", "emulated", "attributes"), "jobs": ("protocol", "remeasures")}
 
 LEGACY_DEVICE = (
@@ -26,7 +27,9 @@ def make_older_database(url: str) -> None:
     without the ADDED columns), no alembic_version, one device row. Portable SQL only."""
     engine = create_engine(url, poolclass=NullPool)
     try:
-        Base.metadata.create_all(engine)
+        # tables added by later migrations did not exist then
+        old = [t for name, t in Base.metadata.tables.items() if name not in LATER_TABLES]
+        Base.metadata.create_all(engine, tables=old)
         with engine.begin() as conn:
             for table, cols in ADDED.items():
                 for col in cols:
