@@ -10,10 +10,13 @@ import pytest
 from bnnbench.schemas import DeviceInfo, JobCreate, RegisterRequest
 from bnnbench.settings import CoordinatorSettings
 from coordinator import agents, queue
+from coordinator.auth import ADMIN, Principal
 from coordinator.db import Database
 from coordinator.devices import list_devices, select_devices
 from coordinator.errors import Unprocessable
 from coordinator.models import Model
+
+OPERATOR = Principal(ADMIN)  # registers as the admin token would
 
 PI4: dict[str, object] = {
     "hostname": "raspberrypi",
@@ -47,7 +50,7 @@ def db(tmp_path: Path) -> Database:
         ),
     ]
     for i, info in enumerate(fleet):
-        agents.register(d, RegisterRequest(name=f"a{i}", device=info))
+        agents.register(d, RegisterRequest(name=f"a{i}", device=info), OPERATOR)
     with d.session() as s:
         s.add(Model(name="m", sha256="0" * 64, size=1))
     yield d
@@ -100,7 +103,7 @@ def test_one_lease_per_device_even_with_two_agents(db: Database) -> None:
 
     info = _info("board:1", soc="BCM2711", name="pi4-a")
     d = db
-    agents.register(d, RegisterRequest(name="host/ssh-pi", device=info))
+    agents.register(d, RegisterRequest(name="host/ssh-pi", device=info), OPERATOR)
     settings = CoordinatorSettings(max_remeasures=0)
     with d.session() as s:
         own, host = s.scalars(select(Agent).where(Agent.device_id == 1).order_by(Agent.id))
