@@ -56,12 +56,12 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Everything; a missing sshd/adb/qemu is a failure here, not a skip. The builds the tests
-# use come first (their own make calls are then no-ops), then the suite on three workers (files
-# kept whole, native builders on one worker: tests/conftest.py), then the few serial tests.
+# Everything; a missing sshd/adb/qemu is a failure here, not a skip. Every binary the tests run
+# is built first (their own make calls are then no-ops, and two workers never compile into one
+# folder), then the suite on three workers, each file whole on one, then the serial tests.
 PYTEST_PAR := -n 3 --dist loadfile
 test: venv native system-deps torch-env lint
-	$(MAKE) -C native cross asan
+	$(MAKE) -C native -j2 test-builds cross-test-builds
 	BNNBENCH_REQUIRE_SSHD=1 $(BIN)/pytest -q $(PYTEST_PAR) -m "not serial" --durations=25
 	$(BIN)/pytest -q -m serial
 

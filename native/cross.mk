@@ -29,7 +29,7 @@ ARMV7_FLAGS  := -march=armv7-a -mfpu=vfpv3-d16 -mfloat-abi=hard
 CROSS_PKGS := gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf \
               libc6-dev-armhf-cross qemu-user
 
-.PHONY: cross cross-deps cross-test mca mca-deps
+.PHONY: cross cross-deps cross-test cross-test-builds mca mca-deps
 
 cross: $(BUILD)/aarch64/bnnbench-native $(BUILD)/armv7/bnnbench-native
 
@@ -103,6 +103,8 @@ $(BUILD)/armv7/test_kernels_fold: tests/test_kernels.c src/bconv_neon32.c \
 
 CROSS_TESTS := $(BUILD)/aarch64/test_kernels $(BUILD)/aarch64/test_kernels_fold \
                $(BUILD)/armv7/test_kernels $(BUILD)/armv7/test_kernels_fold
+
+cross-test-builds: cross $(CROSS_TESTS)
 
 cross-test: $(CROSS_TESTS)
 	$(QEMU_AARCH64) $(BUILD)/aarch64/test_kernels
