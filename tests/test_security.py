@@ -15,6 +15,7 @@ import os
 import secrets
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,6 @@ import httpx
 import pytest
 from conftest import (
     REPO,
-    SERVE_CMD,
     TEST_SETTINGS,
     CoordinatorProcess,
     make_tiny_onnx,
@@ -50,6 +50,8 @@ DEVICE = {
     "isa_flags": ["neon"],
     "transport": "ssh",
 }
+
+BNNBENCH_SERVE = [sys.executable, "-m", "bnnbench.cli", "serve"]  # the real command
 
 
 class FileTokenCoordinator(CoordinatorProcess):
@@ -350,7 +352,7 @@ def test_the_coordinator_refuses_to_start_with_a_guessable_admin_token(tmp_path:
     }
     procs = {
         name: subprocess.Popen(
-            [*SERVE_CMD, "--port", "9", "--data-dir", str(tmp_path / name), *args],
+            [*BNNBENCH_SERVE, "--port", "9", "--data-dir", str(tmp_path / name), *args],
             env={**base, **env},
             cwd=REPO,
             stdout=subprocess.PIPE,
