@@ -121,6 +121,7 @@ def test_table_json_csv(measured: dict[str, Any]) -> None:
     assert {r["runtime_version"] for r in rows} == {"native-test"}
 
 
+@pytest.mark.slow  # a coordinator and a campaign of its own
 def test_table_uses_latest_valid_result(measured_here: dict[str, Any]) -> None:
     c: CoordinatorProcess = measured_here["c"]
     agent: BnnbenchClient = measured_here["agent"]
@@ -175,6 +176,7 @@ def test_results_cli_formats(measured: dict[str, Any]) -> None:
     assert out.exit_code == 2 and "invalid token" in out.output
 
 
+@pytest.mark.slow  # a coordinator and a campaign of its own
 def test_submit_wait(coordinator: CoordinatorProcess, tmp_path: Path) -> None:
     c = coordinator
     zoo = tmp_path / "zoo"

@@ -375,6 +375,7 @@ def zoo_ir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, ir
     return out
 
 
+@pytest.mark.slow  # the zoo
 def test_resnet18_bnn_converts_and_verifies(zoo_ir: dict, tmp_path: Path) -> None:
     onnx_path, graph = zoo_ir["resnet18_bnn"]
     s = convert_dabnn(graph, tmp_path / "r18.dab", {"arch": "ResNet18", "algorithm": "bnn"})
@@ -393,6 +394,7 @@ def test_resnet18_bnn_converts_and_verifies(zoo_ir: dict, tmp_path: Path) -> Non
     assert rep["vs_onnxruntime"]["max_rel_err"] > 1e-3
 
 
+@pytest.mark.slow  # the zoo
 def test_resnet18_fp32_matches_onnxruntime(zoo_ir: dict, tmp_path: Path) -> None:
     onnx_path, graph = zoo_ir["resnet18_fp32"]
     s = convert_dabnn(graph, tmp_path / "r18.dab", {})
@@ -403,6 +405,7 @@ def test_resnet18_fp32_matches_onnxruntime(zoo_ir: dict, tmp_path: Path) -> None
     assert rep["vs_onnxruntime"]["top1_agreement"] == 1.0
 
 
+@pytest.mark.slow  # the zoo
 def test_vggsmall_bnn_converts_and_react_is_refused(zoo_ir: dict, tmp_path: Path) -> None:
     onnx_path, graph = zoo_ir["vggsmall_bnn"]
     s = convert_dabnn(graph, tmp_path / "vgg.dab", {})

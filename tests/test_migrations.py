@@ -172,6 +172,7 @@ def test_new_migration_without_model_changes_writes_nothing(
     assert sorted((migrations.HERE / "versions").iterdir()) == before
 
 
+@pytest.mark.slow  # three coordinator starts
 def test_serve_logs_its_revision_and_refuses_a_newer_database(
     coordinator_factory: Callable[..., CoordinatorProcess],
 ) -> None:

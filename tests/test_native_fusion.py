@@ -173,6 +173,7 @@ def test_fused_equals_unfused(build, threads):
         assert {i for i, t in enumerate(prof[:-1]) if t == 0.0} == folded, f"isa={isa}"
 
 
+@pytest.mark.slow  # the zoo's ResNet-18
 def test_fusion_on_the_zoo_resnet(tmp_path, monkeypatch):
     """The zoo's ResNet-18 BNN: in every block the first binary conv hands its bits to the
     second through the clip between them, and the residual add with the clip after it runs

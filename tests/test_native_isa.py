@@ -162,6 +162,7 @@ def test_env_var_unknown_isa_is_an_error(tmp_path):
 SAME_FLOATS = [("portable", "popcnt"), ("avx2", "avx512")]
 
 
+@pytest.mark.slow  # the zoo, every kernel set
 @pytest.mark.parametrize("arch", ["resnet18", "vggsmall"])
 def test_zoo_models_bit_identical_across_isas_and_threads(tmp_path, arch):
     """Every binarized zoo model of ``arch``: each kernel set at 1 and 3 threads gives the

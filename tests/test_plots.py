@@ -147,6 +147,7 @@ def test_no_data_draws_a_placeholder_and_bad_names_are_refused() -> None:
     assert tuple(plots.KINDS) == plot_cli.KINDS  # the CLI's copy (it must not import us)
 
 
+@pytest.mark.slow  # a fresh interpreter importing the coordinator
 def test_matplotlib_is_imported_only_to_draw() -> None:
     code = (
         "import sys, coordinator.plots, coordinator.app, bnnbench.cli\n"

@@ -340,6 +340,7 @@ def test_guessable_admin_tokens_are_named(token: str, cause: str) -> None:
     assert admin_token_problem("test-admin-token") is None  # conftest's
 
 
+@pytest.mark.slow  # three bnnbench serve processes
 def test_the_coordinator_refuses_to_start_with_a_guessable_admin_token(tmp_path: Path) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("BNNBENCH_")}
     base["PYTHONPATH"] = str(REPO)
@@ -438,6 +439,7 @@ def _device_of(c: CoordinatorProcess, a: AgentProcess) -> int:
     return int(a.identity()["device_id"])
 
 
+@pytest.mark.slow  # a real agent process
 def test_an_agent_with_a_token_file_works_and_shows_no_token(
     server: FileTokenCoordinator,
     artifact: ArtifactOut,
