@@ -10,7 +10,10 @@ Robustness rules:
   agent with exit code 2 and a message saying so: two agents never fight over one identity.
 - Every HTTP call retries through outages (``bnnbench.http.Retry``). A finished result is written to
   ``cache_dir/outbox/`` before it is posted and removed only once the coordinator has answered
-  it, so measurements survive a coordinator outage and even an agent restart.
+  it, so measurements survive a coordinator outage and even an agent restart; if it cannot be
+  written (disk full) the result is kept in memory, posted from there and written again later.
+- The native engine runs as the ``bnnbench-native`` CLI in a child process with a timeout: a
+  hung run is killed and a crash is reported with its signal; the agent keeps serving.
 - While a job runs, the heartbeat thread keeps its lease alive. A job whose agent dies is
   requeued by the coordinator when the lease expires.
 - SIGTERM/SIGINT: when idle, exit at once; during a job, finish it and report, then exit; a
@@ -83,36 +86,89 @@ class Identity:
 
 
 def _write_private(path: Path, data: str) -> None:
-    """Atomic write readable only by the owner (the file holds a bearer token)."""
+    """Atomic write readable only by the owner (the file holds a bearer token): a temporary
+    file, fsynced, renamed over ``path``, the folder fsynced. On OSError (a full disk) the
+    temporary file is removed and ``path`` is as it was."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # the rename itself survives a power cut once the folder is synced
+        dfd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
 
 
 class Outbox:
-    """Finished results not yet accepted by the coordinator, one JSON file per job."""
+    """Finished results not yet accepted by the coordinator, one JSON file per job.
+
+    A result that cannot be written (disk full, folder unwritable) is kept in memory instead,
+    logged, and written again at every ``pending()``: it is still posted, and persisted as soon
+    as the disk allows; only an agent exit before either loses it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._memory: dict[int, ResultIn] = {}  # results not (yet) on disk
 
-    def put(self, job_id: int, result: ResultIn) -> None:
+    def _path(self, job_id: int) -> Path:
+        return self.root / f"job-{job_id}.json"
+
+    def put(self, job_id: int, result: ResultIn) -> bool:
+        """Keep ``result`` until the coordinator answers it; True when it is on disk."""
         body = {"job_id": job_id, "result": result.model_dump(mode="json")}
-        _write_private(self.root / f"job-{job_id}.json", json.dumps(body))
+        try:
+            _write_private(self._path(job_id), json.dumps(body))
+        except OSError as exc:
+            first = job_id not in self._memory
+            self._memory[job_id] = result
+            (log.error if first else log.warning)(
+                "job %d: cannot write the result to the outbox %s (%s); it is kept in memory "
+                "and posted from there (lost if the agent exits before it is posted or written)",
+                job_id,
+                self.root,
+                exc,
+            )
+            return False
+        if self._memory.pop(job_id, None) is not None:
+            log.info("job %d: result kept in memory is now in the outbox %s", job_id, self.root)
+        return True
+
+    def in_memory_only(self, job_id: int) -> bool:
+        return job_id in self._memory
 
     def remove(self, job_id: int) -> None:
-        (self.root / f"job-{job_id}.json").unlink(missing_ok=True)
+        self._memory.pop(job_id, None)
+        self._path(job_id).unlink(missing_ok=True)
 
     def pending(self) -> list[tuple[int, ResultIn]]:
+        """Results still to post: those only in memory (each written again first), then the
+        files."""
         out = []
+        for job_id, result in list(self._memory.items()):
+            self.put(job_id, result)
+            out.append((job_id, result))
+        seen = {job_id for job_id, _ in out}
         for p in sorted(self.root.glob("job-*.json")):
             try:
                 body = json.loads(p.read_text())
-                out.append((int(body["job_id"]), ResultIn.model_validate(body["result"])))
+                job_id = int(body["job_id"])
+                if job_id in seen:
+                    continue
+                out.append((job_id, ResultIn.model_validate(body["result"])))
             except (OSError, ValueError, KeyError) as exc:
                 log.error("unreadable outbox entry %s (%s); moved aside", p, exc)
                 p.rename(p.with_suffix(".bad"))
@@ -223,13 +279,22 @@ class Agent:
         static CLI, plus LCE's and daBNN's benchmark binaries where devices.toml gives their
         paths on the device (``lce_benchmark``, ``dabnn_benchmark``)."""
         tuning = self.settings.runners
-        if self.spec.scheme == "local" and not self.spec.exec_wrapper:
-            return available_runners(tuning)
         affinity, wrapper = self.spec.default_affinity(), self.spec.exec_wrapper
         target = DeviceTarget(self.transport, self.device, affinity, wrapper)
-        cli_dir = self.settings.native_cli_dir
+        cli_dir = Path(self.settings.native_cli_dir) if self.settings.native_cli_dir else None
+        if self.spec.scheme == "local" and not self.spec.exec_wrapper:
+            # the native engine runs as the CLI in a child process, never in this one: a hung
+            # run is killed at its timeout, a crash fails the job and the agent keeps serving
+            native = DeviceCliRunner(
+                target, cli_dir=cli_dir, timeout_s=tuning.native_timeout_s, in_place=True
+            )
+            others = available_runners(tuning, exclude=frozenset({"native"}))
+            if native.available():
+                return {"native": native, **others}
+            log.warning("native: %s", native.unavailable_reason)
+            return others
         candidates: list[Runner] = [
-            DeviceCliRunner(target, cli_dir=Path(cli_dir) if cli_dir else None)
+            DeviceCliRunner(target, cli_dir=cli_dir, timeout_s=tuning.native_timeout_s)
         ]
         if self.spec.lce_benchmark:
             lce = LceRunner("binary", self.spec.lce_benchmark, target=target, settings=tuning)
@@ -557,7 +622,17 @@ class Agent:
         try:
             self._authed(self.api, partial(self.api.post_result, job_id, result))
         except Stopped:
-            log.warning("job %d: result kept in %s for the next start", job_id, self.outbox.root)
+            if self.outbox.in_memory_only(job_id):
+                log.error(
+                    "job %d: stopping with its result only in memory (the outbox %s could not "
+                    "be written): the result is lost",
+                    job_id,
+                    self.outbox.root,
+                )
+            else:
+                log.warning(
+                    "job %d: result kept in %s for the next start", job_id, self.outbox.root
+                )
             return False
         except ApiError as exc:
             if not 400 <= exc.status_code < 500:

@@ -35,8 +35,16 @@ class CoordinatorSettings(BaseSettings):
     long_poll_seconds: float = 20.0
     conversion_workers: int = 1  # concurrent converter processes; 0 = conversions paused
     conversion_timeout_seconds: float = 1800.0  # a converter process running longer is killed
+    # address-space cap (RLIMIT_AS) of each analysis/conversion worker, in MiB; 0 = no cap. A
+    # model that needs more fails with "ran out of memory" instead of taking the machine. Its
+    # unit is virtual memory: an LCE conversion (TensorFlow) maps far more than it touches
+    worker_max_memory_mb: int = Field(4096, ge=0)
     conversion_poll_seconds: float = 2.0  # fallback scan for pending work (other processes)
     reaper_interval_seconds: float = 5.0  # how often expired leases are requeued
+    # a lease is extended by heartbeats for at most this long after it was granted (or the
+    # bound a job's protocol implies, if smaller: see coordinator.queue.lease_cap_seconds);
+    # past it a heartbeat is refused with 409 and the lease expires like any other
+    max_lease_total_s: float = Field(6 * 3600.0, gt=0)
     # uploads up to this size are parsed with onnx in the request (a thread) to reject files
     # that are not ONNX at once with 422; bigger ones only get a protobuf header check
     sync_check_max_bytes: int = 64 * 1024 * 1024
@@ -92,6 +100,9 @@ class RunnerSettings(BaseSettings):
     lce_use_xnnpack: bool = False  # LCE's Python interpreter's default, imposed on the binary
     lce_timeout_s: float = 600.0  # one lce_benchmark_model process
     dabnn_benchmark: str = ""  # benchmark_single_model binary; default: PATH
+    # one bnnbench-native run of the agent (a child process on this machine, or on a device):
+    # killed past this many seconds plus 3x the time its protocol asks for, and retried
+    native_timeout_s: float = Field(3600.0, gt=0)
     tflite_use_xnnpack: bool = True  # tflite-runtime's default delegate for float models
 
     @classmethod

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 import coordinator
 from bnnbench.schemas import ArtifactStatus, JobStatus
 from bnnbench.settings import CoordinatorSettings
-from coordinator import colocation, queue
+from coordinator import colocation, queue, worker
 from coordinator.db import Database
 from coordinator.models import Artifact, Job, Model, utcnow
 from coordinator.rows import changed
@@ -120,6 +121,61 @@ def fail_unfaithful(db: Database) -> int:
             )
             log.warning("artifact %d: %s (was ready)", art_id, error)
     return n
+
+
+def reconvert_corrupt(db: Database, sha256: str, why: str) -> list[int]:
+    """A stored artifact blob no longer hashes to its name (found by a download): every ready
+    artifact stored as it goes back to pending, so the dispatcher converts it again from its
+    model, and its queued jobs wait for it (no attempt counted). Returns the artifact ids."""
+    with db.session() as s:
+        ids = list(
+            s.scalars(
+                select(Artifact.id).where(
+                    Artifact.sha256 == sha256, Artifact.status == ArtifactStatus.ready
+                )
+            ).all()
+        )
+        for art_id in ids:
+            changed(
+                s,
+                update(Artifact)
+                .where(Artifact.id == art_id, Artifact.status == ArtifactStatus.ready)
+                .values(
+                    status=ArtifactStatus.pending,
+                    error=f"re-converting: {why}",
+                    sha256=None,
+                    size=None,
+                    report=None,
+                    updated_at=utcnow(),
+                ),
+            )
+            for job in s.scalars(
+                select(Job).where(Job.artifact_id == art_id, Job.status == JobStatus.queued)
+            ).all():
+                job.status = JobStatus.waiting
+                queue._event(job, "waiting for re-conversion", detail=why)
+    for art_id in ids:
+        log.error("artifact %d: %s; converting it again", art_id, why)
+    return ids
+
+
+def hold_leased_jobs(s: Session, artifact_id: int, agent_id: int, why: str) -> int:
+    """Jobs of ``artifact_id`` leased by ``agent_id``, whose artifact cannot be downloaded
+    because it is not ready (being converted again), go back to waiting without counting an
+    attempt: they are queued again when the artifact is ready. Returns how many."""
+    jobs = s.scalars(
+        select(Job).where(
+            Job.artifact_id == artifact_id,
+            Job.status == JobStatus.leased,
+            Job.leased_by == agent_id,
+        )
+    ).all()
+    for job in jobs:
+        job.status = JobStatus.waiting
+        job.lease_id = job.lease_expires_at = job.leased_by = None
+        job.updated_at = utcnow()
+        queue._event(job, "lease released", agent=agent_id, detail=why)
+    return len(jobs)
 
 
 def _fill_labels(model: Model, found: dict[str, Any]) -> None:
@@ -288,7 +344,16 @@ class ConversionDispatcher:
 
     async def _run_item(self, item: WorkItem, slots: asyncio.Semaphore) -> None:
         try:
-            if item.kind == "analyze":
+            problem = await asyncio.to_thread(self._model_problem, item)
+            if problem is not None:
+                outcome = Outcome(False, {}, problem)
+                if item.kind == "analyze":
+                    await asyncio.to_thread(self._finish_analysis, item, outcome)
+                else:  # a failed outcome never reads the output path
+                    await asyncio.to_thread(
+                        self._finish_conversion, item, outcome, Path(os.devnull)
+                    )
+            elif item.kind == "analyze":
                 outcome = await self._run_worker(["analyze", str(item.model_path)])
                 await asyncio.to_thread(self._finish_analysis, item, outcome)
             else:
@@ -310,12 +375,34 @@ class ConversionDispatcher:
             # devices on this machine may have waited for this item (coordinator.colocation)
             self.jobs_signal.notify()
 
+    def _model_problem(self, item: WorkItem) -> str | None:
+        """Why the stored model cannot be converted or analysed (its blob is missing, or its
+        bytes no longer hash to its name: a corrupt blob is moved to quarantine/, so uploading
+        the model again stores it afresh), or None."""
+        sha = item.model_path.name
+        try:
+            corrupt = self.store.verify(sha)
+        except FileNotFoundError:
+            return f"stored model is missing: blob {sha} is not in the store; upload it again"
+        if corrupt is None:
+            return None
+        moved = self.store.quarantine(sha)
+        log.error("model blob %s hashes to %s: corrupt; moved to %s", sha, corrupt.actual, moved)
+        return (
+            f"stored model is corrupt: its blob {sha} now hashes to {corrupt.actual} (the bytes "
+            "changed on disk after the upload); upload the model again, then retry the artifact"
+        )
+
     async def _run_worker(self, args: list[str]) -> Outcome:
         result_path = self.store.tmp_path("result-", ".json")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in [_PROJECT_ROOT, env.get("PYTHONPATH", "")] if p
         )
+        # the worker ends itself when this process dies (coordinator.worker.die_with_parent);
+        # it is started from the event loop's thread, which lives as long as the process
+        env[worker.PARENT_ENV] = str(os.getpid())
+        env[worker.MEMORY_ENV] = str(max(0, self.settings.worker_max_memory_mb))
         started = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -354,11 +441,13 @@ class ConversionDispatcher:
                 payload = json.loads(result_path.read_text())
             except (OSError, ValueError):
                 tail = text.strip().splitlines()[-1:] or [""]
-                return Outcome(
-                    False,
-                    {},
-                    (f"converter process died (exit code {proc.returncode}) {tail[0]}".strip()),
-                )
+                error = f"converter process died (exit code {proc.returncode}) {tail[0]}".strip()
+                if self.settings.worker_max_memory_mb > 0:  # C code may abort when out of memory
+                    error += (
+                        "; it may have run out of memory (worker_max_memory_mb="
+                        f"{self.settings.worker_max_memory_mb})"
+                    )
+                return Outcome(False, {}, error)
         finally:
             result_path.unlink(missing_ok=True)
         elapsed = time.monotonic() - started

@@ -280,6 +280,25 @@ def heartbeat(
         return None
     job = _held_job(s, agent, job_id)
     until = now + timedelta(seconds=settings.lease_seconds)
+    leased_at = _leased_at(job)
+    if leased_at is not None:
+        cap = lease_cap_seconds(job, settings)
+        if leased_at.tzinfo is None and now.tzinfo is not None:
+            leased_at = leased_at.replace(tzinfo=now.tzinfo)
+        if now >= leased_at + timedelta(seconds=cap):
+            seen = job.history or []
+            if not any(
+                e.get("event") == "lease cap reached" and e.get("lease_id") == job.lease_id
+                for e in seen
+            ):
+                _event(job, "lease cap reached", lease_id=job.lease_id, cap_s=cap)
+                s.commit()
+            raise Conflict(
+                f"job {job_id} has been leased for {(now - leased_at).total_seconds():.0f} s, "
+                f"past its cap of {cap:g} s (max_lease_total_s plus the time its protocol "
+                "asks for): the lease is no longer extended and expires; the job is requeued "
+                "or failed like any expired lease"
+            )
     count = changed(
         s,
         update(Job)
@@ -290,6 +309,23 @@ def heartbeat(
     if count != 1:
         raise Conflict(f"job {job_id} is no longer leased by this agent")
     return until
+
+
+# slack over the time a job's protocol asks a run to spend (as the agent's run timeout)
+PROTOCOL_TIME_FACTOR = 3.0
+
+
+def lease_cap_seconds(job: Job, settings: CoordinatorSettings) -> float:
+    """How long heartbeats may keep one lease of ``job`` alive: ``max_lease_total_s`` plus
+    what its protocol implies (the cool-down, and 3x its warm-up and minimum timed time), so
+    a job that asks for a long measurement is not cut short by a cap sized for the default."""
+    p = job.protocol or {}
+    asked_s = (float(p.get("warmup_ms") or 0) + float(p.get("min_time_ms") or 0)) / 1000
+    return (
+        settings.max_lease_total_s
+        + float(p.get("cooldown_s") or 0)
+        + PROTOCOL_TIME_FACTOR * max(asked_s, 0.0)
+    )
 
 
 def _check_lease(s: Session, agent: Agent, job_id: int, lease_id: str) -> Job:

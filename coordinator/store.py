@@ -3,6 +3,14 @@
 Writes go to a temporary file in ``tmp/`` (same filesystem), are fsynced, then renamed into
 place, so a blob path either holds the complete bytes or does not exist. A write that fails or
 exceeds its size cap removes its temporary file.
+
+Bytes can still change on disk afterwards (a bad sector, an operator's mistake): ``verify``
+re-hashes a blob before it is served or converted and ``quarantine`` moves a corrupt one out
+of the store (to ``quarantine/``, for inspection), so the same bytes can be stored again. To
+keep downloads cheap, a blob whose hash was checked (or computed when it was written) is not
+re-hashed while its (size, mtime_ns, ctime_ns, inode) stay the same: any write to the file
+changes its mtime and ctime, a replaced file changes its inode. The memory is per process and
+empty at start, so the first use after a restart hashes each blob once.
 """
 
 from __future__ import annotations
@@ -12,6 +20,9 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -37,6 +48,22 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    """A blob whose bytes no longer hash to its name (``actual``: what they hash to)."""
+
+    sha256: str
+    actual: str
+    size: int
+
+    def __str__(self) -> str:
+        return f"stored blob {self.sha256} is corrupt: its {self.size} bytes hash to {self.actual}"
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 class BlobWriter:
@@ -105,8 +132,12 @@ class BlobStore:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "blobs"
         self.tmp_dir = data_dir / "tmp"
+        self.quarantine_dir = data_dir / "quarantine"
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # sha256 -> stat stamp of the file when its bytes were last known to hash to its name
+        self._verified: dict[str, tuple[int, int, int, int]] = {}
+        self._lock = threading.Lock()
 
     def clean_tmp(self) -> int:
         """Remove leftovers of writes interrupted by a crash; call at startup only."""
@@ -127,6 +158,41 @@ class BlobStore:
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
 
+    def verify(self, sha256: str) -> Corrupt | None:
+        """None if the blob's bytes hash to its name (re-hashed only when its stat changed
+        since the last check); a :class:`Corrupt` if not. Raises FileNotFoundError if the
+        blob is missing."""
+        path = self.path(sha256)
+        stamp = _stamp(path.stat())
+        with self._lock:
+            if self._verified.get(sha256) == stamp:
+                return None
+        actual = sha256_file(path)
+        if actual != sha256:
+            with self._lock:
+                self._verified.pop(sha256, None)
+            return Corrupt(sha256, actual, stamp[0])
+        # stat again: a write during the hashing must not be remembered as verified
+        if _stamp(path.stat()) == stamp:
+            with self._lock:
+                self._verified[sha256] = stamp
+        return None
+
+    def quarantine(self, sha256: str) -> Path | None:
+        """Move a corrupt blob out of the store into ``quarantine/`` (kept for inspection);
+        returns its new path, None if it was already gone."""
+        with self._lock:
+            self._verified.pop(sha256, None)
+        src = self.path(sha256)
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        dest = self.quarantine_dir / f"{sha256}.{time.time_ns()}"
+        try:
+            os.replace(src, dest)
+        except FileNotFoundError:
+            return None
+        _fsync_dir(src.parent)
+        return dest
+
     def writer(self, max_bytes: int | None = None) -> BlobWriter:
         return BlobWriter(self, max_bytes)
 
@@ -142,12 +208,23 @@ class BlobStore:
 
     def _place(self, tmp: Path, sha: str) -> None:
         dest = self.path(sha)
-        if dest.exists():  # same bytes already stored: keep the existing file
-            tmp.unlink(missing_ok=True)
-            return
+        if dest.exists():
+            try:
+                corrupt = self.verify(sha)
+            except FileNotFoundError:
+                corrupt = None  # removed meanwhile: place the new copy below
+            else:
+                if corrupt is None:  # same bytes already stored: keep the existing file
+                    tmp.unlink(missing_ok=True)
+                    return
+            if corrupt is not None:  # the stored copy went bad: the fresh bytes repair it
+                self.quarantine(sha)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
+        # the hash was just computed from these bytes: no need to re-hash the file on first use
+        with self._lock:
+            self._verified[sha] = _stamp(dest.stat())
 
     def tmp_path(self, prefix: str, suffix: str = "") -> Path:
         """A fresh, unused name under ``tmp/`` for a file another process will write."""

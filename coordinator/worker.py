@@ -8,17 +8,77 @@ server, lets the server kill a conversion that hangs, and survives a converter c
 outcome is written as JSON to RESULT.json: ``{"ok": true, "result": {...}}`` or
 ``{"ok": false, "user_error": bool, "error_type": "...", "error": "..."}``; ``user_error`` is
 true for :class:`converters.errors.ConversionError` (a problem with the model, shown as is).
+
+A worker never outlives the coordinator that started it (a SIGKILLed coordinator cannot kill
+its children): on Linux the kernel sends it SIGKILL when its parent dies (PR_SET_PDEATHSIG);
+everywhere, a thread checks once a second that its parent is still the process that started
+it (``BNNBENCH_WORKER_PARENT``) and ends the worker if not. ``BNNBENCH_WORKER_MAX_MEMORY_MB``
+(the coordinator's ``worker_max_memory_mb``; unset or 0: no limit) caps the worker's address
+space, so a model whose analysis or conversion needs more fails with "ran out of memory"
+instead of taking the machine.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
+import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+PARENT_ENV = "BNNBENCH_WORKER_PARENT"  # pid of the coordinator that started the worker
+MEMORY_ENV = "BNNBENCH_WORKER_MAX_MEMORY_MB"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_ORPHANED = 3  # exit code of a worker whose parent is gone
+
+
+def die_with_parent(poll_s: float = 1.0, *, pdeathsig: bool = True) -> None:
+    """End this process when its parent (the coordinator) dies, however it dies; the polling
+    thread alone (``pdeathsig=False``) is what other systems get."""
+    parent = os.getppid()
+    expected = os.environ.get(PARENT_ENV, "")
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: the thread below still notices
+    if expected.isdigit() and int(expected) != parent:
+        os._exit(_ORPHANED)  # the parent died before the line above took effect
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:  # reparented: the coordinator is gone
+                os._exit(_ORPHANED)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def memory_limit_mb() -> int:
+    """The address-space cap set by the coordinator, in MiB (0: none)."""
+    raw = os.environ.get(MEMORY_ENV, "").strip()
+    return int(raw) if raw.isdigit() else 0
+
+
+def limit_memory(limit_mb: int) -> None:
+    if limit_mb <= 0:
+        return
+    try:
+        import resource
+    except ImportError:  # not on this platform: no cap
+        return
+    cap = limit_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -77,6 +137,16 @@ def run(argv: list[str]) -> int:
     except ConversionError as exc:
         failed(exc, str(exc) or type(exc).__name__, user_error=True)
         return 0
+    except MemoryError as exc:
+        limit = memory_limit_mb()
+        failed(
+            exc,
+            f"the {action} worker ran out of memory: the model needs more than the "
+            f"{limit} MiB a worker may use (worker_max_memory_mb)"
+            + (f": {exc}" if str(exc) else ""),
+            user_error=True,
+        )
+        return 1
     except Exception as exc:
         traceback.print_exc()
         failed(exc, f"{type(exc).__name__}: {exc}")
@@ -86,4 +156,6 @@ def run(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    die_with_parent()
+    limit_memory(memory_limit_mb())
     sys.exit(run(sys.argv[1:]))

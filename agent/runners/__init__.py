@@ -16,6 +16,8 @@ from agent.runners.tflite import TFLiteRunner
 from bnnbench.settings import RunnerSettings
 
 RUNNERS: dict[str, Callable[[RunnerSettings], Runner]] = {
+    # in-process (`bnnbench run`); the agent runs the CLI in a child process instead
+    # (DeviceCliRunner in place, agent.daemon): a hang is killed, a crash is reported
     "native": lambda _: NativeRunner(),
     # in-process LCE interpreter, or lce_benchmark_model on ARM boards
     "lce": lambda tuning: LceRunner(settings=tuning),
@@ -36,11 +38,15 @@ def get_runner(library: str, settings: RunnerSettings | None = None) -> Runner:
     return factory(settings or RunnerSettings())
 
 
-def available_runners(settings: RunnerSettings | None = None) -> dict[str, Runner]:
-    """Runners usable on this machine, keyed by library."""
+def available_runners(
+    settings: RunnerSettings | None = None, *, exclude: frozenset[str] = frozenset()
+) -> dict[str, Runner]:
+    """Runners usable on this machine, keyed by library (but those in ``exclude``)."""
     tuning = settings or RunnerSettings()
     out: dict[str, Runner] = {}
     for name, factory in RUNNERS.items():
+        if name in exclude:
+            continue
         runner = factory(tuning)
         if runner.available():
             out[name] = runner

@@ -1,0 +1,109 @@
+"""Converter workers never outlive their coordinator (issue 14): a SIGKILLed coordinator runs no
+shutdown code, so each worker watches its parent itself (coordinator.worker.die_with_parent)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import REPO, CoordinatorProcess, wait_for
+
+from coordinator.worker import PARENT_ENV
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a container's init may be slow to reap, or never)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _children(pid: int, needle: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and needle in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_worker_dies_with_a_sigkilled_coordinator(
+    coordinator_factory: Callable[..., CoordinatorProcess], tiny_onnx: Path
+) -> None:
+    c = coordinator_factory()
+    assert c.proc is not None
+    server = c.proc.pid
+    m = c.client.upload_model(tiny_onnx)
+    # an LCE conversion takes seconds (TensorFlow): long enough to kill the server under it
+    (job,) = c.client.create_jobs(m.id, "lce", [1])
+    (worker,) = wait_for(
+        lambda: _children(server, "coordinator.worker convert"),
+        timeout=30,
+        poll=0.02,
+        what="the conversion worker",
+    )
+    (out,) = (c.data_dir / "tmp").glob(f"artifact-{job.artifact_id}-*")
+    os.kill(server, signal.SIGKILL)  # only the server: the worker's group is left alone
+    c.proc.wait()
+    deadline = time.monotonic() + 2.5
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker), f"converter worker {worker} outlived its killed coordinator"
+    assert out.stat().st_size == 0  # it died mid-way: it never finished the conversion
+
+
+def test_worker_parent_watch_without_pdeathsig() -> None:
+    """The portable fallback alone: the watching thread ends the worker once it is orphaned."""
+    child = (
+        "import time; from coordinator.worker import die_with_parent; "
+        "die_with_parent(0.1, pdeathsig=False); time.sleep(60)"
+    )
+    parent = (
+        "import os, subprocess, sys, time; "
+        f"env = {{**os.environ, {PARENT_ENV!r}: str(os.getpid())}}; "
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}], env=env); "
+        "print(p.pid, flush=True); time.sleep(60)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, env=env)
+    pid = 0
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline())
+        assert _alive(pid)
+        proc.kill()
+        proc.wait()
+        wait_for(lambda: not _alive(pid), timeout=3, poll=0.05, what="the orphan's exit")
+    finally:
+        proc.kill()
+        proc.wait()
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_memory_cap_turns_a_runaway_allocation_into_memory_error() -> None:
+    """worker_max_memory_mb caps the worker's address space (RLIMIT_AS): an allocation past
+    it raises MemoryError (which the worker reports as "ran out of memory"), not swap."""
+    code = (
+        "from coordinator.worker import limit_memory\n"
+        "limit_memory(512)\n"
+        "try:\n    bytearray(2 << 30)\nexcept MemoryError:\n    print('capped')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert out.stdout.strip() == "capped", out.stdout + out.stderr
