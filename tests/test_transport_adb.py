@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 from helpers.fake_adbd import FakeAdbd, isolated_adb_server
+from helpers.procs import pid_alive
 
 from agent.transports.adb import AdbTransport
 from agent.transports.base import Transport, TransportError
@@ -184,16 +185,8 @@ def test_timeout_kills_the_remote_process_tree(transport: AdbTransport, phone: F
     assert time.monotonic() - start < 10
     sleeper = int(phone.read_file("/data/local/tmp/sleeper.pid"))
     # the fake runs commands on this host: the background child must be gone, not orphaned
-    wait_for(lambda: not _alive(sleeper), timeout=5, what="the sleeper to die")
+    wait_for(lambda: not pid_alive(sleeper), timeout=5, what="the sleeper to die")
     assert transport.run("echo still usable", timeout=20).stdout == "still usable\n"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return text.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has been killed
 
 
 def test_readings_change_during_a_test(transport: AdbTransport, phone: FakeAdbd) -> None:

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers.sshd import SshServer, make_keypair, pid_alive, start_sshd
+from helpers.procs import pid_alive
+from helpers.sshd import SshServer, make_keypair, start_sshd
 
 from agent.transports.base import Transport, TransportError
 from agent.transports.ssh import SshTransport

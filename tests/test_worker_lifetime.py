@@ -12,32 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import REPO, CoordinatorProcess, wait_for
+from helpers.procs import children, pid_alive
 
 from coordinator.worker import PARENT_ENV
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (a container's init may be slow to reap, or never)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def _children(pid: int, needle: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and needle in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def test_worker_dies_with_a_sigkilled_coordinator(
@@ -50,7 +27,7 @@ def test_worker_dies_with_a_sigkilled_coordinator(
     # an LCE conversion takes seconds (TensorFlow): long enough to kill the server under it
     (job,) = c.client.create_jobs(m.id, "lce", [1])
     (worker,) = wait_for(
-        lambda: _children(server, "coordinator.worker convert"),
+        lambda: children(server, "coordinator.worker convert"),
         timeout=30,
         poll=0.02,
         what="the conversion worker",
@@ -59,9 +36,9 @@ def test_worker_dies_with_a_sigkilled_coordinator(
     os.kill(server, signal.SIGKILL)  # only the server: the worker's group is left alone
     c.proc.wait()
     deadline = time.monotonic() + 2.5
-    while _alive(worker) and time.monotonic() < deadline:
+    while pid_alive(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(worker), f"converter worker {worker} outlived its killed coordinator"
+    assert not pid_alive(worker), f"converter worker {worker} outlived its killed coordinator"
     assert out.stat().st_size == 0  # it died mid-way: it never finished the conversion
 
 
@@ -83,14 +60,14 @@ def test_worker_parent_watch_without_pdeathsig() -> None:
     try:
         assert proc.stdout is not None
         pid = int(proc.stdout.readline())
-        assert _alive(pid)
+        assert pid_alive(pid)
         proc.kill()
         proc.wait()
-        wait_for(lambda: not _alive(pid), timeout=3, poll=0.05, what="the orphan's exit")
+        wait_for(lambda: not pid_alive(pid), timeout=3, poll=0.05, what="the orphan's exit")
     finally:
         proc.kill()
         proc.wait()
-        if pid and _alive(pid):
+        if pid and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from helpers.procs import children
+
 SSHD = "/usr/sbin/sshd"  # absolute: sshd refuses to re-exec itself otherwise
 PRIVSEP_DIR = Path("/run/sshd")
 
@@ -52,29 +54,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs; a zombie counts as dead (the container's init may never reap)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            kids.append(int(d.name))
-    return kids
 
 
 def _comm(pid: int) -> str:
@@ -120,12 +99,12 @@ class SshServer:
     def session_pids(self) -> list[int]:
         """The per-connection sshd processes (monitor and session child), not user commands."""
         found: list[int] = []
-        todo = _children(self.process.pid)
+        todo = children(self.process.pid)
         while todo:
             pid = todo.pop()
             if _comm(pid) == "sshd":
                 found.append(pid)
-                todo += _children(pid)
+                todo += children(pid)
         return found
 
     def kill_sessions(self) -> list[int]:
