@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import itertools
+import json
 import os
 import re
 import shlex
@@ -322,6 +323,33 @@ def test_docs_settings_names_exist() -> None:
     named = set(re.findall(r"BNNBENCH_[A-Z_]+[A-Z]", BOARDS.read_text()))
     assert named, "no settings named?"
     assert named <= real, named - real
+
+
+def test_compose_file_names_real_settings_and_commands(tmp_path: Path) -> None:
+    """docker-compose.yml (no Docker daemon here: checked, not run): each service's BNNBENCH_*
+    variables are settings of what it runs, its command and the image's CMD parse against the
+    real CLI, the health check asks the real health path, and every secret a service mounts is
+    declared."""
+    import yaml
+
+    from bnnbench.schemas import Endpoint
+    from bnnbench.settings import CoordinatorSettings
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    coordinator = {f"BNNBENCH_{f.upper()}" for f in CoordinatorSettings.model_fields}
+    agent = {f"BNNBENCH_AGENT_{f.upper()}" for f in AgentSettings.model_fields}
+    for name, real in (("coordinator", coordinator), ("agent", agent)):
+        named = {k for k in services[name]["environment"] if k.startswith("BNNBENCH_")}
+        assert named and named <= real, (name, named - real)
+        for secret in services[name].get("secrets", []):
+            assert secret in compose["secrets"], (name, secret)
+    _check_cli(services["agent"]["command"][1:], "docker-compose.yml agent", tmp_path)
+    cmd = re.search(r"^CMD (\[.*\])$", (DEPLOY / "docker" / "Dockerfile").read_text(), re.M)
+    assert cmd, "the Dockerfile has a CMD"
+    _check_cli(json.loads(cmd[1])[1:], "deploy/docker/Dockerfile", tmp_path)
+    assert f"8321{Endpoint.HEALTH}" in " ".join(services["coordinator"]["healthcheck"]["test"])
+    assert services["coordinator"]["build"]["dockerfile"] == "deploy/docker/Dockerfile"
 
 
 # ------------------------------------------------------------------ the scripts, run on fakes
