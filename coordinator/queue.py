@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from bnnbench.schemas import (
     MAX_SAMPLES,
@@ -197,56 +197,71 @@ def requeue_expired(s: Session, max_attempts: int, now: datetime | None = None) 
 def lease(
     s: Session, agent: Agent, settings: CoordinatorSettings, now: datetime | None = None
 ) -> Job | None:
-    """Hand the oldest queued job this agent can run to it, or None."""
+    """Hand the oldest queued job this agent can run to it, or None.
+
+    One ``UPDATE jobs … WHERE id = (SELECT the oldest runnable job)``: the candidate is chosen
+    in SQL for this agent (its device or none, its runtimes, its device not busy), so no job it
+    could run is ever missed behind others' jobs. SQLite runs the statement under its write
+    lock (atomic); on PostgreSQL the candidate is claimed ``FOR UPDATE SKIP LOCKED`` (agents
+    never take the same job nor wait on each other's) after a lock on the agent's device row,
+    which serialises the leases of one device only (its one-lease-at-a-time rule)."""
     now = now or utcnow()
     requeue_expired(s, settings.max_attempts, now)
     s.commit()
-    # one benchmark per device at a time, even when two agents serve it (a Pi's own agent
-    # and a host agent reaching it over ssh): timings of a shared board would be worthless
-    busy = s.scalar(
-        select(Job.id)
-        .join(Agent, Job.leased_by == Agent.id)
-        .where(
-            Job.status == JobStatus.leased, Agent.device_id == agent.device_id, Agent.id != agent.id
-        )
-        .limit(1)
-    )
-    if busy is not None:
-        return None
     # a device on the coordinator's machine waits while conversions run (coordinator.colocation)
     if colocation.hold_lease(s, agent.device, settings):
         return None
-    q = select(Job.id).where(
-        Job.status == JobStatus.queued,
-        or_(Job.device_id.is_(None), Job.device_id == agent.device_id),
+    postgres = s.get_bind().dialect.name == "postgresql"
+    if postgres:
+        s.execute(select(Device.id).where(Device.id == agent.device_id).with_for_update())
+    # one benchmark per device at a time, even when two agents serve it (a Pi's own agent
+    # and a host agent reaching it over ssh): timings of a shared board would be worthless
+    held, holder = aliased(Job), aliased(Agent)
+    busy = (
+        select(held.id)
+        .join(holder, held.leased_by == holder.id)
+        .where(
+            held.status == JobStatus.leased,
+            holder.device_id == agent.device_id,
+            holder.id != agent.id,
+        )
+        .exists()
+    )
+    cand = aliased(Job)
+    q = select(cand.id).where(
+        cand.status == JobStatus.queued,
+        or_(cand.device_id.is_(None), cand.device_id == agent.device_id),
+        ~busy,
     )
     libraries = sorted((agent.runtimes or {}).keys())
     if libraries:  # an agent that names its runtimes only gets jobs it can run
-        q = q.where(Job.library.in_(libraries))
-    for job_id in s.scalars(q.order_by(Job.id).limit(20)).all():
-        lease_id = secrets.token_hex(16)
-        count = changed(
-            s,
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.queued)
-            .values(
-                status=JobStatus.leased,
-                lease_id=lease_id,
-                lease_expires_at=now + timedelta(seconds=settings.lease_seconds),
-                leased_by=agent.id,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False),
+        q = q.where(cand.library.in_(libraries))
+    q = q.order_by(cand.id).limit(1)
+    if postgres:
+        q = q.with_for_update(of=cand, skip_locked=True)
+    lease_id = secrets.token_hex(16)
+    count = changed(
+        s,
+        update(Job)
+        .where(Job.id == q.scalar_subquery(), Job.status == JobStatus.queued)
+        .values(
+            status=JobStatus.leased,
+            lease_id=lease_id,
+            lease_expires_at=now + timedelta(seconds=settings.lease_seconds),
+            leased_by=agent.id,
+            updated_at=now,
         )
-        if count == 1:
-            job = s.get(Job, job_id)
-            assert job is not None
-            s.refresh(job)
-            _event(job, "leased", agent=agent.id, lease_id=lease_id)
-            s.commit()
-            return job
-        s.rollback()  # someone else took it first: try the next one
-    return None
+        .execution_options(synchronize_session=False),
+    )
+    if count != 1:
+        s.rollback()  # nothing this agent can run (or its device is busy): release the lock
+        return None
+    job = s.scalar(select(Job).where(Job.lease_id == lease_id))
+    assert job is not None
+    s.refresh(job)
+    _event(job, "leased", agent=agent.id, lease_id=lease_id)
+    s.commit()
+    return job
 
 
 def _cancelled(job: Job) -> None:
