@@ -74,6 +74,7 @@ def test_corrupt_artifact_is_reconverted_and_no_job_fails(
     assert done.status == "done" and done.attempts == 0, done
 
 
+@pytest.mark.slow  # a coordinator of its own
 def test_corrupt_model_fails_its_conversion_until_uploaded_again(
     coordinator: CoordinatorProcess, tmp_path: Path
 ) -> None:

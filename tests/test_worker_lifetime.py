@@ -11,12 +11,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import REPO, CoordinatorProcess, wait_for
 from helpers.procs import children, pid_alive
 
 from coordinator.worker import PARENT_ENV
 
 
+@pytest.mark.slow  # an LCE conversion: TensorFlow in the worker
 def test_worker_dies_with_a_sigkilled_coordinator(
     coordinator_factory: Callable[..., CoordinatorProcess], tiny_onnx: Path
 ) -> None:
