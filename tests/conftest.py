@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from helpers.postgres import PostgresServer, postgres_server, unavailable
 
 from bnnbench.client import BnnbenchClient
 from bnnbench.schemas import JobLease, RegisterResponse, ResultIn
@@ -438,6 +439,17 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("zoo")
     write_zoo(d)
     return d
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster for the module (tests/helpers/postgres.py); the test is
+    skipped, saying what to install, where the server binaries or psycopg are missing."""
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    with postgres_server() as server:
+        yield server
 
 
 # ------------------------------------------------------------------ parallel runs (xdist)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import CoordinatorProcess
-from helpers.postgres import PostgresServer, postgres_server, unavailable
+from helpers.postgres import PostgresServer
 from sqlalchemy import event, select
 
 from bnnbench.schemas import JobCreate
@@ -131,15 +131,6 @@ def test_a_runnable_job_behind_many_others_is_leased(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- PostgreSQL
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    why = unavailable()
-    if why:
-        pytest.skip(why)
-    with postgres_server() as server:
-        yield server
 
 
 N_AGENTS, N_JOBS = 20, 100

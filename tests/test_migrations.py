@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import CoordinatorProcess
-from helpers.postgres import PostgresServer, postgres_server, unavailable
+from helpers.postgres import PostgresServer
 from helpers.schema import drift, make_older_database, set_version, versions
 from sqlalchemy import Engine, event, inspect, select
 
@@ -189,15 +189,6 @@ def test_serve_logs_its_revision_and_refuses_a_newer_database(
 
 
 # ---------------------------------------------------------------- PostgreSQL
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    why = unavailable()
-    if why:
-        pytest.skip(why)
-    with postgres_server() as server:
-        yield server
 
 
 def _pg_settings(pg: PostgresServer, tmp_path: Path) -> CoordinatorSettings:
