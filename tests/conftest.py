@@ -443,11 +443,11 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL cluster for the module (tests/helpers/postgres.py); the test is
-    skipped, saying what to install, where the server binaries or psycopg are missing."""
+    """A throwaway PostgreSQL cluster for the module (tests/helpers/postgres.py); where the
+    server binaries or psycopg are missing the test fails, saying what to install."""
     why = unavailable()
     if why:
-        pytest.skip(why)
+        pytest.fail(why)
     with postgres_server() as server:
         yield server
 

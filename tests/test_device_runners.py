@@ -395,8 +395,7 @@ def test_lce_python_mode_applies_the_protocol_in_process(tmp_path: Path) -> None
     from converters.frontend import load_ir
 
     r = LceRunner(mode="python")
-    if not r.available():
-        pytest.skip(r.unavailable_reason or "no LCE interpreter")
+    assert r.available(), r.unavailable_reason  # larq-compute-engine: the dev extra
     tflite = tmp_path / "tiny.tflite"
     convert_lce(load_ir(make_tiny_onnx(tmp_path / "tiny.onnx", "bnn")), tflite, {})
     p = MeasurementProtocol(warmup_ms=20, min_time_ms=30, max_runs=100_000)

@@ -24,15 +24,14 @@ from helpers.procs import pid_alive
 from agent.transports.adb import AdbTransport
 from agent.transports.base import Transport, TransportError
 
-ADB = shutil.which("adb")
-pytestmark = pytest.mark.skipif(ADB is None, reason="needs the adb client (Debian package adb)")
+ADB = shutil.which("adb")  # the real client (Debian package adb, installed by make test)
 
 CPU7 = "/sys/devices/system/cpu/cpu7/cpufreq"
 
 
 @pytest.fixture(scope="module")
 def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    assert ADB is not None
+    assert ADB is not None, "the adb client is not installed: make system-deps installs it"
     with isolated_adb_server(tmp_path_factory.mktemp("adb"), ADB) as env:
         yield env
 
@@ -208,8 +207,7 @@ def test_pushed_aarch64_binary_runs_under_qemu(
     transport: AdbTransport, phone: FakeAdbd, tmp_path: Path
 ) -> None:
     cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64-static")
-    if not (cc and qemu):
-        pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64-static")
+    assert cc and qemu, "needs aarch64-linux-gnu-gcc and qemu-aarch64-static (make system-deps)"
     src = tmp_path / "hello.c"
     src.write_text(
         "#include <stdio.h>\nint main(int c, char **v) "
