@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from helpers.rows import add_device
 from sqlalchemy import func, select
 
 from bnnbench.schemas import JobCreate, JobFailure, ResultIn
@@ -16,7 +17,7 @@ from coordinator import queue
 from coordinator.auth import hash_token
 from coordinator.db import Database
 from coordinator.errors import Conflict, Unprocessable
-from coordinator.models import Agent, Artifact, Device, Job, Model, Result, utcnow
+from coordinator.models import Agent, Artifact, Job, Model, Result, utcnow
 from coordinator.store import BlobStore, TooLarge
 from coordinator.uploads import check_onnx_file, check_onnx_header
 
@@ -105,18 +106,7 @@ def _setup(db: Database, n_agents: int = 2, artifact_status: str = "ready") -> l
         )
         ids = []
         for i in range(n_agents):
-            d = Device(
-                fingerprint=f"dev{i}",
-                hostname=f"h{i}",
-                arch="x86_64",
-                os="L",
-                cpu_model="c",
-                cores=2,
-                isa_flags=[],
-                transport="local",
-            )
-            s.add(d)
-            s.flush()
+            d = add_device(s, f"dev{i}", fingerprint=f"dev{i}", hostname=f"h{i}")
             a = Agent(
                 name=f"a{i}",
                 token_hash=hash_token(f"t{i}"),

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from conftest import CoordinatorProcess
 from helpers.postgres import PostgresServer
+from helpers.rows import add_device
 from sqlalchemy import event, select
 
 from bnnbench.schemas import JobCreate
@@ -40,20 +41,8 @@ def _model(s: Any, libraries: tuple[str, ...] = ("native", "lce")) -> int:
     return m.id
 
 
-def _device(s: Any, name: str) -> Device:
-    d = Device(
-        fingerprint=f"fp-{name}",
-        hostname=f"board-{name}",
-        arch="aarch64",
-        os="L",
-        cpu_model="c",
-        cores=4,
-        isa_flags=[],
-        transport="ssh",
-    )
-    s.add(d)
-    s.flush()
-    return d
+def _board(s: Any, name: str) -> Device:
+    return add_device(s, name, hostname=f"board-{name}", arch="aarch64", cores=4, transport="ssh")
 
 
 def test_a_runnable_job_behind_many_others_is_leased(tmp_path: Path) -> None:
@@ -65,7 +54,7 @@ def test_a_runnable_job_behind_many_others_is_leased(tmp_path: Path) -> None:
     try:
         with db.session() as s:
             model_id = _model(s)
-            mine, other = _device(s, "mine"), _device(s, "other")
+            mine, other = _board(s, "mine"), _board(s, "other")
             a = Agent(
                 name="a", token_hash=hash_token("t"), device_id=mine.id, runtimes={"native": "1"}
             )
