@@ -15,7 +15,11 @@ Robustness rules:
 - The native engine runs as the ``bnnbench-native`` CLI in a child process with a timeout: a
   hung run is killed and a crash is reported with its signal; the agent keeps serving.
 - While a job runs, the heartbeat thread keeps its lease alive. A job whose agent dies is
-  requeued by the coordinator when the lease expires.
+  requeued by the coordinator when the lease expires (and its run dies with the agent:
+  ``agent.transports.local``).
+- A heartbeat answered 409 (the job was cancelled, its lease lost, or past its cap) stops the
+  run at once: its commands are killed through the run's ``CancelScope`` and the agent moves
+  on without posting anything for that lease.
 - SIGTERM/SIGINT: when idle, exit at once; during a job, finish it and report, then exit; a
   second signal abandons the job (its lease expires and it is requeued; a result already in
   the outbox is posted by the next start).
@@ -47,7 +51,7 @@ from agent.runners.device_command import DeviceTarget
 from agent.runners.lce import LceRunner
 from agent.runners.tflite import TFLiteRunner
 from agent.transports import LocalTransport, Transport
-from agent.transports.base import TransportError
+from agent.transports.base import CancelScope, RunCancelled, TransportError, cancel_scope
 from bnnbench.client import BnnbenchClient
 from bnnbench.http import ApiError, Backoff, Retry, Stopped
 from bnnbench.schemas import JobFailure, JobLease, RegisterRequest, RegisterResponse, ResultIn
@@ -112,6 +116,9 @@ def _write_private(path: Path, data: str) -> None:
         os.close(dfd)
 
 
+KEEP_REFUSED = 200  # refused results kept in outbox/refused/ (a few KB each)
+
+
 class Outbox:
     """Finished results not yet accepted by the coordinator, one JSON file per job.
 
@@ -149,6 +156,31 @@ class Outbox:
 
     def in_memory_only(self, job_id: int) -> bool:
         return job_id in self._memory
+
+    def refuse(self, job_id: int, result: ResultIn, reason: str) -> Path | None:
+        """A result the coordinator refused for good (its lease expired and the job went to
+        another agent, the job was cancelled): moved out of the queue into ``refused/``, a
+        record of the measurement that never counted, never posted again. The newest
+        ``KEEP_REFUSED`` are kept."""
+        self.remove(job_id)
+        folder = self.root / "refused"
+        path = folder / f"job-{job_id}-{result.lease_id[:12]}.json"
+        body = {
+            "job_id": job_id,
+            "refused_at": datetime.now(UTC).isoformat(),
+            "reason": reason,
+            "result": result.model_dump(mode="json"),
+        }
+        try:
+            folder.mkdir(exist_ok=True)
+            _write_private(path, json.dumps(body))
+            kept = sorted(folder.glob("job-*.json"), key=lambda q: q.stat().st_mtime)
+            for old in kept[: max(len(kept) - KEEP_REFUSED, 0)]:
+                old.unlink(missing_ok=True)
+        except OSError as exc:  # a record only: the queue itself is already cleared
+            log.warning("job %d: cannot keep the refused result in %s (%s)", job_id, folder, exc)
+            return None
+        return path
 
     def remove(self, job_id: int) -> None:
         self._memory.pop(job_id, None)
@@ -268,6 +300,8 @@ class Agent:
         self._identity_lock = threading.Lock()
         self._fatal: AgentConfigError | None = None
         self._current_job: int | None = None  # the heartbeat extends this job's lease
+        # the running job and the scope its run's commands check: a 409 heartbeat cancels it
+        self._run_scope: tuple[int, CancelScope] | None = None
         self._posting: int | None = None  # job whose result is being posted
         self._lease_window: float | None = None  # seconds a fresh lease lasts
         self._interruptible = False
@@ -489,6 +523,8 @@ class Agent:
                 (log.debug if racing else log.warning)(
                     "heartbeat (job %s): HTTP %d: %s", job, exc.status_code, exc.detail
                 )
+                if exc.status_code == 409 and job is not None and not racing:
+                    self._stop_run(job, exc.detail)
             except AgentConfigError as exc:
                 self._fatal = exc
                 self.stop_event.set()
@@ -496,18 +532,30 @@ class Agent:
             except Exception:  # never let the heartbeat thread die silently
                 log.exception("heartbeat failed")
 
+    def _stop_run(self, job: int, why: str) -> None:
+        """The coordinator no longer wants this lease's run (the job was cancelled, the lease
+        expired and went elsewhere, or it is past its cap): kill the run now rather than
+        measure to the end for a result nobody accepts."""
+        held = self._run_scope
+        if held is None or held[0] != job or held[1].cancelled:
+            return
+        log.warning("job %d: stopping its run: the coordinator refused its heartbeat", job)
+        held[1].cancel(f"heartbeat refused (HTTP 409: {why})")
+
     # -------------------------------------------------------------- jobs
 
     def lease(self, wait: float) -> JobLease | None:
         return self._authed(self.api, partial(self.api.lease, wait))
 
-    def _run_in_thread(self, fn: Callable[[], T]) -> T:
-        """Run a (C-bound) benchmark off the main thread so signals stay deliverable."""
+    def _run_in_thread(self, fn: Callable[[], T], scope: CancelScope) -> T:
+        """Run a (C-bound) benchmark off the main thread so signals stay deliverable; the
+        transports it calls there stop at ``scope``'s cancel."""
         box: dict[str, Any] = {}
 
         def target() -> None:
             try:
-                box["out"] = fn()
+                with cancel_scope(scope):
+                    box["out"] = fn()
             except BaseException as exc:  # handed to the main thread
                 box["exc"] = exc
 
@@ -529,6 +577,8 @@ class Agent:
             expires = expires.replace(tzinfo=UTC)
         window = (expires - datetime.now(UTC)).total_seconds()
         self._lease_window = window if window > 0 else None  # None: clocks disagree, ignore
+        scope = CancelScope()
+        self._run_scope = (job, scope)
         self._current_job = job
         log.info(
             "leased job %d: %s artifact %d (sha256 %s), threads=%d warmup=%d runs=%d",
@@ -544,14 +594,22 @@ class Agent:
             result = self._measure(lease)
             if result is None:
                 return
+            if scope.cancelled:  # refused just as the run ended: the result would be too
+                log.warning("job %d: run finished but %s; not posted", job, scope.reason)
+                self.outbox.refuse(job, result, scope.reason)
+                return
             self.outbox.put(job, result)  # from here on the measurement cannot be lost
             self._posting = job
             self.deliver(job, result)
         finally:
             self._current_job = self._posting = None
+            self._run_scope = None
 
     def _measure(self, lease: JobLease) -> ResultIn | None:
-        """Fetch and run; on failure report it and return None."""
+        """Fetch and run; on failure report it and return None; None without a report when
+        the run's scope was cancelled (the coordinator refuses anything for this lease)."""
+        held = self._run_scope
+        scope = held[1] if held is not None and held[0] == lease.job_id else CancelScope()
         try:
             runner = self.runners.get(str(lease.artifact.library))
             if runner is None:
@@ -562,29 +620,28 @@ class Agent:
             path = self._fetch(lease)
             if lease.protocol.cooldown_s > 0:
                 log.info("job %d: cooling down %.1f s", lease.job_id, lease.protocol.cooldown_s)
-                if self.stop_event.wait(lease.protocol.cooldown_s):
-                    raise Stopped()
+                end = time.monotonic() + lease.protocol.cooldown_s
+                while (left := end - time.monotonic()) > 0:
+                    if self.stop_event.wait(min(left, 0.2)):
+                        raise Stopped()
+                    scope.check()
+            scope.check()
             log.info("running job %d with %s on %s", lease.job_id, runner.name, self.spec.url)
             before = probe.readings(self.transport)
             # every runner takes the protocol and applies what its tool supports
-            out = self._run_in_thread(lambda: runner.benchmark(path, RunPlan.of(lease)))
+            out = self._run_in_thread(lambda: runner.benchmark(path, RunPlan.of(lease)), scope)
+            scope.check()
             after = probe.readings(self.transport)
         except Stopped:
             raise
-        except TransportError as exc:  # the board dropped off: another attempt may reach it
-            self.fail(lease, f"device unreachable: {exc}")
-            return None
-        except ArtifactError as exc:
-            self.fail(lease, str(exc))
-            return None
-        except ApiError as exc:
-            self.fail(lease, f"artifact download failed: {exc}")
-            return None
-        except RunnerError as exc:
-            self.fail(lease, str(exc), retryable=exc.retryable)
-            return None
-        except Exception as exc:  # a runner bug must fail the job, not kill the agent
-            self.fail(lease, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            if isinstance(exc, RunCancelled) or scope.cancelled:
+                log.warning(
+                    "job %d: run stopped (%s); nothing posted", lease.job_id, scope.reason or exc
+                )
+                return None
+            error, retryable = _failure(exc)
+            self.fail(lease, error, retryable=retryable)
             return None
         env = {
             "readings_before": before,
@@ -640,14 +697,16 @@ class Agent:
                     "job %d: result not accepted yet (HTTP %d); kept", job_id, exc.status_code
                 )
                 return False
-            # the lease was lost (expired and re-leased) or the job is gone: nothing to retry
+            # the lease was lost (expired and re-leased) or the job is gone: nothing to retry;
+            # the measurement is kept as a record that never counted
+            kept = self.outbox.refuse(job_id, result, f"HTTP {exc.status_code}: {exc.detail}")
             log.error(
-                "job %d: coordinator refused the result (HTTP %d: %s); dropping it",
+                "job %d: coordinator refused the result (HTTP %d: %s); not retried%s",
                 job_id,
                 exc.status_code,
                 exc.detail,
+                f", kept in {kept}" if kept else "",
             )
-            self.outbox.remove(job_id)
             return True
         med = sorted(result.samples_ms)[len(result.samples_ms) // 2]
         log.info("job %d done: %d samples, median %.3f ms", job_id, len(result.samples_ms), med)
@@ -772,3 +831,17 @@ class Agent:
             self.process(lease)
             self.jobs_processed += 1
             idle_since = time.monotonic()
+
+
+def _failure(exc: Exception) -> tuple[str, bool]:
+    """What to report for a job that failed with ``exc``, and whether another attempt may
+    succeed."""
+    if isinstance(exc, TransportError):  # the board dropped off: another attempt may reach it
+        return f"device unreachable: {exc}", True
+    if isinstance(exc, ArtifactError):
+        return str(exc), True
+    if isinstance(exc, ApiError):
+        return f"artifact download failed: {exc}", True
+    if isinstance(exc, RunnerError):
+        return str(exc), exc.retryable
+    return f"{type(exc).__name__}: {exc}", True  # a runner bug fails the job, not the agent

@@ -23,6 +23,9 @@ class CoordinatorSettings(BaseSettings):
     # admin_token_file: a file holding it (not both), read at start: no token in `ps`
     admin_token: str = ""
     admin_token_file: Path | None = None
+    # GET /metrics (Prometheus): open when unset, like /health; when set, it needs this token
+    # or the admin token (a scraper then holds a token that can only read metrics)
+    metrics_token: str | None = None
     host: str = "127.0.0.1"
     port: int = 8321
     lease_seconds: float = 60.0  # a job lease not renewed by heartbeat within this is requeued
@@ -40,6 +43,11 @@ class CoordinatorSettings(BaseSettings):
     # unit is virtual memory: an LCE conversion (TensorFlow) maps far more than it touches
     worker_max_memory_mb: int = Field(4096, ge=0)
     conversion_poll_seconds: float = 2.0  # fallback scan for pending work (other processes)
+    # a coordinator's claim on the analysis/conversion it runs lasts this long and is renewed
+    # every third of it while its worker runs; another coordinator on the same database takes
+    # over work whose claim expired (its coordinator died). Coordinators' clocks must agree
+    # to well within it (NTP). docs/scaling.md
+    conversion_claim_seconds: float = Field(30.0, gt=0)
     reaper_interval_seconds: float = 5.0  # how often expired leases are requeued
     # a lease is extended by heartbeats for at most this long after it was granted (or the
     # bound a job's protocol implies, if smaller: see coordinator.queue.lease_cap_seconds);
@@ -71,6 +79,17 @@ class CoordinatorSettings(BaseSettings):
     # an invalid result sends its job back with twice the runs, after a pause, this often
     max_remeasures: int = 2
     remeasure_pause_s: float = 5.0
+    # what one client may hold of the server (coordinator/server.py, docs/api.md): a request's
+    # headers must arrive within header_timeout_s of the connection opening (or of the
+    # previous response), a body other than a model upload within body_timeout_s of its
+    # headers (an upload may not stall that long); 0 turns a bound off. max_connections: open
+    # connections (and running requests) past which requests get 503 (uvicorn's
+    # limit_concurrency); an agent holds two (lease long-poll, heartbeat), so 4096 serves
+    # about 2000 devices; 0 = no limit. backlog: connections the kernel queues unaccepted
+    header_timeout_s: float = Field(10.0, ge=0)
+    body_timeout_s: float = Field(60.0, ge=0)
+    max_connections: int = Field(4096, ge=0)
+    backlog: int = Field(2048, gt=0)
 
     @model_validator(mode="after")
     def _read_admin_token_file(self) -> CoordinatorSettings:

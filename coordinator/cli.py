@@ -47,6 +47,7 @@ def serve(
     from bnnbench.tokenfile import warn_command_line_token
     from coordinator.app import create_app
     from coordinator.auth import InsecureAdminToken, check_admin_token
+    from coordinator.server import make_config
 
     if admin_token is not None and admin_token_file is not None:
         raise _fail("give --admin-token or --admin-token-file, not both")
@@ -84,21 +85,20 @@ def serve(
     )
     log = logging.getLogger("bnnbench.coordinator")
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level.lower(),
-        timeout_graceful_shutdown=10,
-    )
+    # header/body timeouts, connection limit, open-files limit: coordinator/server.py
+    config = make_config(app, settings, log_level)
     server = uvicorn.Server(config)
     app.state.ctx.should_exit = lambda: server.should_exit
     log.info(
-        "coordinator on http://%s:%d (data in %s, database %s)",
+        "coordinator on http://%s:%d (data in %s, database %s; header timeout %g s, body "
+        "timeout %g s, max connections %s)",
         settings.host,
         settings.port,
         settings.data_dir,
         settings.resolved_database_url().split("@")[-1],
+        settings.header_timeout_s,
+        settings.body_timeout_s,
+        config.limit_concurrency or "unlimited",
     )
     server.run()
 

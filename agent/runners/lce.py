@@ -49,7 +49,7 @@ from agent.runners.base import RunnerError, RunOutput, RunPlan
 from agent.runners.benchmark_output import BenchmarkOutputError, parse_benchmark_model
 from agent.runners.device_command import DeviceProgram, DeviceTarget, run_timeout
 from agent.runners.tflite_bench import INPUT_SEED, make_input
-from agent.transports.base import Transport, TransportError
+from agent.transports.base import RunCancelled, Transport, TransportError, check_cancelled
 from bnnbench.settings import RunnerSettings
 
 MODES = ("auto", "python", "binary")
@@ -234,13 +234,17 @@ class LceRunner:
             warm_until = time.perf_counter() + p.warmup_ms / 1e3
             warmed = 0
             while warmed < warmup or time.perf_counter() < warm_until:
+                check_cancelled()  # in this process: it cannot be killed, it stops itself
                 interp.predict([x])
                 warmed += 1
             samples: list[float] = []
             while len(samples) < runs or (sum(samples) < p.min_time_ms and len(samples) < cap):
+                check_cancelled()  # outside the timed region
                 t0 = time.perf_counter_ns()
                 interp.predict([x])
                 samples.append((time.perf_counter_ns() - t0) / 1e6)
+        except RunCancelled:
+            raise
         except Exception as exc:
             raise RunnerError(f"LCE interpreter failed: {exc}") from exc
         y0 = np.asarray(y[0])

@@ -12,7 +12,8 @@ client, port from ``ANDROID_ADB_SERVER_PORT``) owns the USB/TCP connection and i
   device (``kill -STOP`` first so nothing forks away, ``pgrep -P`` for the children, then
   ``kill -9``; adbd makes each shell a session leader), and only then the local adb client:
   the client's exit alone only gets the shell a SIGHUP from adbd, and a benchmark's children
-  would keep running.
+  would keep running. A run whose ``CancelScope`` is cancelled is killed the same way and
+  raises ``RunCancelled``.
 - ``push``: ``adb push`` to ``REMOTE.part``, then ``chmod`` and ``mv`` on the device, so a
   half-copied file is never seen under its name. ``pull``: ``adb pull`` into ``LOCAL.part``,
   then rename.
@@ -34,7 +35,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from agent.transports.base import CommandResult, TransportError, quote
+from agent.transports.base import (
+    CANCEL_POLL_S,
+    CommandResult,
+    RunCancelled,
+    TransportError,
+    current_scope,
+    quote,
+)
 
 DEFAULT_WORKDIR = "/data/local/tmp/bnnbench"
 ADMIN_TIMEOUT_S = 30.0  # connect, features, get-state, kill: quick unless the device is gone
@@ -94,6 +102,9 @@ class AdbTransport:
     # ---- the Transport protocol -----------------------------------------------------------------
 
     def run(self, command: str, timeout: float) -> CommandResult:
+        scope = current_scope()
+        if scope is not None:
+            scope.check()
         for attempt in (1, 2):
             try:
                 return self._run_once(command, timeout)
@@ -118,18 +129,31 @@ class AdbTransport:
             f'echo "{pid_mark}$$"\nsh -c {quote(command)}\nprintf \'\\n%s%s\\n\' {exit_mark} "$?"'
         )
         start = time.monotonic()
+        scope = current_scope()
         proc, out, err = self._spawn(["shell", remote])
-        timed_out = False
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        timed_out = cancelled = False
+        deadline = start + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                # in slices while a scope may cancel the run: a cancel is seen within one
+                proc.wait(timeout=max(min(remaining, CANCEL_POLL_S) if scope else remaining, 0))
+                break
+            except subprocess.TimeoutExpired:
+                cancelled = scope is not None and scope.cancelled
+                if cancelled or time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+        if timed_out:
             pid = _marker_value(out.text(), pid_mark)
             if pid is not None:
                 self._kill_remote(pid)  # before the client: its exit only SIGHUPs the shell
             _stop(proc)
         out.join()
         err.join()
+        if cancelled:
+            assert scope is not None
+            raise RunCancelled(f"{self.address}: `{command[:200]}` stopped: {scope.reason}")
         raw_stdout, stderr = out.text(), err.text()
         stdout = _strip_first_line(raw_stdout, pid_mark)
         if not timed_out and pid_mark not in raw_stdout and proc.returncode in (1, 255):

@@ -12,18 +12,111 @@ binary) is written once against these few primitives:
 
 A lost connection (ssh dropped, phone unplugged, adb server restarted) raises
 ``TransportError``: the job is reported as a retryable failure and leased again.
+
+A run can be stopped from another thread: the agent runs a job's benchmark inside a
+``CancelScope`` (``with cancel_scope(scope): ...``); ``scope.cancel(reason)`` (its job was
+cancelled, or its lease lost) makes every transport's ``run`` in that scope kill its command
+*and its children on the device* at once and raise ``RunCancelled``. Commands outside a scope
+(probes, staging) are unaffected.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import threading
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+# how often a transport waiting on a command looks at its scope (remote kills need a round
+# trip anyway; a local command is killed from the cancelling thread at once)
+CANCEL_POLL_S = 0.2
+
 
 class TransportError(Exception):
     """The device could not be reached or the connection broke; retrying may succeed."""
+
+
+class RunCancelled(Exception):
+    """The run's scope was cancelled: its command was killed; nothing it produced counts."""
+
+
+class CancelScope:
+    """A stop signal for one run, set from another thread. ``on_cancel`` callbacks run in
+    the cancelling thread (a local transport kills its process group there, at once)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self.reason = ""
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            if self._event.is_set():
+                return
+            self.reason = reason
+            self._event.set()
+            callbacks = list(self._callbacks)
+        for cb in callbacks:
+            with contextlib.suppress(Exception):  # a kill that fails: the poll retries it
+                cb()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` s; True when cancelled meanwhile."""
+        return self._event.wait(timeout)
+
+    @contextlib.contextmanager
+    def on_cancel(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Run ``callback()`` if the scope is cancelled while the block runs (at once if it
+        already is)."""
+        with self._lock:
+            self._callbacks.append(callback)
+            already = self._event.is_set()
+        try:
+            if already:
+                with contextlib.suppress(Exception):
+                    callback()
+            yield
+        finally:
+            with self._lock:
+                self._callbacks.remove(callback)
+
+    def check(self) -> None:
+        """Raise ``RunCancelled`` if the scope was cancelled."""
+        if self._event.is_set():
+            raise RunCancelled(self.reason or "cancelled")
+
+
+_SCOPE: ContextVar[CancelScope | None] = ContextVar("bnnbench_cancel_scope", default=None)
+
+
+@contextlib.contextmanager
+def cancel_scope(scope: CancelScope) -> Iterator[CancelScope]:
+    """Make ``scope`` the current one for the transports called in this thread."""
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+
+
+def current_scope() -> CancelScope | None:
+    return _SCOPE.get()
+
+
+def check_cancelled() -> None:
+    """Raise ``RunCancelled`` if the current run was cancelled (a no-op outside a scope)."""
+    scope = _SCOPE.get()
+    if scope is not None:
+        scope.check()
 
 
 @dataclass

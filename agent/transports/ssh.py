@@ -6,7 +6,8 @@ Design notes:
   password never goes to an impostor. ``strict`` (default) refuses unknown hosts;
   ``accept-new`` records an unknown host's key (trust on first use). A key that differs from
   the recorded one is refused under both policies.
-- ``run`` wraps the command so that its process can be found and killed on timeout: the
+- ``run`` wraps the command so that its process can be found and killed on timeout (or when
+  the run's ``CancelScope`` is cancelled: then ``RunCancelled`` is raised): the
   wrapper prints its pid on stderr behind a random marker (stripped from the result) and tags
   the environment with ``BNNBENCH_RUN=<token>``. The kill (from a second channel) signals the
   wrapper's process group (sshd ``setsid()``s every session, so the wrapper leads its own
@@ -39,7 +40,14 @@ from urllib.parse import unquote, urlsplit
 import paramiko
 from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 
-from agent.transports.base import CommandResult, TransportError, quote
+from agent.transports.base import (
+    CANCEL_POLL_S,
+    CommandResult,
+    RunCancelled,
+    TransportError,
+    current_scope,
+    quote,
+)
 
 HOST_KEY_POLICIES = ("strict", "accept-new")
 _ENV_TAG = "BNNBENCH_RUN"
@@ -155,6 +163,9 @@ class SshTransport:
     # --- the Transport protocol -------------------------------------------------------------
 
     def run(self, command: str, timeout: float) -> CommandResult:
+        scope = current_scope()  # a cancelled run is killed on the board like a timed-out one
+        if scope is not None:
+            scope.check()
         start = time.monotonic()
         token = secrets.token_hex(8)
         marker = f"{_PID_MARKER}{token}:"
@@ -168,7 +179,8 @@ class SshTransport:
         chan = self._open_session()
         out, err = bytearray(), bytearray()
         pid: int | None = None
-        timed_out = False
+        timed_out = cancelled = False
+        poll = CANCEL_POLL_S if scope is not None else 1.0
         try:
             chan.exec_command(wrapped)
             deadline = start + timeout
@@ -178,13 +190,16 @@ class SshTransport:
                     pid = _find_pid(err, marker)
                 if chan.closed and not (chan.recv_ready() or chan.recv_stderr_ready()):
                     break
+                if scope is not None and scope.cancelled:
+                    timed_out = cancelled = True  # killed below, the same way
+                    break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     timed_out = True
                     break
                 # the channel's fd is readable on stdout or stderr data and on close: both
                 # streams drain together, so neither can fill the window and stall the other
-                select.select([chan], [], [], min(remaining, 1.0))
+                select.select([chan], [], [], min(remaining, poll))
         except _CONN_ERRORS as e:
             chan.close()
             self._orphans.append(token)
@@ -198,7 +213,12 @@ class SshTransport:
                 self._kill(token, pid)
             except TransportError:
                 self._orphans.append(token)  # killed after the next connect instead
-                raise
+                if not cancelled:
+                    raise
+            if cancelled:
+                chan.close()
+                assert scope is not None
+                raise RunCancelled(f"{self.address}: `{command[:200]}` stopped: {scope.reason}")
             # collect what the command wrote before it died, briefly: sshd closes the channel
             # once the processes holding its pipes are gone
             grace = time.monotonic() + 2.0
