@@ -446,6 +446,52 @@ def test_weightless_models_are_analysed_with_undefined_ratios(w: World) -> None:
     assert w.admin.get("/results/plots/theoretical.svg").status_code == 200
 
 
+# ------------------------------------------------------------------ tar metadata bombs
+
+
+def _peak_rss_kib(pid: int) -> int:
+    """The process' peak resident memory so far (VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+def _pax_bomb(path: Path, payload_mib: int) -> Path:
+    """A .tar.gz whose first header is a pax extended header of ``payload_mib`` MiB of one
+    repeated byte (about 1 KiB of gzip per MiB: gzip members may be concatenated, so one
+    compressed MiB is written that many times), then the end of the archive."""
+    import gzip
+    import tarfile
+
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, payload_mib << 20
+    mib = gzip.compress(b"a" * (1 << 20))
+    with open(path, "wb") as f:
+        f.write(gzip.compress(header.tobuf(format=tarfile.USTAR_FORMAT)))
+        for _ in range(payload_mib):
+            f.write(mib)
+        f.write(gzip.compress(b"\0" * 1024))
+    return path
+
+
+def test_a_tar_metadata_bomb_is_422_without_reading_it(w: World) -> None:
+    """tarfile reads a pax header whole before any limit applies: a 300 KB upload made the
+    upload check allocate 300 MB and parse it for 20 s (ever more with a bigger one, up to
+    running out of memory); the bounded walk refuses it at the header."""
+    from coordinator.uploads import MAX_TAR_METADATA_BYTES
+
+    bomb = _pax_bomb(w.tmp / "bomb.tar.gz", 256)
+    assert bomb.stat().st_size < 1 << 20  # a small upload ...
+    before, peak = _counts(w.c), _peak_rss_kib(w.c.proc.pid)  # type: ignore[union-attr]
+    r = w.admin.post("/models", files={"file": ("bomb.tar.gz", bomb.read_bytes())})
+    _expect(r, 422, "pax extended header", f"limit of {MAX_TAR_METADATA_BYTES} bytes")
+    # ... that no longer costs the server the 256 MiB it declares
+    grown_mib = (_peak_rss_kib(w.c.proc.pid) - peak) / 1024  # type: ignore[union-attr]
+    assert grown_mib < 64, f"the coordinator's peak memory grew by {grown_mib:.0f} MiB"
+    assert _counts(w.c) == before and w.c.tmp_files() == []
+
+
 # ------------------------------------------------------------------ afterwards
 
 
