@@ -16,10 +16,12 @@ import math
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import CursorResult, Update, bindparam, or_, select, update
+from sqlalchemy.orm import Session, aliased, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bnnbench.schemas import (
     MAX_SAMPLES,
@@ -143,6 +145,11 @@ def on_artifact_failed(s: Session, artifact_id: int, error: str) -> int:
 
 # ------------------------------------------------------------------ leases
 
+# how stale ``Agent.last_seen`` may get before a heartbeat or lease poll writes it again: not
+# a write per call (1000 agents beating every 10 s were 100 writes a second), still well
+# within devices.ONLINE_WITHIN (45 s: three missed beats of 10 s)
+LAST_SEEN_RESOLUTION = timedelta(seconds=15)
+
 
 def _clear_lease(job_values: dict[str, Any]) -> dict[str, Any]:
     return {**job_values, "lease_id": None, "lease_expires_at": None, "leased_by": None}
@@ -184,14 +191,63 @@ def requeue_expired(s: Session, max_attempts: int, now: datetime | None = None) 
     """Requeue (or fail, after max_attempts) every leased job whose lease has expired.
     Returns the number of jobs changed."""
     now = now or utcnow()
-    expired = s.scalars(
-        select(Job).where(Job.status == JobStatus.leased, Job.lease_expires_at < now)
+    # ids first: this runs before every lease, and almost always finds nothing
+    ids = s.scalars(
+        select(Job.id).where(Job.status == JobStatus.leased, Job.lease_expires_at < now)
     ).all()
+    if not ids:
+        return 0
+    expired = s.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id)).all()
     n = 0
     for job in expired:
         if _give_up_or_requeue(s, job, "lease expired", max_attempts):
             n += 1
     return n
+
+
+@lru_cache(maxsize=8)
+def _claim(postgres: bool, by_library: bool) -> Update:
+    """The lease's one ``UPDATE``, built once per (dialect, library filter) with bound
+    parameters: building the aliased subqueries took most of a lease's CPU (profiled with
+    tools/loadtest.py), and SQLAlchemy caches the compiled SQL of an equal statement anyway.
+    Parameters: ``agent``, ``device``, ``libraries`` (when ``by_library``), ``new_lease``,
+    ``expires``, ``now``."""
+    # one benchmark per device at a time, even when two agents serve it (a Pi's own agent
+    # and a host agent reaching it over ssh): timings of a shared board would be worthless
+    held, holder = aliased(Job), aliased(Agent)
+    busy = (
+        select(held.id)
+        .join(holder, held.leased_by == holder.id)
+        .where(
+            held.status == JobStatus.leased,
+            holder.device_id == bindparam("device"),
+            holder.id != bindparam("agent"),
+        )
+        .exists()
+    )
+    cand = aliased(Job)
+    q = select(cand.id).where(
+        cand.status == JobStatus.queued,
+        or_(cand.device_id.is_(None), cand.device_id == bindparam("device")),
+        ~busy,
+    )
+    if by_library:  # an agent that names its runtimes only gets jobs it can run
+        q = q.where(cand.library.in_(bindparam("libraries", expanding=True)))
+    q = q.order_by(cand.id).limit(1)
+    if postgres:
+        q = q.with_for_update(of=cand, skip_locked=True)
+    return (
+        update(Job)
+        .where(Job.id == q.scalar_subquery(), Job.status == JobStatus.queued)
+        .values(
+            status=JobStatus.leased,
+            lease_id=bindparam("new_lease"),
+            lease_expires_at=bindparam("expires"),
+            leased_by=bindparam("agent"),
+            updated_at=bindparam("now"),
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def lease(
@@ -208,60 +264,46 @@ def lease(
     now = now or utcnow()
     requeue_expired(s, settings.max_attempts, now)
     s.commit()
-    # a device on the coordinator's machine waits while conversions run (coordinator.colocation)
-    if colocation.hold_lease(s, agent.device, settings):
+    # a device on the coordinator's machine waits while conversions run (coordinator.colocation);
+    # the device row is only loaded when conversions are isolated at all
+    if colocation.isolating(settings) and colocation.hold_lease(s, agent.device, settings):
         return None
     postgres = s.get_bind().dialect.name == "postgresql"
     if postgres:
         s.execute(select(Device.id).where(Device.id == agent.device_id).with_for_update())
-    # one benchmark per device at a time, even when two agents serve it (a Pi's own agent
-    # and a host agent reaching it over ssh): timings of a shared board would be worthless
-    held, holder = aliased(Job), aliased(Agent)
-    busy = (
-        select(held.id)
-        .join(holder, held.leased_by == holder.id)
-        .where(
-            held.status == JobStatus.leased,
-            holder.device_id == agent.device_id,
-            holder.id != agent.id,
-        )
-        .exists()
-    )
-    cand = aliased(Job)
-    q = select(cand.id).where(
-        cand.status == JobStatus.queued,
-        or_(cand.device_id.is_(None), cand.device_id == agent.device_id),
-        ~busy,
-    )
     libraries = sorted((agent.runtimes or {}).keys())
-    if libraries:  # an agent that names its runtimes only gets jobs it can run
-        q = q.where(cand.library.in_(libraries))
-    q = q.order_by(cand.id).limit(1)
-    if postgres:
-        q = q.with_for_update(of=cand, skip_locked=True)
     lease_id = secrets.token_hex(16)
-    count = changed(
-        s,
-        update(Job)
-        .where(Job.id == q.scalar_subquery(), Job.status == JobStatus.queued)
-        .values(
-            status=JobStatus.leased,
-            lease_id=lease_id,
-            lease_expires_at=now + timedelta(seconds=settings.lease_seconds),
-            leased_by=agent.id,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False),
-    )
-    if count != 1:
+    params: dict[str, Any] = {
+        "agent": agent.id,
+        "device": agent.device_id,
+        "new_lease": lease_id,
+        "expires": now + timedelta(seconds=settings.lease_seconds),
+        "now": now,
+    }
+    if libraries:
+        params["libraries"] = libraries
+    result = s.execute(_claim(postgres, bool(libraries)), params)
+    assert isinstance(result, CursorResult)
+    if result.rowcount != 1:
         s.rollback()  # nothing this agent can run (or its device is busy): release the lock
         return None
-    job = s.scalar(select(Job).where(Job.lease_id == lease_id))
+    # populate_existing: a Job of this session (requeue_expired's) may hold older values;
+    # the artifact comes in the same query (the lease answer names it)
+    job = s.scalar(
+        select(Job)
+        .where(Job.lease_id == lease_id)
+        .options(joinedload(Job.artifact))
+        .execution_options(populate_existing=True)
+    )
     assert job is not None
-    s.refresh(job)
     _event(job, "leased", agent=agent.id, lease_id=lease_id)
     s.commit()
     return job
+
+
+def any_queued(s: Session) -> bool:
+    """Whether any job is queued at all (for any agent): one index lookup."""
+    return s.scalar(select(Job.id).where(Job.status == JobStatus.queued).limit(1)) is not None
 
 
 def _cancelled(job: Job) -> None:
@@ -289,8 +331,9 @@ def heartbeat(
     now: datetime | None = None,
 ) -> datetime | None:
     now = now or utcnow()
-    s.execute(update(Agent).where(Agent.id == agent.id).values(last_seen=now))
-    s.commit()  # the agent is alive even if the job part is refused below
+    if now - agent.last_seen > LAST_SEEN_RESOLUTION:
+        s.execute(update(Agent).where(Agent.id == agent.id).values(last_seen=now))
+        s.commit()  # the agent is alive even if the job part is refused below
     if job_id is None:
         return None
     job = _held_job(s, agent, job_id)
@@ -344,7 +387,8 @@ def lease_cap_seconds(job: Job, settings: CoordinatorSettings) -> float:
 
 
 def _check_lease(s: Session, agent: Agent, job_id: int, lease_id: str) -> Job:
-    job = get_row(s, Job, job_id)
+    # the artifact in the same query: a result's verdict and row name it
+    job = s.get(Job, job_id, options=[joinedload(Job.artifact)]) or get_row(s, Job, job_id)
     _cancelled(job)
     if job.status != JobStatus.leased or job.lease_id != lease_id or job.leased_by != agent.id:
         raise Conflict(
@@ -459,15 +503,8 @@ def submit_result(
         raise Unprocessable("env must be plain JSON (no NaN or Infinity values)") from None
     job = _check_lease(s, agent, job_id, body.lease_id)
     leased_at = _leased_at(job)
-    count = changed(
-        s,
-        update(Job)
-        .where(Job.id == job.id, Job.status == JobStatus.leased, Job.lease_id == body.lease_id)
-        .values(**_clear_lease({"status": JobStatus.done, "error": None}), updated_at=utcnow())
-        .execution_options(synchronize_session=False),
-    )
-    if count != 1:
-        raise Conflict(f"stale lease for job {job_id}: it changed while the result arrived")
+    # everything the verdict needs is read and computed before the compare-and-set: on SQLite
+    # the write lock is then held for three short statements, not for the reads and the maths
     stats = summarize(samples)
     device = s.get(Device, agent.device_id)
     assert device is not None
@@ -485,6 +522,40 @@ def submit_result(
         emulated=bool(device.emulated),
         extra_problems=extra,
     )
+    now = utcnow()
+    values: dict[str, Any] = _clear_lease({"status": JobStatus.done, "error": None})
+    events = [{"at": now.isoformat(), "event": "done", "agent": agent.id}]
+    if (
+        not valid
+        and not device.emulated
+        and not unfaithful
+        and (job.remeasures or 0) < settings.max_remeasures
+    ):
+        again = _remeasure(job, text, settings)
+        values.update(again)
+        events.append({"at": now.isoformat(), "event": "re-measure", "runs": again["runs"]})
+        events[-1]["detail"] = text
+    # the history as it is when the lease is closed (RETURNING, under the row's write lock:
+    # a heartbeat's event is not lost), then the events of this result appended to it
+    closed = s.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.leased, Job.lease_id == body.lease_id)
+        .values(**values, updated_at=now)
+        .returning(Job.history)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if closed is None:
+        raise Conflict(f"stale lease for job {job_id}: it changed while the result arrived")
+    history = [*(closed[0] or []), *events]
+    s.execute(
+        update(Job)
+        .where(Job.id == job.id)
+        .values(history=history)
+        .execution_options(synchronize_session=False)
+    )
+    # the session's Job as stored, without a reload or a second flush of it
+    for key, value in {**values, "updated_at": now, "history": history}.items():
+        set_committed_value(job, key, value)
     result = Result(
         job_id=job.id,
         agent_id=agent.id,
@@ -499,32 +570,27 @@ def submit_result(
         env=body.env,
         valid=valid,
         verdict=text,
+        created_at=now,
     )
+    result.job = job
     s.add(result)
-    s.refresh(job)
-    _event(job, "done", agent=agent.id)
-    if (
-        not valid
-        and not device.emulated
-        and not unfaithful
-        and (job.remeasures or 0) < settings.max_remeasures
-    ):
-        _remeasure(job, text, settings)
     s.flush()
     return result
 
 
-def _remeasure(job: Job, why: str, settings: CoordinatorSettings) -> None:
-    """Send a job whose result came back invalid to the queue again, with twice the runs
-    and a pause before it; the invalid result stays as the attempt's record."""
-    job.remeasures = (job.remeasures or 0) + 1
-    job.runs = min(job.runs * 2, 10_000)
+def _remeasure(job: Job, why: str, settings: CoordinatorSettings) -> dict[str, Any]:
+    """The new values of a job whose result came back invalid: back to the queue, with twice
+    the runs and a pause before it; the invalid result stays as the attempt's record."""
+    remeasures = (job.remeasures or 0) + 1
     protocol = dict(job.protocol or {})
     protocol["cooldown_s"] = max(protocol.get("cooldown_s", 0.0), settings.remeasure_pause_s)
-    job.protocol = protocol
-    job.status = JobStatus.queued
-    job.error = f"re-measuring ({job.remeasures}/{settings.max_remeasures}): {why}"
-    _event(job, "re-measure", runs=job.runs, detail=why)
+    return {
+        "remeasures": remeasures,
+        "runs": min(job.runs * 2, 10_000),
+        "protocol": protocol,
+        "status": JobStatus.queued,
+        "error": f"re-measuring ({remeasures}/{settings.max_remeasures}): {why}",
+    }
 
 
 def report_failure(

@@ -3,8 +3,11 @@ again), heartbeat and long-poll lease (agent token)."""
 
 from __future__ import annotations
 
+import asyncio
+import math
+import random
 import time
-from datetime import timedelta
+from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -28,9 +31,43 @@ from coordinator.views import job_lease
 
 router = APIRouter(tags=["agents"])
 
-# a long poll re-checks the database at least this often (work queued by another process)
-_RECHECK_SECONDS = 1.0
-_LAST_SEEN_RESOLUTION = timedelta(seconds=5)
+# A long poll relies on wake-ups (ctx.jobs_signal: a job queued or requeued here, and in other
+# coordinators where the signal carries them). It still looks at the database after this long
+# without one, jittered (50-100 %) so that waiters do not query together, for work that came
+# with no wake-up at all. Re-querying every second cost 56 % of a core for 200 idle agents.
+_RECHECK_SECONDS = 5.0
+# at most this many lease queries of this process at once: a wake-up of many waiters queues
+# here, on the event loop, instead of in the thread pool, the connection pool and SQLite's
+# write lock (where they starved results and registrations)
+_LEASE_GATE = 4
+# a query that found no queued job at all lets the other waiters of the same wake-up skip
+# theirs, for at most this long (then one of them looks again)
+_EMPTY_TTL_SECONDS = 1.0
+
+
+@dataclass
+class _LeaseWaits:
+    """Per-app state of the long polls: the gate, and when the queue was last seen empty."""
+
+    gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_LEASE_GATE))
+    empty_token: object = None  # the wake-up token current when the queue was seen empty
+    empty_at: float = -math.inf
+
+    def seen_empty(self, token: object) -> bool:
+        """No queued job since the last wake-up, seen less than _EMPTY_TTL_SECONDS ago."""
+        fresh = time.monotonic() - self.empty_at < _EMPTY_TTL_SECONDS
+        return token is self.empty_token and fresh
+
+    def mark_empty(self, token: object, at: float) -> None:
+        self.empty_token, self.empty_at = token, at
+
+
+def _waits(request: Request) -> _LeaseWaits:
+    state = request.app.state
+    waits = getattr(state, "lease_waits", None)
+    if waits is None:
+        waits = state.lease_waits = _LeaseWaits()
+    return waits
 
 
 @router.post(
@@ -75,18 +112,21 @@ def heartbeat(
     return HeartbeatResponse(ok=True, lease_extended_until=until)
 
 
-def _try_lease(ctx: AppContext, agent_id: int, token_hash: str) -> JobLease | None:
+def _try_lease(ctx: AppContext, agent_id: int, token_hash: str) -> JobLease | bool:
+    """A lease for the agent, else whether no job at all is queued (for any agent)."""
     with ctx.db.session() as s:
         a = s.get(Agent, agent_id)
         assert a is not None
         if a.token_hash != token_hash:  # replaced by the admin while this poll waited
             raise Unauthorized("this agent's token was replaced while it waited for a job")
         now = utcnow()
-        if now - a.last_seen > _LAST_SEEN_RESOLUTION:  # not a write per poll per agent
+        if now - a.last_seen > queue.LAST_SEEN_RESOLUTION:  # not a write per poll per agent
             a.last_seen = now
             s.commit()
         job = queue.lease(s, a, ctx.settings)
-        return job_lease(job) if job is not None else None
+        if job is not None:
+            return job_lease(job)
+        return not queue.any_queued(s)
 
 
 @router.post(
@@ -109,15 +149,24 @@ async def lease(
     assert p.agent_id is not None
     token_hash = hash_token(bearer_token(request.headers.get("authorization")))
     deadline = time.monotonic() + min(wait, ctx.settings.long_poll_seconds)
+    waits = _waits(request)
     while True:
         token = ctx.jobs_signal.token()  # before the query: no missed wake-up
-        got = await run_in_threadpool(_try_lease, ctx, p.agent_id, token_hash)
-        if got is not None:
-            return got
+        if not waits.seen_empty(token):
+            async with waits.gate:
+                # another waiter of this wake-up may have found the queue empty meanwhile
+                if not waits.seen_empty(token):
+                    began = time.monotonic()
+                    got = await run_in_threadpool(_try_lease, ctx, p.agent_id, token_hash)
+                    if isinstance(got, JobLease):
+                        return got
+                    if got:
+                        waits.mark_empty(token, began)
         remaining = deadline - time.monotonic()
         if remaining <= 0 or ctx.should_exit() or await request.is_disconnected():
             return Response(status_code=204)
-        await Signal.wait(token, min(remaining, _RECHECK_SECONDS))
+        recheck = _RECHECK_SECONDS * random.uniform(0.5, 1.0)
+        await Signal.wait(token, min(remaining, recheck))
         # an agent that went away while we waited must not be handed the job that woke us
         # (it would sit leased until the lease expired and count as a failed attempt)
         if await request.is_disconnected():
