@@ -300,6 +300,7 @@ class Agent:
         self._identity_lock = threading.Lock()
         self._fatal: AgentConfigError | None = None
         self._current_job: int | None = None  # the heartbeat extends this job's lease
+        self._polling_since: float | None = None  # monotonic start of an open lease poll
         # the running job and the scope its run's commands check: a 409 heartbeat cancels it
         self._run_scope: tuple[int, CancelScope] | None = None
         self._posting: int | None = None  # job whose result is being posted
@@ -511,6 +512,11 @@ class Agent:
     def _heartbeat_loop(self) -> None:
         while not self._hb_stop.wait(self._heartbeat_interval()):
             job = self._current_job
+            polling = self._polling_since
+            if job is None and polling is not None and time.monotonic() - polling < 15.0:
+                # an idle agent's open long poll already tells the coordinator it is alive
+                # (the lease call marks last_seen): a beat would only add load at fleet scale
+                continue
             try:
                 # one try per beat: the next beat is the retry
                 self._authed(self._hb_api, partial(self._hb_api.heartbeat, job, retry=False))
@@ -545,7 +551,11 @@ class Agent:
     # -------------------------------------------------------------- jobs
 
     def lease(self, wait: float) -> JobLease | None:
-        return self._authed(self.api, partial(self.api.lease, wait))
+        self._polling_since = time.monotonic()
+        try:
+            return self._authed(self.api, partial(self.api.lease, wait))
+        finally:
+            self._polling_since = None
 
     def _run_in_thread(self, fn: Callable[[], T], scope: CancelScope) -> T:
         """Run a (C-bound) benchmark off the main thread so signals stay deliverable; the

@@ -48,6 +48,7 @@ def serve(
     from coordinator.app import create_app
     from coordinator.auth import InsecureAdminToken, check_admin_token
     from coordinator.server import make_config
+    from coordinator.telemetry import InsecureMetricsToken
 
     if admin_token is not None and admin_token_file is not None:
         raise _fail("give --admin-token or --admin-token-file, not both")
@@ -84,7 +85,10 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     log = logging.getLogger("bnnbench.coordinator")
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except InsecureMetricsToken as exc:
+        raise _fail(str(exc)) from None
     # header/body timeouts, connection limit, open-files limit: coordinator/server.py
     config = make_config(app, settings, log_level)
     server = uvicorn.Server(config)

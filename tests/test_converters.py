@@ -155,6 +155,21 @@ def test_truncated_protobuf_is_malformed(zoo_dir: Path, tmp_path: Path) -> None:
         load_ir(p)
 
 
+def test_initializer_data_that_does_not_fit_its_shape_is_malformed(tmp_path: Path) -> None:
+    # found by tests/test_fuzz_inputs.py: a flipped bit in dims made numpy's reshape raise a
+    # bare ValueError, stored as an internal error instead of the uploader's mistake
+    w = onnx.numpy_helper.from_array(np.zeros(2, np.float32), "w")
+    w.dims[:] = [12]
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [12])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [12])
+    node = onnx.helper.make_node("Add", ["x", "w"], ["y"])
+    graph = onnx.helper.make_graph([node], "g", [x], [y], [w])
+    p = tmp_path / "bad_dims.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]), p)
+    with pytest.raises(MalformedModelError, match="initializer 'w'.*shape"):
+        api.analyze(p)
+
+
 def test_empty_and_missing_files(tmp_path: Path) -> None:
     with pytest.raises(MalformedModelError, match="no such file"):
         load_ir(tmp_path / "nope.onnx")

@@ -371,6 +371,8 @@ class Agent:
         self.hb_http = httpx.AsyncClient(timeout=HEARTBEAT_TIMEOUT_S, **kw)
         self.token = ""
         self.job: int | None = None  # the job a heartbeat names (its lease is extended)
+        self.polling_since: float | None = None  # an open lease poll (agent/daemon.py)
+        self.job_seconds: float = args.job_seconds
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -403,6 +405,11 @@ class Agent:
         await asyncio.sleep(random.uniform(0, self.beat))
         while True:
             t0 = time.monotonic()
+            polling = self.polling_since
+            if self.job is None and polling is not None and t0 - polling < 15.0:
+                # as the agent: an idle agent's open long poll already marks it alive
+                await asyncio.sleep(self.beat)
+                continue
             try:
                 r = await self.hb_http.post(Endpoint.AGENT_HEARTBEAT, json={"job_id": self.job})
             except httpx.HTTPError as exc:
@@ -415,7 +422,7 @@ class Agent:
             await asyncio.sleep(max(0.0, self.beat - (time.monotonic() - t0)))
 
     async def lease_once(self) -> dict[str, Any] | None:
-        t0 = time.monotonic()
+        t0 = self.polling_since = time.monotonic()
         try:
             r = await self.http.post(
                 Endpoint.AGENT_LEASE,
@@ -426,6 +433,8 @@ class Agent:
             self.stats.error("lease", exc)
             await asyncio.sleep(1.0)  # the agent backs off after a failed call
             return None
+        finally:
+            self.polling_since = None
         dt = time.monotonic() - t0
         if r.status_code == 204:
             self.stats.lease_204.append(dt)
@@ -468,6 +477,8 @@ class Agent:
                 return
             lease = await self.lease_once()
             if lease is not None:
+                if self.job_seconds > 0:  # the measurement a real agent would make
+                    await asyncio.sleep(self.job_seconds)
                 await self.post_result(lease)
 
 
@@ -593,6 +604,7 @@ def report(
             "jobs": 0 if args.idle else args.jobs,
             "wait_s": args.wait,
             "heartbeat_s": args.heartbeat,
+            "job_seconds": args.job_seconds,
             "idle_s": args.idle,
             "lease_seconds": args.lease_seconds,
             "log_level": args.log_level,
@@ -713,6 +725,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=10.0,
         help="seconds between an agent's heartbeats, as the agent's default (0: none)",
+    )
+    p.add_argument(
+        "--job-seconds",
+        type=float,
+        default=0.0,
+        help="simulated measurement time between lease and result (default 0: the worst case, "
+        "every agent back for the next job at once)",
     )
     p.add_argument("--lease-seconds", type=float, default=300.0)
     p.add_argument(

@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import ConversionError, UnsupportedModelError, first_line
+from converters.errors import (
+    ConversionError,
+    MalformedModelError,
+    UnsupportedModelError,
+    first_line,
+)
 
 # nondeterministic ops must not be folded even with constant inputs
 _NO_FOLD = {"RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -173,7 +178,15 @@ def fold_constants(
     the names of the folded nodes."""
     from onnx import numpy_helper
 
-    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    consts: dict[str, np.ndarray] = {}
+    for t in graph.initializer:
+        try:
+            consts[t.name] = numpy_helper.to_array(t)
+        except (ValueError, TypeError) as exc:  # raw_data that does not fit its dims
+            raise MalformedModelError(
+                f"initializer {t.name!r}: its data does not match its shape "
+                f"{list(t.dims)}: {first_line(exc)}"
+            ) from None
     remaining, folded = [], []
     for node in graph.node:
         if node.domain not in ("", "ai.onnx"):
