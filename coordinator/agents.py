@@ -10,7 +10,9 @@ needs proof, so that nobody takes over an agent's identity and its lease:
 - otherwise (an **enrolment token**, or the admin token without ``replace``) only an agent
   that is gone may be taken over (nothing seen of it for ``devices.ONLINE_WITHIN`` and no
   lease running): a live one answers **409**. Two processes started with one name thus get
-  one identity and one refusal, never a token ping-pong.
+  one identity and one refusal, never a token ping-pong — also through two coordinators on
+  one database: ``agents(name, device_id)`` is unique, the loser's insert fails and its retry
+  sees the winner.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ log = logging.getLogger("bnnbench.coordinator.agents")
 # and the insert or token change must not interleave (two agents starting together). The
 # device row is also locked (FOR UPDATE) for coordinators sharing a PostgreSQL database.
 _REGISTER_LOCK = threading.Lock()
+_REGISTER_TRIES = 3
 
 
 def _device(s: Session, req: RegisterRequest) -> Device:
@@ -85,12 +88,19 @@ def register(
             "registered agent"
         )
     with _REGISTER_LOCK:
-        try:
-            with db.session() as s:
-                return _register(s, req, caller, caller_token)
-        except IntegrityError:  # the device row was created concurrently: now it exists
-            with db.session() as s:
-                return _register(s, req, caller, caller_token)
+        for _ in range(_REGISTER_TRIES):
+            try:
+                with db.session() as s:
+                    return _register(s, req, caller, caller_token)
+            except IntegrityError:
+                # another coordinator committed the device row, or an agent of this name on
+                # it (unique (name, device_id)), first: the next round sees it and answers
+                # as for any registered agent (409 while it is live)
+                log.info("registration of %r raced another one; looking again", req.name)
+        raise Conflict(
+            f"agent {req.name!r} was registered concurrently {_REGISTER_TRIES} times while "
+            "this registration ran; try again"
+        )
 
 
 def _register(

@@ -1,8 +1,9 @@
 """The FastAPI application: ``create_app(settings)``.
 
-Background tasks (lease reaper, conversion dispatcher) live in the lifespan: started with the
-server, cancelled on shutdown (running converter processes are killed and their items go back
-to pending).
+Background tasks (lease reaper, conversion dispatcher, on PostgreSQL the NOTIFY bus) live in
+the lifespan: started with the server, cancelled on shutdown (running converter processes are
+killed and the items this coordinator claimed go back to pending). Several coordinators may
+share one PostgreSQL database and data_dir (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import bnnbench
 from bnnbench.schemas import API_PREFIX, Endpoint, ErrorOut
 from bnnbench.settings import CoordinatorSettings
-from coordinator import queue, web
+from coordinator import queue, telemetry, web
 from coordinator.api import (
     agents,
     artifacts,
@@ -46,6 +47,7 @@ from coordinator.context import AppContext
 from coordinator.conversion import ConversionDispatcher, recover_interrupted
 from coordinator.db import Database
 from coordinator.errors import CoordinatorError
+from coordinator.signals import PgSignalBus
 from coordinator.store import BlobStore
 from coordinator.web.session import Sessions
 
@@ -205,15 +207,26 @@ def create_app(settings: CoordinatorSettings | None = None) -> FastAPI:
         loop = asyncio.get_running_loop()
         ctx.jobs_signal.bind(loop)
         ctx.work_signal.bind(loop)
-        ctx.store.clean_tmp()  # partial writes of a crashed process
-        n = await asyncio.to_thread(recover_interrupted, ctx.db)
+        log.info("coordinator instance %s", ctx.instance_id)
+        if ctx.db.engine.dialect.name == "postgresql":
+            # notify() reaches every coordinator on this database (coordinator.signals)
+            ctx.bus = PgSignalBus(
+                ctx.db.engine, ctx.instance_id, [ctx.jobs_signal, ctx.work_signal]
+            )
+            ctx.bus.start()
+            if not await asyncio.to_thread(ctx.bus.wait_listening, 10.0):
+                log.warning("LISTEN not in place yet: other coordinators' wake-ups come late")
+        # partial writes of crashed processes; a live coordinator's on this data_dir are kept
+        ctx.store.clean_tmp()
+        # only work whose coordinator died: another live one keeps its claims
+        n = await asyncio.to_thread(recover_interrupted, ctx.db, None, ctx.holder_alive)
         if n:
             log.info("resuming %d interrupted analysis/conversion item(s)", n)
         reaper = asyncio.create_task(_reaper(ctx), name="lease-reaper")
         dispatcher = None
         if settings.conversion_workers > 0:
             dispatcher = ConversionDispatcher(
-                settings, ctx.db, ctx.store, ctx.work_signal, ctx.jobs_signal
+                settings, ctx.db, ctx.store, ctx.work_signal, ctx.jobs_signal, ctx.instance_id
             )
             dispatcher.start()
         else:
@@ -226,6 +239,9 @@ def create_app(settings: CoordinatorSettings | None = None) -> FastAPI:
                 await reaper
             if dispatcher is not None:
                 await dispatcher.stop()
+            if ctx.bus is not None:
+                await asyncio.to_thread(ctx.bus.stop)
+            ctx.store.close()
             ctx.db.dispose()
 
     app = FastAPI(
@@ -274,4 +290,5 @@ def create_app(settings: CoordinatorSettings | None = None) -> FastAPI:
     _mount_docs(app)  # before /static: the more specific mount must match first
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(web.router)
+    telemetry.install(app, ctx)
     return app

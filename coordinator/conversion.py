@@ -4,8 +4,17 @@ The dispatcher (an asyncio task started in the app's lifespan) claims work from 
 (models with ``analysis_status='pending'``, artifacts with ``status='pending'``) with a
 compare-and-set, and runs each item in a separate ``python -m coordinator.worker`` process with
 a timeout. Because the queue *is* the database, work pending when the server stopped is picked
-up after a restart; items interrupted mid-way (``running``/``converting``) are reset to
-``pending`` at startup and at shutdown.
+up after a restart.
+
+Several coordinators may share one database (docs/scaling.md): a claim names the coordinator
+(``claimed_by``: its instance id) and lasts ``conversion_claim_seconds`` (``claim_expires_at``),
+renewed every third of that while the worker runs. Any coordinator takes over an item whose
+claim expired (its coordinator died; its worker died with it), so an item is converted by one
+coordinator at a time and retried when that one dies. A coordinator writes an outcome only
+while it still holds the claim (compare-and-set), and stops its worker when a renewal finds
+the claim taken. At startup only claims that expired or whose holder is gone (its owner lock
+in the shared data_dir is free) are reset to ``pending`` (and, in a database an older version
+left, items without a claim); at shutdown a coordinator releases its own.
 
 A :class:`converters.errors.ConversionError` marks the artifact failed with its message and
 fails the jobs waiting for it; the model and every other row and blob stay as they are. So does
@@ -23,12 +32,14 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 import coordinator
 from bnnbench.schemas import ArtifactStatus, JobStatus
@@ -61,22 +72,88 @@ class Outcome:
     user_error: bool = False
 
 
-def recover_interrupted(db: Database) -> int:
-    """Work a previous process left half-done goes back to pending (single coordinator)."""
+def _unheld(expires: InstrumentedAttribute[datetime | None], now: datetime) -> ColumnElement[bool]:
+    # no claim (an older version's row) or an expired one (its coordinator died)
+    return or_(expires.is_(None), expires < now)
+
+
+def recover_interrupted(
+    db: Database, now: datetime | None = None, holder_alive: Callable[[str], bool] | None = None
+) -> int:
+    """At startup: work whose coordinator died (its claim expired, or it has no claim: a
+    database an older version left) goes back to pending; a live coordinator's claims on the
+    same database are left alone. ``holder_alive`` tells whether a claim's holder still runs
+    (its owner lock in the shared data_dir, coordinator.store): the claims of a dead one are
+    reset at once instead of when they expire (a single coordinator restarted after a crash
+    does not wait out its own old claims). Returns how many items."""
+    now = now or utcnow()
     with db.session() as s:
+        dead: set[str] = set()
+        if holder_alive is not None:
+            held = select(Artifact.claimed_by).where(
+                Artifact.status == ArtifactStatus.converting, Artifact.claim_expires_at >= now
+            )
+            held_too = select(Model.analysis_claimed_by).where(
+                Model.analysis_status == "running", Model.analysis_claim_expires_at >= now
+            )
+            holders = set(s.scalars(held).all()) | set(s.scalars(held_too).all())
+            dead = {h for h in holders if h is not None and not holder_alive(h)}
         a = changed(
             s,
             update(Model)
-            .where(Model.analysis_status == "running")
-            .values(analysis_status="pending"),
+            .where(
+                Model.analysis_status == "running",
+                or_(
+                    _unheld(Model.analysis_claim_expires_at, now),
+                    Model.analysis_claimed_by.in_(dead),
+                ),
+            )
+            .values(
+                analysis_status="pending", analysis_claimed_by=None, analysis_claim_expires_at=None
+            ),
         )
         b = changed(
             s,
             update(Artifact)
-            .where(Artifact.status == ArtifactStatus.converting)
-            .values(status=ArtifactStatus.pending),
+            .where(
+                Artifact.status == ArtifactStatus.converting,
+                or_(_unheld(Artifact.claim_expires_at, now), Artifact.claimed_by.in_(dead)),
+            )
+            # updated_at kept: it dates conversions (coordinator.colocation.overlap)
+            .values(
+                status=ArtifactStatus.pending,
+                claimed_by=None,
+                claim_expires_at=None,
+                updated_at=Artifact.updated_at,
+            ),
         )
     fail_unfaithful(db)  # a database an older version left: no unverified artifact runs
+    return a + b
+
+
+def release_claims(db: Database, instance: str) -> int:
+    """The items ``instance`` claimed go back to pending (its shutdown: another coordinator,
+    or this one's next start, runs them). Returns how many."""
+    with db.session() as s:
+        a = changed(
+            s,
+            update(Model)
+            .where(Model.analysis_status == "running", Model.analysis_claimed_by == instance)
+            .values(
+                analysis_status="pending", analysis_claimed_by=None, analysis_claim_expires_at=None
+            ),
+        )
+        b = changed(
+            s,
+            update(Artifact)
+            .where(Artifact.status == ArtifactStatus.converting, Artifact.claimed_by == instance)
+            .values(
+                status=ArtifactStatus.pending,
+                claimed_by=None,
+                claim_expires_at=None,
+                updated_at=Artifact.updated_at,
+            ),
+        )
     return a + b
 
 
@@ -244,12 +321,15 @@ class ConversionDispatcher:
         store: BlobStore,
         work_signal: Signal,
         jobs_signal: Signal,
+        instance: str = "",
     ) -> None:
         self.settings = settings
         self.db = db
         self.store = store
         self.work_signal = work_signal
         self.jobs_signal = jobs_signal
+        # who this coordinator is in the claims (coordinator.context.instance_id)
+        self.instance = instance or f"dispatcher:{os.getpid()}:{id(self):x}"
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._procs: set[asyncio.subprocess.Process] = set()
@@ -272,8 +352,15 @@ class ConversionDispatcher:
         for proc in list(self._procs):
             with contextlib.suppress(Exception):
                 await proc.wait()
-        # interrupted items run again at the next start
-        await asyncio.to_thread(recover_interrupted, self.db)
+        # interrupted items: another coordinator runs them now, or this one after its restart
+        try:
+            released = await asyncio.to_thread(release_claims, self.db, self.instance)
+        except Exception as exc:  # database unreachable: the claims expire instead
+            log.warning("releasing this coordinator's claims failed (%s); they expire", exc)
+            return
+        if released:
+            log.info("released %d claimed analysis/conversion item(s)", released)
+            self.work_signal.notify()
 
     # -------------------------------------------------------------- loop
 
@@ -304,45 +391,195 @@ class ConversionDispatcher:
         # conversions first: they unblock waiting jobs; an analysis is informational
         return self._claim_artifact() or self._claim_analysis()
 
+    def _claim_until(self) -> tuple[datetime, datetime]:
+        now = utcnow()
+        return now, now + timedelta(seconds=self.settings.conversion_claim_seconds)
+
     def _claim_artifact(self) -> WorkItem | None:
+        now, until = self._claim_until()
+        # pending, or converting under a claim that expired (its coordinator died)
+        claimable = or_(
+            Artifact.status == ArtifactStatus.pending,
+            and_(Artifact.status == ArtifactStatus.converting, Artifact.claim_expires_at < now),
+        )
         with self.db.session() as s:
-            for art_id in s.scalars(
-                select(Artifact.id)
-                .where(Artifact.status == ArtifactStatus.pending)
+            for art_id, status, holder in s.execute(
+                select(Artifact.id, Artifact.status, Artifact.claimed_by)
+                .where(claimable)
                 .order_by(Artifact.id)
             ).all():
+                # compare-and-set: of coordinators racing for it one changes the row (on
+                # PostgreSQL the others re-check the WHERE after its commit and change none)
                 claimed = changed(
                     s,
                     update(Artifact)
-                    .where(Artifact.id == art_id, Artifact.status == ArtifactStatus.pending)
-                    .values(status=ArtifactStatus.converting, updated_at=utcnow()),
+                    .where(Artifact.id == art_id, claimable)
+                    .values(
+                        status=ArtifactStatus.converting,
+                        claimed_by=self.instance,
+                        claim_expires_at=until,
+                        updated_at=now,
+                    ),
                 )
                 if claimed == 1:
                     art = s.get(Artifact, art_id)
                     assert art is not None
+                    # a pending artifact keeps who converted it last: no takeover
+                    taken = holder if status == ArtifactStatus.converting else None
+                    self._log_claim("artifact", art_id, taken, art.library)
                     return WorkItem(
                         "convert", art_id, self.store.path(art.model.sha256), art.library
                     )
         return None
 
     def _claim_analysis(self) -> WorkItem | None:
+        now, until = self._claim_until()
+        claimable = or_(
+            Model.analysis_status == "pending",
+            and_(Model.analysis_status == "running", Model.analysis_claim_expires_at < now),
+        )
         with self.db.session() as s:
-            for model_id in s.scalars(
-                select(Model.id).where(Model.analysis_status == "pending").order_by(Model.id)
+            for model_id, status, holder in s.execute(
+                select(Model.id, Model.analysis_status, Model.analysis_claimed_by)
+                .where(claimable)
+                .order_by(Model.id)
             ).all():
                 claimed = changed(
                     s,
                     update(Model)
-                    .where(Model.id == model_id, Model.analysis_status == "pending")
-                    .values(analysis_status="running"),
+                    .where(Model.id == model_id, claimable)
+                    .values(
+                        analysis_status="running",
+                        analysis_claimed_by=self.instance,
+                        analysis_claim_expires_at=until,
+                    ),
                 )
                 if claimed == 1:
                     model = s.get(Model, model_id)
                     assert model is not None
+                    taken = holder if status == "running" else None
+                    self._log_claim("analysis of model", model_id, taken, None)
                     return WorkItem("analyze", model_id, self.store.path(model.sha256))
         return None
 
+    def _log_claim(self, what: str, row_id: int, holder: str | None, library: str | None) -> None:
+        lib = f" ({library})" if library else ""
+        if holder and holder != self.instance:
+            log.warning(
+                "%s %d%s: claim of %s expired (its coordinator died?): taken over by %s",
+                what,
+                row_id,
+                lib,
+                holder,
+                self.instance,
+            )
+        else:
+            log.info("%s %d%s: claimed by %s", what, row_id, lib, self.instance)
+
+    # -------------------------------------------------------------- claims held
+
+    def _renew_claim(self, item: WorkItem) -> str:
+        """Extend this coordinator's claim on ``item``: "held"; "done" when its outcome was
+        stored meanwhile; "lost" when another coordinator took it over."""
+        _, until = self._claim_until()
+        with self.db.session() as s:
+            if item.kind == "convert":
+                stmt = (
+                    update(Artifact)
+                    .where(
+                        Artifact.id == item.id,
+                        Artifact.status == ArtifactStatus.converting,
+                        Artifact.claimed_by == self.instance,
+                    )
+                    .values(claim_expires_at=until, updated_at=Artifact.updated_at)
+                )
+            else:
+                stmt = (
+                    update(Model)
+                    .where(
+                        Model.id == item.id,
+                        Model.analysis_status == "running",
+                        Model.analysis_claimed_by == self.instance,
+                    )
+                    .values(analysis_claim_expires_at=until)
+                )
+            if changed(s, stmt) == 1:
+                return "held"
+            if item.kind == "convert":
+                holder = s.scalar(select(Artifact.claimed_by).where(Artifact.id == item.id))
+            else:
+                holder = s.scalar(select(Model.analysis_claimed_by).where(Model.id == item.id))
+            return "done" if holder == self.instance else "lost"
+
+    def _hold(self, s: Session, item: WorkItem) -> bool:
+        """In the session that stores ``item``'s outcome: whether this coordinator still
+        holds its claim. The UPDATE locks the row (PostgreSQL) or the database (SQLite) until
+        that session commits, so nobody takes the item over in between."""
+        if item.kind == "convert":
+            stmt = (
+                update(Artifact)
+                .where(
+                    Artifact.id == item.id,
+                    Artifact.status == ArtifactStatus.converting,
+                    Artifact.claimed_by == self.instance,
+                )
+                .values(claim_expires_at=None, updated_at=Artifact.updated_at)
+            )
+        else:
+            stmt = (
+                update(Model)
+                .where(
+                    Model.id == item.id,
+                    Model.analysis_status == "running",
+                    Model.analysis_claimed_by == self.instance,
+                )
+                .values(analysis_claim_expires_at=None)
+            )
+        if changed(s, stmt) == 1:
+            return True
+        log.warning(
+            "%s %d: this coordinator's claim was taken over; its outcome is discarded",
+            item.kind,
+            item.id,
+        )
+        return False
+
+    async def _keep_claim(self, item: WorkItem) -> None:
+        """Renew the claim on ``item`` while it runs; returns once the claim is lost."""
+        interval = self.settings.conversion_claim_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                state = await asyncio.to_thread(self._renew_claim, item)
+            except Exception as exc:  # database unreachable: try again; the claim may expire
+                log.warning("%s %d: renewing the claim failed (%s)", item.kind, item.id, exc)
+                continue
+            if state == "done":  # the outcome is stored; the work task is ending
+                await asyncio.Future()  # until cancelled by _run_item
+            if state == "lost":
+                log.warning(
+                    "%s %d: claim lost (expired and taken over): stopping its worker",
+                    item.kind,
+                    item.id,
+                )
+                return
+
     async def _run_item(self, item: WorkItem, slots: asyncio.Semaphore) -> None:
+        work = asyncio.create_task(self._work(item))
+        keeper = asyncio.create_task(self._keep_claim(item))
+        try:
+            # the keeper returns only when the claim is lost: then the work stops
+            await asyncio.wait({work, keeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (work, keeper):
+                t.cancel()
+            await asyncio.gather(work, keeper, return_exceptions=True)
+            slots.release()
+            self.work_signal.notify()
+            # devices on this machine may have waited for this item (coordinator.colocation)
+            self.jobs_signal.notify()
+
+    async def _work(self, item: WorkItem) -> None:
         try:
             problem = await asyncio.to_thread(self._model_problem, item)
             if problem is not None:
@@ -369,11 +606,6 @@ class ConversionDispatcher:
             raise
         except Exception:
             log.exception("%s %d: storing the outcome failed", item.kind, item.id)
-        finally:
-            slots.release()
-            self.work_signal.notify()
-            # devices on this machine may have waited for this item (coordinator.colocation)
-            self.jobs_signal.notify()
 
     def _model_problem(self, item: WorkItem) -> str | None:
         """Why the stored model cannot be converted or analysed (its blob is missing, or its
@@ -421,6 +653,10 @@ class ConversionDispatcher:
                 output, _ = await asyncio.wait_for(
                     proc.communicate(), self.settings.conversion_timeout_seconds
                 )
+            except asyncio.CancelledError:  # the claim was lost, or shutdown
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                raise
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
@@ -465,6 +701,8 @@ class ConversionDispatcher:
 
     def _finish_analysis(self, item: WorkItem, outcome: Outcome) -> None:
         with self.db.session() as s:
+            if not self._hold(s, item):
+                return
             model = s.get(Model, item.id)
             if model is None:
                 return
@@ -496,6 +734,8 @@ class ConversionDispatcher:
                 if isinstance(claimed, str) and claimed and claimed != sha:
                     error = f"converter summary sha256 {claimed} differs from the file's {sha}"
         with self.db.session() as s:
+            if not self._hold(s, item):
+                return  # a blob stored above stays: content-addressed, harmless
             art = s.get(Artifact, item.id)
             if art is None:
                 return

@@ -20,7 +20,10 @@ log = logging.getLogger("bnnbench.coordinator.db")
 def make_engine(settings: CoordinatorSettings) -> Engine:
     url = settings.resolved_database_url()
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        # pre-ping: a pooled connection the server dropped (a restart) is replaced on checkout,
+        # so service resumes by itself after an outage; a connection attempt to a server that
+        # is down fails within connect_timeout instead of hanging a request or the dispatcher
+        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     if url.startswith("sqlite:///") and ":memory:" not in url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     # request handlers run in a thread pool; each connection is used by one thread at a time

@@ -60,6 +60,9 @@ class Model(Base):
     analysis_status: Mapped[str] = mapped_column(String(16), default="pending")
     analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     analysis_error: Mapped[str | None] = mapped_column(Text)
+    # the coordinator running the analysis and until when its claim holds (as on Artifact)
+    analysis_claimed_by: Mapped[str | None] = mapped_column(String(200))
+    analysis_claim_expires_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     artifacts: Mapped[list[Artifact]] = relationship(back_populates="model")
@@ -79,6 +82,12 @@ class Artifact(Base):
     size: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # coordinators sharing a database: the one converting it (its instance id,
+    # coordinator.context) and until when that claim holds; renewed while its worker runs,
+    # taken over by another coordinator once expired. claimed_by stays after the conversion:
+    # who converted it
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claim_expires_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -115,6 +124,9 @@ class Device(Base):
 
 class Agent(Base):
     __tablename__ = "agents"
+    # one agent per name on a device: two registrations racing (two coordinators) end with
+    # one row; the loser's insert fails and it answers 409 (coordinator.agents)
+    __table_args__ = (Index("uq_agents_name_device", "name", "device_id", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

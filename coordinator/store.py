@@ -11,17 +11,27 @@ keep downloads cheap, a blob whose hash was checked (or computed when it was wri
 re-hashed while its (size, mtime_ns, ctime_ns, inode) stay the same: any write to the file
 changes its mtime and ctime, a replaced file changes its inode. The memory is per process and
 empty at start, so the first use after a restart hashes each blob once.
+
+Several coordinators may share one data_dir (docs/scaling.md): each store names its files
+under ``tmp/`` with its owner tag and holds an exclusive ``flock`` on ``owners/<tag>.lock``
+while it lives (the kernel drops it when the process dies, even by SIGKILL). ``clean_tmp`` at
+startup removes only what no live owner holds: files of dead owners and untagged leftovers,
+never another running coordinator's partial upload or conversion.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +39,9 @@ from types import TracebackType
 from bnnbench.digest import sha256_file
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+# the owner tag inside a tmp/ file's name: ``<prefix><tag>-<random><suffix>``
+_OWNER_RE = re.compile(r"(?:^|-)([0-9a-f]{16})-")
+OWNER_TAG = re.compile(r"^[0-9a-f]{16}$")
 
 
 class TooLarge(Exception):
@@ -74,7 +87,7 @@ class BlobWriter:
         self.max_bytes = max_bytes
         self.size = 0
         self._hash = hashlib.sha256()
-        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
+        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix=f"upload-{store.owner}-")
         self.tmp_path = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._done = False
@@ -128,26 +141,93 @@ class BlobWriter:
             self.abort()
 
 
+def _lock_is_held(path: Path) -> bool:
+    """Whether a live process holds the flock on ``path`` (False: gone or free)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the lock taken just now
+    return False
+
+
 class BlobStore:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, owner: str | None = None) -> None:
         self.root = data_dir / "blobs"
         self.tmp_dir = data_dir / "tmp"
         self.quarantine_dir = data_dir / "quarantine"
+        self.owners_dir = data_dir / "owners"
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.owners_dir.mkdir(parents=True, exist_ok=True)
+        self.owner = owner or secrets.token_hex(8)
+        if not OWNER_TAG.match(self.owner):
+            raise ValueError(f"owner tag must be 16 hex digits, got {self.owner!r}")
+        self._owner_fd = self._hold_owner_lock()
+        # closes the descriptor (dropping the lock) when the store is collected
+        self._release = weakref.finalize(self, os.close, self._owner_fd)
         # sha256 -> stat stamp of the file when its bytes were last known to hash to its name
         self._verified: dict[str, tuple[int, int, int, int]] = {}
         self._lock = threading.Lock()
 
+    def _hold_owner_lock(self) -> int:
+        # locked under a temporary name, then renamed: a lock file under its final name is
+        # always held while its owner lives (clean_tmp never sees it free and unowned)
+        final = self.owners_dir / f"{self.owner}.lock"
+        fd, name = tempfile.mkstemp(dir=self.owners_dir, prefix=".new-")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, f"pid {os.getpid()}\n".encode())
+            os.replace(name, final)
+        except BaseException:
+            os.close(fd)
+            Path(name).unlink(missing_ok=True)
+            raise
+        return fd
+
+    def close(self) -> None:
+        """Give up the owner lock (at shutdown); this store's tmp files count as leftovers."""
+        if self._release.alive:
+            (self.owners_dir / f"{self.owner}.lock").unlink(missing_ok=True)
+            self._release()
+
+    def owner_alive(self, tag: str) -> bool:
+        """Whether the store (process) with owner ``tag`` holds its lock on this data_dir."""
+        if tag == self.owner:
+            return self._release.alive
+        return _lock_is_held(self.owners_dir / f"{tag}.lock")
+
     def clean_tmp(self) -> int:
-        """Remove leftovers of writes interrupted by a crash; call at startup only."""
+        """Remove leftovers of writes interrupted by a crash: files in ``tmp/`` whose owner is
+        gone (or that carry no owner tag: an older version's) and the lock files of dead
+        owners. A live coordinator's files on the same data_dir are kept. Call at startup."""
         n = 0
+        alive: dict[str, bool] = {}
         for p in self.tmp_dir.iterdir():
+            m = _OWNER_RE.search(p.name)
+            if m is not None:
+                tag = m.group(1)
+                if tag not in alive:  # the lock predates the file: checked after listing it
+                    alive[tag] = self.owner_alive(tag)
+                if alive[tag]:
+                    continue
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
             n += 1
+        for lock in self.owners_dir.glob("*.lock"):
+            if lock.stem != self.owner and not _lock_is_held(lock):
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+        for stale in self.owners_dir.glob(".new-*"):  # a crash between mkstemp and rename
+            if not _lock_is_held(stale):
+                stale.unlink(missing_ok=True)
         return n
 
     def path(self, sha256: str) -> Path:
@@ -228,7 +308,9 @@ class BlobStore:
 
     def tmp_path(self, prefix: str, suffix: str = "") -> Path:
         """A fresh, unused name under ``tmp/`` for a file another process will write."""
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=prefix, suffix=suffix)
+        fd, name = tempfile.mkstemp(
+            dir=self.tmp_dir, prefix=f"{prefix}{self.owner}-", suffix=suffix
+        )
         os.close(fd)
         return Path(name)
 

@@ -243,3 +243,183 @@ def test_postgres_newer_database_is_refused(pg: PostgresServer, tmp_path: Path) 
     db.dispose()
     with pytest.raises(SchemaVersionError, match="9999"):
         Database(settings)
+
+
+# ---------------------------------------------------------------- 0003: one agent per name
+
+
+def _database_at(url: str, revision: str) -> None:
+    """A database as the version at ``revision`` left it (its migrations, no later ones)."""
+    from alembic import command
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            command.upgrade(migrations.alembic_config(conn), revision)
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
+def _duplicate_agents(url: str) -> dict[str, int]:
+    """At revision 0002 (no unique index yet): three agents "pi" on one device (created in
+    the order 1, 3, 2 of their ids), one "other" on it, jobs leased by and results posted by
+    each "pi"; the ids by role."""
+    from datetime import datetime
+
+    from sqlalchemy import MetaData, create_engine, insert
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    t0 = datetime(2026, 1, 1)
+    try:
+        md = MetaData()
+        md.reflect(engine)
+        tables = md.tables
+        with engine.begin() as conn:
+
+            def add(table: str, **values: Any) -> int:
+                row = conn.execute(
+                    insert(tables[table]).values(**values).returning(tables[table].c.id)
+                )
+                return int(row.scalar_one())
+
+            dev = add(
+                "devices",
+                fingerprint="fp",
+                hostname="pi",
+                arch="aarch64",
+                os="L",
+                cpu_model="A72",
+                cores=4,
+                isa_flags=[],
+                transport="local",
+                emulated=False,
+                created_at=t0,
+            )
+            model = add(
+                "models", name="m", sha256="a" * 64, size=1, analysis_status="done", created_at=t0
+            )
+            art = add(
+                "artifacts",
+                model_id=model,
+                library="native",
+                status="ready",
+                sha256="b" * 64,
+                size=1,
+                created_at=t0,
+                updated_at=t0,
+            )
+            ids: dict[str, int] = {}
+            # created 00:01, 00:03, 00:02: the second row is the newest
+            for role, minute in (("oldest", 1), ("newest", 3), ("middle", 2)):
+                ids[role] = add(
+                    "agents",
+                    name="pi",
+                    token_hash=role.ljust(64, "0"),
+                    device_id=dev,
+                    runtimes={},
+                    created_at=t0.replace(minute=minute),
+                    last_seen=t0,
+                )
+            ids["other"] = add(
+                "agents",
+                name="other",
+                token_hash="o" * 64,
+                device_id=dev,
+                runtimes={},
+                created_at=t0,
+                last_seen=t0,
+            )
+            for role in ("oldest", "newest", "middle", "other"):
+                job = add(
+                    "jobs",
+                    model_id=model,
+                    library="native",
+                    artifact_id=art,
+                    threads=1,
+                    warmup=1,
+                    runs=3,
+                    status="leased",
+                    attempts=0,
+                    remeasures=0,
+                    history=[],
+                    leased_by=ids[role],
+                    lease_id=role,
+                    created_at=t0,
+                    updated_at=t0,
+                )
+                ids[f"job-{role}"] = job
+                ids[f"result-{role}"] = add(
+                    "results",
+                    job_id=job,
+                    agent_id=ids[role],
+                    device_id=dev,
+                    stats={},
+                    median_ms=1.0,
+                    samples_ms=[1.0],
+                    runtime_version="v",
+                    device_fingerprint="fp",
+                    artifact_sha256="b" * 64,
+                    threads=1,
+                    env={},
+                    valid=True,
+                    verdict="ok",
+                    created_at=t0,
+                )
+    finally:
+        engine.dispose()
+    return ids
+
+
+def _check_deduplicated(db: Database, ids: dict[str, int]) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from coordinator.models import Agent, Job, Result
+
+    assert drift(db.engine) == []
+    with db.session() as s:
+        agents = {a.id: a.name for a in s.scalars(select(Agent))}
+        assert agents == {ids["newest"]: "pi", ids["other"]: "other"}
+        for role in ("oldest", "newest", "middle"):  # the merged agents' work is the newest's
+            job = s.get(Job, ids[f"job-{role}"])
+            result = s.get(Result, ids[f"result-{role}"])
+            assert job is not None and job.leased_by == ids["newest"]
+            assert result is not None and result.agent_id == ids["newest"]
+        other = s.get(Job, ids["job-other"])
+        assert other is not None and other.leased_by == ids["other"]
+        device_id = s.scalars(select(Agent.device_id)).first()
+    with pytest.raises(IntegrityError), db.session() as s:  # and now the index refuses a twin
+        s.add(Agent(name="pi", token_hash="t" * 64, device_id=device_id))
+
+
+def test_duplicate_agents_of_an_older_database_are_merged_into_the_newest(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'bnnbench.db'}"
+    _database_at(url, "0002")
+    ids = _duplicate_agents(url)
+    db = Database(CoordinatorSettings(data_dir=tmp_path))
+    try:
+        assert db.schema.before == "0002" and db.schema.after == head()
+        _check_deduplicated(db, ids)
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_duplicate_agents_are_merged_into_the_newest(
+    pg: PostgresServer, tmp_path: Path
+) -> None:
+    settings = _pg_settings(pg, tmp_path)
+    assert settings.database_url
+    _database_at(settings.database_url, "0002")
+    ids = _duplicate_agents(settings.database_url)
+    db = Database(settings)
+    try:
+        assert db.schema.before == "0002" and db.schema.after == head()
+        _check_deduplicated(db, ids)
+    finally:
+        db.dispose()

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,9 @@ class PostgresServer:
         self.data = root / "data"
         self.log = root / "server.log"
         self._n = 0
+        # set by postgres_server(): who runs the server and its options (for restart())
+        self.user: pwd.struct_passwd | None = None
+        self.options = ""
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@/{database}?host={self.root}"
@@ -74,6 +78,26 @@ class PostgresServer:
         with psycopg.connect(host=str(self.root), user="postgres", autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
         return self.url(name)
+
+    def stop(self) -> None:
+        """Stop the server (fast: clients are disconnected, as by a crash or an upgrade)."""
+        _run(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            self.root,
+            self.user,
+            60,
+        )
+
+    def start(self) -> None:
+        """Start it again (after :meth:`stop`), same data and socket."""
+        start = ["-l", str(self.log), "-w", "-t", "60", "-o", self.options, "start"]
+        _run([str(self.bindir / "pg_ctl"), "-D", str(self.data), *start], self.root, self.user, 90)
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop, stay down ``down_seconds`` (an outage clients run into), start again."""
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
 
     def log_tail(self, n: int = 30) -> str:
         with contextlib.suppress(OSError):
@@ -107,6 +131,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         initdb = ["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]
         _run([str(bindir / "initdb"), "-D", str(server.data), *initdb], root, user, 120)
         opts = f"-c listen_addresses='' -k {root} -c fsync=off -c full_page_writes=off"
+        server.user, server.options = user, opts
         start = ["-l", str(server.log), "-w", "-t", "60", "-o", opts, "start"]
         started = True  # stop even a start that timed out
         _run([str(bindir / "pg_ctl"), "-D", str(server.data), *start], root, user, 90)
