@@ -24,6 +24,7 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import bnnbench
@@ -121,6 +122,9 @@ async def _reaper(ctx: AppContext) -> None:
         await asyncio.sleep(ctx.settings.reaper_interval_seconds)
         try:
             n = await asyncio.to_thread(_once)
+        except OperationalError as exc:  # the database is away (restart): one line per try
+            log.warning("lease reaper: database unavailable, retrying: %s", str(exc).split("\n")[0])
+            continue
         except Exception:
             log.exception("lease reaper failed; retrying")
             continue

@@ -75,13 +75,13 @@ def conversion_work(s: Session) -> bool:
 
 def measuring_here(s: Session, settings: CoordinatorSettings) -> bool:
     """Whether a device on this machine holds a leased job now."""
-    devices = s.scalars(
-        select(Device)
-        .join(Agent, Agent.device_id == Device.id)
+    # no DISTINCT over Device: PostgreSQL has no equality for its JSON columns
+    busy = (
+        select(Agent.device_id)
         .join(Job, Job.leased_by == Agent.id)
         .where(Job.status == JobStatus.leased)
-        .distinct()
-    ).all()
+    )
+    devices = s.scalars(select(Device).where(Device.id.in_(busy))).all()
     return any(on_this_host(d, settings.conversion_isolation) for d in devices)
 
 

@@ -44,7 +44,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 import coordinator
 from bnnbench.schemas import ArtifactStatus, JobStatus
 from bnnbench.settings import CoordinatorSettings
-from coordinator import colocation, queue, worker
+from coordinator import colocation, queue, telemetry, worker
 from coordinator.db import Database
 from coordinator.models import Artifact, Job, Model, utcnow
 from coordinator.rows import changed
@@ -591,13 +591,13 @@ class ConversionDispatcher:
                         self._finish_conversion, item, outcome, Path(os.devnull)
                     )
             elif item.kind == "analyze":
-                outcome = await self._run_worker(["analyze", str(item.model_path)])
+                outcome = await self._timed_worker(item, ["analyze", str(item.model_path)])
                 await asyncio.to_thread(self._finish_analysis, item, outcome)
             else:
                 out = self.store.tmp_path(f"artifact-{item.id}-")
                 try:
-                    outcome = await self._run_worker(
-                        ["convert", str(item.model_path), str(item.library), str(out)]
+                    outcome = await self._timed_worker(
+                        item, ["convert", str(item.model_path), str(item.library), str(out)]
                     )
                     await asyncio.to_thread(self._finish_conversion, item, outcome, out)
                 finally:
@@ -624,6 +624,15 @@ class ConversionDispatcher:
             f"stored model is corrupt: its blob {sha} now hashes to {corrupt.actual} (the bytes "
             "changed on disk after the upload); upload the model again, then retry the artifact"
         )
+
+    async def _timed_worker(self, item: WorkItem, args: list[str]) -> Outcome:
+        """``_run_worker``, its wall time observed for /metrics (coordinator.telemetry)."""
+        started = time.monotonic()
+        outcome = await self._run_worker(args)
+        what = "analysis" if item.kind == "analyze" else str(item.library)
+        verdict = "ok" if outcome.ok else ("timeout" if "timed out" in outcome.error else "failed")
+        telemetry.observe_conversion(what, verdict, time.monotonic() - started)
+        return outcome
 
     async def _run_worker(self, args: list[str]) -> Outcome:
         result_path = self.store.tmp_path("result-", ".json")

@@ -75,8 +75,8 @@ CONVERSION_SECONDS = Histogram(
 
 def observe_conversion(library: str, outcome: str, seconds: float) -> None:
     """Record one finished conversion: ``library`` (native, lce, tflite, dabnn; ``analysis``
-    for a model's analysis), ``outcome`` (e.g. ``ready``, ``failed``, ``timeout``) and its
-    wall time in seconds."""
+    for a model's analysis), ``outcome`` (``ok``, ``failed`` or ``timeout``: the worker's, before
+    the fidelity gate) and its wall time in seconds."""
     CONVERSION_SECONDS.labels(library=library, outcome=outcome).observe(max(0.0, seconds))
 
 

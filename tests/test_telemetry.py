@@ -135,9 +135,11 @@ def test_queue_depth_outcomes_and_lease_latency(
         assert value(end, f"{DURATION}_count", route=route, method="POST", status="200") == 1
     routes = {dict(k[1])["route"] for k in end if k[0] == f"{DURATION}_count"}
     assert not [r for r in routes if any(f"/{i}/" in f"{r}/" for i in [*ids, third.id])], routes
-    # the conversion histogram is exported (observe_conversion feeds it)
+    # the native conversion this process ran after the restart was timed
     r = httpx.get(f"{c.url}/metrics", timeout=30)
     assert "# TYPE bnnbench_conversion_seconds histogram" in r.text
+    done = value(end, "bnnbench_conversion_seconds_count", library="native", outcome="ok")
+    assert done == 1, done
 
 
 def test_random_urls_add_no_label_values(guarded: CoordinatorProcess) -> None:
