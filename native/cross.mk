@@ -5,14 +5,16 @@
 #                               build/armv7/bnnbench-native (hard-float; NEON kernel picked at
 #                               run time from HWCAP_NEON, the rest of the binary NEON-free)
 #   make -C native cross-test   the C unit tests cross-built and run under qemu-user (they run
-#                               the grid on every supported kernel set: portable and neon),
+#                               the grid on every supported kernel set: portable and neon;
+#                               ARMv7 also as a Cortex-A8, whose NEON lacks VFPv4's VFMA),
 #                               plus a build whose NEON u16->u32 fold runs every 3 chunks;
 #                               built with -Werror from their own objects (build/<arch>/tobj)
-#   make -C native mca          llvm-mca static analysis of the AArch64 NEON inner loop
-#                               (bench/mca_neon.sh; installs llvm-19 via apt-get when missing)
+#   make -C native mca          llvm-mca static analysis of the NEON inner loops (binary row,
+#                               SGEMM; AArch64 and ARMv7: bench/mca_neon.sh; installs llvm-19)
 #
-# The NEON row kernels (src/bconv_neon64.c, src/bconv_neon32.c) compile to empty units on
-# other architectures; on a native ARM host they are linked into the normal build too.
+# The NEON kernels (src/bconv_neon64.c, src/bconv_neon32.c, src/sgemm_neon64.c,
+# src/sgemm_neon32.c, src/pool_neon.c, src/bitpack_neon.c) compile to empty units on other architectures; on a
+# native ARM host they are linked into the normal build too.
 
 AARCH64_CC ?= aarch64-linux-gnu-gcc
 ARMV7_CC   ?= arm-linux-gnueabihf-gcc
@@ -21,7 +23,10 @@ ARMV7_STRIP   ?= arm-linux-gnueabihf-strip
 QEMU_AARCH64 ?= qemu-aarch64
 QEMU_ARM     ?= qemu-arm
 
-NEON_SRCS  := bconv_neon64.c bconv_neon32.c
+NEON_SRCS  := bconv_neon64.c bconv_neon32.c sgemm_neon64.c sgemm_neon32.c pool_neon.c \
+              bitpack_neon.c
+# The ARMv7 files built with -mfpu=neon (the rest of an armv7 build stays NEON-free).
+NEON32_OBJS := bconv_neon32.o sgemm_neon32.o pool_neon.o bitpack_neon.o
 CROSS_SRCS := $(LIB_SRCS) $(NEON_SRCS)
 CROSS_CFLAGS := $(CSTD) -O3 $(WARN) -pthread -Iinclude -Isrc
 ARMV7_FLAGS  := -march=armv7-a -mfpu=vfpv3-d16 -mfloat-abi=hard
@@ -73,8 +78,8 @@ $(BUILD)/aarch64/tobj/%.o: src/%.c | $(BUILD)/aarch64/tobj
 $(BUILD)/armv7/tobj/%.o: src/%.c | $(BUILD)/armv7/tobj
 	$(ARMV7_CC) $(CROSS_CFLAGS) $(WERROR) $(ARMV7_FLAGS) -MMD -MP -c $< -o $@
 
-# Only the NEON kernel file is built with NEON enabled.
-$(BUILD)/armv7/obj/bconv_neon32.o $(BUILD)/armv7/tobj/bconv_neon32.o: ARMV7_FLAGS += -mfpu=neon
+# Only the NEON kernel files are built with NEON enabled.
+$(NEON32_OBJS:%=$(BUILD)/armv7/obj/%) $(NEON32_OBJS:%=$(BUILD)/armv7/tobj/%): ARMV7_FLAGS += -mfpu=neon
 
 $(BUILD)/aarch64/bnnbench-native: $(BUILD)/aarch64/obj/cli.o $(CROSS_SRCS:%.c=$(BUILD)/aarch64/obj/%.o)
 	$(AARCH64_CC) -static -pthread -o $@ $^ -lm
@@ -106,10 +111,13 @@ CROSS_TESTS := $(BUILD)/aarch64/test_kernels $(BUILD)/aarch64/test_kernels_fold 
 
 cross-test-builds: cross $(CROSS_TESTS)
 
+# ARMv7 twice: qemu's default CPU has VFPv4 (the VFMA SGEMM), a Cortex-A8 has NEON without
+# it (the VMLA SGEMM).
 cross-test: $(CROSS_TESTS)
 	$(QEMU_AARCH64) $(BUILD)/aarch64/test_kernels
 	$(QEMU_AARCH64) $(BUILD)/aarch64/test_kernels_fold
 	$(QEMU_ARM) $(BUILD)/armv7/test_kernels
+	$(QEMU_ARM) -cpu cortex-a8 $(BUILD)/armv7/test_kernels
 	$(QEMU_ARM) $(BUILD)/armv7/test_kernels_fold
 
 $(BUILD)/aarch64/obj $(BUILD)/armv7/obj $(BUILD)/aarch64/tobj $(BUILD)/armv7/tobj:
@@ -128,8 +136,8 @@ ifneq ($(HOST_ARM64)$(HOST_ARM32),)
 $(BUILD)/libbnn.so $(BUILD)/bnnbench-native: $(NEON_SRCS:%.c=$(BUILD)/obj/%.o)
 $(BUILD)/asan/bnnbench-native $(BUILD)/asan/test_kernels: $(NEON_SRCS:%.c=$(BUILD)/asan/obj/%.o)
 ifneq ($(HOST_ARM32),)
-$(BUILD)/obj/bconv_neon32.o: ALL_CFLAGS += -mfpu=neon
-$(BUILD)/asan/obj/bconv_neon32.o: SAN_CFLAGS += -mfpu=neon
+$(NEON32_OBJS:%=$(BUILD)/obj/%): ALL_CFLAGS += -mfpu=neon
+$(NEON32_OBJS:%=$(BUILD)/asan/obj/%): SAN_CFLAGS += -mfpu=neon
 endif
 endif
 

@@ -1,69 +1,154 @@
 #!/usr/bin/env bash
-# Static throughput of the AArch64 NEON binary-conv inner loop (src/bconv_neon64.c) with
-# llvm-mca. No ARM hardware or emulation involved: the numbers are llvm-mca's scheduling
-# model of the CPU, not measurements.
+# Static throughput of the ARM NEON inner loops with llvm-mca: the AArch64 binary-conv row
+# kernel (src/bconv_neon64.c, 8-channel tile) and SGEMM micro-kernels (src/sgemm_neon64.c,
+# packed and direct), and the ARMv7 ones (src/bconv_neon32.c, 4-channel tile;
+# src/sgemm_neon32.c, VMLA and VFMA flavours, packed and direct). No ARM hardware or
+# emulation is involved: every number is llvm-mca's scheduling model of a CPU, not a
+# measurement.
 #
-#   native/bench/mca_neon.sh [MCPU [MCA_CPU...]]
-#       MCPU: gcc -mcpu for the code (default cortex-a76);
-#       MCA_CPU: llvm-mca -mcpu models to analyse it with (default: cortex-a76 neoverse-n1).
-# Note: llvm-mca (LLVM 14 and 19 alike) schedules -mcpu=cortex-a76 with the Cortex-A57
-# model (no A76 model exists); neoverse-n1, the server core built on the A76 pipeline, has
-# a real model in LLVM >= 17, so both are printed.
+#   native/bench/mca_neon.sh            the table (VERBOSE=1 also prints each loop)
+#   env: LLVM_MCA (default: the newest /usr/lib/llvm-*/bin/llvm-mca), AARCH64_CC, ARMV7_CC,
+#        A64_MODELS (default "cortex-a53 cortex-a72 cortex-a76 neoverse-n1"),
+#        A32_MODELS (default "cortex-a9 cortex-a72")
 #
-# How: compile bconv_neon64.c to assembly with -O3 -mcpu=$MCPU and -DBNN_MCA, which wraps
-# the chunk loop of each register tile in "# LLVM-MCA-BEGIN/END" inline-asm comments. The
-# first region is the 8-output-channel tile (the one every layer with >= 8 channels per
-# task runs); from it we cut exactly the loop (from its label to the backward branch), so
-# no preheader code is counted, and feed it to llvm-mca as one steady-state block.
-# One iteration = one 128-bit input chunk XOR-popcounted against 8 weight chunks, i.e.
-# 8 * 128 = 1024 binary MACs (bit products accumulated). Reported:
-#   cycles/iteration = llvm-mca "Total Cycles" / "Iterations" (steady state)
-#   binary MACs/cycle = 1024 / cycles-per-iteration; binary ops/cycle = 2 * that (XNOR +
-#   popcount-accumulate per bit, the usual convention for BNN "ops").
+# How: each kernel file is compiled to assembly with the flags of the shipped cross build
+# (cross.mk: -std=c11 -O3; ARMv7 -march=armv7-a -mfloat-abi=hard -mfpu=neon) plus -DBNN_MCA,
+# which puts LLVM-MCA-BEGIN/END comments around the inner loops; from a region we cut exactly
+# the loop (its label through the branch back to it), so no set-up code is counted, and
+# llvm-mca runs it as a steady-state block (1000 iterations).
+#
+# Peak, per model: llvm-mca on a block of the kernel's work instructions alone, independent
+# and without loads or loop control -- 24 FMLA (AArch64) or 12 VFMA / VMLA (ARMv7) on q
+# registers for the SGEMMs; 8 (AArch64) or 4 (ARMv7) independent EOR -> CNT -> UADALP
+# (VEOR -> VCNT.8 -> VPADAL.U8) chains for the binary loop. So the peak is what the model's
+# pipes allow for those instructions (FMA: pipes x 4 lanes per cycle; binary: 128 bit pairs
+# per CNT), and % of peak = (work instructions per cycle in the loop) / (the same in the
+# peak block). Work: 4 FP32 multiply-adds per FMLA/VFMA/VMLA (q form); 128 binary MACs per
+# CNT (one 128-bit chunk of one output channel).
+#
+# Model notes (LLVM 19): llvm-mca has no Cortex-A72 or Cortex-A76 model of its own; it
+# schedules both with the Cortex-A57 model (the scheduling resources are printed as the
+# model's unit-name prefix). Neoverse N1 (the A76 pipeline) has its own. For 32-bit ARM
+# there is no Cortex-A7 or Cortex-A53 model at all: the ARMv7 kernels are shown on
+# Cortex-A9 (an ARMv7 core, itinerary model) and on the A57 model in AArch32 state (what an
+# A72 running a 32-bit OS would be).
 set -euo pipefail
-MCPU=${1:-cortex-a76}
-shift || true
-MCA_CPUS=("$@")
-[ ${#MCA_CPUS[@]} -gt 0 ] || MCA_CPUS=(cortex-a76 neoverse-n1)
-CC=${AARCH64_CC:-aarch64-linux-gnu-gcc}
-# Newest installed llvm-mca: LLVM 14 has no Cortex-A76 model (it uses Cortex-A57's);
-# LLVM >= 17 models cortex-a76 with its Neoverse N1 model (`make -C native mca` installs 19).
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+CC64=${AARCH64_CC:-aarch64-linux-gnu-gcc}
+CC32=${ARMV7_CC:-arm-linux-gnueabihf-gcc}
 MCA=${LLVM_MCA:-$( (ls /usr/lib/llvm-*/bin/llvm-mca 2>/dev/null | sort -V | tail -1) || true)}
 MCA=${MCA:-$(command -v llvm-mca || true)}
 MCA=${MCA:-llvm-mca}
-HERE=$(cd "$(dirname "$0")/.." && pwd)
-for t in "$CC" "$MCA"; do
-    command -v "$t" >/dev/null 2>&1 || { echo "mca_neon.sh: $t not found (make -C native cross-deps; apt-get install llvm)" >&2; exit 2; }
+read -r -a M64 <<< "${A64_MODELS:-cortex-a53 cortex-a72 cortex-a76 neoverse-n1}"
+read -r -a M32 <<< "${A32_MODELS:-cortex-a9 cortex-a72}"
+for t in "$CC64" "$CC32" "$MCA"; do
+    command -v "$t" >/dev/null 2>&1 || {
+        echo "mca_neon.sh: $t not found (make -C native cross-deps mca-deps)" >&2
+        exit 2
+    }
 done
-TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-"$CC" -std=c11 -O3 -mcpu="$MCPU" -DBNN_MCA -I"$HERE/include" -I"$HERE/src" -S \
-    "$HERE/src/bconv_neon64.c" -o "$TMP/k.s"
-# First marked region -> its loop: label line through the conditional branch back to it.
-awk '
-    /LLVM-MCA-BEGIN/ { n++; inr = (n == 1); next }
-    /LLVM-MCA-END/   { inr = 0 }
-    inr && /^\.L[0-9A-Za-z_]+:/ && !lab { lab = substr($1, 1, length($1) - 1); on = 1; next }
-    inr && on { if ($0 ~ /^#|^\/\//) next; print; if ($NF == lab) { on = 0; done = 1 } }
-    END { if (!done) exit 1 }
-' "$TMP/k.s" > "$TMP/loop.s" || { echo "mca_neon.sh: could not cut the loop" >&2; exit 1; }
-{ echo "# LLVM-MCA-BEGIN bconv_neon64_8ch"; cat "$TMP/loop.s"; echo "# LLVM-MCA-END"; } > "$TMP/region.s"
-echo "== inner loop (8 output channels x 128 bits per iteration), gcc -O3 -mcpu=$MCPU =="
-cat "$TMP/loop.s"
-for MC in "${MCA_CPUS[@]}"; do
-"$MCA" -mtriple=aarch64 -mcpu="$MC" -iterations=1000 "$TMP/region.s" > "$TMP/mca.txt"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+CF=(-std=c11 -O3 -DBNN_MCA -I"$HERE/include" -I"$HERE/src" -S)
+"$CC64" "${CF[@]}" "$HERE/src/bconv_neon64.c" -o "$TMP/bconv64.s"
+"$CC64" "${CF[@]}" "$HERE/src/sgemm_neon64.c" -o "$TMP/sgemm64.s"
+A32=(-march=armv7-a -mfloat-abi=hard -mfpu=neon)
+"$CC32" "${CF[@]}" "${A32[@]}" "$HERE/src/bconv_neon32.c" -o "$TMP/bconv32.s"
+"$CC32" "${CF[@]}" "${A32[@]}" "$HERE/src/sgemm_neon32.c" -o "$TMP/sgemm32.s"
+
+# cut FILE REGION: the loop of the first LLVM-MCA region named REGION (its name ends the
+# marker line), from its first label through the conditional branch back to that label.
+cut_loop() {
+    awk -v want="$2" '
+        /LLVM-MCA-BEGIN/ { inr = ($NF == want && !seen); if (inr) seen = 1; next }
+        /LLVM-MCA-END/   { inr = 0 }
+        inr && /^\.L[0-9A-Za-z_]+:/ && !lab { lab = substr($1, 1, length($1) - 1); on = 1; next }
+        inr && on {
+            if ($0 ~ /^[ \t]*[#@]|^\/\/|^[ \t]*\.(syntax|thumb|arm|p2align|align)/) next
+            print
+            if ($NF == lab) { on = 0; done = 1 }
+        }
+        END { if (!done) exit 1 }
+    ' "$1"
+}
+
+# Peak blocks (see the header).
+{
+    for i in $(seq 0 23); do echo "fmla v$i.4s, v24.4s, v25.s[$((i % 4))]"; done
+} > "$TMP/peak_fmla64.s"
+# (grouped by instruction, so that an in-order model is not held up by each chain's latency)
+{
+    for i in $(seq 0 7); do echo "eor v$((8 + i)).16b, v0.16b, v$((16 + i)).16b"; done
+    for i in $(seq 0 7); do echo "cnt v$((8 + i)).16b, v$((8 + i)).16b"; done
+    for i in $(seq 0 7); do echo "uadalp v$((24 + i)).8h, v$((8 + i)).16b"; done
+} > "$TMP/peak_bin64.s"
+for op in vfma vmla; do
+    for i in $(seq 0 11); do echo "$op.f32 q$i, q12, q13"; done > "$TMP/peak_${op}32.s"
+done
+{
+    for i in 0 1 2 3; do echo "veor q$((4 + i)), q0, q$((8 + i))"; done
+    for i in 0 1 2 3; do echo "vcnt.8 q$((4 + i)), q$((4 + i))"; done
+    for i in 0 1 2 3; do echo "vpadal.u8 q$((12 + i)), q$((4 + i))"; done
+} > "$TMP/peak_bin32.s"
+
+# mca TRIPLE CPU FILE -> "cycles/iteration unit-prefix" (steady state over 1000 iterations)
+mca() {
+    local attr=()
+    [ "$1" = aarch64 ] || attr=(-mattr=+neon,+vfp4)
+    "$MCA" -mtriple="$1" -mcpu="$2" "${attr[@]}" -iterations=1000 "$3" > "$TMP/mca.txt" 2>&1 || {
+        echo "mca_neon.sh: llvm-mca failed on $3 for $2:" >&2
+        cat "$TMP/mca.txt" >&2
+        exit 1
+    }
+    awk '/^Iterations:/ { it = $2 } /^Total Cycles:/ { cyc = $3 }
+         /^\[[0-9.]+\] *- / && !unit { unit = $3; sub(/Unit.*/, "", unit) }
+         END { printf "%.3f %s\n", cyc / it, unit }' "$TMP/mca.txt"
+}
+
+echo "llvm-mca: $("$MCA" --version | grep -i 'llvm version' | sed 's/^ *//')"
+echo "compilers: $("$CC64" --version | head -1); $("$CC32" --version | head -1)"
+printf '\n%-28s %-12s %-6s %8s %6s %10s %10s %7s %12s\n' kernel model sched cyc/it "ops/it" \
+    "ops/cyc" "peak/cyc" "%peak" "work/cycle"
+# kernel  asm-file  region  triple  work-op regex  work per op  unit  peak block
+KERNELS=(
+    "bconv_neon64_8ch|bconv64|bconv_neon64|aarch64|cnt|128|bitMAC|peak_bin64"
+    "sgemm_neon64_packed_6x16|sgemm64|sgemm_neon64_packed|aarch64|fmla|4|FMA|peak_fmla64"
+    "sgemm_neon64_direct_6x16|sgemm64|sgemm_neon64_direct|aarch64|fmla|4|FMA|peak_fmla64"
+    "bconv_neon32_4ch|bconv32|bconv_neon32|armv7|vcnt|128|bitMAC|peak_bin32"
+    "sgemm_neon32_vmla_packed|sgemm32|sgemm_neon32_packed|armv7|vmla|4|FMA|peak_vmla32"
+    "sgemm_neon32_vmla_direct|sgemm32|sgemm_neon32_direct|armv7|vmla|4|FMA|peak_vmla32"
+    "sgemm_neon32_vfma_packed|sgemm32|sgemm_neon32fma_packed|armv7|vfma|4|FMA|peak_vfma32"
+    "sgemm_neon32_vfma_direct|sgemm32|sgemm_neon32fma_direct|armv7|vfma|4|FMA|peak_vfma32"
+)
+for k in "${KERNELS[@]}"; do
+    IFS='|' read -r name asm region triple op per unit peak <<< "$k"
+    cut_loop "$TMP/$asm.s" "$region" > "$TMP/$name.s" || {
+        echo "mca_neon.sh: could not cut the loop of region $region" >&2
+        exit 1
+    }
+    ops=$(grep -cE "^[[:space:]]*$op([.[:space:]]|$)" "$TMP/$name.s" || true)
+    peak_ops=$(grep -cE "^[[:space:]]*$op([.[:space:]]|$)" "$TMP/$peak.s" || true)
+    if [ "${VERBOSE:-0}" = 1 ]; then
+        echo "== $name: $(wc -l < "$TMP/$name.s") instructions, $ops $op"
+        cat "$TMP/$name.s"
+    fi
+    if [ "$triple" = aarch64 ]; then models=("${M64[@]}"); tr=aarch64
+    else models=("${M32[@]}"); tr=armv7-linux-gnueabihf; fi
+    for mc in "${models[@]}"; do
+        read -r cyc sched < <(mca "$tr" "$mc" "$TMP/$name.s")
+        read -r pcyc _ < <(mca "$tr" "$mc" "$TMP/$peak.s")
+        awk -v n="$name" -v mc="$mc" -v s="$sched" -v cyc="$cyc" -v ops="$ops" -v pc="$pcyc" \
+            -v po="$peak_ops" -v per="$per" -v unit="$unit" 'BEGIN {
+            r = ops / cyc; p = po / pc
+            printf "%-28s %-12s %-6s %8.2f %6d %10.3f %10.3f %6.1f%% %7.1f %s\n",
+                   n, mc, s, cyc, ops, r, p, 100 * r / p, r * per, unit
+        }'
+    done
+done
 echo
-echo "== $("$MCA" --version | grep -i 'llvm version' | sed 's/^ *//'): llvm-mca -mtriple=aarch64 -mcpu=$MC =="
-sed -n '/^Iterations:/,/^Block RThroughput:/p' "$TMP/mca.txt"
-echo "scheduling-model resources (per iteration):"
-sed -n '/^Resources:/,/^$/p;/^Resource pressure per iteration:/,+2p' "$TMP/mca.txt"
-awk -v bits=1024 -v mc="$MC" '
-    /^Iterations:/ { it = $2 } /^Total Cycles:/ { cyc = $3 } /^Block RThroughput:/ { rt = $3 }
-    /^Instructions:/ { ins = $2 }
-    END {
-        cpi = cyc / it
-        printf "[%s] cycles/iteration (steady state): %.3f   (Block RThroughput: %s)\n", mc, cpi, rt
-        printf "[%s] instructions/iteration: %.0f\n", mc, ins / it
-        printf "[%s] binary MACs/cycle = %d bits / %.3f cycles = %.1f\n", mc, bits, cpi, bits / cpi
-        printf "[%s] binary ops/cycle (2 per MAC) = %.1f\n", mc, 2 * bits / cpi
-    }' "$TMP/mca.txt"
-done
+echo "cyc/it: llvm-mca cycles per loop iteration; ops/it: work instructions in it (FMLA/VFMA/VMLA"
+echo "q-form, or CNT); ops/cyc and peak/cyc: those per cycle in the loop and in the peak block;"
+echo "work/cycle: FP32 multiply-adds (FMA) or binary MACs (bitMAC) per cycle. sched: the"
+echo "scheduling model llvm-mca used (its resource-name prefix). Static model numbers, not"
+echo "measurements."

@@ -100,21 +100,35 @@ static const bnn_kernel_table *lookup(const char *name, const char **why)
 }
 
 #elif defined(__aarch64__) || defined(__arm__)
-/* ARM: NEON row kernel (bconv_neon64.c / bconv_neon32.c), the default where NEON exists:
- * always on AArch64, via getauxval(AT_HWCAP) & HWCAP_NEON on ARMv7. BNNBENCH_ISA or
- * bnn_set_isa() picks "neon" or "portable" (unknown/unsupported: an error, as on x86). */
+/* ARM: NEON kernels, the default where NEON exists: always on AArch64, via
+ * getauxval(AT_HWCAP) & HWCAP_NEON on ARMv7. The row kernel (bconv_neon64.c /
+ * bconv_neon32.c), the max pool (pool_neon.c), the integer-bound bits (and on AArch64 the
+ * sign packing: bitpack_neon.c) and the SGEMM: AArch64 FMLA 6 x 16
+ * (sgemm_neon64.c); on ARMv7 (sgemm_neon32.c) VFMA 4 x 16 where HWCAP_VFPv4 says the CPU has
+ * it, VMLA otherwise (both tables are named "neon": the CPU decides, as it would for the
+ * hardware). BNNBENCH_ISA or bnn_set_isa() picks "neon" or "portable" (unknown/unsupported:
+ * an error, as on x86). */
 #if defined(__arm__)
 #include <sys/auxv.h>
 #ifndef HWCAP_NEON
 #define HWCAP_NEON (1 << 12)
 #endif
+#ifndef HWCAP_VFPv4
+#define HWCAP_VFPv4 (1 << 16)
 #endif
-void bnn_bconv_row_neon64(const bnn_bconv_row_args *a);
-void bnn_bconv_row_neon32(const bnn_bconv_row_args *a);
+#endif
 #if defined(__aarch64__)
-static const bnn_kernel_table arm_neon = PORTABLE_TABLE("neon", bnn_bconv_row_neon64);
+static const bnn_kernel_table arm_neon =
+    KERNEL_TABLE("neon", bnn_bitpack_neon, bnn_threshold_counts_neon, bnn_bconv_out_portable,
+                 neon, bnn_bconv_row_neon64, neon64, BNN_SGEMM_MR_NEON64);
 #else
-static const bnn_kernel_table arm_neon = PORTABLE_TABLE("neon", bnn_bconv_row_neon32);
+static const bnn_kernel_table arm_neon_vmla =
+    KERNEL_TABLE("neon", bnn_bitpack_portable, bnn_threshold_counts_neon,
+                 bnn_bconv_out_portable, neon, bnn_bconv_row_neon32, neon32, BNN_SGEMM_MR_NEON32);
+static const bnn_kernel_table arm_neon_vfma =
+    KERNEL_TABLE("neon", bnn_bitpack_portable, bnn_threshold_counts_neon,
+                 bnn_bconv_out_portable, neon, bnn_bconv_row_neon32, neon32fma,
+                 BNN_SGEMM_MR_NEON32);
 #endif
 static int arm_has_neon(void)
 {
@@ -124,15 +138,25 @@ static int arm_has_neon(void)
     return 1;
 #endif
 }
+/* The NEON table for this CPU (only called where arm_has_neon()). */
+static const bnn_kernel_table *arm_neon_table(void)
+{
+#if defined(__arm__)
+    return bnn_sgemm_neon32_has_fma && (getauxval(AT_HWCAP) & HWCAP_VFPv4) ? &arm_neon_vfma
+                                                                           : &arm_neon_vmla;
+#else
+    return &arm_neon;
+#endif
+}
 static const bnn_kernel_table *lookup(const char *name, const char **why)
 {
     static char msg[160];
     if (!name || !*name)
-        return arm_has_neon() ? &arm_neon : &portable;
+        return arm_has_neon() ? arm_neon_table() : &portable;
     if (!strcmp(name, "portable"))
         return &portable;
     if (!strcmp(name, "neon") && arm_has_neon())
-        return &arm_neon;
+        return arm_neon_table();
     snprintf(msg, sizeof msg, "unknown or unsupported ISA '%.40s' (want portable or neon)",
              name);
     *why = msg;

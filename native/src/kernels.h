@@ -207,6 +207,42 @@ void bnn_sgemm_ukernel_direct_portable(size_t kc, const float *a, const size_t *
                                        const float *bias, const float *lim);
 #define BNN_SGEMM_MR_PORTABLE 4
 
+#if defined(__aarch64__) || defined(__arm__)
+/* ARM kernels (NEON; the ARMv7 files are compiled with -mfpu=neon, kernels.c uses them only
+ * where HWCAP_NEON says so). */
+void bnn_bconv_row_neon64(const bnn_bconv_row_args *a); /* AArch64 */
+void bnn_bconv_row_neon32(const bnn_bconv_row_args *a); /* ARMv7 */
+void bnn_maxpool_px_neon(const float *x, size_t row_stride, size_t px_stride, uint32_t kh,
+                         uint32_t kw, uint32_t n, float *y); /* both (pool_neon.c) */
+/* bitpack_neon.c: integer-bound bits on both, sign packing on AArch64 only (AArch32 NEON
+ * flushes subnormals, so its float compare could differ from portable) */
+void bnn_threshold_counts_neon(const int32_t *p, const int32_t *neg, const int32_t *bound,
+                               uint32_t n, size_t npix, uint64_t *dst, size_t dst_stride);
+void bnn_bitpack_neon(const float *x, const float *thr, uint32_t c, uint32_t words,
+                      size_t npix, uint64_t *out, size_t out_stride); /* AArch64 */
+/* AArch64 FMLA SGEMM, MR = BNN_SGEMM_MR_NEON64 (sgemm_neon64.c) */
+void bnn_sgemm_ukernel_neon64(size_t kc, const float *a, const float *b, float *c, size_t ldc,
+                              const float *bias, const float *lim);
+void bnn_sgemm_ukernel_direct_neon64(size_t kc, const float *a, const size_t *koff, size_t a_rs,
+                                     const float *b, float *c, size_t ldc, const float *bias,
+                                     const float *lim);
+#define BNN_SGEMM_MR_NEON64 6
+/* ARMv7 SGEMM, MR = BNN_SGEMM_MR_NEON32 (sgemm_neon32.c): VMLA, and VFMA for VFPv4 CPUs
+ * (the VMLA one again where the compiler could not build it: bnn_sgemm_neon32_has_fma 0) */
+void bnn_sgemm_ukernel_neon32(size_t kc, const float *a, const float *b, float *c, size_t ldc,
+                              const float *bias, const float *lim);
+void bnn_sgemm_ukernel_direct_neon32(size_t kc, const float *a, const size_t *koff, size_t a_rs,
+                                     const float *b, float *c, size_t ldc, const float *bias,
+                                     const float *lim);
+void bnn_sgemm_ukernel_neon32fma(size_t kc, const float *a, const float *b, float *c,
+                                 size_t ldc, const float *bias, const float *lim);
+void bnn_sgemm_ukernel_direct_neon32fma(size_t kc, const float *a, const size_t *koff,
+                                        size_t a_rs, const float *b, float *c, size_t ldc,
+                                        const float *bias, const float *lim);
+extern const int bnn_sgemm_neon32_has_fma;
+#define BNN_SGEMM_MR_NEON32 4
+#endif
+
 #if defined(__x86_64__)
 /* x86-64 row kernels, each compiled for its ISA with target attributes (bconv_*.c). */
 void bnn_bconv_row_popcnt(const bnn_bconv_row_args *a); /* POPCNT */

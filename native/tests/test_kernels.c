@@ -542,6 +542,171 @@ static void test_bconv_out(void)
     printf("[%s] bconv float outputs: %zu cases\n", bnn_kernel_isa(), cases);
 }
 
+/* ------------------------------------------------------------------ SGEMM micro-kernels */
+
+/* The table's SGEMM micro-kernels (packed and direct) against the contract evaluated in
+ * plain C, bit for bit: each C element is a chain over k from 0, either separate multiply
+ * and add (portable, popcnt, ARMv7 VMLA) or one fmaf per step (AVX2, AVX-512, AArch64
+ * FMLA, ARMv7 VFMA), then bias or C + the sum, then the clip. Which of the two a set uses
+ * is stated per set below; a kernel must match its own reference everywhere (the two differ
+ * in most outputs here, which the test checks too). The direct kernel reads A in place
+ * through tap offsets and must give the packed kernel's floats. kc covers 1, odd lengths
+ * and a full KC slice; C has a row stride > NR and an odd offset; a NaN in A must reach C
+ * through the clip (it passes). Inputs are normal floats: ARMv7 NEON flushes subnormals. */
+static int sgemm_uses_fma(const char *isa)
+{
+    if (!strcmp(isa, "avx2") || !strcmp(isa, "avx512"))
+        return 1;
+#if defined(__aarch64__)
+    if (!strcmp(isa, "neon"))
+        return 1;
+#endif
+#if defined(__arm__)
+    /* VFMA on VFPv4 CPUs (kernels.c: HWCAP_VFPv4), else VMLA: -1 = either, reported */
+    if (!strcmp(isa, "neon"))
+        return -1;
+#endif
+    return 0;
+}
+
+static int same_float(float a, float b)
+{
+    return (isnan(a) && isnan(b)) || !memcmp(&a, &b, sizeof a);
+}
+
+static void test_sgemm(void)
+{
+    const bnn_kernel_table *k = bnn_kernels();
+    const int want_fma = sgemm_uses_fma(k->isa);
+    enum { NR = BNN_SGEMM_NR, KMAX = 256, LDC = NR + 5, RS = 7 };
+    const size_t mr = k->sgemm_mr;
+    CHECK(mr >= 1 && mr <= BNN_SGEMM_MR_MAX, "sgemm_mr %zu", mr);
+    static const size_t kcs[] = {1, 2, 3, 5, 16, 37, KMAX};
+    /* A in place: row i of depth t at ain[koff[t] + i * RS]; packed: ap[t * mr + i] */
+    float *ain = malloc((KMAX * 3 + BNN_SGEMM_MR_MAX * RS + 8) * sizeof(float));
+    float *ap = malloc(KMAX * BNN_SGEMM_MR_MAX * sizeof(float));
+    float *bp = malloc(KMAX * NR * sizeof(float));
+    size_t *koff = malloc(KMAX * sizeof(size_t));
+    float c0[BNN_SGEMM_MR_MAX * LDC + 1], cp[BNN_SGEMM_MR_MAX * LDC + 1],
+        cd[BNN_SGEMM_MR_MAX * LDC + 1], wfma[BNN_SGEMM_MR_MAX * LDC + 1],
+        wmul[BNN_SGEMM_MR_MAX * LDC + 1], bias[NR];
+    const float lim[2] = {-0.6f, 0.7f};
+    size_t cases = 0, differ = 0, as_fma = 0, as_mul = 0;
+    for (size_t ki = 0; ki < sizeof kcs / sizeof *kcs; ki++)
+        for (int mode = 0; mode < 4; mode++) {
+            const size_t kc = kcs[ki];
+            const int with_bias = mode & 1, with_lim = (mode >> 1) & 1;
+            for (size_t i = 0; i < KMAX * 3 + BNN_SGEMM_MR_MAX * RS + 8; i++)
+                ain[i] = rndf();
+            for (size_t t = 0; t < kc; t++) /* increasing, with gaps: taps of a window */
+                koff[t] = t * 3 - t % 2;
+            if (kc > 3)
+                ain[koff[2] + 1 * RS] = NAN; /* row 1: NaN from depth 2 on */
+            for (size_t t = 0; t < kc; t++)
+                for (size_t i = 0; i < mr; i++)
+                    ap[t * mr + i] = ain[koff[t] + i * RS];
+            for (size_t i = 0; i < kc * NR; i++)
+                bp[i] = rndf();
+            for (int n = 0; n < NR; n++)
+                bias[n] = rndf();
+            for (size_t i = 0; i < mr * LDC + 1; i++)
+                c0[i] = rndf();
+            float *c = c0 + 1, *ccp = cp + 1, *ccd = cd + 1; /* C at an odd float offset */
+            memcpy(cp, c0, sizeof c0);
+            memcpy(cd, c0, sizeof c0);
+            memcpy(wfma, c0, sizeof c0);
+            memcpy(wmul, c0, sizeof c0);
+            for (size_t i = 0; i < mr; i++)
+                for (int n = 0; n < NR; n++) {
+                    float sf = 0.0f, sm = 0.0f;
+                    for (size_t t = 0; t < kc; t++) {
+                        const float av = ap[t * mr + i], bv = bp[t * NR + n];
+                        sf = fmaf(av, bv, sf);
+                        const float prod = av * bv;
+                        sm = sm + prod;
+                    }
+                    const float base = with_bias ? bias[n] : c[i * LDC + n];
+                    float vf = base + sf, vm = base + sm;
+                    if (with_lim) {
+                        vf = bnn_clip(vf, lim[0], lim[1]);
+                        vm = bnn_clip(vm, lim[0], lim[1]);
+                    }
+                    wfma[1 + i * LDC + n] = vf;
+                    wmul[1 + i * LDC + n] = vm;
+                    differ += !same_float(vf, vm);
+                }
+            k->sgemm_ukernel(kc, ap, bp, ccp, LDC, with_bias ? bias : NULL,
+                             with_lim ? lim : NULL);
+            k->sgemm_ukernel_direct(kc, ain, koff, RS, bp, ccd, LDC, with_bias ? bias : NULL,
+                                    with_lim ? lim : NULL);
+            int eq_fma = 1, eq_mul = 1, eq_direct = 1;
+            for (size_t i = 0; i < mr * LDC + 1; i++) {
+                eq_fma &= same_float(cp[i], wfma[i]);
+                eq_mul &= same_float(cp[i], wmul[i]);
+                eq_direct &= same_float(cd[i], cp[i]);
+            }
+            as_fma += eq_fma;
+            as_mul += eq_mul;
+            CHECK(want_fma == 1 ? eq_fma : want_fma == 0 ? eq_mul : (eq_fma || eq_mul),
+                  "sgemm kc=%zu bias=%d clip=%d: not the %s reference (fma %d, mul+add %d)", kc,
+                  with_bias, with_lim, want_fma == 1 ? "fma" : want_fma ? "either" : "mul+add",
+                  eq_fma, eq_mul);
+            CHECK(eq_direct, "sgemm direct != packed, kc=%zu bias=%d clip=%d", kc, with_bias,
+                  with_lim);
+            CHECK(isnan(cp[1 + 1 * LDC]) == (kc > 3), "sgemm kc=%zu: NaN in A lost or made",
+                  kc);
+            cases++;
+        }
+    /* the two references must differ, or this test could not tell the kernels apart */
+    CHECK(differ > 100, "fma and mul+add references differ in only %zu outputs", differ);
+    /* a run of "either" must have matched one of them throughout, not a mix */
+    CHECK(as_fma == cases || as_mul == cases, "sgemm matched fma in %zu, mul+add in %zu of %zu",
+          as_fma, as_mul, cases);
+    printf("[%s] sgemm %zux%d packed+direct: %zu cases, rounding %s\n", k->isa, mr, NR, cases,
+           as_fma == cases ? "fma" : "mul+add");
+    free(ain);
+    free(ap);
+    free(bp);
+    free(koff);
+}
+
+/* ------------------------------------------------------------------ max pool */
+
+/* The table's max pool of one pixel bit for bit against the portable kernel: every channel
+ * count up to 70 (16- and 4-wide bodies, tails), windows 1x1 to 3x3, NaN taps (skipped),
+ * -inf, +0 and -0 (the first of equal taps is kept, so -0 then +0 gives -0), a window all
+ * NaN (-inf out), strided pixels and rows. */
+static void test_maxpool(void)
+{
+    const bnn_kernel_table *k = bnn_kernels();
+    enum { C = 70, PXS = 73, W = 4, H = 3 };
+    float *x = malloc(H * W * PXS * sizeof(float));
+    float got[C + 1], want[C + 1];
+    size_t cases = 0;
+    for (uint32_t n = 1; n <= C; n++)
+        for (uint32_t kh = 1; kh <= H; kh++)
+            for (uint32_t kw = 1; kw <= 3; kw++) {
+                for (size_t i = 0; i < H * W * PXS; i++) {
+                    const uint64_t r = rnd() % 16;
+                    x[i] = r == 0 ? NAN : r == 1 ? -INFINITY : r == 2 ? 0.0f : r == 3 ? -0.0f
+                                                                                   : rndf();
+                }
+                if (n > 5) /* channel 5: every tap NaN */
+                    for (size_t i = 0; i < H * W; i++)
+                        x[i * PXS + 5] = NAN;
+                for (uint32_t i = 0; i <= C; i++)
+                    got[i] = want[i] = 42.0f; /* beyond y[n - 1]: must stay */
+                k->maxpool_px(x, W * PXS, PXS, kh, kw, n, got);
+                bnn_maxpool_px_portable(x, W * PXS, PXS, kh, kw, n, want);
+                CHECK(!memcmp(got, want, sizeof got), "maxpool n=%u %ux%u differs", n, kh, kw);
+                if (n > 5)
+                    CHECK(got[5] == -INFINITY, "maxpool: an all-NaN window gives %g", got[5]);
+                cases++;
+            }
+    printf("[%s] max pool: %zu cases\n", k->isa, cases);
+    free(x);
+}
+
 /* ------------------------------------------------------------------ loader robustness */
 
 static void test_loader(void)
@@ -715,6 +880,8 @@ int main(void)
         test_threshold_counts();
         test_bconv_out();
         test_bconv();
+        test_sgemm();
+        test_maxpool();
         test_fconv();
         printf("[%s] %s\n", isas[i], failures == before ? "ok" : "FAILED");
         ran++;
