@@ -398,6 +398,59 @@ def _check_lease(s: Session, agent: Agent, job_id: int, lease_id: str) -> Job:
     return job
 
 
+def _lease_event(job: Job, lease_id: str) -> dict[str, Any] | None:
+    for e in reversed(job.history or []):
+        if e.get("event") == "leased" and e.get("lease_id") == lease_id:
+            return e
+    return None
+
+
+def replayed_result(s: Session, agent: Agent, job_id: int, lease_id: str) -> Result | None:
+    """The result this agent already delivered under ``lease_id`` (its answer was lost on the
+    way back and the agent posts again): the retry gets that result back, nothing new is
+    recorded. None when the lease delivered nothing."""
+    job = s.get(Job, job_id)
+    if job is None or (job.status == JobStatus.leased and job.lease_id == lease_id):
+        return None
+    leased = _lease_event(job, lease_id)
+    if leased is None or leased.get("agent") != agent.id:
+        return None
+    since = datetime.fromisoformat(leased["at"])
+    return s.scalar(
+        select(Result)
+        .where(Result.job_id == job_id, Result.agent_id == agent.id, Result.created_at >= since)
+        .order_by(Result.id)
+        .limit(1)
+    )
+
+
+def note_late_result(s: Session, agent: Agent, job_id: int, body: ResultIn) -> None:
+    """A result that came after its lease ended (expired and requeued, cancelled) is refused,
+    but the job's history keeps a line of it: who measured what, under which lease. Once
+    per lease, so an agent retrying it adds nothing."""
+    job = s.get(Job, job_id)
+    if job is None or job.status == JobStatus.cancelled:
+        return  # a cancelled job records nothing more (coordinator/job_actions.py)
+    leased = _lease_event(job, body.lease_id)
+    if leased is None or leased.get("agent") != agent.id:
+        return  # not a lease this agent held on this job: nothing to keep
+    if any(
+        e.get("event") == "late result refused" and e.get("lease_id") == body.lease_id
+        for e in job.history or []
+    ):
+        return
+    samples = sorted(float(x) for x in body.samples_ms)
+    _event(
+        job,
+        "late result refused",
+        agent=agent.id,
+        lease_id=body.lease_id,
+        samples=len(samples),
+        median_ms=samples[len(samples) // 2] if samples else None,
+    )
+    s.commit()
+
+
 # ------------------------------------------------------------------ results
 
 
@@ -501,7 +554,13 @@ def submit_result(
         json.dumps(body.env, allow_nan=False)
     except ValueError:
         raise Unprocessable("env must be plain JSON (no NaN or Infinity values)") from None
-    job = _check_lease(s, agent, job_id, body.lease_id)
+    try:
+        job = _check_lease(s, agent, job_id, body.lease_id)
+    except Conflict:
+        if (done := replayed_result(s, agent, job_id, body.lease_id)) is not None:
+            return done  # a retry of a result already accepted: the same answer again
+        note_late_result(s, agent, job_id, body)
+        raise
     leased_at = _leased_at(job)
     # everything the verdict needs is read and computed before the compare-and-set: on SQLite
     # the write lock is then held for three short statements, not for the reads and the maths

@@ -209,15 +209,27 @@ def test_stale_lease_cannot_post_results(db: Database) -> None:
     with pytest.raises(Conflict), db.session() as s:  # right lease id, wrong agent
         body2 = ResultIn(lease_id=second.lease_id, samples_ms=[1.0], runtime_version="x")
         queue.submit_result(s, _agent(s, a1), first.id, body2, SETTINGS)
+    with pytest.raises(Conflict, match="stale lease"), db.session() as s:  # retried: kept once
+        queue.submit_result(s, _agent(s, a1), first.id, body, SETTINGS)
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Result)) == 0
-        assert s.get(Job, first.id).status == "leased"
+        job = s.get(Job, first.id)
+        assert job.status == "leased" and job.lease_id == second.lease_id
+        # the late result is history, never the result: one line, whoever measured what
+        late = [e for e in job.history if e["event"] == "late result refused"]
+        assert len(late) == 1, job.history
+        assert late[0]["agent"] == a1 and late[0]["lease_id"] == old_lease
+        assert late[0]["samples"] == 3 and late[0]["median_ms"] == 1.0
     with db.session() as s:
         good = ResultIn(lease_id=second.lease_id, samples_ms=[2.0, 1.98, 2.02], runtime_version="x")
         r = queue.submit_result(s, _agent(s, a2), first.id, good, SETTINGS)
         assert r.median_ms == 2.0 and r.valid
-    with pytest.raises(Conflict), db.session() as s:  # a second post of the same lease
-        queue.submit_result(s, _agent(s, a2), first.id, good, SETTINGS)
+        accepted = r.id
+    with db.session() as s:  # the same post again (its answer was lost): the same result back
+        again = queue.submit_result(s, _agent(s, a2), first.id, good, SETTINGS)
+        assert again.id == accepted
+    with pytest.raises(Conflict), db.session() as s:  # the other agent cannot replay it
+        queue.submit_result(s, _agent(s, a1), first.id, good, SETTINGS)
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Result)) == 1
         assert s.get(Job, first.id).status == "done"

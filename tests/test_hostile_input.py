@@ -72,7 +72,10 @@ def _hostile_world(c: CoordinatorProcess, tmp: Path) -> World:
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with module_coordinator(tmp_path_factory, ADMIN, max_json_bytes=MAX_JSON_BYTES) as c:
+    # leases outlive the 100 MB bodies sent under them on a loaded machine (no heartbeat here)
+    with module_coordinator(
+        tmp_path_factory, ADMIN, max_json_bytes=MAX_JSON_BYTES, lease_seconds=120
+    ) as c:
         world = _hostile_world(c, tmp_path_factory.mktemp("hostile"))
         try:
             yield world

@@ -46,9 +46,12 @@ FULL = os.environ.get("BNNBENCH_CROSS_FULL") == "1"
 # file at a few minutes on 2 cores (an FP32 ResNet takes minutes per run under qemu).
 _ALL = [f"{a}_{b}" for a in ("vggsmall", "resnet18", "resnet34") for b in ("bnn", "react", "fp32")]
 _VGG = ["vggsmall_bnn", "vggsmall_react", "vggsmall_fp32"]
+# The default keeps one whole FP32 network (AArch64); the ARMv7 SGEMMs run in every model's
+# FP32 stem, and their every path is compared bit for bit by test_kernels under qemu.
+_BIN = ["vggsmall_bnn", "vggsmall_react"]
 ZOO_AARCH64 = _ALL if FULL else [*_VGG, "resnet18_bnn", "resnet18_react", "resnet34_bnn"]
-ZOO_ARMV7 = _ALL if FULL else [*_VGG, "resnet18_react"]
-ZOO_A8 = ["vggsmall_bnn", "vggsmall_fp32"] + (["resnet18_bnn", "resnet18_fp32"] if FULL else [])
+ZOO_ARMV7 = _ALL if FULL else [*_BIN, "resnet18_react"]
+ZOO_A8 = ["vggsmall_bnn"] + (["vggsmall_fp32", "resnet18_bnn", "resnet18_fp32"] if FULL else [])
 # (arch, model, qemu -cpu or None)
 CASES: list[tuple[str, str, str | None]] = [("aarch64", m, None) for m in ZOO_AARCH64]
 CASES += [("armv7", m, None) for m in ZOO_ARMV7]
