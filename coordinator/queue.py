@@ -407,8 +407,8 @@ def _lease_event(job: Job, lease_id: str) -> dict[str, Any] | None:
 
 def replayed_result(s: Session, agent: Agent, job_id: int, lease_id: str) -> Result | None:
     """The result this agent already delivered under ``lease_id`` (its answer was lost on the
-    way back and the agent posts again): the retry gets that result back, nothing new is
-    recorded. None when the lease delivered nothing."""
+    way back and the agent posts again): a retry with the same samples gets that result back,
+    nothing new is recorded. None when the lease delivered nothing."""
     job = s.get(Job, job_id)
     if job is None or (job.status == JobStatus.leased and job.lease_id == lease_id):
         return None
@@ -557,7 +557,8 @@ def submit_result(
     try:
         job = _check_lease(s, agent, job_id, body.lease_id)
     except Conflict:
-        if (done := replayed_result(s, agent, job_id, body.lease_id)) is not None:
+        done = replayed_result(s, agent, job_id, body.lease_id)
+        if done is not None and list(done.samples_ms) == samples:
             return done  # a retry of a result already accepted: the same answer again
         note_late_result(s, agent, job_id, body)
         raise
