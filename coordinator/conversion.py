@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Update, and_, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 import coordinator
@@ -478,32 +478,35 @@ class ConversionDispatcher:
 
     # -------------------------------------------------------------- claims held
 
+    def _set_claim_expiry(self, item: WorkItem, until: datetime | None) -> Update:
+        """The compare-and-set on ``item``'s claim: its expiry becomes ``until`` (None: held
+        for good, as its outcome is stored) while this coordinator still holds it."""
+        if item.kind == "convert":
+            return (
+                update(Artifact)
+                .where(
+                    Artifact.id == item.id,
+                    Artifact.status == ArtifactStatus.converting,
+                    Artifact.claimed_by == self.instance,
+                )
+                .values(claim_expires_at=until, updated_at=Artifact.updated_at)
+            )
+        return (
+            update(Model)
+            .where(
+                Model.id == item.id,
+                Model.analysis_status == "running",
+                Model.analysis_claimed_by == self.instance,
+            )
+            .values(analysis_claim_expires_at=until)
+        )
+
     def _renew_claim(self, item: WorkItem) -> str:
         """Extend this coordinator's claim on ``item``: "held"; "done" when its outcome was
         stored meanwhile; "lost" when another coordinator took it over."""
         _, until = self._claim_until()
         with self.db.session() as s:
-            if item.kind == "convert":
-                stmt = (
-                    update(Artifact)
-                    .where(
-                        Artifact.id == item.id,
-                        Artifact.status == ArtifactStatus.converting,
-                        Artifact.claimed_by == self.instance,
-                    )
-                    .values(claim_expires_at=until, updated_at=Artifact.updated_at)
-                )
-            else:
-                stmt = (
-                    update(Model)
-                    .where(
-                        Model.id == item.id,
-                        Model.analysis_status == "running",
-                        Model.analysis_claimed_by == self.instance,
-                    )
-                    .values(analysis_claim_expires_at=until)
-                )
-            if changed(s, stmt) == 1:
+            if changed(s, self._set_claim_expiry(item, until)) == 1:
                 return "held"
             if item.kind == "convert":
                 holder = s.scalar(select(Artifact.claimed_by).where(Artifact.id == item.id))
@@ -515,27 +518,7 @@ class ConversionDispatcher:
         """In the session that stores ``item``'s outcome: whether this coordinator still
         holds its claim. The UPDATE locks the row (PostgreSQL) or the database (SQLite) until
         that session commits, so nobody takes the item over in between."""
-        if item.kind == "convert":
-            stmt = (
-                update(Artifact)
-                .where(
-                    Artifact.id == item.id,
-                    Artifact.status == ArtifactStatus.converting,
-                    Artifact.claimed_by == self.instance,
-                )
-                .values(claim_expires_at=None, updated_at=Artifact.updated_at)
-            )
-        else:
-            stmt = (
-                update(Model)
-                .where(
-                    Model.id == item.id,
-                    Model.analysis_status == "running",
-                    Model.analysis_claimed_by == self.instance,
-                )
-                .values(analysis_claim_expires_at=None)
-            )
-        if changed(s, stmt) == 1:
+        if changed(s, self._set_claim_expiry(item, None)) == 1:
             return True
         log.warning(
             "%s %d: this coordinator's claim was taken over; its outcome is discarded",

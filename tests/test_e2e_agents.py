@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from conftest import make_tiny_onnx
 from helpers.agents import AgentProcess, ctx_of, result_rows, wait_jobs, wait_until
+from helpers.onnx_builder import make_slow_onnx
 
 from bnnbench.http import ApiError
 from bnnbench.schemas import JobOut, ModelOut
@@ -29,44 +30,6 @@ SLOW_RUNS = 120
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def make_slow_onnx(path: Path) -> Path:
-    """FP32 conv net 1×64×56×56 → 2× (Conv 3×3 + Relu) → GAP → Gemm, as a torch export."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(7)
-    c = 64
-    inits = [
-        numpy_helper.from_array(rng.normal(0, 0.05, (c, c, 3, 3)).astype("f4"), "conv1.weight"),
-        numpy_helper.from_array(rng.normal(0, 0.05, (c, c, 3, 3)).astype("f4"), "conv2.weight"),
-        numpy_helper.from_array(rng.normal(0, 0.1, (10, c)).astype("f4"), "fc.weight"),
-        numpy_helper.from_array(np.zeros(10, "f4"), "fc.bias"),
-    ]
-    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1]}
-    nodes = [
-        helper.make_node("Conv", ["input", "conv1.weight"], ["c1"], name="/conv1/Conv", **conv),
-        helper.make_node("Relu", ["c1"], ["r1"], name="/relu1/Relu"),
-        helper.make_node("Conv", ["r1", "conv2.weight"], ["c2"], name="/conv2/Conv", **conv),
-        helper.make_node("Relu", ["c2"], ["r2"], name="/relu2/Relu"),
-        helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="/pool/GlobalAveragePool"),
-        helper.make_node("Flatten", ["gap"], ["flat"], name="/Flatten", axis=1),
-        helper.make_node(
-            "Gemm", ["flat", "fc.weight", "fc.bias"], ["output"], name="/fc/Gemm", transB=1
-        ),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "slow_fp32",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, 56, 56])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    onnx.save(model, str(path))
-    return path
 
 
 @pytest.fixture(scope="module", autouse=True)

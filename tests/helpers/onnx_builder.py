@@ -100,3 +100,41 @@ def ort_run(model_or_path: Any, x: np.ndarray) -> np.ndarray:
         str(src) if isinstance(src, Path) else src, providers=["CPUExecutionProvider"]
     )
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def make_slow_onnx(path: Path) -> Path:
+    """FP32 conv net 1×64×56×56 → 2× (Conv 3×3 + Relu) → GAP → Gemm, as a torch export: tens
+    of ms per inference, so a run of a few seconds has a sane number of samples."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    c = 64
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.05, (c, c, 3, 3)).astype("f4"), "conv1.weight"),
+        numpy_helper.from_array(rng.normal(0, 0.05, (c, c, 3, 3)).astype("f4"), "conv2.weight"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (10, c)).astype("f4"), "fc.weight"),
+        numpy_helper.from_array(np.zeros(10, "f4"), "fc.bias"),
+    ]
+    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1]}
+    nodes = [
+        helper.make_node("Conv", ["input", "conv1.weight"], ["c1"], name="/conv1/Conv", **conv),
+        helper.make_node("Relu", ["c1"], ["r1"], name="/relu1/Relu"),
+        helper.make_node("Conv", ["r1", "conv2.weight"], ["c2"], name="/conv2/Conv", **conv),
+        helper.make_node("Relu", ["c2"], ["r2"], name="/relu2/Relu"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="/pool/GlobalAveragePool"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="/Flatten", axis=1),
+        helper.make_node(
+            "Gemm", ["flat", "fc.weight", "fc.bias"], ["output"], name="/fc/Gemm", transB=1
+        ),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow_fp32",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, 56, 56])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.save(model, str(path))
+    return path
